@@ -1,0 +1,31 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv, install the package (editable, so twistd finds the
+# plugin in twisted/plugins/) and make sure redis-server is installed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: all setup redis test demo clean
+
+all: setup
+
+setup: $(VENV)/.installed redis
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+redis:
+	@tools/ensure-redis-server
+
+test: setup
+	$(BIN)/python tools/run_tests.py tests
+
+demo: setup
+	$(BIN)/dynomite-demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache

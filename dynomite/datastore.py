@@ -1,0 +1,369 @@
+"""
+The data path to the local Redis: pipelined raw-RESP connections.
+
+Requests are written as RESP bytes and replies come back as the exact bytes
+Redis sent (the `ReplyParser` only finds where each reply ends), so status
+and bulk replies, nils, empty arrays and errors nested in arrays reach the
+client unchanged.  Each connection keeps its in-flight requests in a deque
+and matches replies in order, like Twisted's memcache protocol.
+
+Whoever waits for a reply is a *sink*: any object with a ``complete(raw)``
+method.  Failures complete the sink with an error reply, so a sink never
+has to tell a Redis error from a node error.
+
+Connection lifecycle (one `DatastoreLink` per connection):
+
+    IDLE --start--> CONNECTING --ready--> CONNECTED --lost--> WAITING
+    CONNECTING --failed--> WAITING --delay elapsed / retry_now--> CONNECTING
+    any --stop--> STOPPED
+
+Failures are counted across the pool.  With ``auto_eject_hosts`` the
+datastore is ejected after ``server_failure_limit`` consecutive failures:
+reconnects pause for ``server_retry_timeout`` (Dynomite's behaviour), unless
+the health monitor sees Redis answer again sooner and calls `retry_now`.
+While no connection is up, requests fail at once with
+``-ERR datastore unavailable``; a request without a reply after ``timeout``
+fails every request on its connection and drops it, since in-order matching
+can no longer be trusted.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Callable, Deque, List, Optional
+
+from twisted.application.service import Service
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .config import Address, NodeConfig
+from .resp import ProtocolError, ReplyParser, encode_command
+
+UNAVAILABLE = b"-ERR datastore unavailable\r\n"
+
+HELLO_3 = encode_command([b"HELLO", b"3"])
+
+
+def _timed_out_reply(timeout: float) -> bytes:
+    return b"-ERR datastore unavailable: no reply within %d ms\r\n" % (timeout * 1000,)
+
+
+class _ReadySink:
+    """Completes the HELLO 3 that a RESP3 connection sends before it is used."""
+
+    def __init__(self, protocol: "DatastoreProtocol") -> None:
+        self._protocol = protocol
+
+    def complete(self, raw: bytes) -> None:
+        if raw[:1] in (b"-", b"!"):
+            self._protocol.log.error(
+                "datastore refused HELLO 3: {reply!r}", reply=raw[:200]
+            )
+            self._protocol.transport.abortConnection()
+        else:
+            self._protocol.ready()
+
+
+class DatastoreProtocol(Protocol):
+    """One pipelined connection to Redis carrying raw RESP both ways."""
+
+    log = Logger()
+
+    def __init__(self, link: "DatastoreLink", clock) -> None:
+        self._link = link
+        self._clock = clock
+        self._parser = ReplyParser()
+        self._sinks: Deque = deque()
+        self._sent_at: Deque[float] = deque()
+        self.is_ready = False
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        if self._link.resp == 3:
+            self.send(HELLO_3, _ReadySink(self))
+        else:
+            self.ready()
+
+    def ready(self) -> None:
+        self.is_ready = True
+        self._link.connection_ready(self)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sinks)
+
+    def send(self, data: bytes, sink) -> None:
+        """Write one request (or several, for one sink each) and queue its sink."""
+        self._sinks.append(sink)
+        self._sent_at.append(self._clock.seconds())
+        self.transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies = self._parser.feed(data)
+        except ProtocolError as e:
+            self.log.error("unparseable reply from datastore: {reason}", reason=str(e))
+            self.transport.abortConnection()
+            return
+        sinks = self._sinks
+        sent_at = self._sent_at
+        for raw in replies:
+            if not sinks:
+                self.log.error("datastore sent a reply nobody asked for")
+                self.transport.abortConnection()
+                return
+            sent_at.popleft()
+            sinks.popleft().complete(raw)
+
+    def oldest_age(self, now: float) -> float:
+        return now - self._sent_at[0] if self._sent_at else 0.0
+
+    def fail_all(self, reply: bytes) -> None:
+        """Answer every waiting request with ``reply`` (connection is going away)."""
+        sinks = self._sinks
+        self._sinks = deque()
+        self._sent_at = deque()
+        for sink in sinks:
+            sink.complete(reply)
+
+    def connectionLost(self, reason) -> None:
+        self.is_ready = False
+        self.fail_all(UNAVAILABLE)
+        self._link.connection_lost(self)
+
+
+class _LinkFactory(Factory):
+
+    noisy = False
+    def __init__(self, link: "DatastoreLink", clock) -> None:
+        self._link = link
+        self._clock = clock
+
+    def buildProtocol(self, addr):
+        return DatastoreProtocol(self._link, self._clock)
+
+
+class DatastoreLink:
+    """One reconnecting connection to Redis: the state machine above."""
+
+    log = Logger()
+
+    def __init__(self, pool: "Datastore", resp: int, clock, endpoint) -> None:
+        self.pool = pool
+        self.resp = resp
+        self._clock = clock
+        self._endpoint = endpoint
+        self._factory = _LinkFactory(self, clock)
+        self.state = "IDLE"
+        self.protocol: Optional[DatastoreProtocol] = None
+        self._attempt = None
+        self._retry_call = None
+        self._failures = 0
+
+    # -- transitions -------------------------------------------------------
+
+    def start(self) -> None:
+        if self.state in ("IDLE", "WAITING"):
+            self._connect()
+
+    def stop(self) -> None:
+        self.state = "STOPPED"
+        self._cancel_retry()
+        if self._attempt is not None:
+            self._attempt.cancel()
+        if self.protocol is not None:
+            self.protocol.transport.abortConnection()
+
+    def retry_now(self) -> None:
+        if self.state == "WAITING":
+            self._cancel_retry()
+            self._connect()
+
+    def _connect(self) -> None:
+        self.state = "CONNECTING"
+        self._attempt = self._endpoint.connect(self._factory)
+        self._attempt.addErrback(self._connect_failed)
+
+    def _connect_failed(self, failure) -> None:
+        self._attempt = None
+        if self.state != "CONNECTING":
+            return
+        self.log.debug("datastore connect failed: {f}", f=failure.getErrorMessage())
+        self.pool.record_failure()
+        self._wait()
+
+    def connection_ready(self, protocol: DatastoreProtocol) -> None:
+        self._attempt = None
+        if self.state != "CONNECTING":
+            protocol.transport.abortConnection()
+            return
+        self.state = "CONNECTED"
+        self.protocol = protocol
+        self._failures = 0
+        self.pool.link_up(self)
+
+    def connection_lost(self, protocol: DatastoreProtocol) -> None:
+        if protocol is not self.protocol:
+            # lost before it became ready: a failed attempt
+            if self.state == "CONNECTING":
+                self._attempt = None
+                self.pool.record_failure()
+                self._wait()
+            return
+        self.protocol = None
+        self.pool.link_down(self)
+        if self.state == "CONNECTED":
+            self.pool.record_failure()
+            self._wait()
+
+    def _wait(self) -> None:
+        self.state = "WAITING"
+        self._failures += 1
+        delay = self.pool.reconnect_delay(self._failures)
+        self._retry_call = self._clock.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        if self.state == "WAITING":
+            self._connect()
+
+    def _cancel_retry(self) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+
+
+class Datastore(Service):
+    """
+    The local Redis as the hot path sees it: ``send`` a request, get the
+    raw reply in a sink.
+
+    There is a pool of ``datastore_connections`` connections per RESP
+    version (RESP3 clients get connections that said HELLO 3, so Redis
+    itself encodes their replies).  A client is pinned to one connection of
+    its pool, so its pipelined commands execute in the order it sent them.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        reactor,
+        jitter: Callable[[], float] = random.random,
+        endpoint_factory: Optional[Callable[[Address], object]] = None,
+    ) -> None:
+        self._config = config
+        self._clock = reactor
+        self._jitter = jitter
+        address = config.datastore
+        if endpoint_factory is None:
+            endpoint = HostnameEndpoint(
+                reactor, address.host, address.port, timeout=max(config.timeout, 0.1)
+            )
+        else:
+            endpoint = endpoint_factory(address)
+        n = config.datastore_connections
+        self.links = [DatastoreLink(self, resp, reactor, endpoint) for resp in (2, 3) for _ in range(n)]
+        self._ready: dict = {2: [], 3: []}
+        self.consecutive_failures = 0
+        self.ejected_until: Optional[float] = None
+        self._sweeper = LoopingCall(self.expire_requests)
+        self._sweeper.clock = reactor
+        self.timed_out_total = 0
+
+    # -- hot path ----------------------------------------------------------
+
+    def send(self, client_id: int, resp: int, data: bytes, sink) -> None:
+        """Send one request for client ``client_id`` speaking ``resp``."""
+        ready = self._ready[resp]
+        if ready:
+            ready[client_id % len(ready)].send(data, sink)
+        else:
+            sink.complete(UNAVAILABLE)
+
+    # -- state -------------------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self._ready[2])
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for ready in self._ready.values() for p in ready)
+
+    def link_up(self, link: DatastoreLink) -> None:
+        if not self.is_up:
+            self.log.info("datastore {address} is up", address=str(self._config.datastore))
+        self.consecutive_failures = 0
+        self.ejected_until = None
+        self._ready[link.resp].append(link.protocol)
+
+    def link_down(self, link: DatastoreLink) -> None:
+        ready = self._ready[link.resp]
+        self._ready[link.resp] = [p for p in ready if p.is_ready]
+        if not self.is_up:
+            self.log.warn("datastore {address} is down", address=str(self._config.datastore))
+
+    def record_failure(self) -> None:
+        self.consecutive_failures += 1
+        config = self._config
+        if (
+            config.auto_eject_hosts
+            and self.ejected_until is None
+            and self.consecutive_failures >= config.server_failure_limit
+        ):
+            self.ejected_until = self._clock.seconds() + config.server_retry_timeout
+            self.log.warn(
+                "datastore {address} ejected for {seconds}s after {n} failures",
+                address=str(config.datastore),
+                seconds=config.server_retry_timeout,
+                n=self.consecutive_failures,
+            )
+
+    def reconnect_delay(self, attempts: int) -> float:
+        """Seconds before the next connection attempt of a link."""
+        if self.ejected_until is not None:
+            return max(self.ejected_until - self._clock.seconds(), 0.0)
+        base = min(0.05 * (2 ** min(attempts, 10)), 1.0)
+        return base * (0.5 + self._jitter() / 2)
+
+    def retry_now(self) -> None:
+        """Redis answers again (the health monitor says so): reconnect now."""
+        self.ejected_until = None
+        for link in self.links:
+            link.retry_now()
+
+    def expire_requests(self) -> None:
+        """Fail and drop connections whose oldest request exceeded ``timeout``."""
+        now = self._clock.seconds()
+        timeout = self._config.timeout
+        for ready in self._ready.values():
+            for protocol in list(ready):
+                if protocol.oldest_age(now) > timeout:
+                    self.timed_out_total += 1
+                    self.log.warn(
+                        "datastore gave no reply within {timeout}s; dropping connection",
+                        timeout=timeout,
+                    )
+                    protocol.fail_all(_timed_out_reply(timeout))
+                    protocol.transport.abortConnection()
+
+    # -- service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        Service.startService(self)
+        for link in self.links:
+            link.start()
+        interval = min(self._config.timeout / 4.0, 0.25)
+        self._sweeper.start(interval, now=False)
+
+    def stopService(self):
+        Service.stopService(self)
+        if self._sweeper.running:
+            self._sweeper.stop()
+        for link in self.links:
+            link.stop()

@@ -1,0 +1,118 @@
+"""
+The node: what happens to each client request.
+
+`Node.execute` is the hot path.  It looks the command up once in the
+command table, applies Redis's own checks in Redis's order (unknown command,
+arity, authentication), and then either answers the request itself
+(`dynomite.builtins`), refuses it, or forwards it to the datastore.  It
+never logs or formats strings for a request that succeeds.
+"""
+
+from __future__ import annotations
+
+from typing import Set
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from . import commands
+from .builtins import BUILTINS, NOAUTH_ALLOWED
+from .config import NodeConfig
+from .resp import encode_command
+
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+
+def unknown_command(args) -> bytes:
+    """Redis 7's wording for a command name it does not know."""
+    name = args[0][:128].decode("utf-8", "replace")
+    shown = "".join("'%s' " % a[:128].decode("utf-8", "replace") for a in args[1:])
+    text = "-ERR unknown command '%s', with args beginning with: %s" % (name, shown)
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
+
+
+def wrong_arity(name: str) -> bytes:
+    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.encode()
+
+
+def unknown_subcommand(name: str, sub: bytes) -> bytes:
+    text = "-ERR unknown subcommand '%s'. Try %s HELP." % (
+        sub[:128].decode("utf-8", "replace"),
+        name.upper(),
+    )
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
+
+
+def unsupported(name: str) -> bytes:
+    return b"-ERR unsupported command '%s'\r\n" % name.replace("|", " ").encode()
+
+
+class Node:
+    """One node's request handling, independent of sockets."""
+
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, datastore, monitor, clock) -> None:
+        self.config = config
+        self.datastore = datastore
+        self.monitor = monitor
+        self.clock = clock
+        self.started = clock.seconds()
+        self.clients: Set = set()
+        self.connections_accepted = 0
+        self.protocol_errors = 0
+        self._lookup = commands.lookup
+
+    # -- clients -----------------------------------------------------------
+
+    def client_connected(self, client) -> None:
+        self.clients.add(client)
+        self.connections_accepted += 1
+
+    def client_disconnected(self, client) -> None:
+        self.clients.discard(client)
+
+    def protocol_error(self, client, reason: str) -> None:
+        self.protocol_errors += 1
+        self.log.info(
+            "protocol error from {address}: {reason}; closing",
+            address=client.session.address,
+            reason=reason,
+        )
+
+    # -- requests ----------------------------------------------------------
+
+    def execute(self, client, args) -> None:
+        """Handle one request; the reply reaches ``client`` in order."""
+        cmd = self._lookup(args[0])
+        if cmd is None:
+            client.reply(unknown_command(args))
+            return
+        if not commands.arity_ok(cmd, len(args)):
+            client.reply(wrong_arity(cmd.name))
+            return
+        if cmd.subcommands and cmd.route != commands.NODE:
+            sub = commands.resolve(cmd, args)
+            if sub is None:
+                client.reply(unknown_subcommand(cmd.name, args[1]))
+                return
+            if not commands.arity_ok(sub, len(args)):
+                client.reply(wrong_arity(sub.name))
+                return
+            cmd = sub
+        session = client.session
+        route = cmd.route
+        if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
+            client.reply(NOAUTH)
+        elif route == commands.NODE:
+            result = BUILTINS[cmd.name](self, client, args)
+            if isinstance(result, Deferred):
+                slot = client.slot(0)
+                result.addCallback(slot.complete)
+            else:
+                client.reply(result)
+        elif route == commands.UNSUPPORTED:
+            client.reply(unsupported(cmd.name))
+        else:
+            data = encode_command(args)
+            self.datastore.send(session.id, session.resp, data, client.slot(len(data)))

@@ -1,0 +1,673 @@
+"""
+Sans-IO RESP framing and encoding: bytes in, frames out; no transport, no clock.
+
+Every client request and every Redis reply passes through here, so the
+parsers work on whole buffers with ``bytes.find``, ``int`` and slicing, never
+byte by byte, and never rescan: a frame in progress records how many bytes it
+still needs (or which terminator it waits for), arriving chunks are kept in a
+list, and they are joined once when the frame can complete.
+
+- `RequestParser` accepts exactly what redis-server accepts from a client
+  (multibulk and inline requests, Redis's limits and error reasons) and hands
+  back each request as its list of arguments.
+- `ReplyParser` finds where each RESP2/RESP3 reply ends and returns it
+  byte-identical, so replies can be relayed and compared without decoding.
+- The encoders build replies for the RESP version a client negotiated.
+- `make_request_parser` picks the fastest exact request parser: on CPython
+  with hiredis, `HiredisRequestParser` lets hiredis parse canonical multibulk
+  requests in C, checks each one is canonical, and hands anything else
+  (inline requests, partial frames, oversize or malformed input) to the pure
+  parser at the exact byte where it starts, so results and errors are
+  identical.  Under PyPy the pure parser is used.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from typing import List, Optional, Sequence, Tuple, Union
+
+try:
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - PyPy or a minimal install
+    _hiredis = None
+
+__all__ = [
+    "ProtocolError", "RequestParser", "HiredisRequestParser", "ReplyParser",
+    "make_request_parser", "split_inline", "encode_command", "simple", "error",
+    "integer", "bulk", "null", "null_array", "array", "map_", "set_", "double",
+    "boolean", "verbatim", "OK", "PONG",
+]
+
+_INLINE_MAX = 64 * 1024          # PROTO_INLINE_MAX_SIZE
+_MBULK_MAX = 1024 * 1024         # largest multibulk count accepted
+_BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
+_LLONG = 1 << 63
+
+# Lengths that turn up all the time, looked up instead of parsed and checked.
+_SMALL = {b"%d" % i: i for i in range(1024)}
+_COUNTS = {b"*%d" % i: i for i in range(1, 1024)}
+_HEADS = {b"$%d" % i: i for i in range(1024)}
+# Bytes a canonical "$<len>\r\n<data>\r\n" adds to its data, for lengths < 64 KiB.
+_OVERHEAD = bytes(len(b"%d" % i) + 5 for i in range(1 << 16))
+
+
+class ProtocolError(Exception):
+    """
+    Bytes that are not valid RESP.
+
+    ``str(exc)`` is the reason, e.g. ``"invalid bulk length"``; the server
+    replies ``b"-ERR Protocol error: " + reason`` and closes that one
+    connection.
+    """
+
+
+def _strict_int(line: bytes) -> Optional[int]:
+    """Parse *line* exactly as Redis's string2ll does, or return None."""
+    digits = line[1:] if line[:1] == b"-" else line
+    if not digits.isdigit() or len(line) > 20:
+        return None
+    if digits[0] == 48 and (len(line) > 1):
+        return None  # leading zero, "-0"
+    value = int(line)
+    return value if -_LLONG <= value < _LLONG else None
+
+
+_BLANKS = re.compile(rb"[ \t\n\v\f\r]*")
+_TOKEN = re.compile(
+    rb"""([^ \t\n\r"']*)(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\'|\\(?!'))*)')?""",
+    re.S)
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.S)
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
+_SPACE = frozenset(b" \t\n\v\f\r")
+
+
+def _unescape(match: "re.Match[bytes]") -> bytes:
+    code = match.group(1)
+    if len(code) == 3:
+        return bytes((int(code[1:], 16),))
+    return _ESCAPES.get(code, code)
+
+
+def split_inline(line: bytes) -> Optional[List[bytes]]:
+    """
+    Split an inline request line into arguments like Redis's sdssplitargs.
+
+    Whitespace separates arguments; "double quotes" understand \\n \\r \\t \\b
+    \\a \\xHH and a backslash before any other character; 'single quotes'
+    understand only \\'.  A closing quote must be followed by whitespace or the
+    end.  The line ends at a NUL byte, as in C.  Returns None for unbalanced
+    quotes.
+    """
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]
+    if (b'"' not in line and b"'" not in line
+            and b"\v" not in line and b"\f" not in line):
+        return line.split()
+    args = []
+    pos, end = 0, len(line)
+    while True:
+        pos = _BLANKS.match(line, pos).end()  # type: ignore[union-attr]
+        if pos >= end:
+            return args
+        match = _TOKEN.match(line, pos)
+        assert match is not None
+        plain, dquoted, squoted = match.groups()
+        pos = match.end()
+        if dquoted is None and squoted is None:
+            if pos < end and line[pos] in b"\"'":  # a quote that never closes
+                return None
+            args.append(plain)
+            continue
+        if pos < end and line[pos] not in _SPACE:
+            return None
+        if dquoted is not None:
+            args.append(plain + _ESCAPE.sub(_unescape, dquoted))
+        else:
+            args.append(plain + squoted.replace(b"\\'", b"'"))
+
+
+class RequestParser:
+    """
+    Frame the requests a Redis client sends, as redis-server does.
+
+    `feed` returns every request completed so far, each as its list of
+    arguments.  A bad frame sets `error` (a `ProtocolError` carrying Redis's
+    reason); requests completed before it are still returned, and the parser
+    returns nothing afterwards.  A request whose declared size exceeds
+    *max_request_bytes* is refused from its length headers, before its body
+    is buffered.
+    """
+
+    def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_request_bytes = max_request_bytes
+        self.error: Optional[ProtocolError] = None
+        self._too_big = "request exceeds max_request_bytes (%d)" % max_request_bytes
+        # An inline line is refused by whichever limit is lower: the cap on its
+        # length without the line ending, or Redis's 64 KiB without a newline.
+        self._inline_cap = max_request_bytes < _INLINE_MAX
+        if self._inline_cap:
+            self._inline_limit, self._inline_reason = max_request_bytes, self._too_big
+        else:
+            self._inline_limit, self._inline_reason = _INLINE_MAX, "too big inline request"
+        self._inline_wait = self._inline_limit + self._inline_cap  # a CR may end the unfinished line
+        self._pending: List[bytes] = []  # unparsed bytes, from the current line or body
+        self._pending_len = 0
+        self._need = 0        # parse again once this many bytes are pending...
+        self._term = b""      # ...or once a chunk brings this terminator
+        self._limit = 0       # waiting for _term past this many bytes is an error
+        self._reason = ""
+        self._args: List[bytes] = []  # the multibulk request in progress
+        self._left = 0        # its bulks still to read
+        self._bulk = -1       # length of the bulk whose header is read, else -1
+        self._size = 0        # sum of its declared bulk lengths
+
+    def feed(self, data: bytes) -> List[List[bytes]]:
+        """Return every request completed by *data*, in order (see the class)."""
+        out: List[List[bytes]] = []
+        self._run(data, 0, out, False)
+        return out
+
+    def _run(self, data: bytes, start: int, out: List[List[bytes]], stop: bool) -> int:
+        """
+        Parse data[start:] after whatever is pending.  With *stop*, return at
+        the first request boundary, giving the offset in *data* where parsing
+        stopped; otherwise consume (or buffer) everything.
+        """
+        if self.error is not None:
+            return len(data)
+        pending = self._pending
+        if not pending:
+            return self._parse(data, start, out, stop)
+        total = len(data)
+        if start:
+            data = data[start:]
+        pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len < self._need:
+            return total
+        if self._term and self._term not in data:
+            if self._pending_len > self._limit:
+                self._fail(self._reason)
+            return total
+        before = self._pending_len - len(data)
+        buf = b"".join(pending)
+        self._pending = []
+        self._pending_len = 0
+        return self._parse(buf, 0, out, stop) - before + start
+
+    def _fast(self, buf: bytes, pos: int, out: List[List[bytes]]) -> int:
+        """
+        Take the complete canonical multibulk requests within the cap, from a
+        request boundary; return where the first other one starts, for the
+        general loop in `_parse` to handle exactly.
+        """
+        find, cap, heads, counts = buf.find, self.max_request_bytes, _HEADS, _COUNTS
+        append = out.append
+        last = len(buf) - 2
+        while True:
+            start = pos
+            nl = find(b"\r", pos, pos + 8)  # bounded: inline lines may have no CR
+            if nl < 0:
+                return start
+            count = counts.get(buf[pos:nl])
+            if count is None:
+                return start
+            pos = nl + 2
+            args = []
+            while count:
+                nl = find(b"\r", pos, pos + 12)
+                if nl < 0:
+                    return start
+                length = heads.get(buf[pos:nl])
+                if length is None:
+                    line = buf[pos + 1:nl]
+                    if buf[pos] != 36 or not line.isdigit() or line[0] == 48 or int(line) > _BULK_MAX:
+                        return start
+                    length = int(line)
+                pos = nl + 2 + length
+                if pos > last:
+                    return start
+                args.append(buf[nl + 2:pos])
+                pos += 2
+                count -= 1
+            if pos - start > cap:
+                return start
+            append(args)
+
+    def _fail(self, reason: str) -> int:
+        self.error = ProtocolError(reason)
+        self._pending = []
+        self._pending_len = 0
+        self._args = []
+        self._left = 0
+        return -1
+
+    def _parse(self, buf: bytes, pos: int, out: List[List[bytes]], stop: bool) -> int:
+        n = len(buf)
+        find = buf.find
+        small = _SMALL
+        args, left, blen, size = self._args, self._left, self._bulk, self._size
+        cap = self.max_request_bytes
+        need, term, limit, reason = 0, b"", 0, ""
+        stopped = False
+        while True:
+            if left:
+                if blen < 0:
+                    if pos >= n:
+                        break
+                    if buf[pos] != 36:  # '$'
+                        got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
+                        return self._fail("expected '$', got '%s'" % got)
+                    nl = find(b"\r", pos + 1)
+                    if nl < 0 or nl + 1 == n or nl - pos > _INLINE_MAX:
+                        if nl < 0 and n - pos <= _INLINE_MAX:
+                            term, limit, reason = b"\r", _INLINE_MAX, "too big bulk count string"
+                        elif 0 <= nl and nl - pos <= _INLINE_MAX:
+                            need = nl + 2 - pos
+                        else:
+                            return self._fail("too big bulk count string")
+                        break
+                    line = buf[pos + 1:nl]
+                    blen = small.get(line, -1)
+                    if blen < 0:
+                        blen = _strict_int(line)  # type: ignore[assignment]
+                        if blen is None or blen < 0 or blen > _BULK_MAX:
+                            return self._fail("invalid bulk length")
+                    size += blen
+                    if size > cap:
+                        return self._fail(self._too_big)
+                    pos = nl + 2
+                end = pos + blen
+                if end + 2 > n:
+                    need = blen + 2
+                    break
+                args.append(buf[pos:end])
+                pos = end + 2
+                blen = -1
+                left -= 1
+                if left:
+                    continue
+                out.append(args)
+                args, size = [], 0
+                if stop:
+                    stopped = True
+                    break
+                continue
+            if pos >= n:
+                break
+            if not stop:
+                pos = self._fast(buf, pos, out)
+                if pos >= n:
+                    break
+            if buf[pos] == 42:  # '*'
+                nl = find(b"\r", pos + 1)
+                if nl < 0 or nl + 1 == n or nl - pos > _INLINE_MAX:
+                    if nl < 0 and n - pos <= _INLINE_MAX:
+                        term, limit, reason = b"\r", _INLINE_MAX, "too big mbulk count string"
+                    elif 0 <= nl and nl - pos <= _INLINE_MAX:
+                        need = nl + 2 - pos
+                    else:
+                        return self._fail("too big mbulk count string")
+                    break
+                line = buf[pos + 1:nl]
+                count = small.get(line)
+                if count is None:
+                    count = _strict_int(line)
+                    if count is None or count > _MBULK_MAX:
+                        return self._fail("invalid multibulk length")
+                pos = nl + 2
+                if count > 0:
+                    left = count
+                    continue
+            else:
+                nl = find(b"\n", pos)
+                if nl < 0:
+                    if n - pos > self._inline_wait:
+                        return self._fail(self._inline_reason)
+                    term, limit, reason = b"\n", self._inline_wait, self._inline_reason
+                    break
+                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                if (end if self._inline_cap else nl) - pos > self._inline_limit:
+                    return self._fail(self._inline_reason)
+                argv = split_inline(buf[pos:end])
+                if argv is None:
+                    return self._fail("unbalanced quotes in request")
+                pos = nl + 1
+                if argv:
+                    out.append(argv)
+            if stop:
+                stopped = True
+                break
+        self._args, self._left, self._bulk, self._size = args, left, blen, size
+        if stopped:
+            return pos
+        if pos < n:
+            self._pending = [buf[pos:]]
+            self._pending_len = n - pos
+            self._need, self._term, self._limit, self._reason = need, term, limit, reason
+        return n
+
+
+class HiredisRequestParser:
+    """
+    A `RequestParser` that lets hiredis parse multibulk requests in C.
+
+    Each request hiredis returns is accepted only if it is a list of bulk
+    strings laid out canonically (checked at the offsets its lengths imply),
+    within the size cap; anything else, and every partial request at the end
+    of a chunk, goes to a pure `RequestParser` from its first byte, so the
+    requests, errors and the moment an error is set are identical.
+    """
+
+    def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
+        if _hiredis is None:
+            raise RuntimeError("hiredis is not installed")
+        self._pure = RequestParser(max_request_bytes)
+        self._reader = _hiredis.Reader()
+        self._cap = max_request_bytes
+        # Requests longer than this get the exact count, size and bulk checks.
+        self._check = min(max_request_bytes, _MBULK_MAX)
+
+    @property
+    def error(self) -> Optional[ProtocolError]:
+        """The `ProtocolError` that ended this stream, or None."""
+        return self._pure.error
+
+    def feed(self, data: bytes) -> List[List[bytes]]:
+        """Return every request completed by *data*, in order, as `RequestParser.feed`."""
+        pure = self._pure
+        out: List[List[bytes]] = []
+        if pure.error is not None:
+            return out
+        pos, n = 0, len(data)
+        if pure._pending or pure._left:
+            pos = pure._run(data, 0, out, True)
+            if pos >= n or pure.error is not None:
+                return out
+        reader = self._reader
+        reader.feed(data, pos)
+        gets, check, overhead, append = reader.gets, self._check, _OVERHEAD, out.append
+        while True:
+            try:
+                req = gets()
+                if req is False:
+                    if pos == n:
+                        return out
+                    break
+                if type(req) is not list or data[pos] != 42:
+                    break
+                off = pos + overhead[len(req)] - 2
+                for arg in req:
+                    if data[off] != 36:
+                        break
+                    length = len(arg)
+                    off += length + overhead[length]
+                else:
+                    if off - pos > check and not self._within_limits(req):
+                        break
+                    if req:
+                        append(req)
+                    pos = off
+                    continue
+                break
+            except (_hiredis.ProtocolError, TypeError, IndexError):
+                break
+        self._reader = _hiredis.Reader()
+        pure._run(data, pos, out, False)
+        return out
+
+
+    def _within_limits(self, req: List[bytes]) -> bool:
+        return (len(req) <= _MBULK_MAX and sum(map(len, req)) <= self._cap
+                and max(map(len, req)) <= _BULK_MAX)
+
+
+def make_request_parser(max_request_bytes: int = 64 * 1024 * 1024) -> Union[RequestParser, HiredisRequestParser]:
+    """The fastest exact request parser here: hiredis-backed on CPython when it imports, else pure."""
+    if _hiredis is not None and platform.python_implementation() == "CPython":
+        return HiredisRequestParser(max_request_bytes)
+    return RequestParser(max_request_bytes)
+
+
+_LINE_TYPES = frozenset(b"+-:_,#(")
+_SIZED_TYPES = frozenset(b"$!=;*%~>|")
+_AGGREGATES = {42: 1, 37: 2, 126: 1, 62: 1, 124: 2}  # * % ~ > | -> elements per count
+_STREAMED = -2                      # a "?" length
+_STREAM_AGG, _STREAM_STR = -1, -2   # stack entries for open streamed types
+
+
+class ReplyParser:
+    """
+    Find where each RESP2/RESP3 reply ends, without decoding it.
+
+    `feed` returns the raw bytes of every complete top-level reply, exactly as
+    received, so the proxy can relay them and compare them byte for byte.  A
+    push (``>``) is a frame of its own; an attribute (``|``) and the reply it
+    annotates form one frame.  Nesting is tracked on an explicit stack of the
+    element counts still expected, so depth costs no recursion.
+    """
+
+    def __init__(self) -> None:
+        self.error: Optional[ProtocolError] = None
+        self._stack: List[int] = []    # elements expected per open aggregate
+        self._head: List[bytes] = []   # parsed bytes of the frame in progress
+        self._pending: List[bytes] = []
+        self._pending_len = 0
+        self._need = 0
+        self._term = b""
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """Return every reply completed by *data*; raise `ProtocolError` on bytes that are not RESP."""
+        if self.error is not None:
+            raise self.error
+        pending = self._pending
+        if pending:
+            pending.append(data)
+            self._pending_len += len(data)
+            if self._pending_len < self._need or (self._term and self._term not in data):
+                return []
+            data = b"".join(pending)
+            self._pending = []
+            self._pending_len = 0
+        try:
+            return self._parse(data)
+        except ProtocolError as e:
+            self.error = e
+            raise
+
+    def _parse(self, buf: bytes) -> List[bytes]:
+        out: List[bytes] = []
+        n = len(buf)
+        find, small, stack, head = buf.find, _SMALL, self._stack, self._head
+        pos = start = 0
+        need, term = 0, b""
+        while pos < n:
+            elem, kind = pos, buf[pos]
+            if (kind == 59) is not (stack[-1] == _STREAM_STR if stack else False):
+                raise ProtocolError("streamed string chunks must follow '$?', got %r" % chr(kind))
+            if kind in _LINE_TYPES:
+                nl = find(b"\r\n", pos + 1)
+                if nl < 0:
+                    term = b"\n"
+                    break
+                pos = nl + 2
+            elif kind in _SIZED_TYPES:
+                nl = find(b"\r\n", pos + 1)
+                if nl < 0:
+                    term = b"\n"
+                    break
+                line = buf[pos + 1:nl]
+                size = small.get(line)
+                if size is None:
+                    size = _STREAMED if line == b"?" else _strict_int(line)
+                    if size is None or (size < -1 and line != b"?"):
+                        raise ProtocolError("invalid length %r" % line)
+                pos = nl + 2
+                if kind in _AGGREGATES:
+                    if size == _STREAMED and kind != 124:
+                        stack.append(_STREAM_AGG)
+                        continue
+                    if size > 0 or kind == 124:  # an attribute: its pairs, then what it annotates
+                        if size < 0:
+                            raise ProtocolError("invalid attribute length")
+                        stack.append(size * _AGGREGATES[kind] + (kind == 124))
+                        continue
+                    if size < -1:
+                        raise ProtocolError("invalid aggregate length")
+                elif size > 0 or (size == 0 and kind != 59):
+                    end = pos + size
+                    if end + 2 > n:
+                        need = end + 2 - elem
+                        break
+                    if not buf.startswith(b"\r\n", end):
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    pos = end + 2
+                    if kind == 59:  # a chunk of a streamed string
+                        continue
+                elif kind == 59 and size == 0:
+                    stack.pop()
+                elif kind == 36 and size == _STREAMED:
+                    stack.append(_STREAM_STR)
+                    continue
+                elif not (kind == 36 and size == -1):
+                    raise ProtocolError("invalid bulk length")
+            elif kind == 46 and stack and stack[-1] == _STREAM_AGG:  # '.' ends a streamed aggregate
+                if n - pos < 3:
+                    need = 3
+                    break
+                if not buf.startswith(b"\r\n", pos + 1):
+                    raise ProtocolError("streamed aggregate end not terminated by CRLF")
+                stack.pop()
+                pos += 3
+            else:
+                raise ProtocolError("unexpected reply type byte %r" % chr(kind))
+            # An element is complete: count it against the aggregates it closes.
+            while stack:
+                left = stack[-1]
+                if left > 1:
+                    stack[-1] = left - 1
+                    break
+                if left < 0:
+                    break
+                stack.pop()
+            else:
+                if head:
+                    head.append(buf[start:pos])
+                    out.append(b"".join(head))
+                    head.clear()
+                else:
+                    out.append(buf[start:pos])
+                start = pos
+        else:
+            elem = n
+        if elem > start:
+            head.append(buf[start:elem])
+        if elem < n:
+            self._pending = [buf[elem:]]
+            self._pending_len = n - elem
+            self._need, self._term = need, term
+        return out
+
+
+def encode_command(args: Sequence[bytes]) -> bytes:
+    """Encode a request as a RESP multibulk (what Redis is sent)."""
+    parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
+    for arg in args:
+        append(b"$%d\r\n" % len(arg))
+        append(arg)
+        append(b"\r\n")
+    return b"".join(parts)
+
+
+def _text(s: Union[bytes, str]) -> bytes:
+    return s.encode("utf-8") if isinstance(s, str) else s
+
+
+def simple(s: Union[bytes, str]) -> bytes:
+    """A status reply, ``+s``; CR and LF (which would break the frame) become spaces."""
+    s = _text(s)
+    if b"\r" in s or b"\n" in s:
+        s = s.replace(b"\r", b" ").replace(b"\n", b" ")
+    return b"+%b\r\n" % s
+
+
+def error(msg: Union[bytes, str]) -> bytes:
+    """An error reply, ``-msg`` (msg starts with its code, e.g. "ERR"); CR and LF become spaces, as in Redis."""
+    msg = _text(msg)
+    if b"\r" in msg or b"\n" in msg:
+        msg = msg.replace(b"\r", b" ").replace(b"\n", b" ")
+    return b"-%b\r\n" % msg
+
+
+def integer(n: int) -> bytes:
+    """An integer reply."""
+    return b":%d\r\n" % n
+
+
+def bulk(b: Union[bytes, str]) -> bytes:
+    """A bulk string reply; str is encoded as UTF-8."""
+    b = _text(b)
+    return b"$%d\r\n%b\r\n" % (len(b), b)
+
+
+def null(resp: int) -> bytes:
+    """The nil reply: a nil bulk in RESP2, ``_`` in RESP3."""
+    return b"$-1\r\n" if resp < 3 else b"_\r\n"
+
+
+def null_array(resp: int) -> bytes:
+    """The nil multibulk reply (e.g. BLPOP timing out): ``*-1`` in RESP2, ``_`` in RESP3."""
+    return b"*-1\r\n" if resp < 3 else b"_\r\n"
+
+
+def array(items: Sequence[bytes]) -> bytes:
+    """An array of already encoded replies."""
+    return b"*%d\r\n%b" % (len(items), b"".join(items))
+
+
+def map_(pairs: Sequence[Tuple[bytes, bytes]], resp: int) -> bytes:
+    """A map of encoded (key, value) replies: a flat array of 2n in RESP2, ``%n`` in RESP3."""
+    body = b"".join([k + v for k, v in pairs])
+    if resp < 3:
+        return b"*%d\r\n%b" % (2 * len(pairs), body)
+    return b"%%%d\r\n%b" % (len(pairs), body)
+
+
+def set_(items: Sequence[bytes], resp: int) -> bytes:
+    """A set of encoded replies: an array in RESP2, ``~n`` in RESP3."""
+    return b"%b%d\r\n%b" % (b"*" if resp < 3 else b"~", len(items), b"".join(items))
+
+
+def _format_double(x: float) -> bytes:
+    if x != x:
+        return b"nan"
+    return b"%.17g" % x  # what Redis 7.0 prints; inf and -inf come out as Redis writes them
+
+
+def double(x: float, resp: int) -> bytes:
+    """A double: a bulk string as Redis 7.0 formats it (%.17g) in RESP2, ``,x`` in RESP3."""
+    text = _format_double(x)
+    if resp < 3:
+        return b"$%d\r\n%b\r\n" % (len(text), text)
+    return b",%b\r\n" % text
+
+
+def boolean(b: bool, resp: int) -> bytes:
+    """A boolean: ``:1``/``:0`` in RESP2, ``#t``/``#f`` in RESP3."""
+    if resp < 3:
+        return b":1\r\n" if b else b":0\r\n"
+    return b"#t\r\n" if b else b"#f\r\n"
+
+
+def verbatim(text: bytes, resp: int, fmt: bytes = b"txt") -> bytes:
+    """Text such as INFO output: a bulk string in RESP2, ``=len\\r\\nfmt:text`` in RESP3 (fmt is 3 bytes)."""
+    if resp < 3:
+        return b"$%d\r\n%b\r\n" % (len(text), text)
+    return b"=%d\r\n%b:%b\r\n" % (len(text) + 4, fmt, text)
+
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"

@@ -1,0 +1,194 @@
+"""
+The client-facing RESP protocol: bytes in, requests to the node, replies
+out in request order.
+
+The protocol is thin: `RequestParser` frames requests, `Node.execute`
+decides what happens to each, and this class only keeps replies in the
+order the client sent its requests.  Every request gets a `ReplySlot` in a
+deque; a slot may be filled at once (commands the node answers itself) or
+later (Redis, peers); whenever the head of the deque is filled, every
+consecutive filled slot is written in one go.
+
+Memory stays bounded: the node stops reading from a client whose requests
+in flight exceed ``client_max_outstanding_bytes`` and resumes below half of
+it; and it stops reading while the client's own socket buffer is full
+(the client is not reading its replies).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Deque
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .resp import make_request_parser
+from .session import Session
+
+
+class ReplySlot:
+    """The place of one request's reply in its client's reply order."""
+
+    __slots__ = ("client", "reply", "size")
+
+    def __init__(self, client: "ClientProtocol", size: int) -> None:
+        self.client = client
+        self.reply = None
+        self.size = size
+
+    def complete(self, raw: bytes) -> None:
+        """Called once with the raw RESP reply for this request."""
+        self.reply = raw
+        client = self.client
+        queue = client.queue
+        if queue and queue[0] is self:
+            client.flush()
+
+
+@implementer(IHalfCloseableProtocol)
+class ClientProtocol(Protocol):
+    """
+    One Redis client connection.
+
+    A client that half-closes (``printf 'PING\\r\\n' | nc host port``) still
+    gets the replies to everything it sent before the connection closes.
+    """
+
+    log = Logger()
+
+    def __init__(self, node, session: Session, max_request_bytes: int, max_outstanding: int) -> None:
+        self.node = node
+        self.session = session
+        self.queue: Deque[ReplySlot] = deque()
+        self._parser = make_request_parser(max_request_bytes)
+        self._max_outstanding = max_outstanding
+        self._outstanding = 0
+        self._paused_outstanding = False
+        self._paused_consumer = False
+        self.connected = False
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
+        self.node.client_connected(self)
+
+    def connectionLost(self, reason) -> None:
+        self.connected = False
+        self.queue.clear()
+        self.node.client_disconnected(self)
+
+    def readConnectionLost(self) -> None:
+        self._close_after_replies()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    # -- requests ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        parser = self._parser
+        requests = parser.feed(data)
+        execute = self.node.execute
+        session = self.session
+        for args in requests:
+            execute(self, args)
+            if session.quitting:
+                self._close_after_replies()
+                return
+        if parser.error is not None:
+            self.node.protocol_error(self, str(parser.error))
+            self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
+            self._close_after_replies()
+        elif self._outstanding > self._max_outstanding and not self._paused_outstanding:
+            self._paused_outstanding = True
+            self.transport.pauseProducing()
+
+    def slot(self, size: int) -> ReplySlot:
+        """A slot for a reply that comes later; ``size`` counts toward backpressure."""
+        slot = ReplySlot(self, size)
+        self.queue.append(slot)
+        self._outstanding += size
+        return slot
+
+    def reply(self, raw: bytes) -> None:
+        """A reply available now."""
+        if self.queue:
+            slot = ReplySlot(self, 0)
+            slot.reply = raw
+            self.queue.append(slot)
+        elif self.connected:
+            self.transport.write(raw)
+
+    def flush(self) -> None:
+        """Write every reply at the head of the queue that is ready."""
+        queue = self.queue
+        out = []
+        freed = 0
+        while queue:
+            head = queue[0]
+            raw = head.reply
+            if raw is None:
+                break
+            queue.popleft()
+            out.append(raw)
+            freed += head.size
+        if not out or not self.connected:
+            return
+        self.transport.writeSequence(out)
+        self._outstanding -= freed
+        if self._paused_outstanding and self._outstanding <= self._max_outstanding // 2:
+            self._paused_outstanding = False
+            if not self._paused_consumer:
+                self.transport.resumeProducing()
+        if not queue and self.session.quitting:
+            self._close()
+
+    def _close_after_replies(self) -> None:
+        self.session.quitting = True
+        if not self.queue:
+            self._close()
+
+    def _close(self) -> None:
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # -- IPushProducer, registered on our own transport ---------------------
+    # The transport calls these when its write buffer fills and drains.
+
+    def pauseProducing(self) -> None:
+        if not self._paused_consumer:
+            self._paused_consumer = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._paused_consumer:
+            self._paused_consumer = False
+            if not self._paused_outstanding:
+                self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ClientFactory(Factory):
+    """Builds a `ClientProtocol` and its `Session` for each connection."""
+
+    noisy = False
+
+    def __init__(self, node, clock) -> None:
+        self.node = node
+        self._clock = clock
+
+    def buildProtocol(self, addr):
+        config = self.node.config
+        address = "%s:%s" % (getattr(addr, "host", "?"), getattr(addr, "port", "?"))
+        session = Session(address, config.requirepass is None, self._clock.seconds())
+        return ClientProtocol(
+            self.node, session, config.max_request_bytes, config.client_max_outstanding_bytes
+        )

@@ -1,0 +1,47 @@
+"""
+``twistd dynomite``: command-line options and the service maker.
+
+Options are validated in `Options.postOptions`, so a bad configuration file
+stops twistd before it daemonizes, with one line naming the file, the key
+and the reason, and exit status 1.  ``--check-config`` (Dynomite's ``-t``)
+validates and exits.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import usage
+
+from .config import ConfigError, NodeConfig
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = "Run one dynomite node: a Redis-speaking Dynamo layer in front of a local redis-server."
+    optParameters = [
+        ["config", "c", "dynomite.yml", "Dynomite YAML configuration file."],
+    ]
+    optFlags = [
+        ["check-config", "t", "Validate the configuration file and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        try:
+            self.node_config = NodeConfig.from_yaml(self["config"])
+        except ConfigError as e:
+            sys.stderr.write("dynomite: configuration error: %s\n" % (e,))
+            sys.stderr.flush()
+            raise SystemExit(1)
+        if self["check-config"]:
+            sys.stdout.write("%s: configuration OK\n" % (self["config"],))
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+
+def makeService(options: Options):
+    from twisted.internet import reactor
+
+    from .service import NodeService
+
+    return NodeService(options.node_config, reactor)

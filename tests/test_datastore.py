@@ -1,0 +1,139 @@
+"""The pipelined datastore connections, with a fake endpoint and clock."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.datastore import HELLO_3, UNAVAILABLE, Datastore
+
+from .fakes import FakeEndpoint, Sink, drop, node_config
+
+
+class DatastoreTests(SynchronousTestCase):
+    def make(self, **overrides):
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint()
+        overrides.setdefault("datastore_connections", 2)
+        config = node_config(**overrides)
+        self.ds = Datastore(config, self.clock, jitter=lambda: 1.0, endpoint_factory=lambda a: self.endpoint)
+        self.ds.startService()
+        self.addCleanup(self.ds.stopService)
+        return self.ds
+
+    def connect_all(self):
+        """Accept every pending attempt; RESP3 links get their HELLO answered."""
+        links = []
+        while self.endpoint.attempts:
+            protocol, transport = self.endpoint.accept()
+            if transport.value() == HELLO_3:
+                transport.clear()
+                protocol.dataReceived(b"%1\r\n$5\r\nproto\r\n:3\r\n")
+            links.append((protocol, transport))
+        return links
+
+    def test_requests_before_connect_fail_at_once(self):
+        ds = self.make()
+        sink = Sink()
+        ds.send(1, 2, b"*1\r\n$4\r\nPING\r\n", sink)
+        self.assertEqual(sink.replies, [UNAVAILABLE])
+
+    def test_replies_pass_through_byte_exact_in_order(self):
+        ds = self.make()
+        links = self.connect_all()
+        self.assertEqual(len(links), 4)
+        self.assertTrue(ds.is_up)
+        sink = Sink()
+        ds.send(1, 2, b"req1", sink)
+        ds.send(1, 2, b"req2", sink)
+        proto, transport = [l for l in links if l[1].value()][0]
+        self.assertEqual(transport.value(), b"req1req2")
+        proto.dataReceived(b"+OK\r\n*2\r\n$-1\r\n-ERR x\r\n")
+        self.assertEqual(sink.replies, [b"+OK\r\n", b"*2\r\n$-1\r\n-ERR x\r\n"])
+
+    def test_client_pinned_to_one_connection(self):
+        ds = self.make()
+        links = self.connect_all()
+        for _ in range(5):
+            ds.send(7, 2, b"x", Sink())
+        used = [t for p, t in links if t.value()]
+        self.assertEqual(len(used), 1)
+        self.assertEqual(used[0].value(), b"xxxxx")
+
+    def test_resp3_clients_use_hello3_connections(self):
+        ds = self.make()
+        links = self.connect_all()
+        ds.send(1, 3, b"r3", Sink())
+        ds.send(1, 2, b"r2", Sink())
+        resp3 = [p for p, t in links if t.value() == b"r3"]
+        self.assertEqual(len(resp3), 1)
+        self.assertEqual(resp3[0]._link.resp, 3)
+
+    def test_lost_connection_fails_in_flight_requests(self):
+        ds = self.make(datastore_connections=1)
+        links = self.connect_all()
+        sink = Sink()
+        ds.send(1, 2, b"x", sink)
+        ds.send(1, 2, b"y", sink)
+        proto = [p for p, t in links if t.value()][0]
+        drop(proto)
+        self.assertEqual(sink.replies, [UNAVAILABLE, UNAVAILABLE])
+
+    def test_timeout_fails_requests_and_drops_connection(self):
+        ds = self.make(timeout=1000)
+        links = self.connect_all()
+        sink = Sink()
+        ds.send(1, 2, b"x", sink)
+        self.clock.advance(0.9)
+        self.assertEqual(sink.replies, [])
+        self.clock.advance(0.35)
+        self.assertEqual(len(sink.replies), 1)
+        self.assertIn(b"datastore unavailable", sink.replies[0])
+        self.assertTrue([t for p, t in links if t.value()][0].aborted)
+
+    def test_reconnects_after_loss(self):
+        ds = self.make(datastore_connections=1)
+        links = self.connect_all()
+        for proto, _ in links:
+            drop(proto)
+        self.assertFalse(ds.is_up)
+        self.assertEqual(self.endpoint.attempts, [])
+        self.clock.advance(1.0)
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.connect_all()
+        self.assertTrue(ds.is_up)
+
+    def test_ejected_after_failure_limit(self):
+        ds = self.make(datastore_connections=1, server_failure_limit=3, server_retry_timeout=10000)
+        self.endpoint.refuse()
+        self.endpoint.refuse()
+        self.assertIsNone(ds.ejected_until)
+        self.clock.advance(1.0)
+        self.endpoint.refuse()
+        self.assertIsNotNone(ds.ejected_until)
+        self.endpoint.refuse()
+        self.clock.advance(1.0)
+        # ejected: nobody tries again before server_retry_timeout
+        self.assertEqual(len(self.endpoint.attempts), 0)
+        self.clock.advance(9.5)
+        self.assertEqual(len(self.endpoint.attempts), 2)
+
+    def test_retry_now_ends_ejection(self):
+        ds = self.make(datastore_connections=1, server_failure_limit=1, server_retry_timeout=10000)
+        self.endpoint.refuse()
+        self.endpoint.refuse()
+        self.assertIsNotNone(ds.ejected_until)
+        ds.retry_now()
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.connect_all()
+        self.assertTrue(ds.is_up)
+        self.assertIsNone(ds.ejected_until)
+
+    def test_without_auto_eject_keeps_retrying_quickly(self):
+        ds = self.make(datastore_connections=1, auto_eject_hosts=False, server_failure_limit=1)
+        for _ in range(10):
+            while self.endpoint.attempts:
+                self.endpoint.refuse()
+            self.clock.advance(1.0)
+        self.assertIsNone(ds.ejected_until)
+        self.assertEqual(len(self.endpoint.attempts), 2)

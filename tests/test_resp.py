@@ -1,0 +1,573 @@
+"""
+Tests for `dynomite.resp`: RESP framing and encoding, bytes in and bytes out.
+
+Reply vectors marked "redis 7.0" were captured from redis-server 7.0.15 over
+HELLO 2 and HELLO 3; streamed types are hand-written from the RESP3 spec.
+Every vector is fed whole, one byte at a time and split at every offset.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite import resp
+from dynomite.resp import (
+    HiredisRequestParser, ProtocolError, ReplyParser, RequestParser, encode_command,
+    make_request_parser,
+)
+
+try:
+    import hiredis
+except ImportError:  # pragma: no cover
+    hiredis = None
+
+
+def splits(data: bytes) -> Iterator[List[bytes]]:
+    """*data* whole, one byte at a time, and cut in two at every offset."""
+    yield [data]
+    yield [data[i:i + 1] for i in range(len(data))]
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+
+
+def chunked(data: bytes, size: int) -> List[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+def count_parsed_bytes(parser: object) -> List[int]:
+    """Count the bytes handed to the parser's scanning loop, to prove nothing is rescanned."""
+    core = getattr(parser, "_pure", parser)
+    seen = [0]
+    original = core._parse  # type: ignore[attr-defined]
+
+    def counting(buf: bytes, *args: object) -> object:
+        seen[0] += len(buf) - (args[0] if args else 0)  # type: ignore[operator]
+        return original(buf, *args)
+
+    core._parse = counting  # type: ignore[attr-defined]
+    return seen
+
+
+# -- replies -----------------------------------------------------------------
+
+REPLIES: List[Tuple[str, bytes]] = [
+    # RESP2, redis 7.0
+    ("status", b"+OK\r\n"),
+    ("status QUEUED", b"+QUEUED\r\n"),
+    ("error", b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"),
+    ("error unknown command", b"-ERR unknown command 'NOSUCH', with args beginning with: \r\n"),
+    ("integer", b":12345\r\n"),
+    ("negative integer", b":-1\r\n"),
+    ("bulk", b"$11\r\nHello World\r\n"),
+    ("empty bulk", b"$0\r\n\r\n"),
+    ("bulk with CRLF inside", b"$4\r\na\r\nb\r\n"),
+    ("bulk with NUL and bare CR/LF", b"$6\r\n\x00\r\x00\n\r\r\r\n"),
+    ("nil bulk", b"$-1\r\n"),
+    ("double as bulk", b"$19\r\n0.10000000000000001\r\n"),
+    ("array", b"*3\r\n:0\r\n:1\r\n:2\r\n"),
+    ("empty array", b"*0\r\n"),
+    ("nil array", b"*-1\r\n"),
+    ("HGETALL", b"*4\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n$2\r\nv2\r\n"),
+    ("LRANGE with empty and CRLF items", b"*3\r\n$1\r\nx\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"),
+    ("EXEC with a nested error", b"*2\r\n+OK\r\n-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"),
+    ("nested arrays with nils", b"*3\r\n*2\r\n$1\r\na\r\n*-1\r\n*0\r\n$-1\r\n"),
+    ("SUBSCRIBE (RESP2)", b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+    # RESP3, redis 7.0
+    ("null", b"_\r\n"),
+    ("double", b",3.141\r\n"),
+    ("double inf", b",inf\r\n"),
+    ("bignum", b"(1234567999999999999999999999999999999\r\n"),
+    ("true", b"#t\r\n"),
+    ("false", b"#f\r\n"),
+    ("verbatim", b"=29\r\ntxt:This is a verbatim\nstring\r\n"),
+    ("set", b"~3\r\n:0\r\n:1\r\n:2\r\n"),
+    ("empty set", b"~0\r\n"),
+    ("map", b"%3\r\n:0\r\n#f\r\n:1\r\n#t\r\n:2\r\n#f\r\n"),
+    ("HGETALL map", b"%2\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n$2\r\nv2\r\n"),
+    ("ZRANGE WITHSCORES", b"*2\r\n*2\r\n$1\r\na\r\n,0.10000000000000001\r\n*2\r\n$1\r\nb\r\n,inf\r\n"),
+    ("attribute with its reply",
+     b"|1\r\n$14\r\nkey-popularity\r\n*2\r\n$7\r\nkey:123\r\n:90\r\n"
+     b"$39\r\nSome real reply following the attribute\r\n"),
+    ("push", b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n"),
+    ("invalidate push", b">2\r\n$10\r\ninvalidate\r\n*1\r\n$2\r\ntk\r\n"),
+    ("subscribe push", b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"),
+    # RESP3, hand-written from the spec
+    ("blob error", b"!21\r\nSYNTAX invalid syntax\r\n"),
+    ("double -inf and nan", b"*2\r\n,-inf\r\n,nan\r\n"),
+    ("empty map", b"%0\r\n"),
+    ("attribute inside an array", b"*2\r\n|1\r\n+ttl\r\n:3600\r\n$1\r\na\r\n:2\r\n"),
+    ("empty attribute", b"|0\r\n:1\r\n"),
+    ("nested attributes", b"|1\r\n+a\r\n:1\r\n|1\r\n+b\r\n:2\r\n+OK\r\n"),
+    ("streamed string", b"$?\r\n;4\r\nHell\r\n;5\r\no wor\r\n;2\r\nld\r\n;0\r\n"),
+    ("empty streamed string", b"$?\r\n;0\r\n"),
+    ("streamed array", b"*?\r\n:1\r\n:2\r\n:3\r\n.\r\n"),
+    ("empty streamed array", b"*?\r\n.\r\n"),
+    ("streamed map", b"%?\r\n+a\r\n:1\r\n+b\r\n:2\r\n.\r\n"),
+    ("streamed set", b"~?\r\n+a\r\n.\r\n"),
+    ("streamed types nested",
+     b"*?\r\n$?\r\n;2\r\nab\r\n;0\r\n*?\r\n~?\r\n.\r\n.\r\n%1\r\n*?\r\n.\r\n$?\r\n;0\r\n.\r\n"),
+    ("map of maps", b"%2\r\n+a\r\n%1\r\n+x\r\n:1\r\n+b\r\n%0\r\n"),
+    ("push with nested errors", b">2\r\n+message\r\n*2\r\n-ERR a\r\n!1\r\nb\r\n"),
+]
+
+
+class ReplyParserTests(SynchronousTestCase):
+    """`ReplyParser` returns each top-level reply byte-identical, however the bytes arrive."""
+
+    def feed_all(self, chunks: Sequence[bytes]) -> List[bytes]:
+        parser = ReplyParser()
+        frames: List[bytes] = []
+        for chunk in chunks:
+            frames.extend(parser.feed(chunk))
+        return frames
+
+    def test_each_reply_whole_bytewise_and_split(self) -> None:
+        for name, raw in REPLIES:
+            for chunks in splits(raw):
+                self.assertEqual(self.feed_all(chunks), [raw], "%s: %r" % (name, chunks))
+
+    def test_incomplete_reply_returns_nothing(self) -> None:
+        for name, raw in REPLIES:
+            parser = ReplyParser()
+            self.assertEqual(parser.feed(raw[:-1]), [], name)
+            self.assertEqual(parser.feed(raw[-1:]), [raw], name)
+
+    def test_many_replies_in_one_chunk(self) -> None:
+        stream = b"".join(raw for _, raw in REPLIES)
+        expected = [raw for _, raw in REPLIES]
+        self.assertEqual(self.feed_all([stream]), expected)
+        self.assertEqual(self.feed_all(chunked(stream, 1)), expected)
+        for size in (2, 3, 7, 64):
+            self.assertEqual(self.feed_all(chunked(stream, size)), expected)
+        for i in range(1, len(stream)):
+            self.assertEqual(self.feed_all([stream[:i], stream[i:]]), expected, i)
+
+    def test_pipelined_common_replies(self) -> None:
+        replies = [b"+OK\r\n", b":1\r\n", b"$3\r\nfoo\r\n", b"$-1\r\n"] * 50
+        self.assertEqual(self.feed_all([b"".join(replies)]), replies)
+
+    def test_push_is_a_frame_of_its_own(self) -> None:
+        push = b">2\r\n$16\r\nserver-cpu-usage\r\n:42\r\n"
+        reply = b"$40\r\nSome real reply following the push reply\r\n"
+        self.assertEqual(self.feed_all([push + reply]), [push, reply])
+
+    def test_deep_nesting_uses_no_recursion(self) -> None:
+        depth = 100000
+        raw = b"*1\r\n" * depth + b":1\r\n" + b"+after\r\n"
+        self.assertEqual(self.feed_all([raw]), [raw[:-8], b"+after\r\n"])
+        self.assertEqual(self.feed_all(chunked(raw, 1000)), [raw[:-8], b"+after\r\n"])
+
+    def test_large_bulk_in_chunks_is_not_rescanned(self) -> None:
+        value = bytes(range(256)) * (5 * 1024 * 4)  # 5 MiB
+        raw = b"$%d\r\n%s\r\n+OK\r\n" % (len(value), value)
+        parser = ReplyParser()
+        seen = count_parsed_bytes(parser)
+        frames: List[bytes] = []
+        for chunk in chunked(raw, 64 * 1024):
+            frames.extend(parser.feed(chunk))
+        self.assertEqual(frames, [raw[:-5], b"+OK\r\n"])
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    def test_large_array_in_chunks_is_not_rescanned(self) -> None:
+        items = [b"$%d\r\n%s\r\n" % (len(b"item:%d" % i), b"item:%d" % i) for i in range(200000)]
+        raw = b"*%d\r\n" % len(items) + b"".join(items)
+        parser = ReplyParser()
+        seen = count_parsed_bytes(parser)
+        frames: List[bytes] = []
+        for chunk in chunked(raw, 16 * 1024):
+            frames.extend(parser.feed(chunk))
+        self.assertEqual(frames, [raw])
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    def test_long_status_line_bytewise_is_not_rescanned(self) -> None:
+        raw = b"+" + b"x" * 20000 + b"\r\n"
+        parser = ReplyParser()
+        seen = count_parsed_bytes(parser)
+        frames: List[bytes] = []
+        for chunk in chunked(raw, 1):
+            frames.extend(parser.feed(chunk))
+        self.assertEqual(frames, [raw])
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    MALFORMED = [
+        b"?\r\n",
+        b"OK\r\n",
+        b"$abc\r\n",
+        b"$-2\r\n",
+        b"$03\r\nabc\r\n",
+        b"$+3\r\nabc\r\n",
+        b"$ 3\r\nabc\r\n",
+        b"$3\r\nabcXY",
+        b"!-1\r\n",
+        b"=?\r\n",
+        b"*-2\r\n",
+        b"*x\r\n",
+        b"*1\r\n*01\r\n",
+        b"|-1\r\n",
+        b"|?\r\n",
+        b";3\r\nabc\r\n",
+        b".\r\n",
+        b"*1\r\n.\r\n",
+        b"$?\r\n+OK\r\n",
+        b"$?\r\n;-1\r\n",
+        b"*?\r\n.XY",
+        b"*2\r\n:1\r\n\x00\r\n",
+    ]
+
+    def test_malformed_raises(self) -> None:
+        for raw in self.MALFORMED:
+            for chunks in (list(splits(raw))[:2]):
+                parser = ReplyParser()
+                with self.assertRaises(ProtocolError, msg=repr(chunks)):
+                    for chunk in chunks:
+                        parser.feed(chunk)
+                # The parser is dead afterwards.
+                self.assertRaises(ProtocolError, parser.feed, b"+OK\r\n")
+
+    def test_replies_before_bad_bytes_are_returned_by_earlier_feeds(self) -> None:
+        parser = ReplyParser()
+        self.assertEqual(parser.feed(b"+OK\r\n:1"), [b"+OK\r\n"])
+        self.assertEqual(parser.feed(b"\r\n"), [b":1\r\n"])
+        error = self.assertRaises(ProtocolError, parser.feed, b"*1\r\n@x\r\n")
+        self.assertIn("unexpected reply type byte", str(error))
+
+
+# -- requests ------------------------------------------------------------------
+
+INLINE: List[Tuple[bytes, List[bytes]]] = [
+    (b"PING", [b"PING"]),
+    (b"set key value", [b"set", b"key", b"value"]),
+    (b"  GET \t  key  ", [b"GET", b"key"]),
+    (b'SET k "hello world"', [b"SET", b"k", b"hello world"]),
+    (b"SET k 'hello world'", [b"SET", b"k", b"hello world"]),
+    (b'SET k ""', [b"SET", b"k", b""]),
+    (b"SET k ''", [b"SET", b"k", b""]),
+    (b'SET k "a\\n\\r\\t\\b\\a\\\\\\"z"', [b"SET", b"k", b"a\n\r\t\b\a\\\"z"]),
+    (b'SET k "\\x41\\x6a\\xFF\\x00"', [b"SET", b"k", b"Aj\xff\x00"]),
+    (b'SET k "\\x4"', [b"SET", b"k", b"x4"]),
+    (b'SET k "\\q"', [b"SET", b"k", b"q"]),
+    (b"SET k 'it\\'s \\n'", [b"SET", b"k", b"it's \\n"]),
+    (b"SET k 'a\\b'", [b"SET", b"k", b"a\\b"]),
+    (b'SET k"x" "y"', [b"SET", b"kx", b"y"]),
+    (b'SET k x"y z"', [b"SET", b"k", b"xy z"]),
+    (b'SET k "a"\t', [b"SET", b"k", b"a"]),
+    (b"SET k a\x0bb", [b"SET", b"k", b"a\x0bb"]),
+    (b"\x0b\x0cGET k", [b"GET", b"k"]),
+    (b"GET a\rb", [b"GET", b"a", b"b"]),
+    (b"GET k\x00ignored after NUL", [b"GET", b"k"]),
+    (b"\xc3\xa9t\xc3\xa9 \xff", [b"\xc3\xa9t\xc3\xa9", b"\xff"]),
+    (b"$3", [b"$3"]),
+    (b":1", [b":1"]),
+]
+
+
+def _request_cases() -> List[Tuple[str, bytes, List[List[bytes]]]]:
+    set_cmd = encode_command([b"SET", b"key", b"value"])
+    get_cmd = encode_command([b"GET", b"key"])
+    cases = [
+        ("multibulk", get_cmd, [[b"GET", b"key"]]),
+        ("pipelined", set_cmd + get_cmd + set_cmd, [[b"SET", b"key", b"value"], [b"GET", b"key"],
+                                                    [b"SET", b"key", b"value"]]),
+        ("empty argument", b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n", [[b"ECHO", b""]]),
+        ("binary-safe argument", encode_command([b"SET", b"k", b"\r\n\x00*1\r\n$3\r\n\n\r"]),
+         [[b"SET", b"k", b"\r\n\x00*1\r\n$3\r\n\n\r"]]),
+        ("*0, *-1 and *-10 are skipped", b"*0\r\n*-1\r\n*-10\r\n" + get_cmd, [[b"GET", b"key"]]),
+        ("blank lines are skipped", b"\r\n\n  \r\n\t\n" + get_cmd + b"\r\n", [[b"GET", b"key"]]),
+        ("inline then multibulk", b"PING\r\nECHO hi\n" + get_cmd + b"QUIT\r\n",
+         [[b"PING"], [b"ECHO", b"hi"], [b"GET", b"key"], [b"QUIT"]]),
+        ("1024-argument MSET", encode_command([b"MSET"] + [b"k%d" % i for i in range(1023)]),
+         [[b"MSET"] + [b"k%d" % i for i in range(1023)]]),
+        ("large count and length", encode_command([b"SET", b"k", b"v" * 70000] + [b"x"] * 1500),
+         [[b"SET", b"k", b"v" * 70000] + [b"x"] * 1500]),
+        # Redis ends a header at CR and skips the next byte, and does not check
+        # the two bytes after a bulk's data.
+        ("header CR not followed by LF", b"*1\rX$4\rXPING\r\n", [[b"PING"]]),
+        ("bulk data followed by other than CRLF", b"*2\r\n$4\r\nECHO\r\n$2\r\nhiXY" + get_cmd,
+         [[b"ECHO", b"hi"], [b"GET", b"key"]]),
+    ]
+    cases.extend(("inline %r" % line, line + b"\r\n", [args]) for line, args in INLINE)
+    cases.extend(("inline LF-only %r" % line, line + b"\n", [args]) for line, args in INLINE)
+    return cases
+
+
+REQUESTS = _request_cases()
+
+CAP = "request exceeds max_request_bytes (%d)"
+
+# (input, requests completed before the bad frame, reason, max_request_bytes)
+BAD_REQUESTS: List[Tuple[bytes, List[List[bytes]], str, Optional[int]]] = [
+    (b"*abc\r\n", [], "invalid multibulk length", None),
+    (b"*1048577\r\n", [], "invalid multibulk length", None),
+    (b"*01\r\n$4\r\nPING\r\n", [], "invalid multibulk length", None),
+    (b"*+1\r\n", [], "invalid multibulk length", None),
+    (b"*\r\n", [], "invalid multibulk length", None),
+    (b"*-0\r\n", [], "invalid multibulk length", None),
+    (b"*1" + b"1" * 70000, [], "too big mbulk count string", None),
+    (b"*1\r\nfoo\r\n", [], "expected '$', got 'f'", None),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nx\r\nfooz\r\n", [], "expected '$', got 'f'", None),
+    (b"*1\r\n\r\n", [], "expected '$', got ' '", None),
+    (b"*1\r\n+PING\r\n", [], "expected '$', got '+'", None),
+    (b"*1\r\n:1\r\n", [], "expected '$', got ':'", None),
+    (b"*1\r\n(123\r\n", [], "expected '$', got '('", None),
+    (b"*1\r\n*1\r\n$1\r\na\r\n", [], "expected '$', got '*'", None),
+    (b"*2\r\n=6\r\ntxt:ab\r\n+xxxxxxxxxx\r\n", [], "expected '$', got '='", None),
+    (b"*2\r\n$4\r\nECHO\r\n+xxxxxxxxxxxx\r\n", [], "expected '$', got '+'", None),
+    (b"*1\r\n$-1\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$536870913\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$x\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$03\r\nabc\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$ 3\r\nabc\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$?\r\n", [], "invalid bulk length", None),
+    (b"*1\r\n$3" + b"3" * 70000, [], "too big bulk count string", None),
+    (b'SET k "a b\r\n', [], "unbalanced quotes in request", None),
+    (b"SET k 'a b\r\n", [], "unbalanced quotes in request", None),
+    (b'SET k "a"b\r\n', [], "unbalanced quotes in request", None),
+    (b"SET k 'a'b\r\n", [], "unbalanced quotes in request", None),
+    (b'SET k "a\\"\r\n', [], "unbalanced quotes in request", None),
+    (b"x" * 70000, [], "too big inline request", None),
+    (b"SET k " + b"x" * 70000 + b"\r\n", [], "too big inline request", None),
+    (b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n*1\r\nx", [[b"PING"]] * 3,
+     "expected '$', got 'x'", None),
+    (b"PING\r\n*2\r\n$3\r\nGET\r\n$1000\r\n", [[b"PING"]], CAP % 1000, 1000),
+    (b"*2\r\n$3\r\nGET\r\n$997\r\n", [], CAP % 999, 999),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000000\r\n", [], CAP % 1000, 1000),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$" + b"9" * 19 + b"\r\n", [], "invalid bulk length", 1000),
+    (b"PING\r\nGET 1234567\r\n", [[b"PING"]], CAP % 10, 10),
+    (b"PING\r\nGET 12345678", [[b"PING"]], CAP % 10, 10),
+]
+
+
+class RequestParserMixin:
+    """The request parser contract, run against each implementation."""
+
+    assertEqual: Callable[..., None]
+    assertIsNone: Callable[..., None]
+    assertIsInstance: Callable[..., None]
+    assertLessEqual: Callable[..., None]
+
+    def make(self, max_request_bytes: Optional[int] = None) -> RequestParser:
+        raise NotImplementedError
+
+    def feed_all(self, chunks: Sequence[bytes], cap: Optional[int] = None) -> Tuple[List[List[bytes]], Optional[str]]:
+        parser = self.make(cap)
+        requests: List[List[bytes]] = []
+        for chunk in chunks:
+            requests.extend(parser.feed(chunk))
+        return requests, None if parser.error is None else str(parser.error)
+
+    def test_requests_whole_bytewise_and_split(self) -> None:
+        for name, raw, expected in REQUESTS:
+            pieces = list(splits(raw)) if len(raw) < 2000 else [[raw], chunked(raw, 1), chunked(raw, 1000)]
+            for chunks in pieces:
+                self.assertEqual(self.feed_all(chunks), (expected, None), "%s: %r" % (name, chunks[:3]))
+
+    def test_all_requests_in_one_stream(self) -> None:
+        stream = b"".join(raw for _, raw, _ in REQUESTS)
+        expected = [args for _, _, requests in REQUESTS for args in requests]
+        for size in (len(stream), 1, 2, 3, 5, 16 * 1024):
+            self.assertEqual(self.feed_all(chunked(stream, size)), (expected, None), size)
+
+    def test_pipeline_split_at_every_offset(self) -> None:
+        requests = [[b"SET", b"key:%d" % i, b"v\r\n" * i] for i in range(8)] + [[b"GET", b"key:1"]]
+        stream = b"".join(encode_command(args) for args in requests) + b"PING\r\n"
+        for i in range(1, len(stream)):
+            self.assertEqual(self.feed_all([stream[:i], stream[i:]]), (requests + [[b"PING"]], None), i)
+
+    def test_bad_requests(self) -> None:
+        for raw, before, reason, cap in BAD_REQUESTS:
+            pieces = list(splits(raw)) if len(raw) < 500 else [[raw], chunked(raw, 1), chunked(raw, 4096)]
+            for chunks in pieces:
+                self.assertEqual(self.feed_all(chunks, cap), (before, reason), repr(chunks[:3])[:200])
+
+    def test_parser_is_dead_after_an_error(self) -> None:
+        parser = self.make()
+        self.assertEqual(parser.feed(b"PING\r\n*1\r\nx"), [[b"PING"]])
+        self.assertEqual(str(parser.error), "expected '$', got 'x'")
+        self.assertEqual(parser.feed(b"PING\r\n" + encode_command([b"GET", b"k"])), [])
+        self.assertEqual(str(parser.error), "expected '$', got 'x'")
+
+    def test_error_is_set_from_the_header_before_the_body_arrives(self) -> None:
+        parser = self.make(1024)
+        self.assertEqual(parser.feed(b"*2\r\n$3\r\nSET\r\n$1022\r\n"), [])
+        self.assertEqual(str(parser.error), CAP % 1024)
+
+    def test_request_of_exactly_max_request_bytes(self) -> None:
+        request = [b"SET", b"k", b"v" * 96]
+        self.assertEqual(self.feed_all([encode_command(request)], 100), ([request], None))
+        self.assertEqual(self.feed_all([b"GET 123456\r\n"], 10), ([[b"GET", b"123456"]], None))
+
+    def test_partial_request_returns_nothing_until_complete(self) -> None:
+        parser = self.make()
+        raw = encode_command([b"SET", b"k", b"value"])
+        for i in range(len(raw) - 1):
+            self.assertEqual(parser.feed(raw[i:i + 1]), [])
+        self.assertEqual(parser.feed(raw[-1:]), [[b"SET", b"k", b"value"]])
+        self.assertIsNone(parser.error)
+
+    def test_5mb_argument_in_64kb_chunks_is_not_rescanned(self) -> None:
+        value = bytes(range(256)) * (5 * 1024 * 4)
+        raw = encode_command([b"SET", b"big", value]) + encode_command([b"GET", b"big"])
+        parser = self.make()
+        seen = count_parsed_bytes(parser)
+        requests: List[List[bytes]] = []
+        for chunk in chunked(raw, 64 * 1024):
+            requests.extend(parser.feed(chunk))
+        self.assertEqual(requests, [[b"SET", b"big", value], [b"GET", b"big"]])
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    def test_50mb_argument_in_1kb_chunks(self) -> None:
+        value = b"\r\n" * (25 * 1024 * 1024)
+        raw = encode_command([b"SET", b"big", value])
+        parser = self.make()
+        seen = count_parsed_bytes(parser)
+        requests: List[List[bytes]] = []
+        for i in range(0, len(raw), 1024):
+            requests.extend(parser.feed(raw[i:i + 1024]))
+        self.assertEqual(len(requests), 1)
+        self.assertEqual(requests[0][2] == value, True)
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    def test_long_inline_line_bytewise_is_not_rescanned(self) -> None:
+        raw = b"SET k " + b"x" * 60000 + b"\r\n"
+        parser = self.make()
+        seen = count_parsed_bytes(parser)
+        requests: List[List[bytes]] = []
+        for chunk in chunked(raw, 1):
+            requests.extend(parser.feed(chunk))
+        self.assertEqual(requests, [[b"SET", b"k", b"x" * 60000]])
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+    def test_many_inline_lines_without_cr_are_not_rescanned(self) -> None:
+        raw = b"PING\n" * 100000
+        parser = self.make()
+        seen = count_parsed_bytes(parser)
+        self.assertEqual(parser.feed(raw), [[b"PING"]] * 100000)
+        self.assertLessEqual(seen[0], 2 * len(raw))
+
+
+class PureRequestParserTests(RequestParserMixin, SynchronousTestCase):
+    """The pure-Python `RequestParser`."""
+
+    def make(self, max_request_bytes: Optional[int] = None) -> RequestParser:
+        return RequestParser() if max_request_bytes is None else RequestParser(max_request_bytes)
+
+
+class HiredisRequestParserTests(RequestParserMixin, SynchronousTestCase):
+    """`HiredisRequestParser` keeps exactly the same behaviour."""
+
+    if hiredis is None:  # pragma: no cover
+        skip = "hiredis is not installed"
+
+    def make(self, max_request_bytes: Optional[int] = None) -> RequestParser:
+        if max_request_bytes is None:
+            return HiredisRequestParser()  # type: ignore[return-value]
+        return HiredisRequestParser(max_request_bytes)  # type: ignore[return-value]
+
+    def test_canonical_requests_bypass_the_pure_parser(self) -> None:
+        parser = self.make()
+        seen = count_parsed_bytes(parser)
+        stream = b"".join(encode_command([b"SET", b"key:%d" % i, b"v" * 64]) for i in range(100))
+        self.assertEqual(len(parser.feed(stream)), 100)
+        self.assertEqual(seen[0], 0)
+
+
+class MakeRequestParserTests(SynchronousTestCase):
+    """`make_request_parser` picks hiredis on CPython only."""
+
+    def test_cpython_with_hiredis(self) -> None:
+        self.patch(platform, "python_implementation", lambda: "CPython")
+        parser = make_request_parser(1000)
+        if hiredis is None:  # pragma: no cover
+            self.assertIsInstance(parser, RequestParser)
+        else:
+            self.assertIsInstance(parser, HiredisRequestParser)
+        self.assertEqual(parser.feed(b"*1\r\n$1001\r\n"), [])
+        self.assertEqual(str(parser.error), CAP % 1000)
+
+    def test_pypy_gets_the_pure_parser(self) -> None:
+        self.patch(platform, "python_implementation", lambda: "PyPy")
+        parser = make_request_parser()
+        self.assertIsInstance(parser, RequestParser)
+        self.assertEqual(parser.feed(b"PING\r\n"), [[b"PING"]])
+
+
+# -- encoders ------------------------------------------------------------------
+
+class EncoderTests(SynchronousTestCase):
+    """Exact bytes of every encoder, in RESP2 and RESP3."""
+
+    def test_encode_command(self) -> None:
+        self.assertEqual(encode_command([b"SET", b"k", b"a\r\nb"]),
+                         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n")
+        self.assertEqual(encode_command([]), b"*0\r\n")
+        self.assertEqual(encode_command([b""]), b"*1\r\n$0\r\n\r\n")
+
+    def test_encode_command_round_trips(self) -> None:
+        args = [b"MSET"] + [bytes([i]) * i for i in range(256)]
+        self.assertEqual(RequestParser().feed(encode_command(args)), [args])
+
+    def test_protocol_independent(self) -> None:
+        cases = [
+            (resp.simple(b"OK"), b"+OK\r\n"),
+            (resp.simple("QUEUED"), b"+QUEUED\r\n"),
+            (resp.simple(b"a\r\nb"), b"+a  b\r\n"),
+            (resp.error(b"ERR bad"), b"-ERR bad\r\n"),
+            (resp.error("ERR line1\r\nline2\nx"), b"-ERR line1  line2 x\r\n"),
+            (resp.error("ERR caf\u00e9"), b"-ERR caf\xc3\xa9\r\n"),
+            (resp.integer(0), b":0\r\n"),
+            (resp.integer(-42), b":-42\r\n"),
+            (resp.integer(2 ** 63 - 1), b":9223372036854775807\r\n"),
+            (resp.bulk(b"a\r\nb"), b"$4\r\na\r\nb\r\n"),
+            (resp.bulk(b""), b"$0\r\n\r\n"),
+            (resp.bulk("caf\u00e9"), b"$5\r\ncaf\xc3\xa9\r\n"),
+            (resp.array([]), b"*0\r\n"),
+            (resp.array([resp.integer(1), resp.bulk(b"x"), resp.array([])]), b"*3\r\n:1\r\n$1\r\nx\r\n*0\r\n"),
+            (resp.OK, b"+OK\r\n"),
+            (resp.PONG, b"+PONG\r\n"),
+        ]
+        for got, expected in cases:
+            self.assertEqual(got, expected)
+
+    def test_per_protocol(self) -> None:
+        pairs = [(resp.bulk(b"f1"), resp.bulk(b"v1")), (resp.bulk(b"f2"), resp.integer(2))]
+        items = [resp.integer(0), resp.integer(1)]
+        cases = [
+            # (RESP2 bytes, RESP3 bytes, encoder)
+            (b"$-1\r\n", b"_\r\n", resp.null),
+            (b"*-1\r\n", b"_\r\n", resp.null_array),
+            (b"*4\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n:2\r\n", b"%2\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n:2\r\n",
+             lambda v: resp.map_(pairs, v)),
+            (b"*0\r\n", b"%0\r\n", lambda v: resp.map_([], v)),
+            (b"*2\r\n:0\r\n:1\r\n", b"~2\r\n:0\r\n:1\r\n", lambda v: resp.set_(items, v)),
+            (b"*0\r\n", b"~0\r\n", lambda v: resp.set_([], v)),
+            (b":1\r\n", b"#t\r\n", lambda v: resp.boolean(True, v)),
+            (b":0\r\n", b"#f\r\n", lambda v: resp.boolean(False, v)),
+            (b"$3\r\n1.5\r\n", b",1.5\r\n", lambda v: resp.double(1.5, v)),
+            (b"$19\r\n0.10000000000000001\r\n", b",0.10000000000000001\r\n", lambda v: resp.double(0.1, v)),
+            (b"$5\r\n3.141\r\n", b",3.141\r\n", lambda v: resp.double(3.141, v)),
+            (b"$1\r\n0\r\n", b",0\r\n", lambda v: resp.double(0.0, v)),
+            (b"$2\r\n-2\r\n", b",-2\r\n", lambda v: resp.double(-2.0, v)),
+            (b"$6\r\n1e+100\r\n", b",1e+100\r\n", lambda v: resp.double(1e100, v)),
+            (b"$22\r\n1.2345678901234567e-07\r\n", b",1.2345678901234567e-07\r\n",
+             lambda v: resp.double(1.2345678901234567e-07, v)),
+            (b"$3\r\ninf\r\n", b",inf\r\n", lambda v: resp.double(float("inf"), v)),
+            (b"$4\r\n-inf\r\n", b",-inf\r\n", lambda v: resp.double(float("-inf"), v)),
+            (b"$3\r\nnan\r\n", b",nan\r\n", lambda v: resp.double(float("nan"), v)),
+            (b"$25\r\nThis is a verbatim\nstring\r\n", b"=29\r\ntxt:This is a verbatim\nstring\r\n",
+             lambda v: resp.verbatim(b"This is a verbatim\nstring", v)),
+            (b"$2\r\n# \r\n", b"=6\r\nmkd:# \r\n", lambda v: resp.verbatim(b"# ", v, b"mkd")),
+        ]
+        for resp2, resp3, encode in cases:
+            self.assertEqual((encode(2), encode(3)), (resp2, resp3))
+
+    def test_encoded_replies_parse_as_one_frame(self) -> None:
+        for version in (2, 3):
+            replies = [
+                resp.null(version), resp.null_array(version), resp.double(0.1, version),
+                resp.boolean(True, version), resp.verbatim(b"a\r\nb", version),
+                resp.map_([(resp.bulk(b"k"), resp.set_([resp.integer(1)], version))], version),
+            ]
+            self.assertEqual(ReplyParser().feed(b"".join(replies)), replies)
