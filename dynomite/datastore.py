@@ -7,9 +7,10 @@ and bulk replies, nils, empty arrays and errors nested in arrays reach the
 client unchanged.  Each connection keeps its in-flight requests in a deque
 and matches replies in order, like Twisted's memcache protocol.
 
-Whoever waits for a reply is a *sink*: any object with a ``complete(raw)``
-method.  Failures complete the sink with an error reply, so a sink never
-has to tell a Redis error from a node error.
+Whoever waits for a reply is a *sink*: an object with ``complete(raw)``
+for Redis's reply and ``fail(raw)`` for an error reply made by the node
+(Redis unavailable or too slow).  Most sinks treat both alike; quorum
+reconciliation counts a failure as a missing replica, not as an answer.
 
 Connection lifecycle (one `DatastoreLink` per connection):
 
@@ -24,7 +25,8 @@ the health monitor sees Redis answer again sooner and calls `retry_now`.
 While no connection is up, requests fail at once with
 ``-ERR datastore unavailable``; a request without a reply after ``timeout``
 fails every request on its connection and drops it, since in-order matching
-can no longer be trusted.
+can no longer be trusted.  "Without a reply" means the connection made no
+progress: a deep pipeline that Redis answers steadily never times out.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class _ReadySink:
         else:
             self._protocol.ready()
 
+    fail = complete
+
 
 class DatastoreProtocol(Protocol):
     """One pipelined connection to Redis carrying raw RESP both ways."""
@@ -77,7 +81,10 @@ class DatastoreProtocol(Protocol):
         self._clock = clock
         self._parser = ReplyParser()
         self._sinks: Deque = deque()
-        self._sent_at: Deque[float] = deque()
+        # When the connection last made progress: the moment its queue went
+        # from empty to busy, or the last reply.  A connection that answers
+        # steadily is never timed out, however deep its pipeline.
+        self._progress_at = 0.0
         self.is_ready = False
 
     def connectionMade(self) -> None:
@@ -97,8 +104,10 @@ class DatastoreProtocol(Protocol):
 
     def send(self, data: bytes, sink) -> None:
         """Write one request (or several, for one sink each) and queue its sink."""
-        self._sinks.append(sink)
-        self._sent_at.append(self._clock.seconds())
+        sinks = self._sinks
+        if not sinks:
+            self._progress_at = self._clock.seconds()
+        sinks.append(sink)
         self.transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
@@ -108,26 +117,27 @@ class DatastoreProtocol(Protocol):
             self.log.error("unparseable reply from datastore: {reason}", reason=str(e))
             self.transport.abortConnection()
             return
+        if not replies:
+            return
+        self._progress_at = self._clock.seconds()
         sinks = self._sinks
-        sent_at = self._sent_at
         for raw in replies:
             if not sinks:
                 self.log.error("datastore sent a reply nobody asked for")
                 self.transport.abortConnection()
                 return
-            sent_at.popleft()
             sinks.popleft().complete(raw)
 
-    def oldest_age(self, now: float) -> float:
-        return now - self._sent_at[0] if self._sent_at else 0.0
+    def stalled_for(self, now: float) -> float:
+        """Seconds requests have waited without any reply arriving."""
+        return now - self._progress_at if self._sinks else 0.0
 
     def fail_all(self, reply: bytes) -> None:
         """Answer every waiting request with ``reply`` (connection is going away)."""
         sinks = self._sinks
         self._sinks = deque()
-        self._sent_at = deque()
         for sink in sinks:
-            sink.complete(reply)
+            sink.fail(reply)
 
     def connectionLost(self, reason) -> None:
         self.is_ready = False
@@ -283,7 +293,7 @@ class Datastore(Service):
         if ready:
             ready[client_id % len(ready)].send(data, sink)
         else:
-            sink.complete(UNAVAILABLE)
+            sink.fail(UNAVAILABLE)
 
     # -- state -------------------------------------------------------------
 
@@ -332,18 +342,20 @@ class Datastore(Service):
         return base * (0.5 + self._jitter() / 2)
 
     def retry_now(self) -> None:
-        """Redis answers again (the health monitor says so): reconnect now."""
-        self.ejected_until = None
-        for link in self.links:
-            link.retry_now()
+        """Redis answers (the health monitor says so): reconnect waiting links now."""
+        waiting = [link for link in self.links if link.state == "WAITING"]
+        if waiting:
+            self.ejected_until = None
+            for link in waiting:
+                link.retry_now()
 
     def expire_requests(self) -> None:
-        """Fail and drop connections whose oldest request exceeded ``timeout``."""
+        """Fail and drop connections that made no progress for ``timeout``."""
         now = self._clock.seconds()
         timeout = self._config.timeout
         for ready in self._ready.values():
             for protocol in list(ready):
-                if protocol.oldest_age(now) > timeout:
+                if protocol.stalled_for(now) > timeout:
                     self.timed_out_total += 1
                     self.log.warn(
                         "datastore gave no reply within {timeout}s; dropping connection",

@@ -4,7 +4,7 @@ The control-plane view of the local Redis, through txredisapi.
 The hot path never uses txredisapi (it decodes replies; see
 notes on fidelity in `dynomite.datastore`).  This monitor PINGs Redis every
 second to know whether it is up, tells the data path to reconnect at once
-when Redis comes back, and fetches INFO for the node's own INFO reply.
+whenever Redis answers while data connections are waiting to retry, and fetches INFO for the node's own INFO reply.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from twisted.application.service import Service
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .config import Address
 
@@ -66,18 +67,26 @@ class DatastoreMonitor(Service):
 
     def check(self):
         """PING Redis once; errors are caught here and only change ``up``."""
-        d = self._redis.ping()
+        try:
+            d = self._redis.ping()
+        except Exception:
+            self._set_up(False, Failure())
+            return None
         d.addTimeout(self._interval, self._clock)
         d.addCallbacks(lambda _: self._set_up(True), lambda f: self._set_up(False, f))
+        d.addErrback(lambda f: self.log.failure("datastore health check failed", f))
         return d
 
     def _set_up(self, up: bool, failure=None) -> None:
         self.last_check = self._clock.seconds()
         was = self.up
         self.up = up
+        if up:
+            # Every answered PING, not only a transition: Redis may have
+            # restarted between two checks while the data path was ejected.
+            self._on_up()
         if up and was is not True:
             self.log.info("datastore {address} answers PING", address=str(self._address))
-            self._on_up()
             if self.redis_version is None:
                 self._fetch_version()
         elif not up and was is not False:

@@ -10,9 +10,10 @@ later (Redis, peers); whenever the head of the deque is filled, every
 consecutive filled slot is written in one go.
 
 Memory stays bounded: the node stops reading from a client whose requests
-in flight exceed ``client_max_outstanding_bytes`` and resumes below half of
-it; and it stops reading while the client's own socket buffer is full
-(the client is not reading its replies).
+in flight exceed ``client_max_outstanding_bytes`` or `MAX_OUTSTANDING_REQUESTS`
+(the replies to small requests can be large: GET of a big value), and
+resumes below half of both; and it stops reading while the client's own
+socket buffer is full (the client is not reading its replies).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ from zope.interface import implementer
 
 from .resp import make_request_parser
 from .session import Session
+
+# Requests one client may have in flight before the node stops reading from
+# it.  Far above what pipelining clients use (redis-benchmark -P 16 keeps
+# 16), low enough that their replies cannot exhaust memory.
+MAX_OUTSTANDING_REQUESTS = 4096
 
 
 class ReplySlot:
@@ -46,6 +52,10 @@ class ReplySlot:
         queue = client.queue
         if queue and queue[0] is self:
             client.flush()
+
+    # A node-made error (replica unreachable, timeout) reaches a client like
+    # any other error reply; quorum sinks are the ones that tell them apart.
+    fail = complete
 
 
 @implementer(IHalfCloseableProtocol)
@@ -105,7 +115,9 @@ class ClientProtocol(Protocol):
             self.node.protocol_error(self, str(parser.error))
             self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
             self._close_after_replies()
-        elif self._outstanding > self._max_outstanding and not self._paused_outstanding:
+        elif not self._paused_outstanding and (
+            self._outstanding > self._max_outstanding or len(self.queue) > MAX_OUTSTANDING_REQUESTS
+        ):
             self._paused_outstanding = True
             self.transport.pauseProducing()
 
@@ -142,7 +154,11 @@ class ClientProtocol(Protocol):
             return
         self.transport.writeSequence(out)
         self._outstanding -= freed
-        if self._paused_outstanding and self._outstanding <= self._max_outstanding // 2:
+        if (
+            self._paused_outstanding
+            and self._outstanding <= self._max_outstanding // 2
+            and len(queue) <= MAX_OUTSTANDING_REQUESTS // 2
+        ):
             self._paused_outstanding = False
             if not self._paused_consumer:
                 self.transport.resumeProducing()

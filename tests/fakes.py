@@ -82,8 +82,13 @@ class Sink:
 
     def __init__(self, replies=None) -> None:
         self.replies = [] if replies is None else replies
+        self.failures = []
 
     def complete(self, raw: bytes) -> None:
+        self.replies.append(raw)
+
+    def fail(self, raw: bytes) -> None:
+        self.failures.append(raw)
         self.replies.append(raw)
 
 

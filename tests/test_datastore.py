@@ -91,6 +91,20 @@ class DatastoreTests(SynchronousTestCase):
         self.assertIn(b"datastore unavailable", sink.replies[0])
         self.assertTrue([t for p, t in links if t.value()][0].aborted)
 
+    def test_steady_replies_never_time_out(self):
+        ds = self.make(timeout=1000, datastore_connections=1)
+        links = self.connect_all()
+        sink = Sink()
+        for _ in range(10):
+            ds.send(1, 2, b"x", sink)
+        proto = [p for p, t in links if t.value()][0]
+        for _ in range(9):
+            self.clock.advance(0.5)
+            proto.dataReceived(b"+OK\r\n")
+        self.assertEqual(sink.replies, [b"+OK\r\n"] * 9)
+        self.clock.advance(1.25)
+        self.assertEqual(len(sink.failures), 1)
+
     def test_reconnects_after_loss(self):
         ds = self.make(datastore_connections=1)
         links = self.connect_all()

@@ -280,3 +280,14 @@ class AuthTests(NodeTestCase):
         self.start()
         self.send(b"AUTH x\r\n")
         self.assertTrue(self.written().startswith(b"-ERR AUTH <password> called without any password"))
+
+
+class PipelineDepthTests(NodeTestCase):
+    def test_stops_reading_past_request_count_limit(self):
+        from dynomite.server import MAX_OUTSTANDING_REQUESTS
+
+        self.send(b"GET k\r\n" * (MAX_OUTSTANDING_REQUESTS + 1))
+        self.assertFalse(self.transport.reading)
+        for _ in range(MAX_OUTSTANDING_REQUESTS // 2 + 1):
+            self.datastore.answer(b"$-1\r\n")
+        self.assertTrue(self.transport.reading)
