@@ -4,7 +4,8 @@ The node: what happens to each client request.
 `Node.execute` is the hot path.  It looks the command up once in the
 command table, applies Redis's own checks in Redis's order (unknown command,
 arity, authentication), and then either answers the request itself
-(`dynomite.builtins`), refuses it, or forwards it to the datastore.  It
+(`dynomite.builtins`), refuses it, or hands it to the `Coordinator`,
+which routes it to the replicas of its keys.  It
 never logs or formats strings for a request that succeeds.
 """
 
@@ -18,7 +19,6 @@ from twisted.logger import Logger
 from . import commands
 from .builtins import BUILTINS, NOAUTH_ALLOWED
 from .config import NodeConfig
-from .resp import encode_command
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 
@@ -52,8 +52,9 @@ class Node:
 
     log = Logger()
 
-    def __init__(self, config: NodeConfig, datastore, monitor, clock) -> None:
+    def __init__(self, config: NodeConfig, datastore, monitor, clock, coordinator) -> None:
         self.config = config
+        self.coordinator = coordinator
         self.datastore = datastore
         self.monitor = monitor
         self.clock = clock
@@ -114,5 +115,4 @@ class Node:
         elif route == commands.UNSUPPORTED:
             client.reply(unsupported(cmd.name))
         else:
-            data = encode_command(args)
-            self.datastore.send(session.id, session.resp, data, client.slot(len(data)))
+            self.coordinator.execute(session, cmd, args, client)

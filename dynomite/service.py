@@ -17,10 +17,12 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
 from .config import Address, NodeConfig
+from .coordinator import Coordinator
 from .datastore import Datastore
 from .monitor import DatastoreMonitor
 from .node import Node
 from .server import ClientFactory
+from .topology import Topology
 
 log = Logger()
 
@@ -40,7 +42,9 @@ class NodeService(MultiService):
         self.config = config
         self.datastore = Datastore(config, reactor)
         self.monitor = DatastoreMonitor(config.datastore, reactor, on_up=self.datastore.retry_now)
-        self.node = Node(config, self.datastore, self.monitor, reactor)
+        self.topology = Topology.from_config(config)
+        self.coordinator = Coordinator(config, self.topology, self.datastore, {})
+        self.node = Node(config, self.datastore, self.monitor, reactor, self.coordinator)
         self.monitor.setServiceParent(self)
         self.datastore.setServiceParent(self)
         self.client_listener = StreamServerEndpointService(

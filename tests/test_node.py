@@ -9,7 +9,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.coordinator import Coordinator
 from dynomite.node import Node
+from dynomite.topology import Topology
 from dynomite.server import ClientFactory
 
 from .fakes import FakeDatastore, FakeMonitor, Transport, node_config
@@ -23,7 +25,9 @@ class NodeTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.datastore = FakeDatastore()
         self.monitor = FakeMonitor()
-        self.node = Node(node_config(**overrides), self.datastore, self.monitor, self.clock)
+        config = node_config(**overrides)
+        self.coordinator = Coordinator(config, Topology.from_config(config), self.datastore, {})
+        self.node = Node(config, self.datastore, self.monitor, self.clock, self.coordinator)
         self.factory = ClientFactory(self.node, self.clock)
         self.client, self.transport = self.connect()
 

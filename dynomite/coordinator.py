@@ -1,0 +1,384 @@
+"""
+The coordinator: carries out routing plans.
+
+The node a client talks to coordinates its requests: it sends each to the
+replicas its `Plan` names (its own Redis through the `Datastore`, other
+nodes through their `PeerLink`), reconciles their answers at the
+consistency level (`dynomite.quorum`), forwards writes to one entry node
+per remote datacenter, and answers the client.  It also serves the other
+side: requests other nodes send here (REQUEST: run on the local Redis;
+FORWARD: a write from another datacenter, applied to every rack of this
+one), and whole-keyspace commands that read one copy of the data from every
+node of the local rack (SCAN, KEYS, DBSIZE, RANDOMKEY) or reach every node
+(FLUSHDB, FLUSHALL, SCRIPT LOAD/EXISTS/FLUSH).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Dict, List, Optional, Sequence
+
+from twisted.logger import Logger
+
+from . import commands, router
+from .hashing import key_hash
+from .peer_framing import FLAG_RESP3, FLAG_WRITE, FORWARD, REQUEST
+from .quorum import DC_ONE, DC_SAFE_QUORUM, EachQuorum, Reconciler
+from .resp import RequestParser, encode_command
+from .scan import ScanCursor
+from .topology import NodeInfo, Topology
+
+NO_KEYS_SCRIPT = (
+    b"-ERR dynomite routes scripts by their keys; "
+    b"call EVAL/EVALSHA/FCALL with at least one key\r\n"
+)
+
+# Commands that reach every node of every DC: the keyspace is flushed
+# everywhere, and a script loaded anywhere can be called through any node.
+_BROADCAST = frozenset({"flushdb", "flushall", "script|load", "script|exists", "script|flush"})
+
+# Scripts may write although Redis does not flag them "write".
+_SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
+
+
+class _Discard:
+    """Sink for replies nobody waits for (asynchronous remote writes)."""
+
+    __slots__ = ("_on_fail",)
+
+    def __init__(self, on_fail: Callable[[bytes], None]) -> None:
+        self._on_fail = on_fail
+
+    def complete(self, raw: bytes) -> None:
+        pass
+
+    def fail(self, raw: bytes) -> None:
+        self._on_fail(raw)
+
+
+class _Failover:
+    """DC_ONE read: try each local replica in turn until one answers."""
+
+    __slots__ = ("_coordinator", "_targets", "_index", "_data", "_resp", "_pin", "_sink")
+
+    def __init__(self, coordinator, targets, data, resp, pin, sink) -> None:
+        self._coordinator = coordinator
+        self._targets = targets
+        self._index = 0
+        self._data = data
+        self._resp = resp
+        self._pin = pin
+        self._sink = sink
+
+    def start(self) -> None:
+        self._coordinator.send(self._targets[0], self._data, self._resp, self._pin, False, self)
+
+    def complete(self, raw: bytes) -> None:
+        self._sink.complete(raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._index += 1
+        if self._index >= len(self._targets):
+            self._sink.fail(raw)
+        else:
+            self._coordinator.send(self._targets[self._index], self._data, self._resp, self._pin, False, self)
+
+
+class _Both:
+    """A sink that treats answers and failures alike."""
+
+    __slots__ = ("complete", "fail")
+
+    def __init__(self, done: Callable[[bytes], None]) -> None:
+        self.complete = done
+        self.fail = done
+
+
+class _Gather:
+    """Collect one reply per part, then hand them over in part order."""
+
+    __slots__ = ("_replies", "_left", "_done")
+
+    def __init__(self, parts: int, done: Callable[[List[bytes]], None]) -> None:
+        self._replies: List[Optional[bytes]] = [None] * parts
+        self._left = parts
+        self._done = done
+
+    def part(self, index: int) -> "_Part":
+        return _Part(self, index)
+
+    def _set(self, index: int, raw: bytes) -> None:
+        if self._replies[index] is None:
+            self._replies[index] = raw
+            self._left -= 1
+            if self._left == 0:
+                self._done(self._replies)  # type: ignore[arg-type]
+
+
+class _Part:
+    __slots__ = ("_gather", "_index")
+
+    def __init__(self, gather: _Gather, index: int) -> None:
+        self._gather = gather
+        self._index = index
+
+    def complete(self, raw: bytes) -> None:
+        self._gather._set(self._index, raw)
+
+    fail = complete
+
+
+class Coordinator:
+    """Runs requests on the replicas of their keys; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, config, topology: Topology, datastore, peers: Dict[str, object], rng=None) -> None:
+        self.config = config
+        self.topology = topology
+        self.datastore = datastore
+        self.peers = peers
+        self.name = topology.local.name
+        self.hash_tag = config.hash_tag
+        self.read_consistency = config.read_consistency
+        self.write_consistency = config.write_consistency
+        self._random = rng or random.Random()
+        self.remote_dropped = 0
+        self.quorum_failures = 0
+
+    # -- sending -----------------------------------------------------------
+
+    def send(self, node: NodeInfo, data: bytes, resp: int, pin: int, write: bool, sink) -> None:
+        """One request to one node: the local Redis, or a peer."""
+        if node.is_local:
+            self.datastore.send(pin, resp, data, sink)
+        else:
+            flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0)
+            self.peers[node.name].send(REQUEST, flags, data, sink, pin, self.name)
+
+    def _forward_remote(self, dcs: Sequence[str], data: bytes, resp: int, pin: int) -> None:
+        """Hand a write to one entry node of each remote DC; nothing waits for it."""
+        flags = (FLAG_RESP3 if resp == 3 else 0) | FLAG_WRITE
+        for dc in dcs:
+            for node in self.topology.entry_candidates(dc):
+                link = self.peers[node.name]
+                if link.is_up:
+                    link.send(FORWARD, flags, data, _Discard(self._remote_failed), pin, self.name)
+                    break
+            else:
+                self._remote_failed(b"no entry node of %s is up" % dc.encode())
+
+    def _remote_failed(self, raw: bytes) -> None:
+        self.remote_dropped += 1
+
+    # -- one replica set ---------------------------------------------------
+
+    def run(self, h: int, write: bool, level: str, data: bytes, resp: int, pin: int, sink,
+            normalise=None) -> None:
+        """Run ``data`` on the replicas of hash ``h`` at ``level``; reply into ``sink``."""
+        p = router.plan(self.topology, h, write, level)
+        if p.each is not None:
+            each = EachQuorum({dc: len(nodes) for dc, nodes in p.each.items()}, self._reply_to(sink), normalise)
+            for dc, nodes in p.each.items():
+                for node in nodes:
+                    self.send(node, data, resp, pin, write, each.replica(dc))
+            return
+        local = p.local
+        if p.failover:
+            if len(local) == 1:
+                self.send(local[0], data, resp, pin, False, sink)
+            else:
+                _Failover(self, local, data, resp, pin, sink).start()
+        elif len(local) == 1 and p.level == DC_ONE:
+            self.send(local[0], data, resp, pin, write, sink)
+        else:
+            rec = Reconciler(p.level, len(local), self._reply_to(sink), normalise)
+            for node in local:
+                self.send(node, data, resp, pin, write, rec.replica())
+        if p.remote_dcs:
+            self._forward_remote(p.remote_dcs, data, resp, pin)
+
+    def _reply_to(self, sink) -> Callable[[bytes], None]:
+        def done(raw: bytes) -> None:
+            if raw.startswith(b"-ERR DC_"):
+                self.quorum_failures += 1
+            sink.complete(raw)
+
+        return done
+
+    # -- client requests ---------------------------------------------------
+
+    def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
+        """A KEY, MULTI_KEY or LOCAL command from a client."""
+        route = cmd.route
+        if route == commands.LOCAL:
+            self._keyspace(session, cmd, args, client)
+            return
+        write = cmd.write or cmd.name in _SCRIPT_WRITES
+        level = (session.write_consistency or self.write_consistency) if write else (
+            session.read_consistency or self.read_consistency
+        )
+        if route == commands.KEY:
+            keys = commands.keys(cmd, args)
+            data = encode_command(args)
+            h = key_hash(keys[0], self.hash_tag) if keys else 0
+            self.run(h, write, level, data, session.resp, session.id, client.slot(len(data)),
+                     router.normaliser(cmd.name) if level != DC_ONE else None)
+            return
+        # MULTI_KEY
+        if cmd.split:
+            self._split(session, cmd, args, client, write, level)
+            return
+        keys = commands.keys(cmd, args)
+        if not keys:
+            if cmd.name in _SCRIPT_WRITES or cmd.name.endswith("_ro"):
+                client.reply(NO_KEYS_SCRIPT)
+                return
+            data = encode_command(args)
+            self.datastore.send(session.id, session.resp, data, client.slot(len(data)))
+            return
+        h = router.same_replicas(self.topology, self.hash_tag, keys)
+        if h is None:
+            client.reply(router.CROSSSLOT)
+            return
+        data = encode_command(args)
+        self.run(h, write, level, data, session.resp, session.id, client.slot(len(data)),
+                 router.normaliser(cmd.name) if level != DC_ONE else None)
+
+    def _split(self, session, cmd, args, client, write: bool, level: str) -> None:
+        fragments = router.split(self.topology, self.hash_tag, args, cmd.key_step)
+        data_size = sum(len(a) for a in args)
+        slot = client.slot(data_size)
+        if len(fragments) == 1:
+            self.run(fragments[0].h, write, level, encode_command(args), session.resp, session.id, slot)
+            return
+        nkeys = (len(args) - 1) // cmd.key_step
+        gather = _Gather(
+            len(fragments),
+            lambda replies: slot.complete(router.coalesce(args[0], fragments, replies, nkeys)),
+        )
+        for i, fragment in enumerate(fragments):
+            self.run(fragment.h, write, level, fragment.encoded(), session.resp, session.id, gather.part(i))
+
+    # -- whole keyspace ----------------------------------------------------
+
+    def _rack_nodes(self) -> Sequence[NodeInfo]:
+        local = self.topology.local
+        return self.topology.nodes_in_rack(local.datacenter, local.rack)
+
+    def _keyspace(self, session, cmd, args, client) -> None:
+        name = cmd.name
+        data = encode_command(args)
+        slot = client.slot(len(data))
+        resp = session.resp
+        pin = session.id
+        if name == "scan":
+            self._scan(args, resp, pin, slot)
+        elif name in ("keys", "dbsize"):
+            nodes = self._rack_nodes()
+            combine = _concat_arrays if name == "keys" else _sum_integers
+            gather = _Gather(len(nodes), lambda replies: slot.complete(combine(replies)))
+            for i, node in enumerate(nodes):
+                self.send(node, data, resp, pin, False, gather.part(i))
+        elif name == "randomkey":
+            nodes = list(self._rack_nodes())
+            self._random.shuffle(nodes)
+            self._random_key(nodes, data, resp, pin, slot)
+        elif name in _BROADCAST:
+            nodes = self.topology.nodes
+            gather = _Gather(len(nodes), lambda replies: slot.complete(_first_error_or_local(replies, nodes)))
+            for i, node in enumerate(nodes):
+                self.send(node, data, resp, pin, True, gather.part(i))
+        else:
+            self.datastore.send(pin, resp, data, slot)
+
+    def _random_key(self, nodes: List[NodeInfo], data: bytes, resp: int, pin: int, slot) -> None:
+        """RANDOMKEY: ask the rack's nodes in random order until one has a key."""
+        node = nodes.pop()
+
+        def done(raw: bytes) -> None:
+            if nodes and raw in (b"$-1\r\n", b"_\r\n"):
+                self._random_key(nodes, data, resp, pin, slot)
+            else:
+                slot.complete(raw)
+
+        self.send(node, data, resp, pin, False, _Both(done))
+
+    def _scan(self, args, resp: int, pin: int, slot) -> None:
+        nodes = self._rack_nodes()
+        try:
+            cursor = ScanCursor.parse(args[1], len(nodes))
+        except ValueError:
+            slot.complete(b"-ERR invalid cursor\r\n")
+            return
+        node_args = list(args)
+        node_args[1] = b"%d" % cursor.node_cursor
+
+        def done(raw: bytes) -> None:
+            items = router.elements(raw)
+            if router.is_error(raw) or len(items) != 2:
+                slot.complete(raw)
+                return
+            after = cursor.advance(int(router.bulk_value(items[0])))
+            text = b"%d" % (after.encode() if after is not None else 0)
+            slot.complete(b"*2\r\n$%d\r\n%s\r\n%s" % (len(text), text, items[1]))
+
+        self.send(nodes[cursor.node_index], encode_command(node_args), resp, pin, False, _Both(done))
+
+    # -- requests from other nodes -----------------------------------------
+
+    def handle_peer_request(self, peer_name: str, frame_type: int, flags: int, origin: str,
+                            payload: bytes, sink) -> None:
+        """A REQUEST (run here) or FORWARD (apply to every rack of this DC)."""
+        resp = 3 if flags & FLAG_RESP3 else 2
+        pin = hash(peer_name)
+        if frame_type == REQUEST:
+            self.datastore.send(pin, resp, payload, sink)
+            return
+        parser = RequestParser(len(payload) + 1)
+        requests = parser.feed(payload)
+        if len(requests) != 1 or parser.error is not None:
+            sink.complete(b"-ERR forwarded payload is not one command\r\n")
+            return
+        args = requests[0]
+        cmd = commands.lookup(args[0])
+        if cmd is not None:
+            cmd = commands.resolve(cmd, args) or cmd
+        keys = commands.keys(cmd, args) if cmd is not None else []
+        h = key_hash(keys[0], self.hash_tag) if keys else 0
+        nodes = self.topology.dc_replicas(self.topology.local.datacenter, h)
+        rec = Reconciler(
+            DC_SAFE_QUORUM, len(nodes), sink.complete, normalise=lambda raw: None,
+            label="forward to %s" % self.topology.local.datacenter,
+        )
+        rec.needed = len(nodes)
+        for node in nodes:
+            self.send(node, payload, resp, pin, True, rec.replica())
+
+
+def _concat_arrays(replies: List[bytes]) -> bytes:
+    for raw in replies:
+        if router.is_error(raw):
+            return raw
+    items: List[bytes] = []
+    for raw in replies:
+        items.extend(router.elements(raw))
+    return b"*%d\r\n%s" % (len(items), b"".join(items))
+
+
+def _sum_integers(replies: List[bytes]) -> bytes:
+    for raw in replies:
+        if router.is_error(raw):
+            return raw
+    return b":%d\r\n" % sum(int(raw[1:-2]) for raw in replies)
+
+
+def _first_error_or_local(replies: List[bytes], nodes: Sequence[NodeInfo]) -> bytes:
+    """Broadcast commands: any node's error, else the local node's reply."""
+    for raw, node in zip(replies, nodes):
+        if router.is_error(raw):
+            return raw
+    for raw, node in zip(replies, nodes):
+        if node.is_local:
+            return raw
+    return replies[0]
