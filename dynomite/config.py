@@ -75,7 +75,10 @@ UNUSED_KEYS = frozenset(
 
 #: Keys this project adds to Dynomite's set (documented in etc/dynomite.yml).
 PROJECT_KEYS = frozenset(
-    {"requirepass", "max_request_bytes", "client_max_outstanding_bytes"}
+    {
+        "requirepass", "max_request_bytes", "client_max_outstanding_bytes",
+        "peer_secret", "peer_heartbeat_interval", "peer_down_after",
+    }
 )
 
 
@@ -173,6 +176,9 @@ class NodeConfig:
     requirepass: Optional[str] = field(default=None, repr=False)  # kept out of logs
     max_request_bytes: int = 64 * 1024 * 1024
     client_max_outstanding_bytes: int = 8 * 1024 * 1024
+    peer_secret: Optional[str] = field(default=None, repr=False)  # kept out of logs
+    peer_heartbeat_interval: float = 1.0
+    peer_down_after: float = 3.0
     unused_keys: Tuple[str, ...] = ()
 
     @classmethod
@@ -574,6 +580,15 @@ def _requirepass(value: Any) -> str:
     return value
 
 
+def _peer_secret(value: Any) -> str:
+    # Like requirepass: a quoted, non-empty string, so 0123 cannot become 83.
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a quoted string, got {_show(value)}")
+    if not value:
+        raise _Invalid("must not be empty; remove the key to disable peer authentication")
+    return value
+
+
 def _mbuf_size(value: Any) -> int:
     n = _int(value)
     if not 512 <= n <= 512000 or n % 16:
@@ -629,6 +644,9 @@ _KEYS: Dict[str, _Key] = {
     "requirepass": _Key(_requirepass, None, "requirepass"),
     "max_request_bytes": _kept(_int_at_least(1), "max_request_bytes"),
     "client_max_outstanding_bytes": _kept(_int_at_least(1), "client_max_outstanding_bytes"),
+    "peer_secret": _Key(_peer_secret, None, "peer_secret"),
+    "peer_heartbeat_interval": _kept(_milliseconds(positive=True), "peer_heartbeat_interval"),
+    "peer_down_after": _kept(_milliseconds(positive=True), "peer_down_after"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": _Key(_text),
     "client_connections": _Key(_int_at_least(0)),
@@ -661,6 +679,13 @@ assert UNUSED_KEYS <= DYNOMITE_KEYS and len(DYNOMITE_KEYS) == 42
 def _check_together(values: Mapping[str, Any], source: str) -> None:
     """Rules that involve more than one key."""
     seeds: Tuple[Seed, ...] = values["dyn_seeds"]
+    if values["peer_down_after"] <= values["peer_heartbeat_interval"]:
+        raise ConfigError(
+            source, "peer_down_after",
+            f"must be longer than peer_heartbeat_interval"
+            f" ({values['peer_heartbeat_interval'] * 1000:g} ms), got"
+            f" {values['peer_down_after'] * 1000:g} ms",
+        )
     if seeds and values["dyn_listen"] is None:
         raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
 

@@ -196,6 +196,21 @@ class DefaultsTests(SynchronousTestCase):
         self.assertNotIn("hunter2", repr(c))
 
 
+class PeerKeyTests(SynchronousTestCase):
+    """The peer protocol's keys: secret, heartbeat interval, down-after."""
+
+    def test_defaults(self) -> None:
+        c = load()
+        self.assertIsNone(c.peer_secret)
+        self.assertEqual((c.peer_heartbeat_interval, c.peer_down_after), (1.0, 3.0))
+
+    def test_values_in_seconds_and_secret_kept_out_of_repr(self) -> None:
+        c = load(peer_secret="n0t-on-the-wire", peer_heartbeat_interval=250, peer_down_after="900")
+        self.assertEqual(c.peer_secret, "n0t-on-the-wire")
+        self.assertEqual((c.peer_heartbeat_interval, c.peer_down_after), (0.25, 0.9))
+        self.assertNotIn("n0t-on-the-wire", repr(c))
+
+
 class ValueTests(SynchronousTestCase):
     """Accepted forms and the values they become."""
 
@@ -340,6 +355,12 @@ BAD_VALUES = [
     ("requirepass_number", {"requirepass": 1234}, "requirepass", "expected a quoted string"),
     ("requirepass_empty", {"requirepass": ""}, "requirepass", "must not be empty"),
     ("max_request_bytes", {"max_request_bytes": 0}, "max_request_bytes", "at least 1"),
+    ("peer_secret_number", {"peer_secret": 1234}, "peer_secret", "expected a quoted string"),
+    ("peer_secret_empty", {"peer_secret": ""}, "peer_secret", "must not be empty"),
+    ("peer_heartbeat_zero", {"peer_heartbeat_interval": 0}, "peer_heartbeat_interval",
+     "expected a positive number of milliseconds"),
+    ("peer_down_after_short", {"peer_heartbeat_interval": 2000, "peer_down_after": 2000},
+     "peer_down_after", "must be longer than peer_heartbeat_interval (2000 ms), got 2000 ms"),
     ("outstanding_bytes", {"client_max_outstanding_bytes": "lots"},
      "client_max_outstanding_bytes", "expected an integer"),
     ("mbuf_not_multiple", {"mbuf_size": 1000}, "mbuf_size", "multiple of 16"),

@@ -1,0 +1,885 @@
+"""
+Node-to-node links: handshake, multiplexed requests, heartbeats, reconnection.
+
+Nodes talk over `dyn_listen` with the frames of `dynomite.peer_framing`.
+One connection carries any number of requests in flight in both directions;
+each request has an id and its REPLY may come back in any order.
+
+Handshake (the connecting side speaks first; JSON payloads)::
+
+    HELLO {cluster, node, dc, rack, nonce}  -->
+                                            <--  REJECT {reason}, close
+                                            <--  WELCOME {node}              (no peer_secret)
+                                            <--  CHALLENGE {node, nonce}     (peer_secret set)
+    AUTH {proof}                            -->
+                                            <--  WELCOME {node, proof}  or  REJECT
+
+With ``peer_secret`` both sides prove they know it with HMAC-SHA256 over
+the cluster, both node names and both random nonces, under different labels
+for each direction, so the secret never crosses the wire, a proof cannot be
+replayed, and the accepting side proves itself only to a connector that has
+already proved itself.  The accepting side checks the cluster name and asks
+``known(name, dc, rack)`` whether it expects that node; the connecting side
+checks that WELCOME names the node it meant to reach.  Before the handshake
+completes, any other frame ends the connection.
+
+Whoever waits for a reply is a *sink* (``complete(raw)`` / ``fail(raw)``),
+as for the datastore.  A REPLY flagged FAILED (the replica could not run
+the request) and every local failure (peer down, timeout, connection lost)
+reach ``fail``; quorum code counts those as missing replicas.  Unlike the
+datastore's in-order matching, a timed-out peer request does not condemn
+the connection: replies carry ids, so a late one is simply discarded.
+
+`PeerLink` is everything this node holds toward one peer: a few reconnecting
+connections, each driven by the transition table `_TRANSITIONS`::
+
+    IDLE --start--> CONNECTING --connected--> HANDSHAKING --ready--> UP
+    CONNECTING --failed--> WAITING --retry (backoff)--> CONNECTING
+    HANDSHAKING/UP --lost--> WAITING
+    HANDSHAKING/UP --dead (silent for peer_down_after)--> DROPPING --lost--> WAITING
+    any live state --reset--> RESETTING --lost--> CONNECTING (no backoff)
+    any --stop--> STOPPED --start--> CONNECTING
+
+Backoff is 0.1 s doubling up to 2 s, with injectable jitter; a connection
+that completes the handshake resets it.  The link is UP while at least one connection is UP.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from .config import NodeConfig, Seed
+from .peer_framing import (
+    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FLAG_FAILED, FORWARD, FRAME_NAMES,
+    HELLO, PING, PONG, REJECT, REPLY, REQUEST, WELCOME, Frame, PeerFramer, PeerProtocolError,
+    decode_control, encode_control, encode_frame, handshake_proof, new_nonce, proofs_match,
+)
+
+__all__ = [
+    "LocalNode", "PeerProtocol", "PeerLink", "PeerServerFactory", "node_name", "peer_timeout",
+    "backoff_delay",
+]
+
+#: Extra time a peer gets beyond ``timeout``: the datastore's own timeout
+#: plus the network, which is longer between datacenters.
+SAME_DC_SLACK = 0.2
+CROSS_DC_SLACK = 5.0
+
+#: Bytes an unauthenticated peer may make us buffer.
+HANDSHAKE_MAX_BYTES = 64 * 1024
+
+_PING = encode_frame(PING, 0, 0, "", b"")
+_NO_HANDLER = b"-ERR this node does not take peer requests on this connection\r\n"
+_HANDLER_FAILED = b"-ERR internal error handling peer request\r\n"
+
+
+def node_name(config: NodeConfig) -> str:
+    """A node's name among its peers: its ``dyn_listen`` as seeds list it."""
+    return str(config.dyn_listen)
+
+
+def peer_timeout(config: NodeConfig, datacenter: str) -> float:
+    """Seconds to wait for a peer in ``datacenter`` before failing a request."""
+    slack = SAME_DC_SLACK if datacenter == config.datacenter else CROSS_DC_SLACK
+    return config.timeout + slack
+
+
+def backoff_delay(failures: int, jitter: Callable[[], float]) -> float:
+    """
+    Seconds before reconnect attempt number ``failures`` (1, 2, ...):
+    0.1 s doubling up to 2 s, scaled by ``0.5 + jitter() / 2`` so that nodes
+    restarted together do not reconnect in lockstep.
+    """
+    base = min(0.1 * 2 ** min(max(failures - 1, 0), 5), 2.0)
+    return base * (0.5 + jitter() / 2)
+
+
+def _tick_interval(heartbeat: float, timeout: float) -> float:
+    """How often timeouts and liveness are checked: fine enough for both."""
+    return max(0.01, min(0.25, heartbeat / 4, timeout / 10))
+
+
+class LocalNode:
+    """
+    Who this node is to its peers (cluster, name, datacenter, rack, secret)
+    and the handler that serves their requests; shared by its connections.
+    """
+
+    __slots__ = ("cluster", "name", "datacenter", "rack", "secret", "handler", "_config")
+
+    def __init__(self, config: NodeConfig, handler: Any = None, name: Optional[str] = None) -> None:
+        self.cluster = config.pool_name
+        self.name = name if name is not None else node_name(config)
+        self.datacenter = config.datacenter
+        self.rack = config.rack
+        self.secret = config.peer_secret.encode("utf-8") if config.peer_secret else None
+        self.handler = handler
+        self._config = config
+
+    def peer_timeout(self, datacenter: str) -> float:
+        return peer_timeout(self._config, datacenter)
+
+
+class _ReplySink:
+    """Answers one incoming request: a REPLY frame with the request's id."""
+
+    __slots__ = ("_protocol", "_id")
+
+    def __init__(self, protocol: "PeerProtocol", request_id: int) -> None:
+        self._protocol: Optional[PeerProtocol] = protocol
+        self._id = request_id
+
+    def complete(self, raw: bytes) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            self._protocol = None
+            protocol.reply(self._id, 0, raw)
+
+    def fail(self, raw: bytes) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            self._protocol = None
+            protocol.reply(self._id, FLAG_FAILED, raw)
+
+
+class PeerProtocol(Protocol):
+    """
+    One peer connection, either side of it: handshake, then requests both ways.
+
+    The *owner* (a `PeerLink` connection slot, or the `PeerServerFactory`)
+    hears of it through ``protocol_connected``, ``protocol_ready``,
+    ``protocol_rejected`` and ``protocol_lost``.  ``expected`` (the name of
+    the node dialled) makes this the connecting side; ``known`` is the
+    accepting side's membership check.
+    """
+
+    log = Logger()
+    _TABLES: Dict[str, Dict[int, Callable[..., None]]] = {}
+
+    def __init__(self, local: LocalNode, clock, owner, expected: Optional[str] = None,
+                 timeout: Optional[float] = None,
+                 known: Optional[Callable[[str, str, str], bool]] = None) -> None:
+        self._local = local
+        self._clock = clock
+        self._owner = owner
+        self._known = known
+        self.connecting = expected is not None
+        self._framer = PeerFramer()
+        self._sinks: Dict[int, Any] = {}
+        self._deadlines: Deque[Tuple[float, int]] = deque()
+        self._last_id = 0
+        self._nonce = ""
+        self._peer_nonce = ""
+        self._open = False
+        self._closing = False
+        self.last_received = 0.0
+        self.late_replies = 0
+        self.reject_reason: Optional[str] = None
+        self.peer_name: Optional[str] = None
+        self.peer_datacenter: Optional[str] = None
+        self._timeout = timeout
+        self._timed_out = self._unavailable = b"-ERR peer unavailable\r\n"
+        if expected is not None:
+            self._set_peer(expected, None)
+        self._enter("NEW")
+
+    # -- state ---------------------------------------------------------------
+
+    def _enter(self, state: str) -> None:
+        self.state = state
+        self._table = self._TABLES[state]
+        self._open = state == "OPEN"
+
+    def _set_peer(self, name: str, datacenter: Optional[str]) -> None:
+        self.peer_name = name
+        self.peer_datacenter = datacenter
+        if self._timeout is None and datacenter is not None:
+            self._timeout = self._local.peer_timeout(datacenter)
+        bname = name.encode("utf-8")
+        self._unavailable = b"-ERR peer %s unavailable\r\n" % bname
+        if self._timeout is not None:
+            self._timed_out = b"-ERR peer %s timed out after %d ms\r\n" % (
+                bname, round(self._timeout * 1000))
+
+    @property
+    def is_open(self) -> bool:
+        """The handshake completed and the connection is not closing."""
+        return self._open
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent on this connection still waiting for a reply."""
+        return len(self._sinks)
+
+    # -- Twisted -------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.last_received = self._clock.seconds()
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            nodelay(True)
+        self._owner.protocol_connected(self)
+        if self._closing:
+            return
+        local = self._local
+        if self.connecting:
+            self._nonce = new_nonce()
+            self._send_control(HELLO, {
+                "cluster": local.cluster, "node": local.name, "dc": local.datacenter,
+                "rack": local.rack, "nonce": self._nonce,
+            })
+            self._enter("HELLO_SENT")
+        else:
+            self._enter("AWAIT_HELLO")
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.last_received = self._clock.seconds()
+        try:
+            frames = self._framer.feed(data)
+        except PeerProtocolError as e:
+            self._violation(str(e))
+            return
+        for frame in frames:
+            if self._closing:
+                return
+            handler = self._table.get(frame.type)
+            if handler is None:
+                self._violation("unexpected %s frame (%s)" % (
+                    FRAME_NAMES[frame.type], "connection open" if self._open else "handshake"))
+                return
+            handler(self, frame)
+        if not self._open and self._framer.buffered > HANDSHAKE_MAX_BYTES:
+            self._violation("handshake frame too large")
+
+    def connectionLost(self, reason=None) -> None:
+        self._closing = True
+        self._enter("CLOSED")
+        sinks = self._sinks
+        self._sinks = {}
+        self._deadlines.clear()
+        self._owner.protocol_lost(self)
+        unavailable = self._unavailable
+        for sink in sinks.values():
+            sink.fail(unavailable)
+
+    # -- requests out --------------------------------------------------------
+
+    def request(self, frame_type: int, flags: int, payload: bytes, sink,
+                origin: Optional[str] = None) -> int:
+        """
+        Send a REQUEST or FORWARD carrying raw RESP ``payload``; its REPLY goes
+        to ``sink``.  Returns the request id (0 if the connection is not
+        open, in which case ``sink`` has already failed).  ``origin`` is the
+        node that accepted the client's request (default: this node).
+        """
+        if not self._open:
+            sink.fail(self._unavailable)
+            return 0
+        self._last_id = rid = self._last_id + 1
+        self._sinks[rid] = sink
+        self._deadlines.append((self._clock.seconds() + self._timeout, rid))
+        self.transport.write(encode_frame(
+            frame_type, flags, rid, self._local.name if origin is None else origin, payload))
+        return rid
+
+    def expire(self, now: float) -> int:
+        """Fail requests whose deadline has passed; returns how many."""
+        deadlines = self._deadlines
+        sinks = self._sinks
+        expired = 0
+        while deadlines and deadlines[0][0] <= now:
+            sink = sinks.pop(deadlines.popleft()[1], None)
+            if sink is not None:
+                expired += 1
+                sink.fail(self._timed_out)
+        return expired
+
+    def ping(self) -> None:
+        """Send a heartbeat; the peer answers PONG."""
+        if self._open:
+            self.transport.write(_PING)
+
+    def drop(self) -> None:
+        """Close at once; in-flight requests fail when the loss is reported."""
+        if not self._closing:
+            self._closing = True
+            self._open = False
+            self.transport.abortConnection()
+
+    # -- requests in ---------------------------------------------------------
+
+    def reply(self, request_id: int, flags: int, raw: bytes) -> None:
+        """Send the REPLY to request ``request_id``; ignored once closing."""
+        if not self._closing:
+            self.transport.write(encode_frame(REPLY, flags, request_id, "", raw))
+
+    def _on_request(self, frame) -> None:
+        sink = _ReplySink(self, frame.request_id)
+        handler = self._local.handler
+        if handler is None:
+            sink.fail(_NO_HANDLER)
+            return
+        try:
+            handler.handle_peer_request(
+                self.peer_name, frame.type, frame.flags, frame.origin, frame.payload, sink)
+        except Exception:
+            self.log.failure("peer request handler failed")
+            sink.fail(_HANDLER_FAILED)
+
+    def _on_reply(self, frame) -> None:
+        sinks = self._sinks
+        sink = sinks.pop(frame.request_id, None)
+        if sink is None:
+            self.late_replies += 1
+            return
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1] not in sinks:
+            deadlines.popleft()
+        try:
+            if frame.flags & FLAG_FAILED:
+                sink.fail(frame.payload)
+            else:
+                sink.complete(frame.payload)
+        except Exception:
+            self.log.failure("peer reply sink failed")
+
+    def _on_ping(self, frame) -> None:
+        self.transport.write(encode_frame(PONG, 0, frame.request_id, "", b""))
+
+    def _on_pong(self, frame) -> None:
+        pass  # dataReceived has noted that the peer is alive
+
+    # -- handshake: accepting side -------------------------------------------
+
+    def _on_hello(self, frame) -> None:
+        hello = self._decode(frame, ("cluster", "node", "dc", "rack", "nonce"))
+        if hello is None:
+            return
+        local = self._local
+        node, dc, rack = hello["node"], hello["dc"], hello["rack"]
+        if hello["cluster"] != local.cluster:
+            self._reject("cluster %r is not this node's cluster %r" % (hello["cluster"], local.cluster))
+        elif self._known is None or not self._known(node, dc, rack):
+            self._reject("node %s (%s/%s) is not a known peer of %s" % (node, dc, rack, local.name))
+        else:
+            self._set_peer(node, dc)
+            self._peer_nonce = hello["nonce"]
+            if local.secret is None:
+                self._welcome({"node": local.name})
+            else:
+                self._nonce = new_nonce()
+                self._send_control(CHALLENGE, {"node": local.name, "nonce": self._nonce})
+                self._enter("CHALLENGED")
+
+    def _on_auth(self, frame) -> None:
+        auth = self._decode(frame, ("proof",))
+        if auth is None:
+            return
+        local = self._local
+        secret = local.secret
+        assert secret is not None and self.peer_name is not None
+        expected = handshake_proof(secret, CONNECTING_SIDE, local.cluster, self.peer_name,
+                                   local.name, self._peer_nonce, self._nonce)
+        if not proofs_match(expected, auth["proof"]):
+            self._reject("authentication failed (peer_secret differs)")
+            return
+        self._welcome({"node": local.name, "proof": handshake_proof(
+            secret, ACCEPTING_SIDE, local.cluster, self.peer_name, local.name,
+            self._peer_nonce, self._nonce)})
+
+    def _welcome(self, body: Dict[str, str]) -> None:
+        self._send_control(WELCOME, body)
+        self._enter("OPEN")
+        self._owner.protocol_ready(self)
+
+    def _reject(self, reason: str) -> None:
+        self.log.warn("refused peer connection: {reason}", reason=reason)
+        self._send_control(REJECT, {"reason": reason})
+        self._closing = True
+        self._enter("CLOSED")
+        self.transport.loseConnection()
+
+    # -- handshake: connecting side ------------------------------------------
+
+    def _on_challenge(self, frame) -> None:
+        challenge = self._decode(frame, ("node", "nonce"))
+        if challenge is None:
+            return
+        local = self._local
+        assert self.peer_name is not None
+        if challenge["node"] != self.peer_name:
+            self._violation("reached %s instead of %s" % (challenge["node"], self.peer_name))
+        elif local.secret is None:
+            self._violation("peer %s requires peer_secret, which this node lacks" % self.peer_name)
+        else:
+            self._peer_nonce = challenge["nonce"]
+            self._send_control(AUTH, {"proof": handshake_proof(
+                local.secret, CONNECTING_SIDE, local.cluster, local.name, self.peer_name,
+                self._nonce, self._peer_nonce)})
+            self._enter("AUTH_SENT")
+
+    def _on_welcome(self, frame) -> None:
+        welcome = self._decode(frame, ("node",))
+        if welcome is None:
+            return
+        local = self._local
+        assert self.peer_name is not None
+        if welcome["node"] != self.peer_name:
+            self._violation("reached %s instead of %s" % (welcome["node"], self.peer_name))
+            return
+        if local.secret is not None:
+            expected = handshake_proof(local.secret, ACCEPTING_SIDE, local.cluster, local.name,
+                                       self.peer_name, self._nonce, self._peer_nonce)
+            if self.state != "AUTH_SENT" or not proofs_match(expected, welcome.get("proof")):
+                self._violation("peer %s did not prove it knows peer_secret" % self.peer_name)
+                return
+        self._enter("OPEN")
+        self._owner.protocol_ready(self)
+
+    def _on_reject(self, frame) -> None:
+        rejection = self._decode(frame, ("reason",))
+        if rejection is None:
+            return
+        self.reject_reason = rejection["reason"]
+        self._closing = True
+        self._enter("CLOSED")
+        self._owner.protocol_rejected(self, rejection["reason"])
+        self.transport.loseConnection()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _send_control(self, frame_type: int, body: Dict[str, str]) -> None:
+        self.transport.write(encode_frame(frame_type, 0, 0, self._local.name, encode_control(body)))
+
+    def _decode(self, frame: Frame, fields: Tuple[str, ...]) -> Optional[Dict[str, Any]]:
+        """A handshake frame's JSON object, or None after refusing the peer."""
+        try:
+            return decode_control(frame, fields)
+        except PeerProtocolError as e:
+            self._violation(str(e))
+            return None
+
+    def _violation(self, reason: str) -> None:
+        """The peer broke the protocol: refuse it (handshake) or drop it."""
+        if self._closing:
+            return
+        if not self.connecting and not self._open:
+            self._reject(reason)
+            return
+        self.log.warn("dropping peer connection to {peer}: {reason}",
+                      peer=self.peer_name, reason=reason)
+        self.drop()
+
+
+_OPEN = {
+    REQUEST: PeerProtocol._on_request,
+    FORWARD: PeerProtocol._on_request,
+    REPLY: PeerProtocol._on_reply,
+    PING: PeerProtocol._on_ping,
+    PONG: PeerProtocol._on_pong,
+}
+#: Which frames each handshake state accepts, and what handles them.
+PeerProtocol._TABLES = {
+    "NEW": {},
+    # accepting side
+    "AWAIT_HELLO": {HELLO: PeerProtocol._on_hello},
+    "CHALLENGED": {AUTH: PeerProtocol._on_auth},
+    # connecting side
+    "HELLO_SENT": {
+        CHALLENGE: PeerProtocol._on_challenge,
+        WELCOME: PeerProtocol._on_welcome,
+        REJECT: PeerProtocol._on_reject,
+    },
+    "AUTH_SENT": {WELCOME: PeerProtocol._on_welcome, REJECT: PeerProtocol._on_reject},
+    # both
+    "OPEN": _OPEN,
+    "CLOSED": {},
+}
+
+
+# -- the link toward one peer ---------------------------------------------------
+
+IDLE = "IDLE"
+CONNECTING = "CONNECTING"
+HANDSHAKING = "HANDSHAKING"
+UP = "UP"
+WAITING = "WAITING"
+DROPPING = "DROPPING"
+RESETTING = "RESETTING"
+STOPPED = "STOPPED"
+
+#: (state, event) -> (next state, action).  Events not listed are ignored.
+_TRANSITIONS: Dict[Tuple[str, str], Tuple[str, Optional[str]]] = {
+    (IDLE, "start"): (CONNECTING, "_connect"),
+    (CONNECTING, "connected"): (HANDSHAKING, None),
+    (CONNECTING, "failed"): (WAITING, "_wait"),
+    (CONNECTING, "reset"): (CONNECTING, "_reconnect"),
+    (HANDSHAKING, "ready"): (UP, "_ready"),
+    (HANDSHAKING, "lost"): (WAITING, "_wait"),
+    (HANDSHAKING, "dead"): (DROPPING, "_abort"),
+    (HANDSHAKING, "reset"): (RESETTING, "_abort"),
+    (UP, "lost"): (WAITING, "_wait"),
+    (UP, "dead"): (DROPPING, "_abort"),
+    (UP, "reset"): (RESETTING, "_abort"),
+    (DROPPING, "lost"): (WAITING, "_wait"),
+    (DROPPING, "reset"): (RESETTING, None),
+    (RESETTING, "lost"): (CONNECTING, "_connect"),
+    (WAITING, "retry"): (CONNECTING, "_connect"),
+    (WAITING, "reset"): (CONNECTING, "_reconnect"),
+}
+for _state in (IDLE, CONNECTING, HANDSHAKING, UP, WAITING, DROPPING, RESETTING):
+    _TRANSITIONS[(_state, "stop")] = (STOPPED, "_shutdown")
+del _state
+_TRANSITIONS[(STOPPED, "start")] = (CONNECTING, "_connect")
+
+
+class _Slot:
+    """One of a link's connections, reconnecting per `_TRANSITIONS`."""
+
+    log = Logger()
+
+    def __init__(self, link: "PeerLink", index: int) -> None:
+        self.link = link
+        self.index = index
+        self.state = IDLE
+        self.protocol: Optional[PeerProtocol] = None
+        self.failures = 0
+        self._attempt: Optional[Deferred] = None
+        self._retry_call: Optional[IDelayedCall] = None
+        self._factory = _SlotFactory(self)
+
+    def fire(self, event: str) -> None:
+        entry = _TRANSITIONS.get((self.state, event))
+        if entry is None:
+            return
+        old = self.state
+        self.state, action = entry
+        if action is not None:
+            getattr(self, action)()
+        if (old == UP) != (self.state == UP):
+            self.link._slot_changed()
+
+    # -- actions -------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self.protocol = None
+        d = self._attempt = self.link._endpoint.connect(self._factory)
+        d.addCallbacks(self._attempt_done, self._attempt_failed,
+                       callbackArgs=(d,), errbackArgs=(d,))
+
+    def _reconnect(self) -> None:
+        self._cancel()
+        self._connect()
+
+    def _wait(self) -> None:
+        self.failures += 1
+        delay = backoff_delay(self.failures, self.link._jitter)
+        self._retry_call = self.link._clock.callLater(delay, self.fire, "retry")
+
+    def _ready(self) -> None:
+        self.failures = 0
+
+    def _abort(self) -> None:
+        if self.protocol is not None:
+            self.protocol.drop()
+
+    def _shutdown(self) -> None:
+        self._cancel()
+        self._abort()
+
+    def _cancel(self) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            attempt.cancel()
+
+    # -- endpoint and protocol callbacks -------------------------------------
+
+    def _attempt_done(self, result, d):
+        if d is self._attempt:
+            self._attempt = None
+        return None
+
+    def _attempt_failed(self, failure, d) -> None:
+        if d is not self._attempt:
+            return None
+        self._attempt = None
+        self.log.debug("connecting to peer {peer} failed: {why}",
+                       peer=self.link.name, why=failure.getErrorMessage())
+        self.fire("failed")
+        return None
+
+    def protocol_connected(self, protocol: PeerProtocol) -> None:
+        if self.state != CONNECTING:
+            protocol.drop()
+            return
+        self.protocol = protocol
+        self.fire("connected")
+
+    def protocol_ready(self, protocol: PeerProtocol) -> None:
+        if protocol is self.protocol:
+            self.fire("ready")
+
+    def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
+        self.link._rejected(reason)
+
+    def protocol_lost(self, protocol: PeerProtocol) -> None:
+        if protocol is self.protocol:
+            self.protocol = None
+            self.fire("lost")
+
+
+class _SlotFactory(Factory):
+    noisy = False
+
+    def __init__(self, slot: _Slot) -> None:
+        self._slot = slot
+
+    def buildProtocol(self, addr):
+        link = self._slot.link
+        return PeerProtocol(link._local, link._clock, self._slot,
+                            expected=link.name, timeout=link.timeout)
+
+
+class PeerLink:
+    """
+    Everything this node holds toward one peer: a few reconnecting, pipelined
+    connections and whether the peer is reachable.
+
+    ``connections`` is ``local_peer_connections`` for a peer in this node's
+    datacenter, ``remote_peer_connections`` otherwise.  ``connect(address)``
+    returns the endpoint to dial (default: TCP by hostname), so tests and an
+    in-process cluster can wire nodes together in memory; ``on_state(link,
+    up)`` hears every change between UP and DOWN.  ``handler`` serves
+    requests the peer sends back over these connections (None: refuse them).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        peer: Seed,
+        timeout: float,
+        clock,
+        connect: Optional[Callable[[Any], Any]] = None,
+        on_state: Optional[Callable[["PeerLink", bool], None]] = None,
+        handler: Any = None,
+        jitter: Callable[[], float] = random.random,
+        name: Optional[str] = None,
+    ) -> None:
+        self.peer = peer
+        self.name = str(peer.address)
+        self.datacenter = peer.datacenter
+        self.rack = peer.rack
+        self.timeout = timeout
+        self._clock = clock
+        self._jitter = jitter
+        self._on_state = on_state
+        self._local = LocalNode(config, handler, name)
+        if connect is None:
+            self._endpoint = HostnameEndpoint(
+                clock, peer.address.host, peer.address.port, timeout=config.peer_down_after)
+        else:
+            self._endpoint = connect(peer.address)
+        same_dc = peer.datacenter == config.datacenter
+        n = config.local_peer_connections if same_dc else config.remote_peer_connections
+        self.slots = [_Slot(self, i) for i in range(n)]
+        self._up: List[PeerProtocol] = []
+        self._heartbeat = config.peer_heartbeat_interval
+        self._down_after = config.peer_down_after
+        self._next_ping = 0.0
+        self._unavailable = b"-ERR peer %s unavailable\r\n" % self.name.encode("utf-8")
+        self._last_rejection: Optional[str] = None
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = clock
+        self.tick_interval = _tick_interval(self._heartbeat, timeout)
+        self.timed_out_total = 0
+        self.dropped_total = 0
+
+    # -- hot path ------------------------------------------------------------
+
+    def send(self, frame_type: int, flags: int, payload: bytes, sink,
+             pin: int = 0, origin: Optional[str] = None) -> None:
+        """
+        Send a REQUEST or FORWARD on connection ``pin % n`` of the ``n`` UP
+        ones, so one client's requests to this peer keep their order; fail
+        ``sink`` at once while the peer is DOWN.
+        """
+        up = self._up
+        if up:
+            up[pin % len(up)].request(frame_type, flags, payload, sink, origin)
+        else:
+            sink.fail(self._unavailable)
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return bool(self._up)
+
+    @property
+    def state(self) -> str:
+        return UP if self._up else "DOWN"
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for p in self._up)
+
+    def start(self) -> None:
+        """Connect every connection; keep them connected until `stop`."""
+        for slot in self.slots:
+            slot.fire("start")
+        if not self._ticker.running:
+            self._ticker.start(self.tick_interval, now=False)
+
+    def stop(self) -> None:
+        """Close every connection and stop reconnecting."""
+        if self._ticker.running:
+            self._ticker.stop()
+        for slot in self.slots:
+            slot.fire("stop")
+
+    def reset(self) -> None:
+        """Drop every connection and reconnect at once (Dynomite's /peer/reset)."""
+        for slot in self.slots:
+            slot.failures = 0
+            slot.fire("reset")
+
+    def tick(self, now: float) -> None:
+        """Fail overdue requests, drop silent connections, send heartbeats."""
+        down_after = self._down_after
+        for slot in self.slots:
+            protocol = slot.protocol
+            if protocol is None or slot.state not in (HANDSHAKING, UP):
+                continue
+            self.timed_out_total += protocol.expire(now)
+            if now - protocol.last_received >= down_after:
+                self.dropped_total += 1
+                self.log.warn(
+                    "peer {peer}: nothing received for {seconds}s; dropping connection {i}",
+                    peer=self.name, seconds=down_after, i=slot.index)
+                slot.fire("dead")
+        if now >= self._next_ping:
+            self._next_ping = now + self._heartbeat
+            for protocol in self._up:
+                protocol.ping()
+
+    def _tick(self) -> None:
+        try:
+            self.tick(self._clock.seconds())
+        except Exception:
+            self.log.failure("peer {peer}: housekeeping failed", peer=self.name)
+
+    def _slot_changed(self) -> None:
+        was_up = bool(self._up)
+        self._up = [s.protocol for s in self.slots if s.state == UP and s.protocol is not None]
+        if was_up == bool(self._up):
+            return
+        if self._up:
+            self._last_rejection = None
+            self.log.info("peer {peer} is up", peer=self.name)
+        else:
+            self.log.warn("peer {peer} is down", peer=self.name)
+        if self._on_state is not None:
+            try:
+                self._on_state(self, bool(self._up))
+            except Exception:
+                self.log.failure("peer {peer}: state listener failed", peer=self.name)
+
+    def _rejected(self, reason: str) -> None:
+        if reason != self._last_rejection:
+            self._last_rejection = reason
+            self.log.warn("peer {peer} refused this node: {reason}", peer=self.name, reason=reason)
+
+
+# -- the dyn_listen side --------------------------------------------------------
+
+
+class PeerServerFactory(Factory):
+    """
+    Accepts peer connections on ``dyn_listen``.
+
+    Requests that arrive go to ``handler.handle_peer_request(peer_name,
+    frame_type, flags, origin, payload, sink)``.  ``known(name, dc, rack)``
+    says whether a node saying HELLO belongs to the cluster.  While
+    listening, accepted connections that stay silent for ``peer_down_after``
+    are dropped (connectors send heartbeats).
+    """
+
+    noisy = False
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, handler: Any,
+                 known: Callable[[str, str, str], bool], clock,
+                 name: Optional[str] = None) -> None:
+        self._local = LocalNode(config, handler, name)
+        self._known = known
+        self._clock = clock
+        self._down_after = config.peer_down_after
+        self.connections: Set[PeerProtocol] = set()
+        self._ticker = LoopingCall(self._tick)
+        self._ticker.clock = clock
+        self.tick_interval = _tick_interval(config.peer_heartbeat_interval,
+                                            peer_timeout(config, config.datacenter))
+        self.timed_out_total = 0
+
+    @property
+    def name(self) -> str:
+        return self._local.name
+
+    def buildProtocol(self, addr):
+        return PeerProtocol(self._local, self._clock, self, known=self._known)
+
+    def startFactory(self) -> None:
+        if not self._ticker.running:
+            self._ticker.start(self.tick_interval, now=False)
+
+    def stopFactory(self) -> None:
+        """The listener stopped: close the connections it accepted too."""
+        if self._ticker.running:
+            self._ticker.stop()
+        for protocol in list(self.connections):
+            protocol.drop()
+
+    def tick(self, now: float) -> None:
+        """Fail overdue requests and drop connections silent for too long."""
+        for protocol in list(self.connections):
+            self.timed_out_total += protocol.expire(now)
+            if now - protocol.last_received >= self._down_after:
+                self.log.info("peer {peer}: silent for {seconds}s; dropping its connection",
+                              peer=protocol.peer_name, seconds=self._down_after)
+                protocol.drop()
+
+    def _tick(self) -> None:
+        try:
+            self.tick(self._clock.seconds())
+        except Exception:
+            self.log.failure("peer listener housekeeping failed")
+
+    # -- PeerProtocol owner interface ----------------------------------------
+
+    def protocol_connected(self, protocol: PeerProtocol) -> None:
+        self.connections.add(protocol)
+
+    def protocol_ready(self, protocol: PeerProtocol) -> None:
+        pass
+
+    def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
+        pass
+
+    def protocol_lost(self, protocol: PeerProtocol) -> None:
+        self.connections.discard(protocol)
