@@ -41,19 +41,19 @@ _BROADCAST = frozenset({"flushdb", "flushall", "script|load", "script|exists", "
 _SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
 
 
-class _Discard:
-    """Sink for replies nobody waits for (asynchronous remote writes)."""
+class _Tally:
+    """Sink for replies nobody waits for: only counts ``[answered, failed]``."""
 
-    __slots__ = ("_on_fail",)
+    __slots__ = ("_tally",)
 
-    def __init__(self, on_fail: Callable[[bytes], None]) -> None:
-        self._on_fail = on_fail
+    def __init__(self, tally: List[int]) -> None:
+        self._tally = tally
 
     def complete(self, raw: bytes) -> None:
-        pass
+        self._tally[0] += 1
 
     def fail(self, raw: bytes) -> None:
-        self._on_fail(raw)
+        self._tally[1] += 1
 
 
 class _Failover:
@@ -143,8 +143,10 @@ class Coordinator:
         self.read_consistency = config.read_consistency
         self.write_consistency = config.write_consistency
         self._random = rng or random.Random()
-        self.remote_dropped = 0
-        self.quorum_failures = 0
+        # replication outcomes, [acknowledged, failed], for metrics
+        self.local_writes = [0, 0]
+        self.remote_writes = [0, 0]
+        self.quorum_failures: Dict[tuple, int] = {}
 
     # -- sending -----------------------------------------------------------
 
@@ -163,13 +165,10 @@ class Coordinator:
             for node in self.topology.entry_candidates(dc):
                 link = self.peers[node.name]
                 if link.is_up:
-                    link.send(FORWARD, flags, data, _Discard(self._remote_failed), pin, self.name)
+                    link.send(FORWARD, flags, data, _Tally(self.remote_writes), pin, self.name)
                     break
             else:
-                self._remote_failed(b"no entry node of %s is up" % dc.encode())
-
-    def _remote_failed(self, raw: bytes) -> None:
-        self.remote_dropped += 1
+                self.remote_writes[1] += 1
 
     # -- one replica set ---------------------------------------------------
 
@@ -178,7 +177,8 @@ class Coordinator:
         """Run ``data`` on the replicas of hash ``h`` at ``level``; reply into ``sink``."""
         p = router.plan(self.topology, h, write, level)
         if p.each is not None:
-            each = EachQuorum({dc: len(nodes) for dc, nodes in p.each.items()}, self._reply_to(sink), normalise)
+            each = EachQuorum({dc: len(nodes) for dc, nodes in p.each.items()},
+                              self._reply_to(sink, write, level), normalise)
             for dc, nodes in p.each.items():
                 for node in nodes:
                     self.send(node, data, resp, pin, write, each.replica(dc))
@@ -192,16 +192,18 @@ class Coordinator:
         elif len(local) == 1 and p.level == DC_ONE:
             self.send(local[0], data, resp, pin, write, sink)
         else:
-            rec = Reconciler(p.level, len(local), self._reply_to(sink), normalise)
+            rec = Reconciler(p.level, len(local), self._reply_to(sink, write, level), normalise,
+                             tally=self.local_writes if write else None)
             for node in local:
                 self.send(node, data, resp, pin, write, rec.replica())
         if p.remote_dcs:
             self._forward_remote(p.remote_dcs, data, resp, pin)
 
-    def _reply_to(self, sink) -> Callable[[bytes], None]:
+    def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
         def done(raw: bytes) -> None:
             if raw.startswith(b"-ERR DC_"):
-                self.quorum_failures += 1
+                key = ("write" if write else "read", level)
+                self.quorum_failures[key] = self.quorum_failures.get(key, 0) + 1
             sink.complete(raw)
 
         return done

@@ -267,6 +267,7 @@ class Datastore(Service):
         endpoint_factory: Optional[Callable[[Address], object]] = None,
     ) -> None:
         self._config = config
+        self.timeout = config.timeout  # seconds; the admin timeout factor scales it
         self._clock = reactor
         self._jitter = jitter
         address = config.datastore
@@ -352,7 +353,7 @@ class Datastore(Service):
     def expire_requests(self) -> None:
         """Fail and drop connections that made no progress for ``timeout``."""
         now = self._clock.seconds()
-        timeout = self._config.timeout
+        timeout = self.timeout
         for ready in self._ready.values():
             for protocol in list(ready):
                 if protocol.stalled_for(now) > timeout:

@@ -11,7 +11,7 @@ never logs or formats strings for a request that succeeds.
 
 from __future__ import annotations
 
-from typing import Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from . import commands
 from .builtins import BUILTINS, NOAUTH_ALLOWED
 from .config import NodeConfig
+from .metrics import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 
@@ -52,13 +53,18 @@ class Node:
 
     log = Logger()
 
-    def __init__(self, config: NodeConfig, datastore, monitor, clock, coordinator) -> None:
+    def __init__(self, config: NodeConfig, datastore, monitor, clock, coordinator,
+                 metrics: Optional[NodeMetrics] = None) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        # per command: its family's [ok, error] counter and latency histogram
+        self._accounts: Dict[object, Tuple[List[int], Optional[Histogram]]] = {}
         self.coordinator = coordinator
         self.datastore = datastore
         self.monitor = monitor
         self.clock = clock
         self.started = clock.seconds()
+        self.state = "NORMAL"
         self.clients: Set = set()
         self.connections_accepted = 0
         self.protocol_errors = 0
@@ -75,11 +81,32 @@ class Node:
 
     def protocol_error(self, client, reason: str) -> None:
         self.protocol_errors += 1
+        kind = "oversize" if reason.startswith("request exceeds") else "malformed"
+        self.metrics.count(self.metrics.protocol_errors, kind)
         self.log.info(
             "protocol error from {address}: {reason}; closing",
             address=client.session.address,
             reason=reason,
         )
+
+    def _account(self, cmd) -> Tuple[List[int], Optional[Histogram]]:
+        m = self.metrics
+        if cmd.route == commands.NODE or cmd.route == commands.UNSUPPORTED:
+            latency = None
+        else:
+            latency = m.write_latency if cmd.write else m.read_latency
+        account = self._accounts[cmd] = (m.family_counter(cmd.group), latency)
+        return account
+
+    @property
+    def _unknown(self) -> List[int]:
+        return self.metrics.family_counter("other")
+
+    def _refused(self, cmd) -> bool:
+        """Whether the node's state refuses ``cmd``: STANDBY everything, WRITES_ONLY reads."""
+        if self.state == "STANDBY":
+            return True
+        return self.state == "WRITES_ONLY" and not cmd.write
 
     # -- requests ----------------------------------------------------------
 
@@ -87,8 +114,14 @@ class Node:
         """Handle one request; the reply reaches ``client`` in order."""
         cmd = self._lookup(args[0])
         if cmd is None:
+            client.counter = self._unknown
+            client.latency = None
             client.reply(unknown_command(args))
             return
+        account = self._accounts.get(cmd)
+        if account is None:
+            account = self._account(cmd)
+        client.counter, client.latency = account
         if not commands.arity_ok(cmd, len(args)):
             client.reply(wrong_arity(cmd.name))
             return
@@ -105,6 +138,8 @@ class Node:
         route = cmd.route
         if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
             client.reply(NOAUTH)
+        elif self.state != "NORMAL" and route != commands.NODE and self._refused(cmd):
+            client.reply(b"-ERR node is %s\r\n" % self.state.encode())
         elif route == commands.NODE:
             result = BUILTINS[cmd.name](self, client, args)
             if isinstance(result, Deferred):

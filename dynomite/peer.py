@@ -293,6 +293,10 @@ class PeerProtocol(Protocol):
             frame_type, flags, rid, self._local.name if origin is None else origin, payload))
         return rid
 
+    def set_timeout(self, timeout: float) -> None:
+        """Requests sent from now on get ``timeout`` seconds (the admin timeout factor)."""
+        self._timeout = timeout
+
     def expire(self, now: float) -> int:
         """Fail requests whose deadline has passed; returns how many."""
         deadlines = self._deadlines
@@ -752,6 +756,13 @@ class PeerLink:
             self._ticker.stop()
         for slot in self.slots:
             slot.fire("stop")
+
+    def set_timeout(self, timeout: float) -> None:
+        """Change the request timeout of this link's current and future connections."""
+        self.timeout = timeout
+        for slot in self.slots:
+            if slot.protocol is not None:
+                slot.protocol.set_timeout(timeout)
 
     def reset(self) -> None:
         """Drop every connection and reconnect at once (Dynomite's /peer/reset)."""

@@ -62,7 +62,9 @@ class Reconciler:
 
     ``label`` names the level in error replies (``DC_QUORUM`` or, inside an
     each-quorum, ``DC_EACH_SAFE_QUORUM in dc2``).  ``normalise`` maps a raw
-    reply to the value replies are compared by.
+    reply to the value replies are compared by.  ``tally``, an
+    ``[answered, failed]`` pair, counts every replica's outcome, late ones
+    included (replication metrics).
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class Reconciler:
         done: Callable[[bytes], None],
         normalise: Optional[Callable[[bytes], object]] = None,
         label: Optional[str] = None,
+        tally: Optional[List[int]] = None,
     ) -> None:
         self.level = level
+        self._tally = tally
         self.total = total
         self.needed = 1 if level == DC_ONE else quorum(total)
         self._done = done
@@ -93,6 +97,8 @@ class Reconciler:
         return self.total - self._answers - len(self._failures)
 
     def answer(self, raw: bytes) -> None:
+        if self._tally is not None:
+            self._tally[0] += 1
         if self.finished:
             return
         self._answers += 1
@@ -108,6 +114,8 @@ class Reconciler:
             self._settle()
 
     def failure(self, raw: bytes) -> None:
+        if self._tally is not None:
+            self._tally[1] += 1
         if self.finished:
             return
         self._failures.append(raw)

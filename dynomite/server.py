@@ -36,14 +36,21 @@ MAX_OUTSTANDING_REQUESTS = 4096
 
 
 class ReplySlot:
-    """The place of one request's reply in its client's reply order."""
+    """
+    The place of one request's reply in its client's reply order, and what
+    is needed to account for it when it is written: the command's
+    ``[ok, error]`` counter, its latency histogram and when it was read.
+    """
 
-    __slots__ = ("client", "reply", "size")
+    __slots__ = ("client", "reply", "size", "counter", "latency", "start")
 
     def __init__(self, client: "ClientProtocol", size: int) -> None:
         self.client = client
         self.reply = None
         self.size = size
+        self.counter = client.counter
+        self.latency = client.latency
+        self.start = client.batch_start
 
     def complete(self, raw: bytes) -> None:
         """Called once with the raw RESP reply for this request."""
@@ -69,9 +76,16 @@ class ClientProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, node, session: Session, max_request_bytes: int, max_outstanding: int) -> None:
+    def __init__(self, node, session: Session, max_request_bytes: int, max_outstanding: int,
+                 clock=None) -> None:
         self.node = node
         self.session = session
+        self._clock = clock if clock is not None else node.clock
+        # Accounting for the request being dispatched: set by the node before
+        # it answers or forwards the request, copied into its ReplySlot.
+        self.counter = [0, 0]
+        self.latency = None
+        self.batch_start = 0.0
         self.queue: Deque[ReplySlot] = deque()
         self._parser = make_request_parser(max_request_bytes)
         self._max_outstanding = max_outstanding
@@ -104,6 +118,8 @@ class ClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         parser = self._parser
         requests = parser.feed(data)
+        # One clock read per batch: requests read together started together.
+        self.batch_start = self._clock.seconds()
         execute = self.node.execute
         session = self.session
         for args in requests:
@@ -134,7 +150,11 @@ class ClientProtocol(Protocol):
             slot = ReplySlot(self, 0)
             slot.reply = raw
             self.queue.append(slot)
-        elif self.connected:
+            return
+        self.counter[raw[:1] == b"-"] += 1
+        if self.latency is not None:
+            self.latency.observe(self._clock.seconds() - self.batch_start)
+        if self.connected:
             self.transport.write(raw)
 
     def flush(self) -> None:
@@ -142,6 +162,7 @@ class ClientProtocol(Protocol):
         queue = self.queue
         out = []
         freed = 0
+        now = self._clock.seconds()
         while queue:
             head = queue[0]
             raw = head.reply
@@ -150,6 +171,9 @@ class ClientProtocol(Protocol):
             queue.popleft()
             out.append(raw)
             freed += head.size
+            head.counter[raw[:1] == b"-"] += 1
+            if head.latency is not None:
+                head.latency.observe(now - head.start)
         if not out or not self.connected:
             return
         self.transport.writeSequence(out)
@@ -206,5 +230,6 @@ class ClientFactory(Factory):
         address = "%s:%s" % (getattr(addr, "host", "?"), getattr(addr, "port", "?"))
         session = Session(address, config.requirepass is None, self._clock.seconds())
         return ClientProtocol(
-            self.node, session, config.max_request_bytes, config.client_max_outstanding_bytes
+            self.node, session, config.max_request_bytes, config.client_max_outstanding_bytes,
+            self._clock,
         )

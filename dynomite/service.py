@@ -6,6 +6,7 @@ The service tree of one node, built from a validated `NodeConfig`.
       Datastore          pipelined raw-RESP connections to the local Redis
       PeerLinks          one reconnecting PeerLink per other node
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
+      admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory)
 
 The reactor is passed in; nothing below reaches for the global one.
@@ -13,6 +14,8 @@ The reactor is passed in; nothing below reaches for the global one.
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import Callable, Dict, Optional
 
 from twisted.application.internet import StreamServerEndpointService
@@ -20,9 +23,12 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
-from .config import Address, NodeConfig
+from . import logs
+from .admin import AdminResource, AdminSite
+from .config import Address, ConfigError, NodeConfig
 from .coordinator import Coordinator
 from .datastore import Datastore
+from .metrics import NodeMetrics, make_registry
 from .monitor import DatastoreMonitor
 from .node import Node
 from .peer import PeerLink, PeerServerFactory, peer_timeout
@@ -56,54 +62,134 @@ class PeerLinks(Service):
 
 
 class NodeService(MultiService):
-    """Everything one node runs; `node` is the client request handler."""
+    """
+    Everything one node runs; `node` is the client request handler.
+
+    It also holds what operators change at run time (node state, timeout
+    factor, log level) and reloads the configuration file on SIGHUP.
+    """
 
     def __init__(self, config: NodeConfig, reactor, connect_peer: Optional[Callable] = None) -> None:
         MultiService.__init__(self)
         self.setName("dynomite")
         self.config = config
+        self.clock = reactor
+        self._reactor = reactor
+        self._connect_peer = connect_peer
+        self.state = "NORMAL"
+        self.timeout_factor = 1
+        self.metrics = NodeMetrics()
+        self.outboxes: Dict[str, object] = {}
         self.topology = Topology.from_config(config)
         self.datastore = Datastore(config, reactor)
         self.monitor = DatastoreMonitor(config.datastore, reactor, on_up=self.datastore.retry_now)
         self.peers: Dict[str, PeerLink] = {}
         self.coordinator = Coordinator(config, self.topology, self.datastore, self.peers)
-        self.node = Node(config, self.datastore, self.monitor, reactor, self.coordinator)
+        self.node = Node(config, self.datastore, self.monitor, reactor, self.coordinator, self.metrics)
         seeds = {str(seed.address): seed for seed in config.dyn_seeds}
-        local = self.topology.local
         for info in self.topology.nodes:
             if not info.is_local:
-                self.peers[info.name] = PeerLink(
-                    config,
-                    seeds[info.name],
-                    peer_timeout(config, info.datacenter),
-                    reactor,
-                    connect=connect_peer,
-                    handler=self.coordinator,
-                    name=local.name,
-                )
+                self.peers[info.name] = self._make_link(config, seeds[info.name])
+        self.registry = make_registry(self)
         self.monitor.setServiceParent(self)
         self.datastore.setServiceParent(self)
         PeerLinks(self.peers).setServiceParent(self)
+        local = self.topology.local
         if config.dyn_listen is not None:
-            self.peer_listener = StreamServerEndpointService(
-                server_endpoint(reactor, config.dyn_listen, config.backlog),
+            self.peer_listener = self._listen(
+                config.dyn_listen,
                 PeerServerFactory(config, self.coordinator, self._known, reactor, name=local.name),
             )
-            self.peer_listener._raiseSynchronously = True
-            self.peer_listener.setServiceParent(self)
-        self.client_listener = StreamServerEndpointService(
-            server_endpoint(reactor, config.listen, config.backlog),
-            ClientFactory(self.node, reactor),
+        self.admin_listener = self._listen(
+            config.stats_listen, AdminSite(AdminResource(self, getattr(config, "admin_token", None)))
+        )
+        self.client_listener = self._listen(config.listen, ClientFactory(self.node, reactor))
+
+    def _listen(self, address: Address, factory) -> StreamServerEndpointService:
+        service = StreamServerEndpointService(
+            server_endpoint(self._reactor, address, self.config.backlog), factory
         )
         # A port we cannot bind is fatal: twistd must exit, not linger.
-        self.client_listener._raiseSynchronously = True
-        self.client_listener.setServiceParent(self)
+        service._raiseSynchronously = True
+        service.setServiceParent(self)
+        return service
+
+    def _make_link(self, config: NodeConfig, seed) -> PeerLink:
+        return PeerLink(
+            config,
+            seed,
+            peer_timeout(config, seed.datacenter) * self.timeout_factor,
+            self._reactor,
+            connect=self._connect_peer,
+            handler=self.coordinator,
+            name=self.topology.local.name,
+        )
 
     def _known(self, name: str, datacenter: str, rack: str) -> bool:
         node = self.topology.node(name)
         return node is not None and node.datacenter == datacenter and node.rack == rack
 
+    # -- run-time changes --------------------------------------------------
+
+    def set_state(self, state: str) -> None:
+        """Dynomite's node states: NORMAL, STANDBY, WRITES_ONLY, RESUMING."""
+        log.info("node state {old} -> {new}", old=self.state, new=state)
+        self.state = state
+        self.node.state = state
+
+    def set_timeout_factor(self, factor: int) -> None:
+        """Scale the datastore and peer timeouts (Dynomite's timeout factor, 1-10)."""
+        self.timeout_factor = factor
+        self.datastore.timeout = self.config.timeout * factor
+        for link in self.peers.values():
+            link.set_timeout(peer_timeout(self.config, link.datacenter) * factor)
+
+    def set_log_level(self, verbosity: int) -> str:
+        return logs.set_verbosity(verbosity)
+
+    def reload(self) -> bool:
+        """
+        Re-read the configuration file (SIGHUP).  Consistency, timeouts and
+        seeds change in place; a change that needs a restart, or an invalid
+        file, is refused with a log line and the running configuration kept.
+        """
+        try:
+            new = NodeConfig.from_yaml(self.config.source)
+            fixed = [key for key in RESTART_KEYS if getattr(new, key) != getattr(self.config, key)]
+            if fixed:
+                raise ConfigError(new.source, fixed[0], "changing it needs a restart")
+            topology = Topology.from_config(new)
+        except ConfigError as e:
+            self.metrics.reloads["failure"] += 1
+            log.error("configuration reload refused, keeping the running one: {error}", error=str(e))
+            return False
+        seeds = {str(seed.address): seed for seed in new.dyn_seeds}
+        wanted = {info.name for info in topology.nodes if not info.is_local}
+        for name in sorted(set(self.peers) - wanted):
+            self.peers.pop(name).stop()
+            log.info("peer {peer} removed", peer=name)
+        for name in sorted(wanted - set(self.peers)):
+            link = self.peers[name] = self._make_link(new, seeds[name])
+            if self.running:
+                link.start()
+            log.info("peer {peer} added", peer=name)
+        self.config = new
+        self.topology = topology
+        self.coordinator.topology = topology
+        self.coordinator.config = new
+        self.coordinator.read_consistency = new.read_consistency
+        self.coordinator.write_consistency = new.write_consistency
+        self.node.config = new
+        self.set_timeout_factor(self.timeout_factor)
+        self.metrics.reloads["success"] += 1
+        self.metrics.last_reload_success = time.time()
+        log.info("configuration reloaded from {source}", source=new.source)
+        return True
+
+    # -- service -----------------------------------------------------------
+
     def startService(self) -> None:
+        logs.install()
         for key in self.config.unused_keys:
             log.warn(
                 "{source}: {key}: accepted for Dynomite compatibility, not used by this node",
@@ -120,3 +206,13 @@ class NodeService(MultiService):
             n=len(self.peers),
         )
         MultiService.startService(self)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
+
+
+# Keys whose change needs a restart: they define the node's identity and
+# its listeners.
+RESTART_KEYS = (
+    "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
+    "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
+)
