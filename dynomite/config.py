@@ -77,7 +77,7 @@ UNUSED_KEYS = frozenset(
 PROJECT_KEYS = frozenset(
     {
         "requirepass", "max_request_bytes", "client_max_outstanding_bytes",
-        "peer_secret", "peer_heartbeat_interval", "peer_down_after",
+        "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token",
     }
 )
 
@@ -177,6 +177,7 @@ class NodeConfig:
     max_request_bytes: int = 64 * 1024 * 1024
     client_max_outstanding_bytes: int = 8 * 1024 * 1024
     peer_secret: Optional[str] = field(default=None, repr=False)  # kept out of logs
+    admin_token: Optional[str] = field(default=None, repr=False)  # kept out of logs
     peer_heartbeat_interval: float = 1.0
     peer_down_after: float = 3.0
     unused_keys: Tuple[str, ...] = ()
@@ -589,6 +590,14 @@ def _peer_secret(value: Any) -> str:
     return value
 
 
+def _admin_token(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a quoted string, got {_show(value)}")
+    if not value:
+        raise _Invalid("must not be empty; remove the key to leave the admin API open")
+    return value
+
+
 def _mbuf_size(value: Any) -> int:
     n = _int(value)
     if not 512 <= n <= 512000 or n % 16:
@@ -645,6 +654,7 @@ _KEYS: Dict[str, _Key] = {
     "max_request_bytes": _kept(_int_at_least(1), "max_request_bytes"),
     "client_max_outstanding_bytes": _kept(_int_at_least(1), "client_max_outstanding_bytes"),
     "peer_secret": _Key(_peer_secret, None, "peer_secret"),
+    "admin_token": _Key(_admin_token, None, "admin_token"),
     "peer_heartbeat_interval": _kept(_milliseconds(positive=True), "peer_heartbeat_interval"),
     "peer_down_after": _kept(_milliseconds(positive=True), "peer_down_after"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)

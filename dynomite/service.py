@@ -101,7 +101,7 @@ class NodeService(MultiService):
                 PeerServerFactory(config, self.coordinator, self._known, reactor, name=local.name),
             )
         self.admin_listener = self._listen(
-            config.stats_listen, AdminSite(AdminResource(self, getattr(config, "admin_token", None)))
+            config.stats_listen, AdminSite(AdminResource(self, config.admin_token))
         )
         self.client_listener = self._listen(config.listen, ClientFactory(self.node, reactor))
 
