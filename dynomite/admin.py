@@ -193,8 +193,10 @@ class AdminResource(Resource):
         given = request.getHeader(b"x-admin-token")
         if given is None:
             values = request.args.get(b"token")
-            given = values[0].decode("utf-8", "replace") if values else ""
-        if not hmac.compare_digest(given.encode("utf-8"), self.token.encode("utf-8")):
+            given = values[0] if values else b""
+        elif isinstance(given, str):
+            given = given.encode("utf-8")
+        if not hmac.compare_digest(given, self.token.encode("utf-8")):
             raise HTTPError(403, "this path needs the admin token (X-Admin-Token header or ?token=)")
 
     # -- handlers ------------------------------------------------------------
