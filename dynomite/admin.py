@@ -124,10 +124,14 @@ def cluster_describe(service) -> Dict[str, Any]:
             for n in topology.nodes_in_rack(dc, rack):
                 if n.is_local:
                     state = service.state
+                    admin = str(service.config.stats_listen)
                 else:
-                    state = "NORMAL" if service.peers[n.name].is_up else "DOWN"
+                    link = service.peers[n.name]
+                    state = "NORMAL" if link.is_up else "DOWN"
+                    admin = link.admin
                 servers.append({"name": n.name, "host": n.address.host, "port": n.address.port,
-                                "tokens": list(n.tokens), "state": state, "local": n.is_local})
+                                "tokens": list(n.tokens), "state": state, "local": n.is_local,
+                                "admin": admin})
             racks.append({"name": rack, "servers": servers})
         dcs.append({"name": dc, "racks": racks})
     return {"dcs": dcs}

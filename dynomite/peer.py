@@ -114,7 +114,7 @@ class LocalNode:
     and the handler that serves their requests; shared by its connections.
     """
 
-    __slots__ = ("cluster", "name", "datacenter", "rack", "secret", "handler", "_config")
+    __slots__ = ("cluster", "name", "datacenter", "rack", "secret", "admin", "handler", "_config")
 
     def __init__(self, config: NodeConfig, handler: Any = None, name: Optional[str] = None) -> None:
         self.cluster = config.pool_name
@@ -122,6 +122,9 @@ class LocalNode:
         self.datacenter = config.datacenter
         self.rack = config.rack
         self.secret = config.peer_secret.encode("utf-8") if config.peer_secret else None
+        # where this node's admin API listens; peers learn it from WELCOME so
+        # /cluster_describe can tell operators (and dynomite-admin) every node's
+        self.admin = str(config.stats_listen)
         self.handler = handler
         self._config = config
 
@@ -186,6 +189,7 @@ class PeerProtocol(Protocol):
         self.reject_reason: Optional[str] = None
         self.peer_name: Optional[str] = None
         self.peer_datacenter: Optional[str] = None
+        self.peer_admin: Optional[str] = None
         self._timeout = timeout
         self._timed_out = self._unavailable = b"-ERR peer unavailable\r\n"
         if expected is not None:
@@ -380,7 +384,7 @@ class PeerProtocol(Protocol):
             self._set_peer(node, dc)
             self._peer_nonce = hello["nonce"]
             if local.secret is None:
-                self._welcome({"node": local.name})
+                self._welcome({"node": local.name, "admin": local.admin})
             else:
                 self._nonce = new_nonce()
                 self._send_control(CHALLENGE, {"node": local.name, "nonce": self._nonce})
@@ -398,7 +402,7 @@ class PeerProtocol(Protocol):
         if not proofs_match(expected, auth["proof"]):
             self._reject("authentication failed (peer_secret differs)")
             return
-        self._welcome({"node": local.name, "proof": handshake_proof(
+        self._welcome({"node": local.name, "admin": local.admin, "proof": handshake_proof(
             secret, ACCEPTING_SIDE, local.cluster, self.peer_name, local.name,
             self._peer_nonce, self._nonce)})
 
@@ -442,6 +446,8 @@ class PeerProtocol(Protocol):
         if welcome["node"] != self.peer_name:
             self._violation("reached %s instead of %s" % (welcome["node"], self.peer_name))
             return
+        admin = welcome.get("admin")
+        self.peer_admin = admin if isinstance(admin, str) else None
         if local.secret is not None:
             expected = handshake_proof(local.secret, ACCEPTING_SIDE, local.cluster, local.name,
                                        self.peer_name, self._nonce, self._peer_nonce)
@@ -734,6 +740,14 @@ class PeerLink:
     @property
     def is_up(self) -> bool:
         return bool(self._up)
+
+    @property
+    def admin(self) -> Optional[str]:
+        """The peer's admin API address ("host:port"), as it said in WELCOME."""
+        for protocol in self._up:
+            if protocol.peer_admin:
+                return protocol.peer_admin
+        return None
 
     @property
     def state(self) -> str:
