@@ -14,7 +14,10 @@ Names follow Prometheus conventions: ``dynomite_`` prefix, base units
 (seconds, bytes), ``_total`` for counters, bounded labels (command family,
 result, peer, datacenter; never keys or client addresses).  ``dc`` and
 ``rack`` of the node itself are target labels set in the scrape
-configuration, and also appear on ``dynomite_build_info``.
+configuration; the node's own labels say ``node_dc``/``node_rack`` (build
+info) and ``ring_dc``/``ring_rack`` (ring nodes) so they never clash with
+them.  Every known label value is exported from the start at 0, so that
+``increase()`` sees the first event after a restart.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from . import __version__
 # Request latency buckets for a loopback proxy, in seconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+LEVELS = ("DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM")
+DROP_REASONS = ("window", "overflow", "truncated")
+
 FAMILIES = (
     "string", "hash", "list", "set", "sorted-set", "generic", "bitmap", "hyperloglog",
     "geo", "stream", "scripting", "connection", "server", "other",
@@ -48,7 +54,8 @@ class Spec(NamedTuple):
 
 
 CATALOGUE: Tuple[Spec, ...] = (
-    Spec("dynomite_build_info", "gauge", "Always 1; labels say what runs.", ("version", "python", "dc", "rack")),
+    Spec("dynomite_build_info", "gauge", "Always 1; labels say what runs and where.",
+         ("version", "python", "node_dc", "node_rack")),
     Spec("dynomite_uptime_seconds", "gauge", "Seconds since the node started."),
     Spec("dynomite_node_state", "gauge", "1 for the node's current state.", ("state",)),
     Spec("dynomite_client_connections", "gauge", "Open client connections."),
@@ -75,7 +82,8 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_hints_stored_total", "counter", "Hints written to the hint log.", ("target",)),
     Spec("dynomite_hints_replayed_total", "counter", "Hints delivered after their target came back.", ("target",)),
     Spec("dynomite_hints_dropped_total", "counter", "Hints dropped, by reason.", ("target", "reason")),
-    Spec("dynomite_ring_nodes", "gauge", "Nodes of the ring by datacenter, rack and state.", ("dc", "rack", "state")),
+    Spec("dynomite_ring_nodes", "gauge", "Nodes of the ring by datacenter, rack and state.",
+         ("ring_dc", "ring_rack", "state")),
     Spec("dynomite_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.", ("result",)),
     Spec("dynomite_config_last_reload_success_timestamp_seconds", "gauge",
          "When the configuration was last loaded successfully."),
@@ -129,7 +137,8 @@ class NodeMetrics:
         self.requests: Dict[str, List[int]] = {f: [0, 0] for f in FAMILIES}
         self.read_latency = Histogram()
         self.write_latency = Histogram()
-        self.protocol_errors: Dict[str, int] = {}
+        # every known label value starts at 0, so increase() sees the first event
+        self.protocol_errors: Dict[str, int] = {"malformed": 0, "oversize": 0}
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_success: Optional[float] = None
 
@@ -156,7 +165,8 @@ class Collector:
         config = s.config
         now = s.clock.seconds()
 
-        g = GaugeMetricFamily("dynomite_build_info", CATALOGUE[0].help, labels=["version", "python", "dc", "rack"])
+        g = GaugeMetricFamily("dynomite_build_info", CATALOGUE[0].help,
+                              labels=["version", "python", "node_dc", "node_rack"])
         g.add_metric([__version__, "%s %s" % (platform.python_implementation(), platform.python_version()),
                       config.datacenter, config.rack], 1)
         yield g
@@ -231,14 +241,15 @@ class Collector:
         yield c
         c = CounterMetricFamily("dynomite_quorum_failures", "Requests answered -ERR for lack of quorum.",
                                 labels=["op", "consistency"])
-        for (op, level), n in sorted(co.quorum_failures.items()):
-            c.add_metric([op, level], n)
+        for op in ("read", "write"):
+            for level in LEVELS:
+                c.add_metric([op, level], co.quorum_failures.get((op, level), 0))
         yield c
 
         yield from self._hints(now)
 
         ring = GaugeMetricFamily("dynomite_ring_nodes", "Nodes of the ring by datacenter, rack and state.",
-                                 labels=["dc", "rack", "state"])
+                                 labels=["ring_dc", "ring_rack", "state"])
         counts: Dict[Tuple[str, str, str], int] = {}
         for info in s.topology.nodes:
             if info.is_local:
@@ -279,7 +290,9 @@ class Collector:
             oldest.add_metric([target], stats["oldest_age_seconds"])
             stored.add_metric([target], stats["stored_total"])
             replayed.add_metric([target], stats["replayed_total"])
-            for reason, n in sorted(stats["dropped_total"].items()):
+            reasons = dict.fromkeys(DROP_REASONS, 0)
+            reasons.update(stats["dropped_total"])
+            for reason, n in sorted(reasons.items()):
                 dropped.add_metric([target, reason], n)
         yield from (pending, pending_bytes, oldest, stored, replayed, dropped)
 

@@ -124,7 +124,7 @@ class AdminTests(unittest.TestCase):
         self.assertEqual(after[("dynomite_datastore_up", ())], 1)
         self.assertEqual(after[("dynomite_client_connections", ())], 1)
         [build] = [dict(labels) for name, labels in after if name == "dynomite_build_info"]
-        self.assertEqual((build["dc"], build["rack"], build["version"]), ("dc1", "rack1", __version__))
+        self.assertEqual((build["node_dc"], build["node_rack"], build["version"]), ("dc1", "rack1", __version__))
         self.assertTrue(any(name.startswith("process_") for name, _ in after))
 
 
