@@ -142,6 +142,7 @@ class Coordinator:
         self.hash_tag = config.hash_tag
         self.read_consistency = config.read_consistency
         self.write_consistency = config.write_consistency
+        self.membership = None  # set by the service; None: every replica is readable
         self._random = rng or random.Random()
         # replication outcomes, [acknowledged, failed], for metrics
         self.local_writes = [0, 0]
@@ -184,6 +185,10 @@ class Coordinator:
                     self.send(node, data, resp, pin, write, each.replica(dc))
             return
         local = p.local
+        unreadable = self.membership.unreadable if self.membership is not None else None
+        if unreadable and not write:
+            self._run_around(p, unreadable, data, resp, pin, sink, normalise, level)
+            return
         if p.failover:
             if len(local) == 1:
                 self.send(local[0], data, resp, pin, False, sink)
@@ -198,6 +203,27 @@ class Coordinator:
                 self.send(node, data, resp, pin, write, rec.replica())
         if p.remote_dcs:
             self._forward_remote(p.remote_dcs, data, resp, pin)
+
+    def _run_around(self, p, unreadable, data, resp, pin, sink, normalise, level) -> None:
+        """A read while some replicas must not be read from (RESUMING, STANDBY, DOWN...)."""
+        readable = [n for n in p.local if n.name not in unreadable]
+        if p.failover:
+            # the others stay as a last resort: a stale answer beats none at DC_ONE
+            targets = readable + [n for n in p.local if n.name in unreadable]
+            _Failover(self, targets, data, resp, pin, sink).start()
+            return
+        rec = Reconciler(p.level, len(p.local), self._reply_to(sink, False, level), normalise)
+        for node in p.local:
+            if node.name in unreadable:
+                rec.replica().fail(b"-ERR replica %s is %s\r\n" % (
+                    node.name.encode(), self._state_of(node).encode()))
+            else:
+                self.send(node, data, resp, pin, False, rec.replica())
+
+    def _state_of(self, node: NodeInfo) -> str:
+        if node.is_local:
+            return self.membership.state
+        return self.membership.peer_state(node.name)
 
     def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
         def done(raw: bytes) -> None:
@@ -326,6 +352,17 @@ class Coordinator:
             slot.complete(b"*2\r\n$%d\r\n%s\r\n%s" % (len(text), text, items[1]))
 
         self.send(nodes[cursor.node_index], encode_command(node_args), resp, pin, False, _Both(done))
+
+    # -- membership, over the peer heartbeats --------------------------------
+
+    def status_for(self, peer: str) -> dict:
+        if self.membership is None:
+            return {"state": "NORMAL", "hints": 0}
+        return self.membership.status_for(peer)
+
+    def peer_status(self, peer: str, status: dict) -> None:
+        if self.membership is not None:
+            self.membership.peer_status(peer, status)
 
     # -- requests from other nodes -----------------------------------------
 

@@ -46,6 +46,8 @@ that completes the handshake resets it.  The link is UP while at least one conne
 
 from __future__ import annotations
 
+import json
+
 import random
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
@@ -77,7 +79,6 @@ CROSS_DC_SLACK = 5.0
 #: Bytes an unauthenticated peer may make us buffer.
 HANDSHAKE_MAX_BYTES = 64 * 1024
 
-_PING = encode_frame(PING, 0, 0, "", b"")
 _NO_HANDLER = b"-ERR this node does not take peer requests on this connection\r\n"
 _HANDLER_FAILED = b"-ERR internal error handling peer request\r\n"
 
@@ -314,9 +315,28 @@ class PeerProtocol(Protocol):
         return expired
 
     def ping(self) -> None:
-        """Send a heartbeat; the peer answers PONG."""
+        """Send a heartbeat carrying this node's status; the peer answers PONG with its own."""
         if self._open:
-            self.transport.write(_PING)
+            self.transport.write(encode_frame(PING, 0, 0, "", self._status()))
+
+    def _status(self) -> bytes:
+        """This node's status for the peer (membership), or nothing."""
+        status_for = getattr(self._local.handler, "status_for", None)
+        if status_for is None or self.peer_name is None:
+            return b""
+        return encode_control(status_for(self.peer_name))
+
+    def _note_status(self, frame) -> None:
+        """Hand the status a peer sent with PING/PONG to membership; bad ones are ignored."""
+        note = getattr(self._local.handler, "peer_status", None)
+        if note is None or not frame.payload or self.peer_name is None:
+            return
+        try:
+            status = json.loads(frame.payload)
+        except ValueError:
+            return
+        if isinstance(status, dict):
+            note(self.peer_name, status)
 
     def drop(self) -> None:
         """Close at once; in-flight requests fail when the loss is reported."""
@@ -363,10 +383,12 @@ class PeerProtocol(Protocol):
             self.log.failure("peer reply sink failed")
 
     def _on_ping(self, frame) -> None:
-        self.transport.write(encode_frame(PONG, 0, frame.request_id, "", b""))
+        self._note_status(frame)
+        self.transport.write(encode_frame(PONG, 0, frame.request_id, "", self._status()))
 
     def _on_pong(self, frame) -> None:
-        pass  # dataReceived has noted that the peer is alive
+        # dataReceived has noted that the peer is alive
+        self._note_status(frame)
 
     # -- handshake: accepting side -------------------------------------------
 
@@ -770,6 +792,11 @@ class PeerLink:
             self._ticker.stop()
         for slot in self.slots:
             slot.fire("stop")
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat now (this node's state changed; tell the peer at once)."""
+        for protocol in self._up:
+            protocol.ping()
 
     def set_timeout(self, timeout: float) -> None:
         """Change the request timeout of this link's current and future connections."""

@@ -19,6 +19,7 @@ import time
 from typing import Callable, Dict, Optional
 
 from twisted.application.internet import StreamServerEndpointService
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
@@ -28,6 +29,7 @@ from .admin import AdminResource, AdminSite
 from .config import Address, ConfigError, NodeConfig
 from .coordinator import Coordinator
 from .datastore import Datastore
+from .membership import Membership
 from .metrics import NodeMetrics, make_registry
 from .monitor import DatastoreMonitor
 from .node import Node
@@ -76,7 +78,6 @@ class NodeService(MultiService):
         self.clock = reactor
         self._reactor = reactor
         self._connect_peer = connect_peer
-        self.state = "NORMAL"
         self.timeout_factor = 1
         self.metrics = NodeMetrics()
         self.outboxes: Dict[str, object] = {}
@@ -90,6 +91,17 @@ class NodeService(MultiService):
         for info in self.topology.nodes:
             if not info.is_local:
                 self.peers[info.name] = self._make_link(config, seeds[info.name])
+        self.membership = Membership(
+            reactor, self.topology.local.name, self.peers,
+            resume_timeout=getattr(config, "resume_timeout", 60.0), settle_time=config.peer_down_after,
+            hints_for=self._hints_for,
+        )
+        self.membership.listeners.append(self._state_changed)
+        self._state_changed(self.membership.state)
+        self.coordinator.membership = self.membership
+        self._membership_timer = TimerService(0.5, self._tick_membership)
+        self._membership_timer.clock = reactor
+        self._membership_timer.setServiceParent(self)
         self.registry = make_registry(self)
         self.monitor.setServiceParent(self)
         self.datastore.setServiceParent(self)
@@ -121,6 +133,7 @@ class NodeService(MultiService):
             peer_timeout(config, seed.datacenter) * self.timeout_factor,
             self._reactor,
             connect=self._connect_peer,
+            on_state=lambda link, up: self.membership.link_changed(link.name),
             handler=self.coordinator,
             name=self.topology.local.name,
         )
@@ -131,11 +144,28 @@ class NodeService(MultiService):
 
     # -- run-time changes --------------------------------------------------
 
+    @property
+    def state(self) -> str:
+        return self.membership.state
+
     def set_state(self, state: str) -> None:
         """Dynomite's node states: NORMAL, STANDBY, WRITES_ONLY, RESUMING."""
-        log.info("node state {old} -> {new}", old=self.state, new=state)
-        self.state = state
+        self.membership.set_state(state)
+
+    def _state_changed(self, state: str) -> None:
         self.node.state = state
+        for link in self.peers.values():
+            link.heartbeat()
+
+    def _tick_membership(self) -> None:
+        try:
+            self.membership.tick(self.clock.seconds())
+        except Exception:
+            log.failure("membership tick failed")
+
+    def _hints_for(self, peer: str) -> int:
+        outbox = self.outboxes.get(peer)
+        return outbox.stats(self.clock.seconds())["pending"] if outbox is not None else 0
 
     def set_timeout_factor(self, factor: int) -> None:
         """Scale the datastore and peer timeouts (Dynomite's timeout factor, 1-10)."""

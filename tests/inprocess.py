@@ -17,6 +17,7 @@ from twisted.test import iosim
 
 from dynomite.config import NodeConfig
 from dynomite.coordinator import Coordinator
+from dynomite.membership import Membership
 from dynomite.node import Node
 from dynomite.peer import PeerLink, PeerServerFactory, peer_timeout
 from dynomite.resp import RequestParser, bulk, integer, null
@@ -141,8 +142,18 @@ class InProcessNode:
                 self.peers[info.name] = PeerLink(
                     config, seeds[info.name], peer_timeout(config, info.datacenter), cluster.clock,
                     connect=lambda address, c=cluster: MemoryEndpoint(c, self, str(address)),
+                    on_state=lambda link, up: self.membership.link_changed(link.name),
                     handler=self.coordinator, jitter=lambda: 1.0, name=self.name)
+        self.membership = Membership(cluster.clock, self.name, self.peers, resume_timeout=60.0,
+                                     settle_time=config.peer_down_after)
+        self.membership.listeners.append(self._state_changed)
+        self.coordinator.membership = self.membership
         self.clients = ClientFactory(self.node, cluster.clock)
+
+    def _state_changed(self, state: str) -> None:
+        self.node.state = state
+        for link in self.peers.values():
+            link.heartbeat()
 
     @property
     def datacenter(self) -> str:
@@ -188,6 +199,9 @@ class InProcessCluster:
             for link in node.peers.values():
                 link.start()
         self.settle()
+        # one round of heartbeats: every node learns its peers hold no hints
+        # for it and leaves RESUMING
+        self.advance(1.5)
 
     def settle(self, rounds: int = 50) -> None:
         """Move bytes between nodes until nothing moves."""
@@ -202,6 +216,8 @@ class InProcessCluster:
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.settle()
+        for node in self.nodes:
+            node.membership.tick(self.clock.seconds())
 
     def node(self, dc: str, rack: str, index: int = 0) -> InProcessNode:
         return [n for n in self.nodes if n.datacenter == dc and n.rack == rack][index]

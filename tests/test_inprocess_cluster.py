@@ -97,6 +97,33 @@ class FailoverTests(SynchronousTestCase):
         self.assertEqual(client.command("GET", key), b"$1\r\nw\r\n")
 
 
+class ResumingTests(SynchronousTestCase):
+    def test_every_node_reaches_normal(self):
+        cluster = InProcessCluster(LAYOUT_1DC)
+        self.assertEqual({n.membership.state for n in cluster.nodes}, {"NORMAL"})
+
+    def test_replica_that_must_not_be_read_is_skipped(self):
+        # WRITES_ONLY sticks until changed; RESUMING behaves alike but ends by
+        # itself once peers hold no hints for the node (tests/test_membership)
+        cluster = InProcessCluster(LAYOUT_1DC)
+        coordinator = cluster.node("dc1", "r1", 0)
+        client = cluster.client(coordinator)
+        key = next(k for k in keys(100) if expected_owner(cluster, "dc1", "r1", k) is not coordinator)
+        client.command("SET", key, "fresh")
+        owner = expected_owner(cluster, "dc1", "r1", key)
+        owner.redis.data[key] = b"stale"
+        owner.membership.set_state("WRITES_ONLY")
+        cluster.settle()  # the state change is sent with a heartbeat at once
+        self.assertEqual(coordinator.membership.peer_state(owner.name), "WRITES_ONLY")
+        self.assertEqual(client.command("GET", key), b"$5\r\nfresh\r\n")
+        client.consistency("DC_QUORUM")
+        self.assertEqual(client.command("GET", key), b"$5\r\nfresh\r\n")
+        owner.membership.set_state("NORMAL")
+        cluster.settle()
+        client.consistency("DC_ONE")
+        self.assertEqual(client.command("GET", key), b"$5\r\nstale\r\n")
+
+
 class MultiKeyTests(SynchronousTestCase):
     def setUp(self):
         self.cluster = InProcessCluster(LAYOUT_1DC)

@@ -1,0 +1,144 @@
+"""
+Membership: this node's state, and what its peers say about theirs.
+
+Nodes exchange a small status with every heartbeat (PING and PONG carry
+``{"state": ..., "hints": n}``, where ``hints`` is how many hints the
+sender holds for the receiver).  A peer is DOWN when its link is down
+(refused, or silent for ``peer_down_after``), and otherwise in the state it
+reports.  States use Dynomite's names:
+
+| state       | as a replica                      | as a coordinator         |
+|-------------|-----------------------------------|--------------------------|
+| NORMAL      | reads and writes                  | serves clients           |
+| RESUMING    | writes only (it may be stale)     | serves clients           |
+| WRITES_ONLY | writes only                       | refuses client reads     |
+| STANDBY     | nothing: writes for it are hinted | refuses data commands    |
+| DOWN        | nothing: writes for it are hinted | (unreachable)            |
+
+A node starts RESUMING when it has peers: other nodes may hold hints for
+it.  It turns NORMAL once every peer it can reach has said it holds no
+hints for it (waiting at least ``peer_down_after`` for peers to connect,
+unless all have already answered), or when ``resume_timeout`` has passed.
+Transitions are in `Membership.set_state` and `Membership.tick`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, FrozenSet, List, Optional
+
+from twisted.logger import Logger
+
+NORMAL = "NORMAL"
+RESUMING = "RESUMING"
+WRITES_ONLY = "WRITES_ONLY"
+STANDBY = "STANDBY"
+DOWN = "DOWN"
+JOINING = "JOINING"
+STATES = (NORMAL, RESUMING, WRITES_ONLY, STANDBY, JOINING, DOWN)
+
+# states in which a node must not be read from (its data may be stale or it refuses)
+_UNREADABLE = frozenset({RESUMING, WRITES_ONLY, STANDBY, JOINING, DOWN})
+
+
+class Membership:
+    """See the module docstring."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock,
+        local_name: str,
+        peers: Dict[str, object],
+        resume_timeout: float,
+        settle_time: float,
+        hints_for: Callable[[str], int] = lambda peer: 0,
+    ) -> None:
+        self._clock = clock
+        self.local_name = local_name
+        self._peers = peers
+        self._resume_timeout = resume_timeout
+        self._settle_time = settle_time
+        self._hints_for = hints_for
+        self.started = clock.seconds()
+        self.state = RESUMING if peers else NORMAL
+        self.reported: Dict[str, dict] = {}
+        self.listeners: List[Callable[[str], None]] = []
+        # names of nodes (peers, or this one) that must not be read from;
+        # usually empty, so the read path pays one truth test
+        self.unreadable: FrozenSet[str] = frozenset()
+        self._recompute()
+
+    # -- this node -----------------------------------------------------------
+
+    def set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.log.info("node state {old} -> {new}", old=self.state, new=state)
+        self.state = state
+        self._recompute()
+        for listener in self.listeners:
+            listener(state)
+
+    def tick(self, now: float) -> None:
+        """Leave RESUMING when peers hold no more hints for us, or on timeout."""
+        if self.state != RESUMING:
+            return
+        waited = now - self.started
+        if waited >= self._resume_timeout:
+            self.log.warn("resume_timeout passed; serving reads although peers may hold hints")
+            self.set_state(NORMAL)
+            return
+        reachable = [name for name, link in self._peers.items() if getattr(link, "is_up", False)]
+        everyone = len(reachable) == len(self._peers)
+        if not everyone and waited < self._settle_time:
+            return
+        if all(name in self.reported and not self.reported[name].get("hints") for name in reachable):
+            self.set_state(NORMAL)
+
+    # -- peers ---------------------------------------------------------------
+
+    def status_for(self, peer: str) -> dict:
+        """What this node tells ``peer`` with each heartbeat."""
+        return {"state": self.state, "hints": self._hints_for(peer)}
+
+    def peer_status(self, peer: str, status: dict) -> None:
+        """A heartbeat from ``peer`` said ``status``."""
+        state = status.get("state")
+        if state not in STATES:
+            return
+        if not isinstance(status.get("hints"), int):
+            status = {"state": state, "hints": 0}
+        previous = self.reported.get(peer)
+        self.reported[peer] = status
+        if previous is None or previous.get("state") != state:
+            self._recompute()
+        if self.state == RESUMING:
+            self.tick(self._clock.seconds())
+
+    def peer_state(self, peer: str) -> str:
+        link = self._peers.get(peer)
+        if link is None or not getattr(link, "is_up", False):
+            return DOWN
+        reported = self.reported.get(peer)
+        return reported["state"] if reported else NORMAL
+
+    def link_changed(self, peer: str) -> None:
+        """A link went UP or DOWN: recompute who may be read from."""
+        if not getattr(self._peers.get(peer), "is_up", False):
+            self.reported.pop(peer, None)
+        self._recompute()
+
+    def writable(self, peer: str) -> bool:
+        """Whether writes for ``peer`` can go straight to it (else they are hinted)."""
+        state = self.peer_state(peer)
+        return state != DOWN and state != STANDBY
+
+    def _recompute(self) -> None:
+        names = {name for name in self._peers if self.peer_state(name) in _UNREADABLE}
+        if self.state in _UNREADABLE:
+            names.add(self.local_name)
+        self.unreadable = frozenset(names)
+
+    def describe(self, peer: str) -> Optional[str]:
+        return self.peer_state(peer)
