@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup
-	$(BIN)/dynomite-demo
+	$(BIN)/dynomite-cluster up etc/demo-cluster.yml
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache

@@ -186,7 +186,7 @@ class Coordinator:
             return
         local = p.local
         unreadable = self.membership.unreadable if self.membership is not None else None
-        if unreadable and not write:
+        if unreadable and not write and self._enough_readable(p, unreadable):
             self._run_around(p, unreadable, data, resp, pin, sink, normalise, level)
             return
         if p.failover:
@@ -203,6 +203,16 @@ class Coordinator:
                 self.send(node, data, resp, pin, write, rec.replica())
         if p.remote_dcs:
             self._forward_remote(p.remote_dcs, data, resp, pin)
+
+    @staticmethod
+    def _enough_readable(p, unreadable) -> bool:
+        """
+        Whether the replicas that may be read from can answer at this level
+        on their own; if not (a whole cluster starting, RESUMING everywhere),
+        every replica is asked: a possibly stale answer beats an error.
+        """
+        readable = sum(1 for n in p.local if n.name not in unreadable)
+        return readable >= p.wait
 
     def _run_around(self, p, unreadable, data, resp, pin, sink, normalise, level) -> None:
         """A read while some replicas must not be read from (RESUMING, STANDBY, DOWN...)."""
