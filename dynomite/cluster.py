@@ -1,7 +1,7 @@
 """
-``dynomite-cluster``: a whole cluster on this machine, from a small topology file.
+A whole cluster on this machine, from a small topology file.
 
-Three layers, usable separately:
+Two layers, usable separately:
 
 * :class:`Topology` reads and validates the topology file (cluster name,
   datacenters with racks and node counts, addresses, settings passed to
@@ -10,18 +10,16 @@ Three layers, usable separately:
 * :class:`Cluster` turns a topology into a plan (names, 127.0.0.x
   addresses, ports, tokens, one Dynomite YAML per node) and runs it: one
   ``redis-server`` and one ``twistd -n dynomite`` per node. Integration
-  tests drive it directly; each process is a :class:`ManagedProcess` that
-  can be stopped, killed, paused, resumed and restarted by PID, which is
-  what fault injection needs.
-* :func:`main`, the ``dynomite-cluster`` command: ``up`` (foreground until
-  Ctrl-C or SIGTERM, or ``--detach``), ``status`` and ``down``.
+  tests drive it directly; each process is a
+  :class:`dynomite.processes.ManagedProcess` that can be stopped, killed,
+  paused, resumed and restarted by PID, which is what fault injection needs.
+
+The ``dynomite-cluster`` command (``up``, ``status``, ``down``) is
+:mod:`dynomite.cluster_cli`.
 
 A started cluster records its PIDs in ``<workdir>/cluster.json`` (see
 :meth:`Cluster.write_state`), so another process can inspect or stop it by
-PID. Everything the launcher starts gets its own session, so Ctrl-C in a
-terminal reaches only the launcher, which then stops the nodes before
-their redis-servers; and unless detached, children are killed by the
-kernel if the launcher itself dies (Linux ``PR_SET_PDEATHSIG``).
+PID.
 
 Token convention (Dynomite's ``generate_yamls.py``): in a rack of N nodes,
 node i owns token ``i * (2**32 // N)``; a key belongs to the node with the
@@ -30,22 +28,15 @@ smallest token >= its hash, wrapping around.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import difflib
 import ipaddress
 import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -54,24 +45,31 @@ from .config import MAX_TOKEN, ConfigError
 # The strict loader and value printer of dynomite.config, so topology errors
 # read exactly like node configuration errors (duplicate keys, line numbers).
 from .config import NodeConfig, _load_yaml, _show
+from .processes import (
+    ClusterError,
+    ManagedProcess,
+    NodeProcess,
+    RedisProcess,
+    free_ports,
+    port_busy,
+    stop_all,
+    wait_all_ready,
+)
 
 __all__ = [
-    "DEFAULT_WORKDIR",
     "STANDARD_PORTS",
     "STATE_FILE",
     "Cluster",
     "ClusterError",
     "ClusterNode",
-    "ManagedProcess",
-    "NodeProcess",
     "Ports",
     "RackSpec",
     "RedisProcess",
     "Topology",
     "format_ranges",
+    "free_ports",
     "main",
     "owned_ranges",
-    "pid_alive",
     "rack_tokens",
 ]
 
@@ -80,12 +78,6 @@ STATE_FILE = "cluster.json"
 STATE_FORMAT = 1
 DEFAULT_CLUSTER_NAME = "dyn_o_mite"
 DEFAULT_BASE_ADDRESS = "127.0.0.11"
-#: Where ``up --detach``, ``status`` and ``down`` look when no --workdir is given.
-DEFAULT_WORKDIR = os.path.join(tempfile.gettempdir(), "dynomite-cluster-%d" % os.getuid())
-
-
-class ClusterError(Exception):
-    """A cluster could not be started, inspected or stopped; the message says why."""
 
 
 class Ports(NamedTuple):
@@ -366,442 +358,6 @@ def node_hosts(base: str, count: int) -> List[str]:
     return [str(first + i) for i in range(count)]
 
 
-def free_ports(host: str, count: int) -> List[int]:
-    """``count`` distinct ports free on ``host`` a moment ago (sockets held until all are chosen)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_busy(host: str, port: int) -> Optional[str]:
-    """Why ``host:port`` cannot be listened on, or None if it can."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # The servers use SO_REUSEADDR too: only a live listener is a conflict.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            return e.strerror or str(e)
-    return None
-
-
-# -- processes -------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> Optional[Tuple[str, Optional[int]]]:
-    """(state letter, start time in clock ticks) of ``pid``, or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode("ascii", "replace")
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc: ask the kernel, without a start time
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return ("?", None)
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[19])
-
-
-def pid_alive(pid: int, start_time: Optional[int] = None) -> bool:
-    """
-    True if ``pid`` is a live process (zombies are dead) and, when
-    ``start_time`` is given, still the same process rather than a reused PID.
-    """
-    stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    return start_time is None or stat[1] is None or stat[1] == start_time
-
-
-_libc: Any = None
-
-
-def _child_setup(die_with_parent: bool) -> Callable[[], None]:
-    """preexec_fn: unblock signals (see spawn) and, if asked, die with the launcher."""
-    global _libc
-    if die_with_parent and _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
-        except OSError:
-            _libc = False
-
-    def setup() -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        if die_with_parent and _libc:
-            _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; Linux only
-
-    return setup
-
-
-def ping(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline PING; return the first reply line, or b"" if none came."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.sendall(b"PING\r\n")
-            data = b""
-            while b"\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-    except OSError:
-        return b""
-
-
-def _tail(path: str, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            data = f.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
-class ManagedProcess:
-    """
-    One server process of a cluster, handled by PID.
-
-    :meth:`start` spawns it and waits until it answers PING on ``address``;
-    :meth:`stop`, :meth:`kill`, :meth:`pause`, :meth:`resume` and
-    :meth:`restart` signal it. A process rebuilt from a state file
-    (:meth:`from_state`) is not our child: it is watched through /proc, and
-    its recorded start time guards against signalling a reused PID.
-    stdout and stderr go to ``output_path``; :meth:`log_tail` shows the end
-    of that and of ``log_path`` (if the program keeps its own log).
-    """
-
-    role = "process"
-    #: First bytes of a PING reply meaning "up". -LOADING is not up; -NOAUTH is.
-    ready_replies: Tuple[bytes, ...] = (b"+PONG", b"-NOAUTH")
-    ready_timeout = 20.0
-    stop_timeout = 10.0
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        address: Tuple[str, int],
-        cwd: str,
-        output_path: str,
-        log_path: Optional[str] = None,
-        die_with_parent: bool = True,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.host, self.port = address[0], int(address[1])
-        self.cwd = cwd
-        self.output_path = output_path
-        self.log_path = log_path
-        self.die_with_parent = die_with_parent
-        self.paused = False
-        self.returncode: Optional[int] = None
-        self._popen: Optional[subprocess.Popen] = None
-        self._pid: Optional[int] = None
-        self._start_time: Optional[int] = None
-
-    @property
-    def address(self) -> Tuple[str, int]:
-        return (self.host, self.port)
-
-    @property
-    def pid(self) -> Optional[int]:
-        """The PID of the last start, or None if never started."""
-        return self._pid
-
-    def describe(self) -> str:
-        return f"{self.name} {self.role} (pid {self._pid}, {self.host}:{self.port})"
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name} {self.host}:{self.port} pid={self._pid}>"
-
-    def running(self) -> bool:
-        """True while the process exists (a paused process is running)."""
-        if self._popen is not None:
-            if self._popen.poll() is None:
-                return True
-            self.returncode = self._popen.returncode
-            return False
-        return self._pid is not None and pid_alive(self._pid, self._start_time)
-
-    # -- starting
-
-    def spawn(self) -> ManagedProcess:
-        """Start the process without waiting for it; see :meth:`start`."""
-        if self.running():
-            raise ClusterError(f"{self.describe()} is already running")
-        os.makedirs(self.cwd, mode=0o700, exist_ok=True)
-        # Block SIGINT/SIGTERM around the fork so a Ctrl-C handler cannot
-        # raise between fork and recording the PID (an untracked child).
-        # The child unblocks them in _child_setup.
-        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:
-            with open(self.output_path, "ab") as out:
-                self._popen = subprocess.Popen(
-                    self.argv,
-                    cwd=self.cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_child_setup(self.die_with_parent),
-                )
-        except OSError as e:
-            raise ClusterError(f"cannot start {self.name} {self.role}: {self.argv[0]}: {e.strerror or e}") from None
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        self._pid = self._popen.pid
-        stat = _proc_stat(self._pid)
-        self._start_time = stat[1] if stat else None
-        self.returncode = None
-        self.paused = False
-        return self
-
-    def start(self, timeout: Optional[float] = None) -> ManagedProcess:
-        """Spawn and wait until it answers PING; on failure kill it and raise ClusterError."""
-        self.spawn()
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def is_ready(self, timeout: float = 0.5) -> bool:
-        """Does it answer PING as a ready server does?"""
-        return ping(self.host, self.port, timeout).startswith(self.ready_replies)
-
-    def wait_ready(self, timeout: Optional[float] = None) -> None:
-        """Block until it answers PING; raise ClusterError with its log tail if it exits or times out."""
-        wait_all_ready([self], time.monotonic() + (self.ready_timeout if timeout is None else timeout))
-
-    # -- signals
-
-    def send_signal(self, sig: int) -> bool:
-        """Send ``sig`` if the process is still the one we started; False if it is gone."""
-        if not self.running():
-            return False
-        assert self._pid is not None
-        try:
-            os.kill(self._pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def terminate(self) -> None:
-        """SIGTERM (and SIGCONT, so a paused process can act on it); does not wait."""
-        if self.send_signal(signal.SIGTERM):
-            self.send_signal(signal.SIGCONT)
-
-    def wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the process to exit; True if it has."""
-        if self._popen is not None:
-            try:
-                self.returncode = self._popen.wait(max(timeout, 0))
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        deadline = time.monotonic() + timeout
-        while self.running():
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
-
-    def stop(self, timeout: Optional[float] = None) -> Optional[int]:
-        """SIGTERM, wait, SIGKILL if it lingers. Returns the exit status (None if unknown)."""
-        stop_all([self], self.stop_timeout if timeout is None else timeout)
-        return self.returncode
-
-    def kill(self) -> None:
-        """SIGKILL and wait: a crash, as far as the rest of the cluster can tell."""
-        if self.send_signal(signal.SIGKILL):
-            self.wait(self.stop_timeout)
-        self.paused = False
-
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets but answers nothing (a hung server)."""
-        if self.send_signal(signal.SIGSTOP):
-            self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        self.send_signal(signal.SIGCONT)
-        self.paused = False
-
-    def restart(self, timeout: Optional[float] = None) -> ManagedProcess:
-        """Stop (if running) and start again with the same command line and address."""
-        self.stop()
-        return self.start(timeout)
-
-    # -- logs
-
-    def log_paths(self) -> List[str]:
-        return [p for p in (self.log_path, self.output_path) if p]
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of each non-empty log of this process, with headers."""
-        parts = []
-        for path in self.log_paths():
-            text = _tail(path, lines)
-            if text:
-                parts.append(f"--- {path} ---\n{text}")
-        return "\n".join(parts) or f"(nothing logged in {', '.join(self.log_paths())})"
-
-    # -- state file
-
-    def to_state(self) -> Dict[str, Any]:
-        return {
-            "role": self.role,
-            "name": self.name,
-            "argv": self.argv,
-            "address": [self.host, self.port],
-            "cwd": self.cwd,
-            "output_path": self.output_path,
-            "log_path": self.log_path,
-            "pid": self._pid,
-            "start_time": self._start_time,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> ManagedProcess:
-        """Rebuild a process recorded by :meth:`to_state` (of any role), attached to its PID."""
-        kind = _ROLES.get(state.get("role", ""), ManagedProcess)
-        proc = kind(
-            state["name"], state["argv"], tuple(state["address"]), state["cwd"],
-            state["output_path"], state.get("log_path"), die_with_parent=False,
-        )
-        proc._pid = state.get("pid")
-        proc._start_time = state.get("start_time")
-        if proc._pid is not None:
-            stat = _proc_stat(proc._pid)
-            proc.paused = bool(stat and stat[0] == "T" and proc.running())
-        return proc
-
-
-def _program(path: str) -> str:
-    """A program path that still works from the child's working directory."""
-    return os.path.abspath(path) if os.sep in path else path
-
-
-def default_redis_server() -> str:
-    """``$DYNOMITE_REDIS_SERVER``, else redis-server on PATH, else /usr/bin/redis-server."""
-    return os.environ.get("DYNOMITE_REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def default_twistd() -> str:
-    """The twistd next to this Python, so nodes run in the same environment."""
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
-
-
-class RedisProcess(ManagedProcess):
-    """A ``redis-server`` without persistence, its working directory ``datadir``."""
-
-    role = "redis"
-    ready_timeout = 10.0
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        address: Tuple[str, int],
-        datadir: str,
-        output_path: str,
-        redis_server: Optional[str] = None,
-        extra_args: Sequence[str] = (),
-        die_with_parent: bool = True,
-    ) -> RedisProcess:
-        host, port = address
-        argv = [
-            _program(redis_server or default_redis_server()),
-            "--bind", host, "--port", str(port),
-            "--save", "", "--appendonly", "no",
-            "--dir", datadir, "--daemonize", "no",
-            *extra_args,
-        ]
-        return cls(name, argv, address, datadir, output_path, None, die_with_parent)
-
-
-class NodeProcess(ManagedProcess):
-    """A ``twistd -n dynomite -c <config>`` node; ``address`` is its client listener."""
-
-    role = "node"
-
-    @classmethod
-    def create(
-        cls,
-        name: str,
-        address: Tuple[str, int],
-        config_path: str,
-        log_path: str,
-        output_path: str,
-        twistd: Optional[str] = None,
-        die_with_parent: bool = True,
-    ) -> NodeProcess:
-        argv = [
-            _program(twistd or default_twistd()), "-n", "--pidfile=", "--logfile", log_path,
-            "dynomite", "-c", config_path,
-        ]
-        return cls(name, argv, address, os.path.dirname(config_path), output_path, log_path, die_with_parent)
-
-
-_ROLES: Dict[str, type] = {"redis": RedisProcess, "node": NodeProcess}
-
-
-def wait_all_ready(processes: Sequence[ManagedProcess], deadline: float) -> None:
-    """
-    Block until every process answers PING (polled together, so a cluster
-    starts in the time of its slowest process). Raise ClusterError naming
-    the first process that exited or is still silent at ``deadline``,
-    with its log tail.
-    """
-    pending = list(processes)
-    while pending:
-        for proc in list(pending):
-            if not proc.running():
-                raise ClusterError(
-                    f"{proc.describe()} exited with status {proc.returncode} before answering PING;"
-                    f" log tail:\n{proc.log_tail()}"
-                )
-            if proc.is_ready():
-                pending.remove(proc)
-        if not pending:
-            return
-        if time.monotonic() >= deadline:
-            others = f" (also silent: {', '.join(p.name + ' ' + p.role for p in pending[1:])})" if pending[1:] else ""
-            raise ClusterError(
-                f"{pending[0].describe()} did not answer PING in time{others}; log tail:\n{pending[0].log_tail()}"
-            )
-        time.sleep(0.05)
-
-
-def stop_all(processes: Sequence[ManagedProcess], timeout: float) -> None:
-    """SIGTERM all at once, wait up to ``timeout`` together, SIGKILL the rest."""
-    live = [p for p in processes if p.running()]
-    for proc in live:
-        proc.terminate()
-    deadline = time.monotonic() + timeout
-    for proc in live:
-        if not proc.wait(deadline - time.monotonic()):
-            proc.kill()
-    for proc in processes:
-        proc.paused = False
-
-
 # -- the cluster -----------------------------------------------------------------------
 
 
@@ -840,10 +396,10 @@ class ClusterNode:
     def config_document(self, cluster: str, seeds: Iterable[str], settings: Iterable[Tuple[str, Any]]) -> Dict[str, Any]:
         """This node's Dynomite YAML as a dict: launcher keys, then the topology's settings."""
         pool: Dict[str, Any] = {
-            "listen": _join(self.client_address),
-            "dyn_listen": _join(self.peer_address),
-            "stats_listen": _join(self.stats_address),
-            "servers": [_join(self.redis_address) + ":1"],
+            "listen": format_address(self.client_address),
+            "dyn_listen": format_address(self.peer_address),
+            "stats_listen": format_address(self.stats_address),
+            "servers": [format_address(self.redis_address) + ":1"],
             "tokens": ",".join(map(str, self.tokens)),
             "datacenter": self.dc,
             "rack": self.rack,
@@ -853,7 +409,8 @@ class ClusterNode:
         return {cluster: pool}
 
 
-def _join(address: Tuple[str, int]) -> str:
+def format_address(address: Tuple[str, int]) -> str:
+    """``host:port``, as configs, seeds and tables write an address."""
     return f"{address[0]}:{address[1]}"
 
 
@@ -1163,11 +720,11 @@ class Cluster:
         rows = [("DC", "RACK", "NODE", "CLIENT", "PEER", "STATS", "REDIS", "TOKEN", "OWNS (IN ITS RACK)")]
         for n in self.nodes:
             rows.append((
-                n.dc, n.rack, n.name, _join(n.client_address), _join(n.peer_address),
-                _join(n.stats_address), _join(n.redis_address),
+                n.dc, n.rack, n.name, format_address(n.client_address), format_address(n.peer_address),
+                format_address(n.stats_address), format_address(n.redis_address),
                 ",".join(map(str, n.tokens)), format_ranges(n.ranges),
             ))
-        return _format_table(rows)
+        return format_table(rows)
 
     def redis_cli_hint(self) -> str:
         """A redis-cli line to try against the first node."""
@@ -1176,7 +733,8 @@ class Cluster:
         return f"redis-cli -h {host} -p {port}{auth} set greeting hello"
 
 
-def _format_table(rows: Sequence[Sequence[str]]) -> str:
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of strings as left-aligned columns two spaces apart (the first row is the header)."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -1197,213 +755,8 @@ def _unlink(path: str) -> None:
         pass
 
 
-# -- the command line ---------------------------------------------------------------
-
-
-class _Interrupted(Exception):
-    """SIGINT or SIGTERM reached the launcher."""
-
-
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise _Interrupted(signal.Signals(signum).name)
-
-
-def _set_stop_signals(handler: Any) -> None:
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-
-
-def _say(text: str = "", err: bool = False) -> None:
-    stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
-    stream.flush()
-
-
-def _workdir_hint(workdir: str) -> str:
-    return "" if workdir == DEFAULT_WORKDIR else f" --workdir {workdir}"
-
-
-def _check_default_workdir(workdir: str) -> None:
-    """The shared default lives in a world-writable place: refuse one we do not own."""
-    if os.path.islink(workdir):
-        raise ClusterError(f"{workdir} is a symlink; refusing it (pass --workdir)")
-    if os.path.exists(workdir) and os.stat(workdir).st_uid != os.getuid():
-        raise ClusterError(f"{workdir} belongs to another user; pass --workdir")
-
-
-def _cmd_up(args: argparse.Namespace) -> int:
-    topology = Topology.from_yaml(args.topology)
-    workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
-    if workdir == DEFAULT_WORKDIR:
-        _check_default_workdir(workdir)
-    try:
-        cluster = Cluster.from_topology(
-            topology, workdir, ports=args.ports, base_address=args.base_address,
-            die_with_parent=not args.detach,
-        )
-    except ValueError as e:
-        raise ClusterError(f"--base-address: {e}") from None
-    if not args.detach:
-        stat = _proc_stat(os.getpid())
-        cluster.supervisor = (os.getpid(), stat[1] if stat else None)
-    keep_running = False
-    saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
-    _set_stop_signals(_raise_interrupted)
-    try:
-        try:
-            cluster.start(timeout=args.timeout)
-        except ClusterError as e:
-            spawned = any(p.pid is not None for p in cluster.processes)
-            hint = " (run with --keep to keep its logs)" if spawned and not args.keep else ""
-            raise ClusterError(f"{e}\ncluster not started{hint}") from None
-        dcs = len(topology.datacenters)
-        _say(f"cluster {cluster.name!r} is up: {len(cluster.nodes)} nodes in {dcs} datacenter{'s' * (dcs != 1)}"
-             f" and {len(topology.racks)} racks, from {topology.source}")
-        _say()
-        _say(cluster.table())
-        _say()
-        _say(f"configs and logs: {workdir}/<node>.yml, <node>.log, <node>-redis.log")
-        _say(f"try:  {cluster.redis_cli_hint()}")
-        hint = _workdir_hint(workdir)
-        if args.detach:
-            keep_running = True
-            _say(f"running in the background; `dynomite-cluster status{hint}` lists it,"
-                 f" `dynomite-cluster down{hint}` stops it")
-            return 0
-        _say(f"Ctrl-C stops the cluster (or `dynomite-cluster down{hint}` from another terminal)")
-        return _supervise(cluster)
-    except _Interrupted:
-        _say("\nstopping the cluster ...")
-        return 0
-    finally:
-        _set_stop_signals(signal.SIG_IGN)  # cleanup must not be interrupted half-way
-        if not keep_running:
-            cluster.stop()
-            if args.keep:
-                _say(f"kept configs and logs in {workdir}")
-            else:
-                cluster.remove_files()
-        signal.signal(signal.SIGINT, saved[0])
-        signal.signal(signal.SIGTERM, saved[1])
-
-
-def _supervise(cluster: Cluster) -> int:
-    """Wait for a stop signal; report processes that die meanwhile (they stay dead)."""
-    reported: set = set()
-    while True:
-        time.sleep(0.5)
-        for proc in cluster.processes:
-            if id(proc) not in reported and not proc.running():
-                reported.add(id(proc))
-                tail = "\n".join("    " + line for line in proc.log_tail(15).splitlines())
-                _say(f"dynomite-cluster: {proc.describe()} exited with status {proc.returncode}; log tail:\n{tail}",
-                     err=True)
-        if len(reported) == len(cluster.processes):
-            _say("dynomite-cluster: every process has exited", err=True)
-            return 1
-
-
-def _cmd_down(args: argparse.Namespace) -> int:
-    workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
-    cluster = Cluster.attach(workdir)
-    if cluster.supervisor and pid_alive(*cluster.supervisor):
-        pid, start_time = cluster.supervisor
-        # A foreground `up` owns this cluster: let it stop and clean up in order.
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while pid_alive(pid, start_time) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if not os.path.exists(cluster.state_path):
-            _say(f"stopped cluster {cluster.name!r} (its launcher, pid {pid}, stopped it)")
-            return 0
-    live = [p for p in cluster.processes if p.running()]
-    cluster.stop()
-    if args.keep:
-        where = f"; kept configs and logs in {workdir}"
-    else:
-        cluster.remove_files()
-        where = f"; removed {workdir}" if cluster.created_workdir else ""
-    _say(f"stopped cluster {cluster.name!r}: {len(live)} processes{where}")
-    return 0
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
-    try:
-        cluster = Cluster.attach(workdir)
-    except ClusterError as e:
-        _say(f"dynomite-cluster: {e}", err=True)
-        return 3
-    rows = [("NODE", "PROCESS", "PID", "ADDRESS", "STATE")]
-    all_up = True
-    for n in cluster.nodes:
-        for proc in n.processes:
-            if not proc.running():
-                state = "not running"
-            elif proc.is_ready(timeout=1.0):
-                state = "answers PING"
-            else:
-                state = "paused (SIGSTOP)" if proc.paused else "running, no answer to PING"
-            all_up = all_up and state == "answers PING"
-            rows.append((n.name, proc.role, str(proc.pid), _join(proc.address), state))
-    owner = (f"launcher pid {cluster.supervisor[0]}" if cluster.supervisor else "detached")
-    _say(f"cluster {cluster.name!r} from {cluster.source} in {workdir} ({owner})")
-    _say(_format_table(rows))
-    return 0 if all_up else 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dynomite-cluster",
-        description="Run a whole dynomite cluster on this machine: one redis-server and one node per"
-                    " node of a topology file, each on its own 127.0.0.x address.",
-        epilog=f"A running cluster is recorded in WORKDIR/{STATE_FILE} (PIDs, addresses);"
-               f" the default WORKDIR is {DEFAULT_WORKDIR}.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.required = True
-
-    def workdir(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workdir", metavar="DIR",
-                       help=f"configs, logs and {STATE_FILE} (default: {DEFAULT_WORKDIR})")
-
-    up = commands.add_parser("up", help="start a cluster; stay in the foreground until Ctrl-C or SIGTERM")
-    up.add_argument("topology", help="topology file, e.g. etc/demo-cluster.yml")
-    workdir(up)
-    up.add_argument("--detach", action="store_true", help="return once the cluster is up; stop it with `down`")
-    up.add_argument("--keep", action="store_true", help="keep configs and logs when the cluster stops")
-    up.add_argument("--ports", choices=("auto", "standard"), default=None,
-                    help="override the topology's ports: ephemeral, or 8102/8101/22222/22122 on every address")
-    up.add_argument("--base-address", metavar="IP", default=None, help="override the first node's 127.x address")
-    up.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                    help="how long every process gets to answer PING (default 30)")
-    up.set_defaults(func=_cmd_up)
-
-    down = commands.add_parser("down", help="stop a cluster started by `up` (by PID) and remove its files")
-    workdir(down)
-    down.add_argument("--keep", action="store_true", help="keep configs and logs")
-    down.set_defaults(func=_cmd_down)
-
-    status = commands.add_parser(
-        "status", help="list a running cluster's processes and whether each answers PING"
-                       " (exit 0: all do, 1: some do not, 3: no cluster)")
-    workdir(status)
-    status.set_defaults(func=_cmd_status)
-    return parser
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The ``dynomite-cluster`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as e:
-        _say(f"dynomite-cluster: topology error: {e}", err=True)
-        return 1
-    except ClusterError as e:
-        _say(f"dynomite-cluster: {e}", err=True)
-        return 1
+    """The ``dynomite-cluster`` command; see :func:`dynomite.cluster_cli.main`."""
+    from .cluster_cli import main as cli_main  # imported late: cluster_cli imports this module
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return cli_main(argv)

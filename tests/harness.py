@@ -3,9 +3,13 @@ Process harness for integration, cluster and fault-injection tests.
 
 Starts real ``redis-server`` and real ``twistd -n dynomite`` processes on
 127.0.0.x addresses with ephemeral ports, each in its own directory, and
-stops exactly the PIDs it started.  Everything here is synchronous and
-blocking on purpose: the processes under test are other processes, so the
-tests drive them like a user would, with blocking sockets and redis-py.
+stops exactly the PIDs it started.  Starting, waiting for, signalling and
+stopping processes is :mod:`dynomite.processes`, the same code the cluster
+launcher uses; the classes here only add what tests want: a constructor
+from a host and a directory (or a node config dict), redis-py and raw
+clients, and the whole log.  Everything here is synchronous and blocking
+on purpose: the processes under test are other processes, so the tests
+drive them like a user would, with blocking sockets and redis-py.
 
 Also holds a small Sans-IO RESP2/RESP3 reply reader and a raw socket client,
 written independently of ``dynomite.resp`` so that the tests do not share
@@ -20,12 +24,8 @@ without the node; node-specific assertions then fail, which is expected.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -33,13 +33,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import redis
 import yaml
 
+from dynomite import processes
+from dynomite.processes import ping_raw  # noqa: F401 - part of the harness API
+
 REDIS_SERVER = os.environ.get("DYNOMITE_TEST_REDIS_SERVER", "/usr/bin/redis-server")
-TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+TWISTD = processes.default_twistd()
 STANDIN = os.environ.get("DYNOMITE_TEST_STANDIN", "") not in ("", "0")
 
 
 class HarnessError(Exception):
-    """A process did not start, did not answer, or did not stop in time."""
+    """A condition did not hold in time, or /proc did not say what was asked.
+
+    A process that does not start, answer or stop raises
+    :class:`dynomite.processes.ClusterError` instead.
+    """
 
 
 # ---------------------------------------------------------------------------
@@ -48,25 +55,12 @@ class HarnessError(Exception):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Return a TCP port that was free on ``host`` a moment ago."""
-    return free_ports(1, host)[0]
+    return processes.free_ports(host, 1)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
-    """Return ``count`` distinct free ports on ``host``.
-
-    All sockets are held open until every port is chosen, so the ports are
-    distinct from each other (they can still race with other programs).
-    """
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """Return ``count`` distinct free ports on ``host`` (they can still race with other programs)."""
+    return processes.free_ports(host, count)
 
 
 def wait_until(
@@ -100,183 +94,20 @@ def rss_bytes(pid: int) -> int:
     raise HarnessError(f"no VmRSS for pid {pid}")
 
 
-def _tail(path: str, lines: int = 40) -> str:
+def _read_text(path: str) -> str:
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return f.read().decode("utf-8", "replace")
     except OSError:
         return f"<no file {path}>"
-    text = data.decode("utf-8", "replace").splitlines()
-    return "\n".join(text[-lines:])
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the child if the test runner dies (Linux only).
-
-    The signal follows the *thread* that forked, so start processes from the
-    main thread.
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def ping_raw(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline ``PING`` and return the first reply line (``b""`` on EOF)."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(b"PING\r\n")
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
 
 
 # ---------------------------------------------------------------------------
-# processes
+# processes: dynomite.processes plus clients and logs for the tests
 
 
-class _Process:
-    """A child process that answers on (host, port); start/stop/kill/pause."""
-
-    host: str
-    port: int
-    tmpdir: str
-    ready_timeout = 10.0
-    stop_timeout = 10.0
-
-    def __init__(self) -> None:
-        self.proc: Optional[subprocess.Popen] = None
-        self.paused = False
-        self._out = None
-
-    # subclasses provide these
-    def _argv(self) -> List[str]:
-        raise NotImplementedError
-
-    def _output_path(self) -> str:
-        raise NotImplementedError
-
-    def log_text(self) -> str:
-        """Everything the process wrote so far, for error messages."""
-        raise NotImplementedError
-
-    def _cwd(self) -> str:
-        return self.tmpdir
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "not started"
-        return self.proc.pid
-
-    @property
-    def address(self) -> Tuple[str, int]:
-        return (self.host, self.port)
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> "_Process":
-        """Start the process and wait until it answers PING."""
-        if self.running():
-            raise HarnessError(f"{self!r} already running")
-        os.makedirs(self.tmpdir, exist_ok=True)
-        self._out = open(self._output_path(), "ab")
-        self.proc = subprocess.Popen(
-            self._argv(),
-            cwd=self._cwd(),
-            stdin=subprocess.DEVNULL,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        self.paused = False
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        last: Optional[BaseException] = None
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise HarnessError(
-                    f"{self!r} exited early with code {self.proc.returncode}; log tail:\n"
-                    f"{self._log_tail()}"
-                )
-            try:
-                if ping_raw(self.host, self.port, timeout=1.0)[:1] in (b"+", b"-"):
-                    return
-            except OSError as e:
-                last = e
-            time.sleep(0.05)
-        raise HarnessError(
-            f"{self!r} did not answer PING within {self.ready_timeout}s "
-            f"(last error: {last!r}); log tail:\n{self._log_tail()}"
-        )
-
-    def _log_tail(self, lines: int = 40) -> str:
-        text = self.log_text().splitlines()
-        return "\n".join(text[-lines:])
-
-    def _signal(self, sig: int) -> None:
-        if self.running():
-            assert self.proc is not None
-            os.kill(self.proc.pid, sig)
-
-    def stop(self) -> Optional[int]:
-        """SIGTERM, wait, SIGKILL fallback.  Returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            if self.paused:
-                self._signal(signal.SIGCONT)
-            try:
-                self.proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(self.stop_timeout)
-        self.paused = False
-        self._close_output()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        """SIGKILL and reap."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self._signal(signal.SIGKILL)
-            self.proc.wait(self.stop_timeout)
-        self.paused = False
-        self._close_output()
-
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets but answers nothing."""
-        self._signal(signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        """SIGCONT after :meth:`pause`."""
-        self._signal(signal.SIGCONT)
-        self.paused = False
-
-    def restart(self) -> "_Process":
-        """Stop (if running) and start again on the same address."""
-        self.stop()
-        return self.start()
-
-    def _close_output(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+class _Process(processes.ManagedProcess):
+    """What the tests add to a managed process: clients, and everything it logged."""
 
     def client(self, **kw: Any) -> redis.Redis:
         """A redis-py client for this process (socket timeouts default to 5 s)."""
@@ -284,16 +115,16 @@ class _Process:
         kw.setdefault("socket_connect_timeout", 5)
         return redis.Redis(host=self.host, port=self.port, **kw)
 
-    def raw(self, timeout: float = 5.0) -> "RawConnection":
+    def raw(self, timeout: float = 5.0) -> RawConnection:
         """A raw socket connection speaking RESP by hand."""
         return RawConnection(self.host, self.port, timeout=timeout)
 
-    def __repr__(self) -> str:
-        pid = self.proc.pid if self.proc is not None else None
-        return f"<{type(self).__name__} {self.host}:{self.port} pid={pid}>"
+    def log_text(self) -> str:
+        """Everything the process wrote so far: its log file if it keeps one, then its stdout/stderr."""
+        return "\n--- stdout/stderr ---\n".join(_read_text(path) for path in self.log_paths())
 
 
-class RedisProcess(_Process):
+class RedisProcess(_Process, processes.RedisProcess):
     """One ``redis-server`` with no persistence, in ``tmpdir``."""
 
     def __init__(
@@ -304,46 +135,24 @@ class RedisProcess(_Process):
         extra_args: Sequence[str] = (),
         password: Optional[str] = None,
     ) -> None:
-        super().__init__()
-        self.host = host
-        self.port = port if port is not None else free_port(host)
+        port = port if port is not None else free_port(host)
         self.tmpdir = os.path.abspath(tmpdir or tempfile.mkdtemp(prefix="redis-"))
         self.extra_args = list(extra_args)
         self.password = password
         if password is not None:
             self.extra_args += ["--requirepass", password]
+        super().__init__(
+            os.path.basename(self.tmpdir),
+            self.command((host, port), self.tmpdir, REDIS_SERVER, self.extra_args),
+            (host, port),
+            self.tmpdir,
+            os.path.join(self.tmpdir, f"redis-{host}-{port}.log"),
+        )
 
     def client(self, **kw: Any) -> redis.Redis:
         if self.password is not None:
             kw.setdefault("password", self.password)
         return super().client(**kw)
-
-    def _argv(self) -> List[str]:
-        return [
-            REDIS_SERVER,
-            "--bind", self.host,
-            "--port", str(self.port),
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.tmpdir,
-            "--daemonize", "no",
-            *self.extra_args,
-        ]
-
-    def _output_path(self) -> str:
-        return os.path.join(self.tmpdir, f"redis-{self.host}-{self.port}.log")
-
-    def log_text(self) -> str:
-        return _tail(self._output_path(), 10_000)
-
-    def _wait_ready(self) -> None:
-        super()._wait_ready()
-        # -LOADING also answers PING; wait for a real PONG or NOAUTH.
-        wait_until(
-            lambda: ping_raw(self.host, self.port).startswith((b"+PONG\r", b"-NOAUTH")),
-            self.ready_timeout,
-            message=f"{self!r} to finish loading",
-        )
 
 
 def node_config(
@@ -380,20 +189,24 @@ def _split_address(addr: str) -> Tuple[str, int]:
     return host, int(port)
 
 
-class NodeProcess(_Process):
-    """One ``twistd -n dynomite`` node, configured from a dict."""
-
-    ready_timeout = 20.0
+class NodeProcess(_Process, processes.NodeProcess):
+    """One ``twistd -n dynomite`` node, configured from a dict; :meth:`start` writes its YAML."""
 
     def __init__(self, config: Dict[str, Any], tmpdir: str, name: str = "node") -> None:
-        super().__init__()
         self.config = dict(config)
         self.tmpdir = os.path.abspath(tmpdir)
-        self.name = name
-        self.host, self.port = _split_address(self.config["listen"])
         self.config_path = os.path.join(self.tmpdir, f"{name}.yml")
-        self.log_path = os.path.join(self.tmpdir, f"{name}.log")
-        self._standin: Optional[RedisProcess] = None
+        address = _split_address(self.config["listen"])
+        log_path = os.path.join(self.tmpdir, f"{name}.log")
+        if STANDIN:  # a transparent TCP forwarder (Twisted's own) to the datastore
+            dest_host, dest_port, _ = self.config["servers"][0].rsplit(":", 2)
+            argv = [
+                TWISTD, "-n", "--pidfile=", "--logfile", log_path,
+                "portforward", "-p", f"tcp:{address[1]}:interface={address[0]}", "-h", dest_host, "-d", dest_port,
+            ]
+        else:
+            argv = self.command(self.config_path, log_path, TWISTD)
+        super().__init__(name, argv, address, self.tmpdir, os.path.join(self.tmpdir, f"{name}.out"), log_path)
 
     @property
     def dyn_address(self) -> Tuple[str, int]:
@@ -409,33 +222,10 @@ class NodeProcess(_Process):
             yaml.safe_dump({"dyn_o_mite": self.config}, f, default_flow_style=False)
         return self.config_path
 
-    def _argv(self) -> List[str]:
-        if STANDIN:
-            # a transparent TCP forwarder (Twisted's own) to the datastore
-            dest_host, dest_port, _ = self.config["servers"][0].rsplit(":", 2)
-            return [
-                TWISTD, "-n", "--pidfile=", "--logfile", self.log_path,
-                "portforward", "-p", f"tcp:{self.port}:interface={self.host}",
-                "-h", dest_host, "-d", dest_port,
-            ]
-        return [
-            TWISTD, "-n", "--pidfile=", "--logfile", self.log_path,
-            "dynomite", "-c", self.config_path,
-        ]
-
-    def _output_path(self) -> str:
-        return os.path.join(self.tmpdir, f"{self.name}.out")
-
-    def start(self) -> "NodeProcess":
+    def start(self, timeout: Optional[float] = None) -> NodeProcess:
         self.write_config()
-        super().start()
+        super().start(timeout)
         return self
-
-    def log_text(self) -> str:
-        """The node's log file followed by anything it wrote to stdout/stderr."""
-        return _tail(self.log_path, 10_000) + "\n--- stdout/stderr ---\n" + _tail(
-            self._output_path(), 10_000
-        )
 
 
 # ---------------------------------------------------------------------------
