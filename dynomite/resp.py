@@ -3,22 +3,26 @@ Sans-IO RESP framing and encoding: bytes in, frames out; no transport, no clock.
 
 Every client request and every Redis reply passes through here, so the
 parsers work on whole buffers with ``bytes.find``, ``int`` and slicing, never
-byte by byte, and never rescan: a frame in progress records how many bytes it
+byte by byte, and never rescan: an unfinished frame records how many bytes it
 still needs (or which terminator it waits for), arriving chunks are kept in a
-list, and they are joined once when the frame can complete.
+list, and they are joined once, when the frame can complete.
 
-- `RequestParser` accepts exactly what redis-server accepts from a client
+- `RequestParser` accepts what redis-server 7.0 accepts from a client
   (multibulk and inline requests, Redis's limits and error reasons) and hands
-  back each request as its list of arguments.
+  back each request as its list of arguments.  Deliberate differences: a
+  multibulk count above 1024*1024 is refused (Redis 7.0 allows up to
+  INT_MAX); an inline line longer than 64 KiB is refused even when its
+  newline arrived in the same read; a NUL byte before a line's end is an
+  ordinary byte (an inline line's arguments end at it, as sdssplitargs does),
+  where Redis 7.0 stops looking for the line end there and stalls.
 - `ReplyParser` finds where each RESP2/RESP3 reply ends and returns it
   byte-identical, so replies can be relayed and compared without decoding.
 - The encoders build replies for the RESP version a client negotiated.
-- `make_request_parser` picks the fastest exact request parser: on CPython
-  with hiredis, `HiredisRequestParser` lets hiredis parse canonical multibulk
-  requests in C, checks each one is canonical, and hands anything else
-  (inline requests, partial frames, oversize or malformed input) to the pure
-  parser at the exact byte where it starts, so results and errors are
-  identical.  Under PyPy the pure parser is used.
+- `make_request_parser` picks the fastest exact request parser:
+  `HiredisRequestParser` on CPython with hiredis (hiredis parses canonical
+  multibulk requests in C and everything else goes to the pure parser at the
+  byte where it starts, so results and errors are identical), else the pure
+  `RequestParser` (always under PyPy, whose JIT serves it well).
 """
 
 from __future__ import annotations
@@ -33,10 +37,9 @@ except ImportError:  # pragma: no cover - PyPy or a minimal install
     _hiredis = None
 
 __all__ = [
-    "ProtocolError", "RequestParser", "HiredisRequestParser", "ReplyParser",
-    "make_request_parser", "split_inline", "encode_command", "simple", "error",
-    "integer", "bulk", "null", "null_array", "array", "map_", "set_", "double",
-    "boolean", "verbatim", "OK", "PONG",
+    "ProtocolError", "RequestParser", "HiredisRequestParser", "ReplyParser", "make_request_parser",
+    "split_inline", "encode_command", "simple", "error", "integer", "bulk", "null", "null_array",
+    "array", "map_", "set_", "double", "boolean", "verbatim", "OK", "PONG",
 ]
 
 _INLINE_MAX = 64 * 1024          # PROTO_INLINE_MAX_SIZE
@@ -44,12 +47,15 @@ _MBULK_MAX = 1024 * 1024         # largest multibulk count accepted
 _BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
 _LLONG = 1 << 63
 
-# Lengths that turn up all the time, looked up instead of parsed and checked.
+# Headers that turn up all the time, looked up instead of parsed and checked.
 _SMALL = {b"%d" % i: i for i in range(1024)}
 _COUNTS = {b"*%d" % i: i for i in range(1, 1024)}
 _HEADS = {b"$%d" % i: i for i in range(1024)}
 # Bytes a canonical "$<len>\r\n<data>\r\n" adds to its data, for lengths < 64 KiB.
 _OVERHEAD = bytes(len(b"%d" % i) + 5 for i in range(1 << 16))
+# Maps the types hiredis preallocates to "*", digits to "0" and CR to "r", to spot big counts.
+_AGG_DIGITS = bytes(42 if c in b"*~>|" else 48 if c in b"0123456789" else 114 if c == 13 else 32
+                    for c in range(256))
 
 
 class ProtocolError(Exception):
@@ -63,20 +69,16 @@ class ProtocolError(Exception):
 
 
 def _strict_int(line: bytes) -> Optional[int]:
-    """Parse *line* exactly as Redis's string2ll does, or return None."""
+    """Parse *line* exactly as Redis's string2ll does (no sign but '-', no leading zero), or None."""
     digits = line[1:] if line[:1] == b"-" else line
-    if not digits.isdigit() or len(line) > 20:
+    if not digits.isdigit() or len(line) > 20 or (digits[0] == 48 and len(line) > 1):
         return None
-    if digits[0] == 48 and (len(line) > 1):
-        return None  # leading zero, "-0"
     value = int(line)
     return value if -_LLONG <= value < _LLONG else None
 
 
 _BLANKS = re.compile(rb"[ \t\n\v\f\r]*")
-_TOKEN = re.compile(
-    rb"""([^ \t\n\r"']*)(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\'|\\(?!'))*)')?""",
-    re.S)
+_TOKEN = re.compile(rb"""([^ \t\n\r"']*)(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\'|\\(?!'))*)')?""", re.S)
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.S)
 _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
 _SPACE = frozenset(b" \t\n\v\f\r")
@@ -84,9 +86,7 @@ _SPACE = frozenset(b" \t\n\v\f\r")
 
 def _unescape(match: "re.Match[bytes]") -> bytes:
     code = match.group(1)
-    if len(code) == 3:
-        return bytes((int(code[1:], 16),))
-    return _ESCAPES.get(code, code)
+    return bytes((int(code[1:], 16),)) if len(code) == 3 else _ESCAPES.get(code, code)
 
 
 def split_inline(line: bytes) -> Optional[List[bytes]]:
@@ -102,8 +102,7 @@ def split_inline(line: bytes) -> Optional[List[bytes]]:
     nul = line.find(b"\0")
     if nul >= 0:
         line = line[:nul]
-    if (b'"' not in line and b"'" not in line
-            and b"\v" not in line and b"\f" not in line):
+    if b'"' not in line and b"'" not in line and b"\v" not in line and b"\f" not in line:
         return line.split()
     args = []
     pos, end = 0, len(line)
@@ -119,96 +118,102 @@ def split_inline(line: bytes) -> Optional[List[bytes]]:
             if pos < end and line[pos] in b"\"'":  # a quote that never closes
                 return None
             args.append(plain)
-            continue
-        if pos < end and line[pos] not in _SPACE:
+        elif pos < end and line[pos] not in _SPACE:
             return None
-        if dquoted is not None:
+        elif dquoted is not None:
             args.append(plain + _ESCAPE.sub(_unescape, dquoted))
         else:
             args.append(plain + squoted.replace(b"\\'", b"'"))
 
 
-class RequestParser:
+class _Framer:
+    """The unparsed tail of a stream, kept as a list of chunks until the frame in progress can complete."""
+
+    def __init__(self) -> None:
+        self._pending: List[bytes] = []
+        self._pending_len = 0
+        self._need = 0        # parse again once this many bytes are pending...
+        self._term = b""      # ...or once a chunk brings this terminator,
+        self._limit = -1      # and fail if more than this many are pending without it
+        self._reason = ""
+
+    def _resume(self, data: bytes) -> Optional[bytes]:
+        """The pending bytes and *data*, joined, or None while the frame still cannot complete."""
+        pending = self._pending
+        if not pending:
+            return data
+        pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len < self._need:
+            return None
+        if self._term and self._term not in data:
+            if self._pending_len > self._limit >= 0:
+                raise ProtocolError(self._reason)
+            return None
+        buf = b"".join(pending)
+        self._pending, self._pending_len = [], 0
+        return buf
+
+    def _keep(self, buf: bytes, pos: int) -> None:
+        self._pending, self._pending_len = [buf[pos:]], len(buf) - pos
+
+
+class RequestParser(_Framer):
     """
     Frame the requests a Redis client sends, as redis-server does.
 
     `feed` returns every request completed so far, each as its list of
     arguments.  A bad frame sets `error` (a `ProtocolError` carrying Redis's
     reason); requests completed before it are still returned, and the parser
-    returns nothing afterwards.  A request whose declared size exceeds
-    *max_request_bytes* is refused from its length headers, before its body
-    is buffered.
+    returns nothing afterwards.  A request whose declared size (the sum of
+    its bulk lengths, or its inline line) exceeds *max_request_bytes* is
+    refused from its length headers, before its body is buffered.
     """
 
     def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
+        super().__init__()
         self.max_request_bytes = max_request_bytes
         self.error: Optional[ProtocolError] = None
         self._too_big = "request exceeds max_request_bytes (%d)" % max_request_bytes
-        # An inline line is refused by whichever limit is lower: the cap on its
-        # length without the line ending, or Redis's 64 KiB without a newline.
+        # An inline line is refused by the lower limit: the cap on its length
+        # without the line ending, or Redis's 64 KiB without a newline.
         self._inline_cap = max_request_bytes < _INLINE_MAX
-        if self._inline_cap:
-            self._inline_limit, self._inline_reason = max_request_bytes, self._too_big
-        else:
-            self._inline_limit, self._inline_reason = _INLINE_MAX, "too big inline request"
-        self._inline_wait = self._inline_limit + self._inline_cap  # a CR may end the unfinished line
-        self._pending: List[bytes] = []  # unparsed bytes, from the current line or body
-        self._pending_len = 0
-        self._need = 0        # parse again once this many bytes are pending...
-        self._term = b""      # ...or once a chunk brings this terminator
-        self._limit = 0       # waiting for _term past this many bytes is an error
-        self._reason = ""
-        self._args: List[bytes] = []  # the multibulk request in progress
-        self._left = 0        # its bulks still to read
-        self._bulk = -1       # length of the bulk whose header is read, else -1
-        self._size = 0        # sum of its declared bulk lengths
+        self._inline_limit = max_request_bytes if self._inline_cap else _INLINE_MAX
+        self._inline_reason = self._too_big if self._inline_cap else "too big inline request"
+        self._args: List[bytes] = []  # the multibulk request in progress,
+        self._left = 0                # its bulks still to read,
+        self._bulk = -1               # the length of the bulk whose header is read,
+        self._size = 0                # and the sum of its declared lengths
 
     def feed(self, data: bytes) -> List[List[bytes]]:
         """Return every request completed by *data*, in order (see the class)."""
         out: List[List[bytes]] = []
-        self._run(data, 0, out, False)
+        self._run(data, out, False)
         return out
 
-    def _run(self, data: bytes, start: int, out: List[List[bytes]], stop: bool) -> int:
+    def _run(self, data: bytes, out: List[List[bytes]], stop: bool) -> int:
         """
-        Parse data[start:] after whatever is pending.  With *stop*, return at
-        the first request boundary, giving the offset in *data* where parsing
-        stopped; otherwise consume (or buffer) everything.
+        Parse *data* after the pending bytes.  With *stop*, return at the next
+        request boundary, giving its offset in *data*.
         """
         if self.error is not None:
             return len(data)
-        pending = self._pending
-        if not pending:
-            return self._parse(data, start, out, stop)
-        total = len(data)
-        if start:
-            data = data[start:]
-        pending.append(data)
-        self._pending_len += len(data)
-        if self._pending_len < self._need:
-            return total
-        if self._term and self._term not in data:
-            if self._pending_len > self._limit:
-                self._fail(self._reason)
-            return total
-        before = self._pending_len - len(data)
-        buf = b"".join(pending)
-        self._pending = []
-        self._pending_len = 0
-        return self._parse(buf, 0, out, stop) - before + start
+        try:
+            buf = self._resume(data)
+        except ProtocolError as e:
+            return self._fail(str(e))
+        if buf is None:
+            return len(data)
+        return self._parse(buf, 0, out, stop) - (len(buf) - len(data))
 
     def _fast(self, buf: bytes, pos: int, out: List[List[bytes]]) -> int:
-        """
-        Take the complete canonical multibulk requests within the cap, from a
-        request boundary; return where the first other one starts, for the
-        general loop in `_parse` to handle exactly.
-        """
+        """Take the complete canonical multibulk requests from *pos*; return where another starts."""
         find, cap, heads, counts = buf.find, self.max_request_bytes, _HEADS, _COUNTS
         append = out.append
         last = len(buf) - 2
         while True:
             start = pos
-            nl = find(b"\r", pos, pos + 8)  # bounded: inline lines may have no CR
+            nl = find(b"\r", pos, pos + 8)  # bounded: inline lines need not have a CR
             if nl < 0:
                 return start
             count = counts.get(buf[pos:nl])
@@ -238,95 +243,79 @@ class RequestParser:
 
     def _fail(self, reason: str) -> int:
         self.error = ProtocolError(reason)
-        self._pending = []
-        self._pending_len = 0
-        self._args = []
-        self._left = 0
+        self._pending, self._pending_len, self._args, self._left = [], 0, [], 0
+        return -1
+
+    def _line_end(self, buf: bytes, pos: int, what: str) -> int:
+        """The CR ending the header at *pos* (Redis skips the byte after it), or -1 to wait or fail."""
+        nl = buf.find(b"\r", pos)
+        if 0 <= nl - pos <= _INLINE_MAX:
+            if nl + 1 < len(buf):
+                return nl
+            self._need, self._term = nl + 2 - pos, b""
+        elif nl < 0 and len(buf) - pos <= _INLINE_MAX:
+            self._need, self._term, self._limit = 0, b"\r", _INLINE_MAX
+            self._reason = "too big %s count string" % what
+        else:
+            self._fail("too big %s count string" % what)
         return -1
 
     def _parse(self, buf: bytes, pos: int, out: List[List[bytes]], stop: bool) -> int:
+        """Handle every request form, partial frame, limit and error as Redis does."""
         n = len(buf)
-        find = buf.find
-        small = _SMALL
         args, left, blen, size = self._args, self._left, self._bulk, self._size
-        cap = self.max_request_bytes
-        need, term, limit, reason = 0, b"", 0, ""
         stopped = False
         while True:
+            if not left and not stop and pos < n:
+                pos = self._fast(buf, pos, out)
             if left:
                 if blen < 0:
                     if pos >= n:
                         break
-                    if buf[pos] != 36:  # '$'
-                        got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
-                        return self._fail("expected '$', got '%s'" % got)
-                    nl = find(b"\r", pos + 1)
-                    if nl < 0 or nl + 1 == n or nl - pos > _INLINE_MAX:
-                        if nl < 0 and n - pos <= _INLINE_MAX:
-                            term, limit, reason = b"\r", _INLINE_MAX, "too big bulk count string"
-                        elif 0 <= nl and nl - pos <= _INLINE_MAX:
-                            need = nl + 2 - pos
-                        else:
-                            return self._fail("too big bulk count string")
+                    nl = self._line_end(buf, pos, "bulk")
+                    if nl < 0:
                         break
-                    line = buf[pos + 1:nl]
-                    blen = small.get(line, -1)
-                    if blen < 0:
-                        blen = _strict_int(line)  # type: ignore[assignment]
-                        if blen is None or blen < 0 or blen > _BULK_MAX:
-                            return self._fail("invalid bulk length")
+                    if buf[pos] != 36:  # '$'; Redis turns CR and LF in errors into spaces
+                        got = " " if buf[pos] in b"\r\n" else chr(buf[pos])
+                        return self._fail("expected '$', got '%s'" % got)
+                    blen = _strict_int(buf[pos + 1:nl])  # type: ignore[assignment]
+                    if blen is None or blen < 0 or blen > _BULK_MAX:
+                        return self._fail("invalid bulk length")
                     size += blen
-                    if size > cap:
+                    if size > self.max_request_bytes:
                         return self._fail(self._too_big)
                     pos = nl + 2
-                end = pos + blen
-                if end + 2 > n:
-                    need = blen + 2
+                if pos + blen + 2 > n:
+                    self._need, self._term = blen + 2, b""
                     break
-                args.append(buf[pos:end])
-                pos = end + 2
+                args.append(buf[pos:pos + blen])
+                pos += blen + 2
                 blen = -1
                 left -= 1
                 if left:
                     continue
                 out.append(args)
                 args, size = [], 0
-                if stop:
-                    stopped = True
-                    break
-                continue
-            if pos >= n:
+            elif pos >= n:
                 break
-            if not stop:
-                pos = self._fast(buf, pos, out)
-                if pos >= n:
+            elif buf[pos] == 42:  # '*'
+                nl = self._line_end(buf, pos, "mbulk")
+                if nl < 0:
                     break
-            if buf[pos] == 42:  # '*'
-                nl = find(b"\r", pos + 1)
-                if nl < 0 or nl + 1 == n or nl - pos > _INLINE_MAX:
-                    if nl < 0 and n - pos <= _INLINE_MAX:
-                        term, limit, reason = b"\r", _INLINE_MAX, "too big mbulk count string"
-                    elif 0 <= nl and nl - pos <= _INLINE_MAX:
-                        need = nl + 2 - pos
-                    else:
-                        return self._fail("too big mbulk count string")
-                    break
-                line = buf[pos + 1:nl]
-                count = small.get(line)
-                if count is None:
-                    count = _strict_int(line)
-                    if count is None or count > _MBULK_MAX:
-                        return self._fail("invalid multibulk length")
+                count = _strict_int(buf[pos + 1:nl])
+                if count is None or count > _MBULK_MAX:
+                    return self._fail("invalid multibulk length")
                 pos = nl + 2
                 if count > 0:
                     left = count
                     continue
             else:
-                nl = find(b"\n", pos)
+                nl = buf.find(b"\n", pos)
                 if nl < 0:
-                    if n - pos > self._inline_wait:
+                    wait = self._inline_limit + self._inline_cap  # a CR may end the unfinished line
+                    if n - pos > wait:
                         return self._fail(self._inline_reason)
-                    term, limit, reason = b"\n", self._inline_wait, self._inline_reason
+                    self._need, self._term, self._limit, self._reason = 0, b"\n", wait, self._inline_reason
                     break
                 end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
                 if (end if self._inline_cap else nl) - pos > self._inline_limit:
@@ -340,13 +329,13 @@ class RequestParser:
             if stop:
                 stopped = True
                 break
+        if self.error is not None:
+            return -1
         self._args, self._left, self._bulk, self._size = args, left, blen, size
         if stopped:
             return pos
         if pos < n:
-            self._pending = [buf[pos:]]
-            self._pending_len = n - pos
-            self._need, self._term, self._limit, self._reason = need, term, limit, reason
+            self._keep(buf, pos)
         return n
 
 
@@ -354,11 +343,13 @@ class HiredisRequestParser:
     """
     A `RequestParser` that lets hiredis parse multibulk requests in C.
 
-    Each request hiredis returns is accepted only if it is a list of bulk
-    strings laid out canonically (checked at the offsets its lengths imply),
-    within the size cap; anything else, and every partial request at the end
-    of a chunk, goes to a pure `RequestParser` from its first byte, so the
-    requests, errors and the moment an error is set are identical.
+    A request from hiredis is taken only if it is a list of bulk strings laid
+    out canonically (a '$' at each offset its lengths imply) and within the
+    limits.  Anything else, every partial request at the end of a chunk, and
+    any chunk with an array, set, push or attribute count of 1000 or more
+    (hiredis would allocate it before we could refuse it) go to a pure
+    `RequestParser` from their first byte, so requests, errors and when an
+    error is set are identical.
     """
 
     def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
@@ -367,8 +358,7 @@ class HiredisRequestParser:
         self._pure = RequestParser(max_request_bytes)
         self._reader = _hiredis.Reader()
         self._cap = max_request_bytes
-        # Requests longer than this get the exact count, size and bulk checks.
-        self._check = min(max_request_bytes, _MBULK_MAX)
+        self._check = min(max_request_bytes, _MBULK_MAX)  # longer requests get the exact checks
 
     @property
     def error(self) -> Optional[ProtocolError]:
@@ -383,48 +373,61 @@ class HiredisRequestParser:
             return out
         pos, n = 0, len(data)
         if pure._pending or pure._left:
-            pos = pure._run(data, 0, out, True)
+            pos = pure._run(data, out, True)
             if pos >= n or pure.error is not None:
                 return out
-        reader = self._reader
-        reader.feed(data, pos)
-        gets, check, overhead, append = reader.gets, self._check, _OVERHEAD, out.append
-        while True:
+        if not _big_count(data, pos):
+            reader = self._reader
+            reader.feed(data, pos)
+            gets, check, overhead, append = reader.gets, self._check, _OVERHEAD, out.append
             try:
-                req = gets()
-                if req is False:
-                    if pos == n:
-                        return out
-                    break
-                if type(req) is not list or data[pos] != 42:
-                    break
-                off = pos + overhead[len(req)] - 2
-                for arg in req:
-                    if data[off] != 36:
+                while True:
+                    req = gets()
+                    if req is False:
+                        if pos == n:
+                            return out
                         break
-                    length = len(arg)
-                    off += length + overhead[length]
-                else:
-                    if off - pos > check and not self._within_limits(req):
+                    if type(req) is not list or data[pos] != 42:
                         break
-                    if req:
-                        append(req)
-                    pos = off
-                    continue
-                break
-            except (_hiredis.ProtocolError, TypeError, IndexError):
-                break
-        self._reader = _hiredis.Reader()
-        pure._run(data, pos, out, False)
+                    off = pos + overhead[len(req)] - 2
+                    for arg in req:
+                        if data[off] != 36:
+                            break
+                        length = len(arg)
+                        off += length + overhead[length]
+                    else:
+                        if off - pos > check and not self._within_limits(req):
+                            break
+                        if req:
+                            append(req)
+                        pos = off
+                        continue
+                    break
+            except (_hiredis.HiredisError, TypeError, IndexError):
+                pass
+            self._reader = _hiredis.Reader()
+        pure._parse(data, pos, out, False)
         return out
 
-
     def _within_limits(self, req: List[bytes]) -> bool:
-        return (len(req) <= _MBULK_MAX and sum(map(len, req)) <= self._cap
-                and max(map(len, req)) <= _BULK_MAX)
+        lengths = list(map(len, req))
+        return len(req) <= _MBULK_MAX and sum(lengths) <= self._cap and max(lengths, default=0) <= _BULK_MAX
 
 
-def make_request_parser(max_request_bytes: int = 64 * 1024 * 1024) -> Union[RequestParser, HiredisRequestParser]:
+def _big_count(data: bytes, pos: int) -> bool:
+    """Whether data[pos:] holds an aggregate header with a count of 1000 or more."""
+    mapped = data.translate(_AGG_DIGITS)
+    hit = mapped.find(b"*0000", pos)
+    while hit >= 0:
+        digits = mapped[hit + 1:hit + 21]
+        if digits.lstrip(b"0")[:1] == b"r":  # hiredis parses a count only once its CR is there
+            return True
+        hit = mapped.find(b"*0000", hit + 5)
+    return False
+
+
+def make_request_parser(
+        max_request_bytes: int = 64 * 1024 * 1024) -> Union[RequestParser, HiredisRequestParser]:
     """The fastest exact request parser here: hiredis-backed on CPython when it imports, else pure."""
     if _hiredis is not None and platform.python_implementation() == "CPython":
         return HiredisRequestParser(max_request_bytes)
@@ -438,7 +441,7 @@ _STREAMED = -2                      # a "?" length
 _STREAM_AGG, _STREAM_STR = -1, -2   # stack entries for open streamed types
 
 
-class ReplyParser:
+class ReplyParser(_Framer):
     """
     Find where each RESP2/RESP3 reply ends, without decoding it.
 
@@ -446,33 +449,23 @@ class ReplyParser:
     received, so the proxy can relay them and compare them byte for byte.  A
     push (``>``) is a frame of its own; an attribute (``|``) and the reply it
     annotates form one frame.  Nesting is tracked on an explicit stack of the
-    element counts still expected, so depth costs no recursion.
+    element counts still expected, so depth costs no recursion.  Bytes that
+    are not RESP raise `ProtocolError`, then and on every later feed.
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.error: Optional[ProtocolError] = None
         self._stack: List[int] = []    # elements expected per open aggregate
         self._head: List[bytes] = []   # parsed bytes of the frame in progress
-        self._pending: List[bytes] = []
-        self._pending_len = 0
-        self._need = 0
-        self._term = b""
 
     def feed(self, data: bytes) -> List[bytes]:
         """Return every reply completed by *data*; raise `ProtocolError` on bytes that are not RESP."""
         if self.error is not None:
             raise self.error
-        pending = self._pending
-        if pending:
-            pending.append(data)
-            self._pending_len += len(data)
-            if self._pending_len < self._need or (self._term and self._term not in data):
-                return []
-            data = b"".join(pending)
-            self._pending = []
-            self._pending_len = 0
         try:
-            return self._parse(data)
+            buf = self._resume(data)
+            return [] if buf is None else self._parse(buf)
         except ProtocolError as e:
             self.error = e
             raise
@@ -482,60 +475,75 @@ class ReplyParser:
         n = len(buf)
         find, small, stack, head = buf.find, _SMALL, self._stack, self._head
         pos = start = 0
-        need, term = 0, b""
         while pos < n:
             elem, kind = pos, buf[pos]
+            if not stack and (kind == 43 or kind == 58 or kind == 36):  # the common replies, shortest path
+                nl = find(b"\r\n", pos + 1)
+                if kind != 36 and nl > 0:
+                    pos = start = nl + 2
+                    out.append(buf[elem:pos])
+                    continue
+                size = small.get(buf[pos + 1:nl]) if nl > 0 else None
+                if size is not None and buf.startswith(b"\r\n", nl + 2 + size):
+                    pos = start = nl + 4 + size
+                    out.append(buf[elem:pos])
+                    continue
+            elif kind == 36 and stack and stack[-1] > 1:  # runs of bulks in an aggregate, shortest path
+                left = stack[-1]
+                while left > 1 and pos < n and buf[pos] == 36:
+                    nl = find(b"\r\n", pos + 1)
+                    size = small.get(buf[pos + 1:nl]) if nl > 0 else None
+                    if size is None or not buf.startswith(b"\r\n", nl + 2 + size):
+                        break
+                    pos = nl + 4 + size
+                    left -= 1
+                stack[-1] = left
+                if pos != elem:
+                    continue
             if (kind == 59) is not (stack[-1] == _STREAM_STR if stack else False):
                 raise ProtocolError("streamed string chunks must follow '$?', got %r" % chr(kind))
-            if kind in _LINE_TYPES:
+            if kind in _LINE_TYPES or kind in _SIZED_TYPES:
                 nl = find(b"\r\n", pos + 1)
                 if nl < 0:
-                    term = b"\n"
+                    self._need, self._term = 0, b"\n"
                     break
                 pos = nl + 2
-            elif kind in _SIZED_TYPES:
-                nl = find(b"\r\n", pos + 1)
-                if nl < 0:
-                    term = b"\n"
-                    break
-                line = buf[pos + 1:nl]
-                size = small.get(line)
-                if size is None:
-                    size = _STREAMED if line == b"?" else _strict_int(line)
-                    if size is None or (size < -1 and line != b"?"):
-                        raise ProtocolError("invalid length %r" % line)
-                pos = nl + 2
-                if kind in _AGGREGATES:
-                    if size == _STREAMED and kind != 124:
-                        stack.append(_STREAM_AGG)
+                if kind in _SIZED_TYPES:
+                    line = buf[elem + 1:nl]
+                    size = small.get(line)
+                    if size is None:
+                        size = _STREAMED if line == b"?" else _strict_int(line)
+                        if size is None or (size < -1 and line != b"?"):
+                            raise ProtocolError("invalid length %r" % line)
+                    if kind in _AGGREGATES:
+                        if size == _STREAMED and kind != 124:
+                            stack.append(_STREAM_AGG)
+                            continue
+                        if size > 0 or kind == 124:  # an attribute: its pairs, then what it annotates
+                            if size < 0:
+                                raise ProtocolError("invalid attribute length")
+                            stack.append(size * _AGGREGATES[kind] + (kind == 124))
+                            continue
+                    elif size > 0 or (size == 0 and kind != 59):
+                        end = pos + size
+                        if end + 2 > n:
+                            self._need, self._term = end + 2 - elem, b""
+                            break
+                        if not buf.startswith(b"\r\n", end):
+                            raise ProtocolError("bulk string not terminated by CRLF")
+                        pos = end + 2
+                        if kind == 59:  # a chunk of a streamed string
+                            continue
+                    elif kind == 59 and size == 0:
+                        stack.pop()
+                    elif kind == 36 and size == _STREAMED:
+                        stack.append(_STREAM_STR)
                         continue
-                    if size > 0 or kind == 124:  # an attribute: its pairs, then what it annotates
-                        if size < 0:
-                            raise ProtocolError("invalid attribute length")
-                        stack.append(size * _AGGREGATES[kind] + (kind == 124))
-                        continue
-                    if size < -1:
-                        raise ProtocolError("invalid aggregate length")
-                elif size > 0 or (size == 0 and kind != 59):
-                    end = pos + size
-                    if end + 2 > n:
-                        need = end + 2 - elem
-                        break
-                    if not buf.startswith(b"\r\n", end):
-                        raise ProtocolError("bulk string not terminated by CRLF")
-                    pos = end + 2
-                    if kind == 59:  # a chunk of a streamed string
-                        continue
-                elif kind == 59 and size == 0:
-                    stack.pop()
-                elif kind == 36 and size == _STREAMED:
-                    stack.append(_STREAM_STR)
-                    continue
-                elif not (kind == 36 and size == -1):
-                    raise ProtocolError("invalid bulk length")
+                    elif not (kind == 36 and size == -1):
+                        raise ProtocolError("invalid bulk length")
             elif kind == 46 and stack and stack[-1] == _STREAM_AGG:  # '.' ends a streamed aggregate
                 if n - pos < 3:
-                    need = 3
+                    self._need, self._term = 3, b""
                     break
                 if not buf.startswith(b"\r\n", pos + 1):
                     raise ProtocolError("streamed aggregate end not terminated by CRLF")
@@ -565,9 +573,7 @@ class ReplyParser:
         if elem > start:
             head.append(buf[start:elem])
         if elem < n:
-            self._pending = [buf[elem:]]
-            self._pending_len = n - elem
-            self._need, self._term = need, term
+            self._keep(buf, elem)
         return out
 
 
@@ -586,20 +592,19 @@ def _text(s: Union[bytes, str]) -> bytes:
     return s.encode("utf-8") if isinstance(s, str) else s
 
 
+def _one_line(s: Union[bytes, str]) -> bytes:
+    s = _text(s)
+    return s.replace(b"\r", b" ").replace(b"\n", b" ") if b"\r" in s or b"\n" in s else s
+
+
 def simple(s: Union[bytes, str]) -> bytes:
     """A status reply, ``+s``; CR and LF (which would break the frame) become spaces."""
-    s = _text(s)
-    if b"\r" in s or b"\n" in s:
-        s = s.replace(b"\r", b" ").replace(b"\n", b" ")
-    return b"+%b\r\n" % s
+    return b"+%b\r\n" % _one_line(s)
 
 
 def error(msg: Union[bytes, str]) -> bytes:
-    """An error reply, ``-msg`` (msg starts with its code, e.g. "ERR"); CR and LF become spaces, as in Redis."""
-    msg = _text(msg)
-    if b"\r" in msg or b"\n" in msg:
-        msg = msg.replace(b"\r", b" ").replace(b"\n", b" ")
-    return b"-%b\r\n" % msg
+    """An error reply, ``-msg`` (msg starts with its code, e.g. "ERR"); CR and LF become spaces, like Redis."""
+    return b"-%b\r\n" % _one_line(msg)
 
 
 def integer(n: int) -> bytes:
@@ -631,9 +636,7 @@ def array(items: Sequence[bytes]) -> bytes:
 def map_(pairs: Sequence[Tuple[bytes, bytes]], resp: int) -> bytes:
     """A map of encoded (key, value) replies: a flat array of 2n in RESP2, ``%n`` in RESP3."""
     body = b"".join([k + v for k, v in pairs])
-    if resp < 3:
-        return b"*%d\r\n%b" % (2 * len(pairs), body)
-    return b"%%%d\r\n%b" % (len(pairs), body)
+    return b"*%d\r\n%b" % (2 * len(pairs), body) if resp < 3 else b"%%%d\r\n%b" % (len(pairs), body)
 
 
 def set_(items: Sequence[bytes], resp: int) -> bytes:
@@ -641,31 +644,21 @@ def set_(items: Sequence[bytes], resp: int) -> bytes:
     return b"%b%d\r\n%b" % (b"*" if resp < 3 else b"~", len(items), b"".join(items))
 
 
-def _format_double(x: float) -> bytes:
-    if x != x:
-        return b"nan"
-    return b"%.17g" % x  # what Redis 7.0 prints; inf and -inf come out as Redis writes them
-
-
 def double(x: float, resp: int) -> bytes:
-    """A double: a bulk string as Redis 7.0 formats it (%.17g) in RESP2, ``,x`` in RESP3."""
-    text = _format_double(x)
-    if resp < 3:
-        return b"$%d\r\n%b\r\n" % (len(text), text)
-    return b",%b\r\n" % text
+    """A double as Redis 7.0 writes it (%.17g; inf, -inf, nan): a bulk string in RESP2, ``,x`` in RESP3."""
+    text = b"%.17g" % x
+    return b"$%d\r\n%b\r\n" % (len(text), text) if resp < 3 else b",%b\r\n" % text
 
 
 def boolean(b: bool, resp: int) -> bytes:
     """A boolean: ``:1``/``:0`` in RESP2, ``#t``/``#f`` in RESP3."""
-    if resp < 3:
-        return b":1\r\n" if b else b":0\r\n"
-    return b"#t\r\n" if b else b"#f\r\n"
+    return (b":1\r\n" if b else b":0\r\n") if resp < 3 else (b"#t\r\n" if b else b"#f\r\n")
 
 
 def verbatim(text: bytes, resp: int, fmt: bytes = b"txt") -> bytes:
     """Text such as INFO output: a bulk string in RESP2, ``=len\\r\\nfmt:text`` in RESP3 (fmt is 3 bytes)."""
     if resp < 3:
-        return b"$%d\r\n%b\r\n" % (len(text), text)
+        return bulk(text)
     return b"=%d\r\n%b:%b\r\n" % (len(text) + 4, fmt, text)
 
 
