@@ -31,6 +31,7 @@ __all__ = [
     "DYNOMITE_KEYS",
     "PROJECT_KEYS",
     "SECURE_SERVER_OPTIONS",
+    "HINTS_FSYNC_POLICIES",
     "UNUSED_KEYS",
     "Address",
     "ConfigError",
@@ -40,6 +41,7 @@ __all__ = [
 
 CONSISTENCY_LEVELS = ("DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM")
 SECURE_SERVER_OPTIONS = ("none", "rack", "datacenter", "all")
+HINTS_FSYNC_POLICIES = ("always", "everysec", "no")
 
 MAX_TOKEN = 2**32 - 1
 
@@ -78,6 +80,8 @@ PROJECT_KEYS = frozenset(
     {
         "requirepass", "max_request_bytes", "client_max_outstanding_bytes",
         "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token",
+        "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
+        "hint_segment_bytes", "resume_timeout",
     }
 )
 
@@ -180,6 +184,13 @@ class NodeConfig:
     admin_token: Optional[str] = field(default=None, repr=False)  # kept out of logs
     peer_heartbeat_interval: float = 1.0
     peer_down_after: float = 3.0
+    data_dir: str = "data"
+    hints_fsync: str = "everysec"
+    hint_window: float = 3 * 3600.0
+    hints_max_bytes: int = 1024 ** 3
+    hint_replay_rate: int = 5000
+    hint_segment_bytes: int = 64 * 1024 * 1024
+    resume_timeout: float = 60.0
     unused_keys: Tuple[str, ...] = ()
 
     @classmethod
@@ -598,6 +609,13 @@ def _admin_token(value: Any) -> str:
     return value
 
 
+def _hints_fsync(value: Any) -> str:
+    policy = value.strip().lower() if isinstance(value, str) else None
+    if policy not in HINTS_FSYNC_POLICIES:
+        raise _Invalid(f"expected one of {', '.join(HINTS_FSYNC_POLICIES)}, got {_show(value)}")
+    return policy
+
+
 def _mbuf_size(value: Any) -> int:
     n = _int(value)
     if not 512 <= n <= 512000 or n % 16:
@@ -657,6 +675,13 @@ _KEYS: Dict[str, _Key] = {
     "admin_token": _Key(_admin_token, None, "admin_token"),
     "peer_heartbeat_interval": _kept(_milliseconds(positive=True), "peer_heartbeat_interval"),
     "peer_down_after": _kept(_milliseconds(positive=True), "peer_down_after"),
+    "data_dir": _kept(_text, "data_dir"),
+    "hints_fsync": _kept(_hints_fsync, "hints_fsync"),
+    "hint_window": _kept(_milliseconds(positive=True), "hint_window"),
+    "hints_max_bytes": _kept(_int_at_least(0), "hints_max_bytes"),
+    "hint_replay_rate": _kept(_int_at_least(0), "hint_replay_rate"),
+    "hint_segment_bytes": _kept(_int_at_least(4096), "hint_segment_bytes"),
+    "resume_timeout": _kept(_milliseconds(positive=False), "resume_timeout"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": _Key(_text),
     "client_connections": _Key(_int_at_least(0)),

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from . import commands, router
 from .hashing import key_hash
 from .peer_framing import FLAG_RESP3, FLAG_WRITE, FORWARD, REQUEST
-from .quorum import DC_ONE, DC_SAFE_QUORUM, EachQuorum, Reconciler
+from .quorum import DC_ONE, EachQuorum, Reconciler
 from .resp import RequestParser, encode_command
 from .scan import ScanCursor
 from .topology import NodeInfo, Topology
@@ -82,6 +82,55 @@ class _Failover:
             self._sink.fail(raw)
         else:
             self._coordinator.send(self._targets[self._index], self._data, self._resp, self._pin, False, self)
+
+
+class _Applied:
+    """
+    A FORWARDed write at its entry node: acknowledged once every rack of
+    this DC applied it or holds it as a hint, so nothing is dropped between
+    datacenters; a rack whose write could be neither fails the FORWARD
+    (the sender keeps it as a hint and sends it again).
+    """
+
+    __slots__ = ("_left", "_sink", "_first", "_error")
+
+    def __init__(self, parts: int, sink) -> None:
+        self._left = parts
+        self._sink = sink
+        self._first: Optional[bytes] = None
+        self._error: Optional[bytes] = None
+
+    def part(self) -> "_AppliedPart":
+        return _AppliedPart(self)
+
+    def _done(self, raw: bytes, ok: bool) -> None:
+        if ok:
+            if self._first is None:
+                self._first = raw
+        elif self._error is None:
+            self._error = raw
+        self._left -= 1
+        if self._left == 0:
+            if self._error is not None:
+                self._sink.fail(self._error)
+            else:
+                self._sink.complete(self._first or b"+OK\r\n")
+
+
+class _AppliedPart:
+    __slots__ = ("_applied",)
+
+    def __init__(self, applied: _Applied) -> None:
+        self._applied = applied
+
+    def complete(self, raw: bytes) -> None:
+        self._applied._done(raw, True)
+
+    def hinted(self, raw: bytes) -> None:
+        self._applied._done(b"+OK\r\n", True)
+
+    def fail(self, raw: bytes) -> None:
+        self._applied._done(raw, False)
 
 
 class _Both:
@@ -143,6 +192,10 @@ class Coordinator:
         self.read_consistency = config.read_consistency
         self.write_consistency = config.write_consistency
         self.membership = None  # set by the service; None: every replica is readable
+        # writes go through an ordered, hinted outbox per target: this node's
+        # own Redis and each same-DC peer (by node name), and each remote DC
+        # ("dc:<name>"); set by the service, empty: writes go straight out
+        self.outboxes: Dict[str, object] = {}
         self._random = rng or random.Random()
         # replication outcomes, [acknowledged, failed], for metrics
         self.local_writes = [0, 0]
@@ -159,17 +212,41 @@ class Coordinator:
             flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0)
             self.peers[node.name].send(REQUEST, flags, data, sink, pin, self.name)
 
+    def write(self, node: NodeInfo, data: bytes, resp: int, pin: int, sink) -> None:
+        """One write to one replica, through its outbox (hinted if it cannot be delivered)."""
+        outbox = self.outboxes.get(node.name)
+        if outbox is None:
+            self.send(node, data, resp, pin, True, sink)
+        else:
+            outbox.submit(FLAG_RESP3 | FLAG_WRITE if resp == 3 else FLAG_WRITE, data, sink, pin)
+
+    def deliver_to_dc(self, dc: str, flags: int, data: bytes, sink, pin: int) -> None:
+        """FORWARD a write to the first reachable entry node of ``dc`` (the outbox's deliver)."""
+        membership = self.membership
+        for node in self.topology.entry_candidates(dc):
+            link = self.peers[node.name]
+            if link.is_up and (membership is None or membership.writable(node.name)):
+                link.send(FORWARD, flags, data, sink, pin, self.name)
+                return
+        sink.fail(b"-ERR no entry node of %s is reachable\r\n" % dc.encode())
+
+    def dc_reachable(self, dc: str) -> bool:
+        membership = self.membership
+        return any(
+            self.peers[node.name].is_up and (membership is None or membership.writable(node.name))
+            for node in self.topology.entry_candidates(dc)
+        )
+
     def _forward_remote(self, dcs: Sequence[str], data: bytes, resp: int, pin: int) -> None:
-        """Hand a write to one entry node of each remote DC; nothing waits for it."""
+        """Hand a write to each remote DC's outbox; the client does not wait for it."""
         flags = (FLAG_RESP3 if resp == 3 else 0) | FLAG_WRITE
         for dc in dcs:
-            for node in self.topology.entry_candidates(dc):
-                link = self.peers[node.name]
-                if link.is_up:
-                    link.send(FORWARD, flags, data, _Tally(self.remote_writes), pin, self.name)
-                    break
+            sink = _Tally(self.remote_writes)
+            outbox = self.outboxes.get("dc:" + dc)
+            if outbox is not None:
+                outbox.submit(flags, data, sink, pin)
             else:
-                self.remote_writes[1] += 1
+                self.deliver_to_dc(dc, flags, data, sink, pin)
 
     # -- one replica set ---------------------------------------------------
 
@@ -194,13 +271,17 @@ class Coordinator:
                 self.send(local[0], data, resp, pin, False, sink)
             else:
                 _Failover(self, local, data, resp, pin, sink).start()
-        elif len(local) == 1 and p.level == DC_ONE:
-            self.send(local[0], data, resp, pin, write, sink)
-        else:
-            rec = Reconciler(p.level, len(local), self._reply_to(sink, write, level), normalise,
-                             tally=self.local_writes if write else None)
+        elif not write:
+            rec = Reconciler(p.level, len(local), self._reply_to(sink, False, level), normalise)
             for node in local:
-                self.send(node, data, resp, pin, write, rec.replica())
+                self.send(node, data, resp, pin, False, rec.replica())
+        elif len(local) == 1 and p.level == DC_ONE:
+            self.write(local[0], data, resp, pin, sink)
+        else:
+            rec = Reconciler(p.level, len(local), self._reply_to(sink, True, level), normalise,
+                             tally=self.local_writes)
+            for node in local:
+                self.write(node, data, resp, pin, rec.replica())
         if p.remote_dcs:
             self._forward_remote(p.remote_dcs, data, resp, pin)
 
@@ -396,13 +477,9 @@ class Coordinator:
         keys = commands.keys(cmd, args) if cmd is not None else []
         h = key_hash(keys[0], self.hash_tag) if keys else 0
         nodes = self.topology.dc_replicas(self.topology.local.datacenter, h)
-        rec = Reconciler(
-            DC_SAFE_QUORUM, len(nodes), sink.complete, normalise=lambda raw: None,
-            label="forward to %s" % self.topology.local.datacenter,
-        )
-        rec.needed = len(nodes)
+        applied = _Applied(len(nodes), sink)
         for node in nodes:
-            self.send(node, payload, resp, pin, True, rec.replica())
+            self.write(node, payload, resp, pin, applied.part())
 
 
 def _concat_arrays(replies: List[bytes]) -> bytes:

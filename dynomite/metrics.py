@@ -236,7 +236,11 @@ class Collector:
         for scope, (acked, failed) in (("local_rack", co.local_writes), ("remote_dc", co.remote_writes)):
             c.add_metric([scope, "acked"], acked)
             c.add_metric([scope, "failed"], failed)
-        for scope, n in sorted(getattr(co, "hinted_writes", {}).items()):
+        hinted = {"local_rack": 0, "remote_dc": 0}
+        for target, outbox in s.outboxes.items():
+            scope = "remote_dc" if target.startswith("dc:") else "local_rack"
+            hinted[scope] += outbox.hints.appended_total
+        for scope, n in sorted(hinted.items()):
             c.add_metric([scope, "hinted"], n)
         yield c
         c = CounterMetricFamily("dynomite_quorum_failures", "Requests answered -ERR for lack of quorum.",
@@ -283,7 +287,7 @@ class Collector:
                                        labels=["target"])
         dropped = CounterMetricFamily("dynomite_hints_dropped", "Hints dropped, by reason.",
                                       labels=["target", "reason"])
-        for target, outbox in sorted(getattr(self.service, "outboxes", {}).items()):
+        for target, outbox in sorted(self.service.outboxes.items()):
             stats = outbox.stats(now)
             pending.add_metric([target], stats["pending"])
             pending_bytes.add_metric([target], stats["pending_bytes"])

@@ -14,6 +14,7 @@ The reactor is passed in; nothing below reaches for the global one.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Callable, Dict, Optional
@@ -30,7 +31,10 @@ from .config import Address, ConfigError, NodeConfig
 from .coordinator import Coordinator
 from .datastore import Datastore
 from .membership import Membership
+from .hints import HintLog, safe_name
 from .metrics import NodeMetrics, make_registry
+from .outbox import Outbox
+from .peer_framing import FLAG_RESP3, REQUEST
 from .monitor import DatastoreMonitor
 from .node import Node
 from .peer import PeerLink, PeerServerFactory, peer_timeout
@@ -83,7 +87,7 @@ class NodeService(MultiService):
         self.outboxes: Dict[str, object] = {}
         self.topology = Topology.from_config(config)
         self.datastore = Datastore(config, reactor)
-        self.monitor = DatastoreMonitor(config.datastore, reactor, on_up=self.datastore.retry_now)
+        self.monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers)
         self.peers: Dict[str, PeerLink] = {}
         self.coordinator = Coordinator(config, self.topology, self.datastore, self.peers)
         self.node = Node(config, self.datastore, self.monitor, reactor, self.coordinator, self.metrics)
@@ -93,9 +97,10 @@ class NodeService(MultiService):
                 self.peers[info.name] = self._make_link(config, seeds[info.name])
         self.membership = Membership(
             reactor, self.topology.local.name, self.peers,
-            resume_timeout=getattr(config, "resume_timeout", 60.0), settle_time=config.peer_down_after,
+            resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
             hints_for=self._hints_for,
         )
+        self._build_outboxes(config)
         self.membership.listeners.append(self._state_changed)
         self._state_changed(self.membership.state)
         self.coordinator.membership = self.membership
@@ -117,6 +122,76 @@ class NodeService(MultiService):
         )
         self.client_listener = self._listen(config.listen, ClientFactory(self.node, reactor))
 
+    # -- outboxes and hints ---------------------------------------------------
+
+    def _build_outboxes(self, config: NodeConfig) -> None:
+        """
+        One outbox per write target: this node's own Redis, each peer of this
+        DC, and each remote DC.  Their hint logs live under
+        ``data_dir/hints/<this node>/``, so nodes sharing a data_dir never mix.
+        """
+        self._hint_directory = os.path.join(
+            config.data_dir, "hints", safe_name(self.topology.local.name))
+        self._ensure_outboxes()
+        self.coordinator.outboxes = self.outboxes
+        self._hint_timer = TimerService(0.05, self._tick_outboxes)
+        self._hint_timer.clock = self._reactor
+        self._hint_timer.setServiceParent(self)
+
+    def _ensure_outboxes(self) -> None:
+        """Create the outboxes the current topology needs (at start, and after a reload)."""
+        config = self.config
+        local = self.topology.local
+        targets = {local.name: (self._deliver_local, lambda: self.datastore.is_up)}
+        for name, link in self.peers.items():
+            if link.datacenter == config.datacenter:
+                targets[name] = (self._deliver_peer(link), self._writable(name))
+        for dc in self.topology.remote_datacenters:
+            targets["dc:" + dc] = (self._deliver_dc(dc), self._dc_reachable(dc))
+        for target, (deliver, is_up) in targets.items():
+            if target in self.outboxes:
+                continue
+            log = HintLog(self._hint_directory, target, config.hints_fsync, self._reactor,
+                          segment_bytes=config.hint_segment_bytes, max_bytes=config.hints_max_bytes,
+                          window=config.hint_window)
+            self.outboxes[target] = Outbox(target, log, deliver, is_up, self._reactor,
+                                           replay_rate=config.hint_replay_rate)
+
+    def _deliver_local(self, flags: int, payload: bytes, sink, pin: int = 0) -> None:
+        self.datastore.send(pin, 3 if flags & FLAG_RESP3 else 2, payload, sink)
+
+    def _deliver_peer(self, link: PeerLink):
+        name = self.topology.local.name
+
+        def deliver(flags: int, payload: bytes, sink, pin: int = 0) -> None:
+            link.send(REQUEST, flags, payload, sink, pin, name)
+
+        return deliver
+
+    def _deliver_dc(self, dc: str):
+        def deliver(flags: int, payload: bytes, sink, pin: int = 0) -> None:
+            self.coordinator.deliver_to_dc(dc, flags, payload, sink, pin)
+
+        return deliver
+
+    def _writable(self, name: str):
+        return lambda: self.membership.writable(name)
+
+    def _dc_reachable(self, dc: str):
+        return lambda: self.coordinator.dc_reachable(dc)
+
+    def _tick_outboxes(self) -> None:
+        now = self.clock.seconds()
+        for outbox in list(self.outboxes.values()):
+            try:
+                outbox.tick(now)
+            except Exception:
+                log.failure("outbox {target} tick failed", target=outbox.target)
+
+    def _wake_outboxes(self) -> None:
+        for outbox in self.outboxes.values():
+            outbox.wake()
+
     def _listen(self, address: Address, factory) -> StreamServerEndpointService:
         service = StreamServerEndpointService(
             server_endpoint(self._reactor, address, self.config.backlog), factory
@@ -133,10 +208,15 @@ class NodeService(MultiService):
             peer_timeout(config, seed.datacenter) * self.timeout_factor,
             self._reactor,
             connect=self._connect_peer,
-            on_state=lambda link, up: self.membership.link_changed(link.name),
+            on_state=self._link_changed,
             handler=self.coordinator,
             name=self.topology.local.name,
         )
+
+    def _link_changed(self, link: PeerLink, up: bool) -> None:
+        self.membership.link_changed(link.name)
+        if up:
+            self._wake_outboxes()
 
     def _known(self, name: str, datacenter: str, rack: str) -> bool:
         node = self.topology.node(name)
@@ -162,6 +242,12 @@ class NodeService(MultiService):
             self.membership.tick(self.clock.seconds())
         except Exception:
             log.failure("membership tick failed")
+
+    def _datastore_answers(self) -> None:
+        self.datastore.retry_now()
+        outbox = self.outboxes.get(self.topology.local.name)
+        if outbox is not None:
+            outbox.wake()
 
     def _hints_for(self, peer: str) -> int:
         outbox = self.outboxes.get(peer)
@@ -205,6 +291,7 @@ class NodeService(MultiService):
             log.info("peer {peer} added", peer=name)
         self.config = new
         self.topology = topology
+        self._ensure_outboxes()
         self.coordinator.topology = topology
         self.coordinator.config = new
         self.coordinator.read_consistency = new.read_consistency
@@ -236,8 +323,19 @@ class NodeService(MultiService):
             n=len(self.peers),
         )
         MultiService.startService(self)
+        for target, outbox in sorted(self.outboxes.items()):
+            if outbox.hints.pending:
+                log.info("{n} hints for {target} kept from before the restart",
+                         n=outbox.hints.pending, target=target)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.reload))
+
+
+    def stopService(self):
+        d = MultiService.stopService(self)
+        for outbox in self.outboxes.values():
+            outbox.hints.close()
+        return d
 
 
 # Keys whose change needs a restart: they define the node's identity and
@@ -245,4 +343,5 @@ class NodeService(MultiService):
 RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
+    "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
 )

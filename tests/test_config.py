@@ -216,6 +216,27 @@ class PeerKeyTests(SynchronousTestCase):
         self.assertNotIn("n0t-on-the-wire", repr(c))
 
 
+class HintKeyTests(SynchronousTestCase):
+    """The hinted-handoff keys: where hints live, how durable, how bounded."""
+
+    def test_defaults(self) -> None:
+        c = load()
+        self.assertEqual((c.data_dir, c.hints_fsync), ("data", "everysec"))
+        self.assertEqual((c.hint_window, c.resume_timeout), (10800.0, 60.0))
+        self.assertEqual((c.hints_max_bytes, c.hint_segment_bytes), (1024 ** 3, 64 * 1024 ** 2))
+        self.assertEqual(c.hint_replay_rate, 5000)
+
+    def test_values(self) -> None:
+        c = load(data_dir="/var/lib/dynomite", hints_fsync=" Always ", hint_window=2000,
+                 hints_max_bytes=0, hint_replay_rate="0", hint_segment_bytes=4096,
+                 resume_timeout=0)
+        self.assertEqual((c.data_dir, c.hints_fsync), ("/var/lib/dynomite", "always"))
+        self.assertEqual((c.hint_window, c.resume_timeout), (2.0, 0.0))
+        self.assertEqual((c.hints_max_bytes, c.hint_replay_rate, c.hint_segment_bytes),
+                         (0, 0, 4096))
+        self.assertEqual(load(hints_fsync="no").hints_fsync, "no")
+
+
 class ValueTests(SynchronousTestCase):
     """Accepted forms and the values they become."""
 
@@ -367,6 +388,18 @@ BAD_VALUES = [
      "expected a positive number of milliseconds"),
     ("peer_down_after_short", {"peer_heartbeat_interval": 2000, "peer_down_after": 2000},
      "peer_down_after", "must be longer than peer_heartbeat_interval (2000 ms), got 2000 ms"),
+    ("hints_fsync_other", {"hints_fsync": "sometimes"}, "hints_fsync",
+     "expected one of always, everysec, no, got 'sometimes'"),
+    ("hints_fsync_bool", {"hints_fsync": False}, "hints_fsync", "expected one of always"),
+    ("hint_window_zero", {"hint_window": 0}, "hint_window",
+     "expected a positive number of milliseconds"),
+    ("hints_max_bytes_negative", {"hints_max_bytes": -1}, "hints_max_bytes", "at least 0"),
+    ("hint_replay_rate_text", {"hint_replay_rate": "fast"}, "hint_replay_rate",
+     "expected an integer"),
+    ("hint_segment_bytes_small", {"hint_segment_bytes": 100}, "hint_segment_bytes",
+     "at least 4096"),
+    ("data_dir_empty", {"data_dir": ""}, "data_dir", "non-empty string"),
+    ("resume_timeout_negative", {"resume_timeout": -1}, "resume_timeout", "non-negative"),
     ("outstanding_bytes", {"client_max_outstanding_bytes": "lots"},
      "client_max_outstanding_bytes", "expected an integer"),
     ("mbuf_not_multiple", {"mbuf_size": 1000}, "mbuf_size", "multiple of 16"),
