@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from . import commands, router
 from .hashing import key_hash
 from .peer_framing import FLAG_RESP3, FLAG_WRITE, FORWARD, REQUEST
+from .outbox import HINTED, is_hinted
 from .quorum import DC_ONE, EachQuorum, Reconciler
 from .resp import RequestParser, encode_command
 from .scan import ScanCursor
@@ -131,6 +132,22 @@ class _AppliedPart:
 
     def fail(self, raw: bytes) -> None:
         self._applied._done(raw, False)
+
+
+class _Unhinted:
+    """A client's sink for a write whose failure may be a hint: say so in plain words."""
+
+    __slots__ = ("_sink", "_translate")
+
+    def __init__(self, sink, translate: Callable[[bytes], bytes]) -> None:
+        self._sink = sink
+        self._translate = translate
+
+    def complete(self, raw: bytes) -> None:
+        self._sink.complete(raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._sink.fail(self._translate(raw) if is_hinted(raw) else raw)
 
 
 class _Both:
@@ -276,7 +293,7 @@ class Coordinator:
             for node in local:
                 self.send(node, data, resp, pin, False, rec.replica())
         elif len(local) == 1 and p.level == DC_ONE:
-            self.write(local[0], data, resp, pin, sink)
+            self.write(local[0], data, resp, pin, _Unhinted(sink, self._hinted_error))
         else:
             rec = Reconciler(p.level, len(local), self._reply_to(sink, True, level), normalise,
                              tally=self.local_writes)
@@ -316,8 +333,18 @@ class Coordinator:
             return self.membership.state
         return self.membership.peer_state(node.name)
 
+    def _hinted_error(self, raw: bytes) -> bytes:
+        """What a client sees when its only possible acknowledgement became a hint."""
+        if raw.startswith(HINTED + b"write for " + self.name.encode()):
+            return (b"-ERR datastore unavailable; the write is kept as a hint and "
+                    b"will be applied when Redis answers again\r\n")
+        return b"-ERR replica unavailable; " + raw[len(HINTED):-2] + (
+            b", to be applied when it returns\r\n")
+
     def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
         def done(raw: bytes) -> None:
+            if is_hinted(raw):
+                raw = self._hinted_error(raw)
             if raw.startswith(b"-ERR DC_"):
                 key = ("write" if write else "read", level)
                 self.quorum_failures[key] = self.quorum_failures.get(key, 0) + 1

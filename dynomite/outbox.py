@@ -36,7 +36,9 @@ only an unbroken prefix and restarts after the last one, for the same reason.
 How a caller learns its write was hinted: each submitted write ends in
 exactly one call on its sink: ``complete(raw)`` (the target's reply),
 ``hinted(raw)`` if the sink has that method, else ``fail(raw)`` with
-``raw`` starting with `HINTED` (stored; a hinted write is not an
+``raw`` an error reply starting with `HINTED` and ending with the
+target's last failure, e.g. ``-HINTED write for 10.0.0.2:8101 stored as a
+hint (peer 10.0.0.2:8101 timed out after 5200 ms)`` (stored; a hinted write is not an
 acknowledgement, so a quorum counts it as a missing replica, as Cassandra
 does), or ``fail(raw)`` with any other error (the target failed and the
 hint could not be stored: log full or disk failing).
@@ -101,6 +103,14 @@ def is_hinted(raw: bytes) -> bool:
     return raw.startswith(HINTED)
 
 
+def _reason(raw: bytes) -> bytes:
+    """A failure reply as the reason part of a hinted reply."""
+    text = raw.strip().lstrip(b"-")
+    if text.startswith(b"ERR "):
+        text = text[4:]
+    return text.replace(b"\r", b" ").replace(b"\n", b" ")[:200] or b"unavailable"
+
+
 class _Direct:
     """Sink of a write sent straight to the target; remembers it in case it must be hinted."""
 
@@ -132,10 +142,10 @@ class _Replayed:
         self.seq = seq
 
     def complete(self, raw: bytes) -> None:
-        self.outbox._replayed(self, True)
+        self.outbox._replayed(self, True, raw)
 
     def fail(self, raw: bytes) -> None:
-        self.outbox._replayed(self, False)
+        self.outbox._replayed(self, False, raw)
 
 
 class Outbox:
@@ -162,7 +172,8 @@ class Outbox:
         self.replayed_total = 0
         self.state = BACKLOG if log.pending else DIRECT
         name = target.encode("utf-8", "replace")
-        self._hinted_reply = HINTED + b"write for %s stored as a hint\r\n" % name
+        self._hinted_prefix = HINTED + b"write for %s stored as a hint (" % name
+        self._why = b"unavailable"                # the target's last failure
         self._lost_reply = b"-ERR %s failed and the write could not be hinted\r\n" % name
         self._direct: Deque[_Direct] = deque()   # sent; left once they and all before are answered
         self._epoch = 0
@@ -234,6 +245,7 @@ class Outbox:
                 self._direct.append(entry)
                 self._send(flags, payload, entry, pin)
                 return
+            self._why = b"unavailable"
             self._fire("down")
         if self.hints.append(flags, payload) is None:
             sink.fail(self._lost_reply)
@@ -243,11 +255,12 @@ class Outbox:
             self._pump()
 
     def _signal_hinted(self, sink: Any) -> None:
+        raw = self._hinted_prefix + self._why + b")\r\n"
         hinted = getattr(sink, "hinted", None)
         if hinted is not None:
-            hinted(self._hinted_reply)
+            hinted(raw)
         else:
-            sink.fail(self._hinted_reply)
+            sink.fail(raw)
 
     def _send(self, flags: int, payload: bytes, sink: Any, pin: int) -> None:
         try:
@@ -264,6 +277,7 @@ class Outbox:
         if ok:
             entry.sink.complete(raw)
         else:
+            self._why = _reason(raw)
             if self.state == DIRECT:
                 self._fire("failed")   # spills this write too, in its place
             if entry.stored:
@@ -309,10 +323,11 @@ class Outbox:
         finally:
             self._pumping = False
 
-    def _replayed(self, sink: _Replayed, ok: bool) -> None:
+    def _replayed(self, sink: _Replayed, ok: bool, raw: bytes) -> None:
         if sink.epoch != self._epoch:
             return   # an earlier round's reply
         if not ok:
+            self._why = _reason(raw)
             self.log.info("outbox {target}: replay failed at hint {seq}; retrying in {delay}s",
                           target=self.target, seq=sink.seq, delay=self._retry_delay)
             self._fire("failed")
@@ -355,6 +370,7 @@ class Outbox:
 
     def pause(self) -> None:
         """Hold every write for the target in the log; deliver nothing."""
+        self._why = b"hints paused"
         self._fire("pause")
 
     def resume(self) -> None:

@@ -131,8 +131,10 @@ class Reconciler:
 
     def _settle(self) -> None:
         """No group reached quorum and no further reply can make one."""
-        if self.level == DC_ONE:
+        if self.level == DC_ONE and self.total == 1:
             self._finish(self._failures[-1])
+        elif self.level == DC_ONE:
+            self._finish(_error("%s: none of %d replicas answered%s" % (self._label, self.total, self._why())))
         elif self.level == DC_QUORUM and self._answers >= self.needed:
             # dicts keep insertion order: ties go to the group formed first
             largest = max(self._groups.values(), key=len)
@@ -156,6 +158,8 @@ class Reconciler:
         if not self._failures:
             return ""
         first = self._failures[0].rstrip(b"\r\n").lstrip(b"-")
+        if first.startswith(b"HINTED "):
+            first = first[len(b"HINTED "):] + b", to be applied when it returns"
         return " (%s)" % first.decode("utf-8", "replace")
 
     def _finish(self, raw: bytes) -> None:

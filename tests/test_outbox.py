@@ -154,8 +154,17 @@ class DirectTests(OutboxTestCase):
         ((kind, raw),) = sink.calls
         self.assertEqual(kind, "fail")
         self.assertTrue(is_hinted(raw), raw)
-        self.assertTrue(raw.startswith(b"-HINTED ") and raw.endswith(b"\r\n"))
-        self.assertIn(TARGET.encode(), raw)
+        self.assertEqual(raw, b"-HINTED write for %s stored as a hint (unavailable)\r\n"
+                         % TARGET.encode())
+
+    def test_the_hinted_reply_says_why(self) -> None:
+        box = self.outbox()
+        s1, s2 = self.submit(box, 1, 2)
+        self.target.fail()                  # -ERR peer timed out
+        self.assertEqual(s1.calls, [("hinted", b"-HINTED write for %s stored as a hint"
+                                               b" (peer timed out)\r\n" % TARGET.encode())])
+        (s3,) = self.submit(box, 3)
+        self.assertEqual(s3.calls, s1.calls)
 
     def test_failed_direct_write_is_hinted_with_those_sent_after_it(self) -> None:
         box = self.outbox()

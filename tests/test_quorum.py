@@ -49,9 +49,18 @@ class DcOneTests(SynchronousTestCase):
         r.ok(2, B)
         self.assertEqual(r.out, [A])
 
-    def test_all_failed(self):
+    def test_all_failed_names_level_and_first_reason(self):
         r = Run(DC_ONE, 2).fail(0).fail(1, b"-ERR last\r\n")
+        self.assertEqual(
+            r.out, [b"-ERR DC_ONE: none of 2 replicas answered (ERR peer 127.0.0.2:8101 unavailable)\r\n"])
+
+    def test_single_replica_failure_passes_through(self):
+        r = Run(DC_ONE, 1).fail(0, b"-ERR last\r\n")
         self.assertEqual(r.out, [b"-ERR last\r\n"])
+
+    def test_hinted_replicas_are_explained(self):
+        r = Run(DC_ONE, 2).fail(0, b"-HINTED write for x stored as a hint\r\n").fail(1)
+        self.assertIn(b"write for x stored as a hint, to be applied when it returns", r.out[0])
 
 
 class DcQuorumTests(SynchronousTestCase):
