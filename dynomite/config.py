@@ -583,30 +583,26 @@ def _seed_provider(value: Any) -> str:
     raise _Invalid(f"expected simple_provider, got {_show(value)}")
 
 
-def _requirepass(value: Any) -> str:
-    # Unquoted YAML numbers are refused: 0123 would silently become 83.
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a quoted string, got {_show(value)}")
-    if not value:
-        raise _Invalid("must not be empty; remove the key to disable AUTH")
-    return value
+def _secret(without: str) -> Callable[[Any], str]:
+    """
+    A password-like value: a quoted, non-empty string.  Unquoted YAML
+    numbers are refused, since 0123 would silently become 83.  ``without``
+    says what removing the key does.
+    """
+
+    def parse(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected a quoted string, got {_show(value)}")
+        if not value:
+            raise _Invalid(f"must not be empty; remove the key to {without}")
+        return value
+
+    return parse
 
 
-def _peer_secret(value: Any) -> str:
-    # Like requirepass: a quoted, non-empty string, so 0123 cannot become 83.
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a quoted string, got {_show(value)}")
-    if not value:
-        raise _Invalid("must not be empty; remove the key to disable peer authentication")
-    return value
-
-
-def _admin_token(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected a quoted string, got {_show(value)}")
-    if not value:
-        raise _Invalid("must not be empty; remove the key to leave the admin API open")
-    return value
+_requirepass = _secret("disable AUTH")
+_peer_secret = _secret("disable peer authentication")
+_admin_token = _secret("leave the admin API open")
 
 
 def _hints_fsync(value: Any) -> str:
