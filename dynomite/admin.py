@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from . import __version__
+from .metrics import Histogram
 from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 
 LEVELS = (DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, DC_EACH_SAFE_QUORUM)
@@ -68,6 +69,15 @@ def info(service) -> Dict[str, Any]:
     config = service.config
     now = service.clock.seconds()
     requests = {family: {"ok": ok, "error": err} for family, (ok, err) in m.requests.items() if ok or err}
+    ds = service.datastore
+    peers = service.peers.values()
+    peer_results: Dict[str, Dict[str, int]] = {}
+    peer_latency: Dict[str, Histogram] = {}
+    for link in peers:
+        results = peer_results.setdefault(link.datacenter, {})
+        for result, n in link.request_counts().items():
+            results[result] = results.get(result, 0) + n
+        peer_latency.setdefault(link.datacenter, Histogram()).add(link.latency)
     return {
         "service": "dynomite",
         "source": "dynomite-py",
@@ -90,14 +100,18 @@ def info(service) -> Dict[str, Any]:
         },
         "datastore": {
             "address": str(config.datastore),
-            "up": service.datastore.is_up,
-            "in_flight": service.datastore.in_flight,
-            "timeouts": service.datastore.timed_out_total,
+            "up": ds.is_up,
+            "in_flight": ds.in_flight,
+            "timeouts": ds.timed_out_total,
+            "requests": ds.request_counts(),
+            "latency_seconds": _percentiles(ds.latency),
         },
         "peer": {
-            "in_flight": sum(link.in_flight for link in service.peers.values()),
-            "timeouts": sum(link.timed_out_total for link in service.peers.values()),
-            "ejections": sum(link.dropped_total for link in service.peers.values()),
+            "in_flight": sum(link.in_flight for link in peers),
+            "timeouts": sum(link.timed_out_total for link in peers),
+            "ejections": sum(link.dropped_total for link in peers),
+            "requests": {dc: results for dc, results in sorted(peer_results.items())},
+            "latency_seconds": {dc: _percentiles(h) for dc, h in sorted(peer_latency.items())},
         },
         "replication": {
             "local_rack": {"acked": service.coordinator.local_writes[0],
@@ -111,6 +125,11 @@ def info(service) -> Dict[str, Any]:
         },
         "hints": {target: outbox.stats(now) for target, outbox in sorted(service.outboxes.items())},
     }
+
+
+def _percentiles(h: Histogram) -> Dict[str, Any]:
+    """p50/p99 (bucket upper bounds) and how many samples they rest on."""
+    return {"p50": h.quantile(0.5), "p99": h.quantile(0.99), "samples": h.count}
 
 
 def cluster_describe(service) -> Dict[str, Any]:

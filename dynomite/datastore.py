@@ -27,13 +27,21 @@ While no connection is up, requests fail at once with
 fails every request on its connection and drops it, since in-order matching
 can no longer be trusted.  "Without a reply" means the connection made no
 progress: a deep pipeline that Redis answers steadily never times out.
+
+Counting is cheap: each connection bumps plain integers (requests sent,
+replies, error replies, requests failed when it closed) and the `Datastore`
+keeps the totals of closed connections, so nothing is lost when one goes
+away.  Latency is sampled: every `SAMPLE_EVERY`-th request of a connection
+remembers (its sequence number, the clock); replies match requests in order,
+so when the reply count reaches that number the elapsed time goes into the
+`Datastore`'s `Histogram`.  At most one sample waits per connection.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Callable, Deque, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import HostnameEndpoint
@@ -42,11 +50,19 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .config import Address, NodeConfig
+from .metrics import Histogram
 from .resp import ProtocolError, ReplyParser, encode_command
 
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
 
 HELLO_3 = encode_command([b"HELLO", b"3"])
+
+# One request in SAMPLE_EVERY (a power of two) has its latency measured.
+SAMPLE_EVERY = 16
+_SAMPLE_MASK = SAMPLE_EVERY - 1
+
+# First bytes of an error reply: RESP2/3 simple error, RESP3 blob error.
+_ERROR_BYTES = (45, 33)  # b"-", b"!"
 
 
 def _timed_out_reply(timeout: float) -> bytes:
@@ -86,6 +102,14 @@ class DatastoreProtocol(Protocol):
         # steadily is never timed out, however deep its pipeline.
         self._progress_at = 0.0
         self.is_ready = False
+        # plain counters (see the module docstring); the pool sums them
+        self.sent = 0
+        self.answered = 0
+        self.errors = 0
+        self.lost = 0
+        self._latency: Histogram = link.pool.latency
+        self._sample_seq = 0  # sequence number of the sampled request, 0: none
+        self._sample_at = 0.0
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
@@ -95,6 +119,8 @@ class DatastoreProtocol(Protocol):
             self.ready()
 
     def ready(self) -> None:
+        # the HELLO 3 handshake is not a request of anyone's: start counting here
+        self.sent = self.answered = 0
         self.is_ready = True
         self._link.connection_ready(self)
 
@@ -108,6 +134,10 @@ class DatastoreProtocol(Protocol):
         if not sinks:
             self._progress_at = self._clock.seconds()
         sinks.append(sink)
+        self.sent = n = self.sent + 1
+        if not n & _SAMPLE_MASK and not self._sample_seq:
+            self._sample_seq = n
+            self._sample_at = self._clock.seconds()
         self.transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
@@ -119,14 +149,24 @@ class DatastoreProtocol(Protocol):
             return
         if not replies:
             return
-        self._progress_at = self._clock.seconds()
+        self._progress_at = now = self._clock.seconds()
         sinks = self._sinks
+        errors = 0
         for raw in replies:
             if not sinks:
                 self.log.error("datastore sent a reply nobody asked for")
                 self.transport.abortConnection()
-                return
+                break
+            self.answered += 1
+            if raw[0] in _ERROR_BYTES:
+                errors += 1
             sinks.popleft().complete(raw)
+        if errors:
+            self.errors += errors
+        seq = self._sample_seq
+        if seq and self.answered >= seq:
+            self._sample_seq = 0
+            self._latency.observe(now - self._sample_at)
 
     def stalled_for(self, now: float) -> float:
         """Seconds requests have waited without any reply arriving."""
@@ -136,12 +176,15 @@ class DatastoreProtocol(Protocol):
         """Answer every waiting request with ``reply`` (connection is going away)."""
         sinks = self._sinks
         self._sinks = deque()
+        self._sample_seq = 0
         for sink in sinks:
             sink.fail(reply)
 
     def connectionLost(self, reason) -> None:
         self.is_ready = False
+        self.lost += len(self._sinks)
         self.fail_all(UNAVAILABLE)
+        self._link.pool.retire(self)
         self._link.connection_lost(self)
 
 
@@ -285,6 +328,12 @@ class Datastore(Service):
         self._sweeper = LoopingCall(self.expire_requests)
         self._sweeper.clock = reactor
         self.timed_out_total = 0
+        # requests failed at once because no connection was up
+        self.unavailable_total = 0
+        # totals of closed connections: sent, answered, error replies, lost
+        self._closed = [0, 0, 0, 0]
+        # sampled request latency (one request in SAMPLE_EVERY per connection)
+        self.latency = Histogram()
 
     # -- hot path ----------------------------------------------------------
 
@@ -294,7 +343,49 @@ class Datastore(Service):
         if ready:
             ready[client_id % len(ready)].send(data, sink)
         else:
+            self.unavailable_total += 1
             sink.fail(UNAVAILABLE)
+
+    # -- counters ----------------------------------------------------------
+
+    def retire(self, protocol: DatastoreProtocol) -> None:
+        """A connection closed: keep its counts in the totals."""
+        closed = self._closed
+        closed[0] += protocol.sent
+        closed[1] += protocol.answered
+        closed[2] += protocol.errors
+        closed[3] += protocol.lost
+        protocol.sent = protocol.answered = protocol.errors = protocol.lost = 0
+
+    def _totals(self) -> List[int]:
+        sent, answered, errors, lost = self._closed
+        for ready in self._ready.values():
+            for p in ready:
+                sent += p.sent
+                answered += p.answered
+                errors += p.errors
+                lost += p.lost
+        return [sent, answered, errors, lost]
+
+    @property
+    def requests_total(self) -> int:
+        """Requests written to Redis, on every connection so far."""
+        return self._totals()[0]
+
+    def request_counts(self) -> Dict[str, int]:
+        """
+        Requests by result: ``ok`` and ``error`` replies (an error is an
+        error reply, or a request failed when its connection closed),
+        ``timeout`` (connections dropped for no reply: `timed_out_total`),
+        ``unavailable`` (failed at once, no connection up).
+        """
+        _, answered, errors, lost = self._totals()
+        return {
+            "ok": answered - errors,
+            "error": errors + lost,
+            "timeout": self.timed_out_total,
+            "unavailable": self.unavailable_total,
+        }
 
     # -- state -------------------------------------------------------------
 
@@ -357,7 +448,7 @@ class Datastore(Service):
         for ready in self._ready.values():
             for protocol in list(ready):
                 if protocol.stalled_for(now) > timeout:
-                    self.timed_out_total += 1
+                    self.timed_out_total += protocol.in_flight
                     self.log.warn(
                         "datastore gave no reply within {timeout}s; dropping connection",
                         timeout=timeout,

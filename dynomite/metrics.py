@@ -37,6 +37,9 @@ from . import __version__
 # Request latency buckets for a loopback proxy, in seconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+# Results of requests to the local Redis and to peers.
+REQUEST_RESULTS = ("ok", "error", "timeout", "unavailable")
+
 LEVELS = ("DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM")
 DROP_REASONS = ("window", "overflow", "truncated")
 
@@ -67,8 +70,14 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_client_protocol_errors_total", "counter", "Connections closed for a protocol error.", ("reason",)),
     Spec("dynomite_datastore_up", "gauge", "1 while the local Redis has a usable connection."),
     Spec("dynomite_datastore_requests_total", "counter", "Requests sent to the local Redis, by result.", ("result",)),
+    Spec("dynomite_datastore_request_duration_seconds", "histogram",
+         "Time from sending a request to the local Redis to its reply (sampled)."),
     Spec("dynomite_datastore_in_flight", "gauge", "Requests waiting for the local Redis."),
     Spec("dynomite_peer_up", "gauge", "1 while a peer link is UP.", ("peer", "peer_dc", "peer_rack")),
+    Spec("dynomite_peer_requests_total", "counter", "Requests sent to peers, by peer datacenter and result.",
+         ("peer_dc", "result")),
+    Spec("dynomite_peer_request_duration_seconds", "histogram",
+         "Time from sending a request to a peer to its reply (sampled), by peer datacenter.", ("peer_dc",)),
     Spec("dynomite_peer_requests_in_flight", "gauge", "Requests waiting for a peer.", ("peer_dc",)),
     Spec("dynomite_peer_timeouts_total", "counter", "Peer requests that timed out.", ("peer_dc",)),
     Spec("dynomite_peer_ejections_total", "counter", "Peer connections dropped for silence.", ("peer",)),
@@ -107,6 +116,14 @@ class Histogram:
         self.counts[bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
         self.count += 1
+
+    def add(self, other: "Histogram") -> None:
+        """Add ``other``'s observations to this one (aggregation at scrape time)."""
+        counts = self.counts
+        for i, n in enumerate(other.counts):
+            counts[i] += n
+        self.total += other.total
+        self.count += other.count
 
     def cumulative(self) -> List[Tuple[str, float]]:
         out = []
@@ -203,8 +220,14 @@ class Collector:
                                 value=1 if ds.is_up else 0)
         c = CounterMetricFamily("dynomite_datastore_requests", "Requests sent to the local Redis, by result.",
                                 labels=["result"])
-        c.add_metric(["timeout"], ds.timed_out_total)
+        counts = ds.request_counts()
+        for result in REQUEST_RESULTS:
+            c.add_metric([result], counts[result])
         yield c
+        h = HistogramMetricFamily("dynomite_datastore_request_duration_seconds",
+                                  "Time from sending a request to the local Redis to its reply (sampled).")
+        h.add_metric([], ds.latency.cumulative(), ds.latency.total)
+        yield h
         yield GaugeMetricFamily("dynomite_datastore_in_flight", "Requests waiting for the local Redis.",
                                 value=ds.in_flight)
 
@@ -215,17 +238,37 @@ class Collector:
         timeouts = CounterMetricFamily("dynomite_peer_timeouts", "Peer requests that timed out.", labels=["peer_dc"])
         ejections = CounterMetricFamily("dynomite_peer_ejections", "Peer connections dropped for silence.",
                                         labels=["peer"])
+        requests = CounterMetricFamily("dynomite_peer_requests",
+                                       "Requests sent to peers, by peer datacenter and result.",
+                                       labels=["peer_dc", "result"])
+        duration = HistogramMetricFamily(
+            "dynomite_peer_request_duration_seconds",
+            "Time from sending a request to a peer to its reply (sampled), by peer datacenter.",
+            labels=["peer_dc"])
         per_dc: Dict[str, List[int]] = {}
+        per_dc_results: Dict[str, Dict[str, int]] = {}
+        per_dc_latency: Dict[str, Histogram] = {}
         for link in s.peers.values():
-            up.add_metric([link.name, link.datacenter, link.rack], 1 if link.is_up else 0)
-            acc = per_dc.setdefault(link.datacenter, [0, 0])
+            dc = link.datacenter
+            up.add_metric([link.name, dc, link.rack], 1 if link.is_up else 0)
+            acc = per_dc.setdefault(dc, [0, 0])
             acc[0] += link.in_flight
             acc[1] += link.timed_out_total
             ejections.add_metric([link.name], link.dropped_total)
+            results = per_dc_results.setdefault(dc, dict.fromkeys(REQUEST_RESULTS, 0))
+            for result, n in link.request_counts().items():
+                results[result] += n
+            per_dc_latency.setdefault(dc, Histogram()).add(link.latency)
         for dc, (n_in_flight, n_timeouts) in sorted(per_dc.items()):
             in_flight.add_metric([dc], n_in_flight)
             timeouts.add_metric([dc], n_timeouts)
+            for result in REQUEST_RESULTS:
+                requests.add_metric([dc, result], per_dc_results[dc][result])
+            hist = per_dc_latency[dc]
+            duration.add_metric([dc], hist.cumulative(), hist.total)
         yield up
+        yield requests
+        yield duration
         yield in_flight
         yield timeouts
         yield ejections

@@ -42,6 +42,15 @@ connections, each driven by the transition table `_TRANSITIONS`::
 
 Backoff is 0.1 s doubling up to 2 s, with injectable jitter; a connection
 that completes the handshake resets it.  The link is UP while at least one connection is UP.
+
+Counting is cheap: a connection bumps plain integers (requests sent are its
+last request id; replies, error replies, requests failed when it closed,
+requests refused because it was not open) and its `PeerLink` keeps the
+totals of closed connections.  Latency is sampled: every `SAMPLE_EVERY`-th
+request id remembers the clock reading its deadline already took; when the
+REPLY with that id arrives, the time since is observed (using the clock
+reading the reply's arrival already took) into the link's `Histogram`.  At
+most one sample waits per connection; a sample that times out is given up.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .config import NodeConfig, Seed
+from .metrics import Histogram
 from .peer_framing import (
     ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FLAG_FAILED, FORWARD, FRAME_NAMES,
     HELLO, PING, PONG, REJECT, REPLY, REQUEST, WELCOME, Frame, PeerFramer, PeerProtocolError,
@@ -81,6 +91,11 @@ HANDSHAKE_MAX_BYTES = 64 * 1024
 
 _NO_HANDLER = b"-ERR this node does not take peer requests on this connection\r\n"
 _HANDLER_FAILED = b"-ERR internal error handling peer request\r\n"
+
+# One request id in SAMPLE_EVERY (a power of two) has its latency measured.
+SAMPLE_EVERY = 16
+_SAMPLE_MASK = SAMPLE_EVERY - 1
+_ERROR_FIRST = (b"-", b"!")
 
 
 def node_name(config: NodeConfig) -> str:
@@ -171,7 +186,8 @@ class PeerProtocol(Protocol):
 
     def __init__(self, local: LocalNode, clock, owner, expected: Optional[str] = None,
                  timeout: Optional[float] = None,
-                 known: Optional[Callable[[str, str, str], bool]] = None) -> None:
+                 known: Optional[Callable[[str, str, str], bool]] = None,
+                 latency: Optional[Histogram] = None) -> None:
         self._local = local
         self._clock = clock
         self._owner = owner
@@ -180,7 +196,15 @@ class PeerProtocol(Protocol):
         self._framer = PeerFramer()
         self._sinks: Dict[int, Any] = {}
         self._deadlines: Deque[Tuple[float, int]] = deque()
-        self._last_id = 0
+        self._last_id = 0  # also the number of requests sent
+        # plain counters (see the module docstring); the PeerLink sums them
+        self.replies = 0
+        self.errors = 0
+        self.lost = 0
+        self.unavailable = 0
+        self._latency = latency if latency is not None else Histogram()
+        self._sample_id = 0  # id of the sampled request, 0: none
+        self._sample_at = 0.0
         self._nonce = ""
         self._peer_nonce = ""
         self._open = False
@@ -224,6 +248,11 @@ class PeerProtocol(Protocol):
     def in_flight(self) -> int:
         """Requests sent on this connection still waiting for a reply."""
         return len(self._sinks)
+
+    @property
+    def sent(self) -> int:
+        """Requests sent on this connection (ids are 1, 2, ...)."""
+        return self._last_id
 
     # -- Twisted -------------------------------------------------------------
 
@@ -273,6 +302,8 @@ class PeerProtocol(Protocol):
         sinks = self._sinks
         self._sinks = {}
         self._deadlines.clear()
+        self.lost += len(sinks)
+        self._sample_id = 0
         self._owner.protocol_lost(self)
         unavailable = self._unavailable
         for sink in sinks.values():
@@ -289,11 +320,16 @@ class PeerProtocol(Protocol):
         node that accepted the client's request (default: this node).
         """
         if not self._open:
+            self.unavailable += 1
             sink.fail(self._unavailable)
             return 0
         self._last_id = rid = self._last_id + 1
         self._sinks[rid] = sink
-        self._deadlines.append((self._clock.seconds() + self._timeout, rid))
+        now = self._clock.seconds()
+        self._deadlines.append((now + self._timeout, rid))
+        if not rid & _SAMPLE_MASK and not self._sample_id:
+            self._sample_id = rid
+            self._sample_at = now
         self.transport.write(encode_frame(
             frame_type, flags, rid, self._local.name if origin is None else origin, payload))
         return rid
@@ -308,9 +344,12 @@ class PeerProtocol(Protocol):
         sinks = self._sinks
         expired = 0
         while deadlines and deadlines[0][0] <= now:
-            sink = sinks.pop(deadlines.popleft()[1], None)
+            rid = deadlines.popleft()[1]
+            sink = sinks.pop(rid, None)
             if sink is not None:
                 expired += 1
+                if rid == self._sample_id:
+                    self._sample_id = 0
                 sink.fail(self._timed_out)
         return expired
 
@@ -367,17 +406,26 @@ class PeerProtocol(Protocol):
 
     def _on_reply(self, frame) -> None:
         sinks = self._sinks
-        sink = sinks.pop(frame.request_id, None)
+        rid = frame.request_id
+        sink = sinks.pop(rid, None)
         if sink is None:
             self.late_replies += 1
             return
+        self.replies += 1
+        if rid == self._sample_id:
+            self._sample_id = 0
+            # dataReceived read the clock as this reply arrived
+            self._latency.observe(self.last_received - self._sample_at)
         deadlines = self._deadlines
         while deadlines and deadlines[0][1] not in sinks:
             deadlines.popleft()
         try:
             if frame.flags & FLAG_FAILED:
+                self.errors += 1
                 sink.fail(frame.payload)
             else:
+                if frame.payload[:1] in _ERROR_FIRST:
+                    self.errors += 1
                 sink.complete(frame.payload)
         except Exception:
             self.log.failure("peer reply sink failed")
@@ -669,6 +717,7 @@ class _Slot:
         self.link._rejected(reason)
 
     def protocol_lost(self, protocol: PeerProtocol) -> None:
+        self.link._retire(protocol)
         if protocol is self.protocol:
             self.protocol = None
             self.fire("lost")
@@ -682,8 +731,10 @@ class _SlotFactory(Factory):
 
     def buildProtocol(self, addr):
         link = self._slot.link
-        return PeerProtocol(link._local, link._clock, self._slot,
-                            expected=link.name, timeout=link.timeout)
+        protocol = PeerProtocol(link._local, link._clock, self._slot,
+                                expected=link.name, timeout=link.timeout, latency=link.latency)
+        link._live.add(protocol)
+        return protocol
 
 
 class PeerLink:
@@ -741,6 +792,14 @@ class PeerLink:
         self.tick_interval = _tick_interval(self._heartbeat, timeout)
         self.timed_out_total = 0
         self.dropped_total = 0
+        # requests failed at once because no connection was UP
+        self.unavailable_total = 0
+        # connections made and not yet closed; totals of closed ones:
+        # sent, replies, error replies, lost, refused (not open)
+        self._live: Set[PeerProtocol] = set()
+        self._closed = [0, 0, 0, 0, 0]
+        # sampled request latency (one request in SAMPLE_EVERY per connection)
+        self.latency = Histogram()
 
     # -- hot path ------------------------------------------------------------
 
@@ -755,7 +814,51 @@ class PeerLink:
         if up:
             up[pin % len(up)].request(frame_type, flags, payload, sink, origin)
         else:
+            self.unavailable_total += 1
             sink.fail(self._unavailable)
+
+    # -- counters ------------------------------------------------------------
+
+    def _retire(self, protocol: PeerProtocol) -> None:
+        """A connection closed: keep its counts in the totals."""
+        if protocol in self._live:
+            self._live.discard(protocol)
+            closed = self._closed
+            closed[0] += protocol.sent
+            closed[1] += protocol.replies
+            closed[2] += protocol.errors
+            closed[3] += protocol.lost
+            closed[4] += protocol.unavailable
+
+    def _totals(self) -> List[int]:
+        sent, replies, errors, lost, refused = self._closed
+        for p in self._live:
+            sent += p.sent
+            replies += p.replies
+            errors += p.errors
+            lost += p.lost
+            refused += p.unavailable
+        return [sent, replies, errors, lost, refused]
+
+    @property
+    def requests_total(self) -> int:
+        """Requests sent to this peer, on every connection so far."""
+        return self._totals()[0]
+
+    def request_counts(self) -> Dict[str, int]:
+        """
+        Requests by result: ``ok`` and ``error`` replies (an error is a
+        FAILED or error reply, or a request failed when its connection
+        closed), ``timeout`` (no reply within the timeout: `timed_out_total`),
+        ``unavailable`` (failed at once, no connection UP).
+        """
+        _, replies, errors, lost, refused = self._totals()
+        return {
+            "ok": replies - errors,
+            "error": errors + lost,
+            "timeout": self.timed_out_total,
+            "unavailable": self.unavailable_total + refused,
+        }
 
     # -- state ---------------------------------------------------------------
 

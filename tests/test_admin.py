@@ -122,6 +122,22 @@ class AdminTests(unittest.TestCase):
         reads = ("dynomite_request_duration_seconds_count", (("op", "read"),))
         self.assertEqual(after[reads] - before.get(reads, 0), 25)
         self.assertEqual(after[("dynomite_datastore_up", ())], 1)
+        # the local Redis saw the 50 commands (and maybe the client's handshake) and one error reply
+        ds_ok = ("dynomite_datastore_requests_total", (("result", "ok"),))
+        ds_err = ("dynomite_datastore_requests_total", (("result", "error"),))
+        self.assertGreaterEqual(after[ds_ok] - before[ds_ok], 50)
+        self.assertEqual(after[ds_err] - before[ds_err], 1)
+        for result in ("timeout", "unavailable"):
+            self.assertEqual(after[("dynomite_datastore_requests_total", (("result", result),))], 0)
+        ds_samples = ("dynomite_datastore_request_duration_seconds_count", ())
+        self.assertGreaterEqual(after[ds_samples] - before[ds_samples], 1)  # one request in 16 is timed
+        self.assertEqual(after[ds_samples],
+                         after[("dynomite_datastore_request_duration_seconds_bucket", (("le", "+Inf"),))])
+        datastore = json.loads(get(self.node, "/info")[1])["datastore"]
+        self.assertGreaterEqual(datastore["requests"]["ok"], 50)
+        self.assertEqual(datastore["requests"]["error"], 1)
+        self.assertGreater(datastore["latency_seconds"]["p99"], 0)
+        self.assertGreaterEqual(datastore["latency_seconds"]["p99"], datastore["latency_seconds"]["p50"])
         self.assertEqual(after[("dynomite_client_connections", ())], 1)
         [build] = [dict(labels) for name, labels in after if name == "dynomite_build_info"]
         self.assertEqual((build["node_dc"], build["node_rack"], build["version"]), ("dc1", "rack1", __version__))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.datastore import HELLO_3, UNAVAILABLE, Datastore
+from dynomite.datastore import HELLO_3, SAMPLE_EVERY, UNAVAILABLE, Datastore
 
 from .fakes import FakeEndpoint, Sink, drop, node_config
 
@@ -151,3 +151,114 @@ class DatastoreTests(SynchronousTestCase):
             self.clock.advance(1.0)
         self.assertIsNone(ds.ejected_until)
         self.assertEqual(len(self.endpoint.attempts), 2)
+
+
+class DatastoreCounterTests(SynchronousTestCase):
+    """Requests counted by result and latency sampled, cheaply, per connection."""
+
+    def make(self, **overrides):
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint()
+        overrides.setdefault("datastore_connections", 1)
+        self.ds = Datastore(node_config(**overrides), self.clock, jitter=lambda: 1.0,
+                            endpoint_factory=lambda a: self.endpoint)
+        self.ds.startService()
+        self.addCleanup(self.ds.stopService)
+        return self.ds
+
+    def connect_all(self):
+        return DatastoreTests.connect_all(self)
+
+    def resp2(self, links):
+        return [p for p, t in links if p._link.resp == 2][0]
+
+    def test_every_result_starts_at_zero(self):
+        ds = self.make()
+        self.assertEqual(ds.request_counts(), {"ok": 0, "error": 0, "timeout": 0, "unavailable": 0})
+        self.assertEqual(ds.requests_total, 0)
+        self.assertEqual(ds.latency.count, 0)
+
+    def test_requests_and_error_replies_counted(self):
+        ds = self.make()
+        proto = self.resp2(self.connect_all())
+        sink = Sink()
+        for _ in range(3):
+            ds.send(1, 2, b"x", sink)
+        proto.dataReceived(b"+OK\r\n-WRONGTYPE no\r\n$1\r\na\r\n")
+        self.assertEqual(ds.requests_total, 3)
+        self.assertEqual(ds.request_counts(), {"ok": 2, "error": 1, "timeout": 0, "unavailable": 0})
+
+    def test_resp3_handshake_is_not_counted(self):
+        ds = self.make()
+        links = self.connect_all()
+        self.assertEqual(ds.requests_total, 0)
+        resp3 = [p for p, t in links if p._link.resp == 3][0]
+        ds.send(1, 3, b"x", Sink())
+        resp3.dataReceived(b"!3\r\nERR\r\n")
+        self.assertEqual(ds.request_counts()["error"], 1)
+        self.assertEqual(ds.requests_total, 1)
+
+    def test_unavailable_counted(self):
+        ds = self.make()
+        ds.send(1, 2, b"x", Sink())
+        ds.send(1, 2, b"x", Sink())
+        self.assertEqual(ds.request_counts()["unavailable"], 2)
+        self.assertEqual(ds.requests_total, 0)
+
+    def test_counts_survive_closed_connections(self):
+        ds = self.make()
+        proto = self.resp2(self.connect_all())
+        for _ in range(4):
+            ds.send(1, 2, b"x", Sink())
+        proto.dataReceived(b"+OK\r\n-ERR x\r\n")
+        drop(proto)  # two still waiting: failed when the connection closed
+        self.assertEqual(ds.requests_total, 4)
+        self.assertEqual(ds.request_counts(), {"ok": 1, "error": 3, "timeout": 0, "unavailable": 0})
+        self.clock.advance(1.0)
+        proto = self.resp2(self.connect_all())
+        ds.send(1, 2, b"x", Sink())
+        proto.dataReceived(b"+OK\r\n")
+        self.assertEqual(ds.requests_total, 5)
+        self.assertEqual(ds.request_counts()["ok"], 2)
+
+    def test_timeouts_counted(self):
+        ds = self.make(timeout=1000)
+        self.resp2(self.connect_all())
+        ds.send(1, 2, b"x", Sink())
+        self.clock.advance(1.5)
+        counts = ds.request_counts()
+        self.assertEqual((counts["timeout"], counts["ok"], counts["error"]), (1, 0, 0))
+
+    def test_latency_sampled_every_16th_request(self):
+        ds = self.make()
+        proto = self.resp2(self.connect_all())
+        sink = Sink()
+        for _ in range(SAMPLE_EVERY - 1):
+            ds.send(1, 2, b"x", sink)
+        self.clock.advance(0.5)
+        ds.send(1, 2, b"x", sink)  # number 16, sent at t=0.5: the sample
+        self.clock.advance(0.003)
+        proto.dataReceived(b"+OK\r\n" * (SAMPLE_EVERY - 1))
+        self.assertEqual(ds.latency.count, 0)
+        self.clock.advance(0.001)
+        proto.dataReceived(b"+OK\r\n")
+        self.assertEqual(ds.latency.count, 1)
+        self.assertAlmostEqual(ds.latency.total, 0.004)
+        # the next sample is request 32
+        for _ in range(SAMPLE_EVERY):
+            ds.send(1, 2, b"x", sink)
+        self.clock.advance(0.02)
+        proto.dataReceived(b"+OK\r\n" * SAMPLE_EVERY)
+        self.assertEqual(ds.latency.count, 2)
+        self.assertAlmostEqual(ds.latency.total, 0.024)
+        self.assertEqual(ds.latency.quantile(0.99), 0.025)
+
+    def test_one_sample_at_a_time_and_dropped_with_the_connection(self):
+        ds = self.make()
+        proto = self.resp2(self.connect_all())
+        for _ in range(3 * SAMPLE_EVERY):
+            ds.send(1, 2, b"x", Sink())
+        self.assertEqual(proto._sample_seq, SAMPLE_EVERY)
+        drop(proto)
+        self.assertEqual(proto._sample_seq, 0)
+        self.assertEqual(ds.latency.count, 0)

@@ -351,7 +351,11 @@ class DashboardTests(SynchronousTestCase):
                           % q, exprs)
         for needle in ("sum by (family, result) (rate(dynomite_client_requests_total",
                        "sum by (dc, scope, result) (rate(dynomite_replication_writes_total",
-                       "dynomite_peer_up", "dynomite_hints_oldest_age_seconds", "dynomite_ring_nodes"):
+                       "dynomite_peer_up", "dynomite_hints_oldest_age_seconds", "dynomite_ring_nodes",
+                       "sum by (instance, result) (rate(dynomite_datastore_requests_total",
+                       "sum by (instance, le) (rate(dynomite_datastore_request_duration_seconds_bucket",
+                       "sum by (dc, peer_dc, result) (rate(dynomite_peer_requests_total",
+                       "sum by (dc, peer_dc, le) (rate(dynomite_peer_request_duration_seconds_bucket"):
             self.assertIn(needle, exprs)
 
     def test_exprs_parse_as_promql(self) -> None:

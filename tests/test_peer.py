@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.config import Address, NodeConfig, Seed
 from dynomite.peer import (
-    LocalNode, PeerLink, PeerProtocol, PeerServerFactory, backoff_delay, node_name,
+    SAMPLE_EVERY, LocalNode, PeerLink, PeerProtocol, PeerServerFactory, backoff_delay, node_name,
     peer_timeout,
 )
 from dynomite.peer_framing import (
@@ -983,3 +983,122 @@ class LinkTests(SynchronousTestCase):
 
     def test_node_name_is_dyn_listen(self) -> None:
         self.assertEqual(node_name(config("127.0.0.2")), B)
+
+
+class LinkCounterTests(SynchronousTestCase):
+    """Peer requests counted by result, latency sampled by request id."""
+
+    setUp = LinkTests.setUp
+    serve = LinkTests.serve
+    link = LinkTests.link
+
+    def up_link(self) -> PeerLink:
+        self.serve()
+        link = self.link()
+        link.start()
+        self.net.flush()
+        self.assertTrue(link.is_up)
+        return link
+
+    def test_every_result_starts_at_zero(self) -> None:
+        link = self.link()
+        self.assertEqual(link.request_counts(), {"ok": 0, "error": 0, "timeout": 0, "unavailable": 0})
+        self.assertEqual((link.requests_total, link.latency.count), (0, 0))
+
+    def test_unavailable_counted(self) -> None:
+        link = self.link()
+        link.send(REQUEST, 0, REQ, Sink())
+        link.send(REQUEST, 0, REQ, Sink())
+        self.assertEqual(link.request_counts()["unavailable"], 2)
+        self.assertEqual(link.requests_total, 0)
+
+    def test_replies_counted_ok_and_error(self) -> None:
+        link = self.up_link()
+        for _ in range(4):
+            link.send(REQUEST, 0, REQ, Sink())
+        self.net.flush()
+        replies = [r[5] for r in self.handler_b.requests]
+        replies[0].complete(b"+OK\r\n")
+        replies[1].complete(b"$1\r\nx\r\n")
+        replies[2].complete(b"-WRONGTYPE no\r\n")
+        replies[3].fail(b"-ERR datastore unavailable\r\n")
+        self.net.flush()
+        self.assertEqual(link.requests_total, 4)
+        self.assertEqual(link.request_counts(), {"ok": 2, "error": 2, "timeout": 0, "unavailable": 0})
+
+    def test_timeouts_counted(self) -> None:
+        link = self.up_link()
+        link.send(REQUEST, 0, REQ, Sink())
+        self.net.advance(link.timeout + 0.5)
+        counts = link.request_counts()
+        self.assertEqual((counts["timeout"], counts["ok"], counts["error"]), (1, 0, 0))
+
+    def test_counts_survive_closed_connections(self) -> None:
+        link = self.up_link()
+        for _ in range(3):
+            link.send(REQUEST, 0, REQ, Sink())
+        self.net.flush()
+        self.handler_b.requests[0][5].complete(b"+OK\r\n")
+        self.net.flush()
+        for pump in self.net.pumps:
+            pump.serverIO.loseConnection()
+        self.net.flush()
+        self.assertFalse(link.is_up)
+        # the two still waiting failed when their connection closed
+        self.assertEqual(link.requests_total, 3)
+        self.assertEqual(link.request_counts(), {"ok": 1, "error": 2, "timeout": 0, "unavailable": 0})
+        self.net.advance(0.5)
+        self.assertTrue(link.is_up)
+        link.send(REQUEST, 0, REQ, Sink())
+        self.net.flush()
+        self.handler_b.requests[-1][5].complete(b"+OK\r\n")
+        self.net.flush()
+        self.assertEqual(link.requests_total, 4)
+        self.assertEqual(link.request_counts()["ok"], 2)
+
+    def test_latency_sampled_by_request_id(self) -> None:
+        link = self.up_link()
+        for _ in range(SAMPLE_EVERY - 1):
+            link.send(REQUEST, 0, REQ, Sink())
+        self.clock.advance(0.5)
+        link.send(REQUEST, 0, REQ, Sink())  # request id 16, sent at +0.5: the sample
+        self.net.flush()
+        replies = [r[5] for r in self.handler_b.requests]
+        self.assertEqual(len(replies), SAMPLE_EVERY)
+        self.clock.advance(0.03)
+        # replies come back in any order; only id 16's is timed
+        for reply in replies[:-1]:
+            reply.complete(b"+OK\r\n")
+        self.net.flush()
+        self.assertEqual(link.latency.count, 0)
+        self.clock.advance(0.01)
+        replies[-1].complete(b"+OK\r\n")
+        self.net.flush()
+        self.assertEqual(link.latency.count, 1)
+        self.assertAlmostEqual(link.latency.total, 0.04)
+        self.assertEqual(link.latency.quantile(0.5), 0.05)
+
+    def test_timed_out_sample_is_given_up(self) -> None:
+        link = self.up_link()
+        for _ in range(SAMPLE_EVERY):
+            link.send(REQUEST, 0, REQ, Sink())
+        self.net.flush()
+        [protocol] = [p for p in link._live if p.sent]
+        self.assertEqual(protocol._sample_id, SAMPLE_EVERY)
+        self.net.advance(link.timeout + 0.5)
+        self.assertEqual(protocol._sample_id, 0)
+        self.assertEqual(link.request_counts()["timeout"], SAMPLE_EVERY)
+        # late replies are not timed; the next sample (id 32) is
+        for request in self.handler_b.requests:
+            request[5].complete(b"+late\r\n")
+        self.net.flush()
+        self.assertEqual(link.latency.count, 0)
+        for _ in range(SAMPLE_EVERY):
+            link.send(REQUEST, 0, REQ, Sink())
+        self.net.flush()
+        self.clock.advance(0.002)
+        for request in self.handler_b.requests[SAMPLE_EVERY:]:
+            request[5].complete(b"+OK\r\n")
+        self.net.flush()
+        self.assertEqual(link.latency.count, 1)
+        self.assertAlmostEqual(link.latency.total, 0.002)
