@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis test demo clean
+.PHONY: all setup redis test demo bench clean
 
 all: setup
 
@@ -26,6 +26,10 @@ test: setup
 
 demo: setup
 	$(BIN)/dynomite-cluster up etc/demo-cluster.yml
+
+# Throughput against plain Redis in the same run (about 5 minutes; see README)
+bench: setup
+	$(BIN)/dynomite-bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache
