@@ -208,6 +208,8 @@ class Coordinator:
         self.hash_tag = config.hash_tag
         self.read_consistency = config.read_consistency
         self.write_consistency = config.write_consistency
+        self._plans: Dict[tuple, tuple] = {}
+        self._plans_topology = topology
         self.membership = None  # set by the service; None: every replica is readable
         # writes go through an ordered, hinted outbox per target: this node's
         # own Redis and each same-DC peer (by node name), and each remote DC
@@ -267,10 +269,29 @@ class Coordinator:
 
     # -- one replica set ---------------------------------------------------
 
+    def plan(self, h: int, write: bool, level: str) -> router.Plan:
+        """
+        `router.plan`, cached: replica sets are shared tuples of the topology
+        (`Topology.replica_key`), so one Plan per (replica set, kind, level)
+        serves every key that lands there.
+        """
+        topology = self.topology
+        replicas = topology.replica_key(h)  # a shared tuple: every owner in every DC
+        key = (id(replicas), write, level)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is replicas:
+            return cached[1]
+        if self._plans_topology is not topology:
+            self._plans.clear()
+            self._plans_topology = topology
+        p = router.plan(topology, h, write, level)
+        self._plans[key] = (replicas, p)
+        return p
+
     def run(self, h: int, write: bool, level: str, data: bytes, resp: int, pin: int, sink,
             normalise=None) -> None:
         """Run ``data`` on the replicas of hash ``h`` at ``level``; reply into ``sink``."""
-        p = router.plan(self.topology, h, write, level)
+        p = self.plan(h, write, level)
         if p.each is not None:
             each = EachQuorum({dc: len(nodes) for dc, nodes in p.each.items()},
                               self._reply_to(sink, write, level), normalise)
@@ -365,9 +386,13 @@ class Coordinator:
             session.read_consistency or self.read_consistency
         )
         if route == commands.KEY:
-            keys = commands.keys(cmd, args)
+            index = _first_key_index(cmd)
+            if index and index < len(args):
+                h = key_hash(args[index], self.hash_tag)
+            else:
+                keys = commands.keys(cmd, args)
+                h = key_hash(keys[0], self.hash_tag) if keys else 0
             data = encode_command(args)
-            h = key_hash(keys[0], self.hash_tag) if keys else 0
             self.run(h, write, level, data, session.resp, session.id, client.slot(len(data)),
                      router.normaliser(cmd.name) if level != DC_ONE else None)
             return
@@ -507,6 +532,20 @@ class Coordinator:
         applied = _Applied(len(nodes), sink)
         for node in nodes:
             self.write(node, payload, resp, pin, applied.part())
+
+
+_KEY_INDEX: Dict[str, int] = {}
+
+
+def _first_key_index(cmd) -> int:
+    """The position of a single-key command's key when it is fixed (almost always), else 0."""
+    index = _KEY_INDEX.get(cmd.name)
+    if index is None:
+        specs = cmd.key_specs
+        spec = specs[0] if specs else None
+        fixed = spec is not None and spec.begin == "index" and spec.find == "range" and not cmd.subcommands
+        index = _KEY_INDEX[cmd.name] = spec.start if fixed and spec.start > 0 else 0
+    return index
 
 
 def _concat_arrays(replies: List[bytes]) -> bytes:

@@ -57,8 +57,9 @@ class Node:
                  metrics: Optional[NodeMetrics] = None) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else NodeMetrics()
-        # per command: its family's [ok, error] counter and latency histogram
-        self._accounts: Dict[object, Tuple[List[int], Optional[Histogram]]] = {}
+        # per command name (str hashes are cached; the frozen Command's are
+        # not): its family's [ok, error] counter and latency histogram
+        self._accounts: Dict[str, Tuple[List[int], Optional[Histogram]]] = {}
         self.coordinator = coordinator
         self.datastore = datastore
         self.monitor = monitor
@@ -95,7 +96,7 @@ class Node:
             latency = None
         else:
             latency = m.write_latency if cmd.write else m.read_latency
-        account = self._accounts[cmd] = (m.family_counter(cmd.group), latency)
+        account = self._accounts[cmd.name] = (m.family_counter(cmd.group), latency)
         return account
 
     @property
@@ -118,7 +119,7 @@ class Node:
             client.latency = None
             client.reply(unknown_command(args))
             return
-        account = self._accounts.get(cmd)
+        account = self._accounts.get(cmd.name)
         if account is None:
             account = self._account(cmd)
         client.counter, client.latency = account
