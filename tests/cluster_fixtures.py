@@ -79,14 +79,15 @@ HOSTS = {RACKS: 1, TWO_DCS: 21, COLD: 31}
 PLAIN_REDIS_HOST = 40
 
 
-def _worker() -> int:
+def worker() -> int:
+    """Which ``trial --jobs`` worker this is (0 when not run in parallel)."""
     name = os.path.basename(os.getcwd())
     return int(name) % 250 if name.isdigit() else 0
 
 
 def address(host: int) -> str:
     """The loopback address ``host`` of this test process."""
-    return f"127.5.{_worker()}.{host}"
+    return f"127.5.{worker()}.{host}"
 
 
 def no_retry() -> Retry:
