@@ -25,7 +25,7 @@ test: setup
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup
-	$(BIN)/dynomite-cluster up etc/demo-cluster.yml
+	$(BIN)/dynomite-cluster up etc/demo-cluster.yml --prometheus monitoring/prometheus/prometheus.yml
 
 # Throughput against plain Redis in the same run (about 5 minutes; see README)
 bench: setup

@@ -91,6 +91,7 @@ def info(service) -> Dict[str, Any]:
         "read_consistency": service.coordinator.read_consistency,
         "write_consistency": service.coordinator.write_consistency,
         "timeout_factor": service.timeout_factor,
+        "log_level": service.log_level,
         "peers": {name: link.state for name, link in sorted(service.peers.items())},
         "client": {
             "connections": len(node.clients),

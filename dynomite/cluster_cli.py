@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +28,9 @@ from .config import ConfigError
 from .processes import pid_alive, proc_stat
 
 __all__ = ["DEFAULT_WORKDIR", "main"]
+
+#: Where ``up --prometheus`` serves Prometheus.
+PROMETHEUS_ADDRESS = "127.0.0.1:9090"
 
 #: Where ``up --detach``, ``status`` and ``down`` look when no --workdir is given.
 DEFAULT_WORKDIR = os.path.join(tempfile.gettempdir(), "dynomite-cluster-%d" % os.getuid())
@@ -62,6 +67,30 @@ def _check_default_workdir(workdir: str) -> None:
         raise ClusterError(f"{workdir} belongs to another user; pass --workdir")
 
 
+def _start_prometheus(config: str, workdir: str) -> Optional[subprocess.Popen]:
+    """
+    Prometheus scraping the cluster, when it is installed (``make demo``
+    passes the demo's scrape configuration); otherwise say how to get it.
+    """
+    binary = shutil.which("prometheus")
+    if binary is None:
+        _say(f"Prometheus is not installed (apt-get install prometheus); with it, `make demo` also"
+             f" runs it with {config}, alert rules included")
+        return None
+    data = os.path.join(workdir, "prometheus")
+    os.makedirs(data, exist_ok=True)
+    log = open(os.path.join(workdir, "prometheus.log"), "wb")
+    process = subprocess.Popen(
+        [binary, "--config.file=" + os.path.abspath(config), "--storage.tsdb.path=" + data,
+         "--web.listen-address=" + PROMETHEUS_ADDRESS],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    log.close()
+    _say(f"Prometheus: http://{PROMETHEUS_ADDRESS} scrapes every node's /metrics"
+         f" (alerts at /alerts; Grafana dashboard in monitoring/grafana)")
+    return process
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     topology = Topology.from_yaml(args.topology)
     workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
@@ -78,6 +107,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stat = proc_stat(os.getpid())
         cluster.supervisor = (os.getpid(), stat[1] if stat else None)
     keep_running = False
+    prometheus: Optional[subprocess.Popen] = None
     saved = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     _set_stop_signals(_raise_interrupted)
     try:
@@ -101,6 +131,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
             _say(f"running in the background; `dynomite-cluster status{hint}` lists it,"
                  f" `dynomite-cluster down{hint}` stops it")
             return 0
+        if args.prometheus:
+            prometheus = _start_prometheus(args.prometheus, workdir)
         _say(f"Ctrl-C stops the cluster (or `dynomite-cluster down{hint}` from another terminal)")
         return _supervise(cluster)
     except _Interrupted:
@@ -108,6 +140,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 0
     finally:
         _set_stop_signals(signal.SIG_IGN)  # cleanup must not be interrupted half-way
+        if prometheus is not None:
+            prometheus.terminate()
+            try:
+                prometheus.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                prometheus.kill()
+                prometheus.wait()
         if not keep_running:
             cluster.stop()
             if args.keep:
@@ -206,6 +245,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--ports", choices=("auto", "standard"), default=None,
                     help="override the topology's ports: ephemeral, or 8102/8101/22222/22122 on every address")
     up.add_argument("--base-address", metavar="IP", default=None, help="override the first node's 127.x address")
+    up.add_argument("--prometheus", metavar="CONFIG", default=None,
+                    help="also run Prometheus with this scrape configuration when it is installed"
+                         " (foreground only)")
     up.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                     help="how long every process gets to answer PING (default 30)")
     up.set_defaults(func=_cmd_up)

@@ -79,7 +79,7 @@ UNUSED_KEYS = frozenset(
 PROJECT_KEYS = frozenset(
     {
         "requirepass", "max_request_bytes", "client_max_outstanding_bytes",
-        "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token",
+        "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token", "log_level",
         "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
         "hint_segment_bytes", "resume_timeout",
     }
@@ -182,6 +182,7 @@ class NodeConfig:
     client_max_outstanding_bytes: int = 8 * 1024 * 1024
     peer_secret: Optional[str] = field(default=None, repr=False)  # kept out of logs
     admin_token: Optional[str] = field(default=None, repr=False)  # kept out of logs
+    log_level: int = 5  # Dynomite's verbosity, 0-11 (its -v); 5 is info
     peer_heartbeat_interval: float = 1.0
     peer_down_after: float = 3.0
     data_dir: str = "data"
@@ -605,6 +606,13 @@ _peer_secret = _secret("disable peer authentication")
 _admin_token = _secret("leave the admin API open")
 
 
+def _log_level(value: Any) -> int:
+    level = _int(value)
+    if not 0 <= level <= 11:
+        raise _Invalid(f"expected Dynomite's verbosity 0..11 (5 is info), got {level}")
+    return level
+
+
 def _hints_fsync(value: Any) -> str:
     policy = value.strip().lower() if isinstance(value, str) else None
     if policy not in HINTS_FSYNC_POLICIES:
@@ -669,6 +677,7 @@ _KEYS: Dict[str, _Key] = {
     "client_max_outstanding_bytes": _kept(_int_at_least(1), "client_max_outstanding_bytes"),
     "peer_secret": _Key(_peer_secret, None, "peer_secret"),
     "admin_token": _Key(_admin_token, None, "admin_token"),
+    "log_level": _kept(_log_level, "log_level"),
     "peer_heartbeat_interval": _kept(_milliseconds(positive=True), "peer_heartbeat_interval"),
     "peer_down_after": _kept(_milliseconds(positive=True), "peer_down_after"),
     "data_dir": _kept(_text, "data_dir"),

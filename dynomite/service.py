@@ -83,6 +83,7 @@ class NodeService(MultiService):
         self._reactor = reactor
         self._connect_peer = connect_peer
         self.timeout_factor = 1
+        self.log_level = config.log_level
         self.metrics = NodeMetrics()
         self.outboxes: Dict[str, object] = {}
         self.topology = Topology.from_config(config)
@@ -261,6 +262,7 @@ class NodeService(MultiService):
             link.set_timeout(peer_timeout(self.config, link.datacenter) * factor)
 
     def set_log_level(self, verbosity: int) -> str:
+        self.log_level = verbosity
         return logs.set_verbosity(verbosity)
 
     def reload(self) -> bool:
@@ -298,6 +300,7 @@ class NodeService(MultiService):
         self.coordinator.write_consistency = new.write_consistency
         self.node.config = new
         self.set_timeout_factor(self.timeout_factor)
+        self.set_log_level(new.log_level)
         self.metrics.reloads["success"] += 1
         self.metrics.last_reload_success = time.time()
         log.info("configuration reloaded from {source}", source=new.source)
@@ -307,6 +310,7 @@ class NodeService(MultiService):
 
     def startService(self) -> None:
         logs.install()
+        self.set_log_level(self.config.log_level)
         for key in self.config.unused_keys:
             log.warn(
                 "{source}: {key}: accepted for Dynomite compatibility, not used by this node",

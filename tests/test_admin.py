@@ -161,12 +161,13 @@ class ReloadTests(unittest.TestCase):
         return metrics(self.node).get(("dynomite_config_reloads_total", (("result", result),)), 0)
 
     def test_good_file_applies(self):
-        self.rewrite(read_consistency="DC_QUORUM", timeout=2500)
+        self.rewrite(read_consistency="DC_QUORUM", timeout=2500, log_level=6)
         os.kill(self.node.pid, signal.SIGHUP)
         wait_until(lambda: self.reloads("success") == 1, timeout=5, message="reload counted")
         consistency = json.loads(get(self.node, "/get_consistency")[1])
         self.assertEqual(consistency["read_consistency"], "DC_QUORUM")
         self.assertIn("configuration reloaded", self.node.log_text())
+        self.assertEqual(json.loads(get(self.node, "/info")[1])["log_level"], 6)
         self.assertTrue(self.node.client(protocol=2).ping())
 
     def test_bad_file_is_refused_and_running_config_kept(self):

@@ -492,3 +492,44 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(launcher.main(["status", "--workdir", empty]), 3)
         self.assertEqual(launcher.main(["down", "--workdir", empty]), 1)
         self.assertIn("cluster.json is missing", err.getvalue())
+
+
+class PrometheusTests(SynchronousTestCase):
+    """`up --prometheus` runs Prometheus when it is installed, and says how to get it otherwise."""
+
+    def fake_prometheus(self) -> str:
+        bindir = self.mktemp()
+        os.makedirs(bindir)
+        path = os.path.join(bindir, "prometheus")
+        with open(path, "w") as f:
+            f.write('#!/bin/sh\necho "$@" > %s\nexec /bin/sleep 30\n' % os.path.join(os.path.abspath(bindir), "args"))
+        os.chmod(path, 0o755)
+        return bindir
+
+    def test_started_with_the_config_and_stopped(self):
+        from dynomite import cluster_cli
+
+        bindir = self.fake_prometheus()
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        self.patch(os, "environ", dict(os.environ, PATH=bindir))
+        process = cluster_cli._start_prometheus("monitoring/prometheus/prometheus.yml", workdir)
+        self.addCleanup(process.kill)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(os.path.join(bindir, "args")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(os.path.join(bindir, "args")) as f:
+            args = f.read()
+        self.assertIn("--config.file=" + os.path.abspath("monitoring/prometheus/prometheus.yml"), args)
+        self.assertIn("--web.listen-address=127.0.0.1:9090", args)
+        process.terminate()
+        self.assertIsNotNone(process.wait(timeout=10))
+
+    def test_not_installed_says_how_to_get_it(self):
+        from dynomite import cluster_cli
+
+        self.patch(os, "environ", dict(os.environ, PATH=self.mktemp()))
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.assertIsNone(cluster_cli._start_prometheus("monitoring/prometheus/prometheus.yml", self.mktemp()))
+        self.assertIn("apt-get install prometheus", out.getvalue())

@@ -384,6 +384,7 @@ BAD_VALUES = [
     ("peer_secret_number", {"peer_secret": 1234}, "peer_secret", "expected a quoted string"),
     ("peer_secret_empty", {"peer_secret": ""}, "peer_secret", "must not be empty"),
     ("admin_token_number", {"admin_token": 42}, "admin_token", "expected a quoted string"),
+    ("log_level_range", {"log_level": 12}, "log_level", "0..11"),
     ("peer_heartbeat_zero", {"peer_heartbeat_interval": 0}, "peer_heartbeat_interval",
      "expected a positive number of milliseconds"),
     ("peer_down_after_short", {"peer_heartbeat_interval": 2000, "peer_down_after": 2000},
