@@ -27,7 +27,7 @@ so a large payload arriving in small pieces costs linear time.
 
 Handshake frames carry a JSON object; `encode_control` and `decode_control`
 build and check them, and `handshake_proof` computes the HMAC-SHA256 proofs
-of ``peer_secret`` (see `dynomite.peer` for the exchange).
+of ``peer_secret`` (see `dynomite.peer_protocol` for the exchange).
 """
 
 from __future__ import annotations
