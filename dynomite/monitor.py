@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import txredisapi
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -104,7 +105,7 @@ class DatastoreMonitor(Service):
 
         self.info([b"server"]).addCallbacks(parse, lambda f: None)
 
-    def info(self, sections) -> "Deferred[bytes]":  # noqa: F821
+    def info(self, sections) -> Deferred:
         """Redis's INFO text for ``sections`` (a list of bytes), or a failure."""
         d = self._redis.execute_command("INFO", *sections)
         d.addTimeout(self._interval, self._clock)
