@@ -49,6 +49,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from . import batching
 from .config import Address, NodeConfig
 from .metrics import Histogram
 from .resp import ProtocolError, ReplyParser, encode_command
@@ -101,6 +102,8 @@ class DatastoreProtocol(Protocol):
         # from empty to busy, or the last reply.  A connection that answers
         # steadily is never timed out, however deep its pipeline.
         self._progress_at = 0.0
+        self.batched = False  # requests wait in _out for the end of a batch (dynomite.batching)
+        self._out: List[bytes] = []
         self.is_ready = False
         # plain counters (see the module docstring); the pool sums them
         self.sent = 0
@@ -138,7 +141,15 @@ class DatastoreProtocol(Protocol):
         if not n & _SAMPLE_MASK and not self._sample_seq:
             self._sample_seq = n
             self._sample_at = self._clock.seconds()
-        self.transport.write(data)
+        if batching.defer(self):
+            self._out.append(data)
+        else:
+            self.transport.write(data)
+
+    def flush_batched(self) -> None:
+        out, self._out = self._out, []
+        if out and self.transport is not None and self.connected:
+            self.transport.writeSequence(out)
 
     def dataReceived(self, data: bytes) -> None:
         try:
@@ -152,15 +163,19 @@ class DatastoreProtocol(Protocol):
         self._progress_at = now = self._clock.seconds()
         sinks = self._sinks
         errors = 0
-        for raw in replies:
-            if not sinks:
-                self.log.error("datastore sent a reply nobody asked for")
-                self.transport.abortConnection()
-                break
-            self.answered += 1
-            if raw[0] in _ERROR_BYTES:
-                errors += 1
-            sinks.popleft().complete(raw)
+        batching.begin()
+        try:
+            for raw in replies:
+                if not sinks:
+                    self.log.error("datastore sent a reply nobody asked for")
+                    self.transport.abortConnection()
+                    break
+                self.answered += 1
+                if raw[0] in _ERROR_BYTES:
+                    errors += 1
+                sinks.popleft().complete(raw)
+        finally:
+            batching.end()
         if errors:
             self.errors += errors
         seq = self._sample_seq

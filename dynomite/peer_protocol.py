@@ -47,11 +47,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from . import batching
 from .config import NodeConfig
 from .metrics import Histogram
 from .peer_framing import (
@@ -175,6 +176,8 @@ class PeerProtocol(Protocol):
         self._peer_nonce = ""
         self._open = False
         self._closing = False
+        self.batched = False  # frames wait in _out for the end of a batch (dynomite.batching)
+        self._out: List[bytes] = []
         self.last_received = 0.0
         self.late_replies = 0
         self.reject_reason: Optional[str] = None
@@ -250,15 +253,19 @@ class PeerProtocol(Protocol):
         except PeerProtocolError as e:
             self._violation(str(e))
             return
-        for frame in frames:
-            if self._closing:
-                return
-            handler = self._table.get(frame.type)
-            if handler is None:
-                self._violation("unexpected %s frame (%s)" % (
-                    FRAME_NAMES[frame.type], "connection open" if self._open else "handshake"))
-                return
-            handler(self, frame)
+        batching.begin()
+        try:
+            for frame in frames:
+                if self._closing:
+                    return
+                handler = self._table.get(frame.type)
+                if handler is None:
+                    self._violation("unexpected %s frame (%s)" % (
+                        FRAME_NAMES[frame.type], "connection open" if self._open else "handshake"))
+                    return
+                handler(self, frame)
+        finally:
+            batching.end()
         if not self._open and self._framer.buffered > HANDSHAKE_MAX_BYTES:
             self._violation("handshake frame too large")
 
@@ -296,9 +303,21 @@ class PeerProtocol(Protocol):
         if not rid & _SAMPLE_MASK and not self._sample_id:
             self._sample_id = rid
             self._sample_at = now
-        self.transport.write(encode_frame(
+        self._write(encode_frame(
             frame_type, flags, rid, self._local.name if origin is None else origin, payload))
         return rid
+
+    def _write(self, frame: bytes) -> None:
+        """Write a request or reply frame; inside a batch, with the others of that batch."""
+        if batching.defer(self):
+            self._out.append(frame)
+        else:
+            self.transport.write(frame)
+
+    def flush_batched(self) -> None:
+        out, self._out = self._out, []
+        if out and not self._closing:
+            self.transport.writeSequence(out)
 
     def set_timeout(self, timeout: float) -> None:
         """Requests sent from now on get ``timeout`` seconds (the admin timeout factor)."""
@@ -355,7 +374,7 @@ class PeerProtocol(Protocol):
     def reply(self, request_id: int, flags: int, raw: bytes) -> None:
         """Send the REPLY to request ``request_id``; ignored once closing."""
         if not self._closing:
-            self.transport.write(encode_frame(REPLY, flags, request_id, "", raw))
+            self._write(encode_frame(REPLY, flags, request_id, "", raw))
 
     def _on_request(self, frame) -> None:
         sink = _ReplySink(self, frame.request_id)

@@ -26,6 +26,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from . import batching
 from .resp import make_request_parser
 from .session import Session
 
@@ -57,7 +58,7 @@ class ReplySlot:
         self.reply = raw
         client = self.client
         queue = client.queue
-        if queue and queue[0] is self:
+        if queue and queue[0] is self and not batching.defer(client):
             client.flush()
 
     # A node-made error (replica unreachable, timeout) reaches a client like
@@ -86,6 +87,7 @@ class ClientProtocol(Protocol):
         self.counter = [0, 0]
         self.latency = None
         self.batch_start = 0.0
+        self.batched = False  # waiting in dynomite.batching for the end of a reply loop
         self.queue: Deque[ReplySlot] = deque()
         self._parser = make_request_parser(max_request_bytes)
         self._max_outstanding = max_outstanding
@@ -122,11 +124,17 @@ class ClientProtocol(Protocol):
         self.batch_start = self._clock.seconds()
         execute = self.node.execute
         session = self.session
-        for args in requests:
-            execute(self, args)
-            if session.quitting:
-                self._close_after_replies()
-                return
+        # requests read together go out together: one write per Redis or
+        # peer connection for the whole batch
+        batching.begin()
+        try:
+            for args in requests:
+                execute(self, args)
+                if session.quitting:
+                    self._close_after_replies()
+                    return
+        finally:
+            batching.end()
         if parser.error is not None:
             self.node.protocol_error(self, str(parser.error))
             self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
@@ -156,6 +164,9 @@ class ClientProtocol(Protocol):
             self.latency.observe(self._clock.seconds() - self.batch_start)
         if self.connected:
             self.transport.write(raw)
+
+    def flush_batched(self) -> None:
+        self.flush()
 
     def flush(self) -> None:
         """Write every reply at the head of the queue that is ready."""
