@@ -63,8 +63,8 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(b.written, [["late"]])
 
 
-class ClientBatchTests(SynchronousTestCase):
-    def test_pipelined_requests_reach_redis_in_one_write_and_replies_return_in_one(self):
+class DatastoreBatchTests(SynchronousTestCase):
+    def test_requests_sent_in_one_batch_reach_redis_in_one_write(self):
         from twisted.internet.task import Clock
 
         from dynomite.datastore import Datastore
