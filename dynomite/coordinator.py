@@ -297,7 +297,10 @@ class Coordinator:
                               self._reply_to(sink, write, level), normalise)
             for dc, nodes in p.each.items():
                 for node in nodes:
-                    self.send(node, data, resp, pin, write, each.replica(dc))
+                    if write:
+                        self.write(node, data, resp, pin, each.replica(dc))
+                    else:
+                        self.send(node, data, resp, pin, False, each.replica(dc))
             return
         local = p.local
         unreadable = self.membership.unreadable if self.membership is not None else None

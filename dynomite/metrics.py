@@ -281,7 +281,9 @@ class Collector:
             c.add_metric([scope, "failed"], failed)
         hinted = {"local_rack": 0, "remote_dc": 0}
         for target, outbox in s.outboxes.items():
-            scope = "remote_dc" if target.startswith("dc:") else "local_rack"
+            link = s.peers.get(target)
+            remote = target.startswith("dc:") or (link is not None and link.datacenter != config.datacenter)
+            scope = "remote_dc" if remote else "local_rack"
             hinted[scope] += outbox.hints.appended_total
         for scope, n in sorted(hinted.items()):
             c.add_metric([scope, "hinted"], n)

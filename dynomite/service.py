@@ -127,8 +127,9 @@ class NodeService(MultiService):
 
     def _build_outboxes(self, config: NodeConfig) -> None:
         """
-        One outbox per write target: this node's own Redis, each peer of this
-        DC, and each remote DC.  Their hint logs live under
+        One outbox per write target: this node's own Redis, each peer (peers
+        of other DCs receive writes directly only under DC_EACH_SAFE_QUORUM),
+        and each remote DC.  Their hint logs live under
         ``data_dir/hints/<this node>/``, so nodes sharing a data_dir never mix.
         """
         self._hint_directory = os.path.join(
@@ -145,8 +146,7 @@ class NodeService(MultiService):
         local = self.topology.local
         targets = {local.name: (self._deliver_local, lambda: self.datastore.is_up)}
         for name, link in self.peers.items():
-            if link.datacenter == config.datacenter:
-                targets[name] = (self._deliver_peer(link), self._writable(name))
+            targets[name] = (self._deliver_peer(link), self._writable(name))
         for dc in self.topology.remote_datacenters:
             targets["dc:" + dc] = (self._deliver_dc(dc), self._dc_reachable(dc))
         for target, (deliver, is_up) in targets.items():
