@@ -401,22 +401,22 @@ class HintLog:
         self.expire(self._clock.seconds())
         ahead = self._ahead
         floor = self._acked if after is None else max(after, self._acked)
-        skip = 0
+        done = 0
         if ahead and ahead[0].seq <= floor:
-            skip = floor - ahead[0].seq + 1   # seqs are usually contiguous
-            if not (skip <= len(ahead) and ahead[skip - 1].seq == floor
-                    and (skip == len(ahead) or ahead[skip].seq > floor)):
-                skip = sum(1 for h in ahead if h.seq <= floor)
-        while len(ahead) - skip < n:
+            done = floor - ahead[0].seq + 1   # hints at or below floor: seqs are usually contiguous
+            if not (done <= len(ahead) and ahead[done - 1].seq == floor
+                    and (done == len(ahead) or ahead[done].seq > floor)):
+                done = sum(1 for h in ahead if h.seq <= floor)
+        while len(ahead) - done < n:
             hint = self._read_record()
             if hint is None:
                 break
             ahead.append(hint)
             if hint.seq <= floor:
-                skip += 1
-        if skip == 0 and n >= len(ahead):
+                done += 1
+        if done == 0 and n >= len(ahead):
             return list(ahead)
-        return [ahead[i] for i in range(skip, min(skip + n, len(ahead)))]
+        return [ahead[i] for i in range(done, min(done + n, len(ahead)))]
 
     def _read_record(self) -> Optional[Hint]:
         """Decode the record at the reader and move past it; None at the end of the log."""

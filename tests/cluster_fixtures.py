@@ -376,14 +376,6 @@ class PlainRedis:
     def raw(self) -> RawConnection:
         return self.process.raw(timeout=SOCKET_TIMEOUT)
 
-    def restart(self, node: ClusterNode) -> None:
-        """Restart ``node``'s redis-server and node process, then wait for the links: a clean slate."""
-        node.node_process.stop()
-        node.redis_process.stop()
-        node.redis_process.start()
-        node.node_process.start()
-        self.wait_connected()
-
     def reset(self) -> None:
         with self.raw() as conn:
             reply = conn.command("FLUSHALL")

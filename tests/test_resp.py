@@ -363,6 +363,7 @@ class RequestParserMixin:
     assertLessEqual: Callable[..., None]
 
     def make(self, max_request_bytes: Optional[int] = None) -> RequestParser:
+        # Abstract: each concrete test class (pure, hiredis) says which parser it runs.
         raise NotImplementedError
 
     def feed_all(self, chunks: Sequence[bytes],
@@ -487,6 +488,8 @@ class RequestParserMixin:
 class RequestParsersAgreeTests(SynchronousTestCase):
     """Both implementations give the same result for random streams, however they are cut."""
 
+    # hiredis is a dependency on CPython only (setup.cfg); under PyPy the pure
+    # parser is the one in use and these comparisons have nothing to compare.
     if hiredis is None:  # pragma: no cover
         skip = "hiredis is not installed"
 
@@ -531,6 +534,8 @@ class PureRequestParserTests(RequestParserMixin, SynchronousTestCase):
 class HiredisRequestParserTests(RequestParserMixin, SynchronousTestCase):
     """`HiredisRequestParser` keeps exactly the same behaviour."""
 
+    # hiredis is a dependency on CPython only (setup.cfg); under PyPy the pure
+    # parser is the one in use and these comparisons have nothing to compare.
     if hiredis is None:  # pragma: no cover
         skip = "hiredis is not installed"
 
