@@ -95,6 +95,13 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def backend_client(node: ClusterNode, timeout: float) -> redis.Redis:
+    """A RESP2 client straight to ``node``'s own redis-server, without retries."""
+    host, port = node.redis_address
+    return redis.Redis(host=host, port=port, protocol=2, socket_timeout=timeout,
+                       socket_connect_timeout=timeout, retry=no_retry())
+
+
 def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> bool:
     """Call ``predicate`` until it is true or ``timeout`` passes; the last result, as a bool."""
     deadline = time.monotonic() + timeout
@@ -218,11 +225,7 @@ class ClusterFixture:
         """A RESP2 client straight to ``node``'s own redis-server (bypassing every node)."""
         client = self._backends.get(node.name)
         if client is None:
-            host, port = node.redis_address
-            client = self._backends[node.name] = redis.Redis(
-                host=host, port=port, protocol=2, socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=SOCKET_TIMEOUT, retry=no_retry(),
-            )
+            client = self._backends[node.name] = backend_client(node, SOCKET_TIMEOUT)
         return client
 
     def backend_raw(self, node: ClusterNode) -> RawConnection:

@@ -41,7 +41,7 @@ from dynomite.hashing import key_hash
 from dynomite.hints import safe_name
 from dynomite.ring import Ring
 
-from .cluster_fixtures import no_retry, poll, worker  # noqa: F401 (used by test_ha)
+from .cluster_fixtures import backend_client, no_retry, poll, worker  # noqa: F401 (used by test_ha)
 
 #: Seconds a client waits for a reply before the call counts as an error.
 SOCKET_TIMEOUT = 5.0
@@ -156,10 +156,7 @@ class HACluster:
         """RESP2 client straight to ``node``'s own redis-server."""
         c = self._backends.get(node.name)
         if c is None:
-            host, port = node.redis_address
-            c = self._backends[node.name] = redis.Redis(
-                host=host, port=port, protocol=2, socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=SOCKET_TIMEOUT, retry=no_retry())
+            c = self._backends[node.name] = backend_client(node, SOCKET_TIMEOUT)
         return c
 
     def admin(self, node: ClusterNode, path: str, timeout: float = 2.0) -> bytes:
