@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - PyPy or a minimal install
 
 __all__ = [
     "ProtocolError", "RequestParser", "HiredisRequestParser", "ReplyParser", "make_request_parser",
+    "split_replies", "split_commands", "count_errors",
     "split_inline", "encode_command", "simple", "error", "integer", "bulk", "null", "null_array",
     "array", "map_", "set_", "double", "boolean", "verbatim", "OK", "PONG",
 ]
@@ -184,10 +185,15 @@ class RequestParser(_Framer):
         self._left = 0                # its bulks still to read,
         self._bulk = -1               # the length of the bulk whose header is read,
         self._size = 0                # and the sum of its declared lengths
+        #: After `feed`: two offsets per request returned, where its bytes start
+        #: and end in the data fed, or -1, -1 when they cannot be forwarded as
+        #: they are (an inline request, or one that began in an earlier chunk).
+        self.bounds: List[int] = []
 
     def feed(self, data: bytes) -> List[List[bytes]]:
         """Return every request completed by *data*, in order (see the class)."""
         out: List[List[bytes]] = []
+        self.bounds = []
         self._run(data, out, False)
         return out
 
@@ -204,12 +210,13 @@ class RequestParser(_Framer):
             return self._fail(str(e))
         if buf is None:
             return len(data)
-        return self._parse(buf, 0, out, stop) - (len(buf) - len(data))
+        shift = len(buf) - len(data)
+        return self._parse(buf, 0, out, stop, shift) - shift
 
-    def _fast(self, buf: bytes, pos: int, out: List[List[bytes]]) -> int:
+    def _fast(self, buf: bytes, pos: int, out: List[List[bytes]], shift: int) -> int:
         """Take the complete canonical multibulk requests from *pos*; return where another starts."""
         find, cap, heads, counts = buf.find, self.max_request_bytes, _HEADS, _COUNTS
-        append = out.append
+        append, bounds = out.append, self.bounds
         last = len(buf) - 2
         while True:
             start = pos
@@ -240,6 +247,10 @@ class RequestParser(_Framer):
             if pos - start > cap:
                 return start
             append(args)
+            if start >= shift:
+                bounds += (start - shift, pos - shift)
+            else:
+                bounds += (-1, -1)
 
     def _fail(self, reason: str) -> int:
         self.error = ProtocolError(reason)
@@ -260,14 +271,19 @@ class RequestParser(_Framer):
             self._fail("too big %s count string" % what)
         return -1
 
-    def _parse(self, buf: bytes, pos: int, out: List[List[bytes]], stop: bool) -> int:
-        """Handle every request form, partial frame, limit and error as Redis does."""
+    def _parse(self, buf: bytes, pos: int, out: List[List[bytes]], stop: bool, shift: int = 0) -> int:
+        """
+        Handle every request form, partial frame, limit and error as Redis
+        does; *buf* holds *shift* bytes of earlier chunks before the data fed.
+        """
         n = len(buf)
         args, left, blen, size = self._args, self._left, self._bulk, self._size
+        started = -1  # where the request in progress began in buf (-1: in an earlier chunk)
+        bounds = self.bounds
         stopped = False
         while True:
             if not left and not stop and pos < n:
-                pos = self._fast(buf, pos, out)
+                pos = self._fast(buf, pos, out, shift)
             if left:
                 if blen < 0:
                     if pos >= n:
@@ -295,10 +311,15 @@ class RequestParser(_Framer):
                 if left:
                     continue
                 out.append(args)
+                if started >= shift:
+                    bounds += (started - shift, pos - shift)
+                else:
+                    bounds += (-1, -1)
                 args, size = [], 0
             elif pos >= n:
                 break
             elif buf[pos] == 42:  # '*'
+                started = pos
                 nl = self._line_end(buf, pos, "mbulk")
                 if nl < 0:
                     break
@@ -326,6 +347,7 @@ class RequestParser(_Framer):
                 pos = nl + 1
                 if argv:
                     out.append(argv)
+                    bounds += (-1, -1)
             if stop:
                 stopped = True
                 break
@@ -365,10 +387,16 @@ class HiredisRequestParser:
         """The `ProtocolError` that ended this stream, or None."""
         return self._pure.error
 
+    @property
+    def bounds(self) -> List[int]:
+        """As `RequestParser.bounds`."""
+        return self._pure.bounds
+
     def feed(self, data: bytes) -> List[List[bytes]]:
         """Return every request completed by *data*, in order, as `RequestParser.feed`."""
         pure = self._pure
         out: List[List[bytes]] = []
+        pure.bounds = bounds = []
         if pure.error is not None:
             return out
         pos, n = 0, len(data)
@@ -400,6 +428,7 @@ class HiredisRequestParser:
                             break
                         if req:
                             append(req)
+                            bounds += (pos, off)
                         pos = off
                         continue
                     break
@@ -575,6 +604,35 @@ class ReplyParser(_Framer):
         if elem < n:
             self._keep(buf, elem)
         return out
+
+
+def split_replies(raw: bytes) -> List[bytes]:
+    """The replies joined in *raw*, each as its own bytes; `ProtocolError` if *raw* is not whole replies."""
+    parser = ReplyParser()
+    replies = parser.feed(raw)
+    if parser._pending:
+        raise ProtocolError("a reply is cut short")
+    return replies
+
+
+def split_commands(payload: bytes) -> List[bytes]:
+    """
+    The requests joined in *payload* (canonical multibulk, as nodes send
+    them to each other), each as its own bytes; `ProtocolError` otherwise.
+    """
+    parser = RequestParser(len(payload) + 1)
+    parser.feed(payload)
+    bounds = parser.bounds
+    if parser.error is not None or parser._pending or parser._left or -1 in bounds:
+        raise ProtocolError("not whole multibulk requests")
+    return [payload[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)]
+
+
+def count_errors(raw: bytes) -> int:
+    """How many of the replies joined in *raw* are simple errors (cheap when none is)."""
+    if raw[:1] != b"-" and b"\r\n-" not in raw:
+        return 0
+    return sum(1 for r in split_replies(raw) if r[:1] == b"-")
 
 
 def encode_command(args: Sequence[bytes]) -> bytes:

@@ -374,6 +374,48 @@ class RequestParserMixin:
             requests.extend(parser.feed(chunk))
         return requests, None if parser.error is None else str(parser.error)
 
+    def test_bounds_give_each_forwardable_request_its_own_bytes(self) -> None:
+        rng = random.Random(7)
+        for _ in range(150):
+            parts = []
+            for i in range(rng.randrange(1, 60)):
+                r = rng.random()
+                if r < 0.1:
+                    parts.append(b"GET k%d\r\n" % i)       # inline: never forwarded as is
+                elif r < 0.15:
+                    parts.append(b"\r\n")                   # no request at all
+                elif r < 0.2:
+                    parts.append(b"*0\r\n")
+                else:
+                    parts.append(encode_command([b"SET", b"k%d" % i, b"v" * rng.randrange(0, 3000)]))
+            data = b"".join(parts)
+            cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randrange(0, 8))))
+            parser = self.make()
+            requests: List[List[bytes]] = []
+            previous = 0
+            for cut in cuts + [len(data)]:
+                chunk, previous = data[previous:cut], cut
+                got = parser.feed(chunk)
+                bounds = parser.bounds
+                self.assertEqual(len(bounds), 2 * len(got))
+                for i, args in enumerate(got):
+                    start, end = bounds[2 * i], bounds[2 * i + 1]
+                    if start >= 0:
+                        self.assertEqual(chunk[start:end], encode_command(args))
+                    else:
+                        self.assertEqual(end, -1)
+                requests.extend(got)
+            expected = [req for part in parts for req in RequestParser().feed(part)]
+            self.assertEqual(requests, expected)
+
+    def test_whole_canonical_requests_read_together_all_have_bounds(self) -> None:
+        data = b"".join(encode_command([b"SET", b"k%d" % i, b"v"]) for i in range(20))
+        parser = self.make()
+        self.assertEqual(len(parser.feed(data)), 20)
+        self.assertNotIn(-1, parser.bounds)
+        self.assertEqual(parser.bounds[0], 0)
+        self.assertEqual(parser.bounds[-1], len(data))
+
     def test_requests_whole_bytewise_and_split(self) -> None:
         for name, raw, expected in REQUESTS:
             pieces = list(splits(raw)) if len(raw) < 2000 else [[raw], chunked(raw, 1), chunked(raw, 1000)]
