@@ -243,6 +243,20 @@ def resolve(cmd: Command, args: Sequence[bytes]) -> Optional[Command]:
     return cmd.subcommands.get(args[1].lower())
 
 
+_KEY_INDEX: Dict[str, int] = {}
+
+
+def fixed_key_index(cmd: Command) -> int:
+    """The position of a single-key command's key when it is fixed (almost always), else 0."""
+    index = _KEY_INDEX.get(cmd.name)
+    if index is None:
+        specs = cmd.key_specs
+        spec = specs[0] if specs else None
+        fixed = spec is not None and spec.begin == "index" and spec.find == "range" and not cmd.subcommands
+        index = _KEY_INDEX[cmd.name] = spec.start if fixed and spec.start > 0 else 0
+    return index
+
+
 def arity_ok(cmd: Command, nargs: int) -> bool:
     """Redis' arity rule; ``nargs`` counts the command name."""
     return nargs == cmd.arity if cmd.arity >= 0 else nargs >= -cmd.arity

@@ -22,10 +22,11 @@ from twisted.logger import Logger
 
 from . import commands, router
 from .hashing import key_hash
-from .peer_framing import FLAG_RESP3, FLAG_WRITE, FORWARD, REQUEST
+from .peer_framing import FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, REQUEST, run_count, run_payload
 from .outbox import HINTED, is_hinted
-from .quorum import DC_ONE, EachQuorum, Reconciler
+from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE, EachQuorum, Reconciler
 from .resp import RequestParser, encode_command
+from .runs import RunReconciler
 from .scan import ScanCursor
 from .topology import NodeInfo, Topology
 
@@ -43,26 +44,27 @@ _SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
 
 
 class _Tally:
-    """Sink for replies nobody waits for: only counts ``[answered, failed]``."""
+    """Sink for replies nobody waits for: only counts ``[answered, failed]`` requests."""
 
-    __slots__ = ("_tally",)
+    __slots__ = ("_tally", "_count")
 
-    def __init__(self, tally: List[int]) -> None:
+    def __init__(self, tally: List[int], count: int = 1) -> None:
         self._tally = tally
+        self._count = count
 
     def complete(self, raw: bytes) -> None:
-        self._tally[0] += 1
+        self._tally[0] += self._count
 
     def fail(self, raw: bytes) -> None:
-        self._tally[1] += 1
+        self._tally[1] += self._count
 
 
 class _Failover:
-    """DC_ONE read: try each local replica in turn until one answers."""
+    """DC_ONE read (or run of reads): try each local replica in turn until one answers."""
 
-    __slots__ = ("_coordinator", "_targets", "_index", "_data", "_resp", "_pin", "_sink")
+    __slots__ = ("_coordinator", "_targets", "_index", "_data", "_resp", "_pin", "_sink", "_count")
 
-    def __init__(self, coordinator, targets, data, resp, pin, sink) -> None:
+    def __init__(self, coordinator, targets, data, resp, pin, sink, count=1) -> None:
         self._coordinator = coordinator
         self._targets = targets
         self._index = 0
@@ -70,9 +72,11 @@ class _Failover:
         self._resp = resp
         self._pin = pin
         self._sink = sink
+        self._count = count
 
     def start(self) -> None:
-        self._coordinator.send(self._targets[0], self._data, self._resp, self._pin, False, self)
+        self._coordinator.send(self._targets[0], self._data, self._resp, self._pin, False, self,
+                               self._count)
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)
@@ -82,7 +86,8 @@ class _Failover:
         if self._index >= len(self._targets):
             self._sink.fail(raw)
         else:
-            self._coordinator.send(self._targets[self._index], self._data, self._resp, self._pin, False, self)
+            self._coordinator.send(self._targets[self._index], self._data, self._resp, self._pin,
+                                   False, self, self._count)
 
 
 class _Applied:
@@ -223,29 +228,42 @@ class Coordinator:
 
     # -- sending -----------------------------------------------------------
 
-    def send(self, node: NodeInfo, data: bytes, resp: int, pin: int, write: bool, sink) -> None:
-        """One request to one node: the local Redis, or a peer."""
+    def send(self, node: NodeInfo, data: bytes, resp: int, pin: int, write: bool, sink,
+             count: int = 1) -> None:
+        """One request (or a run of ``count``) to one node: the local Redis, or a peer."""
         if node.is_local:
-            self.datastore.send(pin, resp, data, sink)
+            self.datastore.send(pin, resp, data, sink, count)
         else:
             flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0)
-            self.peers[node.name].send(REQUEST, flags, data, sink, pin, self.name)
+            self.send_to_peer(node.name, REQUEST, flags, data, sink, pin, count)
 
-    def write(self, node: NodeInfo, data: bytes, resp: int, pin: int, sink) -> None:
-        """One write to one replica, through its outbox (hinted if it cannot be delivered)."""
+    def send_to_peer(self, name: str, frame_type: int, flags: int, data: bytes, sink, pin: int,
+                     count: int = 1) -> None:
+        """A REQUEST or FORWARD frame to peer ``name``; a run goes as one FLAG_RUN frame."""
+        link = self.peers.get(name)
+        if link is None:  # removed by a configuration reload
+            sink.fail(b"-ERR peer %s is no longer in the cluster\r\n" % name.encode())
+            return
+        if count > 1:
+            flags |= FLAG_RUN
+            data = run_payload(count, data)
+        link.send(frame_type, flags, data, sink, pin, self.name)
+
+    def write(self, node: NodeInfo, data: bytes, resp: int, pin: int, sink, count: int = 1) -> None:
+        """One write (or a run) to one replica, through its outbox (hinted if it cannot be delivered)."""
         outbox = self.outboxes.get(node.name)
         if outbox is None:
-            self.send(node, data, resp, pin, True, sink)
+            self.send(node, data, resp, pin, True, sink, count)
         else:
-            outbox.submit(FLAG_RESP3 | FLAG_WRITE if resp == 3 else FLAG_WRITE, data, sink, pin)
+            outbox.submit(FLAG_RESP3 | FLAG_WRITE if resp == 3 else FLAG_WRITE, data, sink, pin, count)
 
-    def deliver_to_dc(self, dc: str, flags: int, data: bytes, sink, pin: int) -> None:
-        """FORWARD a write to the first reachable entry node of ``dc`` (the outbox's deliver)."""
+    def deliver_to_dc(self, dc: str, flags: int, data: bytes, sink, pin: int, count: int = 1) -> None:
+        """FORWARD a write (or a run) to the first reachable entry node of ``dc`` (the outbox's deliver)."""
         membership = self.membership
         for node in self.topology.entry_candidates(dc):
             link = self.peers[node.name]
             if link.is_up and (membership is None or membership.writable(node.name)):
-                link.send(FORWARD, flags, data, sink, pin, self.name)
+                self.send_to_peer(node.name, FORWARD, flags, data, sink, pin, count)
                 return
         sink.fail(b"-ERR no entry node of %s is reachable\r\n" % dc.encode())
 
@@ -256,16 +274,17 @@ class Coordinator:
             for node in self.topology.entry_candidates(dc)
         )
 
-    def _forward_remote(self, dcs: Sequence[str], data: bytes, resp: int, pin: int) -> None:
-        """Hand a write to each remote DC's outbox; the client does not wait for it."""
+    def _forward_remote(self, dcs: Sequence[str], data: bytes, resp: int, pin: int,
+                        count: int = 1) -> None:
+        """Hand a write (or a run) to each remote DC's outbox; the client does not wait for it."""
         flags = (FLAG_RESP3 if resp == 3 else 0) | FLAG_WRITE
         for dc in dcs:
-            sink = _Tally(self.remote_writes)
+            sink = _Tally(self.remote_writes, count)
             outbox = self.outboxes.get("dc:" + dc)
             if outbox is not None:
-                outbox.submit(flags, data, sink, pin)
+                outbox.submit(flags, data, sink, pin, count)
             else:
-                self.deliver_to_dc(dc, flags, data, sink, pin)
+                self.deliver_to_dc(dc, flags, data, sink, pin, count)
 
     # -- one replica set ---------------------------------------------------
 
@@ -289,8 +308,13 @@ class Coordinator:
         return p
 
     def run(self, h: int, write: bool, level: str, data: bytes, resp: int, pin: int, sink,
-            normalise=None) -> None:
-        """Run ``data`` on the replicas of hash ``h`` at ``level``; reply into ``sink``."""
+            normalise=None, count: int = 1) -> None:
+        """
+        Run ``data`` on the replicas of hash ``h`` at ``level``; reply into
+        ``sink``.  ``data`` may be a run of ``count`` requests (`dynomite.runs`)
+        of one command whose keys all hash to the replicas of ``h``; never at
+        DC_EACH_SAFE_QUORUM.
+        """
         p = self.plan(h, write, level)
         if p.each is not None:
             each = EachQuorum({dc: len(nodes) for dc, nodes in p.each.items()},
@@ -305,26 +329,35 @@ class Coordinator:
         local = p.local
         unreadable = self.membership.unreadable if self.membership is not None else None
         if unreadable and not write and self._enough_readable(p, unreadable):
-            self._run_around(p, unreadable, data, resp, pin, sink, normalise, level)
+            self._run_around(p, unreadable, data, resp, pin, sink, normalise, level, count)
             return
         if p.failover:
             if len(local) == 1:
-                self.send(local[0], data, resp, pin, False, sink)
+                self.send(local[0], data, resp, pin, False, sink, count)
             else:
-                _Failover(self, local, data, resp, pin, sink).start()
+                _Failover(self, local, data, resp, pin, sink, count).start()
         elif not write:
-            rec = Reconciler(p.level, len(local), self._reply_to(sink, False, level), normalise)
+            rec = self._reconciler(p.level, len(local), sink, False, level, normalise, count)
             for node in local:
-                self.send(node, data, resp, pin, False, rec.replica())
+                self.send(node, data, resp, pin, False, rec.replica(), count)
         elif len(local) == 1 and p.level == DC_ONE:
-            self.write(local[0], data, resp, pin, _Unhinted(sink, self._hinted_error))
+            self.write(local[0], data, resp, pin, _Unhinted(sink, self._hinted_error), count)
         else:
-            rec = Reconciler(p.level, len(local), self._reply_to(sink, True, level), normalise,
-                             tally=self.local_writes)
+            rec = self._reconciler(p.level, len(local), sink, True, level, normalise, count,
+                                   self.local_writes)
             for node in local:
-                self.write(node, data, resp, pin, rec.replica())
+                self.write(node, data, resp, pin, rec.replica(), count)
         if p.remote_dcs:
-            self._forward_remote(p.remote_dcs, data, resp, pin)
+            self._forward_remote(p.remote_dcs, data, resp, pin, count)
+
+    def _reconciler(self, plan_level: str, replicas: int, sink, write: bool, level: str, normalise,
+                    count: int, tally: Optional[List[int]] = None):
+        """A `Reconciler` for one request, or a `RunReconciler` for a run, replying into ``sink``."""
+        if count == 1:
+            return Reconciler(plan_level, replicas, self._reply_to(sink, write, level), normalise,
+                              tally=tally)
+        return RunReconciler(plan_level, replicas, count, sink.complete, normalise, tally,
+                             self._settler(write, level))
 
     @staticmethod
     def _enough_readable(p, unreadable) -> bool:
@@ -336,21 +369,21 @@ class Coordinator:
         readable = sum(1 for n in p.local if n.name not in unreadable)
         return readable >= p.wait
 
-    def _run_around(self, p, unreadable, data, resp, pin, sink, normalise, level) -> None:
+    def _run_around(self, p, unreadable, data, resp, pin, sink, normalise, level, count) -> None:
         """A read while some replicas must not be read from (RESUMING, STANDBY, DOWN...)."""
         readable = [n for n in p.local if n.name not in unreadable]
         if p.failover:
             # the others stay as a last resort: a stale answer beats none at DC_ONE
             targets = readable + [n for n in p.local if n.name in unreadable]
-            _Failover(self, targets, data, resp, pin, sink).start()
+            _Failover(self, targets, data, resp, pin, sink, count).start()
             return
-        rec = Reconciler(p.level, len(p.local), self._reply_to(sink, False, level), normalise)
+        rec = self._reconciler(p.level, len(p.local), sink, False, level, normalise, count)
         for node in p.local:
             if node.name in unreadable:
                 rec.replica().fail(b"-ERR replica %s is %s\r\n" % (
                     node.name.encode(), self._state_of(node).encode()))
             else:
-                self.send(node, data, resp, pin, False, rec.replica())
+                self.send(node, data, resp, pin, False, rec.replica(), count)
 
     def _state_of(self, node: NodeInfo) -> str:
         if node.is_local:
@@ -365,18 +398,42 @@ class Coordinator:
         return b"-ERR replica unavailable; " + raw[len(HINTED):-2] + (
             b", to be applied when it returns\r\n")
 
-    def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
-        def done(raw: bytes) -> None:
+    def _settler(self, write: bool, level: str) -> Callable[[bytes], bytes]:
+        """What a reconciled reply becomes for the client: hints said in plain words, failures counted."""
+        def settle(raw: bytes) -> bytes:
             if is_hinted(raw):
                 raw = self._hinted_error(raw)
             if raw.startswith(b"-ERR DC_"):
                 key = ("write" if write else "read", level)
                 self.quorum_failures[key] = self.quorum_failures.get(key, 0) + 1
-            sink.complete(raw)
+            return raw
 
-        return done
+        return settle
+
+    def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
+        settle = self._settler(write, level)
+        return lambda raw: sink.complete(settle(raw))
 
     # -- client requests ---------------------------------------------------
+
+    def execute_run(self, session, cmd, h: int, data: bytes, count: int, client) -> None:
+        """
+        A run (`dynomite.runs`): ``count`` requests of the KEY command ``cmd``,
+        their keys all on the replicas of ``h``, joined in the client's own
+        bytes ``data``; never under DC_EACH_SAFE_QUORUM (see `run_level`).
+        """
+        write = cmd.write
+        level = (session.write_consistency or self.write_consistency) if write else (
+            session.read_consistency or self.read_consistency
+        )
+        self.run(h, write, level, data, session.resp, session.id, client.slot(len(data), count),
+                 router.normaliser(cmd.name) if level != DC_ONE else None, count)
+
+    def runs_allowed(self, session) -> bool:
+        """Whether this session's requests may go in runs: not under DC_EACH_SAFE_QUORUM."""
+        return DC_EACH_SAFE_QUORUM not in (
+            session.write_consistency or self.write_consistency,
+            session.read_consistency or self.read_consistency)
 
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or LOCAL command from a client."""
@@ -389,7 +446,7 @@ class Coordinator:
             session.read_consistency or self.read_consistency
         )
         if route == commands.KEY:
-            index = _first_key_index(cmd)
+            index = commands.fixed_key_index(cmd)
             if index and index < len(args):
                 h = key_hash(args[index], self.hash_tag)
             else:
@@ -517,38 +574,33 @@ class Coordinator:
         """A REQUEST (run here) or FORWARD (apply to every rack of this DC)."""
         resp = 3 if flags & FLAG_RESP3 else 2
         pin = hash(peer_name)
+        count = 1
+        if flags & FLAG_RUN:
+            count = run_count(payload)
+            payload = payload[4:]
         if frame_type == REQUEST:
-            self.datastore.send(pin, resp, payload, sink)
+            self.datastore.send(pin, resp, payload, sink, count)
             return
         parser = RequestParser(len(payload) + 1)
         requests = parser.feed(payload)
-        if len(requests) != 1 or parser.error is not None:
-            sink.complete(b"-ERR forwarded payload is not one command\r\n")
+        bounds = parser.bounds
+        if len(requests) != count or parser.error is not None or parser._pending or -1 in bounds:
+            sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % count)
             return
-        args = requests[0]
-        cmd = commands.lookup(args[0])
-        if cmd is not None:
-            cmd = commands.resolve(cmd, args) or cmd
-        keys = commands.keys(cmd, args) if cmd is not None else []
-        h = key_hash(keys[0], self.hash_tag) if keys else 0
-        nodes = self.topology.dc_replicas(self.topology.local.datacenter, h)
-        applied = _Applied(len(nodes), sink)
-        for node in nodes:
-            self.write(node, payload, resp, pin, applied.part())
-
-
-_KEY_INDEX: Dict[str, int] = {}
-
-
-def _first_key_index(cmd) -> int:
-    """The position of a single-key command's key when it is fixed (almost always), else 0."""
-    index = _KEY_INDEX.get(cmd.name)
-    if index is None:
-        specs = cmd.key_specs
-        spec = specs[0] if specs else None
-        fixed = spec is not None and spec.begin == "index" and spec.find == "range" and not cmd.subcommands
-        index = _KEY_INDEX[cmd.name] = spec.start if fixed and spec.start > 0 else 0
-    return index
+        # each write to every rack of this DC; acknowledged once all are applied or hinted
+        targets = []
+        for i, args in enumerate(requests):
+            cmd = commands.lookup(args[0])
+            if cmd is not None:
+                cmd = commands.resolve(cmd, args) or cmd
+            keys = commands.keys(cmd, args) if cmd is not None else []
+            h = key_hash(keys[0], self.hash_tag) if keys else 0
+            write = payload if count == 1 else payload[bounds[2 * i]:bounds[2 * i + 1]]
+            for node in self.topology.dc_replicas(self.topology.local.datacenter, h):
+                targets.append((node, write))
+        applied = _Applied(len(targets), sink)
+        for node, write in targets:
+            self.write(node, write, resp, pin, applied.part())
 
 
 def _concat_arrays(replies: List[bytes]) -> bytes:

@@ -11,6 +11,9 @@ Whoever waits for a reply is a *sink*: an object with ``complete(raw)``
 for Redis's reply and ``fail(raw)`` for an error reply made by the node
 (Redis unavailable or too slow).  Most sinks treat both alike; quorum
 reconciliation counts a failure as a missing replica, not as an answer.
+A sink may stand for a *run* of several pipelined requests sent in one
+piece (`dynomite.runs`): it gets their replies joined in one bytes object,
+found by counting whole replies, or one failure for the whole run.
 
 Connection lifecycle (one `DatastoreLink` per connection):
 
@@ -60,10 +63,19 @@ HELLO_3 = encode_command([b"HELLO", b"3"])
 
 # One request in SAMPLE_EVERY (a power of two) has its latency measured.
 SAMPLE_EVERY = 16
-_SAMPLE_MASK = SAMPLE_EVERY - 1
+_SAMPLE_STEP = ~(SAMPLE_EVERY - 1)  # a request count crossing a multiple of SAMPLE_EVERY
 
 # First bytes of an error reply: RESP2/3 simple error, RESP3 blob error.
 _ERROR_BYTES = (45, 33)  # b"-", b"!"
+
+
+def _errors_in(replies: List[bytes]) -> int:
+    """How many of ``replies`` are error replies."""
+    n = 0
+    for raw in replies:
+        if raw[0] in _ERROR_BYTES:
+            n += 1
+    return n
 
 
 def _timed_out_reply(timeout: float) -> bytes:
@@ -98,6 +110,8 @@ class DatastoreProtocol(Protocol):
         self._clock = clock
         self._parser = ReplyParser()
         self._sinks: Deque = deque()
+        self._counts: Deque[int] = deque()  # requests per sink, in step with _sinks
+        self._partial: List[bytes] = []     # replies so far for the head sink, when it wants several
         # When the connection last made progress: the moment its queue went
         # from empty to busy, or the last reply.  A connection that answers
         # steadily is never timed out, however deep its pipeline.
@@ -129,16 +143,22 @@ class DatastoreProtocol(Protocol):
 
     @property
     def in_flight(self) -> int:
-        return len(self._sinks)
+        """Requests written and not answered yet."""
+        return sum(self._counts)
 
-    def send(self, data: bytes, sink) -> None:
-        """Write one request (or several, for one sink each) and queue its sink."""
+    def send(self, data: bytes, sink, count: int = 1) -> None:
+        """
+        Write ``count`` requests (``data``, their RESP bytes) for one sink:
+        it gets all their replies joined, or one failure for them all.
+        """
         sinks = self._sinks
         if not sinks:
             self._progress_at = self._clock.seconds()
         sinks.append(sink)
-        self.sent = n = self.sent + 1
-        if not n & _SAMPLE_MASK and not self._sample_seq:
+        self._counts.append(count)
+        sent = self.sent
+        self.sent = n = sent + count
+        if n & _SAMPLE_STEP != sent & _SAMPLE_STEP and not self._sample_seq:
             self._sample_seq = n
             self._sample_at = self._clock.seconds()
         if batching.defer(self):
@@ -161,19 +181,39 @@ class DatastoreProtocol(Protocol):
         if not replies:
             return
         self._progress_at = now = self._clock.seconds()
-        sinks = self._sinks
+        sinks, counts = self._sinks, self._counts
         errors = 0
+        i, n = 0, len(replies)
         batching.begin()
         try:
-            for raw in replies:
+            while i < n:
                 if not sinks:
                     self.log.error("datastore sent a reply nobody asked for")
                     self.transport.abortConnection()
                     break
-                self.answered += 1
-                if raw[0] in _ERROR_BYTES:
-                    errors += 1
-                sinks.popleft().complete(raw)
+                need = counts[0]
+                if need == 1 and not self._partial:
+                    raw = replies[i]
+                    i += 1
+                    self.answered += 1
+                    if raw[0] in _ERROR_BYTES:
+                        errors += 1
+                    counts.popleft()
+                    sinks.popleft().complete(raw)
+                    continue
+                part = replies[i:i + need]
+                i += len(part)
+                self.answered += len(part)
+                errors += _errors_in(part)
+                if len(part) < need:   # the rest comes in a later read
+                    self._partial += part
+                    counts[0] = need - len(part)
+                    break
+                if self._partial:
+                    part = self._partial + part
+                    self._partial = []
+                counts.popleft()
+                sinks.popleft().complete(b"".join(part))
         finally:
             batching.end()
         if errors:
@@ -191,6 +231,8 @@ class DatastoreProtocol(Protocol):
         """Answer every waiting request with ``reply`` (connection is going away)."""
         sinks = self._sinks
         self._sinks = deque()
+        self._counts = deque()
+        self._partial = []
         self._sample_seq = 0
         for sink in sinks:
             sink.fail(reply)
@@ -352,13 +394,16 @@ class Datastore(Service):
 
     # -- hot path ----------------------------------------------------------
 
-    def send(self, client_id: int, resp: int, data: bytes, sink) -> None:
-        """Send one request for client ``client_id`` speaking ``resp``."""
+    def send(self, client_id: int, resp: int, data: bytes, sink, count: int = 1) -> None:
+        """
+        Send ``count`` requests for client ``client_id`` speaking ``resp``;
+        ``sink`` gets their replies joined (`DatastoreProtocol.send`).
+        """
         ready = self._ready[resp]
         if ready:
-            ready[client_id % len(ready)].send(data, sink)
+            ready[client_id % len(ready)].send(data, sink, count)
         else:
-            self.unavailable_total += 1
+            self.unavailable_total += count
             sink.fail(UNAVAILABLE)
 
     # -- counters ----------------------------------------------------------

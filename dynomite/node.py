@@ -7,6 +7,11 @@ arity, authentication), and then either answers the request itself
 (`dynomite.builtins`), refuses it, or hands it to the `Coordinator`,
 which routes it to the replicas of its keys.  It
 never logs or formats strings for a request that succeeds.
+
+`Node.execute_batch` takes everything one client read brought: consecutive
+requests of one single-key command whose keys have the same replicas go to
+the coordinator as one run (`dynomite.runs`), in the client's own bytes;
+anything else goes through `execute`, one by one, in order.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from twisted.logger import Logger
 from . import commands
 from .builtins import BUILTINS, NOAUTH_ALLOWED
 from .config import NodeConfig
+from .hashing import key_hash
 from .metrics import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+# How many spellings of command names `Node.execute_batch` remembers.
+_RUNNABLE_NAMES = 4096
 
 
 def unknown_command(args) -> bytes:
@@ -70,6 +79,9 @@ class Node:
         self.connections_accepted = 0
         self.protocol_errors = 0
         self._lookup = commands.lookup
+        # command name as sent (exact bytes) -> (Command, key position) for
+        # the commands that may go in runs, None for the others
+        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int]]] = {}
 
     # -- clients -----------------------------------------------------------
 
@@ -110,6 +122,86 @@ class Node:
         return self.state == "WRITES_ONLY" and not cmd.write
 
     # -- requests ----------------------------------------------------------
+
+    def execute_batch(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes) -> None:
+        """
+        Handle the requests one read from ``client`` brought, in order;
+        ``bounds`` gives each one's place in ``data`` (`RequestParser.bounds`).
+        Stops after a request that ends the session (QUIT).
+        """
+        session = client.session
+        coordinator = self.coordinator
+        if (len(requests) < 2 or not session.authenticated or self.state != "NORMAL"
+                or not coordinator.runs_allowed(session)):
+            for args in requests:
+                self.execute(client, args)
+                if session.quitting:
+                    return
+            return
+        runnable = self._runnable
+        topology = coordinator.topology
+        uniform = topology.uniform
+        replica_key = topology.replica_key
+        hash_tag = coordinator.hash_tag
+        arity_ok = commands.arity_ok
+        run_cmd = run_key = run_args = None
+        run_h = run_start = run_end = run_count = 0
+        for i, args in enumerate(requests):
+            name = args[0]
+            entry = runnable.get(name, False)
+            if entry is False:
+                entry = self._classify(name)
+            start = bounds[2 * i]
+            if entry is not None and start >= 0:
+                cmd, index = entry
+                if index < len(args) and arity_ok(cmd, len(args)):
+                    if uniform:
+                        h, key = 0, None
+                    else:
+                        h = key_hash(args[index], hash_tag)
+                        key = replica_key(h)
+                    if run_count and cmd is run_cmd and key is run_key and start == run_end:
+                        run_end = bounds[2 * i + 1]
+                        run_count += 1
+                        continue
+                    if run_count:
+                        self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
+                    run_cmd, run_key, run_h, run_args = cmd, key, h, args
+                    run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+                    continue
+            if run_count:
+                self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
+                run_count = 0
+            self.execute(client, args)
+            if session.quitting:
+                return
+        if run_count:
+            self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
+
+    def _run(self, client, cmd, h: int, first: List[bytes], data: bytes, start: int, end: int,
+             count: int) -> None:
+        if count == 1:
+            self.execute(client, first)
+            return
+        account = self._accounts.get(cmd.name)
+        if account is None:
+            account = self._account(cmd)
+        client.counter, client.latency = account
+        self.coordinator.execute_run(client.session, cmd, h, data[start:end], count, client)
+
+    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int]]:
+        """Whether the command called ``name`` may go in runs: a plain single-key command at a fixed position."""
+        cmd = self._lookup(name)
+        entry = None
+        if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
+            index = commands.fixed_key_index(cmd)
+            if index > 0:
+                entry = (cmd, index)
+        if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
+            # only names of real commands are remembered, and not too many
+            # spellings of them (SET, set, sEt, ...)
+            self._runnable[name] = entry
+        return entry
 
     def execute(self, client, args) -> None:
         """Handle one request; the reply reaches ``client`` in order."""

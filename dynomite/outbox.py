@@ -44,10 +44,11 @@ does), or ``fail(raw)`` with any other error (the target failed and the
 hint could not be stored: log full or disk failing).
 
 The owner calls `tick` often (a `TimerService` every 10-100 ms) and `wake`
-when the target comes up.  ``deliver(flags, payload, sink, pin)`` must keep
-the order of the writes it is given on one ``pin`` (a pinned connection)
-and must end every request in ``sink.complete`` or ``sink.fail`` (peer links
-time out).  A direct write goes out on its caller's ``pin`` (the client
+when the target comes up.  ``deliver(flags, payload, sink, pin, count)``
+must keep the order of the writes it is given on one ``pin`` (a pinned
+connection) and must end every request in ``sink.complete`` or
+``sink.fail`` (peer links time out); ``count`` is how many writes
+``payload`` joins (a run, `dynomite.runs`), whose replies come joined.  A direct write goes out on its caller's ``pin`` (the client
 session, so a session reads its own writes); replayed hints all go on pin
 `REPLAY_PIN`, one ordered stream.  So with one connection per target (the
 default) the target sees every write in acceptance order; with several, in
@@ -62,6 +63,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 from twisted.logger import Logger
 
 from .hints import HintLog
+from .resp import split_commands
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "REPLAY_PIN", "Outbox",
            "is_hinted"]
@@ -112,14 +114,18 @@ def _reason(raw: bytes) -> bytes:
 
 
 class _Direct:
-    """Sink of a write sent straight to the target; remembers it in case it must be hinted."""
+    """
+    Sink of a write (or a run of ``count`` writes) sent straight to the
+    target; remembers it in case it must be hinted.
+    """
 
-    __slots__ = ("outbox", "flags", "payload", "sink", "stored", "done")
+    __slots__ = ("outbox", "flags", "payload", "count", "sink", "stored", "done")
 
-    def __init__(self, outbox: "Outbox", flags: int, payload: bytes, sink: Any) -> None:
+    def __init__(self, outbox: "Outbox", flags: int, payload: bytes, count: int, sink: Any) -> None:
         self.outbox = outbox
         self.flags = flags
         self.payload = payload
+        self.count = count
         self.sink = sink
         self.stored = False
         self.done = False
@@ -159,7 +165,7 @@ class Outbox:
     log = Logger()
 
     def __init__(self, target: str, log: HintLog,
-                 deliver: Callable[[int, bytes, Any, int], None], is_up: Callable[[], bool],
+                 deliver: Callable[[int, bytes, Any, int, int], None], is_up: Callable[[], bool],
                  clock, replay_rate: Optional[float] = 5000,
                  max_in_flight: int = DEFAULT_IN_FLIGHT) -> None:
         self.target = target
@@ -205,7 +211,7 @@ class Outbox:
         """Copy the direct writes still in flight into the log, in the order sent."""
         for entry in self._direct:
             if not entry.stored:
-                entry.stored = self.hints.append(entry.flags, entry.payload) is not None
+                entry.stored = self._store(entry.flags, entry.payload, entry.count)
 
     def _spill_and_back_off(self) -> None:
         self._spill()
@@ -237,22 +243,35 @@ class Outbox:
 
     # -- writes ----------------------------------------------------------------
 
-    def submit(self, flags: int, payload: bytes, sink: Any, pin: int = 0) -> None:
-        """Deliver one write (raw RESP ``payload``) to the target, or hint it."""
+    def submit(self, flags: int, payload: bytes, sink: Any, pin: int = 0, count: int = 1) -> None:
+        """
+        Deliver one write (raw RESP ``payload``), or a run of ``count``
+        writes joined in ``payload`` (`dynomite.runs`), to the target, or
+        hint it.  A run is hinted write by write.
+        """
         if self.state == DIRECT:
             if self._is_up():
-                entry = _Direct(self, flags, payload, sink)
+                entry = _Direct(self, flags, payload, count, sink)
                 self._direct.append(entry)
-                self._send(flags, payload, entry, pin)
+                self._send(flags, payload, entry, pin, count)
                 return
             self._why = b"unavailable"
             self._fire("down")
-        if self.hints.append(flags, payload) is None:
+        if not self._store(flags, payload, count):
             sink.fail(self._lost_reply)
             return
         self._signal_hinted(sink)
         if self.state == REPLAYING:
             self._pump()
+
+    def _store(self, flags: int, payload: bytes, count: int) -> bool:
+        """Append a write, or each write of a run, to the log; False if one could not be."""
+        if count == 1:
+            return self.hints.append(flags, payload) is not None
+        stored = True
+        for write in split_commands(payload):
+            stored = self.hints.append(flags, write) is not None and stored
+        return stored
 
     def _signal_hinted(self, sink: Any) -> None:
         raw = self._hinted_prefix + self._why + b")\r\n"
@@ -262,9 +281,9 @@ class Outbox:
         else:
             sink.fail(raw)
 
-    def _send(self, flags: int, payload: bytes, sink: Any, pin: int) -> None:
+    def _send(self, flags: int, payload: bytes, sink: Any, pin: int, count: int = 1) -> None:
         try:
-            self._deliver(flags, payload, sink, pin)
+            self._deliver(flags, payload, sink, pin, count)
         except Exception:
             self.log.failure("outbox {target}: deliver failed", target=self.target)
             sink.fail(b"-ERR internal error delivering to %s\r\n" % self.target.encode())

@@ -45,7 +45,7 @@ __all__ = [
     "MAGIC", "VERSION", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_ORIGIN",
     "HELLO", "CHALLENGE", "AUTH", "WELCOME", "REJECT",
     "REQUEST", "FORWARD", "REPLY", "PING", "PONG", "FRAME_NAMES",
-    "FLAG_RESP3", "FLAG_WRITE", "FLAG_FAILED",
+    "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_FAILED", "run_payload", "run_count",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -78,10 +78,14 @@ FRAME_NAMES: Dict[int, str] = {
 FLAG_RESP3 = 0x0001
 #: REQUEST/FORWARD: the command writes.
 FLAG_WRITE = 0x0002
+#: REQUEST/FORWARD: the payload is a run of pipelined requests
+#: (`dynomite.runs`): a 4-byte big-endian count, then that many requests;
+#: the REPLY joins their replies.
+FLAG_RUN = 0x0004
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 2..14 are free; receivers ignore bits they do not know.
+# Bits 3..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
@@ -89,9 +93,23 @@ MAX_ORIGIN = 255
 #: Largest payload accepted: Redis's own proto-max-bulk-len.
 MAX_PAYLOAD = 512 * 1024 * 1024
 
+_RUN_COUNT = struct.Struct("!I")
+
 _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
 _tuple_new = tuple.__new__
+
+
+def run_payload(count: int, data: bytes) -> bytes:
+    """The payload of a FLAG_RUN frame: ``count`` requests joined in ``data``."""
+    return _RUN_COUNT.pack(count) + data
+
+
+def run_count(payload: bytes) -> int:
+    """The request count a FLAG_RUN payload starts with (its requests follow)."""
+    if len(payload) < 4:
+        raise PeerProtocolError("run payload without a count")
+    return _RUN_COUNT.unpack_from(payload)[0]
 
 
 class PeerProtocolError(ProtocolError):

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import batching
-from .resp import make_request_parser
+from .resp import count_errors, make_request_parser
 from .session import Session
 
 # Requests one client may have in flight before the node stops reading from
@@ -38,17 +38,19 @@ MAX_OUTSTANDING_REQUESTS = 4096
 
 class ReplySlot:
     """
-    The place of one request's reply in its client's reply order, and what
-    is needed to account for it when it is written: the command's
-    ``[ok, error]`` counter, its latency histogram and when it was read.
+    The place of one request's reply in its client's reply order (or of a
+    run of ``count`` pipelined requests' replies, joined), and what is
+    needed to account for it when it is written: the command's ``[ok,
+    error]`` counter, its latency histogram and when it was read.
     """
 
-    __slots__ = ("client", "reply", "size", "counter", "latency", "start")
+    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start")
 
-    def __init__(self, client: "ClientProtocol", size: int) -> None:
+    def __init__(self, client: "ClientProtocol", size: int, count: int = 1) -> None:
         self.client = client
         self.reply = None
         self.size = size
+        self.count = count
         self.counter = client.counter
         self.latency = client.latency
         self.start = client.batch_start
@@ -61,9 +63,13 @@ class ReplySlot:
         if queue and queue[0] is self and not batching.defer(client):
             client.flush()
 
-    # A node-made error (replica unreachable, timeout) reaches a client like
-    # any other error reply; quorum sinks are the ones that tell them apart.
-    fail = complete
+    def fail(self, raw: bytes) -> None:
+        """
+        A node-made error (replica unreachable, timeout) reaches a client like
+        any other error reply (quorum sinks are the ones that tell them
+        apart), once for each request of a run.
+        """
+        self.complete(raw * self.count if self.count > 1 else raw)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -91,7 +97,8 @@ class ClientProtocol(Protocol):
         self.queue: Deque[ReplySlot] = deque()
         self._parser = make_request_parser(max_request_bytes)
         self._max_outstanding = max_outstanding
-        self._outstanding = 0
+        self._outstanding = 0   # bytes of the requests waiting for their replies
+        self._requests = 0      # ... and how many requests
         self._paused_outstanding = False
         self._paused_consumer = False
         self.connected = False
@@ -122,34 +129,35 @@ class ClientProtocol(Protocol):
         requests = parser.feed(data)
         # One clock read per batch: requests read together started together.
         self.batch_start = self._clock.seconds()
-        execute = self.node.execute
-        session = self.session
         # requests read together go out together: one write per Redis or
         # peer connection for the whole batch
         batching.begin()
         try:
-            for args in requests:
-                execute(self, args)
-                if session.quitting:
-                    self._close_after_replies()
-                    return
+            self.node.execute_batch(self, requests, parser.bounds, data)
         finally:
             batching.end()
+        if self.session.quitting:
+            self._close_after_replies()
+            return
         if parser.error is not None:
             self.node.protocol_error(self, str(parser.error))
             self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
             self._close_after_replies()
         elif not self._paused_outstanding and (
-            self._outstanding > self._max_outstanding or len(self.queue) > MAX_OUTSTANDING_REQUESTS
+            self._outstanding > self._max_outstanding or self._requests > MAX_OUTSTANDING_REQUESTS
         ):
             self._paused_outstanding = True
             self.transport.pauseProducing()
 
-    def slot(self, size: int) -> ReplySlot:
-        """A slot for a reply that comes later; ``size`` counts toward backpressure."""
-        slot = ReplySlot(self, size)
+    def slot(self, size: int, count: int = 1) -> ReplySlot:
+        """
+        A slot for the reply to ``count`` requests (joined) that comes later;
+        ``size`` bytes and ``count`` requests count toward backpressure.
+        """
+        slot = ReplySlot(self, size, count)
         self.queue.append(slot)
         self._outstanding += size
+        self._requests += count
         return slot
 
     def reply(self, raw: bytes) -> None:
@@ -158,6 +166,7 @@ class ClientProtocol(Protocol):
             slot = ReplySlot(self, 0)
             slot.reply = raw
             self.queue.append(slot)
+            self._requests += 1
             return
         self.counter[raw[:1] == b"-"] += 1
         if self.latency is not None:
@@ -173,6 +182,7 @@ class ClientProtocol(Protocol):
         queue = self.queue
         out = []
         freed = 0
+        answered = 0
         now = self._clock.seconds()
         while queue:
             head = queue[0]
@@ -182,17 +192,28 @@ class ClientProtocol(Protocol):
             queue.popleft()
             out.append(raw)
             freed += head.size
-            head.counter[raw[:1] == b"-"] += 1
-            if head.latency is not None:
-                head.latency.observe(now - head.start)
+            count = head.count
+            answered += count
+            if count == 1:
+                head.counter[raw[:1] == b"-"] += 1
+                if head.latency is not None:
+                    head.latency.observe(now - head.start)
+            else:
+                errors = count_errors(raw)
+                counter = head.counter
+                counter[0] += count - errors
+                counter[1] += errors
+                if head.latency is not None:
+                    head.latency.observe_many(now - head.start, count)
         if not out or not self.connected:
             return
         self.transport.writeSequence(out)
         self._outstanding -= freed
+        self._requests -= answered
         if (
             self._paused_outstanding
             and self._outstanding <= self._max_outstanding // 2
-            and len(queue) <= MAX_OUTSTANDING_REQUESTS // 2
+            and self._requests <= MAX_OUTSTANDING_REQUESTS // 2
         ):
             self._paused_outstanding = False
             if not self._paused_consumer:

@@ -145,8 +145,8 @@ class NodeService(MultiService):
         config = self.config
         local = self.topology.local
         targets = {local.name: (self._deliver_local, lambda: self.datastore.is_up)}
-        for name, link in self.peers.items():
-            targets[name] = (self._deliver_peer(link), self._writable(name))
+        for name in self.peers:
+            targets[name] = (self._deliver_peer(name), self._writable(name))
         for dc in self.topology.remote_datacenters:
             targets["dc:" + dc] = (self._deliver_dc(dc), self._dc_reachable(dc))
         for target, (deliver, is_up) in targets.items():
@@ -158,20 +158,18 @@ class NodeService(MultiService):
             self.outboxes[target] = Outbox(target, log, deliver, is_up, self._reactor,
                                            replay_rate=config.hint_replay_rate)
 
-    def _deliver_local(self, flags: int, payload: bytes, sink, pin: int = 0) -> None:
-        self.datastore.send(pin, 3 if flags & FLAG_RESP3 else 2, payload, sink)
+    def _deliver_local(self, flags: int, payload: bytes, sink, pin: int = 0, count: int = 1) -> None:
+        self.datastore.send(pin, 3 if flags & FLAG_RESP3 else 2, payload, sink, count)
 
-    def _deliver_peer(self, link: PeerLink):
-        name = self.topology.local.name
-
-        def deliver(flags: int, payload: bytes, sink, pin: int = 0) -> None:
-            link.send(REQUEST, flags, payload, sink, pin, name)
+    def _deliver_peer(self, name: str):
+        def deliver(flags: int, payload: bytes, sink, pin: int = 0, count: int = 1) -> None:
+            self.coordinator.send_to_peer(name, REQUEST, flags, payload, sink, pin, count)
 
         return deliver
 
     def _deliver_dc(self, dc: str):
-        def deliver(flags: int, payload: bytes, sink, pin: int = 0) -> None:
-            self.coordinator.deliver_to_dc(dc, flags, payload, sink, pin)
+        def deliver(flags: int, payload: bytes, sink, pin: int = 0, count: int = 1) -> None:
+            self.coordinator.deliver_to_dc(dc, flags, payload, sink, pin, count)
 
         return deliver
 

@@ -136,6 +136,9 @@ class Topology:
             for dc in self.datacenters
             for rack in self._racks[dc]
         ])
+        #: Every key has the same replicas (one node per rack everywhere):
+        #: routing needs no hash at all.
+        self.uniform = len(set(self._key_answers)) == 1
         self._entries: Dict[str, Tuple[NodeInfo, ...]] = {
             dc: self._entry_candidates(dc) for dc in self.datacenters
         }

@@ -101,7 +101,7 @@ class FakeDatastore:
         self.in_flight = 0
         self.timed_out_total = 0
 
-    def send(self, client_id, resp, data, sink) -> None:
+    def send(self, client_id, resp, data, sink, count=1) -> None:
         self.sent.append((client_id, resp, data, sink))
 
     def answer(self, raw: bytes, index: int = 0) -> None:

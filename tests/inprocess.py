@@ -44,13 +44,16 @@ class MemoryRedis:
         self.timed_out_total = 0
         self.commands: List[List[bytes]] = []
 
-    def send(self, pin, resp, data, sink) -> None:
+    def send(self, pin, resp, data, sink, count=1) -> None:
         if self.down:
             sink.fail(UNAVAILABLE)
             return
+        replies = []
         for args in RequestParser().feed(data):
             self.commands.append(args)
-            sink.complete(self.execute(args, resp))
+            replies.append(self.execute(args, resp))
+        assert len(replies) == count, (replies, count)
+        sink.complete(b"".join(replies))
 
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
         name = args[0].lower()

@@ -51,6 +51,34 @@ class DatastoreTests(SynchronousTestCase):
         proto.dataReceived(b"+OK\r\n*2\r\n$-1\r\n-ERR x\r\n")
         self.assertEqual(sink.replies, [b"+OK\r\n", b"*2\r\n$-1\r\n-ERR x\r\n"])
 
+    def test_a_run_gets_its_replies_joined_however_they_are_read(self):
+        replies = [b"+OK\r\n", b"$3\r\nabc\r\n", b"-ERR x\r\n", b":5\r\n", b"*1\r\n$1\r\nz\r\n"]
+        stream = b"".join(replies) + b"+NEXT\r\n"
+        for cut1 in range(1, len(stream)):
+            for cut2 in (cut1, (cut1 + len(stream)) // 2):
+                ds = self.make()
+                links = self.connect_all()
+                run, after = Sink(), Sink()
+                ds.send(1, 2, b"five requests", run, 5)
+                ds.send(1, 2, b"one more", after)
+                proto = [p for p, t in links if t.value()][0]
+                for chunk in (stream[:cut1], stream[cut1:cut2], stream[cut2:]):
+                    proto.dataReceived(chunk)
+                self.assertEqual(run.replies, [b"".join(replies)], (cut1, cut2))
+                self.assertEqual(after.replies, [b"+NEXT\r\n"], (cut1, cut2))
+                self.ds.stopService()
+
+    def test_a_run_fails_once_when_its_connection_goes(self):
+        ds = self.make()
+        links = self.connect_all()
+        run = Sink()
+        ds.send(1, 2, b"three requests", run, 3)
+        proto, _ = [l for l in links if l[1].value()][0]
+        proto.dataReceived(b"+OK\r\n")
+        drop(proto)
+        self.assertEqual(run.failures, [UNAVAILABLE])
+        self.assertEqual(run.replies, [UNAVAILABLE])
+
     def test_client_pinned_to_one_connection(self):
         ds = self.make()
         links = self.connect_all()
@@ -184,6 +212,14 @@ class DatastoreCounterTests(SynchronousTestCase):
         sink = Sink()
         for _ in range(3):
             ds.send(1, 2, b"x", sink)
+        proto.dataReceived(b"+OK\r\n-WRONGTYPE no\r\n$1\r\na\r\n")
+        self.assertEqual(ds.requests_total, 3)
+        self.assertEqual(ds.request_counts(), {"ok": 2, "error": 1, "timeout": 0, "unavailable": 0})
+
+    def test_runs_count_their_requests(self):
+        ds = self.make()
+        proto = self.resp2(self.connect_all())
+        ds.send(1, 2, b"x", Sink(), 3)
         proto.dataReceived(b"+OK\r\n-WRONGTYPE no\r\n$1\r\na\r\n")
         self.assertEqual(ds.requests_total, 3)
         self.assertEqual(ds.request_counts(), {"ok": 2, "error": 1, "timeout": 0, "unavailable": 0})

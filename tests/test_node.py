@@ -143,13 +143,24 @@ class BackpressureTests(NodeTestCase):
     def test_stops_reading_past_outstanding_limit_and_resumes(self):
         self.start(client_max_outstanding_bytes=1000)
         request = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n" + b"v" * 100 + b"\r\n"
-        self.send(request * 20)
+        for _ in range(20):  # one read each: 20 requests to Redis, not one run
+            self.send(request)
         self.assertFalse(self.transport.reading)
         for _ in range(15):
             self.datastore.answer(b"+OK\r\n")
         self.assertFalse(self.transport.reading)
         for _ in range(5):
             self.datastore.answer(b"+OK\r\n")
+        self.assertTrue(self.transport.reading)
+
+    def test_a_run_counts_toward_the_limits_as_its_requests(self):
+        self.start(client_max_outstanding_bytes=1000)
+        request = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n" + b"v" * 100 + b"\r\n"
+        self.send(request * 20)
+        self.assertEqual(len(self.datastore.sent), 1)  # one run
+        self.assertFalse(self.transport.reading)
+        self.datastore.answer(b"+OK\r\n" * 20)
+        self.assertEqual(self.written(), b"+OK\r\n" * 20)
         self.assertTrue(self.transport.reading)
 
     def test_stops_reading_while_client_does_not_read(self):

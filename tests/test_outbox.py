@@ -39,7 +39,7 @@ class Target:
     def is_up(self) -> bool:
         return self.up
 
-    def deliver(self, flags: int, payload: bytes, sink, pin: int) -> None:
+    def deliver(self, flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
         if self.refuse:
             sink.fail(DOWN)
             return
@@ -223,6 +223,45 @@ class DirectTests(OutboxTestCase):
         self.assertEqual(box.stats(self.clock.seconds())["dropped_total"]["overflow"], 1)
 
 
+class RunTests(OutboxTestCase):
+    """A run of writes goes out whole, and is hinted write by write."""
+
+    def test_a_run_goes_out_as_one_delivery(self) -> None:
+        box = self.outbox()
+        sink = Sink()
+        box.submit(0, w(1) + w(2) + w(3), sink, 5, 3)
+        self.assertEqual(self.target.received, [w(1) + w(2) + w(3)])
+        self.target.reply(raw=OK * 3)
+        self.assertEqual(sink.calls, [("complete", OK * 3)])
+
+    def test_a_run_for_a_down_target_is_hinted_write_by_write(self) -> None:
+        box = self.outbox()
+        self.target.up = False
+        sink = Sink()
+        box.submit(0, w(1) + w(2) + w(3), sink, 5, 3)
+        self.assertEqual(sink.kind, "hinted")
+        self.assertEqual(box.hints.pending, 3)
+        self.target.up = True
+        self.target.auto = True
+        self.tick(box)
+        self.assertEqual(self.target.received, [w(1), w(2), w(3)])
+        self.assertEqual(box.state, DIRECT)
+
+    def test_a_failed_run_is_spilled_in_order_with_the_writes_around_it(self) -> None:
+        box = self.outbox()
+        first, run, last = Sink(), Sink(), Sink()
+        box.submit(0, w(1), first)
+        box.submit(0, w(2) + w(3), run, 0, 2)
+        box.submit(0, w(4), last)
+        self.target.fail(3)
+        self.assertEqual([first.kind, run.kind, last.kind], ["hinted"] * 3)
+        self.assertEqual(box.hints.pending, 4)
+        self.target.received.clear()
+        self.target.auto = True
+        self.tick(box, 1.0)
+        self.assertEqual(self.target.received, [w(1), w(2), w(3), w(4)])
+
+
 class ReplayTests(OutboxTestCase):
     def test_replays_in_order_then_goes_direct(self) -> None:
         box = self.outbox()
@@ -380,7 +419,7 @@ class RandomScheduleTests(OutboxTestCase):
         waiting: list = []
         up = [True]
 
-        def deliver(flags: int, payload: bytes, sink, pin: int) -> None:
+        def deliver(flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
             if not up[0] and rnd.random() < 0.8:
                 sink.fail(DOWN)
                 return
