@@ -164,12 +164,12 @@ class DatastoreProtocol(Protocol):
         if batching.defer(self):
             self._out.append(data)
         else:
-            self.transport.write(data)
+            batching.write_now(self.transport, (data,))
 
     def flush_batched(self) -> None:
         out, self._out = self._out, []
         if out and self.transport is not None and self.connected:
-            self.transport.writeSequence(out)
+            batching.write_now(self.transport, out)
 
     def dataReceived(self, data: bytes) -> None:
         try:

@@ -312,12 +312,12 @@ class PeerProtocol(Protocol):
         if batching.defer(self):
             self._out.append(frame)
         else:
-            self.transport.write(frame)
+            batching.write_now(self.transport, (frame,))
 
     def flush_batched(self) -> None:
         out, self._out = self._out, []
         if out and not self._closing:
-            self.transport.writeSequence(out)
+            batching.write_now(self.transport, out)
 
     def set_timeout(self, timeout: float) -> None:
         """Requests sent from now on get ``timeout`` seconds (the admin timeout factor)."""

@@ -172,7 +172,7 @@ class ClientProtocol(Protocol):
         if self.latency is not None:
             self.latency.observe(self._clock.seconds() - self.batch_start)
         if self.connected:
-            self.transport.write(raw)
+            batching.write_now(self.transport, (raw,))
 
     def flush_batched(self) -> None:
         self.flush()
@@ -207,7 +207,7 @@ class ClientProtocol(Protocol):
                     head.latency.observe_many(now - head.start, count)
         if not out or not self.connected:
             return
-        self.transport.writeSequence(out)
+        batching.write_now(self.transport, out)
         self._outstanding -= freed
         self._requests -= answered
         if (

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from dynomite import batching
 
@@ -110,3 +117,65 @@ class DatastoreBatchTests(SynchronousTestCase):
         self.assertEqual(redis.value(), b"*1\r\n$4\r\nPING\r\n" * 16)
         protocol.dataReceived(b"+PONG\r\n" * 16)
         self.assertEqual(len(replies), 16)
+
+
+class WriteNowTests(TestCase):
+    """`batching.write_now` over real loopback TCP: everything arrives, in order."""
+
+    def test_writes_queue_behind_what_the_socket_did_not_take(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        self.addCleanup(listener.close)
+        big = b"b" * (8 * 1024 * 1024)
+        expected = b"a" * 100 + big + b"c" * 100 + b"d" * 100
+        received = []
+        done = Deferred()
+
+        def drain(peer):
+            try:
+                while True:
+                    data = peer.recv(1 << 20)
+                    if not data:
+                        break
+                    received.append(data)
+            except BlockingIOError:
+                pass
+            if sum(map(len, received)) >= len(expected):
+                poll.stop()
+                done.callback(None)
+
+        class Sender(Protocol):
+            def connectionMade(self):
+                peer, _ = listener.accept()
+                self.factory.peer = peer
+                batching.write_now(self.transport, [b"a" * 100])
+                batching.write_now(self.transport, [big])   # more than the socket takes
+                self.assertQueued()
+                # room in the socket again, with the transport still holding bytes
+                received.append(peer.recv(1 << 16))
+                batching.write_now(self.transport, [b"c" * 50, b"c" * 50])
+                batching.write_now(self.transport, [b"d" * 100])
+                peer.setblocking(False)
+                poll.start(0.001)
+
+            def assertQueued(self):
+                assert self.transport.dataBuffer or self.transport._tempDataBuffer
+
+        factory = ClientFactory.forProtocol(Sender)
+        poll = LoopingCall(lambda: drain(factory.peer))
+        connector = reactor.connectTCP("127.0.0.1", listener.getsockname()[1], factory)
+        self.addCleanup(connector.disconnect)
+        self.addCleanup(lambda: factory.peer.close())
+
+        def check(_):
+            data = b"".join(received)
+            self.assertEqual(len(data), len(expected))
+            self.assertTrue(data == expected, "bytes out of order")
+
+        return done.addCallback(check)
+
+    def test_other_transports_get_an_ordinary_write(self):
+        transport = StringTransport()
+        batching.write_now(transport, [b"x", b"y"])
+        self.assertEqual(transport.value(), b"xy")
