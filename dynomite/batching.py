@@ -8,7 +8,11 @@ its bookkeeping) per reply.  Inside a batch -- the reply loop of one
 ``dataReceived`` -- connections that have something to write only mark
 themselves; when the outermost batch ends, each writes everything it has
 in one go.  Outside a batch nothing is deferred, so no code path can leave
-a reply unwritten.  The reactor is one thread, so module state is enough.
+a reply unwritten; a connection that holds batched writes adds later ones
+behind them, so nothing overtakes.  A running node holds batched writes
+until the end of the reactor turn (`per_reactor_turn`), so requests from
+many clients read in one turn go out together.  The reactor is one
+thread, so module state is enough.
 
 `write_now` is how those writes leave: a TCP transport with nothing
 buffered gets the bytes handed to its socket at once, instead of
@@ -20,12 +24,29 @@ buffered by the transport as usual, so order and flow control are kept.
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from twisted.internet import tcp
 
 _depth = 0
 _pending: List = []
+# How the writes of finished batches are flushed: None, at once when the
+# outermost batch ends; else a function that runs its argument once the
+# reactor has handled every event of the current turn (`per_reactor_turn`).
+_later: Optional[Callable[[Callable[[], None]], object]] = None
+_flush_due = False
+
+
+def per_reactor_turn(reactor) -> None:
+    """
+    Hold the writes of every batch until the reactor has handled all the
+    events of its turn, so that fifty clients read in one turn cost one
+    write to Redis and one to each peer instead of fifty each.  A running
+    node turns this on (`dynomite.tap`); without it (unit tests driving
+    protocols by hand) batches flush as they end.
+    """
+    global _later
+    _later = None if reactor is None else (lambda f: reactor.callLater(0, f))
 
 
 def begin() -> None:
@@ -35,10 +56,23 @@ def begin() -> None:
 
 
 def end() -> None:
-    """A reply loop ended: when it was the outermost one, write what waits."""
-    global _depth, _pending
+    """A reply loop ended: when it was the outermost one, write what waits (now or after the turn)."""
+    global _depth, _flush_due
     _depth -= 1
-    while _depth == 0 and _pending:
+    if _depth or not _pending:
+        return
+    if _later is None:
+        flush()
+    elif not _flush_due:
+        _flush_due = True
+        _later(flush)
+
+
+def flush() -> None:
+    """Every waiting writer writes what it holds."""
+    global _pending, _flush_due
+    _flush_due = False
+    while _pending:
         pending, _pending = _pending, []
         for writer in pending:
             writer.batched = False
@@ -47,15 +81,17 @@ def end() -> None:
 
 def defer(writer) -> bool:
     """
-    Inside a batch, remember ``writer`` (an object with a ``batched`` flag
-    and a ``flush_batched()`` method) and return True; outside, False: the
-    caller writes now.
+    Inside a batch, or while ``writer`` already holds writes, remember
+    ``writer`` (an object with a ``batched`` flag and a ``flush_batched()``
+    method) and return True: the caller adds its bytes to what it holds.
+    Otherwise False: the caller writes now.
     """
+    if writer.batched:
+        return True
     if _depth == 0:
         return False
-    if not writer.batched:
-        writer.batched = True
-        _pending.append(writer)
+    writer.batched = True
+    _pending.append(writer)
     return True
 
 

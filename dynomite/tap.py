@@ -42,6 +42,8 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
+    from . import batching
     from .service import NodeService
 
+    batching.per_reactor_turn(reactor)
     return NodeService(options.node_config, reactor)

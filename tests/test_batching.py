@@ -7,7 +7,7 @@ import socket
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import Clock, LoopingCall
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -68,6 +68,30 @@ class BatchingTests(SynchronousTestCase):
         a.write("x")
         batching.end()
         self.assertEqual(b.written, [["late"]])
+
+
+    def test_per_reactor_turn_holds_writes_until_the_turn_ends(self):
+        clock = Clock()
+        batching.per_reactor_turn(clock)
+        self.addCleanup(batching.per_reactor_turn, None)
+        a, b = Writer(), Writer()
+        batching.begin()
+        a.write(1)
+        batching.end()
+        batching.begin()
+        a.write(2)
+        b.write("b")
+        batching.end()
+        self.assertEqual((a.written, b.written), ([], []))
+        a.write(3)   # outside a batch, but behind what a holds
+        b.written.clear()
+        self.assertEqual(a.written, [])
+        clock.advance(0)
+        self.assertEqual(a.written, [[1, 2, 3]])
+        self.assertEqual(b.written, [["b"]])
+        self.assertEqual(len(clock.getDelayedCalls()), 0)
+        a.write(4)   # nothing held any more: at once
+        self.assertEqual(a.written, [[1, 2, 3], [4]])
 
 
 class DatastoreBatchTests(SynchronousTestCase):
