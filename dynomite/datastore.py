@@ -2,7 +2,7 @@
 The data path to the local Redis: pipelined raw-RESP connections.
 
 Requests are written as RESP bytes and replies come back as the exact bytes
-Redis sent (the `ReplyParser` only finds where each reply ends), so status
+Redis sent (the reply parser only finds where each reply ends), so status
 and bulk replies, nils, empty arrays and errors nested in arrays reach the
 client unchanged.  Each connection keeps its in-flight requests in a deque
 and matches replies in order, like Twisted's memcache protocol.
@@ -55,7 +55,7 @@ from twisted.logger import Logger
 from . import batching
 from .config import Address, NodeConfig
 from .metrics import Histogram
-from .resp import ProtocolError, ReplyParser, encode_command
+from .resp import ProtocolError, encode_command, make_reply_parser
 
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
 
@@ -108,7 +108,7 @@ class DatastoreProtocol(Protocol):
     def __init__(self, link: "DatastoreLink", clock) -> None:
         self._link = link
         self._clock = clock
-        self._parser = ReplyParser()
+        self._parser = make_reply_parser()
         self._sinks: Deque = deque()
         self._counts: Deque[int] = deque()  # requests per sink, in step with _sinks
         self._partial: List[bytes] = []     # replies so far for the head sink, when it wants several

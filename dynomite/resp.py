@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - PyPy or a minimal install
 
 __all__ = [
     "ProtocolError", "RequestParser", "HiredisRequestParser", "ReplyParser", "make_request_parser",
+    "HiredisReplyParser", "make_reply_parser",
     "split_replies", "split_commands", "count_errors",
     "split_inline", "encode_command", "simple", "error", "integer", "bulk", "null", "null_array",
     "array", "map_", "set_", "double", "boolean", "verbatim", "OK", "PONG",
@@ -487,6 +488,7 @@ class ReplyParser(_Framer):
         self.error: Optional[ProtocolError] = None
         self._stack: List[int] = []    # elements expected per open aggregate
         self._head: List[bytes] = []   # parsed bytes of the frame in progress
+        self._stop_at = -1             # where feed_to_boundary stopped, in the buffer parsed
 
     def feed(self, data: bytes) -> List[bytes]:
         """Return every reply completed by *data*; raise `ProtocolError` on bytes that are not RESP."""
@@ -499,7 +501,32 @@ class ReplyParser(_Framer):
             self.error = e
             raise
 
-    def _parse(self, buf: bytes) -> List[bytes]:
+    @property
+    def in_frame(self) -> bool:
+        """Whether a reply has begun and not ended."""
+        return bool(self._pending or self._stack or self._head)
+
+    def feed_to_boundary(self, data: bytes) -> Tuple[List[bytes], int]:
+        """
+        Like `feed`, but stop where the reply in progress ends: return it (or
+        nothing) and the offset in *data* of the first byte not consumed.
+        """
+        if self.error is not None:
+            raise self.error
+        try:
+            buf = self._resume(data)
+            if buf is None:
+                return [], len(data)
+            self._stop_at = -1
+            out = self._parse(buf, True)
+        except ProtocolError as e:
+            self.error = e
+            raise
+        if self._stop_at < 0:
+            return out, len(data)
+        return out, self._stop_at - (len(buf) - len(data))
+
+    def _parse(self, buf: bytes, stop: bool = False) -> List[bytes]:
         out: List[bytes] = []
         n = len(buf)
         find, small, stack, head = buf.find, _SMALL, self._stack, self._head
@@ -511,11 +538,17 @@ class ReplyParser(_Framer):
                 if kind != 36 and nl > 0:
                     pos = start = nl + 2
                     out.append(buf[elem:pos])
+                    if stop:
+                        self._stop_at = pos
+                        return out
                     continue
                 size = small.get(buf[pos + 1:nl]) if nl > 0 else None
                 if size is not None and buf.startswith(b"\r\n", nl + 2 + size):
                     pos = start = nl + 4 + size
                     out.append(buf[elem:pos])
+                    if stop:
+                        self._stop_at = pos
+                        return out
                     continue
             elif kind == 36 and stack and stack[-1] > 1:  # runs of bulks in an aggregate, shortest path
                 left = stack[-1]
@@ -597,6 +630,9 @@ class ReplyParser(_Framer):
                 else:
                     out.append(buf[start:pos])
                 start = pos
+                if stop:
+                    self._stop_at = pos
+                    return out
         else:
             elem = n
         if elem > start:
@@ -604,6 +640,94 @@ class ReplyParser(_Framer):
         if elem < n:
             self._keep(buf, elem)
         return out
+
+
+class HiredisReplyParser:
+    """
+    A `ReplyParser` that lets hiredis find where replies end, in C.
+
+    hiredis decodes each reply; its length in bytes follows from the decoded
+    value and the type byte found where it starts (Redis encodes replies
+    canonically), and each element's type byte and the final CRLF are
+    checked.  Replies hiredis decodes into anything else than bytes, ints,
+    None and lists of those (errors, RESP3 maps, doubles, ...), and every
+    reply cut by the end of a chunk, go to a pure `ReplyParser` from their
+    first byte, so frames and errors are identical to the pure parser's.
+    """
+
+    def __init__(self) -> None:
+        if _hiredis is None:
+            raise RuntimeError("hiredis is not installed")
+        self._pure = ReplyParser()
+        self._reader = _hiredis.Reader()
+
+    @property
+    def error(self) -> Optional[ProtocolError]:
+        return self._pure.error
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """Return every reply completed by *data*, as `ReplyParser.feed`."""
+        pure = self._pure
+        pos, n = 0, len(data)
+        if pure.in_frame or pure.error is not None:
+            out, pos = pure.feed_to_boundary(data)
+            if pos >= n:
+                return out
+        else:
+            out = []
+        reader = self._reader
+        reader.feed(data, pos)
+        gets, append, size_of = reader.gets, out.append, _reply_size
+        try:
+            while True:
+                reply = gets()
+                if reply is False:
+                    if pos == n:
+                        return out
+                    break
+                end = size_of(reply, data, pos)
+                if end < 0 or data[end - 2:end] != b"\r\n":
+                    break
+                append(data[pos:end])
+                pos = end
+        except (_hiredis.HiredisError, IndexError):
+            pass
+        self._reader = _hiredis.Reader()
+        out.extend(pure.feed(data[pos:]))
+        return out
+
+
+def _reply_size(reply, data: bytes, pos: int) -> int:
+    """Where the canonical encoding of hiredis's ``reply`` that starts at ``pos`` ends, or -1."""
+    kind = data[pos]
+    t = type(reply)
+    if t is bytes:
+        length = len(reply)
+        if kind == 36:      # $<length>\r\n<bytes>\r\n (hiredis does not check that CRLF)
+            end = pos + length + (_OVERHEAD[length] if length < 65536 else len(b"%d" % length) + 5)
+            return end if data[end - 2:end] == b"\r\n" else -1
+        if kind == 43:      # +<text>\r\n
+            return pos + length + 3
+        return -1
+    if t is int:
+        return pos + len(b"%d" % reply) + 3 if kind == 58 else -1
+    if reply is None:
+        return pos + 5 if kind == 36 or kind == 42 else (pos + 3 if kind == 95 else -1)
+    if t is list and kind == 42:
+        pos += 3 + len(b"%d" % len(reply))
+        for item in reply:
+            pos = _reply_size(item, data, pos)
+            if pos < 0:
+                return -1
+        return pos
+    return -1
+
+
+def make_reply_parser() -> Union[ReplyParser, HiredisReplyParser]:
+    """The fastest exact reply framer here: hiredis-backed on CPython when it imports, else pure."""
+    if _hiredis is not None and platform.python_implementation() == "CPython":
+        return HiredisReplyParser()
+    return ReplyParser()
 
 
 def split_replies(raw: bytes) -> List[bytes]:

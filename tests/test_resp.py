@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite import resp
 from dynomite.resp import (
-    HiredisRequestParser, ProtocolError, ReplyParser, RequestParser, encode_command,
-    make_request_parser,
+    HiredisReplyParser, HiredisRequestParser, ProtocolError, ReplyParser, RequestParser,
+    encode_command, make_request_parser,
 )
 
 try:
@@ -121,8 +121,11 @@ REPLIES: List[Tuple[str, bytes]] = [
 class ReplyParserTests(SynchronousTestCase):
     """`ReplyParser` returns each top-level reply byte-identical, however the bytes arrive."""
 
+    def make(self) -> ReplyParser:
+        return ReplyParser()
+
     def feed_all(self, chunks: Sequence[bytes]) -> List[bytes]:
-        parser = ReplyParser()
+        parser = self.make()
         frames: List[bytes] = []
         for chunk in chunks:
             frames.extend(parser.feed(chunk))
@@ -134,13 +137,13 @@ class ReplyParserTests(SynchronousTestCase):
                 self.assertEqual(self.feed_all(chunks), [raw], "%s: %r" % (name, chunks))
 
     def test_empty_feeds(self) -> None:
-        parser = ReplyParser()
+        parser = self.make()
         fed = [parser.feed(b""), parser.feed(b"$3\r\nab"), parser.feed(b""), parser.feed(b"c\r\n")]
         self.assertEqual(fed, [[], [], [], [b"$3\r\nabc\r\n"]])
 
     def test_incomplete_reply_returns_nothing(self) -> None:
         for name, raw in REPLIES:
-            parser = ReplyParser()
+            parser = self.make()
             self.assertEqual(parser.feed(raw[:-1]), [], name)
             self.assertEqual(parser.feed(raw[-1:]), [raw], name)
 
@@ -172,7 +175,7 @@ class ReplyParserTests(SynchronousTestCase):
     def test_large_bulk_in_chunks_is_not_rescanned(self) -> None:
         value = bytes(range(256)) * (5 * 1024 * 4)  # 5 MiB
         raw = b"$%d\r\n%s\r\n+OK\r\n" % (len(value), value)
-        parser = ReplyParser()
+        parser = self.make()
         seen = count_parsed_bytes(parser)
         frames: List[bytes] = []
         for chunk in chunked(raw, 64 * 1024):
@@ -183,7 +186,7 @@ class ReplyParserTests(SynchronousTestCase):
     def test_large_array_in_chunks_is_not_rescanned(self) -> None:
         items = [b"$%d\r\n%s\r\n" % (len(b"item:%d" % i), b"item:%d" % i) for i in range(200000)]
         raw = b"*%d\r\n" % len(items) + b"".join(items)
-        parser = ReplyParser()
+        parser = self.make()
         seen = count_parsed_bytes(parser)
         frames: List[bytes] = []
         for chunk in chunked(raw, 16 * 1024):
@@ -193,7 +196,7 @@ class ReplyParserTests(SynchronousTestCase):
 
     def test_long_status_line_bytewise_is_not_rescanned(self) -> None:
         raw = b"+" + b"x" * 20000 + b"\r\n"
-        parser = ReplyParser()
+        parser = self.make()
         seen = count_parsed_bytes(parser)
         frames: List[bytes] = []
         for chunk in chunked(raw, 1):
@@ -231,7 +234,7 @@ class ReplyParserTests(SynchronousTestCase):
     def test_malformed_raises(self) -> None:
         for raw in self.MALFORMED:
             for chunks in splits(raw):
-                parser = ReplyParser()
+                parser = self.make()
                 with self.assertRaises(ProtocolError, msg=repr(chunks)):
                     for chunk in chunks:
                         parser.feed(chunk)
@@ -239,11 +242,31 @@ class ReplyParserTests(SynchronousTestCase):
                 self.assertRaises(ProtocolError, parser.feed, b"+OK\r\n")
 
     def test_replies_before_bad_bytes_are_returned_by_earlier_feeds(self) -> None:
-        parser = ReplyParser()
+        parser = self.make()
         self.assertEqual(parser.feed(b"+OK\r\n:1"), [b"+OK\r\n"])
         self.assertEqual(parser.feed(b"\r\n"), [b":1\r\n"])
         error = self.assertRaises(ProtocolError, parser.feed, b"*1\r\n@x\r\n")
         self.assertIn("unexpected reply type byte", str(error))
+
+    def test_random_reply_streams_cut_anywhere(self) -> None:
+        rng = random.Random(11)
+        for _ in range(300):
+            replies = [rng.choice(REPLIES)[1] for _ in range(rng.randrange(1, 30))]
+            stream = b"".join(replies)
+            cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randrange(0, 6))))
+            chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
+            self.assertEqual(self.feed_all(chunks), replies)
+
+
+class HiredisReplyParserTests(ReplyParserTests):
+    """`HiredisReplyParser` frames exactly as the pure parser does."""
+
+    # hiredis is a dependency on CPython only (setup.cfg): see HiredisRequestParserTests
+    if hiredis is None:  # pragma: no cover
+        skip = "hiredis is not installed"
+
+    def make(self) -> ReplyParser:
+        return HiredisReplyParser()  # type: ignore[return-value]
 
 
 # -- requests ------------------------------------------------------------------
