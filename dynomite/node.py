@@ -10,8 +10,9 @@ never logs or formats strings for a request that succeeds.
 
 `Node.execute_batch` takes everything one client read brought: consecutive
 requests of one single-key command whose keys have the same replicas go to
-the coordinator as one run (`dynomite.runs`), in the client's own bytes;
-anything else goes through `execute`, one by one, in order.
+the coordinator as one run (`dynomite.runs`, a single request is a run of
+one), in the client's own bytes; anything else goes through `execute`,
+one by one, in order.
 """
 
 from __future__ import annotations
@@ -131,8 +132,7 @@ class Node:
         """
         session = client.session
         coordinator = self.coordinator
-        if (len(requests) < 2 or not session.authenticated or self.state != "NORMAL"
-                or not coordinator.runs_allowed(session)):
+        if not session.authenticated or self.state != "NORMAL" or not coordinator.runs_allowed(session):
             for args in requests:
                 self.execute(client, args)
                 if session.quitting:
@@ -144,7 +144,7 @@ class Node:
         replica_key = topology.replica_key
         hash_tag = coordinator.hash_tag
         arity_ok = commands.arity_ok
-        run_cmd = run_key = run_args = None
+        run_cmd = run_key = None
         run_h = run_start = run_end = run_count = 0
         for i, args in enumerate(requests):
             name = args[0]
@@ -165,24 +165,21 @@ class Node:
                         run_count += 1
                         continue
                     if run_count:
-                        self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
-                    run_cmd, run_key, run_h, run_args = cmd, key, h, args
+                        self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+                    run_cmd, run_key, run_h = cmd, key, h
                     run_start, run_end, run_count = start, bounds[2 * i + 1], 1
                     continue
             if run_count:
-                self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
+                self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
                 run_count = 0
             self.execute(client, args)
             if session.quitting:
                 return
         if run_count:
-            self._run(client, run_cmd, run_h, run_args, data, run_start, run_end, run_count)
+            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
 
-    def _run(self, client, cmd, h: int, first: List[bytes], data: bytes, start: int, end: int,
-             count: int) -> None:
-        if count == 1:
-            self.execute(client, first)
-            return
+    def _run(self, client, cmd, h: int, data: bytes, start: int, end: int, count: int) -> None:
+        """``count`` requests (one is a run too) from ``data[start:end]``, already checked."""
         account = self._accounts.get(cmd.name)
         if account is None:
             account = self._account(cmd)
