@@ -42,8 +42,9 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
-    from . import batching
+    from . import batching, fastpoll
     from .service import NodeService
 
     batching.per_reactor_turn(reactor)
+    fastpoll.install(reactor)
     return NodeService(options.node_config, reactor)
