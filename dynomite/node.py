@@ -128,16 +128,28 @@ class Node:
         """
         Handle the requests one read from ``client`` brought, in order;
         ``bounds`` gives each one's place in ``data`` (`RequestParser.bounds`).
-        Stops after a request that ends the session (QUIT).
+        Stops after a request that ends the session (QUIT).  Whether runs
+        are allowed is looked at again after every request that is not in a
+        run (AUTH, HELLO or CONN_CONSISTENCY may change it).
         """
         session = client.session
+        i, n = 0, len(requests)
+        while i < n:
+            if session.authenticated and self.state == "NORMAL" and self.coordinator.runs_allowed(session):
+                i = self._execute_runs(client, requests, bounds, data, i)
+            else:
+                self.execute(client, requests[i])
+                i += 1
+            if session.quitting:
+                return
+
+    def _execute_runs(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
+                      i: int) -> int:
+        """
+        From request ``i`` on, send runs until a request that cannot be in
+        one, which is executed on its own; return the index after it.
+        """
         coordinator = self.coordinator
-        if not session.authenticated or self.state != "NORMAL" or not coordinator.runs_allowed(session):
-            for args in requests:
-                self.execute(client, args)
-                if session.quitting:
-                    return
-            return
         runnable = self._runnable
         topology = coordinator.topology
         uniform = topology.uniform
@@ -146,7 +158,9 @@ class Node:
         arity_ok = commands.arity_ok
         run_cmd = run_key = None
         run_h = run_start = run_end = run_count = 0
-        for i, args in enumerate(requests):
+        n = len(requests)
+        while i < n:
+            args = requests[i]
             name = args[0]
             entry = runnable.get(name, False)
             if entry is False:
@@ -163,20 +177,20 @@ class Node:
                     if run_count and cmd is run_cmd and key is run_key and start == run_end:
                         run_end = bounds[2 * i + 1]
                         run_count += 1
-                        continue
-                    if run_count:
-                        self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
-                    run_cmd, run_key, run_h = cmd, key, h
-                    run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+                    else:
+                        if run_count:
+                            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+                        run_cmd, run_key, run_h = cmd, key, h
+                        run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+                    i += 1
                     continue
             if run_count:
                 self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
-                run_count = 0
             self.execute(client, args)
-            if session.quitting:
-                return
+            return i + 1
         if run_count:
             self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+        return n
 
     def _run(self, client, cmd, h: int, data: bytes, start: int, end: int, count: int) -> None:
         """``count`` requests (one is a run too) from ``data[start:end]``, already checked."""

@@ -173,3 +173,28 @@ class InProcessTwoDatacenterRunTests(SynchronousTestCase):
             for rack in ("r1", "r2"):
                 self.assertEqual(expected_owner(cluster, "dc2", rack, key).redis.data.get(key),
                                  b"v%d" % i)
+
+
+class RunsFollowSessionChangesTests(SynchronousTestCase):
+    def test_a_consistency_change_in_the_middle_of_a_pipeline_applies_to_what_follows(self):
+        cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1, "r2": 1}})
+        client = cluster.client(cluster.node("dc1", "r1"))
+        client.raw(pipeline(*[("SET", "e%d" % i, "v") for i in range(4)]))
+        cluster.settle()
+        expected_owner(cluster, "dc2", "r1", b"e2").redis.data[b"e2"] = b"other"
+        replies = client.raw(pipeline(
+            ("GET", "e0"), ("GET", "e1"),
+            ("DYNO_CONFIG:CONN_CONSISTENCY", "DC_EACH_SAFE_QUORUM"),
+            ("GET", "e0"), ("GET", "e1"), ("GET", "e2"), ("GET", "e3"),
+            ("DYNO_CONFIG:CONN_CONSISTENCY", "DC_ONE"),
+            ("GET", "e2"), ("GET", "e3")))
+        self.assertEqual(replies.count(b"$1\r\nv\r\n"), 7, replies)
+        self.assertEqual(replies.count(b"+OK\r\n"), 2)
+        self.assertEqual(replies.count(b"-ERR DC_EACH_SAFE_QUORUM"), 1, replies)
+
+    def test_requests_after_auth_in_the_same_read_run_authenticated(self):
+        cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1}}, requirepass="secret")
+        client = cluster.client(cluster.node("dc1", "r1"))
+        replies = client.raw(pipeline(("SET", "a", "1"), ("AUTH", "secret"),
+                                      *[("SET", "k%d" % i, "v") for i in range(5)]))
+        self.assertEqual(replies, b"-NOAUTH Authentication required.\r\n" + b"+OK\r\n" * 6)
