@@ -74,7 +74,8 @@ CATALOGUE: Tuple[Spec, ...] = (
          "Time from sending a request to the local Redis to its reply (sampled)."),
     Spec("dynomite_datastore_in_flight", "gauge", "Requests waiting for the local Redis."),
     Spec("dynomite_peer_up", "gauge", "1 while a peer link is UP.", ("peer", "peer_dc", "peer_rack")),
-    Spec("dynomite_peer_requests_total", "counter", "Requests sent to peers, by peer datacenter and result.",
+    Spec("dynomite_peer_requests_total", "counter",
+         "Requests sent to peers (a run of pipelined requests is one), by peer datacenter and result.",
          ("peer_dc", "result")),
     Spec("dynomite_peer_request_duration_seconds", "histogram",
          "Time from sending a request to a peer to its reply (sampled), by peer datacenter.", ("peer_dc",)),
@@ -244,9 +245,10 @@ class Collector:
         timeouts = CounterMetricFamily("dynomite_peer_timeouts", "Peer requests that timed out.", labels=["peer_dc"])
         ejections = CounterMetricFamily("dynomite_peer_ejections", "Peer connections dropped for silence.",
                                         labels=["peer"])
-        requests = CounterMetricFamily("dynomite_peer_requests",
-                                       "Requests sent to peers, by peer datacenter and result.",
-                                       labels=["peer_dc", "result"])
+        requests = CounterMetricFamily(
+            "dynomite_peer_requests",
+            "Requests sent to peers (a run of pipelined requests is one), by peer datacenter and result.",
+            labels=["peer_dc", "result"])
         duration = HistogramMetricFamily(
             "dynomite_peer_request_duration_seconds",
             "Time from sending a request to a peer to its reply (sampled), by peer datacenter.",
