@@ -677,7 +677,7 @@ class HiredisReplyParser:
             out = []
         reader = self._reader
         reader.feed(data, pos)
-        gets, append, size_of = reader.gets, out.append, _reply_size
+        gets, append, size_of, overhead = reader.gets, out.append, _reply_size, _OVERHEAD
         try:
             while True:
                 reply = gets()
@@ -685,8 +685,18 @@ class HiredisReplyParser:
                     if pos == n:
                         return out
                     break
-                end = size_of(reply, data, pos)
-                if end < 0 or data[end - 2:end] != b"\r\n":
+                kind = data[pos]
+                if kind == 36 and type(reply) is bytes and len(reply) < 65536:
+                    end = pos + len(reply) + overhead[len(reply)]   # the usual replies first
+                elif kind == 43 and type(reply) is bytes:
+                    end = pos + len(reply) + 3
+                elif kind == 58 and type(reply) is int:
+                    end = pos + len(b"%d" % reply) + 3
+                else:
+                    end = size_of(reply, data, pos)
+                    if end < 0:
+                        break
+                if data[end - 2:end] != b"\r\n":
                     break
                 append(data[pos:end])
                 pos = end
