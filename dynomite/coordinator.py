@@ -225,6 +225,7 @@ class Coordinator:
         self.local_writes = [0, 0]
         self.remote_writes = [0, 0]
         self.quorum_failures: Dict[tuple, int] = {}
+        self._settlers: Dict[tuple, Callable[[bytes], bytes]] = {}
 
     # -- sending -----------------------------------------------------------
 
@@ -353,11 +354,10 @@ class Coordinator:
     def _reconciler(self, plan_level: str, replicas: int, sink, write: bool, level: str, normalise,
                     count: int, tally: Optional[List[int]] = None):
         """A `Reconciler` for one request, or a `RunReconciler` for a run, replying into ``sink``."""
+        settle = self._settler(write, level)
         if count == 1:
-            return Reconciler(plan_level, replicas, self._reply_to(sink, write, level), normalise,
-                              tally=tally)
-        return RunReconciler(plan_level, replicas, count, sink.complete, normalise, tally,
-                             self._settler(write, level))
+            return Reconciler(plan_level, replicas, sink.complete, normalise, tally=tally, settle=settle)
+        return RunReconciler(plan_level, replicas, count, sink.complete, normalise, tally, settle)
 
     @staticmethod
     def _enough_readable(p, unreadable) -> bool:
@@ -400,14 +400,17 @@ class Coordinator:
 
     def _settler(self, write: bool, level: str) -> Callable[[bytes], bytes]:
         """What a reconciled reply becomes for the client: hints said in plain words, failures counted."""
-        def settle(raw: bytes) -> bytes:
-            if is_hinted(raw):
-                raw = self._hinted_error(raw)
-            if raw.startswith(b"-ERR DC_"):
-                key = ("write" if write else "read", level)
-                self.quorum_failures[key] = self.quorum_failures.get(key, 0) + 1
-            return raw
+        key = ("write" if write else "read", level)
+        settle = self._settlers.get(key)
+        if settle is None:
+            def settle(raw: bytes) -> bytes:
+                if is_hinted(raw):
+                    raw = self._hinted_error(raw)
+                if raw.startswith(b"-ERR DC_"):
+                    self.quorum_failures[key] = self.quorum_failures.get(key, 0) + 1
+                return raw
 
+            self._settlers[key] = settle
         return settle
 
     def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:

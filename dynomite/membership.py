@@ -67,6 +67,8 @@ class Membership:
         # names of nodes (peers, or this one) that must not be read from;
         # usually empty, so the read path pays one truth test
         self.unreadable: FrozenSet[str] = frozenset()
+        # peers whose writes go straight to them (`writable`), for the write path
+        self._writable: FrozenSet[str] = frozenset()
         self._recompute()
 
     # -- this node -----------------------------------------------------------
@@ -130,15 +132,17 @@ class Membership:
         self._recompute()
 
     def writable(self, peer: str) -> bool:
-        """Whether writes for ``peer`` can go straight to it (else they are hinted)."""
-        state = self.peer_state(peer)
-        return state != DOWN and state != STANDBY
+        """Whether writes for ``peer`` can go straight to it (neither DOWN nor STANDBY; else they are hinted)."""
+        return peer in self._writable
 
     def _recompute(self) -> None:
+        """After any change of a link or of a reported state: who may be read from, and written to."""
         names = {name for name in self._peers if self.peer_state(name) in _UNREADABLE}
         if self.state in _UNREADABLE:
             names.add(self.local_name)
         self.unreadable = frozenset(names)
+        self._writable = frozenset(
+            name for name in self._peers if self.peer_state(name) not in (DOWN, STANDBY))
 
     def describe(self, peer: str) -> Optional[str]:
         return self.peer_state(peer)

@@ -64,7 +64,8 @@ class Reconciler:
     each-quorum, ``DC_EACH_SAFE_QUORUM in dc2``).  ``normalise`` maps a raw
     reply to the value replies are compared by.  ``tally``, an
     ``[answered, failed]`` pair, counts every replica's outcome, late ones
-    included (replication metrics).
+    included (replication metrics).  ``settle`` maps the decided reply before
+    ``done`` gets it.
     """
 
     def __init__(
@@ -75,9 +76,11 @@ class Reconciler:
         normalise: Optional[Callable[[bytes], object]] = None,
         label: Optional[str] = None,
         tally: Optional[List[int]] = None,
+        settle: Optional[Callable[[bytes], bytes]] = None,
     ) -> None:
         self.level = level
         self._tally = tally
+        self._translate = settle
         self.total = total
         self.needed = 1 if level == DC_ONE else quorum(total)
         self._done = done
@@ -164,7 +167,7 @@ class Reconciler:
 
     def _finish(self, raw: bytes) -> None:
         self.finished = True
-        self._done(raw)
+        self._done(raw if self._translate is None else self._translate(raw))
 
 
 class EachQuorum:
