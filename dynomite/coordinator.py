@@ -25,7 +25,8 @@ from .hashing import key_hash
 from .peer_framing import FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, REQUEST, run_count, run_payload
 from .outbox import HINTED, is_hinted
 from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE, EachQuorum, Reconciler
-from .resp import RequestParser, encode_command
+from .request_parser import RequestParser
+from .resp import encode_command
 from .runs import RunReconciler
 from .scan import ScanCursor
 from .topology import NodeInfo, Topology

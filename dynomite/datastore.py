@@ -55,7 +55,8 @@ from twisted.logger import Logger
 from . import batching
 from .config import Address, NodeConfig
 from .metrics import Histogram
-from .resp import ProtocolError, encode_command, make_reply_parser
+from .reply_parser import make_reply_parser
+from .resp import ProtocolError, encode_command
 
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
 

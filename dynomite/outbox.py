@@ -63,7 +63,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 from twisted.logger import Logger
 
 from .hints import HintLog
-from .resp import split_commands
+from .request_parser import split_commands
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "REPLAY_PIN", "Outbox",
            "is_hinted"]

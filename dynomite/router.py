@@ -28,7 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .hashing import key_hash
 from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE
-from .resp import ReplyParser, encode_command
+from .reply_parser import ReplyParser
+from .resp import encode_command
 from .topology import NodeInfo, Topology
 
 CROSSSLOT = b"-CROSSSLOT Keys in request don't hash to the same node\r\n"

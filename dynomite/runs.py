@@ -30,7 +30,8 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .quorum import DC_ONE, Reconciler, quorum
-from .resp import ProtocolError, split_replies
+from .reply_parser import split_replies
+from .resp import ProtocolError
 
 __all__ = ["RunReconciler"]
 

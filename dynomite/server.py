@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import batching
-from .resp import count_errors, make_request_parser
+from .reply_parser import count_errors
+from .request_parser import make_request_parser
 from .session import Session
 
 # Requests one client may have in flight before the node stops reading from

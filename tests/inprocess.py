@@ -20,7 +20,8 @@ from dynomite.coordinator import Coordinator
 from dynomite.membership import Membership
 from dynomite.node import Node
 from dynomite.peer import PeerLink, PeerServerFactory, peer_timeout
-from dynomite.resp import RequestParser, bulk, integer, null
+from dynomite.request_parser import RequestParser
+from dynomite.resp import bulk, integer, null
 from dynomite.server import ClientFactory
 from dynomite.topology import Topology
 

@@ -1,5 +1,6 @@
 """
-Tests for `dynomite.resp`: RESP framing and encoding, bytes in and bytes out.
+Tests for `dynomite.resp`, `dynomite.request_parser` and `dynomite.reply_parser`:
+RESP framing and encoding, bytes in and bytes out.
 
 Reply vectors marked "redis 7.0" were captured from redis-server 7.0.15 over
 HELLO 2 and HELLO 3; streamed types are hand-written from the RESP3 spec.
@@ -17,10 +18,9 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite import resp
-from dynomite.resp import (
-    HiredisReplyParser, HiredisRequestParser, ProtocolError, ReplyParser, RequestParser,
-    encode_command, make_request_parser,
-)
+from dynomite.reply_parser import HiredisReplyParser, ReplyParser
+from dynomite.request_parser import HiredisRequestParser, RequestParser, make_request_parser
+from dynomite.resp import ProtocolError, encode_command
 
 try:
     import hiredis
