@@ -591,20 +591,26 @@ class Coordinator:
         if len(requests) != count or parser.error is not None or parser._pending or -1 in bounds:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % count)
             return
-        # each write to every rack of this DC; acknowledged once all are applied or hinted
-        targets = []
+        # each write to every rack of this DC, consecutive writes with the same
+        # replicas together as a run; acknowledged once all are applied or hinted
+        dc = self.topology.local.datacenter
+        groups: List[list] = []   # [replicas, start, end, count]
         for i, args in enumerate(requests):
             cmd = commands.lookup(args[0])
             if cmd is not None:
                 cmd = commands.resolve(cmd, args) or cmd
             keys = commands.keys(cmd, args) if cmd is not None else []
-            h = key_hash(keys[0], self.hash_tag) if keys else 0
-            write = payload if count == 1 else payload[bounds[2 * i]:bounds[2 * i + 1]]
-            for node in self.topology.dc_replicas(self.topology.local.datacenter, h):
-                targets.append((node, write))
-        applied = _Applied(len(targets), sink)
-        for node, write in targets:
-            self.write(node, write, resp, pin, applied.part())
+            replicas = self.topology.dc_replicas(dc, key_hash(keys[0], self.hash_tag) if keys else 0)
+            if groups and groups[-1][0] is replicas:
+                groups[-1][2] = bounds[2 * i + 1]
+                groups[-1][3] += 1
+            else:
+                groups.append([replicas, bounds[2 * i], bounds[2 * i + 1], 1])
+        applied = _Applied(sum(len(g[0]) for g in groups), sink)
+        for replicas, start, end, n in groups:
+            writes = payload[start:end]
+            for node in replicas:
+                self.write(node, writes, resp, pin, applied.part(), n)
 
 
 def _concat_arrays(replies: List[bytes]) -> bytes:

@@ -174,6 +174,19 @@ class InProcessTwoDatacenterRunTests(SynchronousTestCase):
                 self.assertEqual(expected_owner(cluster, "dc2", rack, key).redis.data.get(key),
                                  b"v%d" % i)
 
+    def test_the_entry_node_applies_a_forwarded_run_as_runs(self):
+        cluster = InProcessCluster({"dc1": {"r1": 1}, "dc2": {"r1": 1, "r2": 1}})
+        entry = cluster.node("dc2", "r1")
+        other = cluster.node("dc2", "r2")
+        before = entry.peers[other.name].requests_total
+        client = cluster.client(cluster.node("dc1", "r1"))
+        self.assertEqual(client.raw(pipeline(*[("SET", "y%d" % i, "w") for i in range(25)])),
+                         b"+OK\r\n" * 25)
+        cluster.settle()
+        self.assertEqual(entry.peers[other.name].requests_total - before, 1)
+        for node in (entry, other):
+            self.assertEqual(sum(1 for i in range(25) if node.redis.data.get(b"y%d" % i) == b"w"), 25)
+
 
 class RunsFollowSessionChangesTests(SynchronousTestCase):
     def test_a_consistency_change_in_the_middle_of_a_pipeline_applies_to_what_follows(self):
