@@ -50,7 +50,7 @@ class Replies:
         self.waiting: list = []
         self.delivered = 0
 
-    def deliver(self, flags: int, payload: bytes, sink, pin: int) -> None:
+    def deliver(self, flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
         self.delivered += 1
         if self.sync:
             sink.complete(b"+OK\r\n")
@@ -87,9 +87,15 @@ def replay(directory: str, policy: str, n: int, sync: bool, clock: Clock):
     box = Outbox(TARGET, log, target.deliver, lambda: True, clock, replay_rate=0)
     start = time.perf_counter()
     box.tick(clock.seconds())
+    stalled = 0
     while box.state != DIRECT:
+        before = box.replayed_total
         target.answer_all()
         box.tick(clock.seconds())
+        stalled = stalled + 1 if box.replayed_total == before else 0
+        if stalled > 1000:
+            raise RuntimeError("replay stopped at %d of %d hints (outbox %s)"
+                               % (box.replayed_total, n, box.state))
     elapsed = time.perf_counter() - start
     assert target.delivered == n and log.pending == 0 and box.replayed_total == n
     log.close()

@@ -258,3 +258,19 @@ class RealRunTests(SynchronousTestCase):
         self.assertTrue(pids)
         self.assertEqual([pid for pid in pids if _alive(pid)], [])
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "work")))
+
+
+class HintReplayBenchTests(SynchronousTestCase):
+    """bench/hint_replay.py drives a real HintLog and Outbox: a tiny run completes and says so."""
+
+    def test_tiny_run(self) -> None:
+        from bench import hint_replay
+
+        directory = tempfile.mkdtemp(prefix="hint-bench-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(hint_replay.main(["--hints", "300", "--dir", directory]), 0)
+        lines = out.getvalue().splitlines()
+        self.assertEqual([line.split()[0] for line in lines[2:6]], ["no", "everysec", "always", "always"])
+        self.assertEqual(lines[-1], "target: >= 5000 replays/s")
