@@ -7,7 +7,7 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
 
     offset size  field
     0      2     magic            b"DY"
-    2      1     version          1
+    2      1     version          2
     3      1     type             HELLO, CHALLENGE, AUTH, WELCOME, REJECT,
                                   REQUEST, FORWARD, REPLY, PING, PONG
     4      2     flags            bit 0 RESP3, bit 1 write, bit 15 failed
@@ -52,7 +52,9 @@ __all__ = [
 ]
 
 MAGIC = 0x4459  # b"DY"
-VERSION = 1
+#: 2 since REQUEST/FORWARD may carry a run (FLAG_RUN): a version 1 node would
+#: take the count for part of a request, so the versions refuse each other.
+VERSION = 2
 
 # Handshake frames (JSON payloads).
 HELLO = 1

@@ -28,7 +28,7 @@ from dynomite.peer import (
 )
 from dynomite.peer_framing import (
     AUTH, CHALLENGE, FLAG_FAILED, FLAG_RESP3, FLAG_WRITE, FORWARD, FRAME_NAMES, HEADER_SIZE,
-    HELLO, MAX_PAYLOAD, PING, PONG, REJECT, REPLY, REQUEST, WELCOME, Frame, FrameTooLarge,
+    HELLO, MAX_PAYLOAD, PING, PONG, REJECT, REPLY, REQUEST, VERSION, WELCOME, Frame, FrameTooLarge,
     PeerFramer, PeerProtocolError, encode_frame,
 )
 from dynomite.resp import ProtocolError
@@ -174,7 +174,7 @@ class FramerTests(SynchronousTestCase):
         self.assertEqual(HEADER_SIZE, 19)
         self.assertEqual(
             data,
-            b"DY\x01\x10\x00\x03" + struct.pack("!Q", 258) + b"\x02" + struct.pack("!I", 14)
+            b"DY\x02\x10\x00\x03" + struct.pack("!Q", 258) + b"\x02" + struct.pack("!I", 14)
             + b"n1" + b"*1\r\n$4\r\nPING\r\n",
         )
 
@@ -243,9 +243,9 @@ class FramerTests(SynchronousTestCase):
 
     def test_bad_version(self) -> None:
         data = bytearray(encode_frame(PING, 0, 0, "", b""))
-        data[2] = 2
+        data[2] = 1   # before runs
         e = self.assertRaises(PeerProtocolError, PeerFramer().feed, bytes(data))
-        self.assertEqual(str(e), "unsupported peer protocol version 2")
+        self.assertEqual(str(e), "unsupported peer protocol version 1")
 
     def test_unknown_type(self) -> None:
         data = bytearray(encode_frame(PING, 0, 0, "", b""))
@@ -264,12 +264,12 @@ class FramerTests(SynchronousTestCase):
 
     def test_too_large_refused_on_header(self) -> None:
         """An oversized frame is refused as soon as its header arrives."""
-        header = struct.pack("!HBBHQBI", 0x4459, 1, REQUEST, 0, 1, 0, MAX_PAYLOAD + 1)
+        header = struct.pack("!HBBHQBI", 0x4459, VERSION, REQUEST, 0, 1, 0, MAX_PAYLOAD + 1)
         self.assertEqual(len(header), HEADER_SIZE)
         e = self.assertRaises(FrameTooLarge, PeerFramer().feed, header)
         self.assertIn(str(MAX_PAYLOAD), str(e))
         # exactly at the cap is fine (only the header is checked here)
-        ok = struct.pack("!HBBHQBI", 0x4459, 1, REQUEST, 0, 1, 0, MAX_PAYLOAD)
+        ok = struct.pack("!HBBHQBI", 0x4459, VERSION, REQUEST, 0, 1, 0, MAX_PAYLOAD)
         framer = PeerFramer()
         self.assertEqual(framer.feed(ok), [])
         self.assertEqual(framer.buffered, HEADER_SIZE)
