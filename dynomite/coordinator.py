@@ -11,6 +11,10 @@ FORWARD: a write from another datacenter, applied to every rack of this
 one), and whole-keyspace commands that read one copy of the data from every
 node of the local rack (SCAN, KEYS, DBSIZE, RANDOMKEY) or reach every node
 (FLUSHDB, FLUSHALL, SCRIPT LOAD/EXISTS/FLUSH).
+
+A run of pipelined requests (`dynomite.runs`) takes the same way as one
+request: ``count`` rides along to the datastore, the outboxes and the peer
+frames, and a `RunReconciler` stands in for the `Reconciler`.
 """
 
 from __future__ import annotations
