@@ -8,9 +8,8 @@ consistency level (`dynomite.quorum`), forwards writes to one entry node
 per remote datacenter, and answers the client.  It also serves the other
 side: requests other nodes send here (REQUEST: run on the local Redis;
 FORWARD: a write from another datacenter, applied to every rack of this
-one), and whole-keyspace commands that read one copy of the data from every
-node of the local rack (SCAN, KEYS, DBSIZE, RANDOMKEY) or reach every node
-(FLUSHDB, FLUSHALL, SCRIPT LOAD/EXISTS/FLUSH).
+one).  Whole-keyspace commands (SCAN, KEYS, FLUSHALL, ...) are handed to
+its `dynomite.keyspace.Keyspace`.
 
 A run of pipelined requests (`dynomite.runs`) takes the same way as one
 request: ``count`` rides along to the datastore, the outboxes and the peer
@@ -19,30 +18,26 @@ frames, and a `RunReconciler` stands in for the `Reconciler`.
 
 from __future__ import annotations
 
-import random
 from typing import Callable, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
 from . import commands, router
 from .hashing import key_hash
+from .keyspace import Keyspace
 from .peer_framing import FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, REQUEST, run_count, run_payload
 from .outbox import HINTED, is_hinted
 from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE, EachQuorum, Reconciler
 from .request_parser import RequestParser
 from .resp import encode_command
 from .runs import RunReconciler
-from .scan import ScanCursor
+from .sinks import Gather
 from .topology import NodeInfo, Topology
 
 NO_KEYS_SCRIPT = (
     b"-ERR dynomite routes scripts by their keys; "
     b"call EVAL/EVALSHA/FCALL with at least one key\r\n"
 )
-
-# Commands that reach every node of every DC: the keyspace is flushed
-# everywhere, and a script loaded anywhere can be called through any node.
-_BROADCAST = frozenset({"flushdb", "flushall", "script|load", "script|exists", "script|flush"})
 
 # Scripts may write although Redis does not flag them "write".
 _SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
@@ -160,50 +155,6 @@ class _Unhinted:
         self._sink.fail(self._translate(raw) if is_hinted(raw) else raw)
 
 
-class _Both:
-    """A sink that treats answers and failures alike."""
-
-    __slots__ = ("complete", "fail")
-
-    def __init__(self, done: Callable[[bytes], None]) -> None:
-        self.complete = done
-        self.fail = done
-
-
-class _Gather:
-    """Collect one reply per part, then hand them over in part order."""
-
-    __slots__ = ("_replies", "_left", "_done")
-
-    def __init__(self, parts: int, done: Callable[[List[bytes]], None]) -> None:
-        self._replies: List[Optional[bytes]] = [None] * parts
-        self._left = parts
-        self._done = done
-
-    def part(self, index: int) -> "_Part":
-        return _Part(self, index)
-
-    def _set(self, index: int, raw: bytes) -> None:
-        if self._replies[index] is None:
-            self._replies[index] = raw
-            self._left -= 1
-            if self._left == 0:
-                self._done(self._replies)  # type: ignore[arg-type]
-
-
-class _Part:
-    __slots__ = ("_gather", "_index")
-
-    def __init__(self, gather: _Gather, index: int) -> None:
-        self._gather = gather
-        self._index = index
-
-    def complete(self, raw: bytes) -> None:
-        self._gather._set(self._index, raw)
-
-    fail = complete
-
-
 class Coordinator:
     """Runs requests on the replicas of their keys; see the module docstring."""
 
@@ -225,7 +176,7 @@ class Coordinator:
         # own Redis and each same-DC peer (by node name), and each remote DC
         # ("dc:<name>"); set by the service, empty: writes go straight out
         self.outboxes: Dict[str, object] = {}
-        self._random = rng or random.Random()
+        self.keyspace = Keyspace(self, rng)
         # replication outcomes, [acknowledged, failed], for metrics
         self.local_writes = [0, 0]
         self.remote_writes = [0, 0]
@@ -447,7 +398,7 @@ class Coordinator:
         """A KEY, MULTI_KEY or LOCAL command from a client."""
         route = cmd.route
         if route == commands.LOCAL:
-            self._keyspace(session, cmd, args, client)
+            self.keyspace.execute(session, cmd, args, client)
             return
         write = cmd.write or cmd.name in _SCRIPT_WRITES
         level = (session.write_consistency or self.write_consistency) if write else (
@@ -492,77 +443,12 @@ class Coordinator:
             self.run(fragments[0].h, write, level, encode_command(args), session.resp, session.id, slot)
             return
         nkeys = (len(args) - 1) // cmd.key_step
-        gather = _Gather(
+        gather = Gather(
             len(fragments),
             lambda replies: slot.complete(router.coalesce(args[0], fragments, replies, nkeys)),
         )
         for i, fragment in enumerate(fragments):
             self.run(fragment.h, write, level, fragment.encoded(), session.resp, session.id, gather.part(i))
-
-    # -- whole keyspace ----------------------------------------------------
-
-    def _rack_nodes(self) -> Sequence[NodeInfo]:
-        local = self.topology.local
-        return self.topology.nodes_in_rack(local.datacenter, local.rack)
-
-    def _keyspace(self, session, cmd, args, client) -> None:
-        name = cmd.name
-        data = encode_command(args)
-        slot = client.slot(len(data))
-        resp = session.resp
-        pin = session.id
-        if name == "scan":
-            self._scan(args, resp, pin, slot)
-        elif name in ("keys", "dbsize"):
-            nodes = self._rack_nodes()
-            combine = _concat_arrays if name == "keys" else _sum_integers
-            gather = _Gather(len(nodes), lambda replies: slot.complete(combine(replies)))
-            for i, node in enumerate(nodes):
-                self.send(node, data, resp, pin, False, gather.part(i))
-        elif name == "randomkey":
-            nodes = list(self._rack_nodes())
-            self._random.shuffle(nodes)
-            self._random_key(nodes, data, resp, pin, slot)
-        elif name in _BROADCAST:
-            nodes = self.topology.nodes
-            gather = _Gather(len(nodes), lambda replies: slot.complete(_first_error_or_local(replies, nodes)))
-            for i, node in enumerate(nodes):
-                self.send(node, data, resp, pin, True, gather.part(i))
-        else:
-            self.datastore.send(pin, resp, data, slot)
-
-    def _random_key(self, nodes: List[NodeInfo], data: bytes, resp: int, pin: int, slot) -> None:
-        """RANDOMKEY: ask the rack's nodes in random order until one has a key."""
-        node = nodes.pop()
-
-        def done(raw: bytes) -> None:
-            if nodes and raw in (b"$-1\r\n", b"_\r\n"):
-                self._random_key(nodes, data, resp, pin, slot)
-            else:
-                slot.complete(raw)
-
-        self.send(node, data, resp, pin, False, _Both(done))
-
-    def _scan(self, args, resp: int, pin: int, slot) -> None:
-        nodes = self._rack_nodes()
-        try:
-            cursor = ScanCursor.parse(args[1], len(nodes))
-        except ValueError:
-            slot.complete(b"-ERR invalid cursor\r\n")
-            return
-        node_args = list(args)
-        node_args[1] = b"%d" % cursor.node_cursor
-
-        def done(raw: bytes) -> None:
-            items = router.elements(raw)
-            if router.is_error(raw) or len(items) != 2:
-                slot.complete(raw)
-                return
-            after = cursor.advance(int(router.bulk_value(items[0])))
-            text = b"%d" % (after.encode() if after is not None else 0)
-            slot.complete(b"*2\r\n$%d\r\n%s\r\n%s" % (len(text), text, items[1]))
-
-        self.send(nodes[cursor.node_index], encode_command(node_args), resp, pin, False, _Both(done))
 
     # -- membership, over the peer heartbeats --------------------------------
 
@@ -615,31 +501,3 @@ class Coordinator:
             writes = payload[start:end]
             for node in replicas:
                 self.write(node, writes, resp, pin, applied.part(), n)
-
-
-def _concat_arrays(replies: List[bytes]) -> bytes:
-    for raw in replies:
-        if router.is_error(raw):
-            return raw
-    items: List[bytes] = []
-    for raw in replies:
-        items.extend(router.elements(raw))
-    return b"*%d\r\n%s" % (len(items), b"".join(items))
-
-
-def _sum_integers(replies: List[bytes]) -> bytes:
-    for raw in replies:
-        if router.is_error(raw):
-            return raw
-    return b":%d\r\n" % sum(int(raw[1:-2]) for raw in replies)
-
-
-def _first_error_or_local(replies: List[bytes], nodes: Sequence[NodeInfo]) -> bytes:
-    """Broadcast commands: any node's error, else the local node's reply."""
-    for raw, node in zip(replies, nodes):
-        if router.is_error(raw):
-            return raw
-    for raw, node in zip(replies, nodes):
-        if node.is_local:
-            return raw
-    return replies[0]
