@@ -502,7 +502,9 @@ class PrometheusTests(SynchronousTestCase):
         os.makedirs(bindir)
         path = os.path.join(bindir, "prometheus")
         with open(path, "w") as f:
-            f.write('#!/bin/sh\necho "$@" > %s\nexec /bin/sleep 30\n' % os.path.join(os.path.abspath(bindir), "args"))
+            # written aside and renamed, so the test never reads a half-written file
+            args = os.path.join(os.path.abspath(bindir), "args")
+            f.write('#!/bin/sh\necho "$@" > %s.tmp && /bin/mv %s.tmp %s\nexec /bin/sleep 30\n' % (args, args, args))
         os.chmod(path, 0o755)
         return bindir
 
