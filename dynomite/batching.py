@@ -95,6 +95,34 @@ def defer(writer) -> bool:
     return True
 
 
+class BatchedWriter:
+    """
+    A connection whose writes made inside a batch wait for its end (or the
+    end of the reactor turn) and leave in one `write_now`.  Subclasses call
+    ``BatchedWriter.__init__`` and may say in `accepts_writes` whether their
+    transport still takes bytes when the batch ends.
+    """
+
+    def __init__(self) -> None:
+        self.batched = False
+        self._out: List[bytes] = []
+
+    def write_batched(self, data: bytes) -> None:
+        """Write ``data``: now outside a batch, else with the rest of the batch."""
+        if defer(self):
+            self._out.append(data)
+        else:
+            write_now(self.transport, (data,))  # type: ignore[attr-defined]
+
+    def flush_batched(self) -> None:
+        out, self._out = self._out, []
+        if out and self.accepts_writes():
+            write_now(self.transport, out)  # type: ignore[attr-defined]
+
+    def accepts_writes(self) -> bool:
+        return True
+
+
 def write_now(transport, chunks: Sequence[bytes]) -> None:
     """Write ``chunks`` on ``transport``, straight to its socket when nothing is queued before them."""
     data = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -101,12 +101,13 @@ class _ReadySink:
     fail = complete
 
 
-class DatastoreProtocol(Protocol):
+class DatastoreProtocol(Protocol, batching.BatchedWriter):
     """One pipelined connection to Redis carrying raw RESP both ways."""
 
     log = Logger()
 
     def __init__(self, link: "DatastoreLink", clock) -> None:
+        batching.BatchedWriter.__init__(self)
         self._link = link
         self._clock = clock
         self._parser = make_reply_parser()
@@ -117,8 +118,6 @@ class DatastoreProtocol(Protocol):
         # from empty to busy, or the last reply.  A connection that answers
         # steadily is never timed out, however deep its pipeline.
         self._progress_at = 0.0
-        self.batched = False  # requests wait in _out for the end of a batch (dynomite.batching)
-        self._out: List[bytes] = []
         self.is_ready = False
         # plain counters (see the module docstring); the pool sums them
         self.sent = 0
@@ -162,15 +161,10 @@ class DatastoreProtocol(Protocol):
         if n & _SAMPLE_STEP != sent & _SAMPLE_STEP and not self._sample_seq:
             self._sample_seq = n
             self._sample_at = self._clock.seconds()
-        if batching.defer(self):
-            self._out.append(data)
-        else:
-            batching.write_now(self.transport, (data,))
+        self.write_batched(data)
 
-    def flush_batched(self) -> None:
-        out, self._out = self._out, []
-        if out and self.transport is not None and self.connected:
-            batching.write_now(self.transport, out)
+    def accepts_writes(self) -> bool:
+        return self.transport is not None and self.connected
 
     def dataReceived(self, data: bytes) -> None:
         try:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, Tuple
 
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -137,7 +137,7 @@ class _ReplySink:
             protocol.reply(self._id, FLAG_FAILED, raw)
 
 
-class PeerProtocol(Protocol):
+class PeerProtocol(Protocol, batching.BatchedWriter):
     """
     One peer connection, either side of it: handshake, then requests both ways.
 
@@ -155,6 +155,7 @@ class PeerProtocol(Protocol):
                  timeout: Optional[float] = None,
                  known: Optional[Callable[[str, str, str], bool]] = None,
                  latency: Optional[Histogram] = None) -> None:
+        batching.BatchedWriter.__init__(self)
         self._local = local
         self._clock = clock
         self._owner = owner
@@ -176,8 +177,6 @@ class PeerProtocol(Protocol):
         self._peer_nonce = ""
         self._open = False
         self._closing = False
-        self.batched = False  # frames wait in _out for the end of a batch (dynomite.batching)
-        self._out: List[bytes] = []
         self.last_received = 0.0
         self.late_replies = 0
         self.reject_reason: Optional[str] = None
@@ -303,21 +302,12 @@ class PeerProtocol(Protocol):
         if not rid & _SAMPLE_MASK and not self._sample_id:
             self._sample_id = rid
             self._sample_at = now
-        self._write(encode_frame(
+        self.write_batched(encode_frame(
             frame_type, flags, rid, self._local.name if origin is None else origin, payload))
         return rid
 
-    def _write(self, frame: bytes) -> None:
-        """Write a request or reply frame; inside a batch, with the others of that batch."""
-        if batching.defer(self):
-            self._out.append(frame)
-        else:
-            batching.write_now(self.transport, (frame,))
-
-    def flush_batched(self) -> None:
-        out, self._out = self._out, []
-        if out and not self._closing:
-            batching.write_now(self.transport, out)
+    def accepts_writes(self) -> bool:
+        return not self._closing
 
     def set_timeout(self, timeout: float) -> None:
         """Requests sent from now on get ``timeout`` seconds (the admin timeout factor)."""
@@ -374,7 +364,7 @@ class PeerProtocol(Protocol):
     def reply(self, request_id: int, flags: int, raw: bytes) -> None:
         """Send the REPLY to request ``request_id``; ignored once closing."""
         if not self._closing:
-            self._write(encode_frame(REPLY, flags, request_id, "", raw))
+            self.write_batched(encode_frame(REPLY, flags, request_id, "", raw))
 
     def _on_request(self, frame) -> None:
         sink = _ReplySink(self, frame.request_id)
