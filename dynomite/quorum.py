@@ -40,12 +40,15 @@ def _error(text: str) -> bytes:
     return ("-ERR %s\r\n" % text).encode("utf-8")
 
 
-class _Replica:
-    """The sink one replica's reply goes to."""
+class ReplicaSink:
+    """
+    The sink one replica's reply goes to: ``answer`` or ``failure`` of its
+    reconciler (a `Reconciler`, or a `dynomite.runs.RunReconciler`).
+    """
 
     __slots__ = ("_reconciler",)
 
-    def __init__(self, reconciler: "Reconciler") -> None:
+    def __init__(self, reconciler) -> None:
         self._reconciler = reconciler
 
     def complete(self, raw: bytes) -> None:
@@ -91,9 +94,9 @@ class Reconciler:
         self._failures: List[bytes] = []
         self.finished = False
 
-    def replica(self) -> _Replica:
+    def replica(self) -> ReplicaSink:
         """A sink for one replica's reply."""
-        return _Replica(self)
+        return ReplicaSink(self)
 
     @property
     def _pending(self) -> int:
@@ -198,7 +201,7 @@ class EachQuorum:
             for dc, n in replicas_per_dc.items()
         }
 
-    def replica(self, dc: str) -> _Replica:
+    def replica(self, dc: str) -> ReplicaSink:
         return self._dcs[dc].replica()
 
     def _dc_done(self, dc: str) -> Callable[[bytes], None]:

@@ -29,26 +29,11 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Tuple
 
-from .quorum import DC_ONE, Reconciler, quorum
+from .quorum import DC_ONE, Reconciler, ReplicaSink, quorum
 from .reply_parser import split_replies
 from .resp import ProtocolError
 
 __all__ = ["RunReconciler"]
-
-
-class _RunReplica:
-    """The sink one replica's joined replies (or failure) go to."""
-
-    __slots__ = ("_reconciler",)
-
-    def __init__(self, reconciler: "RunReconciler") -> None:
-        self._reconciler = reconciler
-
-    def complete(self, raw: bytes) -> None:
-        self._reconciler.answer(raw)
-
-    def fail(self, raw: bytes) -> None:
-        self._reconciler.failure(raw)
 
 
 class RunReconciler:
@@ -89,9 +74,9 @@ class RunReconciler:
         self._left = 0
         self.finished = False
 
-    def replica(self) -> _RunReplica:
+    def replica(self) -> ReplicaSink:
         """A sink for one replica's replies to the run."""
-        return _RunReplica(self)
+        return ReplicaSink(self)
 
     def answer(self, joined: bytes) -> None:
         if self._tally is not None:
