@@ -28,8 +28,8 @@ from .keyspace import Keyspace
 from .peer_framing import FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, REQUEST, run_count, run_payload
 from .outbox import HINTED, is_hinted
 from .quorum import DC_EACH_SAFE_QUORUM, DC_ONE, EachQuorum, Reconciler
-from .request_parser import RequestParser
-from .resp import encode_command
+from .request_parser import parse_whole
+from .resp import ProtocolError, encode_command
 from .runs import RunReconciler
 from .sinks import Gather
 from .topology import NodeInfo, Topology
@@ -379,20 +379,22 @@ class Coordinator:
         """
         A run (`dynomite.runs`): ``count`` requests of the KEY command ``cmd``,
         their keys all on the replicas of ``h``, joined in the client's own
-        bytes ``data``; never under DC_EACH_SAFE_QUORUM (see `run_level`).
+        bytes ``data``; never under DC_EACH_SAFE_QUORUM (see `runs_allowed`).
         """
         write = cmd.write
-        level = (session.write_consistency or self.write_consistency) if write else (
-            session.read_consistency or self.read_consistency
-        )
+        level = self._level(session, write)
         self.run(h, write, level, data, session.resp, session.id, client.slot(len(data), count),
                  router.normaliser(cmd.name) if level != DC_ONE else None, count)
 
     def runs_allowed(self, session) -> bool:
         """Whether this session's requests may go in runs: not under DC_EACH_SAFE_QUORUM."""
-        return DC_EACH_SAFE_QUORUM not in (
-            session.write_consistency or self.write_consistency,
-            session.read_consistency or self.read_consistency)
+        return DC_EACH_SAFE_QUORUM not in (self._level(session, True), self._level(session, False))
+
+    def _level(self, session, write: bool) -> str:
+        """The consistency level of this session's writes or reads (its own, else the node's)."""
+        if write:
+            return session.write_consistency or self.write_consistency
+        return session.read_consistency or self.read_consistency
 
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or LOCAL command from a client."""
@@ -401,9 +403,7 @@ class Coordinator:
             self.keyspace.execute(session, cmd, args, client)
             return
         write = cmd.write or cmd.name in _SCRIPT_WRITES
-        level = (session.write_consistency or self.write_consistency) if write else (
-            session.read_consistency or self.read_consistency
-        )
+        level = self._level(session, write)
         if route == commands.KEY:
             index = commands.fixed_key_index(cmd)
             if index and index < len(args):
@@ -475,10 +475,11 @@ class Coordinator:
         if frame_type == REQUEST:
             self.datastore.send(pin, resp, payload, sink, count)
             return
-        parser = RequestParser(len(payload) + 1)
-        requests = parser.feed(payload)
-        bounds = parser.bounds
-        if len(requests) != count or parser.error is not None or parser._pending or -1 in bounds:
+        try:
+            requests, bounds = parse_whole(payload)
+        except ProtocolError:
+            requests = []
+        if len(requests) != count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % count)
             return
         # each write to every rack of this DC, consecutive writes with the same

@@ -308,7 +308,7 @@ def split_replies(raw: bytes) -> List[bytes]:
     """The replies joined in *raw*, each as its own bytes; `ProtocolError` if *raw* is not whole replies."""
     parser = ReplyParser()
     replies = parser.feed(raw)
-    if parser._pending:
+    if parser.in_frame:
         raise ProtocolError("a reply is cut short")
     return replies
 

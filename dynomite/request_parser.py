@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import platform
 import re
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 try:
     import hiredis as _hiredis
@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover - PyPy or a minimal install
 from .resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
 
 __all__ = [
-    "RequestParser", "HiredisRequestParser", "make_request_parser", "split_commands", "split_inline",
+    "RequestParser", "HiredisRequestParser", "make_request_parser", "parse_whole", "split_commands",
+    "split_inline",
 ]
 
 _INLINE_MAX = 64 * 1024          # PROTO_INLINE_MAX_SIZE
@@ -403,14 +404,21 @@ def make_request_parser(
     return RequestParser(max_request_bytes)
 
 
-def split_commands(payload: bytes) -> List[bytes]:
+def parse_whole(payload: bytes) -> Tuple[List[List[bytes]], List[int]]:
     """
     The requests joined in *payload* (canonical multibulk, as nodes send
-    them to each other), each as its own bytes; `ProtocolError` otherwise.
+    them to each other) and their bounds (`RequestParser.bounds`);
+    `ProtocolError` if *payload* is anything else.
     """
     parser = RequestParser(len(payload) + 1)
-    parser.feed(payload)
+    requests = parser.feed(payload)
     bounds = parser.bounds
     if parser.error is not None or parser._pending or parser._left or -1 in bounds:
         raise ProtocolError("not whole multibulk requests")
+    return requests, bounds
+
+
+def split_commands(payload: bytes) -> List[bytes]:
+    """The requests joined in *payload*, each as its own bytes (see `parse_whole`)."""
+    _, bounds = parse_whole(payload)
     return [payload[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)]
