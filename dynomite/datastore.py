@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import HostnameEndpoint
@@ -55,7 +55,7 @@ from twisted.logger import Logger
 from . import batching
 from .config import Address, NodeConfig
 from .metrics import Histogram
-from .reply_parser import make_reply_parser
+from .reply_parser import make_reply_parser, simple_replies_end
 from .resp import ProtocolError, encode_command
 
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
@@ -65,6 +65,10 @@ HELLO_3 = encode_command([b"HELLO", b"3"])
 # One request in SAMPLE_EVERY (a power of two) has its latency measured.
 SAMPLE_EVERY = 16
 _SAMPLE_STEP = ~(SAMPLE_EVERY - 1)  # a request count crossing a multiple of SAMPLE_EVERY
+
+# The longest unfinished run of simple replies kept for the next read;
+# anything longer goes to the reply parser, which never copies it again.
+_TAIL_MAX = 16 * 1024
 
 # First bytes of an error reply: RESP2/3 simple error, RESP3 blob error.
 _ERROR_BYTES = (45, 33)  # b"-", b"!"
@@ -114,6 +118,7 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         self._sinks: Deque = deque()
         self._counts: Deque[int] = deque()  # requests per sink, in step with _sinks
         self._partial: List[bytes] = []     # replies so far for the head sink, when it wants several
+        self._tail = b""                    # the start of simple replies, not framed yet (see dataReceived)
         # When the connection last made progress: the moment its queue went
         # from empty to busy, or the last reply.  A connection that answers
         # steadily is never timed out, however deep its pipeline.
@@ -167,56 +172,91 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         return self.transport is not None and self.connected
 
     def dataReceived(self, data: bytes) -> None:
-        try:
-            replies = self._parser.feed(data)
-        except ProtocolError as e:
-            self.log.error("unparseable reply from datastore: {reason}", reason=str(e))
-            self.transport.abortConnection()
-            return
-        if not replies:
-            return
-        self._progress_at = now = self._clock.seconds()
+        answered = errors = pos = 0
         sinks, counts = self._sinks, self._counts
-        errors = 0
-        i, n = 0, len(replies)
+        if self._tail:
+            data = self._tail + data
+            self._tail = b""
         batching.begin()
         try:
-            while i < n:
-                if not sinks:
-                    self.log.error("datastore sent a reply nobody asked for")
-                    self.transport.abortConnection()
-                    break
-                need = counts[0]
-                if need == 1 and not self._partial:
-                    raw = replies[i]
-                    i += 1
-                    self.answered += 1
-                    if raw[0] in _ERROR_BYTES:
-                        errors += 1
+            parser = self._parser
+            if not self._partial and not parser.in_frame and parser.error is None:
+                # The everyday replies go to their sinks as slices of what was
+                # read, a run's replies in one piece, without a parser; a
+                # short unfinished tail waits for the next read.
+                end_of, n = simple_replies_end, len(data)
+                while sinks and pos < n:
+                    need = counts[0]
+                    end, bad = end_of(data, pos, need)
+                    if end < 0:
+                        if end == -2 and n - pos <= _TAIL_MAX:
+                            self._tail = data[pos:]
+                            pos = n
+                        break
                     counts.popleft()
-                    sinks.popleft().complete(raw)
-                    continue
-                part = replies[i:i + need]
-                i += len(part)
-                self.answered += len(part)
-                errors += _errors_in(part)
-                if len(part) < need:   # the rest comes in a later read
-                    self._partial += part
-                    counts[0] = need - len(part)
-                    break
-                if self._partial:
-                    part = self._partial + part
-                    self._partial = []
-                counts.popleft()
-                sinks.popleft().complete(b"".join(part))
+                    answered += need
+                    self.answered += need  # before completing: a HELLO's sink resets it
+                    errors += bad
+                    sinks.popleft().complete(data[pos:end])
+                    pos = end
+            if pos < len(data):
+                done = self._parse_replies(data[pos:] if pos else data)
+                answered += done[0]
+                errors += done[1]
         finally:
             batching.end()
+        if not answered:
+            return
+        self._progress_at = now = self._clock.seconds()
         if errors:
             self.errors += errors
         seq = self._sample_seq
         if seq and self.answered >= seq:
             self._sample_seq = 0
             self._latency.observe(now - self._sample_at)
+
+    def _parse_replies(self, data: bytes) -> Tuple[int, int]:
+        """Frame ``data`` with the parser and complete sinks; return (replies, errors) taken."""
+        try:
+            replies = self._parser.feed(data)
+        except ProtocolError as e:
+            self.log.error("unparseable reply from datastore: {reason}", reason=str(e))
+            self.transport.abortConnection()
+            return 0, 0
+        sinks, counts = self._sinks, self._counts
+        answered = errors = 0
+        i, n = 0, len(replies)
+        while i < n:
+            if not sinks:
+                self.log.error("datastore sent a reply nobody asked for")
+                self.transport.abortConnection()
+                break
+            need = counts[0]
+            if need == 1 and not self._partial:
+                raw = replies[i]
+                i += 1
+                answered += 1
+                self.answered += 1
+                if raw[0] in _ERROR_BYTES:
+                    errors += 1
+                counts.popleft()
+                sinks.popleft().complete(raw)
+                continue
+            part = replies[i:i + need]
+            i += len(part)
+            answered += len(part)
+            self.answered += len(part)
+            errors += _errors_in(part)
+            if len(part) < need:   # the rest comes in a later read
+                self._partial += part
+                counts[0] = need - len(part)
+                break
+            if self._partial:
+                part = self._partial + part
+                self._partial = []
+            counts.popleft()
+            sinks.popleft().complete(b"".join(part))
+        return answered, errors
 
     def stalled_for(self, now: float) -> float:
         """Seconds requests have waited without any reply arriving."""
@@ -228,6 +268,7 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         self._sinks = deque()
         self._counts = deque()
         self._partial = []
+        self._tail = b""
         self._sample_seq = 0
         for sink in sinks:
             sink.fail(reply)

@@ -8,6 +8,9 @@ discipline of `dynomite.resp` (whole buffers, no rescans, see `_Framer`).
   byte-identical, so replies can be relayed and compared without decoding.
 - `make_reply_parser` picks the fastest exact reply framer:
   `HiredisReplyParser` on CPython with hiredis, else the pure `ReplyParser`.
+- `simple_replies_end` finds where a run of the everyday replies (status,
+  error, integer, short or null bulk) ends without a parser: the datastore
+  connection hands each run its replies as one slice of what it read.
 - `split_replies` and `count_errors` look into replies already joined.
 """
 
@@ -23,10 +26,16 @@ except ImportError:  # pragma: no cover - PyPy or a minimal install
 
 from .resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
 
-__all__ = ["ReplyParser", "HiredisReplyParser", "make_reply_parser", "split_replies", "count_errors"]
+__all__ = [
+    "ReplyParser", "HiredisReplyParser", "make_reply_parser", "simple_replies_end", "split_replies",
+    "count_errors",
+]
 
 # Lengths that turn up all the time, looked up instead of parsed and checked.
 _SMALL = {b"%d" % i: i for i in range(1024)}
+
+# "+OK\r\n" repeated: what a run of SETs gets back, recognised in one comparison.
+_OKS = [b"+OK\r\n" * i for i in range(65)]
 
 _LINE_TYPES = frozenset(b"+-:_,#(")
 _SIZED_TYPES = frozenset(b"$!=;*%~>|")
@@ -229,6 +238,11 @@ class HiredisReplyParser:
     def error(self) -> Optional[ProtocolError]:
         return self._pure.error
 
+    @property
+    def in_frame(self) -> bool:
+        """Whether a reply has begun and not ended."""
+        return self._pure.in_frame
+
     def feed(self, data: bytes) -> List[bytes]:
         """Return every reply completed by *data*, as `ReplyParser.feed`."""
         pure = self._pure
@@ -295,6 +309,52 @@ def _reply_size(reply, data: bytes, pos: int) -> int:
                 return -1
         return pos
     return -1
+
+
+def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
+    """
+    Where the ``count`` replies that start at ``pos`` in ``data`` end, and
+    how many of them are errors, when every one is a status, error or
+    integer line, a null bulk or a bulk string shorter than 1 KiB.  The end
+    is -1 when one of them is something else (a parser must frame them),
+    and -2 when ``data`` ends before they do with nothing else seen (wait
+    for more).  What it accepts is framed as `ReplyParser` frames it (the
+    same line ends, the same bulk terminators), so the two can take turns
+    at any reply boundary.
+    """
+    oks = _OKS[64]
+    while count >= 64 and data.startswith(oks, pos):
+        pos += 320
+        count -= 64
+    if count < 65 and data.startswith(_OKS[count], pos):
+        return pos + 5 * count, 0
+    find, small = data.find, _SMALL
+    errors = 0
+    while count:
+        nl = find(b"\r\n", pos + 1)
+        if nl < 0:
+            return -2, 0
+        kind = data[pos]
+        if kind == 36:  # $
+            size = small.get(data[pos + 1:nl])
+            if size is not None:
+                end = nl + 4 + size
+                if not data.startswith(b"\r\n", end - 2):
+                    return (-2 if end > len(data) else -1), 0
+                pos = end
+            elif nl == pos + 3 and data[pos + 1:nl] == b"-1":
+                pos = nl + 2
+            else:
+                return -1, 0
+        elif kind == 43 or kind == 58:  # + :
+            pos = nl + 2
+        elif kind == 45:  # -
+            pos = nl + 2
+            errors += 1
+        else:
+            return -1, 0
+        count -= 1
+    return pos, errors
 
 
 def make_reply_parser() -> Union[ReplyParser, HiredisReplyParser]:

@@ -68,6 +68,43 @@ class DatastoreTests(SynchronousTestCase):
                 self.assertEqual(after.replies, [b"+NEXT\r\n"], (cut1, cut2))
                 self.ds.stopService()
 
+    def test_runs_of_simple_replies_cut_anywhere_are_framed_without_the_parser(self):
+        runs = [[b"+OK\r\n"] * 70, [b"$64\r\n" + b"v" * 64 + b"\r\n", b"$-1\r\n", b":7\r\n"],
+                [b"-ERR no\r\n", b"+OK\r\n"], [b"*1\r\n$1\r\nz\r\n"], [b"$2\r\nab\r\n"]]
+        stream = b"".join(b"".join(run) for run in runs)
+        for cut1 in range(1, len(stream)):
+            for cut2 in (cut1, (cut1 + len(stream)) // 2):
+                ds = self.make()
+                links = self.connect_all()
+                sinks = [Sink() for _ in runs]
+                for run, sink in zip(runs, sinks):
+                    ds.send(1, 2, b"requests", sink, len(run))
+                proto = [p for p, t in links if t.value()][0]
+                parsed = []
+                feed = proto._parser.feed
+                proto._parser.feed = lambda data: parsed.append(data) or feed(data)
+                for chunk in (stream[:cut1], stream[cut1:cut2], stream[cut2:]):
+                    proto.dataReceived(chunk)
+                self.assertEqual([s.replies for s in sinks], [[b"".join(run)] for run in runs], (cut1, cut2))
+                self.assertEqual(proto.answered, sum(map(len, runs)))
+                self.assertEqual(proto.errors, 1)
+                # only the array reply (and what follows it in the same read) needs the parser
+                self.assertLessEqual(sum(map(len, parsed)), len(stream) - stream.index(b"*1\r\n"))
+                self.ds.stopService()
+
+    def test_a_long_unfinished_run_goes_to_the_parser(self):
+        ds = self.make()
+        links = self.connect_all()
+        sink = Sink()
+        reply = b"$1000\r\n" + b"w" * 1000 + b"\r\n"
+        ds.send(1, 2, b"requests", sink, 40)
+        proto = [p for p, t in links if t.value()][0]
+        stream = reply * 40
+        for i in range(0, len(stream), 7000):
+            proto.dataReceived(stream[i:i + 7000])
+            self.assertLessEqual(len(proto._tail), 16 * 1024)
+        self.assertEqual(sink.replies, [stream])
+
     def test_a_run_fails_once_when_its_connection_goes(self):
         ds = self.make()
         links = self.connect_all()

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite import resp
-from dynomite.reply_parser import HiredisReplyParser, ReplyParser
+from dynomite.reply_parser import HiredisReplyParser, ReplyParser, simple_replies_end
 from dynomite.request_parser import HiredisRequestParser, RequestParser, make_request_parser
 from dynomite.resp import ProtocolError, encode_command
 
@@ -267,6 +267,64 @@ class HiredisReplyParserTests(ReplyParserTests):
 
     def make(self) -> ReplyParser:
         return HiredisReplyParser()  # type: ignore[return-value]
+
+
+class SimpleRepliesEndTests(SynchronousTestCase):
+    """`simple_replies_end` frames the everyday replies as `ReplyParser` does, and nothing else."""
+
+    SIMPLE = (43, 45, 58)  # + - :
+
+    def is_simple(self, raw: bytes) -> bool:
+        if raw[0] in self.SIMPLE:
+            return True
+        if raw[:1] != b"$" or raw[1:2] == b"?":
+            return False
+        return int(raw[1:raw.index(b"\r")]) < 1024  # a short bulk, or a null one
+
+    def test_random_streams_at_every_reply_boundary(self) -> None:
+        rng = random.Random(5)
+        vectors = [raw for _, raw in REPLIES] + [
+            b"$1023\r\n" + b"x" * 1023 + b"\r\n", b"$1024\r\n" + b"y" * 1024 + b"\r\n",
+            b"+OK\r\n", b"+OK\r\n", b"+OK\r\n", b"$64\r\n" + b"z" * 64 + b"\r\n",
+        ]
+        for _ in range(2000):
+            replies = [rng.choice(vectors) for _ in range(rng.randrange(1, 40))]
+            stream = b"".join(replies)
+            cut = rng.randrange(len(stream) // 2, len(stream) + 1)  # often in the middle of a reply
+            data = stream[:cut]
+            start = rng.randrange(len(replies))
+            pos = len(b"".join(replies[:start]))
+            count = rng.randrange(1, len(replies) - start + 1)
+            wanted = replies[start:start + count]
+            end, errors = simple_replies_end(data, pos, count)
+            self.assertEqual((end, errors), self.expected(data, pos, wanted), (wanted, cut - pos))
+            if end >= 0:
+                self.assertEqual(ReplyParser().feed(data[pos:end]), wanted)
+
+    def expected(self, data: bytes, pos: int, wanted: List[bytes]) -> Tuple[int, int]:
+        """What simple_replies_end must say: the end and errors, -1 (not simple) or -2 (wait)."""
+        for raw in wanted:
+            got = data[pos:pos + len(raw)]
+            if len(got) < len(raw):  # cut: undecided until the header line is there
+                if b"\r\n" not in got[1:] or self.is_simple(raw):
+                    return -2, 0
+                return -1, 0
+            if not self.is_simple(raw):
+                return -1, 0
+            pos += len(raw)
+        return pos, sum(r[:1] == b"-" for r in wanted)
+
+    def test_runs_of_ok_and_cut_runs(self) -> None:
+        for count in (1, 16, 64, 65, 200):
+            data = b"+OK\r\n" * count
+            self.assertEqual(simple_replies_end(b"xx" + data, 2, count), (2 + len(data), 0))
+            self.assertEqual(simple_replies_end(data[:-1], 0, count), (-2, 0))
+            self.assertEqual(simple_replies_end(data, 0, count + 1), (-2, 0))
+            self.assertEqual(simple_replies_end(data + b"*1\r\n:1\r\n", 0, count + 1), (-1, 0))
+
+    def test_a_bulk_without_its_terminator_is_left_to_the_parser(self) -> None:
+        self.assertEqual(simple_replies_end(b"$3\r\nabcXY+OK\r\n", 0, 1), (-1, 0))
+        self.assertRaises(ProtocolError, ReplyParser().feed, b"$3\r\nabcXY+OK\r\n")
 
 
 # -- requests ------------------------------------------------------------------
