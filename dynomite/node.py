@@ -17,6 +17,7 @@ one by one, in order.
 
 from __future__ import annotations
 
+import sys
 from typing import Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred
@@ -80,9 +81,10 @@ class Node:
         self.connections_accepted = 0
         self.protocol_errors = 0
         self._lookup = commands.lookup
-        # command name as sent (exact bytes) -> (Command, key position) for
-        # the commands that may go in runs, None for the others
-        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int]]] = {}
+        # command name as sent (exact bytes) -> (Command, key position,
+        # fewest and most arguments) for the commands that may go in runs,
+        # None for the others
+        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
 
     # -- clients -----------------------------------------------------------
 
@@ -155,20 +157,18 @@ class Node:
         uniform = topology.uniform
         replica_key = topology.replica_key
         hash_tag = coordinator.hash_tag
-        arity_ok = commands.arity_ok
         run_cmd = run_key = None
         run_h = run_start = run_end = run_count = 0
         n = len(requests)
         while i < n:
             args = requests[i]
-            name = args[0]
-            entry = runnable.get(name, False)
+            entry = runnable.get(args[0], False)
             if entry is False:
-                entry = self._classify(name)
+                entry = self._classify(args[0])
             start = bounds[2 * i]
             if entry is not None and start >= 0:
-                cmd, index = entry
-                if index < len(args) and arity_ok(cmd, len(args)):
+                cmd, index, fewest, most = entry
+                if fewest <= len(args) <= most:
                     if uniform:
                         h, key = 0, None
                     else:
@@ -200,14 +200,20 @@ class Node:
         client.counter, client.latency = account
         self.coordinator.execute_run(client.session, cmd, h, data[start:end], count, client)
 
-    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int]]:
-        """Whether the command called ``name`` may go in runs: a plain single-key command at a fixed position."""
+    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
+        """
+        Whether the command called ``name`` may go in runs (a plain
+        single-key command at a fixed position): if so, the command, its
+        key's position and the fewest and most arguments it takes (Redis's
+        arity, and enough to hold the key).
+        """
         cmd = self._lookup(name)
         entry = None
         if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
             index = commands.fixed_key_index(cmd)
             if index > 0:
-                entry = (cmd, index)
+                fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
+                entry = (cmd, index, max(fewest, index + 1), most)
         if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
             # only names of real commands are remembered, and not too many
             # spellings of them (SET, set, sEt, ...)
