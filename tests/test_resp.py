@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite import resp
-from dynomite.reply_parser import HiredisReplyParser, ReplyParser, simple_replies_end
+from dynomite.reply_parser import HiredisReplyParser, ReplyParser, count_errors, simple_replies_end
 from dynomite.request_parser import HiredisRequestParser, RequestParser, make_request_parser
 from dynomite.resp import ProtocolError, encode_command
 
@@ -325,6 +325,19 @@ class SimpleRepliesEndTests(SynchronousTestCase):
     def test_a_bulk_without_its_terminator_is_left_to_the_parser(self) -> None:
         self.assertEqual(simple_replies_end(b"$3\r\nabcXY+OK\r\n", 0, 1), (-1, 0))
         self.assertRaises(ProtocolError, ReplyParser().feed, b"$3\r\nabcXY+OK\r\n")
+
+
+class CountErrorsTests(SynchronousTestCase):
+    def test_errors_among_joined_replies(self) -> None:
+        cases = [
+            ([b"+OK\r\n"] * 3, 0),
+            ([b"$3\r\nx-y\r\n", b":-1\r\n", b"$4\r\n\r\n-x\r\n"], 0),  # '-' inside values
+            ([b"-ERR a\r\n", b"+OK\r\n", b"-WRONGTYPE b\r\n"], 2),
+            ([b"$2\r\nab\r\n", b"-ERR c\r\n"], 1),
+            ([b"*2\r\n+OK\r\n-ERR nested\r\n"], 0),  # an EXEC reply is not an error reply
+        ]
+        for replies, errors in cases:
+            self.assertEqual(count_errors(b"".join(replies)), errors, replies)
 
 
 # -- requests ------------------------------------------------------------------
