@@ -23,7 +23,8 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence
 
-from .cluster import STATE_FILE, Cluster, ClusterError, Topology, format_address, format_table
+from .cluster import STATE_FILE, Cluster, ClusterError, format_address, format_table
+from .cluster_topology import Topology
 from .config import ConfigError
 from .processes import pid_alive, proc_stat
 

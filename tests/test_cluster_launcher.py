@@ -31,16 +31,8 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite import cluster as launcher
-from dynomite.cluster import (
-    STANDARD_PORTS,
-    Cluster,
-    ClusterError,
-    Ports,
-    Topology,
-    format_ranges,
-    owned_ranges,
-    rack_tokens,
-)
+from dynomite.cluster import Cluster, ClusterError
+from dynomite.cluster_topology import STANDARD_PORTS, Ports, Topology, format_ranges, owned_ranges, rack_tokens
 from dynomite.config import Address, ConfigError, NodeConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
