@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import tempfile
 import time
+import urllib.request
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import redis
@@ -113,6 +115,45 @@ def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -
         time.sleep(interval)
 
 
+def admin_get(node: ClusterNode, path: str, timeout: float = 2.0) -> bytes:
+    """GET ``path`` from ``node``'s admin HTTP listener."""
+    host, port = node.stats_address
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as r:
+        return r.read()
+
+
+def node_info(node: ClusterNode) -> Optional[Dict[str, Any]]:
+    """``node``'s /info document, or None if it does not answer."""
+    try:
+        return json.loads(admin_get(node, "/info"))
+    except (OSError, ValueError):
+        return None
+
+
+def all_normal(nodes: Iterable[ClusterNode]) -> bool:
+    """Whether every node says it is NORMAL and sees every peer link UP."""
+    for n in nodes:
+        doc = node_info(n)
+        if doc is None or doc["state"] != "NORMAL" or any(s != "UP" for s in doc["peers"].values()):
+            return False
+    return True
+
+
+def wait_normal(nodes: Sequence[ClusterNode], label: str, timeout: float = 20.0) -> None:
+    """
+    Until every node is NORMAL and sees every peer UP (a node that came back
+    stays RESUMING, unreadable for quorum reads, until its peers hold no
+    hints for it); AssertionError with the states if not.
+    """
+    if poll(lambda: all_normal(nodes), timeout, 0.1):
+        return
+    states = {}
+    for n in nodes:
+        doc = node_info(n)
+        states[n.name] = None if doc is None else (doc["state"], doc["peers"])
+    raise AssertionError(f"cluster {label} not NORMAL with every peer UP after {timeout}s: {states}")
+
+
 def as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
@@ -141,6 +182,7 @@ class ClusterFixture:
             return
         try:
             self.wait_connected()
+            wait_normal(self.nodes, self.cluster.name)
         except BaseException:
             self.stop()
             raise
@@ -244,16 +286,20 @@ class ClusterFixture:
         return all(p.running() and not p.paused for p in self.cluster.processes)
 
     def ensure_running(self) -> None:
-        """Bring back every process a test killed or paused, then wait for the links."""
-        if self.healthy():
-            return
-        for proc in self.cluster.processes:
-            if proc.paused:
-                proc.resume()
-        for proc in self.cluster.redis_processes + self.cluster.node_processes:
-            if not proc.running():
-                proc.start()
-        self.wait_connected()
+        """
+        Bring back every process a test killed or paused, wait for the links,
+        and for every node to be NORMAL (a node a test restarted itself may
+        still be RESUMING).
+        """
+        if not self.healthy():
+            for proc in self.cluster.processes:
+                if proc.paused:
+                    proc.resume()
+            for proc in self.cluster.redis_processes + self.cluster.node_processes:
+                if not proc.running():
+                    proc.start()
+            self.wait_connected()
+        wait_normal(self.nodes, self.cluster.name)
 
     def restart(self, node: ClusterNode) -> None:
         """Restart ``node``'s redis-server and node process, then wait for the links: a clean slate."""
@@ -262,6 +308,7 @@ class ClusterFixture:
         node.redis_process.start()
         node.node_process.start()
         self.wait_connected()
+        wait_normal(self.nodes, self.cluster.name)
 
     def reset(self) -> None:
         """Every process up, every backend empty (FLUSHALL sent to each Redis directly)."""

@@ -31,7 +31,6 @@ import random
 import tempfile
 import threading
 import time
-import urllib.request
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import redis
@@ -41,7 +40,8 @@ from dynomite.hashing import key_hash
 from dynomite.hints import safe_name
 from dynomite.ring import Ring
 
-from .cluster_fixtures import backend_client, no_retry, poll, worker  # noqa: F401 (used by test_ha)
+from .cluster_fixtures import admin_get, all_normal, backend_client, node_info, wait_normal
+from .cluster_fixtures import no_retry, poll, worker  # noqa: F401 (used by test_ha)
 
 #: Seconds a client waits for a reply before the call counts as an error.
 SOCKET_TIMEOUT = 5.0
@@ -160,18 +160,13 @@ class HACluster:
         return c
 
     def admin(self, node: ClusterNode, path: str, timeout: float = 2.0) -> bytes:
-        host, port = node.stats_address
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as r:
-            return r.read()
+        return admin_get(node, path, timeout)
 
     def info(self, node: ClusterNode) -> Dict[str, Any]:
         return json.loads(self.admin(node, "/info"))
 
     def try_info(self, node: ClusterNode) -> Optional[Dict[str, Any]]:
-        try:
-            return self.info(node)
-        except (OSError, ValueError):
-            return None
+        return node_info(node)
 
     def hint_stats(self, coordinator: ClusterNode, target: ClusterNode) -> Optional[Dict[str, Any]]:
         """``coordinator``'s /info hints entry for ``target`` (None if unreachable)."""
@@ -184,21 +179,11 @@ class HACluster:
     # -- state ---------------------------------------------------------------
 
     def all_normal(self, nodes: Optional[Sequence[ClusterNode]] = None) -> bool:
-        for n in nodes or self.nodes:
-            doc = self.try_info(n)
-            if doc is None or doc["state"] != "NORMAL" or any(s != "UP" for s in doc["peers"].values()):
-                return False
-        return True
+        return all_normal(nodes or self.nodes)
 
     def wait_normal(self, timeout: float = 20.0, nodes: Optional[Sequence[ClusterNode]] = None) -> None:
         """Until every node is NORMAL and sees every peer UP; AssertionError with the states if not."""
-        if poll(lambda: self.all_normal(nodes), timeout, 0.1):
-            return
-        states = {}
-        for n in nodes or self.nodes:
-            doc = self.try_info(n)
-            states[n.name] = None if doc is None else (doc["state"], doc["peers"])
-        raise AssertionError(f"cluster {self.label} not NORMAL with every peer UP after {timeout}s: {states}")
+        wait_normal(nodes or self.nodes, self.label, timeout)
 
     def peer_state_seen_by(self, observer: ClusterNode, peer: ClusterNode) -> Optional[str]:
         doc = self.try_info(observer)
