@@ -97,15 +97,18 @@ class FakeDatastore:
 
     def __init__(self) -> None:
         self.sent = []
+        self.counts = []  # requests in each send, in step with sent (popped by answer)
         self.is_up = True
         self.in_flight = 0
         self.timed_out_total = 0
 
     def send(self, client_id, resp, data, sink, count=1) -> None:
         self.sent.append((client_id, resp, data, sink))
+        self.counts.append(count)
 
     def answer(self, raw: bytes, index: int = 0) -> None:
         client_id, resp, data, sink = self.sent.pop(index)
+        self.counts.pop(index)
         sink.complete(raw)
 
 

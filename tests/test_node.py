@@ -93,6 +93,58 @@ class ForwardingTests(NodeTestCase):
         self.assertEqual(self.written(), b"+OK\r\n" * 100)
 
 
+def multibulk(*commands: bytes) -> bytes:
+    """Each command (space-separated words) as a canonical multibulk request, joined."""
+    out = []
+    for command in commands:
+        words = command.split()
+        out.append(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+    return b"".join(out)
+
+
+class RunTests(NodeTestCase):
+    """Pipelined requests of one command go to the datastore as one run, in the client's own bytes."""
+
+    def runs(self):
+        return [(count, data) for count, (_, _, data, _) in zip(self.datastore.counts, self.datastore.sent)]
+
+    def test_a_batch_of_one_command_is_one_run(self):
+        batch = multibulk(*[b"SET k%d v%d" % (i, i) for i in range(50)])
+        self.send(batch)
+        self.assertEqual(self.runs(), [(50, batch)])
+        self.datastore.answer(b"+OK\r\n" * 50)
+        self.assertEqual(self.written(), b"+OK\r\n" * 50)
+
+    def test_spellings_and_argument_counts_of_one_command_stay_in_one_run(self):
+        batch = multibulk(b"SET a 1", b"SET b 2", b"set c 3", b"SET d 4 EX 10", b"SET e 5")
+        self.send(batch)
+        self.assertEqual(self.runs(), [(5, batch)])
+
+    def test_another_command_cuts_the_run(self):
+        batch = multibulk(b"SET a 1", b"SET b 2", b"GET a", b"GET b", b"SET c 3")
+        self.send(batch)
+        self.assertEqual([count for count, _ in self.runs()], [2, 2, 1])
+        self.assertEqual(b"".join(data for _, data in self.runs()), batch)
+
+    def test_an_empty_request_in_between_cuts_the_run(self):
+        self.send(multibulk(b"GET a", b"GET b") + b"*0\r\n" + multibulk(b"GET c"))
+        self.assertEqual([count for count, _ in self.runs()], [2, 1])
+
+    def test_wrong_arity_is_refused_request_by_request(self):
+        self.send(multibulk(b"GET a x", b"GET b y"))
+        self.assertEqual(self.runs(), [])
+        self.assertEqual(self.written(), b"-ERR wrong number of arguments for 'get' command\r\n" * 2)
+
+    def test_inline_requests_are_not_forwarded_as_they_came(self):
+        self.send(b"GET a\r\nGET b\r\n")
+        self.assertEqual(self.runs(), [(1, multibulk(b"GET a")), (1, multibulk(b"GET b"))])
+
+    def test_commands_that_do_not_run_go_one_by_one(self):
+        self.send(multibulk(b"PING", b"PING", b"PING"))
+        self.assertEqual(self.runs(), [])
+        self.assertEqual(self.written(), b"+PONG\r\n" * 3)
+
+
 class ErrorTests(NodeTestCase):
     def test_unknown_command(self):
         self.send(b"FOO a b\r\n")
