@@ -97,10 +97,15 @@ def _cmd_up(args: argparse.Namespace) -> int:
     workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
     if workdir == DEFAULT_WORKDIR:
         _check_default_workdir(workdir)
+    twistd = None
+    if args.twistd is not None:
+        twistd = os.path.abspath(args.twistd)
+        if not (os.path.isfile(twistd) and os.access(twistd, os.X_OK)):
+            raise ClusterError(f"--twistd: {args.twistd} is not an executable file")
     try:
         cluster = Cluster.from_topology(
             topology, workdir, ports=args.ports, base_address=args.base_address,
-            die_with_parent=not args.detach,
+            twistd=twistd, die_with_parent=not args.detach,
         )
     except ValueError as e:
         raise ClusterError(f"--base-address: {e}") from None
@@ -249,6 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--prometheus", metavar="CONFIG", default=None,
                     help="also run Prometheus with this scrape configuration when it is installed"
                          " (foreground only)")
+    up.add_argument("--twistd", metavar="PATH", default=None,
+                    help="run the nodes with this twistd, e.g. a PyPy venv's .pypy/bin/twistd"
+                         " (default: the one next to this Python)")
     up.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                     help="how long every process gets to answer PING (default 30)")
     up.set_defaults(func=_cmd_up)

@@ -474,6 +474,24 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual([pid for pid in pids if alive(pid)], [])
         self.assertFalse(os.path.exists(workdir))
 
+    def test_nodes_run_under_the_twistd_given(self) -> None:
+        workdir = self.mktemp()
+        self.addCleanup(kill_recorded, workdir)
+        marker = os.path.abspath(self.mktemp())
+        real = os.path.join(os.path.dirname(sys.executable), "twistd")
+        wrapper = write(self.mktemp(), f"#!/bin/sh\necho $$ >> {marker}\nexec {real} \"$@\"\n")
+        os.chmod(wrapper, 0o755)
+        up = self.run_cli("up", self.topology_file("127.0.0.161"), "--workdir", workdir, "--detach",
+                          "--twistd", wrapper)
+        self.assertEqual(up.returncode, 0, up.stderr)
+        nodes = Cluster.attach(workdir).nodes
+        with open(marker) as f:
+            started = sorted(int(line) for line in f)
+        self.assertEqual(started, sorted(n.node_process.pid for n in nodes))  # exec keeps the PID
+        for n in nodes:
+            self.assertEqual(ping(n.client_address), b"+PONG\r\n", n.name)
+        self.assertEqual(self.run_cli("down", "--workdir", workdir).returncode, 0)
+
     def test_errors(self) -> None:
         err = io.StringIO()
         self.patch(sys, "stderr", err)
@@ -484,6 +502,9 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(launcher.main(["status", "--workdir", empty]), 3)
         self.assertEqual(launcher.main(["down", "--workdir", empty]), 1)
         self.assertIn("cluster.json is missing", err.getvalue())
+        topology = self.topology_file("127.0.0.171")
+        self.assertEqual(launcher.main(["up", topology, "--workdir", self.mktemp(), "--twistd", "/no/twistd"]), 1)
+        self.assertIn("dynomite-cluster: --twistd: /no/twistd is not an executable file", err.getvalue())
 
 
 class PrometheusTests(SynchronousTestCase):
