@@ -13,7 +13,10 @@ for Redis's reply and ``fail(raw)`` for an error reply made by the node
 reconciliation counts a failure as a missing replica, not as an answer.
 A sink may stand for a *run* of several pipelined requests sent in one
 piece (`dynomite.runs`): it gets their replies joined in one bytes object,
-found by counting whole replies, or one failure for the whole run.
+found by counting whole replies, or one failure for the whole run.  The
+everyday replies (status, error, integer, null, short bulk) are counted
+without the parser (`reply_parser.simple_replies_end`) and handed over as
+one slice of what was read; anything else goes through the parser.
 
 Connection lifecycle (one `DatastoreLink` per connection):
 

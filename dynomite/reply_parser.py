@@ -324,7 +324,7 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
     """
     oks = _OKS[64]
     while count >= 64 and data.startswith(oks, pos):
-        pos += 320
+        pos += len(oks)
         count -= 64
     if count < 65 and data.startswith(_OKS[count], pos):
         return pos + 5 * count, 0
