@@ -25,21 +25,21 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
-from . import logs
-from .admin import AdminResource, AdminSite
-from .config import Address, ConfigError, NodeConfig
-from .coordinator import Coordinator
-from .datastore import Datastore
-from .membership import Membership
-from .hints import HintLog, safe_name
-from .metrics import NodeMetrics, make_registry
-from .outbox import Outbox
-from .peer_framing import FLAG_RESP3, REQUEST
-from .monitor import DatastoreMonitor
-from .node import Node
-from .peer import PeerLink, PeerServerFactory, peer_timeout
-from .server import ClientFactory
-from .topology import Topology
+from dynomite.runtime import logs
+from dynomite.ops.admin import AdminResource, AdminSite
+from dynomite.config.model import Address, ConfigError, NodeConfig
+from dynomite.node.coordinator import Coordinator
+from dynomite.datastore.pool import Datastore
+from dynomite.peers.membership import Membership
+from dynomite.replication.hints import HintLog, safe_name
+from dynomite.ops.metrics import NodeMetrics, make_registry
+from dynomite.replication.outbox import Outbox
+from dynomite.wire.peer_frames import FLAG_RESP3, REQUEST
+from dynomite.datastore.monitor import DatastoreMonitor
+from dynomite.node.dispatch import Node
+from dynomite.peers.link import PeerLink, PeerServerFactory, peer_timeout
+from dynomite.node.client import ClientFactory
+from dynomite.placement.topology import Topology
 
 log = Logger()
 

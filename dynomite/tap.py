@@ -13,7 +13,7 @@ import sys
 
 from twisted.python import usage
 
-from .config import ConfigError, NodeConfig
+from dynomite.config.model import ConfigError, NodeConfig
 
 
 class Options(usage.Options):
@@ -42,8 +42,10 @@ class Options(usage.Options):
 def makeService(options: Options):
     from twisted.internet import reactor
 
-    from . import batching, fastpoll
-    from .service import NodeService
+    from dynomite.runtime import batching
+
+    from dynomite.runtime import fastpoll
+    from dynomite.service import NodeService
 
     batching.per_reactor_turn(reactor)
     fastpoll.install(reactor)

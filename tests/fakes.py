@@ -7,7 +7,7 @@ from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from dynomite.config import NodeConfig
+from dynomite.config.model import NodeConfig
 
 
 def node_config(**overrides) -> NodeConfig:

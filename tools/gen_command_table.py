@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Generate ``dynomite/command_table.py`` from a live redis-server 7.0.
+"""Generate ``dynomite/commands/redis_commands.py`` from a live redis-server 7.0.
 
 Why generated: the node must describe commands (arity, flags, key specs, docs)
 exactly as Redis 7.0 does, and copying that by hand rots. This script starts
@@ -34,7 +34,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "dynomite", "command_table.py")
+DEFAULT_OUT = os.path.join(ROOT, "dynomite", "commands", "redis_commands.py")
 
 Node = Tuple[str, Any]   # a typed reply: (RESP type char, value)
 
@@ -336,7 +336,7 @@ def _is_info(items: List[Any]) -> bool:
 def check(redis: RedisProcess) -> int:
     """Compare dynomite.commands' replies with Redis; return mismatches."""
     sys.path.insert(0, ROOT)
-    from dynomite import commands
+    from dynomite.commands import table as commands
 
     failures = 0
     names = []
@@ -375,7 +375,7 @@ def check(redis: RedisProcess) -> int:
 
 def _check_keys(redis: RedisProcess, commands: Any) -> int:
     try:
-        from tests.test_commands import GETKEYS_DIFFERENCES, KEY_CASES
+        from tests.unit.test_commands import GETKEYS_DIFFERENCES, KEY_CASES
     except ImportError:
         return 0
     failures = 0

@@ -1,0 +1,328 @@
+"""
+The topology file of a local cluster, and the placement conventions it implies.
+
+`Topology` reads and validates the small YAML file `dynomite.cluster`
+launches a cluster from (cluster name, datacenters with racks and node
+counts, addresses, settings passed to every node).  Errors are
+:class:`dynomite.config.ConfigError`: file, key, reason on one line, like
+a node configuration's.
+
+The rest is pure placement math, shared by the launcher, its command line
+and the tests' oracle: Dynomite's token convention (``generate_yamls.py``:
+in a rack of N nodes, node i owns token ``i * (2**32 // N)``; a key
+belongs to the node with the smallest token >= its hash, wrapping around),
+the hash ranges a node owns, node names and loopback addresses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from dynomite.config.model import MAX_TOKEN, ConfigError
+
+# The strict loader and value printer of dynomite.config, so topology errors
+# read exactly like node configuration errors (duplicate keys, line numbers).
+from dynomite.config.model import NodeConfig, _load_yaml, _show
+
+__all__ = [
+    "DEFAULT_BASE_ADDRESS",
+    "DEFAULT_CLUSTER_NAME",
+    "STANDARD_PORTS",
+    "Ports",
+    "RackSpec",
+    "Topology",
+    "format_ranges",
+    "node_hosts",
+    "node_name",
+    "owned_ranges",
+    "parse_base_address",
+    "parse_ports",
+    "rack_tokens",
+]
+
+RING_SIZE = MAX_TOKEN + 1
+DEFAULT_CLUSTER_NAME = "dyn_o_mite"
+DEFAULT_BASE_ADDRESS = "127.0.0.11"
+
+
+class Ports(NamedTuple):
+    """The four ports of one node's address."""
+
+    client: int
+    peer: int
+    stats: int
+    redis: int
+
+
+#: Dynomite's conventional ports (and twemproxy's 22122 for the datastore).
+STANDARD_PORTS = Ports(client=8102, peer=8101, stats=22222, redis=22122)
+
+# -- the topology file --------------------------------------------------------
+
+TOPOLOGY_KEYS = ("cluster", "datacenters", "addresses", "node")
+ADDRESS_KEYS = ("base", "ports")
+#: Node keys the launcher writes itself; a topology may not set them.
+LAUNCHER_KEYS = frozenset(
+    {"listen", "dyn_listen", "stats_listen", "servers", "tokens", "datacenter", "rack", "dyn_seeds"}
+)
+_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
+
+
+class _Invalid(ValueError):
+    """A topology value is wrong; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(key, reason)
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RackSpec:
+    """One rack of the topology and how many nodes it has."""
+
+    datacenter: str
+    rack: str
+    nodes: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """
+    A validated topology file.
+
+    ``ports`` is None for ephemeral ports (``ports: auto``). ``node_settings``
+    are Dynomite keys copied into every node's YAML; they have been checked
+    with :class:`NodeConfig`, so a bad value fails here, naming ``node.<key>``.
+    """
+
+    source: str
+    name: str
+    racks: Tuple[RackSpec, ...]
+    base_address: str = DEFAULT_BASE_ADDRESS
+    ports: Optional[Ports] = STANDARD_PORTS
+    node_settings: Tuple[Tuple[str, Any], ...] = ()
+
+    @classmethod
+    def from_yaml(cls, path: str) -> Topology:
+        """Read and validate a topology file."""
+        source = os.fspath(path)
+        return cls.from_dict(_load_yaml(source), source=source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> Topology:
+        """Validate an already-loaded topology document."""
+        try:
+            return _parse_topology(data, source)
+        except _Invalid as e:
+            raise ConfigError(source, e.key, e.reason) from None
+
+    @property
+    def datacenters(self) -> Tuple[str, ...]:
+        """Datacenter names in file order."""
+        return tuple(dict.fromkeys(r.datacenter for r in self.racks))
+
+    @property
+    def node_count(self) -> int:
+        return sum(r.nodes for r in self.racks)
+
+
+def _parse_topology(data: Any, source: str) -> Topology:
+    if not isinstance(data, Mapping):
+        raise _Invalid("<root>", f"expected a mapping with keys {', '.join(TOPOLOGY_KEYS)}, got {_show(data)}")
+    for key in data:
+        if key not in TOPOLOGY_KEYS:
+            raise _Invalid(str(key), _unknown_key(key, TOPOLOGY_KEYS))
+    name = _check_name("cluster", data.get("cluster", DEFAULT_CLUSTER_NAME))
+    racks = _parse_racks(data.get("datacenters"))
+    base, ports = _parse_addresses(data.get("addresses"))
+    count = sum(r.nodes for r in racks)
+    try:
+        node_hosts(base, count)
+    except ValueError as e:
+        raise _Invalid("addresses.base", str(e)) from None
+    names = [node_name(r.datacenter, r.rack, i) for r in racks for i in range(r.nodes)]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise _Invalid("datacenters", f"two nodes would both be named {n!r}; rename a datacenter or rack")
+    settings = _parse_node_settings(data.get("node"), name, source)
+    return Topology(source, name, racks, base, ports, settings)
+
+
+def _unknown_key(key: Any, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
+    return f"unknown key; {hint}"
+
+
+def _check_name(key: str, value: Any) -> str:
+    """Names end up in file names and ``dyn_seeds`` entries: keep them plain."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise _Invalid(key, f"expected a name of letters, digits, '_', '-' or '.', got {_show(value)}")
+    return value
+
+
+def _parse_racks(value: Any) -> Tuple[RackSpec, ...]:
+    if value is None:
+        raise _Invalid("datacenters", "required key is missing; e.g. {dc1: {rack1: 1, rack2: 1}}")
+    if not isinstance(value, Mapping) or not value:
+        raise _Invalid("datacenters", f"expected a mapping of datacenter names to racks, got {_show(value)}")
+    racks = []
+    for dc, dc_racks in value.items():
+        dc_name = _check_name(f"datacenters.{dc}", dc)
+        key = f"datacenters.{dc_name}"
+        if not isinstance(dc_racks, Mapping) or not dc_racks:
+            raise _Invalid(key, f"expected a mapping of rack names to node counts, got {_show(dc_racks)}")
+        for rack, count in dc_racks.items():
+            rack_name = _check_name(f"{key}.{rack}", rack)
+            if isinstance(count, bool) or not isinstance(count, int):
+                raise _Invalid(f"{key}.{rack_name}", f"expected a number of nodes, got {_show(count)}")
+            if count < 1:
+                raise _Invalid(f"{key}.{rack_name}", f"a rack needs at least 1 node, got {count}")
+            racks.append(RackSpec(dc_name, rack_name, count))
+    return tuple(racks)
+
+
+def _parse_addresses(value: Any) -> Tuple[str, Optional[Ports]]:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise _Invalid("addresses", f"expected a mapping with keys base, ports, got {_show(value)}")
+    for key in value:
+        if key not in ADDRESS_KEYS:
+            raise _Invalid(f"addresses.{key}", _unknown_key(key, ADDRESS_KEYS))
+    try:
+        base = parse_base_address(value.get("base", DEFAULT_BASE_ADDRESS))
+    except ValueError as e:
+        raise _Invalid("addresses.base", str(e)) from None
+    try:
+        ports = parse_ports(value.get("ports", "standard"))
+    except ValueError as e:
+        raise _Invalid("addresses.ports", str(e)) from None
+    return base, ports
+
+
+def parse_base_address(value: Any) -> str:
+    """The first node's address: IPv4 loopback, so every node can have its own."""
+    try:
+        address = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise ValueError(f"expected an IPv4 loopback address such as 127.0.0.11, got {_show(value)}")
+    return str(address)
+
+
+def parse_ports(value: Any) -> Optional[Ports]:
+    """
+    ``auto`` (None: ephemeral ports), ``standard`` (:data:`STANDARD_PORTS`),
+    a :class:`Ports`, or a mapping naming some of client/peer/stats/redis
+    (the rest standard). Raises ``ValueError`` with a reason for a user.
+    """
+    if value is None or isinstance(value, Ports):
+        return value
+    if value == "auto":
+        return None
+    if value == "standard":
+        return STANDARD_PORTS
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected auto, standard or a mapping of {', '.join(Ports._fields)} ports, got {_show(value)}"
+        )
+    chosen = STANDARD_PORTS._asdict()
+    for key, port in value.items():
+        if key not in chosen:
+            raise ValueError(f"{key}: {_unknown_key(key, Ports._fields)}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise ValueError(f"{key}: expected a port 1..65535, got {_show(port)}")
+        chosen[key] = port
+    ports = Ports(**chosen)
+    for i, port in enumerate(ports):
+        if port in ports[:i]:
+            raise ValueError(f"{Ports._fields[ports.index(port)]} and {Ports._fields[i]} both use port {port}")
+    return ports
+
+
+def _parse_node_settings(value: Any, cluster: str, source: str) -> Tuple[Tuple[str, Any], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise _Invalid("node", f"expected a mapping of Dynomite settings, got {_show(value)}")
+    for key in value:
+        if key in LAUNCHER_KEYS:
+            raise _Invalid(f"node.{key}", "set by the launcher for each node; remove it")
+    sample = {
+        "listen": "127.0.0.1:1",
+        "dyn_listen": "127.0.0.1:2",
+        "stats_listen": "127.0.0.1:3",
+        "servers": ["127.0.0.1:4:1"],
+        "tokens": "0",
+        **value,
+    }
+    try:
+        NodeConfig.from_dict({cluster: sample}, source=source)
+    except ConfigError as e:
+        raise _Invalid(f"node.{e.key}", e.reason) from None
+    return tuple(value.items())
+
+
+# -- pure placement math -------------------------------------------------------
+
+
+def rack_tokens(count: int) -> List[int]:
+    """Tokens of a rack of ``count`` nodes: node i gets ``i * (2**32 // count)``."""
+    if count < 1:
+        raise ValueError("a rack needs at least one node")
+    step = RING_SIZE // count
+    return [i * step for i in range(count)]
+
+
+def owned_ranges(mine: Iterable[int], rack: Iterable[int]) -> List[Tuple[int, int]]:
+    """
+    The inclusive hash ranges a node owns in its rack.
+
+    A token owns the hashes after the previous token up to itself; the
+    smallest token also owns the wrap-around above the largest one.
+    """
+    ring = sorted(set(rack))
+    ranges: List[Tuple[int, int]] = []
+    for token in mine:
+        i = ring.index(token)
+        if len(ring) == 1:
+            return [(0, MAX_TOKEN)]
+        if i == 0:
+            if ring[-1] < MAX_TOKEN:
+                ranges.append((ring[-1] + 1, MAX_TOKEN))
+            ranges.append((0, token))
+        else:
+            ranges.append((ring[i - 1] + 1, token))
+    return sorted(ranges)
+
+
+def format_ranges(ranges: Sequence[Tuple[int, int]]) -> str:
+    """``all``, or ``lo..hi`` pieces; wrap-around pieces join up (``4294967295`` then ``0``)."""
+    if list(ranges) == [(0, MAX_TOKEN)]:
+        return "all"
+    pieces = sorted(ranges, key=lambda r: (r[0] == 0, r[0]))  # the wrapped piece last
+    return ", ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in pieces)
+
+
+def node_name(dc: str, rack: str, index: int) -> str:
+    """``<dc>-<rack>-<index>``, also the stem of the node's files."""
+    return f"{dc}-{rack}-{index}"
+
+
+def node_hosts(base: str, count: int) -> List[str]:
+    """``count`` consecutive IPv4 addresses from ``base``, all inside 127.0.0.0/8."""
+    first = ipaddress.IPv4Address(base)
+    last_allowed = ipaddress.IPv4Address("127.255.255.254")
+    if int(first) + count - 1 > int(last_allowed):
+        raise ValueError(f"{count} nodes from {base} would leave 127.0.0.0/8; choose a lower base")
+    return [str(first + i) for i in range(count)]

@@ -1,0 +1,268 @@
+"""
+The client-facing RESP protocol: bytes in, requests to the node, replies
+out in request order.
+
+The protocol is thin: `RequestParser` frames requests, `Node.execute`
+decides what happens to each, and this class only keeps replies in the
+order the client sent its requests.  Every request gets a `ReplySlot` in a
+deque; a slot may be filled at once (commands the node answers itself) or
+later (Redis, peers); whenever the head of the deque is filled, every
+consecutive filled slot is written in one go.
+
+Memory stays bounded: the node stops reading from a client whose requests
+in flight exceed ``client_max_outstanding_bytes`` or `MAX_OUTSTANDING_REQUESTS`
+(the replies to small requests can be large: GET of a big value), and
+resumes below half of both; and it stops reading while the client's own
+socket buffer is full (the client is not reading its replies).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Deque
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from dynomite.runtime import batching
+from dynomite.wire.replies import count_errors
+from dynomite.wire.requests import make_request_parser
+from dynomite.node.session import Session
+
+# Requests one client may have in flight before the node stops reading from
+# it.  Far above what pipelining clients use (redis-benchmark -P 16 keeps
+# 16), low enough that their replies cannot exhaust memory.
+MAX_OUTSTANDING_REQUESTS = 4096
+
+
+class ReplySlot:
+    """
+    The place of one request's reply in its client's reply order (or of a
+    run of ``count`` pipelined requests' replies, joined), and what is
+    needed to account for it when it is written: the command's ``[ok,
+    error]`` counter, its latency histogram and when it was read.
+    """
+
+    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start")
+
+    def __init__(self, client: "ClientProtocol", size: int, count: int = 1) -> None:
+        self.client = client
+        self.reply = None
+        self.size = size
+        self.count = count
+        self.counter = client.counter
+        self.latency = client.latency
+        self.start = client.batch_start
+
+    def complete(self, raw: bytes) -> None:
+        """Called once with the raw RESP reply for this request."""
+        self.reply = raw
+        client = self.client
+        queue = client.queue
+        if queue and queue[0] is self and not batching.defer(client):
+            client.flush()
+
+    def fail(self, raw: bytes) -> None:
+        """
+        A node-made error (replica unreachable, timeout) reaches a client like
+        any other error reply (quorum sinks are the ones that tell them
+        apart), once for each request of a run.
+        """
+        self.complete(raw * self.count if self.count > 1 else raw)
+
+
+@implementer(IHalfCloseableProtocol)
+class ClientProtocol(Protocol):
+    """
+    One Redis client connection.
+
+    A client that half-closes (``printf 'PING\\r\\n' | nc host port``) still
+    gets the replies to everything it sent before the connection closes.
+    """
+
+    log = Logger()
+
+    def __init__(self, node, session: Session, max_request_bytes: int, max_outstanding: int,
+                 clock=None) -> None:
+        self.node = node
+        self.session = session
+        self._clock = clock if clock is not None else node.clock
+        # Accounting for the request being dispatched: set by the node before
+        # it answers or forwards the request, copied into its ReplySlot.
+        self.counter = [0, 0]
+        self.latency = None
+        self.batch_start = 0.0
+        self.batched = False  # waiting in dynomite.batching for the end of a reply loop
+        self.queue: Deque[ReplySlot] = deque()
+        self._parser = make_request_parser(max_request_bytes)
+        self._max_outstanding = max_outstanding
+        self._outstanding = 0   # bytes of the requests waiting for their replies
+        self._requests = 0      # ... and how many requests
+        self._paused_outstanding = False
+        self._paused_consumer = False
+        self.connected = False
+
+    # -- connection --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
+        self.node.client_connected(self)
+
+    def connectionLost(self, reason) -> None:
+        self.connected = False
+        self.queue.clear()
+        self.node.client_disconnected(self)
+
+    def readConnectionLost(self) -> None:
+        self._close_after_replies()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    # -- requests ----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        parser = self._parser
+        requests = parser.feed(data)
+        # One clock read per batch: requests read together started together.
+        self.batch_start = self._clock.seconds()
+        # requests read together go out together: one write per Redis or
+        # peer connection for the whole batch
+        batching.begin()
+        try:
+            self.node.execute_batch(self, requests, parser.bounds, data)
+        finally:
+            batching.end()
+        if self.session.quitting:
+            self._close_after_replies()
+            return
+        if parser.error is not None:
+            self.node.protocol_error(self, str(parser.error))
+            self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
+            self._close_after_replies()
+        elif not self._paused_outstanding and (
+            self._outstanding > self._max_outstanding or self._requests > MAX_OUTSTANDING_REQUESTS
+        ):
+            self._paused_outstanding = True
+            self.transport.pauseProducing()
+
+    def slot(self, size: int, count: int = 1) -> ReplySlot:
+        """
+        A slot for the reply to ``count`` requests (joined) that comes later;
+        ``size`` bytes and ``count`` requests count toward backpressure.
+        """
+        slot = ReplySlot(self, size, count)
+        self.queue.append(slot)
+        self._outstanding += size
+        self._requests += count
+        return slot
+
+    def reply(self, raw: bytes) -> None:
+        """A reply available now."""
+        if self.queue:
+            slot = ReplySlot(self, 0)
+            slot.reply = raw
+            self.queue.append(slot)
+            self._requests += 1
+            return
+        self.counter[raw[:1] == b"-"] += 1
+        if self.latency is not None:
+            self.latency.observe(self._clock.seconds() - self.batch_start)
+        if self.connected:
+            batching.write_now(self.transport, (raw,))
+
+    def flush_batched(self) -> None:
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every reply at the head of the queue that is ready."""
+        queue = self.queue
+        out = []
+        freed = 0
+        answered = 0
+        now = self._clock.seconds()
+        while queue:
+            head = queue[0]
+            raw = head.reply
+            if raw is None:
+                break
+            queue.popleft()
+            out.append(raw)
+            freed += head.size
+            count = head.count
+            answered += count
+            if count == 1:
+                head.counter[raw[:1] == b"-"] += 1
+                if head.latency is not None:
+                    head.latency.observe(now - head.start)
+            else:
+                errors = count_errors(raw)
+                counter = head.counter
+                counter[0] += count - errors
+                counter[1] += errors
+                if head.latency is not None:
+                    head.latency.observe_many(now - head.start, count)
+        if not out or not self.connected:
+            return
+        batching.write_now(self.transport, out)
+        self._outstanding -= freed
+        self._requests -= answered
+        if (
+            self._paused_outstanding
+            and self._outstanding <= self._max_outstanding // 2
+            and self._requests <= MAX_OUTSTANDING_REQUESTS // 2
+        ):
+            self._paused_outstanding = False
+            if not self._paused_consumer:
+                self.transport.resumeProducing()
+        if not queue and self.session.quitting:
+            self._close()
+
+    def _close_after_replies(self) -> None:
+        self.session.quitting = True
+        if not self.queue:
+            self._close()
+
+    def _close(self) -> None:
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    # -- IPushProducer, registered on our own transport ---------------------
+    # The transport calls these when its write buffer fills and drains.
+
+    def pauseProducing(self) -> None:
+        if not self._paused_consumer:
+            self._paused_consumer = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self._paused_consumer:
+            self._paused_consumer = False
+            if not self._paused_outstanding:
+                self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class ClientFactory(Factory):
+    """Builds a `ClientProtocol` and its `Session` for each connection."""
+
+    noisy = False
+
+    def __init__(self, node, clock) -> None:
+        self.node = node
+        self._clock = clock
+
+    def buildProtocol(self, addr):
+        config = self.node.config
+        address = "%s:%s" % (getattr(addr, "host", "?"), getattr(addr, "port", "?"))
+        session = Session(address, config.requirepass is None, self._clock.seconds())
+        return ClientProtocol(
+            self.node, session, config.max_request_bytes, config.client_max_outstanding_bytes,
+            self._clock,
+        )

@@ -1,0 +1,263 @@
+"""
+The node: what happens to each client request.
+
+`Node.execute` is the hot path.  It looks the command up once in the
+command table, applies Redis's own checks in Redis's order (unknown command,
+arity, authentication), and then either answers the request itself
+(`dynomite.builtins`), refuses it, or hands it to the `Coordinator`,
+which routes it to the replicas of its keys.  It
+never logs or formats strings for a request that succeeds.
+
+`Node.execute_batch` takes everything one client read brought: consecutive
+requests of one single-key command whose keys have the same replicas go to
+the coordinator as one run (`dynomite.runs`, a single request is a run of
+one), in the client's own bytes; anything else goes through `execute`,
+one by one, in order.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict, List, Optional, Set, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from dynomite.commands import table as commands
+from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
+from dynomite.config.model import NodeConfig
+from dynomite.placement.hashing import key_hash
+from dynomite.ops.metrics import Histogram, NodeMetrics
+
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+# How many spellings of command names `Node.execute_batch` remembers.
+_RUNNABLE_NAMES = 4096
+
+
+def unknown_command(args) -> bytes:
+    """Redis 7's wording for a command name it does not know."""
+    name = args[0][:128].decode("utf-8", "replace")
+    shown = "".join("'%s' " % a[:128].decode("utf-8", "replace") for a in args[1:])
+    text = "-ERR unknown command '%s', with args beginning with: %s" % (name, shown)
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
+
+
+def wrong_arity(name: str) -> bytes:
+    return b"-ERR wrong number of arguments for '%s' command\r\n" % name.encode()
+
+
+def unknown_subcommand(name: str, sub: bytes) -> bytes:
+    text = "-ERR unknown subcommand '%s'. Try %s HELP." % (
+        sub[:128].decode("utf-8", "replace"),
+        name.upper(),
+    )
+    return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
+
+
+def unsupported(name: str) -> bytes:
+    return b"-ERR unsupported command '%s'\r\n" % name.replace("|", " ").encode()
+
+
+class Node:
+    """One node's request handling, independent of sockets."""
+
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, datastore, monitor, clock, coordinator,
+                 metrics: Optional[NodeMetrics] = None) -> None:
+        self.config = config
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        # per command name (str hashes are cached; the frozen Command's are
+        # not): its family's [ok, error] counter and latency histogram
+        self._accounts: Dict[str, Tuple[List[int], Optional[Histogram]]] = {}
+        self.coordinator = coordinator
+        self.datastore = datastore
+        self.monitor = monitor
+        self.clock = clock
+        self.started = clock.seconds()
+        self.state = "NORMAL"
+        self.clients: Set = set()
+        self.connections_accepted = 0
+        self.protocol_errors = 0
+        self._lookup = commands.lookup
+        # command name as sent (exact bytes) -> (Command, key position,
+        # fewest and most arguments) for the commands that may go in runs,
+        # None for the others
+        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
+
+    # -- clients -----------------------------------------------------------
+
+    def client_connected(self, client) -> None:
+        self.clients.add(client)
+        self.connections_accepted += 1
+
+    def client_disconnected(self, client) -> None:
+        self.clients.discard(client)
+
+    def protocol_error(self, client, reason: str) -> None:
+        self.protocol_errors += 1
+        kind = "oversize" if reason.startswith("request exceeds") else "malformed"
+        self.metrics.count(self.metrics.protocol_errors, kind)
+        self.log.info(
+            "protocol error from {address}: {reason}; closing",
+            address=client.session.address,
+            reason=reason,
+        )
+
+    def _account(self, cmd) -> Tuple[List[int], Optional[Histogram]]:
+        m = self.metrics
+        if cmd.route == commands.NODE or cmd.route == commands.UNSUPPORTED:
+            latency = None
+        else:
+            latency = m.write_latency if cmd.write else m.read_latency
+        account = self._accounts[cmd.name] = (m.family_counter(cmd.group), latency)
+        return account
+
+    @property
+    def _unknown(self) -> List[int]:
+        return self.metrics.family_counter("other")
+
+    def _refused(self, cmd) -> bool:
+        """Whether the node's state refuses ``cmd``: STANDBY everything, WRITES_ONLY reads."""
+        if self.state == "STANDBY":
+            return True
+        return self.state == "WRITES_ONLY" and not cmd.write
+
+    # -- requests ----------------------------------------------------------
+
+    def execute_batch(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes) -> None:
+        """
+        Handle the requests one read from ``client`` brought, in order;
+        ``bounds`` gives each one's place in ``data`` (`RequestParser.bounds`).
+        Stops after a request that ends the session (QUIT).  Whether runs
+        are allowed is looked at again after every request that is not in a
+        run (AUTH, HELLO or CONN_CONSISTENCY may change it).
+        """
+        session = client.session
+        i, n = 0, len(requests)
+        while i < n:
+            if session.authenticated and self.state == "NORMAL" and self.coordinator.runs_allowed(session):
+                i = self._execute_runs(client, requests, bounds, data, i)
+            else:
+                self.execute(client, requests[i])
+                i += 1
+            if session.quitting:
+                return
+
+    def _execute_runs(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
+                      i: int) -> int:
+        """
+        From request ``i`` on, send runs until a request that cannot be in
+        one, which is executed on its own; return the index after it.
+        """
+        coordinator = self.coordinator
+        runnable = self._runnable
+        topology = coordinator.topology
+        uniform = topology.uniform
+        replica_key = topology.replica_key
+        hash_tag = coordinator.hash_tag
+        run_cmd = run_key = None
+        run_h = run_start = run_end = run_count = 0
+        n = len(requests)
+        while i < n:
+            args = requests[i]
+            entry = runnable.get(args[0], False)
+            if entry is False:
+                entry = self._classify(args[0])
+            start = bounds[2 * i]
+            if entry is not None and start >= 0:
+                cmd, index, fewest, most = entry
+                if fewest <= len(args) <= most:
+                    if uniform:
+                        h, key = 0, None
+                    else:
+                        h = key_hash(args[index], hash_tag)
+                        key = replica_key(h)
+                    if run_count and cmd is run_cmd and key is run_key and start == run_end:
+                        run_end = bounds[2 * i + 1]
+                        run_count += 1
+                    else:
+                        if run_count:
+                            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+                        run_cmd, run_key, run_h = cmd, key, h
+                        run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+                    i += 1
+                    continue
+            if run_count:
+                self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+            self.execute(client, args)
+            return i + 1
+        if run_count:
+            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
+        return n
+
+    def _run(self, client, cmd, h: int, data: bytes, start: int, end: int, count: int) -> None:
+        """``count`` requests (one is a run too) from ``data[start:end]``, already checked."""
+        account = self._accounts.get(cmd.name)
+        if account is None:
+            account = self._account(cmd)
+        client.counter, client.latency = account
+        self.coordinator.execute_run(client.session, cmd, h, data[start:end], count, client)
+
+    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
+        """
+        Whether the command called ``name`` may go in runs (a plain
+        single-key command at a fixed position): if so, the command, its
+        key's position and the fewest and most arguments it takes (Redis's
+        arity, and enough to hold the key).
+        """
+        cmd = self._lookup(name)
+        entry = None
+        if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
+            index = commands.fixed_key_index(cmd)
+            if index > 0:
+                fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
+                entry = (cmd, index, max(fewest, index + 1), most)
+        if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
+            # only names of real commands are remembered, and not too many
+            # spellings of them (SET, set, sEt, ...)
+            self._runnable[name] = entry
+        return entry
+
+    def execute(self, client, args) -> None:
+        """Handle one request; the reply reaches ``client`` in order."""
+        cmd = self._lookup(args[0])
+        if cmd is None:
+            client.counter = self._unknown
+            client.latency = None
+            client.reply(unknown_command(args))
+            return
+        account = self._accounts.get(cmd.name)
+        if account is None:
+            account = self._account(cmd)
+        client.counter, client.latency = account
+        if not commands.arity_ok(cmd, len(args)):
+            client.reply(wrong_arity(cmd.name))
+            return
+        if cmd.subcommands and cmd.route != commands.NODE:
+            sub = commands.resolve(cmd, args)
+            if sub is None:
+                client.reply(unknown_subcommand(cmd.name, args[1]))
+                return
+            if not commands.arity_ok(sub, len(args)):
+                client.reply(wrong_arity(sub.name))
+                return
+            cmd = sub
+        session = client.session
+        route = cmd.route
+        if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
+            client.reply(NOAUTH)
+        elif self.state != "NORMAL" and route != commands.NODE and self._refused(cmd):
+            client.reply(b"-ERR node is %s\r\n" % self.state.encode())
+        elif route == commands.NODE:
+            result = BUILTINS[cmd.name](self, client, args)
+            if isinstance(result, Deferred):
+                slot = client.slot(0)
+                result.addCallback(slot.complete)
+            else:
+                client.reply(result)
+        elif route == commands.UNSUPPORTED:
+            client.reply(unsupported(cmd.name))
+        else:
+            self.coordinator.execute(session, cmd, args, client)

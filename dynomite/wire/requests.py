@@ -1,0 +1,424 @@
+"""
+Sans-IO framing of the requests Redis clients send: bytes in, argument lists out.
+
+Every client request passes through here; the parsers keep to the buffer
+discipline of `dynomite.resp` (whole buffers, no rescans, see `_Framer`).
+
+- `RequestParser` accepts what redis-server 7.0 accepts from a client
+  (multibulk and inline requests, Redis's limits and error reasons) and hands
+  back each request as its list of arguments.  Deliberate differences: a
+  multibulk count above 1024*1024 is refused (Redis 7.0 allows up to
+  INT_MAX); an inline line longer than 64 KiB is refused even when its
+  newline arrived in the same read; a NUL byte before a line's end is an
+  ordinary byte (an inline line's arguments end at it, as sdssplitargs does),
+  where Redis 7.0 stops looking for the line end there and stalls.
+- `make_request_parser` picks the fastest exact request parser:
+  `HiredisRequestParser` on CPython with hiredis (hiredis parses canonical
+  multibulk requests in C and everything else goes to the pure parser at the
+  byte where it starts, so results and errors are identical), else the pure
+  `RequestParser` (always under PyPy, whose JIT serves it well).
+- `split_commands` cuts apart the canonical multibulk requests nodes send
+  each other.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from typing import List, Optional, Tuple, Union
+
+try:
+    import hiredis as _hiredis
+except ImportError:  # pragma: no cover - PyPy or a minimal install
+    _hiredis = None
+
+from dynomite.wire.resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
+
+__all__ = [
+    "RequestParser", "HiredisRequestParser", "make_request_parser", "parse_whole", "split_commands",
+    "split_inline",
+]
+
+_INLINE_MAX = 64 * 1024          # PROTO_INLINE_MAX_SIZE
+_MBULK_MAX = 1024 * 1024         # largest multibulk count accepted
+_BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
+
+# Headers that turn up all the time, looked up instead of parsed and checked.
+_COUNTS = {b"*%d" % i: i for i in range(1, 1024)}
+_HEADS = {b"$%d" % i: i for i in range(1024)}
+# Maps the types hiredis preallocates to "*", digits to "0" and CR to "r", to spot big counts.
+_AGG_DIGITS = bytes(42 if c in b"*~>|" else 48 if c in b"0123456789" else 114 if c == 13 else 32
+                    for c in range(256))
+
+
+_BLANKS = re.compile(rb"[ \t\n\v\f\r]*")
+_TOKEN = re.compile(rb"""([^ \t\n\r"']*)(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\'|\\(?!'))*)')?""", re.S)
+_ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.S)
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"a": b"\a"}
+_SPACE = frozenset(b" \t\n\v\f\r")
+
+
+def _unescape(match: "re.Match[bytes]") -> bytes:
+    code = match.group(1)
+    return bytes((int(code[1:], 16),)) if len(code) == 3 else _ESCAPES.get(code, code)
+
+
+def split_inline(line: bytes) -> Optional[List[bytes]]:
+    """
+    Split an inline request line into arguments like Redis's sdssplitargs.
+
+    Whitespace separates arguments; "double quotes" understand \\n \\r \\t \\b
+    \\a \\xHH and a backslash before any other character; 'single quotes'
+    understand only \\'.  A closing quote must be followed by whitespace or the
+    end.  The line ends at a NUL byte, as in C.  Returns None for unbalanced
+    quotes.
+    """
+    nul = line.find(b"\0")
+    if nul >= 0:
+        line = line[:nul]
+    if b'"' not in line and b"'" not in line and b"\v" not in line and b"\f" not in line:
+        return line.split()
+    args = []
+    pos, end = 0, len(line)
+    while True:
+        pos = _BLANKS.match(line, pos).end()  # type: ignore[union-attr]
+        if pos >= end:
+            return args
+        match = _TOKEN.match(line, pos)
+        assert match is not None
+        plain, dquoted, squoted = match.groups()
+        pos = match.end()
+        if dquoted is None and squoted is None:
+            if pos < end and line[pos] in b"\"'":  # a quote that never closes
+                return None
+            args.append(plain)
+        elif pos < end and line[pos] not in _SPACE:
+            return None
+        elif dquoted is not None:
+            args.append(plain + _ESCAPE.sub(_unescape, dquoted))
+        else:
+            args.append(plain + squoted.replace(b"\\'", b"'"))
+
+
+class RequestParser(_Framer):
+    """
+    Frame the requests a Redis client sends, as redis-server does.
+
+    `feed` returns every request completed so far, each as its list of
+    arguments.  A bad frame sets `error` (a `ProtocolError` carrying Redis's
+    reason); requests completed before it are still returned, and the parser
+    returns nothing afterwards.  A request whose declared size (the sum of
+    its bulk lengths, or its inline line) exceeds *max_request_bytes* is
+    refused from its length headers, before its body is buffered.
+    """
+
+    def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
+        super().__init__()
+        self.max_request_bytes = max_request_bytes
+        self.error: Optional[ProtocolError] = None
+        self._too_big = "request exceeds max_request_bytes (%d)" % max_request_bytes
+        # An inline line is refused by the lower limit: the cap on its length
+        # without the line ending, or Redis's 64 KiB without a newline.
+        self._inline_cap = max_request_bytes < _INLINE_MAX
+        self._inline_limit = max_request_bytes if self._inline_cap else _INLINE_MAX
+        self._inline_reason = self._too_big if self._inline_cap else "too big inline request"
+        self._args: List[bytes] = []  # the multibulk request in progress,
+        self._left = 0                # its bulks still to read,
+        self._bulk = -1               # the length of the bulk whose header is read,
+        self._size = 0                # and the sum of its declared lengths
+        #: After `feed`: two offsets per request returned, where its bytes start
+        #: and end in the data fed, or -1, -1 when they cannot be forwarded as
+        #: they are (an inline request, or one that began in an earlier chunk).
+        self.bounds: List[int] = []
+
+    def feed(self, data: bytes) -> List[List[bytes]]:
+        """Return every request completed by *data*, in order (see the class)."""
+        out: List[List[bytes]] = []
+        self.bounds = []
+        self._run(data, out, False)
+        return out
+
+    def _run(self, data: bytes, out: List[List[bytes]], stop: bool) -> int:
+        """
+        Parse *data* after the pending bytes.  With *stop*, return at the next
+        request boundary, giving its offset in *data*.
+        """
+        if self.error is not None:
+            return len(data)
+        try:
+            buf = self._resume(data)
+        except ProtocolError as e:
+            return self._fail(str(e))
+        if buf is None:
+            return len(data)
+        shift = len(buf) - len(data)
+        return self._parse(buf, 0, out, stop, shift) - shift
+
+    def _fast(self, buf: bytes, pos: int, out: List[List[bytes]], shift: int) -> int:
+        """Take the complete canonical multibulk requests from *pos*; return where another starts."""
+        find, cap, heads, counts = buf.find, self.max_request_bytes, _HEADS, _COUNTS
+        append, bounds = out.append, self.bounds
+        last = len(buf) - 2
+        while True:
+            start = pos
+            nl = find(b"\r", pos, pos + 8)  # bounded: inline lines need not have a CR
+            if nl < 0:
+                return start
+            count = counts.get(buf[pos:nl])
+            if count is None:
+                return start
+            pos = nl + 2
+            args = []
+            while count:
+                nl = find(b"\r", pos, pos + 12)
+                if nl < 0:
+                    return start
+                length = heads.get(buf[pos:nl])
+                if length is None:
+                    line = buf[pos + 1:nl]
+                    if buf[pos] != 36 or not line.isdigit() or line[0] == 48 or int(line) > _BULK_MAX:
+                        return start
+                    length = int(line)
+                pos = nl + 2 + length
+                if pos > last:
+                    return start
+                args.append(buf[nl + 2:pos])
+                pos += 2
+                count -= 1
+            if pos - start > cap:
+                return start
+            append(args)
+            if start >= shift:
+                bounds += (start - shift, pos - shift)
+            else:
+                bounds += (-1, -1)
+
+    def _fail(self, reason: str) -> int:
+        self.error = ProtocolError(reason)
+        self._pending, self._pending_len, self._args, self._left = [], 0, [], 0
+        return -1
+
+    def _line_end(self, buf: bytes, pos: int, what: str) -> int:
+        """The CR ending the header at *pos* (Redis skips the byte after it), or -1 to wait or fail."""
+        nl = buf.find(b"\r", pos)
+        if 0 <= nl - pos <= _INLINE_MAX:
+            if nl + 1 < len(buf):
+                return nl
+            self._need, self._term = nl + 2 - pos, b""
+        elif nl < 0 and len(buf) - pos <= _INLINE_MAX:
+            self._need, self._term, self._limit = 0, b"\r", _INLINE_MAX
+            self._reason = "too big %s count string" % what
+        else:
+            self._fail("too big %s count string" % what)
+        return -1
+
+    def _parse(self, buf: bytes, pos: int, out: List[List[bytes]], stop: bool, shift: int = 0) -> int:
+        """
+        Handle every request form, partial frame, limit and error as Redis
+        does; *buf* holds *shift* bytes of earlier chunks before the data fed.
+        """
+        n = len(buf)
+        args, left, blen, size = self._args, self._left, self._bulk, self._size
+        started = -1  # where the request in progress began in buf (-1: in an earlier chunk)
+        bounds = self.bounds
+        stopped = False
+        while True:
+            if not left and not stop and pos < n:
+                pos = self._fast(buf, pos, out, shift)
+            if left:
+                if blen < 0:
+                    if pos >= n:
+                        break
+                    nl = self._line_end(buf, pos, "bulk")
+                    if nl < 0:
+                        break
+                    if buf[pos] != 36:  # '$'; Redis turns CR and LF in errors into spaces
+                        got = " " if buf[pos] in b"\r\n" else chr(buf[pos])
+                        return self._fail("expected '$', got '%s'" % got)
+                    blen = _strict_int(buf[pos + 1:nl])  # type: ignore[assignment]
+                    if blen is None or blen < 0 or blen > _BULK_MAX:
+                        return self._fail("invalid bulk length")
+                    size += blen
+                    if size > self.max_request_bytes:
+                        return self._fail(self._too_big)
+                    pos = nl + 2
+                if pos + blen + 2 > n:
+                    self._need, self._term = blen + 2, b""
+                    break
+                args.append(buf[pos:pos + blen])
+                pos += blen + 2
+                blen = -1
+                left -= 1
+                if left:
+                    continue
+                out.append(args)
+                if started >= shift:
+                    bounds += (started - shift, pos - shift)
+                else:
+                    bounds += (-1, -1)
+                args, size = [], 0
+            elif pos >= n:
+                break
+            elif buf[pos] == 42:  # '*'
+                started = pos
+                nl = self._line_end(buf, pos, "mbulk")
+                if nl < 0:
+                    break
+                count = _strict_int(buf[pos + 1:nl])
+                if count is None or count > _MBULK_MAX:
+                    return self._fail("invalid multibulk length")
+                pos = nl + 2
+                if count > 0:
+                    left = count
+                    continue
+            else:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    wait = self._inline_limit + self._inline_cap  # a CR may end the unfinished line
+                    if n - pos > wait:
+                        return self._fail(self._inline_reason)
+                    self._need, self._term, self._limit, self._reason = 0, b"\n", wait, self._inline_reason
+                    break
+                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                if (end if self._inline_cap else nl) - pos > self._inline_limit:
+                    return self._fail(self._inline_reason)
+                argv = split_inline(buf[pos:end])
+                if argv is None:
+                    return self._fail("unbalanced quotes in request")
+                pos = nl + 1
+                if argv:
+                    out.append(argv)
+                    bounds += (-1, -1)
+            if stop:
+                stopped = True
+                break
+        if self.error is not None:
+            return -1
+        self._args, self._left, self._bulk, self._size = args, left, blen, size
+        if stopped:
+            return pos
+        if pos < n:
+            self._keep(buf, pos)
+        return n
+
+
+class HiredisRequestParser:
+    """
+    A `RequestParser` that lets hiredis parse multibulk requests in C.
+
+    A request from hiredis is taken only if it is a list of bulk strings laid
+    out canonically (a '$' at each offset its lengths imply) and within the
+    limits.  Anything else, every partial request at the end of a chunk, and
+    any chunk with an array, set, push or attribute count of 1000 or more
+    (hiredis would allocate it before we could refuse it) go to a pure
+    `RequestParser` from their first byte, so requests, errors and when an
+    error is set are identical.
+    """
+
+    def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
+        if _hiredis is None:
+            raise RuntimeError("hiredis is not installed")
+        self._pure = RequestParser(max_request_bytes)
+        self._reader = _hiredis.Reader()
+        self._cap = max_request_bytes
+        self._check = min(max_request_bytes, _MBULK_MAX)  # longer requests get the exact checks
+
+    @property
+    def error(self) -> Optional[ProtocolError]:
+        """The `ProtocolError` that ended this stream, or None."""
+        return self._pure.error
+
+    @property
+    def bounds(self) -> List[int]:
+        """As `RequestParser.bounds`."""
+        return self._pure.bounds
+
+    def feed(self, data: bytes) -> List[List[bytes]]:
+        """Return every request completed by *data*, in order, as `RequestParser.feed`."""
+        pure = self._pure
+        out: List[List[bytes]] = []
+        pure.bounds = bounds = []
+        if pure.error is not None:
+            return out
+        pos, n = 0, len(data)
+        if pure._pending or pure._left:
+            pos = pure._run(data, out, True)
+            if pos >= n or pure.error is not None:
+                return out
+        if not _big_count(data, pos):
+            reader = self._reader
+            reader.feed(data, pos)
+            gets, check, overhead, append = reader.gets, self._check, _OVERHEAD, out.append
+            try:
+                while True:
+                    req = gets()
+                    if req is False:
+                        if pos == n:
+                            return out
+                        break
+                    if type(req) is not list or data[pos] != 42:
+                        break
+                    off = pos + overhead[len(req)] - 2
+                    for arg in req:
+                        if data[off] != 36:
+                            break
+                        length = len(arg)
+                        off += length + overhead[length]
+                    else:
+                        if off - pos > check and not self._within_limits(req):
+                            break
+                        if req:
+                            append(req)
+                            bounds += (pos, off)
+                        pos = off
+                        continue
+                    break
+            except (_hiredis.HiredisError, TypeError, IndexError):
+                pass
+            self._reader = _hiredis.Reader()
+        pure._parse(data, pos, out, False)
+        return out
+
+    def _within_limits(self, req: List[bytes]) -> bool:
+        lengths = list(map(len, req))
+        return len(req) <= _MBULK_MAX and sum(lengths) <= self._cap and max(lengths, default=0) <= _BULK_MAX
+
+
+def _big_count(data: bytes, pos: int) -> bool:
+    """Whether data[pos:] holds an aggregate header with a count of 1000 or more."""
+    mapped = data.translate(_AGG_DIGITS)
+    hit = mapped.find(b"*0000", pos)
+    while hit >= 0:
+        digits = mapped[hit + 1:hit + 21]
+        if digits.lstrip(b"0")[:1] == b"r":  # hiredis parses a count only once its CR is there
+            return True
+        hit = mapped.find(b"*0000", hit + 5)
+    return False
+
+
+def make_request_parser(
+        max_request_bytes: int = 64 * 1024 * 1024) -> Union[RequestParser, HiredisRequestParser]:
+    """The fastest exact request parser here: hiredis-backed on CPython when it imports, else pure."""
+    if _hiredis is not None and platform.python_implementation() == "CPython":
+        return HiredisRequestParser(max_request_bytes)
+    return RequestParser(max_request_bytes)
+
+
+def parse_whole(payload: bytes) -> Tuple[List[List[bytes]], List[int]]:
+    """
+    The requests joined in *payload* (canonical multibulk, as nodes send
+    them to each other) and their bounds (`RequestParser.bounds`);
+    `ProtocolError` if *payload* is anything else.
+    """
+    parser = RequestParser(len(payload) + 1)
+    requests = parser.feed(payload)
+    bounds = parser.bounds
+    if parser.error is not None or parser._pending or parser._left or -1 in bounds:
+        raise ProtocolError("not whole multibulk requests")
+    return requests, bounds
+
+
+def split_commands(payload: bytes) -> List[bytes]:
+    """The requests joined in *payload*, each as its own bytes (see `parse_whole`)."""
+    _, bounds = parse_whole(payload)
+    return [payload[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)]

@@ -1,0 +1,284 @@
+"""
+An in-process cluster: several nodes in one reactor, wired by iosim pumps,
+each in front of a small in-memory datastore.  For routing, quorum and
+failure tests under a `Clock`, without sockets (Tahoe-LAFS's no_network
+idea).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Dict, List, Optional
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.test import iosim
+
+from dynomite.config.model import NodeConfig
+from dynomite.node.coordinator import Coordinator
+from dynomite.peers.membership import Membership
+from dynomite.node.dispatch import Node
+from dynomite.peers.link import PeerLink, PeerServerFactory, peer_timeout
+from dynomite.wire.requests import RequestParser
+from dynomite.wire.resp import bulk, integer, null
+from dynomite.node.client import ClientFactory
+from dynomite.placement.topology import Topology
+
+from tests.fakes import FakeMonitor, Transport
+
+UNAVAILABLE = b"-ERR datastore unavailable\r\n"
+
+
+class MemoryRedis:
+    """
+    Enough of Redis for routing tests: strings, sets, DEL/EXISTS/MGET/MSET,
+    KEYS/SCAN/DBSIZE/FLUSHALL.  ``down`` makes every request fail like an
+    unreachable datastore.
+    """
+
+    def __init__(self) -> None:
+        self.data: Dict[bytes, object] = {}
+        self.down = False
+        self.is_up = True
+        self.in_flight = 0
+        self.timed_out_total = 0
+        self.commands: List[List[bytes]] = []
+
+    def send(self, pin, resp, data, sink, count=1) -> None:
+        if self.down:
+            sink.fail(UNAVAILABLE)
+            return
+        replies = []
+        for args in RequestParser().feed(data):
+            self.commands.append(args)
+            replies.append(self.execute(args, resp))
+        assert len(replies) == count, (replies, count)
+        sink.complete(b"".join(replies))
+
+    def execute(self, args: List[bytes], resp: int = 2) -> bytes:
+        name = args[0].lower()
+        d = self.data
+        if name == b"set":
+            d[args[1]] = args[2]
+            return b"+OK\r\n"
+        if name == b"get":
+            value = d.get(args[1])
+            return null(resp) if value is None else bulk(value)  # type: ignore[arg-type]
+        if name == b"mset":
+            for i in range(1, len(args), 2):
+                d[args[i]] = args[i + 1]
+            return b"+OK\r\n"
+        if name == b"mget":
+            return b"*%d\r\n" % (len(args) - 1) + b"".join(
+                null(resp) if d.get(k) is None else bulk(d[k]) for k in args[1:]  # type: ignore[arg-type]
+            )
+        if name in (b"del", b"unlink"):
+            return integer(sum(1 for k in args[1:] if d.pop(k, None) is not None))
+        if name == b"exists":
+            return integer(sum(1 for k in args[1:] if k in d))
+        if name == b"sadd":
+            members = d.setdefault(args[1], [])
+            added = [m for m in args[2:] if m not in members]
+            members.extend(added)  # type: ignore[union-attr]
+            return integer(len(added))
+        if name == b"smembers":
+            members = d.get(args[1], [])
+            return b"*%d\r\n" % len(members) + b"".join(bulk(m) for m in members)  # type: ignore[union-attr]
+        if name == b"keys":
+            pattern = args[1].decode()
+            keys = [k for k in d if fnmatch.fnmatchcase(k.decode(), pattern)]
+            return b"*%d\r\n" % len(keys) + b"".join(bulk(k) for k in keys)
+        if name == b"scan":
+            cursor = int(args[1])
+            keys = sorted(d)
+            batch, nxt = keys[cursor:cursor + 2], cursor + 2
+            text = b"%d" % (nxt if nxt < len(keys) else 0)
+            return b"*2\r\n$%d\r\n%s\r\n*%d\r\n%s" % (
+                len(text), text, len(batch), b"".join(bulk(k) for k in batch))
+        if name == b"dbsize":
+            return integer(len(d))
+        if name in (b"flushall", b"flushdb"):
+            d.clear()
+            return b"+OK\r\n"
+        return b"-ERR MemoryRedis does not know '%s'\r\n" % name
+
+
+class MemoryEndpoint:
+    """Dials a node of the cluster in memory; each connection gets an iosim pump."""
+
+    def __init__(self, cluster: "InProcessCluster", source: "InProcessNode", target: str) -> None:
+        self.cluster = cluster
+        self.source = source
+        self.target = target
+
+    def connect(self, factory):
+        target = self.cluster.by_name.get(self.target)
+        if target is None or not target.reachable or not self.source.reachable:
+            from twisted.internet.defer import fail
+            from twisted.internet.error import ConnectionRefusedError
+
+            return fail(ConnectionRefusedError())
+        client = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        server = target.peer_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+        client_transport = iosim.FakeTransport(client, isServer=False)
+        server_transport = iosim.FakeTransport(server, isServer=True)
+        pump = iosim.connect(server, server_transport, client, client_transport, greet=False)
+        self.cluster.pumps.append((pump, self.source, target))
+        return succeed(client)
+
+
+class InProcessNode:
+    def __init__(self, cluster: "InProcessCluster", config: NodeConfig) -> None:
+        self.config = config
+        self.name = str(config.dyn_listen)
+        self.redis = MemoryRedis()
+        self.topology = Topology.from_config(config)
+        self.peers: Dict[str, PeerLink] = {}
+        self.coordinator = Coordinator(config, self.topology, self.redis, self.peers)
+        self.node = Node(config, self.redis, FakeMonitor(), cluster.clock, self.coordinator)
+        self.peer_factory = PeerServerFactory(
+            config, self.coordinator, lambda name, dc, rack: True, cluster.clock, name=self.name)
+        self.reachable = True
+        seeds = {str(s.address): s for s in config.dyn_seeds}
+        for info in self.topology.nodes:
+            if not info.is_local:
+                self.peers[info.name] = PeerLink(
+                    config, seeds[info.name], peer_timeout(config, info.datacenter), cluster.clock,
+                    connect=lambda address, c=cluster: MemoryEndpoint(c, self, str(address)),
+                    on_state=lambda link, up: self.membership.link_changed(link.name),
+                    handler=self.coordinator, jitter=lambda: 1.0, name=self.name)
+        self.membership = Membership(cluster.clock, self.name, self.peers, resume_timeout=60.0,
+                                     settle_time=config.peer_down_after)
+        self.membership.listeners.append(self._state_changed)
+        self.coordinator.membership = self.membership
+        self.clients = ClientFactory(self.node, cluster.clock)
+
+    def _state_changed(self, state: str) -> None:
+        self.node.state = state
+        for link in self.peers.values():
+            link.heartbeat()
+
+    @property
+    def datacenter(self) -> str:
+        return self.config.datacenter
+
+    @property
+    def rack(self) -> str:
+        return self.config.rack
+
+
+class InProcessCluster:
+    """``layout`` is {dc: {rack: node count}}; node i of a rack of N gets token i * 2**32 // N."""
+
+    def __init__(self, layout: Dict[str, Dict[str, int]], **settings) -> None:
+        self.clock = Clock()
+        self.pumps: List = []
+        entries = []
+        n = 0
+        for dc, racks in layout.items():
+            for rack, count in racks.items():
+                for i in range(count):
+                    n += 1
+                    entries.append((dc, rack, "10.0.0.%d:8101" % n, i * (2 ** 32 // count)))
+        self.nodes: List[InProcessNode] = []
+        for dc, rack, address, token in entries:
+            seeds = ["%s:%s:%s:%d" % (a, r, d, t) for d, r, a, t in entries if a != address]
+            pool = {
+                "listen": address.replace("8101", "8102"),
+                "dyn_listen": address,
+                "servers": ["127.0.0.1:6379:1"],
+                "tokens": str(token),
+                "datacenter": dc,
+                "rack": rack,
+                "timeout": 1000,
+                "dyn_seeds": seeds,
+            }
+            pool.update(settings)
+            config = NodeConfig.from_dict({"dyn_o_mite": pool}, source="inprocess.yml")
+            self.nodes.append(InProcessNode(self, config))
+        self.by_name = {node.name: node for node in self.nodes}
+        for node in self.nodes:
+            node.peer_factory.startFactory()
+            for link in node.peers.values():
+                link.start()
+        self.settle()
+        # one round of heartbeats: every node learns its peers hold no hints
+        # for it and leaves RESUMING
+        self.advance(1.5)
+
+    def settle(self, rounds: int = 50) -> None:
+        """Move bytes between nodes until nothing moves."""
+        for _ in range(rounds):
+            moved = False
+            for pump, _, _ in list(self.pumps):
+                if pump.pump():
+                    moved = True
+            if not moved:
+                return
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.settle()
+        for node in self.nodes:
+            node.membership.tick(self.clock.seconds())
+
+    def node(self, dc: str, rack: str, index: int = 0) -> InProcessNode:
+        return [n for n in self.nodes if n.datacenter == dc and n.rack == rack][index]
+
+    def client(self, node: InProcessNode) -> "InProcessClient":
+        return InProcessClient(self, node)
+
+    def isolate(self, node: InProcessNode) -> None:
+        """Cut every connection to and from ``node`` and refuse new ones."""
+        node.reachable = False
+        for pump, source, target in self.pumps:
+            if node in (source, target):
+                pump.clientIO.loseConnection()
+                pump.serverIO.loseConnection()
+        self.settle()
+        self.pumps = [entry for entry in self.pumps if node not in entry[1:]]
+
+    def rejoin(self, node: InProcessNode, seconds: float = 3.0) -> None:
+        """Let ``node`` be reached again and give links time to reconnect."""
+        node.reachable = True
+        for _ in range(int(seconds / 0.25)):
+            self.advance(0.25)
+
+
+class InProcessClient:
+    """A Redis client connection to one in-process node."""
+
+    def __init__(self, cluster: InProcessCluster, node: InProcessNode) -> None:
+        self.cluster = cluster
+        self.protocol = node.clients.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        self.transport = Transport()
+        self.protocol.makeConnection(self.transport)
+
+    def raw(self, data: bytes) -> bytes:
+        """Send raw request bytes; settle the cluster; return everything answered."""
+        self.transport.clear()
+        self.protocol.dataReceived(data)
+        self.cluster.settle()
+        return self.transport.value()
+
+    def command(self, *args) -> bytes:
+        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+        return self.raw(b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts))
+
+    def consistency(self, level: str) -> None:
+        assert self.command("DYNO_CONFIG:CONN_CONSISTENCY", level) == b"+OK\r\n"
+
+
+def owners(cluster: InProcessCluster, key: bytes) -> List[InProcessNode]:
+    """The nodes whose datastore holds ``key``."""
+    return [n for n in cluster.nodes if key in n.redis.data]
+
+
+def expected_owner(cluster: InProcessCluster, dc: str, rack: str, key: bytes,
+                   hash_tag: Optional[bytes] = None) -> InProcessNode:
+    from dynomite.placement.hashing import key_hash
+
+    h = key_hash(key, hash_tag)
+    info = cluster.nodes[0].topology.ring(dc, rack).owner(h)
+    return cluster.by_name[info.name]

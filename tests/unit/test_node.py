@@ -1,0 +1,360 @@
+"""
+The client protocol and the node's request handling, with a fake datastore:
+exact bytes in, exact bytes out, no sockets.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.node.coordinator import Coordinator
+from dynomite.node.dispatch import Node
+from dynomite.placement.topology import Topology
+from dynomite.node.client import ClientFactory
+
+from tests.fakes import FakeDatastore, FakeMonitor, Transport, node_config
+
+
+class NodeTestCase(SynchronousTestCase):
+    def setUp(self):
+        self.start()
+
+    def start(self, **overrides):
+        self.clock = Clock()
+        self.datastore = FakeDatastore()
+        self.monitor = FakeMonitor()
+        config = node_config(**overrides)
+        self.coordinator = Coordinator(config, Topology.from_config(config), self.datastore, {})
+        self.node = Node(config, self.datastore, self.monitor, self.clock, self.coordinator)
+        self.factory = ClientFactory(self.node, self.clock)
+        self.client, self.transport = self.connect()
+
+    def connect(self):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = Transport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def send(self, data: bytes, client=None) -> None:
+        (client or self.client).dataReceived(data)
+
+    def written(self, transport=None) -> bytes:
+        transport = transport or self.transport
+        value = transport.value()
+        transport.clear()
+        return value
+
+
+class ForwardingTests(NodeTestCase):
+    def test_key_command_forwarded_as_resp(self):
+        self.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        [(client_id, resp, data, sink)] = self.datastore.sent
+        self.assertEqual((client_id, resp, data), (self.client.session.id, 2, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"))
+
+    def test_inline_command_forwarded_as_resp(self):
+        self.send(b'SET k "a b"\r\n')
+        self.assertEqual(self.datastore.sent[0][2], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\na b\r\n")
+
+    def test_reply_passes_through_byte_exact(self):
+        self.send(b"GET k\r\n")
+        self.datastore.answer(b"*3\r\n$-1\r\n*0\r\n-ERR nested\r\n")
+        self.assertEqual(self.written(), b"*3\r\n$-1\r\n*0\r\n-ERR nested\r\n")
+
+    def test_replies_keep_request_order(self):
+        self.send(b"GET a\r\nPING\r\nGET b\r\n")
+        self.assertEqual(self.written(), b"")
+        self.datastore.answer(b"$1\r\nA\r\n")
+        self.assertEqual(self.written(), b"$1\r\nA\r\n+PONG\r\n")
+        self.datastore.answer(b"$1\r\nB\r\n")
+        self.assertEqual(self.written(), b"$1\r\nB\r\n")
+
+    def test_second_reply_waits_for_first(self):
+        other, other_transport = self.connect()
+        self.send(b"GET a\r\nGET b\r\n")
+        self.send(b"GET c\r\n", client=other)
+        self.datastore.answer(b"$1\r\nB\r\n", index=1)
+        self.assertEqual(self.written(), b"")
+        self.datastore.answer(b"$1\r\nC\r\n", index=1)
+        self.assertEqual(self.written(other_transport), b"$1\r\nC\r\n")
+        self.datastore.answer(b"$1\r\nA\r\n")
+        self.assertEqual(self.written(), b"$1\r\nA\r\n$1\r\nB\r\n")
+
+    def test_multi_key_command_passes_through(self):
+        self.send(b"MGET a b c\r\n")
+        self.assertEqual(len(self.datastore.sent), 1)
+
+    def test_pipelined_batch_forwarded_in_order(self):
+        self.send(b"".join(b"SET k%d v\r\n" % i for i in range(100)))
+        self.assertEqual([d for _, _, d, _ in self.datastore.sent][99], b"*3\r\n$3\r\nSET\r\n$3\r\nk99\r\n$1\r\nv\r\n")
+        for _ in range(100):
+            self.datastore.answer(b"+OK\r\n")
+        self.assertEqual(self.written(), b"+OK\r\n" * 100)
+
+
+def multibulk(*commands: bytes) -> bytes:
+    """Each command (space-separated words) as a canonical multibulk request, joined."""
+    out = []
+    for command in commands:
+        words = command.split()
+        out.append(b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+    return b"".join(out)
+
+
+class RunTests(NodeTestCase):
+    """Pipelined requests of one command go to the datastore as one run, in the client's own bytes."""
+
+    def runs(self):
+        return [(count, data) for count, (_, _, data, _) in zip(self.datastore.counts, self.datastore.sent)]
+
+    def test_a_batch_of_one_command_is_one_run(self):
+        batch = multibulk(*[b"SET k%d v%d" % (i, i) for i in range(50)])
+        self.send(batch)
+        self.assertEqual(self.runs(), [(50, batch)])
+        self.datastore.answer(b"+OK\r\n" * 50)
+        self.assertEqual(self.written(), b"+OK\r\n" * 50)
+
+    def test_spellings_and_argument_counts_of_one_command_stay_in_one_run(self):
+        batch = multibulk(b"SET a 1", b"SET b 2", b"set c 3", b"SET d 4 EX 10", b"SET e 5")
+        self.send(batch)
+        self.assertEqual(self.runs(), [(5, batch)])
+
+    def test_another_command_cuts_the_run(self):
+        batch = multibulk(b"SET a 1", b"SET b 2", b"GET a", b"GET b", b"SET c 3")
+        self.send(batch)
+        self.assertEqual([count for count, _ in self.runs()], [2, 2, 1])
+        self.assertEqual(b"".join(data for _, data in self.runs()), batch)
+
+    def test_an_empty_request_in_between_cuts_the_run(self):
+        self.send(multibulk(b"GET a", b"GET b") + b"*0\r\n" + multibulk(b"GET c"))
+        self.assertEqual([count for count, _ in self.runs()], [2, 1])
+
+    def test_wrong_arity_is_refused_request_by_request(self):
+        self.send(multibulk(b"GET a x", b"GET b y"))
+        self.assertEqual(self.runs(), [])
+        self.assertEqual(self.written(), b"-ERR wrong number of arguments for 'get' command\r\n" * 2)
+
+    def test_inline_requests_are_not_forwarded_as_they_came(self):
+        self.send(b"GET a\r\nGET b\r\n")
+        self.assertEqual(self.runs(), [(1, multibulk(b"GET a")), (1, multibulk(b"GET b"))])
+
+    def test_commands_that_do_not_run_go_one_by_one(self):
+        self.send(multibulk(b"PING", b"PING", b"PING"))
+        self.assertEqual(self.runs(), [])
+        self.assertEqual(self.written(), b"+PONG\r\n" * 3)
+
+
+class ErrorTests(NodeTestCase):
+    def test_unknown_command(self):
+        self.send(b"FOO a b\r\n")
+        self.assertEqual(
+            self.written(), b"-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_unsupported_command_keeps_connection(self):
+        self.send(b"SUBSCRIBE ch\r\nPING\r\n")
+        self.assertEqual(self.written(), b"-ERR unsupported command 'subscribe'\r\n+PONG\r\n")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_wrong_arity(self):
+        self.send(b"GET\r\n")
+        self.assertEqual(self.written(), b"-ERR wrong number of arguments for 'get' command\r\n")
+        self.assertEqual(self.datastore.sent, [])
+
+    def test_protocol_error_answers_then_closes(self):
+        self.send(b"PING\r\n*1\r\n$x\r\n")
+        self.assertEqual(self.written(), b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.node.protocol_errors, 1)
+
+    def test_protocol_error_waits_for_earlier_replies(self):
+        self.send(b"GET a\r\n*1\r\n$x\r\n")
+        self.assertFalse(self.transport.disconnecting)
+        self.datastore.answer(b"$-1\r\n")
+        self.assertEqual(self.written(), b"$-1\r\n-ERR Protocol error: invalid bulk length\r\n")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_oversized_request(self):
+        self.start(max_request_bytes=1024)
+        self.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2000\r\n")
+        reply = self.written()
+        self.assertTrue(reply.startswith(b"-ERR Protocol error: "), reply)
+        self.assertIn(b"1024", reply)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_other_client_unaffected_by_protocol_error(self):
+        other, other_transport = self.connect()
+        self.send(b"*1\r\n$x\r\n")
+        self.send(b"PING\r\n", client=other)
+        self.assertEqual(self.written(other_transport), b"+PONG\r\n")
+
+
+class BackpressureTests(NodeTestCase):
+    def test_stops_reading_past_outstanding_limit_and_resumes(self):
+        self.start(client_max_outstanding_bytes=1000)
+        request = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n" + b"v" * 100 + b"\r\n"
+        for _ in range(20):  # one read each: 20 requests to Redis, not one run
+            self.send(request)
+        self.assertFalse(self.transport.reading)
+        for _ in range(15):
+            self.datastore.answer(b"+OK\r\n")
+        self.assertFalse(self.transport.reading)
+        for _ in range(5):
+            self.datastore.answer(b"+OK\r\n")
+        self.assertTrue(self.transport.reading)
+
+    def test_a_run_counts_toward_the_limits_as_its_requests(self):
+        self.start(client_max_outstanding_bytes=1000)
+        request = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100\r\n" + b"v" * 100 + b"\r\n"
+        self.send(request * 20)
+        self.assertEqual(len(self.datastore.sent), 1)  # one run
+        self.assertFalse(self.transport.reading)
+        self.datastore.answer(b"+OK\r\n" * 20)
+        self.assertEqual(self.written(), b"+OK\r\n" * 20)
+        self.assertTrue(self.transport.reading)
+
+    def test_stops_reading_while_client_does_not_read(self):
+        self.client.pauseProducing()
+        self.assertFalse(self.transport.reading)
+        self.client.resumeProducing()
+        self.assertTrue(self.transport.reading)
+
+
+class ConnectionCommandTests(NodeTestCase):
+    def test_ping_echo(self):
+        self.send(b"PING\r\nPING hi\r\nECHO yo\r\n")
+        self.assertEqual(self.written(), b"+PONG\r\n$2\r\nhi\r\n$2\r\nyo\r\n")
+
+    def test_select(self):
+        self.send(b"SELECT 0\r\nSELECT 1\r\nSELECT x\r\n")
+        out = self.written().split(b"\r\n")
+        self.assertEqual(out[0], b"+OK")
+        self.assertTrue(out[1].startswith(b"-ERR DB index is out of range"))
+        self.assertEqual(out[2], b"-ERR value is not an integer or out of range")
+
+    def test_quit_answers_then_closes_and_ignores_the_rest(self):
+        self.send(b"QUIT\r\nGET a\r\n")
+        self.assertEqual(self.written(), b"+OK\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.datastore.sent, [])
+
+    def test_quit_waits_for_earlier_replies(self):
+        self.send(b"GET a\r\nQUIT\r\n")
+        self.assertFalse(self.transport.disconnecting)
+        self.datastore.answer(b"$-1\r\n")
+        self.assertEqual(self.written(), b"$-1\r\n+OK\r\n")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_client_name_id_setinfo(self):
+        self.send(b"CLIENT GETNAME\r\nCLIENT SETNAME app\r\nCLIENT GETNAME\r\nCLIENT SETINFO LIB-NAME x\r\n")
+        self.assertEqual(self.written(), b"$-1\r\n+OK\r\n$3\r\napp\r\n+OK\r\n")
+        self.send(b"CLIENT ID\r\n")
+        self.assertEqual(self.written(), b":%d\r\n" % self.client.session.id)
+        self.send(b"CLIENT SETNAME 'a b'\r\n")
+        self.assertTrue(self.written().startswith(b"-ERR Client names cannot contain spaces"))
+
+    def test_hello_3_switches_protocol(self):
+        self.send(b"HELLO 3\r\n")
+        reply = self.written()
+        self.assertTrue(reply.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n"), reply)
+        self.assertIn(b"$5\r\nproto\r\n:3\r\n", reply)
+        self.send(b"CLIENT GETNAME\r\nGET k\r\n")
+        self.assertEqual(self.written(), b"_\r\n")
+        self.assertEqual(self.datastore.sent[0][1], 3)
+
+    def test_hello_2_flat_array_and_back(self):
+        self.send(b"HELLO 3\r\nHELLO 2\r\n")
+        reply = self.written()
+        self.assertIn(b"*14\r\n$6\r\nserver\r\n", reply)
+        self.assertEqual(self.client.session.resp, 2)
+
+    def test_hello_bad_version(self):
+        self.send(b"HELLO 4\r\n")
+        self.assertEqual(self.written(), b"-NOPROTO unsupported protocol version\r\n")
+        self.assertEqual(self.client.session.resp, 2)
+
+    def test_hello_setname(self):
+        self.send(b"HELLO 3 SETNAME worker\r\nCLIENT GETNAME\r\n")
+        self.assertTrue(self.written().endswith(b"$6\r\nworker\r\n"))
+
+    def test_config_get_empty(self):
+        self.send(b"CONFIG GET save\r\nHELLO 3\r\n")
+        self.written()
+        self.send(b"CONFIG GET save\r\n")
+        self.assertEqual(self.written(), b"%0\r\n")
+
+    def test_command_count_and_getkeys(self):
+        self.send(b"COMMAND COUNT\r\nCOMMAND GETKEYS MSET a 1 b 2\r\n")
+        out = self.written()
+        self.assertTrue(out.startswith(b":"))
+        self.assertGreater(int(out[1:out.index(b"\r\n")]), 100)
+        self.assertTrue(out.endswith(b"*2\r\n$1\r\na\r\n$1\r\nb\r\n"))
+
+    def test_conn_consistency(self):
+        self.send(b"DYNO_CONFIG:CONN_CONSISTENCY dc_quorum\r\nDYNO_CONFIG:CONN_CONSISTENCY nope\r\n")
+        out = self.written()
+        self.assertTrue(out.startswith(b"+OK\r\n-ERR unknown consistency level 'NOPE'"))
+        self.assertEqual(self.client.session.read_consistency, "DC_QUORUM")
+
+    def test_info_has_dynomite_and_backend_sections(self):
+        self.send(b"INFO\r\n")
+        out = self.written()
+        self.assertTrue(out.startswith(b"$"))
+        self.assertIn(b"# Dynomite\r\n", out)
+        self.assertIn(b"rack:rack1\r\n", out)
+        self.assertIn(b"# Server\r\nredis_version:7.0.15", out)
+
+    def test_info_resp3_is_verbatim(self):
+        self.send(b"HELLO 3\r\n")
+        self.written()
+        self.send(b"INFO dynomite\r\n")
+        out = self.written()
+        self.assertTrue(out.startswith(b"="), out)
+        self.assertIn(b"txt:# Dynomite", out)
+        self.assertEqual(self.monitor.asked, [])
+
+
+class AuthTests(NodeTestCase):
+    def setUp(self):
+        self.start(requirepass="s3cret")
+
+    def test_commands_need_auth(self):
+        self.send(b"GET k\r\n")
+        self.assertEqual(self.written(), b"-NOAUTH Authentication required.\r\n")
+        self.assertEqual(self.datastore.sent, [])
+
+    def test_wrong_password(self):
+        self.send(b"AUTH nope\r\nAUTH default nope\r\nAUTH other s3cret\r\n")
+        self.assertEqual(self.written().count(b"-WRONGPASS"), 3)
+        self.assertFalse(self.client.session.authenticated)
+
+    def test_right_password(self):
+        self.send(b"AUTH s3cret\r\nGET k\r\n")
+        self.assertEqual(self.written(), b"+OK\r\n")
+        self.assertEqual(len(self.datastore.sent), 1)
+
+    def test_hello_with_auth(self):
+        self.send(b"HELLO 3\r\n")
+        self.assertTrue(self.written().startswith(b"-NOAUTH HELLO must be called"))
+        self.send(b"HELLO 3 AUTH default s3cret SETNAME x\r\n")
+        self.assertTrue(self.written().startswith(b"%7"))
+        self.assertTrue(self.client.session.authenticated)
+        self.assertEqual(self.client.session.name, b"x")
+
+    def test_auth_without_requirepass(self):
+        self.start()
+        self.send(b"AUTH x\r\n")
+        self.assertTrue(self.written().startswith(b"-ERR AUTH <password> called without any password"))
+
+
+class PipelineDepthTests(NodeTestCase):
+    def test_stops_reading_past_request_count_limit(self):
+        from dynomite.node.client import MAX_OUTSTANDING_REQUESTS
+
+        self.send(b"GET k\r\n" * (MAX_OUTSTANDING_REQUESTS + 1))
+        self.assertFalse(self.transport.reading)
+        for _ in range(MAX_OUTSTANDING_REQUESTS // 2 + 1):
+            self.datastore.answer(b"$-1\r\n")
+        self.assertTrue(self.transport.reading)

@@ -1,0 +1,40 @@
+"""The twistd plugin is discoverable and its options validate the config."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite import tap
+
+ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
+
+
+class PluginTests(SynchronousTestCase):
+    def test_discovered(self):
+        makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
+        self.assertIn("dynomite", makers)
+        self.assertEqual(makers["dynomite"].module, "dynomite.tap")
+
+    def test_options_load_config(self):
+        options = tap.Options()
+        options.parseOptions(["-c", os.path.join(ETC, "single.yml")])
+        self.assertEqual(options.node_config.rack, "rack1")
+
+    def test_bad_config_exits_nonzero(self):
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("dyn_o_mite:\n  listen: 127.0.0.1:8102\n  bogus_key: 1\n")
+        options = tap.Options()
+        e = self.assertRaises(SystemExit, options.parseOptions, ["-c", path])
+        self.assertEqual(e.code, 1)
+
+    def test_check_config_exits_zero(self):
+        options = tap.Options()
+        e = self.assertRaises(
+            SystemExit, options.parseOptions, ["--check-config", "-c", os.path.join(ETC, "single.yml")]
+        )
+        self.assertEqual(e.code, 0)

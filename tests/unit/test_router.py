@@ -1,0 +1,146 @@
+"""Routing plans, fragmenting and coalescing, without sockets."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.placement import router
+from dynomite.placement.hashing import key_hash
+from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
+from dynomite.placement.topology import Topology
+
+from tests.fakes import node_config
+
+HALF = 2 ** 31
+
+
+def cluster(dcs=("dc1",), racks=("r1", "r2", "r3"), per_rack=2, hash_tag=None):
+    """This node is dc1/r1/first; every other node is a seed."""
+    seeds = []
+    n = 1
+    for dc in dcs:
+        for rack in racks:
+            for i in range(per_rack):
+                n += 1
+                if (dc, rack, i) == (dcs[0], racks[0], 0):
+                    continue
+                seeds.append("127.0.0.%d:8101:%s:%s:%d" % (n, rack, dc, i * (2 ** 32 // per_rack)))
+    overrides = dict(dyn_seeds=seeds, dyn_listen="127.0.0.1:8101", datacenter=dcs[0], rack=racks[0])
+    if hash_tag:
+        overrides["hash_tag"] = hash_tag
+    return Topology.from_config(node_config(**overrides))
+
+
+def key_in_lower_half(prefix=b"k"):
+    """A key whose hash is in (0, 2**31]: owned by the second node of each rack."""
+    i = 0
+    while True:
+        key = prefix + b"%d" % i
+        if 0 < key_hash(key) <= HALF:
+            return key
+        i += 1
+
+
+class PlanTests(SynchronousTestCase):
+    def setUp(self):
+        self.topology = cluster(dcs=("dc1", "dc2"))
+        self.h = key_hash(key_in_lower_half())
+
+    def names(self, nodes):
+        return [(n.datacenter, n.rack, n.is_local) for n in nodes]
+
+    def test_dc_one_read_own_rack_first_with_failover(self):
+        p = router.plan(self.topology, self.h, False, DC_ONE)
+        self.assertEqual([n.rack for n in p.local], ["r1", "r2", "r3"])
+        self.assertEqual((p.wait, p.failover, p.remote_dcs), (1, True, ()))
+        # the lower half belongs to each rack's second node, not to this one
+        self.assertFalse(p.local[0].is_local)
+
+    def test_dc_one_write_all_local_racks_and_remote_async(self):
+        p = router.plan(self.topology, self.h, True, DC_ONE)
+        self.assertEqual(len(p.local), 3)
+        self.assertEqual((p.wait, p.failover, p.remote_dcs), (1, False, ("dc2",)))
+
+    def test_quorum_levels(self):
+        for level in (DC_QUORUM, DC_SAFE_QUORUM):
+            read = router.plan(self.topology, self.h, False, level)
+            write = router.plan(self.topology, self.h, True, level)
+            self.assertEqual((read.wait, read.failover, read.remote_dcs), (2, False, ()))
+            self.assertEqual((write.wait, write.remote_dcs), (2, ("dc2",)))
+
+    def test_each_safe_quorum_is_synchronous_everywhere(self):
+        p = router.plan(self.topology, self.h, True, DC_EACH_SAFE_QUORUM)
+        self.assertEqual(sorted(p.each), ["dc1", "dc2"])
+        self.assertEqual([n.rack for n in p.each["dc2"]], ["r1", "r2", "r3"])
+        self.assertEqual(p.remote_dcs, ())
+
+    def test_owner_is_smallest_token_at_or_above_hash(self):
+        p = router.plan(self.topology, 0, False, DC_ONE)
+        self.assertTrue(p.local[0].is_local)       # token 0 owns hash 0
+        p = router.plan(self.topology, HALF + 1, False, DC_ONE)
+        self.assertTrue(p.local[0].is_local)       # wraps around to token 0
+        p = router.plan(self.topology, HALF, False, DC_ONE)
+        self.assertFalse(p.local[0].is_local)
+
+    def test_quorum_of_five_racks(self):
+        t = cluster(racks=("a", "b", "c", "d", "e"), per_rack=1)
+        p = router.plan(t, 12345, False, DC_QUORUM)
+        self.assertEqual((len(p.local), p.wait), (5, 3))
+
+
+class SplitTests(SynchronousTestCase):
+    def setUp(self):
+        self.topology = cluster()
+        self.low = key_in_lower_half(b"low")
+        self.high = next(b"high%d" % i for i in range(10000) if key_hash(b"high%d" % i) > HALF)
+
+    def test_mget_split_by_replica_set(self):
+        args = [b"MGET", self.low, self.high, self.low + b"x" if False else self.low]
+        fragments = router.split(self.topology, None, args, 1)
+        self.assertEqual(len(fragments), 2)
+        self.assertEqual(fragments[0].positions, [0, 2])
+        self.assertEqual(fragments[0].args, [b"MGET", self.low, self.low])
+        self.assertEqual(fragments[1].args, [b"MGET", self.high])
+
+    def test_mset_keeps_values_with_keys(self):
+        fragments = router.split(self.topology, None, [b"MSET", self.low, b"1", self.high, b"2"], 2)
+        self.assertEqual([f.args for f in fragments], [[b"MSET", self.low, b"1"], [b"MSET", self.high, b"2"]])
+
+    def test_coalesce_mget_in_key_order(self):
+        fragments = router.split(self.topology, None, [b"MGET", self.high, self.low, self.high], 1)
+        replies = [b"*2\r\n$1\r\nh\r\n$-1\r\n", b"*1\r\n$1\r\nl\r\n"]
+        self.assertEqual(
+            router.coalesce(b"MGET", fragments, replies, 3),
+            b"*3\r\n$1\r\nh\r\n$1\r\nl\r\n$-1\r\n",
+        )
+
+    def test_coalesce_counts_and_errors(self):
+        fragments = router.split(self.topology, None, [b"DEL", self.high, self.low], 1)
+        self.assertEqual(router.coalesce(b"DEL", fragments, [b":1\r\n", b":0\r\n"], 2), b":1\r\n")
+        self.assertEqual(
+            router.coalesce(b"DEL", fragments, [b":1\r\n", b"-ERR x\r\n"], 2), b"-ERR x\r\n"
+        )
+        self.assertEqual(router.coalesce(b"MSET", fragments, [b"+OK\r\n", b"+OK\r\n"], 2), b"+OK\r\n")
+
+    def test_same_replicas_and_hash_tags(self):
+        self.assertIsNone(router.same_replicas(self.topology, None, [self.low, self.high]))
+        self.assertIsNotNone(router.same_replicas(self.topology, None, [self.low, self.low]))
+        t = cluster(hash_tag="{}")
+        self.assertIsNotNone(router.same_replicas(t, b"{}", [b"{user1}.a", b"{user1}.b"]))
+
+
+class UnorderedTests(SynchronousTestCase):
+    def test_smembers_orders_compare_equal(self):
+        a = b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
+        b = b"*2\r\n$1\r\ny\r\n$1\r\nx\r\n"
+        self.assertEqual(router.unordered(a), router.unordered(b))
+        self.assertNotEqual(router.unordered(a), router.unordered(b"*1\r\n$1\r\nx\r\n"))
+
+    def test_hgetall_pairs_stay_pairs(self):
+        norm = router.normaliser("hgetall")
+        a = b"*4\r\n$1\r\nf\r\n$1\r\n1\r\n$1\r\ng\r\n$1\r\n2\r\n"
+        b = b"*4\r\n$1\r\ng\r\n$1\r\n2\r\n$1\r\nf\r\n$1\r\n1\r\n"
+        swapped = b"*4\r\n$1\r\nf\r\n$1\r\n2\r\n$1\r\ng\r\n$1\r\n1\r\n"
+        self.assertEqual(norm(a), norm(b))
+        self.assertNotEqual(norm(a), norm(swapped))
+        self.assertIsNone(router.normaliser("get"))
