@@ -32,7 +32,8 @@ from dynomite.node.coordinator import Coordinator
 from dynomite.datastore.pool import Datastore
 from dynomite.peers.membership import Membership
 from dynomite.replication.hints import HintLog, safe_name
-from dynomite.ops.metrics import NodeMetrics, make_registry
+from dynomite.ops.metrics import make_registry
+from dynomite.stats import NodeMetrics
 from dynomite.replication.outbox import Outbox
 from dynomite.wire.peer_frames import FLAG_RESP3, REQUEST
 from dynomite.datastore.monitor import DatastoreMonitor

@@ -19,7 +19,6 @@ The target for this project is at least 5,000 replays/s (the default
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile

@@ -51,8 +51,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 from dynomite.placement.hashing import key_hash
-from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
-from dynomite.placement.ring import MAX_TOKEN, Ring
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, RING_SIZE
+from dynomite.placement.ring import Ring
 
 __all__ = [
     "AdminClient",
@@ -77,8 +77,6 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 1.0
 ENV_NODE = "DYNOMITE_ADMIN"
 ENV_TOKEN = "DYNOMITE_ADMIN_TOKEN"
-RING_SIZE = MAX_TOKEN + 1
-LEVELS = (DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, DC_EACH_SAFE_QUORUM)
 HINT_ACTIONS = ("pause", "resume", "truncate")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 #: Most nodes asked at once.

@@ -31,7 +31,6 @@ __all__ = [
     "DYNOMITE_KEYS",
     "PROJECT_KEYS",
     "SECURE_SERVER_OPTIONS",
-    "HINTS_FSYNC_POLICIES",
     "UNUSED_KEYS",
     "Address",
     "ConfigError",
@@ -39,11 +38,7 @@ __all__ = [
     "Seed",
 ]
 
-CONSISTENCY_LEVELS = ("DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM")
-SECURE_SERVER_OPTIONS = ("none", "rack", "datacenter", "all")
-HINTS_FSYNC_POLICIES = ("always", "everysec", "no")
-
-MAX_TOKEN = 2**32 - 1
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS, FSYNC_POLICIES, MAX_TOKEN, SECURE_SERVER_OPTIONS
 
 #: Every key Dynomite documents (src/dyn_conf.c ``conf_commands``): 42 keys.
 DYNOMITE_KEYS = frozenset(
@@ -615,8 +610,8 @@ def _log_level(value: Any) -> int:
 
 def _hints_fsync(value: Any) -> str:
     policy = value.strip().lower() if isinstance(value, str) else None
-    if policy not in HINTS_FSYNC_POLICIES:
-        raise _Invalid(f"expected one of {', '.join(HINTS_FSYNC_POLICIES)}, got {_show(value)}")
+    if policy not in FSYNC_POLICIES:
+        raise _Invalid(f"expected one of {', '.join(FSYNC_POLICIES)}, got {_show(value)}")
     return policy
 
 

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional
 
-DC_ONE = "DC_ONE"
-DC_QUORUM = "DC_QUORUM"
-DC_SAFE_QUORUM = "DC_SAFE_QUORUM"
-DC_EACH_SAFE_QUORUM = "DC_EACH_SAFE_QUORUM"
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 
 
 def quorum(replicas: int) -> int:

@@ -57,8 +57,8 @@ from twisted.logger import Logger
 
 from dynomite.runtime import batching
 from dynomite.config.model import Address, NodeConfig
-from dynomite.ops.metrics import Histogram
-from dynomite.wire.replies import make_reply_parser, simple_replies_end
+from dynomite.stats import Histogram
+from dynomite.wire.replies import ERROR_STARTS, make_reply_parser, simple_replies_end
 from dynomite.wire.resp import ProtocolError, encode_command
 
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
@@ -74,14 +74,13 @@ _SAMPLE_STEP = ~(SAMPLE_EVERY - 1)  # a request count crossing a multiple of SAM
 _TAIL_MAX = 16 * 1024
 
 # First bytes of an error reply: RESP2/3 simple error, RESP3 blob error.
-_ERROR_BYTES = (45, 33)  # b"-", b"!"
 
 
 def _errors_in(replies: List[bytes]) -> int:
     """How many of ``replies`` are error replies."""
     n = 0
     for raw in replies:
-        if raw[0] in _ERROR_BYTES:
+        if raw[:1] in ERROR_STARTS:
             n += 1
     return n
 
@@ -240,7 +239,7 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
                 i += 1
                 answered += 1
                 self.answered += 1
-                if raw[0] in _ERROR_BYTES:
+                if raw[:1] in ERROR_STARTS:
                     errors += 1
                 counts.popleft()
                 sinks.popleft().complete(raw)

@@ -58,7 +58,6 @@ __all__ = [
     "ClusterNode",
     "RedisProcess",
     "free_ports",
-    "main",
 ]
 
 STATE_FILE = "cluster.json"
@@ -460,10 +459,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """The ``dynomite-cluster`` command; see :func:`dynomite.cluster_cli.main`."""
-    from dynomite.cli.cluster import main as cli_main  # imported late: cluster_cli imports this module
-
-    return cli_main(argv)

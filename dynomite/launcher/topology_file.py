@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from dynomite.config.model import MAX_TOKEN, ConfigError
+from dynomite.config.model import ConfigError
+from dynomite.config.vocabulary import MAX_TOKEN, RING_SIZE
 
 # The strict loader and value printer of dynomite.config, so topology errors
 # read exactly like node configuration errors (duplicate keys, line numbers).
@@ -45,7 +46,6 @@ __all__ = [
     "rack_tokens",
 ]
 
-RING_SIZE = MAX_TOKEN + 1
 DEFAULT_CLUSTER_NAME = "dyn_o_mite"
 DEFAULT_BASE_ADDRESS = "127.0.0.11"
 

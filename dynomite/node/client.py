@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from dynomite.runtime import batching
-from dynomite.wire.replies import count_errors
+from dynomite.wire.replies import ERROR_STARTS, count_errors
 from dynomite.wire.requests import make_request_parser
 from dynomite.node.session import Session
 
@@ -169,7 +169,7 @@ class ClientProtocol(Protocol):
             self.queue.append(slot)
             self._requests += 1
             return
-        self.counter[raw[:1] == b"-"] += 1
+        self.counter[raw[:1] in ERROR_STARTS] += 1
         if self.latency is not None:
             self.latency.observe(self._clock.seconds() - self.batch_start)
         if self.connected:
@@ -196,7 +196,7 @@ class ClientProtocol(Protocol):
             count = head.count
             answered += count
             if count == 1:
-                head.counter[raw[:1] == b"-"] += 1
+                head.counter[raw[:1] in ERROR_STARTS] += 1
                 if head.latency is not None:
                     head.latency.observe(now - head.start)
             else:

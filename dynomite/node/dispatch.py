@@ -27,7 +27,7 @@ from dynomite.commands import table as commands
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.config.model import NodeConfig
 from dynomite.placement.hashing import key_hash
-from dynomite.ops.metrics import Histogram, NodeMetrics
+from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
 

@@ -15,6 +15,7 @@ import random
 from typing import List, Optional, Sequence
 
 from dynomite.placement import router
+from dynomite.wire.replies import is_error
 from dynomite.wire.resp import encode_command
 from dynomite.node.scan import ScanCursor
 from dynomite.node.sinks import Both, Gather
@@ -90,7 +91,7 @@ class Keyspace:
 
         def done(raw: bytes) -> None:
             items = router.elements(raw)
-            if router.is_error(raw) or len(items) != 2:
+            if is_error(raw) or len(items) != 2:
                 slot.complete(raw)
                 return
             after = cursor.advance(int(router.bulk_value(items[0])))
@@ -103,7 +104,7 @@ class Keyspace:
 
 def concat_arrays(replies: List[bytes]) -> bytes:
     for raw in replies:
-        if router.is_error(raw):
+        if is_error(raw):
             return raw
     items: List[bytes] = []
     for raw in replies:
@@ -113,7 +114,7 @@ def concat_arrays(replies: List[bytes]) -> bytes:
 
 def sum_integers(replies: List[bytes]) -> bytes:
     for raw in replies:
-        if router.is_error(raw):
+        if is_error(raw):
             return raw
     return b":%d\r\n" % sum(int(raw[1:-2]) for raw in replies)
 
@@ -121,7 +122,7 @@ def sum_integers(replies: List[bytes]) -> bytes:
 def first_error_or_local(replies: List[bytes], nodes: Sequence[NodeInfo]) -> bytes:
     """Broadcast commands: any node's error, else the local node's reply."""
     for raw, node in zip(replies, nodes):
-        if router.is_error(raw):
+        if is_error(raw):
             return raw
     for raw, node in zip(replies, nodes):
         if node.is_local:

@@ -33,10 +33,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from dynomite import __version__
-from dynomite.ops.metrics import Histogram
-from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
+from dynomite.stats import Histogram
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, SETTABLE_STATES
 
-LEVELS = (DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, DC_EACH_SAFE_QUORUM)
 
 HELP = [
     "/info", "/ping", "/help", "/cluster_describe", "/get_consistency",
@@ -242,7 +241,7 @@ class AdminResource(Resource):
         return {"timeout_factor": self.service.timeout_factor}
 
     def _state(self, args: List[str]) -> Dict[str, str]:
-        states = {"standby": "STANDBY", "writes_only": "WRITES_ONLY", "resuming": "RESUMING", "normal": "NORMAL"}
+        states = {state.lower(): state for state in SETTABLE_STATES}
         if len(args) != 1 or args[0] not in states:
             raise HTTPError(400, "use /state/<get_state|%s>" % "|".join(states))
         self.service.set_state(states[args[0]])

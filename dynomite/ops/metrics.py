@@ -23,8 +23,7 @@ them.  Every known label value is exported from the start at 0, so that
 from __future__ import annotations
 
 import platform
-from bisect import bisect_left
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Tuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -33,21 +32,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from dynomite import __version__
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
+from dynomite.stats import REQUEST_RESULTS, Histogram, NodeMetrics
 
-# Request latency buckets for a loopback proxy, in seconds.
-BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-# Results of requests to the local Redis and to peers.
-REQUEST_RESULTS = ("ok", "error", "timeout", "unavailable")
-
-LEVELS = ("DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM")
 DROP_REASONS = ("window", "overflow", "truncated")
-
-FAMILIES = (
-    "string", "hash", "list", "set", "sorted-set", "generic", "bitmap", "hyperloglog",
-    "geo", "stream", "scripting", "connection", "server", "other",
-)
-
 
 class Spec(NamedTuple):
     name: str
@@ -103,76 +91,6 @@ CATALOGUE: Tuple[Spec, ...] = (
 EXPORTED_NAMES = frozenset(s.name for s in CATALOGUE)
 
 
-class Histogram:
-    """Latency buckets as plain integers (exported cumulatively)."""
-
-    __slots__ = ("counts", "total", "count")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.count += 1
-
-    def observe_many(self, seconds: float, n: int) -> None:
-        """``n`` observations of the same value (a run of pipelined requests answered together)."""
-        self.counts[bisect_left(BUCKETS, seconds)] += n
-        self.total += seconds * n
-        self.count += n
-
-    def add(self, other: "Histogram") -> None:
-        """Add ``other``'s observations to this one (aggregation at scrape time)."""
-        counts = self.counts
-        for i, n in enumerate(other.counts):
-            counts[i] += n
-        self.total += other.total
-        self.count += other.count
-
-    def cumulative(self) -> List[Tuple[str, float]]:
-        out = []
-        running = 0
-        for bound, n in zip(BUCKETS + (float("inf"),), self.counts):
-            running += n
-            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
-        return out
-
-    def quantile(self, q: float) -> float:
-        """An upper bound of the q-quantile (bucket resolution), 0 if empty."""
-        if not self.count:
-            return 0.0
-        rank = q * self.count
-        running = 0
-        for bound, n in zip(BUCKETS + (BUCKETS[-1],), self.counts):
-            running += n
-            if running >= rank:
-                return bound
-        return BUCKETS[-1]
-
-
-class NodeMetrics:
-    """The counters the node's code bumps; read by `Collector`."""
-
-    def __init__(self) -> None:
-        # family -> [ok, error]; Node keeps a per-command reference to one of these
-        self.requests: Dict[str, List[int]] = {f: [0, 0] for f in FAMILIES}
-        self.read_latency = Histogram()
-        self.write_latency = Histogram()
-        # every known label value starts at 0, so increase() sees the first event
-        self.protocol_errors: Dict[str, int] = {"malformed": 0, "oversize": 0}
-        self.reloads = {"success": 0, "failure": 0}
-        self.last_reload_success: Optional[float] = None
-
-    def family_counter(self, group: str) -> List[int]:
-        return self.requests.get(group) or self.requests["other"]
-
-    def count(self, table: Dict, key, n: int = 1) -> None:
-        table[key] = table.get(key, 0) + n
-
-
 class Collector:
     """Turns a running `NodeService` into metric families at scrape time."""
 
@@ -199,7 +117,7 @@ class Collector:
         state = GaugeMetricFamily("dynomite_node_state", "1 for the node's current state.", labels=["state"])
         current = getattr(s, "state", None)
         current_name = getattr(current, "name", "NORMAL") if current is not None else "NORMAL"
-        for name in ("NORMAL", "STANDBY", "WRITES_ONLY", "RESUMING", "JOINING", "DOWN"):
+        for name in NODE_STATES:
             state.add_metric([name], 1 if name == current_name else 0)
         yield state
         yield GaugeMetricFamily("dynomite_client_connections", "Open client connections.", value=len(node.clients))

@@ -38,7 +38,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig, Seed
-from dynomite.ops.metrics import Histogram
+from dynomite.stats import Histogram
 from dynomite.peers.protocol import (  # noqa: F401 (SAMPLE_EVERY, node_name: re-exported)
     SAMPLE_EVERY, LocalNode, PeerProtocol, node_name, peer_timeout,
 )

@@ -24,20 +24,14 @@ Transitions are in `Membership.set_state` and `Membership.tick`.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Callable, Dict, FrozenSet, List
 
 from twisted.logger import Logger
 
-NORMAL = "NORMAL"
-RESUMING = "RESUMING"
-WRITES_ONLY = "WRITES_ONLY"
-STANDBY = "STANDBY"
-DOWN = "DOWN"
-JOINING = "JOINING"
-STATES = (NORMAL, RESUMING, WRITES_ONLY, STANDBY, JOINING, DOWN)
+from dynomite.config.vocabulary import DOWN, NORMAL, RESUMING, SETTABLE_STATES, STANDBY, WRITES_ONLY
 
 # states in which a node must not be read from (its data may be stale or it refuses)
-_UNREADABLE = frozenset({RESUMING, WRITES_ONLY, STANDBY, JOINING, DOWN})
+_UNREADABLE = frozenset({RESUMING, WRITES_ONLY, STANDBY, DOWN})
 
 
 class Membership:
@@ -107,7 +101,7 @@ class Membership:
     def peer_status(self, peer: str, status: dict) -> None:
         """A heartbeat from ``peer`` said ``status``."""
         state = status.get("state")
-        if state not in STATES:
+        if state not in SETTABLE_STATES:
             return
         if not isinstance(status.get("hints"), int):
             status = {"state": state, "hints": 0}
@@ -144,5 +138,3 @@ class Membership:
         self._writable = frozenset(
             name for name in self._peers if self.peer_state(name) not in (DOWN, STANDBY))
 
-    def describe(self, peer: str) -> Optional[str]:
-        return self.peer_state(peer)

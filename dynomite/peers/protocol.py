@@ -54,7 +54,8 @@ from twisted.logger import Logger
 
 from dynomite.runtime import batching
 from dynomite.config.model import NodeConfig
-from dynomite.ops.metrics import Histogram
+from dynomite.stats import Histogram
+from dynomite.wire.replies import ERROR_STARTS
 from dynomite.wire.peer_frames import (
     ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FLAG_FAILED, FORWARD, FRAME_NAMES,
     HELLO, PING, PONG, REJECT, REPLY, REQUEST, WELCOME, Frame, PeerFramer, PeerProtocolError,
@@ -77,7 +78,6 @@ _HANDLER_FAILED = b"-ERR internal error handling peer request\r\n"
 # One request id in SAMPLE_EVERY (a power of two) has its latency measured.
 SAMPLE_EVERY = 16
 _SAMPLE_MASK = SAMPLE_EVERY - 1
-_ERROR_FIRST = (b"-", b"!")
 
 
 def node_name(config: NodeConfig) -> str:
@@ -399,7 +399,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
                 self.errors += 1
                 sink.fail(frame.payload)
             else:
-                if frame.payload[:1] in _ERROR_FIRST:
+                if frame.payload[:1] in ERROR_STARTS:
                     self.errors += 1
                 sink.complete(frame.payload)
         except Exception:

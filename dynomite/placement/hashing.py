@@ -16,14 +16,12 @@ two means the whole key is hashed.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import mmh3
 
-__all__ = ["MAX_HASH", "hash_part", "key_hash", "key_hasher"]
+__all__ = ["hash_part", "key_hash"]
 
-#: The largest value :func:`key_hash` returns; the ring is ``0..MAX_HASH``.
-MAX_HASH = 2**32 - 1
 
 _murmur3 = mmh3.hash  # (data, seed, signed); positional args are the fast path
 
@@ -57,30 +55,3 @@ def hash_part(key: bytes, hash_tag: bytes) -> bytes:
     if end <= start + 1:  # no closing byte (-1), or an empty tag like "{}"
         return key
     return key[start + 1:end]
-
-
-def key_hasher(hash_tag: Optional[bytes] = None) -> Callable[[bytes], int]:
-    """
-    A one-argument ``key -> ring position`` function for a fixed hash tag.
-
-    Routing code resolves the tag once at start (from ``config.hash_tag``)
-    and calls the result per key, so the tag is neither passed nor checked
-    per request. Results are those of :func:`key_hash`.
-    """
-    if hash_tag is None:
-        def hash_key(key: bytes) -> int:
-            return _murmur3(key, 0, False)
-    else:
-        if len(hash_tag) != 2:
-            raise ValueError(f"hash_tag must be exactly 2 bytes, got {hash_tag!r}")
-        open_tag, close_tag = hash_tag[:1], hash_tag[1:]
-
-        def hash_key(key: bytes) -> int:
-            start = key.find(open_tag)
-            if start >= 0:
-                end = key.find(close_tag, start + 1)
-                if end > start + 1:
-                    return _murmur3(key[start + 1:end], 0, False)
-            return _murmur3(key, 0, False)
-
-    return hash_key

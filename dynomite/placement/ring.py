@@ -21,10 +21,10 @@ from bisect import bisect_left
 from operator import itemgetter
 from typing import Dict, Generic, Iterable, List, Sequence, Tuple, TypeVar
 
-__all__ = ["MAX_TOKEN", "Ring", "RingSet", "owner_table"]
+from dynomite.config.vocabulary import MAX_TOKEN
 
-#: The largest token and the largest hash: the ring is ``0..MAX_TOKEN``.
-MAX_TOKEN = 2**32 - 1
+__all__ = ["Ring", "owner_table"]
+
 
 T = TypeVar("T")
 
@@ -115,33 +115,14 @@ class Ring(Generic[T]):
         return f"Ring({self.entries()!r})"
 
 
-class RingSet(Generic[T]):
-    """
-    Several rings asked together: the owner of a hash in each of them.
-
-    The union of all their tokens cuts the hash space into segments inside
-    which no ring changes owner, so the answer for every segment is computed
-    once here and a lookup is one binary search plus an index, whatever the
-    number of rings. Equal answers are shared (the same tuple object), which
-    keeps memory down and makes them cheap to use as dict keys.
-    """
-
-    __slots__ = ("_bounds", "_lookup")
-
-    def __init__(self, rings: Sequence[Ring[T]]):
-        self._bounds, self._lookup = owner_table(rings)
-
-    def owners(self, h: int) -> Tuple[T, ...]:
-        """The owner of hash ``h`` in each ring, in the order the rings were given."""
-        return self._lookup[bisect_left(self._bounds, h)]
-
-    def __repr__(self) -> str:
-        return f"RingSet(<{len(self._bounds)} segments>)"
-
-
 def owner_table(rings: Sequence[Ring[T]]) -> Tuple[List[int], List[Tuple[T, ...]]]:
     """
-    The tables behind :class:`RingSet`, for callers that inline its lookup.
+    Several rings asked together: the owner of a hash in each of them, as tables.
+
+    The union of all their tokens cuts the hash space into segments inside
+    which no ring changes owner, so each segment's answer is computed once;
+    a lookup is one binary search plus an index, whatever the number of
+    rings.  Equal answers are the same tuple object (cheap dict keys).
 
     Returns ``(bounds, answers)``: ``bounds`` is the sorted union of all the
     rings' tokens, and ``answers[bisect_left(bounds, h)]`` is the tuple of

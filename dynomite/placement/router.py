@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from dynomite.placement.hashing import key_hash
 from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE
-from dynomite.wire.replies import ReplyParser
+from dynomite.wire.replies import ReplyParser, is_error
 from dynomite.wire.resp import encode_command
 from dynomite.placement.topology import NodeInfo, Topology
 
@@ -128,10 +128,6 @@ def same_replicas(topology: Topology, hash_tag: Optional[bytes], keys: Sequence[
             if topology.replica_key(key_hash(key, hash_tag)) != first:
                 return None
     return h
-
-
-def is_error(raw: bytes) -> bool:
-    return raw[:1] in (b"-", b"!")
 
 
 def elements(raw: bytes) -> List[bytes]:

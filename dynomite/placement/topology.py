@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from dynomite.config.model import Address, ConfigError, NodeConfig
-from dynomite.placement.ring import MAX_TOKEN, Ring, owner_table
+from dynomite.config.vocabulary import MAX_TOKEN
+from dynomite.placement.ring import Ring, owner_table
 
 __all__ = ["NodeInfo", "Topology"]
 

@@ -51,6 +51,8 @@ from urllib.parse import unquote
 
 from twisted.logger import Logger
 
+from dynomite.config.vocabulary import FSYNC_POLICIES
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not on Linux
@@ -61,7 +63,6 @@ __all__ = [
     "safe_name", "target_of",
 ]
 
-FSYNC_POLICIES = ("always", "everysec", "no")
 DROP_REASONS = ("window", "overflow", "truncated", "corrupt", "error")
 
 MAGIC = b"DYNHINT1"

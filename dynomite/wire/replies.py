@@ -28,8 +28,17 @@ from dynomite.wire.resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
 
 __all__ = [
     "ReplyParser", "HiredisReplyParser", "make_reply_parser", "simple_replies_end", "split_replies",
-    "count_errors",
+    "count_errors", "is_error", "ERROR_STARTS",
 ]
+
+#: How an error reply starts: a simple error ``-`` or a RESP3 blob error ``!``.
+ERROR_STARTS = (b"-", b"!")
+
+
+def is_error(raw: bytes) -> bool:
+    """Whether the reply ``raw`` is an error (RESP2 or RESP3): the one test everywhere."""
+    return raw[:1] in ERROR_STARTS
+
 
 # Lengths that turn up all the time, looked up instead of parsed and checked.
 _SMALL = {b"%d" % i: i for i in range(1024)}
@@ -374,7 +383,8 @@ def split_replies(raw: bytes) -> List[bytes]:
 
 
 def count_errors(raw: bytes) -> int:
-    """How many of the replies joined in *raw* are simple errors (cheap when none is)."""
-    if b"-" not in raw or raw[:1] != b"-" and b"\r\n-" not in raw:  # one memchr first
+    """How many of the replies joined in *raw* are errors (`is_error`; cheap when none is)."""
+    if (b"-" not in raw or raw[:1] != b"-" and b"\r\n-" not in raw) and (  # one memchr first
+            b"!" not in raw or raw[:1] != b"!" and b"\r\n!" not in raw):
         return 0
-    return sum(1 for r in split_replies(raw) if r[:1] == b"-")
+    return sum(1 for r in split_replies(raw) if r[:1] in ERROR_STARTS)

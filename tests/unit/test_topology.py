@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.config.model import Address, ConfigError, NodeConfig, Seed
-from dynomite.placement.hashing import MAX_HASH, key_hash
+from dynomite.config.vocabulary import MAX_TOKEN as MAX_HASH
+from dynomite.placement.hashing import key_hash
 from dynomite.placement.topology import NodeInfo, Topology
 
 #: (dyn address, rack, dc, tokens) of every node of a cluster.
