@@ -1,0 +1,62 @@
+# -*- test-case-name: tests.unit.test_inflight -*-
+"""
+A request in flight: what every hop of the write and read paths carries.
+
+A client's request (or a run of pipelined requests, `dynomite.consistency.runs`)
+leaves the coordinator as one `Request` and travels unchanged to every
+target: the local Redis, a peer node, a remote datacenter, and a hint log
+when a target is away.  Each target frames it its own way (raw RESP to
+Redis, a peer frame, a hint record); nothing between the coordinator and
+the target re-encodes it.
+
+The reply goes to a *sink* that travels beside the request, not inside it:
+one request fans out to several replicas, each answering into its own sink.
+A sink is any object with ``complete(raw)`` and ``fail(raw)``, each called
+once per request with raw RESP bytes.
+
+``lane`` says which ordered connection a request travels on: requests on one
+lane reach their target in the order they were sent.  The coordinator uses
+the client session's id (a session reads its own writes), a replica the
+peer's lane, replayed hints `REPLAY_LANE`.
+"""
+
+from __future__ import annotations
+
+from dynomite.wire.peer_frames import FLAG_RESP3, FLAG_WRITE
+
+__all__ = ["Request", "REPLAY_LANE"]
+
+#: The lane replayed hints travel on: one ordered stream per target.
+REPLAY_LANE = 0
+
+
+class Request:
+    """
+    ``payload``: raw RESP of ``count`` requests joined (the client's own bytes);
+    ``resp``: the client's protocol version (2 or 3), so replies come back in
+    it; ``write``: whether it changes data; ``lane``: see the module docstring.
+    """
+
+    __slots__ = ("payload", "resp", "lane", "count", "write")
+
+    def __init__(self, payload: bytes, resp: int = 2, lane: int = 0, count: int = 1,
+                 write: bool = False) -> None:
+        self.payload = payload
+        self.resp = resp
+        self.lane = lane
+        self.count = count
+        self.write = write
+
+    @property
+    def flags(self) -> int:
+        """The request's protocol version and kind as peer-frame and hint-record flags."""
+        return (FLAG_RESP3 if self.resp == 3 else 0) | (FLAG_WRITE if self.write else 0)
+
+    @classmethod
+    def from_flags(cls, flags: int, payload: bytes, lane: int, count: int = 1) -> "Request":
+        """The request a peer frame or hint record with ``flags`` carries."""
+        return cls(payload, 3 if flags & FLAG_RESP3 else 2, lane, count, bool(flags & FLAG_WRITE))
+
+    def __repr__(self) -> str:
+        return "Request(%r, resp=%d, lane=%d, count=%d, write=%r)" % (
+            self.payload[:40], self.resp, self.lane, self.count, self.write)
