@@ -101,10 +101,15 @@ class FakeDatastore:
         self.is_up = True
         self.in_flight = 0
         self.timed_out_total = 0
+        self.timeout = 1.0
 
-    def send(self, client_id, resp, data, sink, count=1) -> None:
-        self.sent.append((client_id, resp, data, sink))
-        self.counts.append(count)
+    def retry_now(self) -> None:
+        pass
+
+    def send(self, request, sink) -> None:
+        """Record ``(lane, resp, payload, sink)`` of a `dynomite.wire.inflight.Request`."""
+        self.sent.append((request.lane, request.resp, request.payload, sink))
+        self.counts.append(request.count)
 
     def answer(self, raw: bytes, index: int = 0) -> None:
         client_id, resp, data, sink = self.sent.pop(index)

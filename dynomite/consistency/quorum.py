@@ -54,6 +54,9 @@ class ReplicaSink:
     def fail(self, raw: bytes) -> None:
         self._reconciler.failure(raw)
 
+    #: A write held as a hint is not an acknowledgement: it counts as a failure.
+    hinted = fail
+
 
 class Reconciler:
     """

@@ -18,7 +18,7 @@ from dynomite import __version__
 from dynomite.commands import table as commands
 
 from dynomite.wire import resp
-from dynomite.config.model import CONSISTENCY_LEVELS
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS
 
 WRONGPASS = resp.error(
     "WRONGPASS invalid username-password pair or user is disabled."
@@ -301,8 +301,8 @@ def dynomite_info(node) -> bytes:
         ("connected_clients", len(node.clients)),
         ("total_connections_received", node.connections_accepted),
         ("protocol_errors", node.protocol_errors),
-        ("read_consistency", c.read_consistency),
-        ("write_consistency", c.write_consistency),
+        ("read_consistency", node.settings.read_consistency),
+        ("write_consistency", node.settings.write_consistency),
         ("datastore", str(c.datastore)),
         ("datastore_status", "up" if ds.is_up else "down"),
         ("datastore_in_flight", ds.in_flight),

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_node -*-
 """
 The node: what happens to each client request.
 
@@ -10,14 +11,13 @@ never logs or formats strings for a request that succeeds.
 
 `Node.execute_batch` takes everything one client read brought: consecutive
 requests of one single-key command whose keys have the same replicas go to
-the coordinator as one run (`dynomite.runs`, a single request is a run of
-one), in the client's own bytes; anything else goes through `execute`,
-one by one, in order.
+the coordinator as one run (`dynomite.placement.pipelines`; a single
+request is a run of one), in the client's own bytes; anything else goes
+through `execute`, one by one, in order.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred
@@ -26,13 +26,11 @@ from twisted.logger import Logger
 from dynomite.commands import table as commands
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.config.model import NodeConfig
-from dynomite.placement.hashing import key_hash
+from dynomite.config.vocabulary import NORMAL, STANDBY, WRITES_ONLY
+from dynomite.placement.pipelines import RunCutter
 from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
-
-# How many spellings of command names `Node.execute_batch` remembers.
-_RUNNABLE_NAMES = 4096
 
 
 def unknown_command(args) -> bytes:
@@ -64,9 +62,11 @@ class Node:
 
     log = Logger()
 
-    def __init__(self, config: NodeConfig, datastore, monitor, clock, coordinator,
-                 metrics: Optional[NodeMetrics] = None) -> None:
+    def __init__(self, config: NodeConfig, coordinator, membership, settings, datastore, monitor,
+                 clock, metrics: Optional[NodeMetrics] = None) -> None:
         self.config = config
+        self.membership = membership
+        self.settings = settings
         self.metrics = metrics if metrics is not None else NodeMetrics()
         # per command name (str hashes are cached; the frozen Command's are
         # not): its family's [ok, error] counter and latency histogram
@@ -76,15 +76,16 @@ class Node:
         self.monitor = monitor
         self.clock = clock
         self.started = clock.seconds()
-        self.state = "NORMAL"
         self.clients: Set = set()
         self.connections_accepted = 0
         self.protocol_errors = 0
         self._lookup = commands.lookup
-        # command name as sent (exact bytes) -> (Command, key position,
-        # fewest and most arguments) for the commands that may go in runs,
-        # None for the others
-        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
+        self._runs = RunCutter(coordinator.router)
+
+    @property
+    def state(self) -> str:
+        """This node's state (`dynomite.peers.membership`): whether it serves clients."""
+        return self.membership.state
 
     # -- clients -----------------------------------------------------------
 
@@ -120,9 +121,10 @@ class Node:
 
     def _refused(self, cmd) -> bool:
         """Whether the node's state refuses ``cmd``: STANDBY everything, WRITES_ONLY reads."""
-        if self.state == "STANDBY":
+        state = self.membership.state
+        if state == STANDBY:
             return True
-        return self.state == "WRITES_ONLY" and not cmd.write
+        return state == WRITES_ONLY and not cmd.write
 
     # -- requests ----------------------------------------------------------
 
@@ -135,9 +137,10 @@ class Node:
         run (AUTH, HELLO or CONN_CONSISTENCY may change it).
         """
         session = client.session
+        membership = self.membership
         i, n = 0, len(requests)
         while i < n:
-            if session.authenticated and self.state == "NORMAL" and self.coordinator.runs_allowed(session):
+            if session.authenticated and membership.state == NORMAL and self.coordinator.runs_allowed(session):
                 i = self._execute_runs(client, requests, bounds, data, i)
             else:
                 self.execute(client, requests[i])
@@ -151,74 +154,21 @@ class Node:
         From request ``i`` on, send runs until a request that cannot be in
         one, which is executed on its own; return the index after it.
         """
+        session = client.session
         coordinator = self.coordinator
-        runnable = self._runnable
-        topology = coordinator.topology
-        uniform = topology.uniform
-        replica_key = topology.replica_key
-        hash_tag = coordinator.hash_tag
-        run_cmd = run_key = None
-        run_h = run_start = run_end = run_count = 0
-        n = len(requests)
-        while i < n:
-            args = requests[i]
-            entry = runnable.get(args[0], False)
-            if entry is False:
-                entry = self._classify(args[0])
-            start = bounds[2 * i]
-            if entry is not None and start >= 0:
-                cmd, index, fewest, most = entry
-                if fewest <= len(args) <= most:
-                    if uniform:
-                        h, key = 0, None
-                    else:
-                        h = key_hash(args[index], hash_tag)
-                        key = replica_key(h)
-                    if run_count and cmd is run_cmd and key is run_key and start == run_end:
-                        run_end = bounds[2 * i + 1]
-                        run_count += 1
-                    else:
-                        if run_count:
-                            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
-                        run_cmd, run_key, run_h = cmd, key, h
-                        run_start, run_end, run_count = start, bounds[2 * i + 1], 1
-                    i += 1
-                    continue
-            if run_count:
-                self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
-            self.execute(client, args)
-            return i + 1
-        if run_count:
-            self._run(client, run_cmd, run_h, data, run_start, run_end, run_count)
-        return n
-
-    def _run(self, client, cmd, h: int, data: bytes, start: int, end: int, count: int) -> None:
-        """``count`` requests (one is a run too) from ``data[start:end]``, already checked."""
-        account = self._accounts.get(cmd.name)
-        if account is None:
-            account = self._account(cmd)
-        client.counter, client.latency = account
-        self.coordinator.execute_run(client.session, cmd, h, data[start:end], count, client)
-
-    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
-        """
-        Whether the command called ``name`` may go in runs (a plain
-        single-key command at a fixed position): if so, the command, its
-        key's position and the fewest and most arguments it takes (Redis's
-        arity, and enough to hold the key).
-        """
-        cmd = self._lookup(name)
-        entry = None
-        if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
-            index = commands.fixed_key_index(cmd)
-            if index > 0:
-                fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
-                entry = (cmd, index, max(fewest, index + 1), most)
-        if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
-            # only names of real commands are remembered, and not too many
-            # spellings of them (SET, set, sEt, ...)
-            self._runnable[name] = entry
-        return entry
+        runs, i = self._runs.cut(requests, bounds, i, coordinator.level(session, False),
+                                 coordinator.level(session, True))
+        accounts = self._accounts
+        for cmd, plan, start, end, count in runs:
+            account = accounts.get(cmd.name)
+            if account is None:
+                account = self._account(cmd)
+            client.counter, client.latency = account
+            coordinator.execute_run(session, cmd, plan, data[start:end], count, client)
+        if i < len(requests):
+            self.execute(client, requests[i])
+            i += 1
+        return i
 
     def execute(self, client, args) -> None:
         """Handle one request; the reply reaches ``client`` in order."""
@@ -248,8 +198,8 @@ class Node:
         route = cmd.route
         if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
             client.reply(NOAUTH)
-        elif self.state != "NORMAL" and route != commands.NODE and self._refused(cmd):
-            client.reply(b"-ERR node is %s\r\n" % self.state.encode())
+        elif self.membership.state != NORMAL and route != commands.NODE and self._refused(cmd):
+            client.reply(b"-ERR node is %s\r\n" % self.membership.state.encode())
         elif route == commands.NODE:
             result = BUILTINS[cmd.name](self, client, args)
             if isinstance(result, Deferred):

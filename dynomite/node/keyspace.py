@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_scan -*-
 """
 Whole-keyspace commands, served by the coordinator for its clients.
 
@@ -14,12 +15,13 @@ from __future__ import annotations
 import random
 from typing import List, Optional, Sequence
 
-from dynomite.placement import router
-from dynomite.wire.replies import is_error
-from dynomite.wire.resp import encode_command
 from dynomite.node.scan import ScanCursor
-from dynomite.node.sinks import Both, Gather
+from dynomite.node.sinks import AnyOutcome, Gather
+from dynomite.placement.router import Router
 from dynomite.placement.topology import NodeInfo
+from dynomite.wire.inflight import Request
+from dynomite.wire.replies import bulk_value, elements, is_error
+from dynomite.wire.resp import encode_command
 
 __all__ = ["BROADCAST", "Keyspace", "concat_arrays", "sum_integers", "first_error_or_local"]
 
@@ -29,57 +31,60 @@ BROADCAST = frozenset({"flushdb", "flushall", "script|load", "script|exists", "s
 
 
 class Keyspace:
-    """The whole-keyspace commands of one coordinator (whose ``send`` reaches any node)."""
+    """The whole-keyspace commands of one coordinator, sent to its `Targets`."""
 
-    def __init__(self, coordinator, rng: Optional[random.Random] = None) -> None:
-        self._coordinator = coordinator
+    def __init__(self, router: Router, targets, rng: Optional[random.Random] = None) -> None:
+        self._router = router
+        self._targets = targets
         self._random = rng or random.Random()
 
     def execute(self, session, cmd, args, client) -> None:
-        """A LOCAL command: SCAN, KEYS, DBSIZE, RANDOMKEY, a broadcast, or one for the local Redis."""
+        """A KEYSPACE command: SCAN, KEYS, DBSIZE, RANDOMKEY, a broadcast, or one for the local Redis."""
         name = cmd.name
         data = encode_command(args)
         slot = client.slot(len(data))
-        resp = session.resp
-        pin = session.id
+        request = Request(data, session.resp, session.id)
+        targets = self._targets
         if name == "scan":
-            self._scan(args, resp, pin, slot)
+            self._scan(args, session, slot)
         elif name in ("keys", "dbsize"):
             nodes = self._rack_nodes()
             combine = concat_arrays if name == "keys" else sum_integers
             gather = Gather(len(nodes), lambda replies: slot.complete(combine(replies)))
             for i, node in enumerate(nodes):
-                self._coordinator.send(node, data, resp, pin, False, gather.part(i))
+                targets[node.name].send(request, gather.part(i))
         elif name == "randomkey":
             nodes = list(self._rack_nodes())
             self._random.shuffle(nodes)
-            self._random_key(nodes, data, resp, pin, slot)
+            self._random_key(nodes, request, slot)
         elif name in BROADCAST:
-            nodes = self._coordinator.topology.nodes
+            nodes = self._router.topology.nodes
             gather = Gather(len(nodes),
                             lambda replies: slot.complete(first_error_or_local(replies, nodes)))
+            request.write = True
             for i, node in enumerate(nodes):
-                self._coordinator.send(node, data, resp, pin, True, gather.part(i))
+                targets[node.name].send(request, gather.part(i))
         else:
-            self._coordinator.datastore.send(pin, resp, data, slot)
+            targets[self._router.topology.local.name].send(request, slot)
 
     def _rack_nodes(self) -> Sequence[NodeInfo]:
-        local = self._coordinator.topology.local
-        return self._coordinator.topology.nodes_in_rack(local.datacenter, local.rack)
+        topology = self._router.topology
+        local = topology.local
+        return topology.nodes_in_rack(local.datacenter, local.rack)
 
-    def _random_key(self, nodes: List[NodeInfo], data: bytes, resp: int, pin: int, slot) -> None:
+    def _random_key(self, nodes: List[NodeInfo], request: Request, slot) -> None:
         """RANDOMKEY: ask the rack's nodes in random order until one has a key."""
         node = nodes.pop()
 
         def done(raw: bytes) -> None:
             if nodes and raw in (b"$-1\r\n", b"_\r\n"):
-                self._random_key(nodes, data, resp, pin, slot)
+                self._random_key(nodes, request, slot)
             else:
                 slot.complete(raw)
 
-        self._coordinator.send(node, data, resp, pin, False, Both(done))
+        self._targets[node.name].send(request, AnyOutcome(done))
 
-    def _scan(self, args, resp: int, pin: int, slot) -> None:
+    def _scan(self, args, session, slot) -> None:
         nodes = self._rack_nodes()
         try:
             cursor = ScanCursor.parse(args[1], len(nodes))
@@ -90,16 +95,16 @@ class Keyspace:
         node_args[1] = b"%d" % cursor.node_cursor
 
         def done(raw: bytes) -> None:
-            items = router.elements(raw)
+            items = elements(raw)
             if is_error(raw) or len(items) != 2:
                 slot.complete(raw)
                 return
-            after = cursor.advance(int(router.bulk_value(items[0])))
+            after = cursor.advance(int(bulk_value(items[0])))
             text = b"%d" % (after.encode() if after is not None else 0)
             slot.complete(b"*2\r\n$%d\r\n%s\r\n%s" % (len(text), text, items[1]))
 
-        self._coordinator.send(nodes[cursor.node_index], encode_command(node_args), resp, pin, False,
-                               Both(done))
+        request = Request(encode_command(node_args), session.resp, session.id)
+        self._targets[nodes[cursor.node_index].name].send(request, AnyOutcome(done))
 
 
 def concat_arrays(replies: List[bytes]) -> bytes:
@@ -108,7 +113,7 @@ def concat_arrays(replies: List[bytes]) -> bytes:
             return raw
     items: List[bytes] = []
     for raw in replies:
-        items.extend(router.elements(raw))
+        items.extend(elements(raw))
     return b"*%d\r\n%s" % (len(items), b"".join(items))
 
 

@@ -1,9 +1,10 @@
+# -*- test-case-name: tests.unit.test_node -*-
 """
 Sinks that more than one part of the node uses.
 
 A *sink* is whoever waits for a reply: ``complete(raw)`` with the replica's
 reply, ``fail(raw)`` with an error made by the node (see
-`dynomite.datastore`).  `Both` treats the two alike; `Gather` collects one
+`dynomite.datastore`).  `AnyOutcome` treats the two alike; `Gather` collects one
 reply per part of a request that went to several places and hands them
 over in part order.
 """
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional
 
-__all__ = ["Both", "Gather", "GatherPart"]
+__all__ = ["AnyOutcome", "Gather", "GatherPart"]
 
 
-class Both:
-    """A sink that treats answers and failures alike."""
+class AnyOutcome:
+    """A sink that treats answers and failures alike: ``done(raw)`` either way."""
 
     __slots__ = ("complete", "fail")
 

@@ -24,7 +24,7 @@ Transitions are in `Membership.set_state` and `Membership.tick`.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, List
+from typing import Callable, Dict, FrozenSet, List, Optional
 
 from twisted.logger import Logger
 
@@ -47,6 +47,7 @@ class Membership:
         resume_timeout: float,
         settle_time: float,
         hints_for: Callable[[str], int] = lambda peer: 0,
+        resuming: Optional[bool] = None,
     ) -> None:
         self._clock = clock
         self.local_name = local_name
@@ -55,7 +56,8 @@ class Membership:
         self._settle_time = settle_time
         self._hints_for = hints_for
         self.started = clock.seconds()
-        self.state = RESUMING if peers else NORMAL
+        # other nodes may hold hints for a node with peers: it starts RESUMING
+        self.state = RESUMING if (bool(peers) if resuming is None else resuming) else NORMAL
         self.reported: Dict[str, dict] = {}
         self.listeners: List[Callable[[str], None]] = []
         # names of nodes (peers, or this one) that must not be read from;

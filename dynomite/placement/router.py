@@ -1,11 +1,12 @@
+# -*- test-case-name: tests.unit.test_router -*-
 """
-Routing: request -> plan of targets; fragmenting and coalescing multi-key
-commands.  Pure functions over a `Topology`; nothing here sends anything.
+Routing: a request's key -> the plan of where the request goes.
 
-One key's route is key -> hash tag -> hash -> owner in every rack -> plan
-(twemproxy's ``server_pool_idx`` shape).  A `Plan` says which local
-replicas a request goes to, how many answers the client waits for, and
-which remote datacenters receive it:
+Routing is one function, `Router.route` (twemproxy's ``server_pool_idx``
+shape): key -> hash tag -> hash -> owner in every rack of every datacenter
+-> `Plan` at a consistency level.  A `Plan` says which local replicas a
+request goes to, how many answers the client waits for, and which remote
+datacenters receive it:
 
 | level               | read                                  | write                                   |
 |---------------------|---------------------------------------|-----------------------------------------|
@@ -15,22 +16,33 @@ which remote datacenters receive it:
 | DC_EACH_SAFE_QUORUM | every rack of every DC, safe quorum   | the same, synchronously                 |
 |                     | in each                               |                                         |
 
+`plan` is the pure definition.  `Router` precomputes it: the ring's tokens
+cut the hash space into segments inside which no rack changes owner, and
+for each (kind, level) a `PlanTable` holds one Plan per segment -- the same
+Plan object for every segment with the same replicas, so "same plan" means
+"same replicas" and is an identity test.  When every key has the same
+replicas (one node per rack everywhere) the table holds a single plan and
+no key is hashed at all: that shortcut lives here, in `PlanTable.only`.
+
 Multi-key commands that Dynomite splits (MGET, MSET, DEL, UNLINK, EXISTS,
-TOUCH) are cut into one fragment per replica set -- keys whose owners are
-the same nodes in every rack of every DC travel together -- and the
-fragments' replies are coalesced back in key order.  Other multi-key
-commands run only when all their keys share one replica set.
+TOUCH) are cut into one fragment per replica set (`Router.split`) and the
+fragments' replies are coalesced back in key order (`coalesce`).  Other
+multi-key commands run only when all their keys share one replica set
+(`Router.route_keys`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE
 from dynomite.placement.hashing import key_hash
-from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE
-from dynomite.wire.replies import ReplyParser, is_error
-from dynomite.wire.resp import encode_command
 from dynomite.placement.topology import NodeInfo, Topology
+from dynomite.wire.replies import elements, is_error
+from dynomite.wire.resp import encode_command
+
+__all__ = ["CROSSSLOT", "Plan", "PlanTable", "Router", "Fragment", "plan", "coalesce"]
 
 CROSSSLOT = b"-CROSSSLOT Keys in request don't hash to the same node\r\n"
 
@@ -70,11 +82,11 @@ class Plan:
         )
 
 
-def plan(topology: Topology, h: int, write: bool, level: str) -> Plan:
-    """The plan for a request whose key(s) hash to ``h``."""
-    local = topology.local_replicas(h)
+def plan(topology: Topology, position: int, write: bool, level: str) -> Plan:
+    """The plan for a request whose key(s) hash to ring ``position``."""
+    local = topology.local_replicas(position)
     if level == DC_EACH_SAFE_QUORUM:
-        each = {dc: topology.dc_replicas(dc, h) for dc in topology.datacenters}
+        each = {dc: topology.dc_replicas(dc, position) for dc in topology.datacenters}
         return Plan(write, level, local, len(local) // 2 + 1, False, (), each)
     remote = topology.remote_datacenters if write else ()
     if level == DC_ONE:
@@ -82,16 +94,43 @@ def plan(topology: Topology, h: int, write: bool, level: str) -> Plan:
     return Plan(write, level, local, len(local) // 2 + 1, False, remote, None)
 
 
-# -- multi-key commands -------------------------------------------------------
+class PlanTable:
+    """
+    The plans of one (kind, level) for the whole ring: the plan for ring
+    position ``h`` is ``plans[bisect_left(bounds, h)]``, or ``only`` when
+    every position has the same one (then nothing needs hashing).
+    """
+
+    __slots__ = ("bounds", "plans", "only")
+
+    def __init__(self, topology: Topology, write: bool, level: str) -> None:
+        bounds, replica_sets = topology.segments()
+        shared: Dict[int, Plan] = {}
+        plans: List[Plan] = []
+        for i, replicas in enumerate(replica_sets):
+            p = shared.get(id(replicas))
+            if p is None:
+                # any position inside segment i: its upper bound (the extra
+                # last segment wraps around to the first)
+                position = bounds[i] if i < len(bounds) else 0
+                p = shared[id(replicas)] = plan(topology, position, write, level)
+            plans.append(p)
+        self.bounds = bounds
+        self.plans = plans
+        self.only: Optional[Plan] = plans[0] if len(shared) == 1 else None
+
+    def at(self, position: int) -> Plan:
+        """The plan for ring ``position``."""
+        return self.only or self.plans[bisect_left(self.bounds, position)]
 
 
 class Fragment:
     """Part of a split command: the keys of one replica set."""
 
-    __slots__ = ("h", "positions", "args")
+    __slots__ = ("plan", "positions", "args")
 
-    def __init__(self, h: int, positions: List[int], args: List[bytes]) -> None:
-        self.h = h
+    def __init__(self, plan: Plan, positions: List[int], args: List[bytes]) -> None:
+        self.plan = plan
         self.positions = positions  # indexes of this fragment's keys in the original key order
         self.args = args            # the fragment as a command of its own
 
@@ -99,53 +138,66 @@ class Fragment:
         return encode_command(self.args)
 
 
-def split(
-    topology: Topology, hash_tag: Optional[bytes], args: Sequence[bytes], step: int
-) -> List[Fragment]:
+class Router:
     """
-    Cut MGET/MSET/DEL-like ``args`` (keys from index 1, ``step`` arguments
-    per key) into one fragment per replica set, in order of first key.
+    Routes requests over the current `Topology`; the one owner of it.
+
+    A configuration reload hands the new topology to `update`; everything
+    that routes holds this object, never a topology of its own.
     """
-    name = args[0]
-    fragments: Dict[tuple, Fragment] = {}
-    for position, i in enumerate(range(1, len(args), step)):
-        h = key_hash(args[i], hash_tag)
-        rkey = topology.replica_key(h)
-        fragment = fragments.get(rkey)
-        if fragment is None:
-            fragment = fragments[rkey] = Fragment(h, [], [name])
-        fragment.positions.append(position)
-        fragment.args.extend(args[i:i + step])
-    return list(fragments.values())
 
+    def __init__(self, topology: Topology, hash_tag: Optional[bytes]) -> None:
+        self.hash_tag = hash_tag
+        self.topology = topology
+        self._tables: Dict[Tuple[bool, str], PlanTable] = {}
 
-def same_replicas(topology: Topology, hash_tag: Optional[bytes], keys: Sequence[bytes]) -> Optional[int]:
-    """The hash to route by if every key has the same replica set, else None."""
-    h = key_hash(keys[0], hash_tag)
-    if len(keys) > 1:
-        first = topology.replica_key(h)
+    def update(self, topology: Topology) -> None:
+        """Route over ``topology`` from now on."""
+        self.topology = topology
+        self._tables = {}
+
+    def table(self, write: bool, level: str) -> PlanTable:
+        """Every plan of one kind at one level (built once, then shared)."""
+        table = self._tables.get((write, level))
+        if table is None:
+            table = self._tables[write, level] = PlanTable(self.topology, write, level)
+        return table
+
+    def position(self, key: bytes) -> int:
+        """Where ``key`` sits on the ring (its hash tag's part, hashed)."""
+        return key_hash(key, self.hash_tag)
+
+    def route(self, key: bytes, write: bool, level: str) -> Plan:
+        """The plan for a request on ``key``: routing's one function."""
+        table = self.table(write, level)
+        return table.only or table.plans[bisect_left(table.bounds, key_hash(key, self.hash_tag))]
+
+    def route_keys(self, keys: Sequence[bytes], write: bool, level: str) -> Optional[Plan]:
+        """The plan for a request on several ``keys``, or None if their replicas differ."""
+        table = self.table(write, level)
+        if table.only is not None:
+            return table.only
+        first = self.route(keys[0], write, level)
         for key in keys[1:]:
-            if topology.replica_key(key_hash(key, hash_tag)) != first:
+            if self.route(key, write, level) is not first:
                 return None
-    return h
+        return first
 
-
-def elements(raw: bytes) -> List[bytes]:
-    """The raw elements of an array/set/push reply (empty for nil or non-aggregates)."""
-    end = raw.find(b"\r\n")
-    if raw[:1] not in (b"*", b"~", b">", b"%") or end < 0:
-        return []
-    count = int(raw[1:end])
-    if count <= 0:
-        return []
-    items = ReplyParser().feed(raw[end + 2:])
-    return items
-
-
-def bulk_value(raw: bytes) -> bytes:
-    """The payload of a bulk string reply (``$3\\r\\nabc\\r\\n`` -> ``abc``)."""
-    start = raw.find(b"\r\n") + 2
-    return raw[start:-2]
+    def split(self, args: Sequence[bytes], step: int, write: bool, level: str) -> List[Fragment]:
+        """
+        Cut MGET/MSET/DEL-like ``args`` (keys from index 1, ``step`` arguments
+        per key) into one fragment per replica set, in order of first key.
+        """
+        name = args[0]
+        fragments: Dict[int, Fragment] = {}
+        for position, i in enumerate(range(1, len(args), step)):
+            p = self.route(args[i], write, level)
+            fragment = fragments.get(id(p))
+            if fragment is None:
+                fragment = fragments[id(p)] = Fragment(p, [], [name])
+            fragment.positions.append(position)
+            fragment.args.extend(args[i:i + step])
+        return list(fragments.values())
 
 
 def coalesce(name: bytes, fragments: List[Fragment], replies: List[bytes], nkeys: int) -> bytes:
@@ -169,39 +221,3 @@ def coalesce(name: bytes, fragments: List[Fragment], replies: List[bytes], nkeys
     for raw in replies:
         total += int(raw[1:-2])
     return b":%d\r\n" % total
-
-
-# -- order-insensitive comparison --------------------------------------------
-
-# Replies that are unordered collections: two replicas may list the same
-# members in different orders (hashtable encoding uses a per-process seed).
-UNORDERED_REPLIES = frozenset(
-    {"smembers", "sinter", "sunion", "sdiff", "hgetall", "hkeys", "hvals", "keys"}
-)
-
-
-def unordered(raw: bytes) -> object:
-    """A comparison key equal for replies that hold the same members."""
-    items = elements(raw)
-    if not items:
-        return raw
-    if raw[:1] == b"%":
-        return (raw[:1], tuple(sorted(zip(items[::2], items[1::2]))))
-    return (raw[:1], tuple(sorted(items)))
-
-
-def hgetall_unordered(raw: bytes) -> object:
-    """HGETALL in RESP2 is a flat array of field, value pairs: sort the pairs."""
-    items = elements(raw)
-    if not items or raw[:1] == b"%":
-        return unordered(raw)
-    return (raw[:1], tuple(sorted(zip(items[::2], items[1::2]))))
-
-
-def normaliser(command_name: str):
-    """The comparison used by quorum reads of ``command_name``, or None for bytes."""
-    if command_name == "hgetall":
-        return hgetall_unordered
-    if command_name in UNORDERED_REPLIES:
-        return unordered
-    return None

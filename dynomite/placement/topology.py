@@ -137,9 +137,6 @@ class Topology:
             for dc in self.datacenters
             for rack in self._racks[dc]
         ])
-        #: Every key has the same replicas (one node per rack everywhere):
-        #: routing needs no hash at all.
-        self.uniform = len(set(self._key_answers)) == 1
         self._entries: Dict[str, Tuple[NodeInfo, ...]] = {
             dc: self._entry_candidates(dc) for dc in self.datacenters
         }
@@ -188,6 +185,15 @@ class Topology:
         shared, so the call is one binary search.
         """
         return self._key_answers[bisect_left(self._key_bounds, h)]
+
+    def segments(self) -> Tuple[List[int], List[Tuple[str, ...]]]:
+        """
+        The ring cut where any rack changes owner: ``(bounds, replica_keys)``,
+        with `replica_key` of a hash ``h`` equal to
+        ``replica_keys[bisect_left(bounds, h)]`` (for precomputed routing
+        tables, `dynomite.placement.router.PlanTable`).
+        """
+        return self._key_bounds, self._key_answers
 
     def entry_candidates(self, dc: str) -> Tuple[NodeInfo, ...]:
         """

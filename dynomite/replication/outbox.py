@@ -1,6 +1,8 @@
+# -*- test-case-name: tests.unit.test_outbox -*-
 """
-Outboxes: one ordered queue of writes per target (a peer node, or a remote
-datacenter), backed by a durable `HintLog`.
+Outboxes: one ordered queue of writes per target (this node's Redis, a peer
+node, or a remote datacenter: `dynomite.replication.targets`), backed by a
+durable `HintLog`.
 
 While the target is up and nothing is waiting for it, a write goes straight
 out and the caller's sink gets the replica's reply.  Otherwise the write is
@@ -33,40 +35,41 @@ Their callers still get the real reply when it comes (a success makes the
 copy a harmless duplicate; a failure is reported as hinted).  Replay acks
 only an unbroken prefix and restarts after the last one, for the same reason.
 
-How a caller learns its write was hinted: each submitted write ends in
-exactly one call on its sink: ``complete(raw)`` (the target's reply),
-``hinted(raw)`` if the sink has that method, else ``fail(raw)`` with
-``raw`` an error reply starting with `HINTED` and ending with the
-target's last failure, e.g. ``-HINTED write for 10.0.0.2:8101 stored as a
-hint (peer 10.0.0.2:8101 timed out after 5200 ms)`` (stored; a hinted write is not an
+How a caller learns its write was hinted: a write sink has three methods,
+and each submitted write ends in exactly one call on its sink:
+``complete(raw)`` (the target's reply), ``hinted(raw)`` with ``raw`` an
+error reply starting with `HINTED` and ending with the target's last
+failure, e.g. ``-HINTED write for 10.0.0.2:8101 stored as a hint (peer
+10.0.0.2:8101 timed out after 5200 ms)`` (stored; a hinted write is not an
 acknowledgement, so a quorum counts it as a missing replica, as Cassandra
 does), or ``fail(raw)`` with any other error (the target failed and the
 hint could not be stored: log full or disk failing).
 
-The owner calls `tick` often (a `TimerService` every 10-100 ms) and `wake`
-when the target comes up.  ``deliver(flags, payload, sink, pin, count)``
-must keep the order of the writes it is given on one ``pin`` (a pinned
-connection) and must end every request in ``sink.complete`` or
-``sink.fail`` (peer links time out); ``count`` is how many writes
-``payload`` joins (a run, `dynomite.runs`), whose replies come joined.  A direct write goes out on its caller's ``pin`` (the client
-session, so a session reads its own writes); replayed hints all go on pin
-`REPLAY_PIN`, one ordered stream.  So with one connection per target (the
-default) the target sees every write in acceptance order; with several, in
-acceptance order per client session.
+The owner calls `start` once (it opens the hint log: a node restarted
+with hints replays them), `tick` often (a `TimerService` every 10-100 ms),
+`wake` when the target comes up, and `stop` at the end.  The target
+(`ITarget.send`) must keep the order of the requests it is given on one
+lane (`dynomite.wire.inflight`) and must end every request in
+``sink.complete`` or ``sink.fail`` (peer links time out); a run's
+``count`` writes come back as joined replies.  A direct write goes out on
+its caller's lane (the client session, so a session reads its own
+writes); replayed hints all go on `REPLAY_LANE`, one ordered stream.  So
+with one connection per target (the default) the target sees every write
+in acceptance order; with several, in acceptance order per client session.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
+from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.requests import split_commands
 
-__all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "REPLAY_PIN", "Outbox",
-           "is_hinted"]
+__all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "Outbox", "is_hinted"]
 
 DIRECT = "DIRECT"
 BACKLOG = "BACKLOG"
@@ -88,10 +91,8 @@ _TRANSITIONS: Dict[Tuple[str, str], Tuple[str, Optional[str]]] = {
     (PAUSED, "resume"): (BACKLOG, None),
 }
 
-#: Error code of the reply a sink without ``hinted`` gets for a hinted write.
+#: How the reply a sink's ``hinted`` gets for a hinted write starts.
 HINTED = b"-HINTED "
-#: The ``pin`` replayed hints are delivered on.
-REPLAY_PIN = 0
 
 DEFAULT_IN_FLIGHT = 100
 BURST_SECONDS = 0.1     # the token bucket holds this much of the replay rate
@@ -115,17 +116,15 @@ def _reason(raw: bytes) -> bytes:
 
 class _Direct:
     """
-    Sink of a write (or a run of ``count`` writes) sent straight to the
-    target; remembers it in case it must be hinted.
+    Sink of a write (or a run of writes) sent straight to the target;
+    remembers it in case it must be hinted.
     """
 
-    __slots__ = ("outbox", "flags", "payload", "count", "sink", "stored", "done")
+    __slots__ = ("outbox", "request", "sink", "stored", "done")
 
-    def __init__(self, outbox: "Outbox", flags: int, payload: bytes, count: int, sink: Any) -> None:
+    def __init__(self, outbox: "Outbox", request: Request, sink: Any) -> None:
         self.outbox = outbox
-        self.flags = flags
-        self.payload = payload
-        self.count = count
+        self.request = request
         self.sink = sink
         self.stored = False
         self.done = False
@@ -156,7 +155,8 @@ class _Replayed:
 
 class Outbox:
     """
-    The ordered writes for one ``target``; see the module docstring.
+    The ordered writes for one target (`dynomite.replication.targets.ITarget`);
+    see the module docstring.
 
     ``replay_rate`` is in writes per second (0 or None: unthrottled);
     ``max_in_flight`` bounds the replayed hints awaiting a reply.
@@ -164,20 +164,19 @@ class Outbox:
 
     log = Logger()
 
-    def __init__(self, target: str, log: HintLog,
-                 deliver: Callable[[int, bytes, Any, int, int], None], is_up: Callable[[], bool],
-                 clock, replay_rate: Optional[float] = 5000,
+    def __init__(self, target, hints: HintLog, clock, replay_rate: Optional[float] = 5000,
                  max_in_flight: int = DEFAULT_IN_FLIGHT) -> None:
-        self.target = target
-        self.hints = log
-        self._deliver = deliver
-        self._is_up = is_up
+        self.target = target.name
+        self._target = target
+        self.hints = hints
+        self._is_up = target.available
         self._clock = clock
         self.replay_rate = replay_rate or 0
         self.max_in_flight = max(1, max_in_flight)
         self.replayed_total = 0
-        self.state = BACKLOG if log.pending else DIRECT
-        name = target.encode("utf-8", "replace")
+        self.state = DIRECT
+        self.started = False
+        name = self.target.encode("utf-8", "replace")
         self._hinted_prefix = HINTED + b"write for %s stored as a hint (" % name
         self._why = b"unavailable"                # the target's last failure
         self._lost_reply = b"-ERR %s failed and the write could not be hinted\r\n" % name
@@ -192,6 +191,19 @@ class Outbox:
         self._retry_delay = RETRY_MIN
         self._pumping = False
         self._again = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the hint log; hints kept from before a restart are the backlog."""
+        self.hints.open()
+        self.started = True
+        if self.hints.pending and self.state == DIRECT:
+            self.state = BACKLOG
+
+    def stop(self) -> None:
+        """Close the hint log (what is in it stays for the next start)."""
+        self.hints.close()
 
     # -- state machine ---------------------------------------------------------
 
@@ -211,7 +223,7 @@ class Outbox:
         """Copy the direct writes still in flight into the log, in the order sent."""
         for entry in self._direct:
             if not entry.stored:
-                entry.stored = self._store(entry.flags, entry.payload, entry.count)
+                entry.stored = self._store(entry.request)
 
     def _spill_and_back_off(self) -> None:
         self._spill()
@@ -243,47 +255,42 @@ class Outbox:
 
     # -- writes ----------------------------------------------------------------
 
-    def submit(self, flags: int, payload: bytes, sink: Any, pin: int = 0, count: int = 1) -> None:
+    def submit(self, request: Request, sink: Any) -> None:
         """
-        Deliver one write (raw RESP ``payload``), or a run of ``count``
-        writes joined in ``payload`` (`dynomite.runs`), to the target, or
-        hint it.  A run is hinted write by write.
+        Deliver one write, or a run of writes (`dynomite.consistency.runs`),
+        to the target, or hint it.  A run is hinted write by write.
         """
         if self.state == DIRECT:
             if self._is_up():
-                entry = _Direct(self, flags, payload, count, sink)
+                entry = _Direct(self, request, sink)
                 self._direct.append(entry)
-                self._send(flags, payload, entry, pin, count)
+                self._send(request, entry)
                 return
             self._why = b"unavailable"
             self._fire("down")
-        if not self._store(flags, payload, count):
+        if not self._store(request):
             sink.fail(self._lost_reply)
             return
-        self._signal_hinted(sink)
+        sink.hinted(self._hinted_reply())
         if self.state == REPLAYING:
             self._pump()
 
-    def _store(self, flags: int, payload: bytes, count: int) -> bool:
+    def _store(self, request: Request) -> bool:
         """Append a write, or each write of a run, to the log; False if one could not be."""
-        if count == 1:
-            return self.hints.append(flags, payload) is not None
+        flags = request.flags
+        if request.count == 1:
+            return self.hints.append(flags, request.payload) is not None
         stored = True
-        for write in split_commands(payload):
+        for write in split_commands(request.payload):
             stored = self.hints.append(flags, write) is not None and stored
         return stored
 
-    def _signal_hinted(self, sink: Any) -> None:
-        raw = self._hinted_prefix + self._why + b")\r\n"
-        hinted = getattr(sink, "hinted", None)
-        if hinted is not None:
-            hinted(raw)
-        else:
-            sink.fail(raw)
+    def _hinted_reply(self) -> bytes:
+        return self._hinted_prefix + self._why + b")\r\n"
 
-    def _send(self, flags: int, payload: bytes, sink: Any, pin: int, count: int = 1) -> None:
+    def _send(self, request: Request, sink: Any) -> None:
         try:
-            self._deliver(flags, payload, sink, pin, count)
+            self._target.send(request, sink)
         except Exception:
             self.log.failure("outbox {target}: deliver failed", target=self.target)
             sink.fail(b"-ERR internal error delivering to %s\r\n" % self.target.encode())
@@ -300,7 +307,7 @@ class Outbox:
             if self.state == DIRECT:
                 self._fire("failed")   # spills this write too, in its place
             if entry.stored:
-                self._signal_hinted(entry.sink)
+                entry.sink.hinted(self._hinted_reply())
             else:
                 entry.sink.fail(raw)
         while direct and direct[0].done:
@@ -333,8 +340,8 @@ class Outbox:
                     self._sent = hint.seq
                     self._awaiting.append(hint.seq)
                     self._tokens -= 1
-                    self._send(hint.flags, hint.payload, _Replayed(self, epoch, hint.seq),
-                               REPLAY_PIN)
+                    self._send(Request.from_flags(hint.flags, hint.payload, REPLAY_LANE),
+                               _Replayed(self, epoch, hint.seq))
                 if self.state == REPLAYING and not self._awaiting and self.hints.pending == 0:
                     self._fire("drained")
                 if not (self._again or len(batch) == PEEK_BATCH):

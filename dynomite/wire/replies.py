@@ -28,7 +28,7 @@ from dynomite.wire.resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
 
 __all__ = [
     "ReplyParser", "HiredisReplyParser", "make_reply_parser", "simple_replies_end", "split_replies",
-    "count_errors", "is_error", "ERROR_STARTS",
+    "count_errors", "is_error", "ERROR_STARTS", "elements", "bulk_value",
 ]
 
 #: How an error reply starts: a simple error ``-`` or a RESP3 blob error ``!``.
@@ -388,3 +388,20 @@ def count_errors(raw: bytes) -> int:
             b"!" not in raw or raw[:1] != b"!" and b"\r\n!" not in raw):
         return 0
     return sum(1 for r in split_replies(raw) if r[:1] in ERROR_STARTS)
+
+
+def elements(raw: bytes) -> List[bytes]:
+    """The raw elements of an array/set/push/map reply (empty for nil or non-aggregates)."""
+    end = raw.find(b"\r\n")
+    if raw[:1] not in (b"*", b"~", b">", b"%") or end < 0:
+        return []
+    count = int(raw[1:end])
+    if count <= 0:
+        return []
+    return ReplyParser().feed(raw[end + 2:])
+
+
+def bulk_value(raw: bytes) -> bytes:
+    """The payload of a bulk string reply (``$3\\r\\nabc\\r\\n`` -> ``abc``)."""
+    start = raw.find(b"\r\n") + 2
+    return raw[start:-2]

@@ -2,12 +2,16 @@
 An in-process cluster: several nodes in one reactor, wired by iosim pumps,
 each in front of a small in-memory datastore.  For routing, quorum and
 failure tests under a `Clock`, without sockets (Tahoe-LAFS's no_network
-idea).
+idea).  Each node is built by the production factory
+(`dynomite.node.assembly.NodeParts`), so its writes go through outboxes
+and hint logs (in a temporary directory) exactly as a real node's do.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import shutil
+import tempfile
 from typing import Dict, List, Optional
 
 from twisted.internet.address import IPv4Address
@@ -16,14 +20,11 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 
 from dynomite.config.model import NodeConfig
-from dynomite.node.coordinator import Coordinator
-from dynomite.peers.membership import Membership
-from dynomite.node.dispatch import Node
-from dynomite.peers.link import PeerLink, PeerServerFactory, peer_timeout
+from dynomite.node.assembly import NodeParts
+from dynomite.node.client import ClientFactory
+from dynomite.peers.listener import PeerServerFactory
 from dynomite.wire.requests import RequestParser
 from dynomite.wire.resp import bulk, integer, null
-from dynomite.node.client import ClientFactory
-from dynomite.placement.topology import Topology
 
 from tests.fakes import FakeMonitor, Transport
 
@@ -40,20 +41,27 @@ class MemoryRedis:
     def __init__(self) -> None:
         self.data: Dict[bytes, object] = {}
         self.down = False
-        self.is_up = True
         self.in_flight = 0
         self.timed_out_total = 0
+        self.timeout = 1.0
         self.commands: List[List[bytes]] = []
 
-    def send(self, pin, resp, data, sink, count=1) -> None:
+    @property
+    def is_up(self) -> bool:
+        return not self.down
+
+    def retry_now(self) -> None:
+        pass
+
+    def send(self, request, sink) -> None:
         if self.down:
             sink.fail(UNAVAILABLE)
             return
         replies = []
-        for args in RequestParser().feed(data):
+        for args in RequestParser().feed(request.payload):
             self.commands.append(args)
-            replies.append(self.execute(args, resp))
-        assert len(replies) == count, (replies, count)
+            replies.append(self.execute(args, request.resp))
+        assert len(replies) == request.count, (replies, request.count)
         sink.complete(b"".join(replies))
 
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
@@ -129,35 +137,28 @@ class MemoryEndpoint:
 
 
 class InProcessNode:
+    """One node of the cluster: the production parts, an in-memory Redis, iosim peer links."""
+
     def __init__(self, cluster: "InProcessCluster", config: NodeConfig) -> None:
         self.config = config
         self.name = str(config.dyn_listen)
         self.redis = MemoryRedis()
-        self.topology = Topology.from_config(config)
-        self.peers: Dict[str, PeerLink] = {}
-        self.coordinator = Coordinator(config, self.topology, self.redis, self.peers)
-        self.node = Node(config, self.redis, FakeMonitor(), cluster.clock, self.coordinator)
-        self.peer_factory = PeerServerFactory(
-            config, self.coordinator, lambda name, dc, rack: True, cluster.clock, name=self.name)
         self.reachable = True
-        seeds = {str(s.address): s for s in config.dyn_seeds}
-        for info in self.topology.nodes:
-            if not info.is_local:
-                self.peers[info.name] = PeerLink(
-                    config, seeds[info.name], peer_timeout(config, info.datacenter), cluster.clock,
-                    connect=lambda address, c=cluster: MemoryEndpoint(c, self, str(address)),
-                    on_state=lambda link, up: self.membership.link_changed(link.name),
-                    handler=self.coordinator, jitter=lambda: 1.0, name=self.name)
-        self.membership = Membership(cluster.clock, self.name, self.peers, resume_timeout=60.0,
-                                     settle_time=config.peer_down_after)
-        self.membership.listeners.append(self._state_changed)
-        self.coordinator.membership = self.membership
+        self.parts = NodeParts(
+            config, cluster.clock, self.redis, FakeMonitor(),
+            connect_peer=lambda address, c=cluster: MemoryEndpoint(c, self, str(address)),
+            jitter=lambda: 1.0,
+        )
+        self.topology = self.parts.topology
+        self.coordinator = self.parts.coordinator
+        self.node = self.parts.node
+        self.membership = self.parts.membership
+        self.peers = self.parts.links
+        self.outboxes = self.parts.outboxes
+        self.peer_factory = PeerServerFactory(
+            config, self.parts.replica, self.membership, lambda name, dc, rack: True, cluster.clock,
+            name=self.name)
         self.clients = ClientFactory(self.node, cluster.clock)
-
-    def _state_changed(self, state: str) -> None:
-        self.node.state = state
-        for link in self.peers.values():
-            link.heartbeat()
 
     @property
     def datacenter(self) -> str:
@@ -174,6 +175,7 @@ class InProcessCluster:
     def __init__(self, layout: Dict[str, Dict[str, int]], **settings) -> None:
         self.clock = Clock()
         self.pumps: List = []
+        self.directory = tempfile.mkdtemp(prefix="dynomite-inprocess-")
         entries = []
         n = 0
         for dc, racks in layout.items():
@@ -193,6 +195,7 @@ class InProcessCluster:
                 "rack": rack,
                 "timeout": 1000,
                 "dyn_seeds": seeds,
+                "data_dir": self.directory,
             }
             pool.update(settings)
             config = NodeConfig.from_dict({"dyn_o_mite": pool}, source="inprocess.yml")
@@ -200,12 +203,18 @@ class InProcessCluster:
         self.by_name = {node.name: node for node in self.nodes}
         for node in self.nodes:
             node.peer_factory.startFactory()
-            for link in node.peers.values():
-                link.start()
+            node.parts.start()
         self.settle()
         # one round of heartbeats: every node learns its peers hold no hints
         # for it and leaves RESUMING
         self.advance(1.5)
+
+    def stop(self) -> None:
+        """Stop every node (closing its hint logs) and remove their files."""
+        for node in self.nodes:
+            node.parts.stop()
+            node.peer_factory.stopFactory()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def settle(self, rounds: int = 50) -> None:
         """Move bytes between nodes until nothing moves."""
@@ -220,8 +229,11 @@ class InProcessCluster:
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.settle()
+        now = self.clock.seconds()
         for node in self.nodes:
-            node.membership.tick(self.clock.seconds())
+            node.membership.tick(now)
+            node.parts.tick_outboxes(now)
+        self.settle()
 
     def node(self, dc: str, rack: str, index: int = 0) -> InProcessNode:
         return [n for n in self.nodes if n.datacenter == dc and n.rack == rack][index]
@@ -282,3 +294,10 @@ def expected_owner(cluster: InProcessCluster, dc: str, rack: str, key: bytes,
     h = key_hash(key, hash_tag)
     info = cluster.nodes[0].topology.ring(dc, rack).owner(h)
     return cluster.by_name[info.name]
+
+
+def make_cluster(test, layout: Dict[str, Dict[str, int]], **settings) -> InProcessCluster:
+    """An `InProcessCluster` that ``test`` stops (and whose files it removes) when it ends."""
+    cluster = InProcessCluster(layout, **settings)
+    test.addCleanup(cluster.stop)
+    return cluster

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.placement.hashing import key_hash
 
-from tests.cluster.inprocess import InProcessCluster, expected_owner, owners
+from tests.cluster.inprocess import expected_owner, make_cluster, owners
 
 LAYOUT_1DC = {"dc1": {"r1": 2, "r2": 2, "r3": 2}}
 LAYOUT_2DC = {"dc1": {"r1": 1, "r2": 1, "r3": 1}, "dc2": {"r1": 1, "r2": 1, "r3": 1}}
@@ -21,7 +21,7 @@ def keys(n: int, prefix: str = "key"):
 
 class PlacementTests(SynchronousTestCase):
     def setUp(self):
-        self.cluster = InProcessCluster(LAYOUT_1DC)
+        self.cluster = make_cluster(self, LAYOUT_1DC)
 
     def test_every_key_on_its_owner_in_every_rack(self):
         for i, key in enumerate(keys(300)):
@@ -41,7 +41,7 @@ class PlacementTests(SynchronousTestCase):
 
 class QuorumTests(SynchronousTestCase):
     def setUp(self):
-        self.cluster = InProcessCluster(LAYOUT_1DC)
+        self.cluster = make_cluster(self, LAYOUT_1DC)
         self.client = self.cluster.client(self.cluster.nodes[0])
         self.client.command("SET", "k", "good")
 
@@ -85,7 +85,7 @@ class QuorumTests(SynchronousTestCase):
 
 class FailoverTests(SynchronousTestCase):
     def test_dc_one_read_served_by_another_rack_when_owner_unreachable(self):
-        cluster = InProcessCluster(LAYOUT_1DC)
+        cluster = make_cluster(self, LAYOUT_1DC)
         coordinator = cluster.node("dc1", "r1", 0)
         key = next(k for k in keys(100) if expected_owner(cluster, "dc1", "r1", k) is not coordinator)
         client = cluster.client(coordinator)
@@ -99,13 +99,13 @@ class FailoverTests(SynchronousTestCase):
 
 class ResumingTests(SynchronousTestCase):
     def test_every_node_reaches_normal(self):
-        cluster = InProcessCluster(LAYOUT_1DC)
+        cluster = make_cluster(self, LAYOUT_1DC)
         self.assertEqual({n.membership.state for n in cluster.nodes}, {"NORMAL"})
 
     def test_replica_that_must_not_be_read_is_skipped(self):
         # WRITES_ONLY sticks until changed; RESUMING behaves alike but ends by
         # itself once peers hold no hints for the node (tests/test_membership)
-        cluster = InProcessCluster(LAYOUT_1DC)
+        cluster = make_cluster(self, LAYOUT_1DC)
         coordinator = cluster.node("dc1", "r1", 0)
         client = cluster.client(coordinator)
         key = next(k for k in keys(100) if expected_owner(cluster, "dc1", "r1", k) is not coordinator)
@@ -126,7 +126,7 @@ class ResumingTests(SynchronousTestCase):
 
 class MultiKeyTests(SynchronousTestCase):
     def setUp(self):
-        self.cluster = InProcessCluster(LAYOUT_1DC)
+        self.cluster = make_cluster(self, LAYOUT_1DC)
         self.client = self.cluster.client(self.cluster.nodes[0])
         self.keys = keys(12, "mk")
         # the keys must span both nodes of a rack for the test to mean anything
@@ -156,7 +156,7 @@ class MultiKeyTests(SynchronousTestCase):
         )
 
     def test_hash_tags_share_owners(self):
-        cluster = InProcessCluster(LAYOUT_1DC, hash_tag="{}")
+        cluster = make_cluster(self, LAYOUT_1DC, hash_tag="{}")
         client = cluster.client(cluster.nodes[0])
         client.command("MSET", "{user1}.a", "1", "{user1}.b", "2", "{user1}.c", "3")
         self.assertEqual(
@@ -168,7 +168,7 @@ class MultiKeyTests(SynchronousTestCase):
 
 class KeyspaceTests(SynchronousTestCase):
     def setUp(self):
-        self.cluster = InProcessCluster(LAYOUT_1DC)
+        self.cluster = make_cluster(self, LAYOUT_1DC)
         self.client = self.cluster.client(self.cluster.nodes[0])
         for k in keys(20, "sk"):
             self.client.command("SET", k, "v")
@@ -196,7 +196,7 @@ class KeyspaceTests(SynchronousTestCase):
 
 class CrossDatacenterTests(SynchronousTestCase):
     def test_writes_reach_every_rack_of_the_other_dc(self):
-        cluster = InProcessCluster(LAYOUT_2DC)
+        cluster = make_cluster(self, LAYOUT_2DC)
         dc1 = cluster.client(cluster.node("dc1", "r1"))
         dc2 = cluster.client(cluster.node("dc2", "r2"))
         self.assertEqual(dc1.command("SET", "from1", "a"), b"+OK\r\n")
@@ -205,7 +205,7 @@ class CrossDatacenterTests(SynchronousTestCase):
             self.assertEqual(len(owners(cluster, key)), 6)
 
     def test_each_safe_quorum_reads_every_dc(self):
-        cluster = InProcessCluster(LAYOUT_2DC)
+        cluster = make_cluster(self, LAYOUT_2DC)
         client = cluster.client(cluster.node("dc1", "r1"))
         client.command("SET", "k", "v")
         client.consistency("DC_EACH_SAFE_QUORUM")

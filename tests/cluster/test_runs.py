@@ -13,7 +13,7 @@ from dynomite.consistency.quorum import DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, Recon
 from dynomite.wire.resp import encode_command
 from dynomite.consistency.runs import RunReconciler
 
-from tests.cluster.inprocess import InProcessCluster, expected_owner, owners
+from tests.cluster.inprocess import expected_owner, make_cluster, owners
 
 REPLIES = [b"+OK\r\n", b"$1\r\na\r\n", b"$1\r\nb\r\n", b"$-1\r\n", b"-WRONGTYPE wrong kind\r\n",
            b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n", b"*2\r\n$1\r\ny\r\n$1\r\nx\r\n"]
@@ -103,7 +103,7 @@ class InProcessRunTests(SynchronousTestCase):
     """Runs through real PeerLinks between in-process nodes."""
 
     def setUp(self):
-        self.cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        self.cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
         self.node = self.cluster.nodes[0]
         self.client = self.cluster.client(self.node)
 
@@ -163,7 +163,7 @@ class InProcessRunTests(SynchronousTestCase):
 
 class InProcessTwoDatacenterRunTests(SynchronousTestCase):
     def test_a_run_reaches_every_rack_of_the_other_datacenter(self):
-        cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 2, "r2": 1}})
+        cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 2, "r2": 1}})
         client = cluster.client(cluster.node("dc1", "r1"))
         replies = client.raw(pipeline(*[("SET", "x%d" % i, "v%d" % i) for i in range(30)]))
         self.assertEqual(replies, b"+OK\r\n" * 30)
@@ -175,7 +175,7 @@ class InProcessTwoDatacenterRunTests(SynchronousTestCase):
                                  b"v%d" % i)
 
     def test_the_entry_node_applies_a_forwarded_run_as_runs(self):
-        cluster = InProcessCluster({"dc1": {"r1": 1}, "dc2": {"r1": 1, "r2": 1}})
+        cluster = make_cluster(self, {"dc1": {"r1": 1}, "dc2": {"r1": 1, "r2": 1}})
         entry = cluster.node("dc2", "r1")
         other = cluster.node("dc2", "r2")
         before = entry.peers[other.name].requests_total
@@ -190,7 +190,7 @@ class InProcessTwoDatacenterRunTests(SynchronousTestCase):
 
 class RunsFollowSessionChangesTests(SynchronousTestCase):
     def test_a_consistency_change_in_the_middle_of_a_pipeline_applies_to_what_follows(self):
-        cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1, "r2": 1}})
+        cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1, "r2": 1}})
         client = cluster.client(cluster.node("dc1", "r1"))
         client.raw(pipeline(*[("SET", "e%d" % i, "v") for i in range(4)]))
         cluster.settle()
@@ -206,7 +206,7 @@ class RunsFollowSessionChangesTests(SynchronousTestCase):
         self.assertEqual(replies.count(b"-ERR DC_EACH_SAFE_QUORUM"), 1, replies)
 
     def test_requests_after_auth_in_the_same_read_run_authenticated(self):
-        cluster = InProcessCluster({"dc1": {"r1": 1, "r2": 1}}, requirepass="secret")
+        cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1}}, requirepass="secret")
         client = cluster.client(cluster.node("dc1", "r1"))
         replies = client.raw(pipeline(("SET", "a", "1"), ("AUTH", "secret"),
                                       *[("SET", "k%d" % i, "v") for i in range(5)]))

@@ -9,10 +9,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.node.coordinator import Coordinator
-from dynomite.node.dispatch import Node
-from dynomite.placement.topology import Topology
+from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
+from dynomite.node.control import NodeControl
 
 from tests.fakes import FakeDatastore, FakeMonitor, Transport, node_config
 
@@ -25,9 +24,13 @@ class NodeTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.datastore = FakeDatastore()
         self.monitor = FakeMonitor()
+        overrides.setdefault("data_dir", self.mktemp())
         config = node_config(**overrides)
-        self.coordinator = Coordinator(config, Topology.from_config(config), self.datastore, {})
-        self.node = Node(config, self.datastore, self.monitor, self.clock, self.coordinator)
+        self.parts = NodeParts(config, self.clock, self.datastore, self.monitor)
+        self.parts.start()
+        self.addCleanup(self.parts.stop)
+        self.coordinator = self.parts.coordinator
+        self.node = self.parts.node
         self.factory = ClientFactory(self.node, self.clock)
         self.client, self.transport = self.connect()
 
@@ -306,6 +309,16 @@ class ConnectionCommandTests(NodeTestCase):
         self.assertIn(b"rack:rack1\r\n", out)
         self.assertIn(b"# Server\r\nredis_version:7.0.15", out)
 
+    def test_info_shows_the_live_consistency(self):
+        """After an operator changes the node's level, INFO shows the level in use, not the file's."""
+        control = NodeControl(self.parts)
+        control.set_consistency("read", "DC_QUORUM")
+        control.set_consistency("write", "DC_SAFE_QUORUM")
+        self.send(b"INFO dynomite\r\n")
+        out = self.written()
+        self.assertIn(b"read_consistency:DC_QUORUM\r\n", out)
+        self.assertIn(b"write_consistency:DC_SAFE_QUORUM\r\n", out)
+
     def test_info_resp3_is_verbatim(self):
         self.send(b"HELLO 3\r\n")
         self.written()
@@ -358,3 +371,24 @@ class PipelineDepthTests(NodeTestCase):
         for _ in range(MAX_OUTSTANDING_REQUESTS // 2 + 1):
             self.datastore.answer(b"$-1\r\n")
         self.assertTrue(self.transport.reading)
+
+
+class RequestCountTests(NodeTestCase):
+    """Client request metrics count error replies of both protocols as errors."""
+
+    def counts(self, family: str):
+        return list(self.parts.metrics.requests[family])
+
+    def test_resp3_blob_errors_count_as_errors(self):
+        """A RESP3 blob error ('!') is an error, alone or inside a run (it used to count as ok)."""
+        self.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        self.datastore.answer(b"!21\r\nSYNTAX invalid syntax\r\n")
+        self.assertEqual(self.counts("string"), [0, 1])
+        self.send(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n")
+        self.datastore.answer(b"$1\r\nv\r\n!3\r\nERR\r\n")
+        self.assertEqual(self.counts("string"), [1, 2])
+
+    def test_simple_errors_count_as_errors(self):
+        self.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+        self.datastore.answer(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
+        self.assertEqual(self.counts("string"), [0, 1])

@@ -1,5 +1,5 @@
 """
-Tests for dynomite.outbox: ordered delivery to one target, hinting while it
+Tests for dynomite.replication.outbox: ordered delivery to one target, hinting while it
 is away, throttled in-order replay.  A Clock, a temp directory and a fake
 target whose replies the test sends.
 """
@@ -13,8 +13,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.replication.hints import HintLog
 from dynomite.replication.outbox import (
-    BACKLOG, DIRECT, PAUSED, REPLAY_PIN, REPLAYING, RETRY_MIN, Outbox, is_hinted,
+    BACKLOG, DIRECT, PAUSED, REPLAYING, RETRY_MIN, Outbox, is_hinted,
 )
+from dynomite.wire.inflight import REPLAY_LANE, Request
 
 TARGET = "127.0.0.2:8101"
 OK = b"+OK\r\n"
@@ -28,6 +29,8 @@ def w(i: int) -> bytes:
 class Target:
     """The peer: records what it is sent; replies automatically or when told."""
 
+    name = TARGET
+
     def __init__(self) -> None:
         self.up = True
         self.auto = False      # complete every request at once
@@ -36,15 +39,15 @@ class Target:
         self.pins: list = []
         self.waiting: list = []
 
-    def is_up(self) -> bool:
+    def available(self) -> bool:
         return self.up
 
-    def deliver(self, flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
+    def send(self, request: Request, sink) -> None:
         if self.refuse:
             sink.fail(DOWN)
             return
-        self.received.append(payload)
-        self.pins.append(pin)
+        self.received.append(request.payload)
+        self.pins.append(request.lane)
         if self.auto:
             sink.complete(OK)
         else:
@@ -80,10 +83,6 @@ class Sink:
         return call[0]
 
 
-class PlainSink(Sink):
-    hinted = None  # type: ignore[assignment]
-
-
 class OutboxTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
@@ -98,14 +97,15 @@ class OutboxTestCase(SynchronousTestCase):
         args.update(kw)
         log = HintLog(self.dir, TARGET, "no", self.clock, **args)
         self.logs.append(log)
-        return Outbox(TARGET, log, self.target.deliver, self.target.is_up, self.clock,
-                      replay_rate=rate, max_in_flight=in_flight)
+        box = Outbox(self.target, log, self.clock, replay_rate=rate, max_in_flight=in_flight)
+        box.start()
+        return box
 
     def submit(self, box: Outbox, *ids: int) -> list:
         sinks = []
         for i in ids:
             sink = Sink()
-            box.submit(0, w(i), sink)
+            box.submit(Request(w(i)), sink)
             sinks.append(sink)
         return sinks
 
@@ -127,15 +127,15 @@ class DirectTests(OutboxTestCase):
     def test_direct_writes_keep_their_pin_and_replays_use_one(self) -> None:
         box = self.outbox()
         self.target.auto = True
-        box.submit(0, w(1), Sink(), 7)
-        box.submit(0, w(2), Sink(), 8)
+        box.submit(Request(w(1), lane=7), Sink())
+        box.submit(Request(w(2), lane=8), Sink())
         self.target.up = False
-        box.submit(0, w(3), Sink(), 7)
-        box.submit(0, w(4), Sink(), 8)
+        box.submit(Request(w(3), lane=7), Sink())
+        box.submit(Request(w(4), lane=8), Sink())
         self.target.up = True
         self.tick(box)
         self.assertEqual(self.target.received, [w(1), w(2), w(3), w(4)])
-        self.assertEqual(self.target.pins, [7, 8, REPLAY_PIN, REPLAY_PIN])
+        self.assertEqual(self.target.pins, [7, 8, REPLAY_LANE, REPLAY_LANE])
 
     def test_down_target_gets_hints(self) -> None:
         box = self.outbox()
@@ -146,13 +146,13 @@ class DirectTests(OutboxTestCase):
         self.assertTrue(is_hinted(sinks[0].calls[0][1]))
         self.assertEqual((box.state, box.hints.pending), (BACKLOG, 3))
 
-    def test_a_sink_without_hinted_gets_a_hinted_failure(self) -> None:
+    def test_the_hinted_reply_names_the_target(self) -> None:
         box = self.outbox()
         self.target.up = False
-        sink = PlainSink()
-        box.submit(0, w(1), sink)
+        sink = Sink()
+        box.submit(Request(w(1)), sink)
         ((kind, raw),) = sink.calls
-        self.assertEqual(kind, "fail")
+        self.assertEqual(kind, "hinted")
         self.assertTrue(is_hinted(raw), raw)
         self.assertEqual(raw, b"-HINTED write for %s stored as a hint (unavailable)\r\n"
                          % TARGET.encode())
@@ -229,7 +229,7 @@ class RunTests(OutboxTestCase):
     def test_a_run_goes_out_as_one_delivery(self) -> None:
         box = self.outbox()
         sink = Sink()
-        box.submit(0, w(1) + w(2) + w(3), sink, 5, 3)
+        box.submit(Request(w(1) + w(2) + w(3), lane=5, count=3), sink)
         self.assertEqual(self.target.received, [w(1) + w(2) + w(3)])
         self.target.reply(raw=OK * 3)
         self.assertEqual(sink.calls, [("complete", OK * 3)])
@@ -238,7 +238,7 @@ class RunTests(OutboxTestCase):
         box = self.outbox()
         self.target.up = False
         sink = Sink()
-        box.submit(0, w(1) + w(2) + w(3), sink, 5, 3)
+        box.submit(Request(w(1) + w(2) + w(3), lane=5, count=3), sink)
         self.assertEqual(sink.kind, "hinted")
         self.assertEqual(box.hints.pending, 3)
         self.target.up = True
@@ -250,9 +250,9 @@ class RunTests(OutboxTestCase):
     def test_a_failed_run_is_spilled_in_order_with_the_writes_around_it(self) -> None:
         box = self.outbox()
         first, run, last = Sink(), Sink(), Sink()
-        box.submit(0, w(1), first)
-        box.submit(0, w(2) + w(3), run, 0, 2)
-        box.submit(0, w(4), last)
+        box.submit(Request(w(1)), first)
+        box.submit(Request(w(2) + w(3), lane=0, count=2), run)
+        box.submit(Request(w(4)), last)
         self.target.fail(3)
         self.assertEqual([first.kind, run.kind, last.kind], ["hinted"] * 3)
         self.assertEqual(box.hints.pending, 4)
@@ -320,7 +320,7 @@ class ReplayTests(OutboxTestCase):
         box = self.outbox(rate=5000)
         self.target.up = False
         for i in range(10000):
-            box.submit(0, b"SET k%d v\r\n" % i, Sink())
+            box.submit(Request(b"SET k%d v\r\n" % i), Sink())
         self.target.up = True
         self.target.auto = True
         start = self.clock.seconds()
@@ -419,14 +419,20 @@ class RandomScheduleTests(OutboxTestCase):
         waiting: list = []
         up = [True]
 
-        def deliver(flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
-            if not up[0] and rnd.random() < 0.8:
-                sink.fail(DOWN)
-                return
-            outcome = rnd.choice(["ok"] * 30 + ["lost", "applied, then timed out"])
-            if outcome != "lost":
-                applied.append(int(payload))
-            waiting.append((sink, outcome))
+        class RandomTarget:
+            name = TARGET
+
+            def send(self, request: Request, sink) -> None:
+                if not up[0] and rnd.random() < 0.8:
+                    sink.fail(DOWN)
+                    return
+                outcome = rnd.choice(["ok"] * 30 + ["lost", "applied, then timed out"])
+                if outcome != "lost":
+                    applied.append(int(request.payload))
+                waiting.append((sink, outcome))
+
+            def available(self) -> bool:
+                return up[0]
 
         def answer() -> None:
             sink, outcome = waiting.pop(0 if in_order else rnd.randrange(len(waiting)))
@@ -439,8 +445,10 @@ class RandomScheduleTests(OutboxTestCase):
             log = HintLog(self.dir, TARGET, "no", self.clock,
                           segment_bytes=rnd.choice([300, 65536]), window=1e9)
             self.logs.append(log)
-            return Outbox(TARGET, log, deliver, lambda: up[0], self.clock,
-                          replay_rate=rnd.choice([0, 50]), max_in_flight=rnd.choice([1, 3, 100]))
+            box = Outbox(RandomTarget(), log, self.clock,
+                         replay_rate=rnd.choice([0, 50]), max_in_flight=rnd.choice([1, 3, 100]))
+            box.start()
+            return box
 
         box = make()
         sinks: dict = {}
@@ -450,7 +458,7 @@ class RandomScheduleTests(OutboxTestCase):
             if op < 0.35:
                 i = len(sinks) + 1
                 sinks[i] = Sink()
-                box.submit(0, b"%d" % i, sinks[i])
+                box.submit(Request(b"%d" % i), sinks[i])
             elif op < 0.6 and waiting:
                 answer()
             elif op < 0.7:

@@ -1,12 +1,18 @@
-"""Routing plans, fragmenting and coalescing, without sockets."""
+"""Tests for dynomite.placement.router: plans, routing tables, fragmenting and coalescing."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import random
+
+from dynomite.config.vocabulary import (
+    CONSISTENCY_LEVELS, DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, MAX_TOKEN,
+)
+from dynomite.consistency import compare
 from dynomite.placement import router
 from dynomite.placement.hashing import key_hash
-from dynomite.consistency.quorum import DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
+from dynomite.placement.router import Router
 from dynomite.placement.topology import Topology
 
 from tests.fakes import node_config
@@ -96,18 +102,18 @@ class SplitTests(SynchronousTestCase):
 
     def test_mget_split_by_replica_set(self):
         args = [b"MGET", self.low, self.high, self.low + b"x" if False else self.low]
-        fragments = router.split(self.topology, None, args, 1)
+        fragments = Router(self.topology, None).split(args, 1, False, DC_ONE)
         self.assertEqual(len(fragments), 2)
         self.assertEqual(fragments[0].positions, [0, 2])
         self.assertEqual(fragments[0].args, [b"MGET", self.low, self.low])
         self.assertEqual(fragments[1].args, [b"MGET", self.high])
 
     def test_mset_keeps_values_with_keys(self):
-        fragments = router.split(self.topology, None, [b"MSET", self.low, b"1", self.high, b"2"], 2)
+        fragments = Router(self.topology, None).split([b"MSET", self.low, b"1", self.high, b"2"], 2, True, DC_ONE)
         self.assertEqual([f.args for f in fragments], [[b"MSET", self.low, b"1"], [b"MSET", self.high, b"2"]])
 
     def test_coalesce_mget_in_key_order(self):
-        fragments = router.split(self.topology, None, [b"MGET", self.high, self.low, self.high], 1)
+        fragments = Router(self.topology, None).split([b"MGET", self.high, self.low, self.high], 1, False, DC_ONE)
         replies = [b"*2\r\n$1\r\nh\r\n$-1\r\n", b"*1\r\n$1\r\nl\r\n"]
         self.assertEqual(
             router.coalesce(b"MGET", fragments, replies, 3),
@@ -115,7 +121,7 @@ class SplitTests(SynchronousTestCase):
         )
 
     def test_coalesce_counts_and_errors(self):
-        fragments = router.split(self.topology, None, [b"DEL", self.high, self.low], 1)
+        fragments = Router(self.topology, None).split([b"DEL", self.high, self.low], 1, True, DC_ONE)
         self.assertEqual(router.coalesce(b"DEL", fragments, [b":1\r\n", b":0\r\n"], 2), b":1\r\n")
         self.assertEqual(
             router.coalesce(b"DEL", fragments, [b":1\r\n", b"-ERR x\r\n"], 2), b"-ERR x\r\n"
@@ -123,24 +129,80 @@ class SplitTests(SynchronousTestCase):
         self.assertEqual(router.coalesce(b"MSET", fragments, [b"+OK\r\n", b"+OK\r\n"], 2), b"+OK\r\n")
 
     def test_same_replicas_and_hash_tags(self):
-        self.assertIsNone(router.same_replicas(self.topology, None, [self.low, self.high]))
-        self.assertIsNotNone(router.same_replicas(self.topology, None, [self.low, self.low]))
-        t = cluster(hash_tag="{}")
-        self.assertIsNotNone(router.same_replicas(t, b"{}", [b"{user1}.a", b"{user1}.b"]))
+        routes = Router(self.topology, None)
+        self.assertIsNone(routes.route_keys([self.low, self.high], False, DC_ONE))
+        self.assertIsNotNone(routes.route_keys([self.low, self.low], False, DC_ONE))
+        tagged = Router(cluster(hash_tag="{}"), b"{}")
+        self.assertIsNotNone(tagged.route_keys([b"{user1}.a", b"{user1}.b"], False, DC_ONE))
 
 
 class UnorderedTests(SynchronousTestCase):
     def test_smembers_orders_compare_equal(self):
         a = b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n"
         b = b"*2\r\n$1\r\ny\r\n$1\r\nx\r\n"
-        self.assertEqual(router.unordered(a), router.unordered(b))
-        self.assertNotEqual(router.unordered(a), router.unordered(b"*1\r\n$1\r\nx\r\n"))
+        self.assertEqual(compare.unordered(a), compare.unordered(b))
+        self.assertNotEqual(compare.unordered(a), compare.unordered(b"*1\r\n$1\r\nx\r\n"))
 
     def test_hgetall_pairs_stay_pairs(self):
-        norm = router.normaliser("hgetall")
+        norm = compare.normaliser("hgetall")
         a = b"*4\r\n$1\r\nf\r\n$1\r\n1\r\n$1\r\ng\r\n$1\r\n2\r\n"
         b = b"*4\r\n$1\r\ng\r\n$1\r\n2\r\n$1\r\nf\r\n$1\r\n1\r\n"
         swapped = b"*4\r\n$1\r\nf\r\n$1\r\n2\r\n$1\r\ng\r\n$1\r\n1\r\n"
         self.assertEqual(norm(a), norm(b))
         self.assertNotEqual(norm(a), norm(swapped))
-        self.assertIsNone(router.normaliser("get"))
+        self.assertIsNone(compare.normaliser("get"))
+
+
+class RouterTests(SynchronousTestCase):
+    """`Router.route` is `plan` at the key's hash, precomputed; same replicas give the same Plan."""
+
+    def test_tables_agree_with_plan_everywhere(self):
+        """At every token, either side of it, and at random points, for every kind and level."""
+        t = cluster(dcs=("dc1", "dc2"), per_rack=3)
+        routes = Router(t, None)
+        rng = random.Random(5)
+        bounds, _ = t.segments()
+        points = {0, MAX_TOKEN} | {p for b in bounds for p in (b - 1, b, b + 1) if 0 <= p <= MAX_TOKEN}
+        points |= {rng.randrange(MAX_TOKEN + 1) for _ in range(300)}
+        for write in (False, True):
+            for level in CONSISTENCY_LEVELS:
+                table = routes.table(write, level)
+                self.assertIsNone(table.only)
+                for h in points:
+                    want = router.plan(t, h, write, level)
+                    got = table.at(h)
+                    self.assertEqual(repr(got), repr(want), (h, write, level))
+
+    def test_route_hashes_the_key_with_its_tag(self):
+        t = cluster(hash_tag="{}")
+        routes = Router(t, b"{}")
+        for i in range(200):
+            key = b"{user%d}.profile" % i
+            self.assertEqual(repr(routes.route(key, True, DC_QUORUM)),
+                             repr(router.plan(t, key_hash(key, b"{}"), True, DC_QUORUM)))
+
+    def test_same_replicas_same_plan_object(self):
+        """Run grouping and fragments compare plans by identity: equal replicas must share one Plan."""
+        t = cluster()
+        routes = Router(t, None)
+        plans = {}
+        for i in range(500):
+            key = b"k%d" % i
+            p = routes.route(key, False, DC_QUORUM)
+            replicas = t.replica_key(key_hash(key))
+            self.assertIs(plans.setdefault(replicas, p), p)
+        self.assertEqual(len(plans), 2)   # two nodes per rack, tokens 0 and 2**31
+
+    def test_uniform_topology_needs_no_hash(self):
+        """One node per rack: one plan for every key, and the table says so."""
+        t = cluster(per_rack=1)
+        table = Router(t, None).table(True, DC_ONE)
+        self.assertIsNotNone(table.only)
+        self.assertIs(table.at(0), table.at(MAX_TOKEN))
+
+    def test_update_routes_over_the_new_topology(self):
+        routes = Router(cluster(per_rack=1), None)
+        before = routes.route(b"k", False, DC_ONE)
+        routes.update(cluster(per_rack=2))
+        self.assertIsNone(routes.table(False, DC_ONE).only)
+        self.assertIsNot(routes.route(b"k", False, DC_ONE), before)

@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.cluster.test_inprocess_cluster -*-
+"""
+One node's parts, built and wired in one place.
+
+`NodeParts.build` makes everything that decides what happens to a request
+-- the router, the live settings, membership, peer links, targets,
+outboxes with their hint logs, the coordinator, the replica side and the
+client request handler -- from a validated `NodeConfig`, a clock, a
+datastore and a way to dial peers.  Every collaborator is passed to its
+constructor; nothing is set on an object after it is made.
+
+Both the twistd service (`dynomite.service`, with real sockets) and the
+in-process test cluster (`tests.cluster.inprocess`, with iosim pumps and an
+in-memory Redis) build nodes with it, so the tests exercise the production
+write path: outboxes and hints included.
+
+A configuration reload goes through `NodeParts.reconfigure`, which adds and
+removes peers and the targets and outboxes they need.
+
+How a write travels through these parts::
+
+    ClientProtocol -> Node (dispatch) -> RunCutter/Router: a Plan
+      -> Coordinator.run -> Outbox (per replica) -> Target.send
+           LocalRedis -> Datastore                (this node's Redis)
+           PeerNode -> PeerLink: REQUEST frame   -> peer's Replica -> its Redis
+           RemoteDatacenter -> PeerLink: FORWARD -> entry node's Replica
+                                                     -> its Outboxes -> every rack
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Callable, Dict, Optional
+
+from twisted.logger import Logger
+
+from dynomite.config.model import NodeConfig
+from dynomite.node.coordinator import Coordinator
+from dynomite.node.dispatch import Node
+from dynomite.node.replica import Replica
+from dynomite.node.settings import LiveSettings
+from dynomite.peers.link import PeerLink
+from dynomite.peers.membership import Membership
+from dynomite.peers.protocol import peer_timeout
+from dynomite.placement.router import Router
+from dynomite.placement.topology import Topology
+from dynomite.replication.hints import HintLog, safe_name
+from dynomite.replication.outbox import Outbox
+from dynomite.replication.targets import Targets
+from dynomite.stats import NodeMetrics
+
+__all__ = ["NodeParts"]
+
+
+class NodeParts:
+    """Everything of one node but its sockets and timers; see the module docstring."""
+
+    log = Logger()
+
+    def __init__(self, config: NodeConfig, clock, datastore, monitor,
+                 connect_peer: Optional[Callable] = None, jitter: Callable[[], float] = random.random,
+                 metrics: Optional[NodeMetrics] = None, rng: Optional[random.Random] = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.datastore = datastore
+        self.monitor = monitor
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        self._connect_peer = connect_peer
+        self._jitter = jitter
+        topology = Topology.from_config(config)
+        self.name = topology.local.name
+        self.router = Router(topology, config.hash_tag)
+        self.settings = LiveSettings(config)
+        self.hint_directory = os.path.join(config.data_dir, "hints", safe_name(self.name))
+        #: PeerLink per other node, by name (filled below, and by reloads)
+        self.links: Dict[str, PeerLink] = {}
+        #: Outbox per target, by target name (filled below, and by reloads)
+        self.outboxes: Dict[str, Outbox] = {}
+        self.membership = Membership(
+            clock, self.name, self.links,
+            resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
+            hints_for=self._hints_for, resuming=len(topology.nodes) > 1,
+        )
+        self.targets = Targets(self.router, datastore, self.links, self.membership)
+        self.replica = Replica(self.router, self.targets, self.outboxes)
+        seeds = {str(seed.address): seed for seed in config.dyn_seeds}
+        for info in topology.nodes:
+            if not info.is_local:
+                self.links[info.name] = self._link(config, seeds[info.name])
+        self._add_outboxes()
+        self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
+                                       self.membership, rng)
+        self.node = Node(config, self.coordinator, self.membership, self.settings, datastore, monitor,
+                         clock, self.metrics)
+        self.membership.listeners.append(self._state_changed)
+
+    @property
+    def topology(self) -> Topology:
+        return self.router.topology
+
+    # -- building ----------------------------------------------------------
+
+    def _link(self, config: NodeConfig, seed) -> PeerLink:
+        return PeerLink(
+            config, seed, peer_timeout(config, seed.datacenter) * self.settings.timeout_factor,
+            self.clock, connect=self._connect_peer, on_state=self._link_changed,
+            requests=self.replica, membership=self.membership, jitter=self._jitter, name=self.name,
+        )
+
+    def _add_outboxes(self) -> None:
+        """An outbox, with its hint log, for every target that has none yet."""
+        config = self.config
+        for name, target in self.targets.items():
+            if name in self.outboxes:
+                continue
+            hints = HintLog(self.hint_directory, name, config.hints_fsync, self.clock,
+                            segment_bytes=config.hint_segment_bytes, max_bytes=config.hints_max_bytes,
+                            window=config.hint_window)
+            self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate)
+
+    # -- running -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the hint logs (here, not at build time: twistd builds before it forks) and dial peers."""
+        for outbox in self.outboxes.values():
+            outbox.start()
+        for name, outbox in sorted(self.outboxes.items()):
+            if outbox.hints.pending:
+                self.log.info("{n} hints for {target} kept from before the restart",
+                              n=outbox.hints.pending, target=name)
+        for link in self.links.values():
+            link.start()
+
+    def stop(self) -> None:
+        for link in self.links.values():
+            link.stop()
+        for outbox in self.outboxes.values():
+            outbox.stop()
+
+    def tick_outboxes(self, now: float) -> None:
+        """Periodic: every outbox's housekeeping and replay."""
+        for outbox in list(self.outboxes.values()):
+            try:
+                outbox.tick(now)
+            except Exception:
+                self.log.failure("outbox {target} tick failed", target=outbox.target)
+
+    def wake_outboxes(self) -> None:
+        for outbox in self.outboxes.values():
+            outbox.wake()
+
+    def datastore_answers(self) -> None:
+        """The local Redis answers again: reconnect now, replay its hints."""
+        self.datastore.retry_now()
+        self.outboxes[self.name].wake()
+
+    def set_timeout_factor(self, factor: int) -> None:
+        """Scale the datastore and peer timeouts (Dynomite's timeout factor, 1-10)."""
+        self.settings.timeout_factor = factor
+        self.datastore.timeout = self.config.timeout * factor
+        for link in self.links.values():
+            link.set_timeout(peer_timeout(self.config, link.datacenter) * factor)
+
+    def _hints_for(self, peer: str) -> int:
+        outbox = self.outboxes.get(peer)
+        return outbox.hints.pending if outbox is not None else 0
+
+    def _link_changed(self, link: PeerLink, up: bool) -> None:
+        self.membership.link_changed(link.name)
+        if up:
+            self.wake_outboxes()
+
+    def _state_changed(self, state: str) -> None:
+        """Tell every peer at once, not at the next heartbeat."""
+        for link in self.links.values():
+            link.heartbeat()
+
+    # -- reloads -------------------------------------------------------------
+
+    def reconfigure(self, config: NodeConfig, topology: Topology, running: bool) -> None:
+        """
+        Take a reloaded configuration (already checked: only what may change
+        without a restart has): peers added and removed, consistency,
+        timeouts.
+        """
+        seeds = {str(seed.address): seed for seed in config.dyn_seeds}
+        wanted = {info.name for info in topology.nodes if not info.is_local}
+        for name in sorted(set(self.links) - wanted):
+            self.links.pop(name).stop()
+            self.log.info("peer {peer} removed", peer=name)
+        for name in sorted(wanted - set(self.links)):
+            link = self.links[name] = self._link(config, seeds[name])
+            if running:
+                link.start()
+            self.log.info("peer {peer} added", peer=name)
+        self.config = config
+        self.node.config = config
+        self.router.update(topology)
+        self.targets.update()
+        self._add_outboxes()
+        if running:
+            for name, outbox in self.outboxes.items():
+                if not outbox.started:
+                    outbox.start()
+        self.settings.read_consistency = config.read_consistency
+        self.settings.write_consistency = config.write_consistency
+        self.set_timeout_factor(self.settings.timeout_factor)

@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.unit.test_run_cutter -*-
+"""
+Cutting pipelined requests into runs.
+
+A client that pipelines sends many requests in one read.  Consecutive
+requests of one plain single-key command whose keys have the same replicas
+travel together as one *run*: one piece of the client's own bytes, one
+Redis write or peer frame per replica, one reply slot
+(`dynomite.consistency.runs` reconciles the joined replies).  A single
+request is a run of one.
+
+`RunCutter.cut` is the one place requests are grouped: the coordinator
+uses it for a client's pipeline (`dynomite.node.dispatch`), and an entry
+node for the writes another datacenter forwarded to it
+(`dynomite.node.replica`).  It stops at the first request that cannot be in
+a run (another kind of command, wrong arity, bytes that are not canonical
+RESP), which its caller then handles on its own.
+
+"Same replicas" is "same plan": `dynomite.placement.router.PlanTable` gives
+every key with the same replicas the same `Plan` object, so the test is
+one identity comparison, and with a uniform topology nothing is hashed.
+"""
+
+from __future__ import annotations
+
+import sys
+from bisect import bisect_left
+from typing import Dict, List, Optional, Tuple
+
+from dynomite.commands import table as commands
+from dynomite.placement.hashing import key_hash
+from dynomite.placement.router import Plan, Router
+
+__all__ = ["Run", "RunCutter"]
+
+#: One run: (command, plan, start, end, count) -- ``count`` requests of
+#: ``command``, all with ``plan``, in ``data[start:end]``.
+Run = Tuple[commands.Command, Plan, int, int, int]
+
+# How many spellings of command names a RunCutter remembers.
+_RUNNABLE_NAMES = 4096
+
+_UNSEEN = object()
+
+
+class RunCutter:
+    """Cuts pipelined requests into runs over the routes of one `Router`."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+        # command name as sent (exact bytes) -> (Command, key position,
+        # fewest and most arguments) for the commands that may go in runs,
+        # None for the others
+        self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
+
+    def cut(self, requests: List[List[bytes]], bounds: List[int], i: int,
+            read_level: str, write_level: str) -> Tuple[List[Run], int]:
+        """
+        The runs from request ``i`` on, up to (not including) the first
+        request that cannot be in one; and that request's index (``len(requests)``
+        when every request went in a run).  ``bounds`` gives each request's
+        place in the bytes it was read from (`RequestParser.bounds`, -1 where
+        the bytes are not canonical); reads are planned at ``read_level``,
+        writes at ``write_level``.
+        """
+        runnable = self._runnable
+        router = self._router
+        tables = (router.table(False, read_level), router.table(True, write_level))
+        hash_tag = router.hash_tag
+        runs: List[Run] = []
+        run_cmd = run_plan = None
+        run_start = run_end = run_count = 0
+        n = len(requests)
+        while i < n:
+            args = requests[i]
+            entry = runnable.get(args[0], _UNSEEN)
+            if entry is _UNSEEN:
+                entry = self._classify(args[0])
+            start = bounds[2 * i]
+            if entry is None or start < 0:
+                break
+            cmd, index, fewest, most = entry
+            if not fewest <= len(args) <= most:
+                break
+            table = tables[cmd.write]
+            plan = table.only or table.plans[bisect_left(table.bounds, key_hash(args[index], hash_tag))]
+            if run_count and cmd is run_cmd and plan is run_plan and start == run_end:
+                run_end = bounds[2 * i + 1]
+                run_count += 1
+            else:
+                if run_count:
+                    runs.append((run_cmd, run_plan, run_start, run_end, run_count))
+                run_cmd, run_plan = cmd, plan
+                run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+            i += 1
+        if run_count:
+            runs.append((run_cmd, run_plan, run_start, run_end, run_count))
+        return runs, i
+
+    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
+        """
+        Whether the command called ``name`` may go in runs (a plain
+        single-key command at a fixed position): if so, the command, its
+        key's position and the fewest and most arguments it takes (Redis's
+        arity, and enough to hold the key).
+        """
+        cmd = commands.lookup(name)
+        entry = None
+        if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
+            index = commands.fixed_key_index(cmd)
+            if index > 0:
+                fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
+                entry = (cmd, index, max(fewest, index + 1), most)
+        if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
+            # only names of real commands are remembered, and not too many
+            # spellings of them (SET, set, sEt, ...)
+            self._runnable[name] = entry
+        return entry
