@@ -37,7 +37,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from dynomite import __version__
-from dynomite.config.vocabulary import NODE_STATES
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
 from dynomite.ops.status import NodeStatus
 from dynomite.replication.hints import DROP_REASONS
 from dynomite.stats import REQUEST_RESULTS, Histogram
@@ -57,6 +57,8 @@ CATALOGUE: Tuple[Spec, ...] = (
          ("version", "python", "node_dc", "node_rack")),
     Spec("dynomite_uptime_seconds", "gauge", "Seconds since the node started."),
     Spec("dynomite_node_state", "gauge", "1 for the node's current state.", ("state",)),
+    Spec("dynomite_consistency", "gauge", "1 for the node's live read and write consistency level.",
+         ("op", "level")),
     Spec("dynomite_client_connections", "gauge", "Open client connections."),
     Spec("dynomite_client_connections_accepted_total", "counter", "Client connections accepted."),
     Spec("dynomite_client_requests_total", "counter", "Client requests answered, by command family and result.",
@@ -147,6 +149,11 @@ class Collector:
         for name in NODE_STATES:
             state.add_metric([name], 1 if name == s.state else 0)
         yield state
+        consistency = family("dynomite_consistency")
+        for op, live in (("read", s.read_consistency), ("write", s.write_consistency)):
+            for level in LEVELS:
+                consistency.add_metric([op, level], 1 if level == live else 0)
+        yield consistency
 
     def _clients(self) -> Iterable:
         s = self.status

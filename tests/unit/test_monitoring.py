@@ -40,7 +40,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.config.vocabulary import NODE_STATES
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS, NODE_STATES
 from dynomite.ops.metrics import CATALOGUE, EXPORTED_NAMES, SPECS, Collector
 from dynomite.replication.hints import DROP_REASONS
 
@@ -258,6 +258,14 @@ class CollectorTests(SynchronousTestCase):
         samples = self.samples()
         self.assertEqual({state: samples[("dynomite_node_state", (("state", state),))] for state in NODE_STATES},
                          {"NORMAL": 0, "STANDBY": 1, "WRITES_ONLY": 0, "RESUMING": 0, "DOWN": 0})
+
+    def test_consistency_is_the_live_one(self) -> None:
+        self.node.settings.read_consistency = "DC_QUORUM"
+        samples = self.samples()
+        live = {(op, level): samples[("dynomite_consistency", (("level", level), ("op", op)))]
+                for op in ("read", "write") for level in CONSISTENCY_LEVELS}
+        self.assertEqual({k for k, v in live.items() if v}, {("read", "DC_QUORUM"), ("write", "DC_ONE")})
+        self.assertEqual(sum(live.values()), 2)
 
     def test_every_drop_reason_starts_at_zero(self) -> None:
         """All five reasons the hint log drops for, for every target, before the first drop."""
