@@ -1,13 +1,24 @@
-"""Test doubles shared by the unit tests: transports, endpoints, datastores."""
+"""
+Test doubles shared by the unit tests: transports, endpoints, datastores,
+and a node's parts as ops sees them (`FakeNode`).
+"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from dynomite.config.model import NodeConfig
+from dynomite.ops.status import INodeControl, NodeStatus
+from dynomite.placement.topology import Topology
+from dynomite.replication.hints import DROP_REASONS
+from dynomite.stats import REQUEST_RESULTS, Histogram, NodeMetrics
 
 
 def node_config(**overrides) -> NodeConfig:
@@ -127,3 +138,136 @@ class FakeMonitor:
     def info(self, sections):
         self.asked.append(list(sections))
         return succeed(self.info_text)
+
+
+# -- ops: the collaborators of a NodeStatus, and a recording INodeControl -------
+
+class FakeLink:
+    """What ops reads of a `PeerLink`."""
+
+    def __init__(self, seed) -> None:
+        self.name = str(seed.address)
+        self.datacenter = seed.datacenter
+        self.rack = seed.rack
+        self.is_up = True
+        self.admin = "%s:22222" % seed.address.host
+        self.in_flight = 0
+        self.timed_out_total = 0
+        self.dropped_total = 0
+        self.counts = dict.fromkeys(REQUEST_RESULTS, 0)
+        self.latency = Histogram()
+
+    @property
+    def state(self) -> str:
+        return "UP" if self.is_up else "DOWN"
+
+    def request_counts(self):
+        return dict(self.counts)
+
+
+class FakeOutbox:
+    """What ops reads of an `Outbox`: its `stats`."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.stored_total = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.state = "DIRECT"
+
+    def stats(self, now: float):
+        return {"pending": self.pending, "pending_bytes": 10 * self.pending, "oldest_age_seconds": 0.0,
+                "stored_total": self.stored_total, "replayed_total": 0, "dropped_total": dict(self.dropped),
+                "state": self.state}
+
+
+@implementer(INodeControl)
+class FakeControl:
+    """Records every call in ``calls`` and applies it to the fake node, as the real control would."""
+
+    def __init__(self, node: "FakeNode") -> None:
+        self.node = node
+        self.calls = []
+
+    def _record(self, *call) -> None:
+        self.calls.append(call)
+
+    def set_state(self, state):
+        self._record("set_state", state)
+        self.node.membership.state = state
+
+    def set_consistency(self, kind, level):
+        self._record("set_consistency", kind, level)
+        setattr(self.node.settings, kind + "_consistency", level)
+
+    def set_timeout_factor(self, factor):
+        self._record("set_timeout_factor", factor)
+        self.node.settings.timeout_factor = factor
+
+    def set_log_level(self, verbosity):
+        self._record("set_log_level", verbosity)
+        self.node.settings.log_level = verbosity
+        return "debug" if verbosity > 5 else "info"
+
+    def reload(self):
+        self._record("reload")
+        return True
+
+    def peer_up(self, name):
+        self._record("peer_up", name)
+        self.node.peers[name].is_up = True
+
+    def peer_down(self, name):
+        self._record("peer_down", name)
+        self.node.peers[name].is_up = False
+
+    def peer_reset(self, name):
+        self._record("peer_reset", name)
+
+    def pause_hints(self, target):
+        self._record("pause_hints", target)
+        self.node.outboxes[target].state = "PAUSED"
+
+    def resume_hints(self, target):
+        self._record("resume_hints", target)
+        self.node.outboxes[target].state = "DIRECT"
+
+    def truncate_hints(self, target):
+        self._record("truncate_hints", target)
+        outbox = self.node.outboxes[target]
+        n, outbox.pending = outbox.pending, 0
+        return n
+
+
+class FakeNode:
+    """
+    A node's parts as plain objects: config, clock, settings, membership,
+    topology, a datastore, peer links and outboxes (one per peer and remote
+    DC, plus the local Redis), client and replication counters; `status` is
+    the `NodeStatus` over them and `control` a `FakeControl`.
+    """
+
+    def __init__(self, **overrides) -> None:
+        overrides.setdefault("dyn_seeds", ["127.0.0.2:8101:rack2:dc1:0", "127.0.0.3:8101:rack1:dc2:0"])
+        self.config = node_config(**overrides)
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.settings = SimpleNamespace(read_consistency=self.config.read_consistency,
+                                        write_consistency=self.config.write_consistency,
+                                        timeout_factor=1, log_level=self.config.log_level)
+        self.membership = SimpleNamespace(state="NORMAL")
+        self.topology = Topology.from_config(self.config)
+        self.datastore = SimpleNamespace(is_up=True, in_flight=0, timed_out_total=0, latency=Histogram(),
+                                         counts=dict.fromkeys(REQUEST_RESULTS, 0))
+        self.datastore.request_counts = lambda: dict(self.datastore.counts)
+        self.peers = {str(seed.address): FakeLink(seed) for seed in self.config.dyn_seeds}
+        self.outboxes = {name: FakeOutbox() for name in [self.topology.local.name] + list(self.peers)}
+        for dc in self.topology.remote_datacenters:
+            self.outboxes["dc:" + dc] = FakeOutbox()
+        self.clients = SimpleNamespace(clients=set(), connections_accepted=0, started=self.clock.seconds())
+        self.replication = SimpleNamespace(local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={})
+        self.metrics = NodeMetrics()
+        self.status = NodeStatus(
+            config=lambda: self.config, clock=self.clock, settings=self.settings, membership=self.membership,
+            topology=lambda: self.topology, datastore=self.datastore, peers=self.peers, outboxes=self.outboxes,
+            clients=self.clients, replication=self.replication, metrics=self.metrics)
+        self.control = FakeControl(self)

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_admin -*-
 """
 The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
 
@@ -19,6 +20,10 @@ configured, paths that change something require it (header
 ``X-Admin-Token`` or query ``?token=``) and answer 403 without it.  Unknown
 paths answer 404 (Dynomite answers them like /ping, which hides typos).
 Mutating paths are GETs, as in Dynomite, so existing scripts keep working.
+
+The resource knows the node only through a `NodeStatus` (what it reads), an
+`INodeControl` (what it changes) and the metrics registry; see
+`dynomite.ops.status`.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ import json
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from dynomite import __version__
-from dynomite.stats import Histogram
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, SETTABLE_STATES
+from dynomite.ops.status import INodeControl, NodeStatus
+from dynomite.stats import Histogram
 
 
 HELP = [
@@ -61,69 +68,64 @@ class HTTPError(Exception):
         self.message = message
 
 
-def info(service) -> Dict[str, Any]:
+def info(status: NodeStatus) -> Dict[str, Any]:
     """The /info document."""
-    node = service.node
-    m = service.metrics
-    config = service.config
-    now = service.clock.seconds()
+    m = status.metrics
+    now = status.now()
     requests = {family: {"ok": ok, "error": err} for family, (ok, err) in m.requests.items() if ok or err}
-    ds = service.datastore
-    peers = service.peers.values()
+    ds = status.datastore()
+    peers = status.peers()
     peer_results: Dict[str, Dict[str, int]] = {}
     peer_latency: Dict[str, Histogram] = {}
     for link in peers:
         results = peer_results.setdefault(link.datacenter, {})
-        for result, n in link.request_counts().items():
+        for result, n in link.requests.items():
             results[result] = results.get(result, 0) + n
         peer_latency.setdefault(link.datacenter, Histogram()).add(link.latency)
+    hints = status.hints(now)
+    replication = status.replica_writes(hints)
     return {
         "service": "dynomite",
         "source": "dynomite-py",
         "version": __version__,
-        "uptime": int(now - node.started),
+        "uptime": int(status.uptime(now)),
         "timestamp": int(time.time()),
-        "name": service.topology.local.name,
-        "dc": config.datacenter,
-        "rack": config.rack,
-        "state": service.state,
-        "read_consistency": service.coordinator.read_consistency,
-        "write_consistency": service.coordinator.write_consistency,
-        "timeout_factor": service.timeout_factor,
-        "log_level": service.log_level,
-        "peers": {name: link.state for name, link in sorted(service.peers.items())},
+        "name": status.name,
+        "dc": status.datacenter,
+        "rack": status.rack,
+        "state": status.state,
+        "read_consistency": status.read_consistency,
+        "write_consistency": status.write_consistency,
+        "timeout_factor": status.timeout_factor,
+        "log_level": status.log_level,
+        "peers": status.peer_states(),
         "client": {
-            "connections": len(node.clients),
-            "accepted": node.connections_accepted,
+            "connections": status.client_connections,
+            "accepted": status.connections_accepted,
             "protocol_errors": dict(m.protocol_errors),
             "requests": requests,
         },
         "datastore": {
-            "address": str(config.datastore),
-            "up": ds.is_up,
+            "address": ds.address,
+            "up": ds.up,
             "in_flight": ds.in_flight,
-            "timeouts": ds.timed_out_total,
-            "requests": ds.request_counts(),
+            "timeouts": ds.timeouts,
+            "requests": ds.requests,
             "latency_seconds": _percentiles(ds.latency),
         },
         "peer": {
             "in_flight": sum(link.in_flight for link in peers),
-            "timeouts": sum(link.timed_out_total for link in peers),
-            "ejections": sum(link.dropped_total for link in peers),
+            "timeouts": sum(link.timeouts for link in peers),
+            "ejections": sum(link.ejections for link in peers),
             "requests": {dc: results for dc, results in sorted(peer_results.items())},
             "latency_seconds": {dc: _percentiles(h) for dc, h in sorted(peer_latency.items())},
         },
-        "replication": {
-            "local_rack": {"acked": service.coordinator.local_writes[0],
-                           "failed": service.coordinator.local_writes[1]},
-            "remote_dc": {"acked": service.coordinator.remote_writes[0],
-                          "failed": service.coordinator.remote_writes[1]},
-        },
+        "replication": {scope: {"acked": n["acked"], "failed": n["failed"]} for scope, n in replication.items()},
         "latency_seconds": {
             op: {"p50": h.quantile(0.5), "p99": h.quantile(0.99), "p999": h.quantile(0.999), "count": h.count}
             for op, h in (("read", m.read_latency), ("write", m.write_latency))
         },
-        "hints": {target: outbox.stats(now) for target, outbox in sorted(service.outboxes.items())},
+        "hints": hints,
     }
 
 
@@ -132,46 +134,41 @@ def _percentiles(h: Histogram) -> Dict[str, Any]:
     return {"p50": h.quantile(0.5), "p99": h.quantile(0.99), "samples": h.count}
 
 
-def cluster_describe(service) -> Dict[str, Any]:
+def cluster_describe(status: NodeStatus) -> Dict[str, Any]:
     """The /cluster_describe document: dcs -> racks -> nodes."""
-    topology = service.topology
-    dcs: List[Dict[str, Any]] = []
-    for dc in topology.datacenters:
-        racks = []
-        for rack in topology.racks(dc):
-            servers = []
-            for n in topology.nodes_in_rack(dc, rack):
-                if n.is_local:
-                    state = service.state
-                    admin = str(service.config.stats_listen)
-                else:
-                    link = service.peers[n.name]
-                    state = "NORMAL" if link.is_up else "DOWN"
-                    admin = link.admin
-                servers.append({"name": n.name, "host": n.address.host, "port": n.address.port,
-                                "tokens": list(n.tokens), "state": state, "local": n.is_local,
-                                "admin": admin})
-            racks.append({"name": rack, "servers": servers})
-        dcs.append({"name": dc, "racks": racks})
-    return {"dcs": dcs}
+    dcs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    for n in status.ring():
+        servers = dcs.setdefault(n.datacenter, {}).setdefault(n.rack, [])
+        servers.append({"name": n.name, "host": n.host, "port": n.port, "tokens": list(n.tokens),
+                        "state": n.state, "local": n.local, "admin": n.admin})
+    return {"dcs": [{"name": dc, "racks": [{"name": rack, "servers": servers} for rack, servers in racks.items()]}
+                    for dc, racks in dcs.items()]}
 
 
 class AdminResource(Resource):
-    """Dispatches every admin path; see the module docstring."""
+    """
+    Dispatches every admin path; see the module docstring.
+
+    Reads come from ``status`` (a `NodeStatus`), changes go to ``control``
+    (an `INodeControl`), /metrics renders ``registry``.
+    """
 
     isLeaf = True
 
-    def __init__(self, service, token: Optional[str] = None) -> None:
+    def __init__(self, status: NodeStatus, control: INodeControl, registry: CollectorRegistry,
+                 admin_token: Optional[str] = None) -> None:
         Resource.__init__(self)
-        self.service = service
-        self.token = token
+        self.status = status
+        self.control = control
+        self.registry = registry
+        self.token = admin_token
         self._read: Dict[str, Callable[[List[str]], Any]] = {
-            "": lambda parts: info(self.service),
-            "info": lambda parts: info(self.service),
+            "": lambda parts: info(self.status),
+            "info": lambda parts: info(self.status),
             "help": lambda parts: {"paths": HELP},
-            "cluster_describe": lambda parts: cluster_describe(self.service),
+            "cluster_describe": lambda parts: cluster_describe(self.status),
             "get_consistency": lambda parts: self._consistency(),
-            "get_timeout_factor": lambda parts: {"timeout_factor": self.service.timeout_factor},
+            "get_timeout_factor": lambda parts: {"timeout_factor": self.status.timeout_factor},
         }
         self._write: Dict[str, Callable[[List[str]], Any]] = {
             "set_consistency": self._set_consistency,
@@ -189,7 +186,7 @@ class AdminResource(Resource):
             # MetricsResource is a WSGI resource run in a thread pool, which
             # would read the node's counters while the reactor changes them.
             request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
-            return generate_latest(self.service.registry)
+            return generate_latest(self.registry)
         if parts == ["ping"]:
             request.setHeader(b"Content-Type", b"text/plain")
             return b"pong\n"
@@ -198,7 +195,7 @@ class AdminResource(Resource):
             if head in self._read and (len(parts) <= 1):
                 body = self._read[head](parts)
             elif head == "state" and parts[1:] == ["get_state"]:
-                body = {"state": self.service.state}
+                body = {"state": self.status.state}
             elif head in self._write:
                 self._authorise(request)
                 body = self._write[head](parts[1:])
@@ -225,56 +222,57 @@ class AdminResource(Resource):
     # -- handlers ------------------------------------------------------------
 
     def _consistency(self) -> Dict[str, str]:
-        c = self.service.coordinator
-        return {"read_consistency": c.read_consistency, "write_consistency": c.write_consistency}
+        s = self.status
+        return {"read_consistency": s.read_consistency, "write_consistency": s.write_consistency}
 
     def _set_consistency(self, args: List[str]) -> Dict[str, str]:
         if len(args) != 2 or args[0] not in ("read", "write") or args[1].upper() not in LEVELS:
             raise HTTPError(400, "use /set_consistency/<read|write>/<%s>" % "|".join(l.lower() for l in LEVELS))
-        setattr(self.service.coordinator, args[0] + "_consistency", args[1].upper())
+        self.control.set_consistency(args[0], args[1].upper())
         return self._consistency()
 
     def _set_timeout_factor(self, args: List[str]) -> Dict[str, int]:
         if len(args) != 1 or not args[0].isdigit() or not 1 <= int(args[0]) <= 10:
             raise HTTPError(400, "use /set_timeout_factor/<1-10>")
-        self.service.set_timeout_factor(int(args[0]))
-        return {"timeout_factor": self.service.timeout_factor}
+        self.control.set_timeout_factor(int(args[0]))
+        return {"timeout_factor": self.status.timeout_factor}
 
     def _state(self, args: List[str]) -> Dict[str, str]:
         states = {state.lower(): state for state in SETTABLE_STATES}
         if len(args) != 1 or args[0] not in states:
             raise HTTPError(400, "use /state/<get_state|%s>" % "|".join(states))
-        self.service.set_state(states[args[0]])
-        return {"state": self.service.state}
+        self.control.set_state(states[args[0]])
+        return {"state": self.status.state}
 
     def _peer(self, args: List[str]) -> Dict[str, Any]:
-        if len(args) != 2 or args[0] not in ("up", "down", "reset"):
+        actions = {"up": self.control.peer_up, "down": self.control.peer_down, "reset": self.control.peer_reset}
+        if len(args) != 2 or args[0] not in actions:
             raise HTTPError(400, "use /peer/<up|down|reset>/<name|all>")
-        peers = self.service.peers
-        names = sorted(peers) if args[1] == "all" else [args[1]]
+        known = self.status.peer_names()
+        names = known if args[1] == "all" else [args[1]]
         for name in names:
-            if name not in peers:
-                raise HTTPError(404, "no such peer: %s (peers: %s)" % (name, ", ".join(sorted(peers))))
+            if name not in known:
+                raise HTTPError(404, "no such peer: %s (peers: %s)" % (name, ", ".join(known)))
         for name in names:
-            link = peers[name]
-            {"up": link.start, "down": link.stop, "reset": link.reset}[args[0]]()
-        return {"peers": {name: peers[name].state for name in names}}
+            actions[args[0]](name)
+        return {"peers": self.status.peer_states(names)}
 
     def _hints(self, args: List[str]) -> Dict[str, Any]:
-        outboxes = self.service.outboxes
-        if len(args) != 2 or args[1] not in ("pause", "resume", "truncate"):
+        actions = {"pause": self.control.pause_hints, "resume": self.control.resume_hints,
+                   "truncate": self.control.truncate_hints}
+        if len(args) != 2 or args[1] not in actions:
             raise HTTPError(400, "use /hints/<target|all>/<pause|resume|truncate>")
-        targets = sorted(outboxes) if args[0] == "all" else [args[0]]
+        known = self.status.hint_targets()
+        targets = known if args[0] == "all" else [args[0]]
         for target in targets:
-            if target not in outboxes:
-                raise HTTPError(404, "no hints for %s (targets: %s)" % (target, ", ".join(sorted(outboxes))))
-        now = self.service.clock.seconds()
+            if target not in known:
+                raise HTTPError(404, "no hints for %s (targets: %s)" % (target, ", ".join(known)))
         for target in targets:
-            getattr(outboxes[target], args[1])()
-        return {"hints": {t: outboxes[t].stats(now) for t in targets}}
+            actions[args[1]](target)
+        return {"hints": self.status.hints(self.status.now(), targets)}
 
     def _setloglevel(self, args: List[str]) -> Dict[str, Any]:
         if len(args) != 1 or not args[0].isdigit() or not 0 <= int(args[0]) <= 11:
             raise HTTPError(400, "use /setloglevel/<0-11>")
-        level = self.service.set_log_level(int(args[0]))
+        level = self.control.set_log_level(int(args[0]))
         return {"loglevel": int(args[0]), "level": level}

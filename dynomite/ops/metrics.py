@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_monitoring -*-
 """
 Prometheus metrics: cheap counting on the request path, exposition at
 scrape time.
@@ -6,9 +7,13 @@ The request path only bumps plain Python integers and list cells (no
 ``.labels()`` lookups, no locks: the reactor is one thread).  A `Collector`
 registered in one explicit `CollectorRegistry` reads those numbers, and the
 live state of the node (connections, datastore, peers, hints, ring), when
-Prometheus scrapes ``/metrics``.  `CATALOGUE` lists every metric family the
-node exports; the monitoring tests check dashboards and alert rules against
-it.
+Prometheus scrapes ``/metrics``; it knows the node only through a
+`NodeStatus`.
+
+`CATALOGUE` is the one owner of every metric family the node exports: its
+name, kind, help text and labels.  The collector builds each family from
+it by name (`family`), and the monitoring tests check dashboards and alert
+rules against it.
 
 Names follow Prometheus conventions: ``dynomite_`` prefix, base units
 (seconds, bytes), ``_total`` for counters, bounded labels (command family,
@@ -33,13 +38,16 @@ from prometheus_client.process_collector import ProcessCollector
 
 from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
-from dynomite.stats import REQUEST_RESULTS, Histogram, NodeMetrics
+from dynomite.ops.status import NodeStatus
+from dynomite.replication.hints import DROP_REASONS
+from dynomite.stats import REQUEST_RESULTS, Histogram
 
-DROP_REASONS = ("window", "overflow", "truncated")
 
 class Spec(NamedTuple):
+    """One metric family: counters are named with their ``_total``."""
+
     name: str
-    kind: str  # counter | gauge | histogram | info
+    kind: str  # counter | gauge | histogram
     help: str
     labels: Tuple[str, ...] = ()
 
@@ -49,6 +57,8 @@ CATALOGUE: Tuple[Spec, ...] = (
          ("version", "python", "node_dc", "node_rack")),
     Spec("dynomite_uptime_seconds", "gauge", "Seconds since the node started."),
     Spec("dynomite_node_state", "gauge", "1 for the node's current state.", ("state",)),
+    Spec("dynomite_consistency", "gauge", "1 for the node's live read and write consistency level.",
+         ("op", "level")),
     Spec("dynomite_client_connections", "gauge", "Open client connections."),
     Spec("dynomite_client_connections_accepted_total", "counter", "Client connections accepted."),
     Spec("dynomite_client_requests_total", "counter", "Client requests answered, by command family and result.",
@@ -89,102 +99,114 @@ CATALOGUE: Tuple[Spec, ...] = (
 
 # Every metric family name the node exports (counters with their _total).
 EXPORTED_NAMES = frozenset(s.name for s in CATALOGUE)
+SPECS: Dict[str, Spec] = {s.name: s for s in CATALOGUE}
+
+_KINDS = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+
+
+def family(name: str):
+    """An empty metric family for ``name``, with the kind, help text and labels `CATALOGUE` gives it."""
+    spec = SPECS[name]
+    return _KINDS[spec.kind](spec.name, spec.help, labels=spec.labels)
+
+
+def single(name: str, value: float):
+    """A family of one unlabelled sample."""
+    f = family(name)
+    f.add_metric([], value)
+    return f
 
 
 class Collector:
-    """Turns a running `NodeService` into metric families at scrape time."""
+    """Turns a `NodeStatus` into the metric families of `CATALOGUE` at scrape time."""
 
-    def __init__(self, service) -> None:
-        self.service = service
+    def __init__(self, status: NodeStatus) -> None:
+        self.status = status
 
     def describe(self) -> Iterable:
         return []
 
     def collect(self) -> Iterable:
-        s = self.service
-        m: NodeMetrics = s.metrics
-        node = s.node
-        config = s.config
-        now = s.clock.seconds()
+        now = self.status.now()
+        hints = self.status.hints(now)
+        yield from self._node(now)
+        yield from self._clients()
+        yield from self._datastore()
+        yield from self._peers()
+        yield from self._replication(hints)
+        yield from self._hints(hints)
+        yield from self._ring()
+        yield from self._reloads()
 
-        g = GaugeMetricFamily("dynomite_build_info", CATALOGUE[0].help,
-                              labels=["version", "python", "node_dc", "node_rack"])
-        g.add_metric([__version__, "%s %s" % (platform.python_implementation(), platform.python_version()),
-                      config.datacenter, config.rack], 1)
-        yield g
-        yield GaugeMetricFamily("dynomite_uptime_seconds", "Seconds since the node started.",
-                                value=now - node.started)
-        state = GaugeMetricFamily("dynomite_node_state", "1 for the node's current state.", labels=["state"])
-        current = getattr(s, "state", None)
-        current_name = getattr(current, "name", "NORMAL") if current is not None else "NORMAL"
+    def _node(self, now: float) -> Iterable:
+        s = self.status
+        build = family("dynomite_build_info")
+        build.add_metric([__version__, "%s %s" % (platform.python_implementation(), platform.python_version()),
+                          s.datacenter, s.rack], 1)
+        yield build
+        yield single("dynomite_uptime_seconds", s.uptime(now))
+        state = family("dynomite_node_state")
         for name in NODE_STATES:
-            state.add_metric([name], 1 if name == current_name else 0)
+            state.add_metric([name], 1 if name == s.state else 0)
         yield state
-        yield GaugeMetricFamily("dynomite_client_connections", "Open client connections.", value=len(node.clients))
-        yield CounterMetricFamily("dynomite_client_connections_accepted", "Client connections accepted.",
-                                  value=node.connections_accepted)
-        c = CounterMetricFamily("dynomite_client_requests", "Client requests answered, by command family and result.",
-                                labels=["family", "result"])
-        for family, (ok, err) in m.requests.items():
-            c.add_metric([family, "ok"], ok)
-            c.add_metric([family, "error"], err)
-        yield c
-        h = HistogramMetricFamily("dynomite_request_duration_seconds",
-                                  "Time from reading a request to writing its reply.", labels=["op"])
+        consistency = family("dynomite_consistency")
+        for op, live in (("read", s.read_consistency), ("write", s.write_consistency)):
+            for level in LEVELS:
+                consistency.add_metric([op, level], 1 if level == live else 0)
+        yield consistency
+
+    def _clients(self) -> Iterable:
+        s = self.status
+        m = s.metrics
+        yield single("dynomite_client_connections", s.client_connections)
+        yield single("dynomite_client_connections_accepted_total", s.connections_accepted)
+        requests = family("dynomite_client_requests_total")
+        for name, (ok, err) in m.requests.items():
+            requests.add_metric([name, "ok"], ok)
+            requests.add_metric([name, "error"], err)
+        yield requests
+        duration = family("dynomite_request_duration_seconds")
         for op, hist in (("read", m.read_latency), ("write", m.write_latency)):
-            h.add_metric([op], hist.cumulative(), hist.total)
-        yield h
-        c = CounterMetricFamily("dynomite_client_protocol_errors", "Connections closed for a protocol error.",
-                                labels=["reason"])
+            duration.add_metric([op], hist.cumulative(), hist.total)
+        yield duration
+        errors = family("dynomite_client_protocol_errors_total")
         for reason, n in m.protocol_errors.items():
-            c.add_metric([reason], n)
-        yield c
+            errors.add_metric([reason], n)
+        yield errors
 
-        ds = s.datastore
-        yield GaugeMetricFamily("dynomite_datastore_up", "1 while the local Redis has a usable connection.",
-                                value=1 if ds.is_up else 0)
-        c = CounterMetricFamily("dynomite_datastore_requests", "Requests sent to the local Redis, by result.",
-                                labels=["result"])
-        counts = ds.request_counts()
+    def _datastore(self) -> Iterable:
+        ds = self.status.datastore()
+        yield single("dynomite_datastore_up", 1 if ds.up else 0)
+        requests = family("dynomite_datastore_requests_total")
         for result in REQUEST_RESULTS:
-            c.add_metric([result], counts[result])
-        yield c
-        h = HistogramMetricFamily("dynomite_datastore_request_duration_seconds",
-                                  "Time from sending a request to the local Redis to its reply (sampled).")
-        h.add_metric([], ds.latency.cumulative(), ds.latency.total)
-        yield h
-        yield GaugeMetricFamily("dynomite_datastore_in_flight", "Requests waiting for the local Redis.",
-                                value=ds.in_flight)
+            requests.add_metric([result], ds.requests[result])
+        yield requests
+        duration = family("dynomite_datastore_request_duration_seconds")
+        duration.add_metric([], ds.latency.cumulative(), ds.latency.total)
+        yield duration
+        yield single("dynomite_datastore_in_flight", ds.in_flight)
 
-        up = GaugeMetricFamily("dynomite_peer_up", "1 while a peer link is UP.",
-                               labels=["peer", "peer_dc", "peer_rack"])
-        in_flight = GaugeMetricFamily("dynomite_peer_requests_in_flight", "Requests waiting for a peer.",
-                                      labels=["peer_dc"])
-        timeouts = CounterMetricFamily("dynomite_peer_timeouts", "Peer requests that timed out.", labels=["peer_dc"])
-        ejections = CounterMetricFamily("dynomite_peer_ejections", "Peer connections dropped for silence.",
-                                        labels=["peer"])
-        requests = CounterMetricFamily(
-            "dynomite_peer_requests",
-            "Requests sent to peers (a run of pipelined requests is one), by peer datacenter and result.",
-            labels=["peer_dc", "result"])
-        duration = HistogramMetricFamily(
-            "dynomite_peer_request_duration_seconds",
-            "Time from sending a request to a peer to its reply (sampled), by peer datacenter.",
-            labels=["peer_dc"])
+    def _peers(self) -> Iterable:
+        up = family("dynomite_peer_up")
+        ejections = family("dynomite_peer_ejections_total")
         per_dc: Dict[str, List[int]] = {}
         per_dc_results: Dict[str, Dict[str, int]] = {}
         per_dc_latency: Dict[str, Histogram] = {}
-        for link in s.peers.values():
+        for link in self.status.peers():
             dc = link.datacenter
-            up.add_metric([link.name, dc, link.rack], 1 if link.is_up else 0)
+            up.add_metric([link.name, dc, link.rack], 1 if link.up else 0)
+            ejections.add_metric([link.name], link.ejections)
             acc = per_dc.setdefault(dc, [0, 0])
             acc[0] += link.in_flight
-            acc[1] += link.timed_out_total
-            ejections.add_metric([link.name], link.dropped_total)
+            acc[1] += link.timeouts
             results = per_dc_results.setdefault(dc, dict.fromkeys(REQUEST_RESULTS, 0))
-            for result, n in link.request_counts().items():
+            for result, n in link.requests.items():
                 results[result] += n
             per_dc_latency.setdefault(dc, Histogram()).add(link.latency)
+        requests = family("dynomite_peer_requests_total")
+        duration = family("dynomite_peer_request_duration_seconds")
+        in_flight = family("dynomite_peer_requests_in_flight")
+        timeouts = family("dynomite_peer_timeouts_total")
         for dc, (n_in_flight, n_timeouts) in sorted(per_dc.items()):
             in_flight.add_metric([dc], n_in_flight)
             timeouts.add_metric([dc], n_timeouts)
@@ -192,90 +214,60 @@ class Collector:
                 requests.add_metric([dc, result], per_dc_results[dc][result])
             hist = per_dc_latency[dc]
             duration.add_metric([dc], hist.cumulative(), hist.total)
-        yield up
-        yield requests
-        yield duration
-        yield in_flight
-        yield timeouts
-        yield ejections
+        yield from (up, requests, duration, in_flight, timeouts, ejections)
 
-        co = s.coordinator
-        c = CounterMetricFamily("dynomite_replication_writes", "Writes sent to replicas, by scope and result.",
-                                labels=["scope", "result"])
-        for scope, (acked, failed) in (("local_rack", co.local_writes), ("remote_dc", co.remote_writes)):
-            c.add_metric([scope, "acked"], acked)
-            c.add_metric([scope, "failed"], failed)
-        hinted = {"local_rack": 0, "remote_dc": 0}
-        for target, outbox in s.outboxes.items():
-            link = s.peers.get(target)
-            remote = target.startswith("dc:") or (link is not None and link.datacenter != config.datacenter)
-            scope = "remote_dc" if remote else "local_rack"
-            hinted[scope] += outbox.hints.appended_total
-        for scope, n in sorted(hinted.items()):
-            c.add_metric([scope, "hinted"], n)
-        yield c
-        c = CounterMetricFamily("dynomite_quorum_failures", "Requests answered -ERR for lack of quorum.",
-                                labels=["op", "consistency"])
-        for op in ("read", "write"):
-            for level in LEVELS:
-                c.add_metric([op, level], co.quorum_failures.get((op, level), 0))
-        yield c
+    def _replication(self, hints: Dict[str, Dict]) -> Iterable:
+        writes = family("dynomite_replication_writes_total")
+        for scope, counts in self.status.replica_writes(hints).items():
+            for result in ("acked", "failed", "hinted"):
+                writes.add_metric([scope, result], counts[result])
+        yield writes
+        failures = family("dynomite_quorum_failures_total")
+        for (op, level), n in self.status.quorum_failures().items():
+            failures.add_metric([op, level], n)
+        yield failures
 
-        yield from self._hints(now)
-
-        ring = GaugeMetricFamily("dynomite_ring_nodes", "Nodes of the ring by datacenter, rack and state.",
-                                 labels=["ring_dc", "ring_rack", "state"])
-        counts: Dict[Tuple[str, str, str], int] = {}
-        for info in s.topology.nodes:
-            if info.is_local:
-                st = "up"
-            else:
-                st = "up" if s.peers[info.name].is_up else "down"
-            key = (info.datacenter, info.rack, st)
-            counts[key] = counts.get(key, 0) + 1
-        for (dc, rack, st), n in sorted(counts.items()):
-            ring.add_metric([dc, rack, st], n)
-        yield ring
-
-        c = CounterMetricFamily("dynomite_config_reloads", "Configuration reloads (SIGHUP), by result.",
-                                labels=["result"])
-        for result, n in sorted(m.reloads.items()):
-            c.add_metric([result], n)
-        yield c
-        if m.last_reload_success is not None:
-            yield GaugeMetricFamily("dynomite_config_last_reload_success_timestamp_seconds",
-                                    "When the configuration was last loaded successfully.",
-                                    value=m.last_reload_success)
-
-    def _hints(self, now: float) -> Iterable:
-        pending = GaugeMetricFamily("dynomite_hints_pending", "Hints waiting for a target.", labels=["target"])
-        pending_bytes = GaugeMetricFamily("dynomite_hints_pending_bytes", "Bytes of hints waiting for a target.",
-                                          labels=["target"])
-        oldest = GaugeMetricFamily("dynomite_hints_oldest_age_seconds",
-                                   "Age of the oldest hint waiting for a target.", labels=["target"])
-        stored = CounterMetricFamily("dynomite_hints_stored", "Hints written to the hint log.", labels=["target"])
-        replayed = CounterMetricFamily("dynomite_hints_replayed", "Hints delivered after their target came back.",
-                                       labels=["target"])
-        dropped = CounterMetricFamily("dynomite_hints_dropped", "Hints dropped, by reason.",
-                                      labels=["target", "reason"])
-        for target, outbox in sorted(self.service.outboxes.items()):
-            stats = outbox.stats(now)
+    def _hints(self, hints: Dict[str, Dict]) -> Iterable:
+        pending = family("dynomite_hints_pending")
+        pending_bytes = family("dynomite_hints_pending_bytes")
+        oldest = family("dynomite_hints_oldest_age_seconds")
+        stored = family("dynomite_hints_stored_total")
+        replayed = family("dynomite_hints_replayed_total")
+        dropped = family("dynomite_hints_dropped_total")
+        for target, stats in sorted(hints.items()):
             pending.add_metric([target], stats["pending"])
             pending_bytes.add_metric([target], stats["pending_bytes"])
             oldest.add_metric([target], stats["oldest_age_seconds"])
             stored.add_metric([target], stats["stored_total"])
             replayed.add_metric([target], stats["replayed_total"])
-            reasons = dict.fromkeys(DROP_REASONS, 0)
-            reasons.update(stats["dropped_total"])
-            for reason, n in sorted(reasons.items()):
-                dropped.add_metric([target, reason], n)
+            for reason in DROP_REASONS:
+                dropped.add_metric([target, reason], stats["dropped_total"].get(reason, 0))
         yield from (pending, pending_bytes, oldest, stored, replayed, dropped)
 
+    def _ring(self) -> Iterable:
+        counts: Dict[Tuple[str, str, str], int] = {}
+        for n in self.status.ring():
+            key = (n.datacenter, n.rack, "up" if n.up else "down")
+            counts[key] = counts.get(key, 0) + 1
+        ring = family("dynomite_ring_nodes")
+        for (dc, rack, up), n in sorted(counts.items()):
+            ring.add_metric([dc, rack, up], n)
+        yield ring
 
-def make_registry(service) -> CollectorRegistry:
+    def _reloads(self) -> Iterable:
+        m = self.status.metrics
+        reloads = family("dynomite_config_reloads_total")
+        for result, n in sorted(m.reloads.items()):
+            reloads.add_metric([result], n)
+        yield reloads
+        if m.last_reload_success is not None:
+            yield single("dynomite_config_last_reload_success_timestamp_seconds", m.last_reload_success)
+
+
+def make_registry(status: NodeStatus) -> CollectorRegistry:
     """One explicit registry: the node's collector plus process, platform and GC."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(service))
+    registry.register(Collector(status))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)

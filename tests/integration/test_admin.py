@@ -1,6 +1,7 @@
 """
 The admin HTTP API, /metrics and SIGHUP reloads, against a running node
-(real redis-server, real twistd process), with a real HTTP client.
+(real redis-server, real twistd process), with a real HTTP client: one
+smoke test of the wiring, and the reloads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import urllib.request
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import ResponseError
 from twisted.trial import unittest
 
 from dynomite import __version__
@@ -46,72 +48,61 @@ def metrics(node) -> dict:
     return out
 
 
-class AdminTests(unittest.TestCase):
+class AdminSmokeTests(unittest.TestCase):
+    """
+    The admin API wired into a real node: what it reads and changes is the
+    node's own (every path's behaviour is tested in memory in
+    tests.unit.test_admin).
+    """
+
     def setUp(self):
         self.fx = NodeFixture(self.mktemp(), admin_token=TOKEN)
         self.addCleanup(self.fx.stop)
         self.node = self.fx.node
 
-    def test_read_paths(self):
+    def test_smoke(self):
         status, body = get(self.node, "/info")
         self.assertEqual(status, 200)
         info = json.loads(body)
         self.assertEqual((info["dc"], info["rack"], info["state"]), ("dc1", "rack1", "NORMAL"))
         self.assertTrue(info["datastore"]["up"])
-        self.assertEqual(json.loads(get(self.node, "/")[1])["service"], "dynomite")
-        self.assertEqual(get(self.node, "/ping"), (200, b"pong\n"))
-        self.assertIn("/cluster_describe", json.loads(get(self.node, "/help")[1])["paths"])
         described = json.loads(get(self.node, "/cluster_describe")[1])
         server = described["dcs"][0]["racks"][0]["servers"][0]
         self.assertEqual((server["tokens"], server["state"]), ([0], "NORMAL"))
-        self.assertEqual(
-            json.loads(get(self.node, "/get_consistency")[1]),
-            {"read_consistency": "DC_ONE", "write_consistency": "DC_ONE"},
-        )
-
-    def test_unknown_path_is_404(self):
-        status, body = get(self.node, "/nope")
-        self.assertEqual(status, 404)
-        self.assertIn(b"no such path", body)
-
-    def test_mutating_paths_need_the_token(self):
-        status, _ = get(self.node, "/set_consistency/read/dc_quorum")
-        self.assertEqual(status, 403)
-        self.assertEqual(get(self.node, "/set_consistency/read/dc_quorum", token="wrong")[0], 403)
+        self.assertEqual(get(self.node, "/set_consistency/read/dc_quorum")[0], 403)
         status, body = get(self.node, "/set_consistency/read/dc_quorum", token=TOKEN)
-        self.assertEqual(status, 200)
-        self.assertEqual(json.loads(body)["read_consistency"], "DC_QUORUM")
-        self.assertEqual(get(self.node, "/set_consistency/read/bogus", token=TOKEN)[0], 400)
+        self.assertEqual((status, json.loads(body)["read_consistency"]), (200, "DC_QUORUM"))
+        self.assertEqual(json.loads(get(self.node, "/info")[1])["read_consistency"], "DC_QUORUM")
         self.assertEqual(get(self.node, "/set_timeout_factor/3?token=" + TOKEN)[0], 200)
         self.assertEqual(json.loads(get(self.node, "/get_timeout_factor")[1]), {"timeout_factor": 3})
-        self.assertEqual(get(self.node, "/set_timeout_factor/11", token=TOKEN)[0], 400)
         self.assertEqual(get(self.node, "/setloglevel/7", token=TOKEN)[0], 200)
+        self.assertEqual(json.loads(get(self.node, "/info")[1])["log_level"], 7)
 
-    def test_node_states(self):
+        # node states change what clients may do
         client = self.node.client(protocol=2)
         self.addCleanup(client.close)
         client.set("k", "v")
-        self.assertEqual(json.loads(get(self.node, "/state/get_state")[1]), {"state": "NORMAL"})
         self.assertEqual(get(self.node, "/state/writes_only", token=TOKEN)[0], 200)
+        self.assertEqual(json.loads(get(self.node, "/state/get_state")[1]), {"state": "WRITES_ONLY"})
         self.assertTrue(client.set("k", "w"))
-        with self.assertRaises(Exception) as e:
+        with self.assertRaises(ResponseError) as e:
             client.get("k")
         self.assertIn("WRITES_ONLY", str(e.exception))
+        self.assertEqual(metrics(self.node)[("dynomite_node_state", (("state", "WRITES_ONLY"),))], 1)
         get(self.node, "/state/standby", token=TOKEN)
-        with self.assertRaises(Exception):
+        with self.assertRaises(ResponseError) as e:
             client.set("k", "x")
+        self.assertIn("STANDBY", str(e.exception))
         self.assertTrue(client.ping())
         get(self.node, "/state/normal", token=TOKEN)
         self.assertEqual(client.get("k"), b"w")
 
-    def test_metrics_move_with_traffic(self):
+        # metrics move with traffic
         before = metrics(self.node)
-        client = self.node.client(protocol=2)
-        self.addCleanup(client.close)
         for i in range(25):
             client.set("k%d" % i, "v")
             client.get("k%d" % i)
-        with self.assertRaises(Exception):
+        with self.assertRaises(ResponseError):
             client.execute_command("LPUSH", "k0", "x")  # WRONGTYPE
         after = metrics(self.node)
         ok = ("dynomite_client_requests_total", (("family", "string"), ("result", "ok")))

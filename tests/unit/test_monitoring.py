@@ -1,6 +1,10 @@
 """
-Offline checks of monitoring/: the Grafana dashboard and its provisioning,
-the Prometheus scrape config, the alert rules and their promtool unit tests.
+The node's metric families (`dynomite.ops.metrics`), and offline checks of
+monitoring/: the Grafana dashboard and its provisioning, the Prometheus
+scrape config, the alert rules and their promtool unit tests.
+
+* The collector exports exactly the families of `CATALOGUE`, each with the
+  catalogue's kind, help text and labels, and reads the node's live state.
 
 * The dashboard JSON parses, uids and titles are unique, every panel and
   query uses the provisioned datasource, every query filters by the
@@ -36,7 +40,11 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.ops.metrics import CATALOGUE, EXPORTED_NAMES
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS, NODE_STATES
+from dynomite.ops.metrics import CATALOGUE, EXPORTED_NAMES, SPECS, Collector
+from dynomite.replication.hints import DROP_REASONS
+
+from tests.fakes import FakeNode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MONITORING = os.path.join(ROOT, "monitoring")
@@ -214,6 +222,85 @@ def selectors(expr: str) -> Iterator[Tuple[str, str]]:
 
 
 # ---------------------------------------------------------------- tests
+
+class CollectorTests(SynchronousTestCase):
+    """What the collector exports, read from a `NodeStatus` over a `FakeNode`."""
+
+    def setUp(self) -> None:
+        self.node = FakeNode()
+        self.node.metrics.last_reload_success = 1700000000.0
+
+    def families(self) -> Dict[str, object]:
+        return {f.name: f for f in Collector(self.node.status).collect()}
+
+    def samples(self) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in self.families().values() for s in f.samples}
+
+    def test_every_family_is_in_the_catalogue_with_its_help_and_labels(self) -> None:
+        exported = set()
+        for f in self.families().values():
+            name = f.name + "_total" if f.type == "counter" else f.name
+            exported.add(name)
+            spec = SPECS.get(name)
+            self.assertIsNotNone(spec, "%s is exported but not in CATALOGUE" % name)
+            self.assertEqual((f.type, f.documentation), (spec.kind, spec.help), name)
+            self.assertTrue(f.samples, "%s has no sample" % name)
+            for sample in f.samples:
+                labels = set(sample.labels) - ({"le"} if spec.kind == "histogram" else set())
+                self.assertEqual(labels, set(spec.labels), "%s: %s" % (name, sample))
+        self.assertEqual(exported, set(EXPORTED_NAMES))
+        self.assertEqual(len(CATALOGUE), len(EXPORTED_NAMES), "a family is listed twice in CATALOGUE")
+
+    def test_node_state_follows_the_node(self) -> None:
+        """A node in STANDBY says so (the gauge used to say NORMAL whatever the state)."""
+        self.node.membership.state = "STANDBY"
+        samples = self.samples()
+        self.assertEqual({state: samples[("dynomite_node_state", (("state", state),))] for state in NODE_STATES},
+                         {"NORMAL": 0, "STANDBY": 1, "WRITES_ONLY": 0, "RESUMING": 0, "DOWN": 0})
+
+    def test_consistency_is_the_live_one(self) -> None:
+        self.node.settings.read_consistency = "DC_QUORUM"
+        samples = self.samples()
+        live = {(op, level): samples[("dynomite_consistency", (("level", level), ("op", op)))]
+                for op in ("read", "write") for level in CONSISTENCY_LEVELS}
+        self.assertEqual({k for k, v in live.items() if v}, {("read", "DC_QUORUM"), ("write", "DC_ONE")})
+        self.assertEqual(sum(live.values()), 2)
+
+    def test_every_drop_reason_starts_at_zero(self) -> None:
+        """All five reasons the hint log drops for, for every target, before the first drop."""
+        self.assertEqual(len(DROP_REASONS), 5)
+        self.node.outboxes["dc:dc2"].dropped["corrupt"] = 2
+        samples = self.samples()
+        for target in self.node.outboxes:
+            for reason in DROP_REASONS:
+                value = samples[("dynomite_hints_dropped_total", (("reason", reason), ("target", target)))]
+                self.assertEqual(value, 2 if (target, reason) == ("dc:dc2", "corrupt") else 0)
+
+    def test_replication_scopes(self) -> None:
+        """Hints count as hinted writes of their target's scope: another DC, or a rack of this one."""
+        self.node.outboxes["127.0.0.2:8101"].stored_total = 3
+        self.node.outboxes["127.0.0.3:8101"].stored_total = 5
+        self.node.outboxes["dc:dc2"].stored_total = 7
+        self.node.replication.remote_writes[:] = [11, 1]
+        samples = self.samples()
+        writes = {(scope, result): samples[("dynomite_replication_writes_total",
+                                            (("result", result), ("scope", scope)))]
+                  for scope in ("local_rack", "remote_dc") for result in ("acked", "failed", "hinted")}
+        self.assertEqual(writes, {("local_rack", "acked"): 0, ("local_rack", "failed"): 0,
+                                  ("local_rack", "hinted"): 3, ("remote_dc", "acked"): 11,
+                                  ("remote_dc", "failed"): 1, ("remote_dc", "hinted"): 12})
+
+    def test_ring_and_peers(self) -> None:
+        self.node.peers["127.0.0.3:8101"].is_up = False
+        samples = self.samples()
+        self.assertEqual(samples[("dynomite_ring_nodes", (("ring_dc", "dc1"), ("ring_rack", "rack1"),
+                                                          ("state", "up")))], 1)
+        self.assertEqual(samples[("dynomite_ring_nodes", (("ring_dc", "dc2"), ("ring_rack", "rack1"),
+                                                          ("state", "down")))], 1)
+        self.assertEqual(samples[("dynomite_peer_up", (("peer", "127.0.0.3:8101"), ("peer_dc", "dc2"),
+                                                       ("peer_rack", "rack1")))], 0)
+
 
 class PromQLHelperTests(SynchronousTestCase):
     """The small PromQL lexer these tests rely on."""

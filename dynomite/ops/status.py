@@ -1,0 +1,300 @@
+# -*- test-case-name: tests.unit.test_admin,tests.unit.test_monitoring -*-
+"""
+What the operator side may know about a running node, and what it may ask it
+to do.
+
+`NodeStatus` is a read-only view of one node for the admin API (/info,
+/cluster_describe) and the Prometheus `Collector`.  It is built from
+explicit collaborators, never from the service itself, so its constructor
+is the whole coupling between ops/ and the rest of the node: a new fact on
+/info or /metrics is a new method here, fed by an existing collaborator or
+by a new, named one.
+
+`INodeControl` is the other direction: every change an operator makes at
+run time (node state, consistency, timeout factor, log level, peer links,
+hint backlogs, configuration reload).  The admin API calls it and nothing
+else; it never sets attributes on the node's objects.
+
+Both are read or called in the reactor thread, at scrape or request time;
+the view copies nothing it does not need and keeps no state of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+
+from zope.interface import Interface
+
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS, DOWN, NORMAL
+from dynomite.stats import Histogram, NodeMetrics
+
+__all__ = ["DatastoreStatus", "INodeControl", "NodeStatus", "PeerStatus", "RingNode"]
+
+
+class PeerStatus(NamedTuple):
+    """One link to another node of the cluster, as it stands now."""
+
+    name: str
+    datacenter: str
+    rack: str
+    up: bool
+    state: str
+    admin: Optional[str]  # the peer's admin address, once it said it
+    in_flight: int
+    timeouts: int
+    ejections: int
+    requests: Dict[str, int]  # result -> requests (stats.REQUEST_RESULTS)
+    latency: Histogram
+
+
+class DatastoreStatus(NamedTuple):
+    """The local Redis, as the node's connections to it see it."""
+
+    address: str
+    up: bool
+    in_flight: int
+    timeouts: int
+    requests: Dict[str, int]  # result -> requests (stats.REQUEST_RESULTS)
+    latency: Histogram
+
+
+class RingNode(NamedTuple):
+    """One node of the ring, with its liveness as this node sees it."""
+
+    name: str
+    datacenter: str
+    rack: str
+    host: str
+    port: int
+    tokens: Tuple[int, ...]
+    local: bool
+    up: bool
+    state: str  # the local node's own state; NORMAL or DOWN for a peer
+    admin: Optional[str]
+
+
+class NodeStatus:
+    """
+    A read-only view of a running node.
+
+    Every argument is keyword-only and read at call time, never copied, so
+    the view follows reloads and state changes:
+
+    ``config``
+        a callable returning the current `NodeConfig` (a reload swaps it);
+        read for the node's datacenter, rack, datastore and admin addresses.
+    ``clock``
+        an `IReactorTime`; ``seconds()`` is "now" for uptime and hint ages.
+    ``settings``
+        the live run-time settings, one object with plain attributes
+        ``read_consistency``, ``write_consistency``, ``timeout_factor`` and
+        ``log_level``: the values in force, which `INodeControl` changes.
+    ``membership``
+        whose ``state`` is the node's state (NORMAL, STANDBY, ...).
+    ``topology``
+        a callable returning the current `Topology` (a reload swaps it).
+    ``datastore``
+        the local Redis pool: ``is_up``, ``in_flight``, ``timed_out_total``,
+        ``request_counts()``, ``latency``.
+    ``peers``
+        the dict of `PeerLink` by node name (changed in place on reload):
+        ``name``, ``datacenter``, ``rack``, ``is_up``, ``state``, ``admin``,
+        ``in_flight``, ``timed_out_total``, ``dropped_total``,
+        ``request_counts()``, ``latency``.
+    ``outboxes``
+        the dict of `Outbox` by write target (changed in place on reload):
+        ``stats(now)``.  Targets are node names and ``dc:<name>``.
+    ``clients``
+        what the client side counts: ``clients`` (the open connections),
+        ``connections_accepted``, ``started`` (clock seconds at start).
+    ``replication``
+        the coordinator's replica counters: ``local_writes`` and
+        ``remote_writes`` (``[acked, failed]``) and ``quorum_failures``
+        (``{(op, level): n}``).
+    ``metrics``
+        the node's `NodeMetrics` (request counters and latency histograms,
+        protocol errors, reloads).
+    """
+
+    def __init__(self, *, config: Callable[[], Any], clock, settings, membership,
+                 topology: Callable[[], Any], datastore, peers: Dict[str, Any], outboxes: Dict[str, Any],
+                 clients, replication, metrics: NodeMetrics) -> None:
+        self._config = config
+        self._clock = clock
+        self._settings = settings
+        self._membership = membership
+        self._topology = topology
+        self._datastore = datastore
+        self._peers = peers
+        self._outboxes = outboxes
+        self._clients = clients
+        self._replication = replication
+        self.metrics = metrics
+
+    # -- identity and settings ---------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    @property
+    def name(self) -> str:
+        """This node's name: its peer address, as other nodes list it."""
+        return self._topology().local.name
+
+    @property
+    def datacenter(self) -> str:
+        return self._config().datacenter
+
+    @property
+    def rack(self) -> str:
+        return self._config().rack
+
+    @property
+    def admin_address(self) -> str:
+        return str(self._config().stats_listen)
+
+    @property
+    def state(self) -> str:
+        return self._membership.state
+
+    @property
+    def read_consistency(self) -> str:
+        return self._settings.read_consistency
+
+    @property
+    def write_consistency(self) -> str:
+        return self._settings.write_consistency
+
+    @property
+    def timeout_factor(self) -> int:
+        return self._settings.timeout_factor
+
+    @property
+    def log_level(self) -> int:
+        return self._settings.log_level
+
+    # -- clients -------------------------------------------------------------------
+
+    def uptime(self, now: float) -> float:
+        return now - self._clients.started
+
+    @property
+    def client_connections(self) -> int:
+        return len(self._clients.clients)
+
+    @property
+    def connections_accepted(self) -> int:
+        return self._clients.connections_accepted
+
+    # -- the local Redis and the peers ---------------------------------------------
+
+    def datastore(self) -> DatastoreStatus:
+        ds = self._datastore
+        return DatastoreStatus(str(self._config().datastore), ds.is_up, ds.in_flight, ds.timed_out_total,
+                               ds.request_counts(), ds.latency)
+
+    def peer_names(self) -> List[str]:
+        return sorted(self._peers)
+
+    def peers(self) -> List[PeerStatus]:
+        """Every peer link, by name."""
+        return [PeerStatus(link.name, link.datacenter, link.rack, link.is_up, link.state, link.admin,
+                           link.in_flight, link.timed_out_total, link.dropped_total, link.request_counts(),
+                           link.latency)
+                for _, link in sorted(self._peers.items())]
+
+    def peer_states(self, names: Optional[List[str]] = None) -> Dict[str, str]:
+        """Link state (UP, DOWN, ...) of the named peers, or of all."""
+        names = self.peer_names() if names is None else names
+        return {name: self._peers[name].state for name in names}
+
+    def ring(self) -> List[RingNode]:
+        """Every node of the cluster, by datacenter, rack and token order."""
+        topology = self._topology()
+        out = []
+        for dc in topology.datacenters:
+            for rack in topology.racks(dc):
+                for n in topology.nodes_in_rack(dc, rack):
+                    if n.is_local:
+                        up, state, admin = True, self.state, self.admin_address
+                    else:
+                        link = self._peers[n.name]
+                        up = link.is_up
+                        state, admin = (NORMAL if up else DOWN), link.admin
+                    out.append(RingNode(n.name, dc, rack, n.address.host, n.address.port, tuple(n.tokens),
+                                        n.is_local, up, state, admin))
+        return out
+
+    # -- replication -------------------------------------------------------------
+
+    def hint_targets(self) -> List[str]:
+        return sorted(self._outboxes)
+
+    def hints(self, now: float, targets: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+        """The backlog of each write target (all, or those named): `Outbox.stats`."""
+        targets = self.hint_targets() if targets is None else targets
+        return {target: self._outboxes[target].stats(now) for target in targets}
+
+    def scope(self, target: str) -> str:
+        """``remote_dc`` for a datacenter or a node of another one, else ``local_rack``."""
+        link = self._peers.get(target)
+        remote = target.startswith("dc:") or (link is not None and link.datacenter != self.datacenter)
+        return "remote_dc" if remote else "local_rack"
+
+    def replica_writes(self, hints: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, int]]:
+        """scope -> acked, failed and hinted writes; ``hints`` is what `hints` returned."""
+        r = self._replication
+        out = {"local_rack": {"acked": r.local_writes[0], "failed": r.local_writes[1], "hinted": 0},
+               "remote_dc": {"acked": r.remote_writes[0], "failed": r.remote_writes[1], "hinted": 0}}
+        for target, stats in hints.items():
+            out[self.scope(target)]["hinted"] += stats["stored_total"]
+        return out
+
+    def quorum_failures(self) -> Dict[Tuple[str, str], int]:
+        """(op, level) -> requests answered -ERR for lack of quorum, for every op and level."""
+        failures = self._replication.quorum_failures
+        return {(op, level): failures.get((op, level), 0)
+                for op in ("read", "write") for level in CONSISTENCY_LEVELS}
+
+
+class INodeControl(Interface):
+    """
+    Every change the admin API may make to a running node.
+
+    Arguments are validated by the caller (the admin API answers 400 or 404
+    before calling); an implementation applies them and keeps `NodeStatus`'s
+    ``settings`` the one owner of the live values.
+    """
+
+    def set_state(state: str) -> None:
+        """Put the node in one of ``SETTABLE_STATES``."""
+
+    def set_consistency(kind: str, level: str) -> None:
+        """Set the node's ``"read"`` or ``"write"`` consistency to ``level`` (one of CONSISTENCY_LEVELS)."""
+
+    def set_timeout_factor(factor: int) -> None:
+        """Scale the datastore and peer timeouts by ``factor`` (1-10)."""
+
+    def set_log_level(verbosity: int) -> str:
+        """Set the log verbosity (0-11); returns the name of the resulting log level."""
+
+    def reload() -> bool:
+        """Re-read the configuration file (SIGHUP); False when it was refused and the running one kept."""
+
+    def peer_up(name: str) -> None:
+        """Start the link to peer ``name``."""
+
+    def peer_down(name: str) -> None:
+        """Stop the link to peer ``name``."""
+
+    def peer_reset(name: str) -> None:
+        """Drop and reopen the connections to peer ``name``."""
+
+    def pause_hints(target: str) -> None:
+        """Hold every write for ``target`` in its hint log; deliver nothing."""
+
+    def resume_hints(target: str) -> None:
+        """Replay ``target``'s backlog, then deliver directly again."""
+
+    def truncate_hints(target: str) -> int:
+        """Drop ``target``'s pending hints; returns how many."""
