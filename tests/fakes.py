@@ -15,7 +15,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from dynomite.config.model import NodeConfig
-from dynomite.ops.status import INodeControl, NodeStatus
+from dynomite.node.control import INodeControl
+from dynomite.ops.status import NodeStatus
 from dynomite.placement.topology import Topology
 from dynomite.replication.hints import DROP_REASONS
 from dynomite.stats import REQUEST_RESULTS, Histogram, NodeMetrics

@@ -13,16 +13,16 @@ else reads (`dynomite.node.settings`).
 from __future__ import annotations
 
 import time
-from typing import Dict, List
 
 from twisted.logger import Logger
+from zope.interface import Interface, implementer
 
 from dynomite.config.model import ConfigError, NodeConfig
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SETTABLE_STATES
 from dynomite.placement.topology import Topology
 from dynomite.runtime import logs
 
-__all__ = ["NodeControl", "RESTART_KEYS"]
+__all__ = ["INodeControl", "NodeControl", "RESTART_KEYS"]
 
 # Keys whose change needs a restart: they define the node's identity, its
 # listeners and its hint logs.
@@ -33,6 +33,50 @@ RESTART_KEYS = (
 )
 
 
+class INodeControl(Interface):
+    """
+    Every change the admin API may make to a running node.
+
+    Arguments are validated by the caller (the admin API answers 400 or 404
+    before calling); an implementation applies them and keeps `NodeStatus`'s
+    ``settings`` the one owner of the live values.
+    """
+
+    def set_state(state: str) -> None:
+        """Put the node in one of ``SETTABLE_STATES``."""
+
+    def set_consistency(kind: str, level: str) -> None:
+        """Set the node's ``"read"`` or ``"write"`` consistency to ``level`` (one of CONSISTENCY_LEVELS)."""
+
+    def set_timeout_factor(factor: int) -> None:
+        """Scale the datastore and peer timeouts by ``factor`` (1-10)."""
+
+    def set_log_level(verbosity: int) -> str:
+        """Set the log verbosity (0-11); returns the name of the resulting log level."""
+
+    def reload() -> bool:
+        """Re-read the configuration file (SIGHUP); False when it was refused and the running one kept."""
+
+    def peer_up(name: str) -> None:
+        """Start the link to peer ``name``."""
+
+    def peer_down(name: str) -> None:
+        """Stop the link to peer ``name``."""
+
+    def peer_reset(name: str) -> None:
+        """Drop and reopen the connections to peer ``name``."""
+
+    def pause_hints(target: str) -> None:
+        """Hold every write for ``target`` in its hint log; deliver nothing."""
+
+    def resume_hints(target: str) -> None:
+        """Replay ``target``'s backlog, then deliver directly again."""
+
+    def truncate_hints(target: str) -> int:
+        """Drop ``target``'s pending hints; returns how many."""
+
+
+@implementer(INodeControl)
 class NodeControl:
     """
     The run-time changes of one node.  ``is_running()`` says whether the
@@ -47,15 +91,12 @@ class NodeControl:
 
     # -- state and settings ----------------------------------------------------
 
-    def set_state(self, state: str) -> str:
-        """Dynomite's settable node states: NORMAL, STANDBY, WRITES_ONLY, RESUMING."""
+    def set_state(self, state: str) -> None:
         if state not in SETTABLE_STATES:
             raise ValueError("state must be one of %s, got %r" % (", ".join(SETTABLE_STATES), state))
         self._parts.membership.set_state(state)
-        return self._parts.membership.state
 
-    def set_consistency(self, kind: str, level: str) -> Dict[str, str]:
-        """The node's default level for ``kind`` ("read" or "write") requests."""
+    def set_consistency(self, kind: str, level: str) -> None:
         if kind not in ("read", "write") or level not in CONSISTENCY_LEVELS:
             raise ValueError("expected read|write and one of %s" % ", ".join(CONSISTENCY_LEVELS))
         settings = self._parts.settings
@@ -63,13 +104,9 @@ class NodeControl:
             settings.read_consistency = level
         else:
             settings.write_consistency = level
-        return {"read_consistency": settings.read_consistency,
-                "write_consistency": settings.write_consistency}
 
-    def set_timeout_factor(self, factor: int) -> int:
-        """Scale the datastore and peer timeouts (Dynomite's timeout factor, 1-10)."""
+    def set_timeout_factor(self, factor: int) -> None:
         self._parts.set_timeout_factor(factor)
-        return factor
 
     def set_log_level(self, verbosity: int) -> str:
         """Dynomite's log verbosity 0-11; returns the level name it maps to."""
@@ -78,22 +115,23 @@ class NodeControl:
 
     # -- peers and hints ---------------------------------------------------------
 
-    def peer_names(self) -> List[str]:
-        return sorted(self._parts.links)
+    def peer_up(self, name: str) -> None:
+        self._parts.links[name].start()
 
-    def peer(self, action: str, name: str) -> str:
-        """``up`` (connect), ``down`` (disconnect) or ``reset`` the link to ``name``; its state after."""
-        link = self._parts.links[name]
-        {"up": link.start, "down": link.stop, "reset": link.reset}[action]()
-        return link.state
+    def peer_down(self, name: str) -> None:
+        self._parts.links[name].stop()
 
-    def hint_targets(self) -> List[str]:
-        return sorted(self._parts.outboxes)
+    def peer_reset(self, name: str) -> None:
+        self._parts.links[name].reset()
 
-    def hints(self, action: str, target: str) -> None:
-        """``pause``, ``resume`` or ``truncate`` the backlog of writes for ``target``."""
-        outbox = self._parts.outboxes[target]
-        {"pause": outbox.pause, "resume": outbox.resume, "truncate": outbox.truncate}[action]()
+    def pause_hints(self, target: str) -> None:
+        self._parts.outboxes[target].pause()
+
+    def resume_hints(self, target: str) -> None:
+        self._parts.outboxes[target].resume()
+
+    def truncate_hints(self, target: str) -> int:
+        return self._parts.outboxes[target].truncate()
 
     # -- reload --------------------------------------------------------------------
 

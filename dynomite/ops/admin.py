@@ -40,7 +40,8 @@ from twisted.web.server import Site
 
 from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, SETTABLE_STATES
-from dynomite.ops.status import INodeControl, NodeStatus
+from dynomite.node.control import INodeControl
+from dynomite.ops.status import NodeStatus
 from dynomite.stats import Histogram
 
 

@@ -1,7 +1,6 @@
 # -*- test-case-name: tests.unit.test_admin,tests.unit.test_monitoring -*-
 """
-What the operator side may know about a running node, and what it may ask it
-to do.
+What the operator side may know about a running node.
 
 `NodeStatus` is a read-only view of one node for the admin API (/info,
 /cluster_describe) and the Prometheus `Collector`.  It is built from
@@ -10,10 +9,10 @@ is the whole coupling between ops/ and the rest of the node: a new fact on
 /info or /metrics is a new method here, fed by an existing collaborator or
 by a new, named one.
 
-`INodeControl` is the other direction: every change an operator makes at
-run time (node state, consistency, timeout factor, log level, peer links,
-hint backlogs, configuration reload).  The admin API calls it and nothing
-else; it never sets attributes on the node's objects.
+`dynomite.node.control.INodeControl` is the other direction: every change
+an operator makes at run time (node state, consistency, timeout factor, log
+level, peer links, hint backlogs, configuration reload).  The admin API
+calls it and nothing else; it never sets attributes on the node's objects.
 
 Both are read or called in the reactor thread, at scrape or request time;
 the view copies nothing it does not need and keeps no state of its own.
@@ -23,12 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from zope.interface import Interface
-
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, DOWN, NORMAL
 from dynomite.stats import Histogram, NodeMetrics
 
-__all__ = ["DatastoreStatus", "INodeControl", "NodeStatus", "PeerStatus", "RingNode"]
+__all__ = ["DatastoreStatus", "NodeStatus", "PeerStatus", "RingNode"]
 
 
 class PeerStatus(NamedTuple):
@@ -88,7 +85,7 @@ class NodeStatus:
     ``settings``
         the live run-time settings, one object with plain attributes
         ``read_consistency``, ``write_consistency``, ``timeout_factor`` and
-        ``log_level``: the values in force, which `INodeControl` changes.
+        ``log_level``: the values in force, which `dynomite.node.control.INodeControl` changes.
     ``membership``
         whose ``state`` is the node's state (NORMAL, STANDBY, ...).
     ``topology``
@@ -255,46 +252,3 @@ class NodeStatus:
         failures = self._replication.quorum_failures
         return {(op, level): failures.get((op, level), 0)
                 for op in ("read", "write") for level in CONSISTENCY_LEVELS}
-
-
-class INodeControl(Interface):
-    """
-    Every change the admin API may make to a running node.
-
-    Arguments are validated by the caller (the admin API answers 400 or 404
-    before calling); an implementation applies them and keeps `NodeStatus`'s
-    ``settings`` the one owner of the live values.
-    """
-
-    def set_state(state: str) -> None:
-        """Put the node in one of ``SETTABLE_STATES``."""
-
-    def set_consistency(kind: str, level: str) -> None:
-        """Set the node's ``"read"`` or ``"write"`` consistency to ``level`` (one of CONSISTENCY_LEVELS)."""
-
-    def set_timeout_factor(factor: int) -> None:
-        """Scale the datastore and peer timeouts by ``factor`` (1-10)."""
-
-    def set_log_level(verbosity: int) -> str:
-        """Set the log verbosity (0-11); returns the name of the resulting log level."""
-
-    def reload() -> bool:
-        """Re-read the configuration file (SIGHUP); False when it was refused and the running one kept."""
-
-    def peer_up(name: str) -> None:
-        """Start the link to peer ``name``."""
-
-    def peer_down(name: str) -> None:
-        """Stop the link to peer ``name``."""
-
-    def peer_reset(name: str) -> None:
-        """Drop and reopen the connections to peer ``name``."""
-
-    def pause_hints(target: str) -> None:
-        """Hold every write for ``target`` in its hint log; deliver nothing."""
-
-    def resume_hints(target: str) -> None:
-        """Replay ``target``'s backlog, then deliver directly again."""
-
-    def truncate_hints(target: str) -> int:
-        """Drop ``target``'s pending hints; returns how many."""

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyObject
 from dynomite import __version__
 from dynomite.ops.admin import HELP, AdminResource, AdminSite
 from dynomite.ops.metrics import make_registry
-from dynomite.ops.status import INodeControl
+from dynomite.node.control import INodeControl
 
 from tests.fakes import FakeNode
 
