@@ -23,12 +23,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from dynomite.config.model import ConfigError
+from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import MAX_TOKEN, RING_SIZE
 
-# The strict loader and value printer of dynomite.config, so topology errors
-# read exactly like node configuration errors (duplicate keys, line numbers).
-from dynomite.config.model import NodeConfig, _load_yaml, _show
+# The strict loader and value printer of node configurations, so topology
+# errors read exactly like node configuration errors (duplicate keys, line numbers).
+from dynomite.config.yamlio import ConfigError, load_yaml, show
 
 __all__ = [
     "DEFAULT_BASE_ADDRESS",
@@ -112,7 +112,7 @@ class Topology:
     def from_yaml(cls, path: str) -> Topology:
         """Read and validate a topology file."""
         source = os.fspath(path)
-        return cls.from_dict(_load_yaml(source), source=source)
+        return cls.from_dict(load_yaml(source), source=source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> Topology:
@@ -134,7 +134,7 @@ class Topology:
 
 def _parse_topology(data: Any, source: str) -> Topology:
     if not isinstance(data, Mapping):
-        raise _Invalid("<root>", f"expected a mapping with keys {', '.join(TOPOLOGY_KEYS)}, got {_show(data)}")
+        raise _Invalid("<root>", f"expected a mapping with keys {', '.join(TOPOLOGY_KEYS)}, got {show(data)}")
     for key in data:
         if key not in TOPOLOGY_KEYS:
             raise _Invalid(str(key), _unknown_key(key, TOPOLOGY_KEYS))
@@ -165,7 +165,7 @@ def _check_name(key: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _NAME.match(value):
-        raise _Invalid(key, f"expected a name of letters, digits, '_', '-' or '.', got {_show(value)}")
+        raise _Invalid(key, f"expected a name of letters, digits, '_', '-' or '.', got {show(value)}")
     return value
 
 
@@ -173,17 +173,17 @@ def _parse_racks(value: Any) -> Tuple[RackSpec, ...]:
     if value is None:
         raise _Invalid("datacenters", "required key is missing; e.g. {dc1: {rack1: 1, rack2: 1}}")
     if not isinstance(value, Mapping) or not value:
-        raise _Invalid("datacenters", f"expected a mapping of datacenter names to racks, got {_show(value)}")
+        raise _Invalid("datacenters", f"expected a mapping of datacenter names to racks, got {show(value)}")
     racks = []
     for dc, dc_racks in value.items():
         dc_name = _check_name(f"datacenters.{dc}", dc)
         key = f"datacenters.{dc_name}"
         if not isinstance(dc_racks, Mapping) or not dc_racks:
-            raise _Invalid(key, f"expected a mapping of rack names to node counts, got {_show(dc_racks)}")
+            raise _Invalid(key, f"expected a mapping of rack names to node counts, got {show(dc_racks)}")
         for rack, count in dc_racks.items():
             rack_name = _check_name(f"{key}.{rack}", rack)
             if isinstance(count, bool) or not isinstance(count, int):
-                raise _Invalid(f"{key}.{rack_name}", f"expected a number of nodes, got {_show(count)}")
+                raise _Invalid(f"{key}.{rack_name}", f"expected a number of nodes, got {show(count)}")
             if count < 1:
                 raise _Invalid(f"{key}.{rack_name}", f"a rack needs at least 1 node, got {count}")
             racks.append(RackSpec(dc_name, rack_name, count))
@@ -194,7 +194,7 @@ def _parse_addresses(value: Any) -> Tuple[str, Optional[Ports]]:
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
-        raise _Invalid("addresses", f"expected a mapping with keys base, ports, got {_show(value)}")
+        raise _Invalid("addresses", f"expected a mapping with keys base, ports, got {show(value)}")
     for key in value:
         if key not in ADDRESS_KEYS:
             raise _Invalid(f"addresses.{key}", _unknown_key(key, ADDRESS_KEYS))
@@ -216,7 +216,7 @@ def parse_base_address(value: Any) -> str:
     except ValueError:
         address = None
     if address is None or not address.is_loopback:
-        raise ValueError(f"expected an IPv4 loopback address such as 127.0.0.11, got {_show(value)}")
+        raise ValueError(f"expected an IPv4 loopback address such as 127.0.0.11, got {show(value)}")
     return str(address)
 
 
@@ -234,14 +234,14 @@ def parse_ports(value: Any) -> Optional[Ports]:
         return STANDARD_PORTS
     if not isinstance(value, Mapping):
         raise ValueError(
-            f"expected auto, standard or a mapping of {', '.join(Ports._fields)} ports, got {_show(value)}"
+            f"expected auto, standard or a mapping of {', '.join(Ports._fields)} ports, got {show(value)}"
         )
     chosen = STANDARD_PORTS._asdict()
     for key, port in value.items():
         if key not in chosen:
             raise ValueError(f"{key}: {_unknown_key(key, Ports._fields)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f"{key}: expected a port 1..65535, got {_show(port)}")
+            raise ValueError(f"{key}: expected a port 1..65535, got {show(port)}")
         chosen[key] = port
     ports = Ports(**chosen)
     for i, port in enumerate(ports):
@@ -254,7 +254,7 @@ def _parse_node_settings(value: Any, cluster: str, source: str) -> Tuple[Tuple[s
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        raise _Invalid("node", f"expected a mapping of Dynomite settings, got {_show(value)}")
+        raise _Invalid("node", f"expected a mapping of Dynomite settings, got {show(value)}")
     for key in value:
         if key in LAUNCHER_KEYS:
             raise _Invalid(f"node.{key}", "set by the launcher for each node; remove it")
