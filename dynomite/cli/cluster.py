@@ -1,7 +1,8 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 ``dynomite-cluster``: run a whole cluster on this machine from a topology file.
 
-``up`` starts a :class:`dynomite.cluster.Cluster` and stays in the
+``up`` starts a :class:`dynomite.launcher.cluster.Cluster` and stays in the
 foreground until Ctrl-C or SIGTERM (or returns at once with ``--detach``);
 ``status`` and ``down`` find a running cluster through its state file
 (``<workdir>/cluster.json``) and act on its processes by PID. Everything
@@ -24,7 +25,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from dynomite.launcher.cluster import STATE_FILE, Cluster, ClusterError, format_address, format_table
-from dynomite.launcher.topology_file import Topology
+from dynomite.launcher.topology_file import ClusterFile
 from dynomite.config.model import ConfigError
 from dynomite.launcher.processes import pid_alive, proc_stat
 
@@ -93,7 +94,7 @@ def _start_prometheus(config: str, workdir: str) -> Optional[subprocess.Popen]:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    topology = Topology.from_yaml(args.topology)
+    topology = ClusterFile.from_yaml(args.topology)
     workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
     if workdir == DEFAULT_WORKDIR:
         _check_default_workdir(workdir)

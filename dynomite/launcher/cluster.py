@@ -1,16 +1,17 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 A whole cluster on this machine, from a small topology file.
 
-:class:`Cluster` turns a :class:`dynomite.cluster_topology.Topology` (the
-validated topology file) into a plan (names, 127.0.0.x addresses, ports,
+:class:`Cluster` turns a :class:`dynomite.launcher.topology_file.ClusterFile`
+(the validated topology file) into a plan (names, 127.0.0.x addresses, ports,
 tokens, one Dynomite YAML per node) and runs it: one ``redis-server`` and
 one ``twistd -n dynomite`` per node. Integration tests drive it directly;
-each process is a :class:`dynomite.processes.ManagedProcess` that can be
+each process is a :class:`dynomite.launcher.processes.ManagedProcess` that can be
 stopped, killed, paused, resumed and restarted by PID, which is what fault
 injection needs.
 
 The ``dynomite-cluster`` command (``up``, ``status``, ``down``) is
-:mod:`dynomite.cluster_cli`.
+:mod:`dynomite.cli.cluster`.
 
 A started cluster records its PIDs in ``<workdir>/cluster.json`` (see
 :meth:`Cluster.write_state`), so another process can inspect or stop it by
@@ -31,10 +32,10 @@ import yaml
 from dynomite.launcher.topology_file import (
     DEFAULT_BASE_ADDRESS,
     Ports,
-    Topology,
+    ClusterFile,
     format_ranges,
     node_hosts,
-    node_name,
+    node_label,
     owned_ranges,
     parse_base_address,
     parse_ports,
@@ -158,7 +159,7 @@ class Cluster:
     @classmethod
     def from_topology(
         cls,
-        topology: Union[Topology, Mapping[str, Any]],
+        topology: Union[ClusterFile, Mapping[str, Any]],
         workdir: str,
         ports: Union[str, Ports, Mapping[str, int], None] = "auto",
         base_address: Optional[str] = DEFAULT_BASE_ADDRESS,
@@ -168,7 +169,7 @@ class Cluster:
         die_with_parent: bool = True,
     ) -> Cluster:
         """
-        Plan a cluster from a topology (a :class:`Topology` or its dict).
+        Plan a cluster from a topology (a :class:`ClusterFile` or its dict).
 
         ``ports`` and ``base_address`` override the topology's ``addresses``
         section; pass None to use it. The defaults (ephemeral ports from
@@ -176,8 +177,8 @@ class Cluster:
         on its node's address. ``die_with_parent=False`` lets the processes
         outlive this Python process (``up --detach``).
         """
-        if not isinstance(topology, Topology):
-            topology = Topology.from_dict(topology)
+        if not isinstance(topology, ClusterFile):
+            topology = ClusterFile.from_dict(topology)
         port_plan = topology.ports if ports is None else parse_ports(ports)
         base = topology.base_address if base_address is None else parse_base_address(base_address)
         workdir = os.path.abspath(workdir)
@@ -188,7 +189,7 @@ class Cluster:
             for index in range(spec.nodes):
                 host = next(hosts)
                 plan = Ports(*free_ports(host, 4)) if port_plan is None else port_plan
-                name = node_name(spec.datacenter, spec.rack, index)
+                name = node_label(spec.datacenter, spec.rack, index)
                 stem = os.path.join(workdir, name)
                 nodes.append(ClusterNode(
                     name=name, dc=spec.datacenter, rack=spec.rack, index=index,
@@ -247,7 +248,7 @@ class Cluster:
         for n in self.nodes:
             if (n.dc, n.rack, n.index) == (dc, rack, index):
                 return n
-        raise KeyError(f"no node {node_name(dc, rack, index)} in cluster {self.name!r}")
+        raise KeyError(f"no node {node_label(dc, rack, index)} in cluster {self.name!r}")
 
     @property
     def node_processes(self) -> List[NodeProcess]:
