@@ -1,5 +1,5 @@
 """
-Tests for ``dynomite-admin`` (dynomite.admin_cli).
+Tests for ``dynomite-admin`` (dynomite.cli.admin).
 
 Unit tests (no sockets): addresses, the table formatter, ring shares, key
 owners for a given /cluster_describe document, ops/s from two /info
@@ -8,7 +8,7 @@ samples, status rows, argument errors, and whole commands run through
 
 Integration tests: a real cluster (1 DC x 2 racks x 1 node, real
 redis-server and twistd processes, ephemeral ports on 127.0.6.x, an
-admin_token) started once for the module by ``dynomite.cluster.Cluster``
+admin_token) started once for the module by ``dynomite.launcher.cluster.Cluster``
 and stopped, by PID, at interpreter exit (trial does not call setUpClass);
 ``main([...])`` runs in-process with stdout and stderr captured.
 """
@@ -27,18 +27,14 @@ from typing import Any, Dict, List, Optional, Tuple
 import redis
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.cli import admin as admin_cli
-from dynomite.cli.admin import (
-    AdminClient,
-    AdminError,
+from dynomite.cli.admin import main as admin_main
+from dynomite.cli.admin.client import AdminClient, AdminError, join_address, parse_address
+from dynomite.cli.admin.main import main, parse_args
+from dynomite.cli.admin.views import (
     describe_nodes,
     format_table,
     hash_owners,
-    join_address,
-    main,
     ops_per_second,
-    parse_address,
-    parse_args,
     request_count,
     ring_table,
     status_row,
@@ -353,7 +349,7 @@ class FakeCommandTests(SynchronousTestCase):
             made.append(FakeClient(answers, token))
             return made[-1]
 
-        self.patch(admin_cli, "AdminClient", factory)
+        self.patch(admin_main, "AdminClient", factory)
         return made
 
     def test_status_shows_unreachable_nodes_as_down(self) -> None:
