@@ -33,7 +33,6 @@ from dynomite.launcher.topology_file import (
     DEFAULT_BASE_ADDRESS,
     Ports,
     ClusterFile,
-    format_ranges,
     node_hosts,
     node_label,
     owned_ranges,
@@ -41,6 +40,7 @@ from dynomite.launcher.topology_file import (
     parse_ports,
     rack_tokens,
 )
+from dynomite.launcher.tables import format_ranges, format_table
 from dynomite.launcher.processes import (
     ClusterError,
     ManagedProcess,
@@ -424,26 +424,21 @@ class Cluster:
 
     def table(self) -> str:
         """One line per node: DC, rack, name, addresses, token and the hash ranges it owns in its rack."""
-        rows = [("DC", "RACK", "NODE", "CLIENT", "PEER", "STATS", "REDIS", "TOKEN", "OWNS (IN ITS RACK)")]
+        header = ("DC", "RACK", "NODE", "CLIENT", "PEER", "STATS", "REDIS", "TOKEN", "OWNS (IN ITS RACK)")
+        rows = []
         for n in self.nodes:
             rows.append((
                 n.dc, n.rack, n.name, format_address(n.client_address), format_address(n.peer_address),
                 format_address(n.stats_address), format_address(n.redis_address),
                 ",".join(map(str, n.tokens)), format_ranges(n.ranges),
             ))
-        return format_table(rows)
+        return format_table(header, rows)
 
     def redis_cli_hint(self) -> str:
         """A redis-cli line to try against the first node."""
         host, port = self.nodes[0].client_address
         auth = " --askpass" if dict(self.node_settings).get("requirepass") else ""
         return f"redis-cli -h {host} -p {port}{auth} set greeting hello"
-
-
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of strings as left-aligned columns two spaces apart (the first row is the header)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _write_private(path: str, text: str) -> None:

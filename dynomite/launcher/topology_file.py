@@ -24,7 +24,7 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import MAX_TOKEN, RING_SIZE
@@ -40,7 +40,6 @@ __all__ = [
     "Ports",
     "RackSpec",
     "ClusterFile",
-    "format_ranges",
     "node_hosts",
     "node_label",
     "owned_ranges",
@@ -292,14 +291,6 @@ def owned_ranges(mine: Iterable[int], rack: Iterable[int]) -> List[Tuple[int, in
         else:
             ranges.append((ring[i - 1] + 1, token))
     return sorted(ranges)
-
-
-def format_ranges(ranges: Sequence[Tuple[int, int]]) -> str:
-    """``all``, or ``lo..hi`` pieces; wrap-around pieces join up (``4294967295`` then ``0``)."""
-    if list(ranges) == [(0, MAX_TOKEN)]:
-        return "all"
-    pieces = sorted(ranges, key=lambda r: (r[0] == 0, r[0]))  # the wrapped piece last
-    return ", ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in pieces)
 
 
 def node_label(dc: str, rack: str, index: int) -> str:

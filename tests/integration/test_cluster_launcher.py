@@ -32,7 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.cli import cluster as cluster_cli
 from dynomite.launcher.cluster import Cluster, ClusterError
-from dynomite.launcher.topology_file import STANDARD_PORTS, Ports, ClusterFile, format_ranges, owned_ranges, rack_tokens
+from dynomite.launcher.topology_file import STANDARD_PORTS, Ports, ClusterFile, owned_ranges, rack_tokens
 from dynomite.config.model import Address, ConfigError, NodeConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -209,11 +209,6 @@ class TokenTests(SynchronousTestCase):
             self.assertEqual(pieces[-1][1], MAX)
             for (_, hi), (lo, _) in zip(pieces, pieces[1:]):
                 self.assertEqual(lo, hi + 1)
-
-    def test_format_ranges(self) -> None:
-        self.assertEqual(format_ranges([(0, MAX)]), "all")
-        self.assertEqual(format_ranges([(0, 0), (2**31 + 1, MAX)]), "2147483649..4294967295, 0")
-        self.assertEqual(format_ranges([(1, 2**31)]), "1..2147483648")
 
     def test_cluster_plan(self) -> None:
         topology = {"datacenters": {"dc1": {"r1": 3, "r2": 1}, "dc2": {"r1": 2}}}

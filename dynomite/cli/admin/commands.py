@@ -19,15 +19,17 @@ import urllib.parse
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminClient, AdminError, parallel
-from dynomite.cli.admin.views import (
-    describe_nodes, format_ranges, format_table, hash_owners, ring_table, status_row, summary,
-)
+from dynomite.cli.admin.views import describe_nodes, hash_owners, ring_table, status_row, summary
+from dynomite.launcher.tables import format_ranges, format_table
 
 __all__ = ["COMMANDS", "Result", "cmd_consistency", "cmd_hash", "cmd_hints", "cmd_ring", "cmd_status"]
 
 
 class Result(NamedTuple):
-    """What a command produced: the JSON document, the text for people, and one error line or None."""
+    """
+    What a command produced: the JSON document, the text for people (without
+    a final newline) and one error line or None.
+    """
 
     doc: Any
     text: str

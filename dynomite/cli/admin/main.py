@@ -159,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result.doc, indent=2) + "\n")
     else:
-        sys.stdout.write(result.text)
+        sys.stdout.write(result.text + "\n")
     sys.stdout.flush()
     if result.error:
         print(f"{PROG}: {result.error}", file=sys.stderr)

@@ -11,7 +11,7 @@ row from /info samples, and the text of tables and error summaries.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminError, join_address, parse_address
 from dynomite.config.vocabulary import RING_SIZE
@@ -19,10 +19,7 @@ from dynomite.placement.hashing import key_hash
 from dynomite.placement.ring import Ring
 
 __all__ = [
-    "cell",
     "describe_nodes",
-    "format_ranges",
-    "format_table",
     "hash_owners",
     "hint_backlog",
     "ops_per_second",
@@ -233,30 +230,7 @@ def status_row(
     return row
 
 
-# -- text -------------------------------------------------------------------------------------
-
-
-def cell(value: Any) -> str:
-    """How a value reads in a table: None is '-', booleans yes/no, floats with two decimals."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Left-aligned columns two spaces apart under a header row; no trailing spaces; ends with a newline."""
-    text_rows = [[str(h) for h in headers]] + [[cell(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in text_rows) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in text_rows]
-    return "\n".join(lines) + "\n"
-
-
-def format_ranges(ranges: Sequence[Sequence[int]]) -> str:
-    return ", ".join(f"{start}-{end}" for start, end in ranges)
+# -- errors ----------------------------------------------------------------------------------
 
 
 def summary(what: str, failures: List[Tuple[str, str]], total: int) -> Optional[str]:
