@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 from dynomite.launcher.cluster import STATE_FILE, Cluster, ClusterError, format_address
 from dynomite.launcher.topology_file import ClusterFile
 from dynomite.config.model import ConfigError
-from dynomite.launcher.processes import pid_alive, proc_stat
+from dynomite.launcher.host import pid_alive, proc_stat
 from dynomite.launcher.tables import format_table
 
 __all__ = ["DEFAULT_WORKDIR", "main"]

@@ -40,14 +40,13 @@ from dynomite.launcher.topology_file import (
     parse_ports,
     rack_tokens,
 )
+from dynomite.launcher.host import free_ports, port_busy
 from dynomite.launcher.tables import format_ranges, format_table
 from dynomite.launcher.processes import (
     ClusterError,
     ManagedProcess,
     NodeProcess,
     RedisProcess,
-    free_ports,
-    port_busy,
     stop_all,
     wait_all_ready,
 )

@@ -32,6 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.cli import cluster as cluster_cli
 from dynomite.launcher.cluster import Cluster, ClusterError
+from dynomite.launcher import host
 from dynomite.launcher.topology_file import STANDARD_PORTS, Ports, ClusterFile, owned_ranges, rack_tokens
 from dynomite.config.model import Address, ConfigError, NodeConfig
 
@@ -298,6 +299,35 @@ class BusyPortTests(SynchronousTestCase):
         e = self.assertRaises(ClusterError, plan.start)
         self.assertIn(f"127.0.0.52:{port} (redis port of dc1-rack2-0) is busy", str(e))
         self.assertEqual([p.pid for p in plan.processes], [None] * 4)
+
+
+class HostTests(SynchronousTestCase):
+    """dynomite.launcher.host: ports, /proc and PING, host first as in every address."""
+
+    def test_free_ports_takes_the_host_first(self) -> None:
+        ports = host.free_ports("127.0.0.53", 3)
+        self.assertEqual(len(set(ports)), 3)
+        for port in ports:
+            self.assertIsNone(host.port_busy("127.0.0.53", port))
+        self.assertRaises(TypeError, host.free_ports, 3, "127.0.0.53")
+
+    def test_port_busy_names_the_reason(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.53", 0))
+        listener.listen()
+        self.assertIn("in use", host.port_busy("127.0.0.53", listener.getsockname()[1]))
+
+    def test_proc_stat_tells_a_reused_pid(self) -> None:
+        state, start_time = host.proc_stat(os.getpid())
+        self.assertEqual(state, "R")
+        self.assertTrue(host.pid_alive(os.getpid(), start_time))
+        self.assertFalse(host.pid_alive(os.getpid(), start_time + 1))
+
+    def test_ping_without_a_server(self) -> None:
+        port = host.free_ports("127.0.0.53", 1)[0]
+        self.assertEqual(host.ping("127.0.0.53", port), b"")
+        self.assertRaises(OSError, host.ping_raw, "127.0.0.53", port)
 
 
 # -- real processes through the API -------------------------------------------------
