@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_admin_cli -*-
 """
 ``dynomite-admin``: operate a running cluster through its nodes' admin APIs.
 
