@@ -76,6 +76,7 @@ PROJECT_KEYS = frozenset(
     }
 )
 
+
 # -- value parsers: each takes the YAML value and returns the typed one ------
 
 
