@@ -15,6 +15,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from dynomite.launcher.tables import format_table as _format_table
+
 __all__ = [
     "GOALS", "Goal", "Run", "Summary", "check_goals", "format_comparison", "format_goals", "format_table",
     "summarize",
@@ -165,29 +167,21 @@ def _range(s: Summary) -> str:
     return f"{s.ratio_min:.2f}-{s.ratio_max:.2f}"
 
 
-def _table(rows: Sequence[Sequence[str]], right: Sequence[bool]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for row in rows:
-        cells = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
-
-
 def format_table(summaries: Sequence[Summary]) -> str:
     """
     The main table: one line per target, test and pipeline depth. "other
     load" is the median share of the machine's CPU that processes outside
     the benchmark used during the runs: a busy machine widens the range.
     """
-    rows = [("target", "test", "P", "ops/s", "p50 ms", "p99 ms", "vs redis", "(min-max)", "node CPU µs/op",
-             "other load")]
+    header = ("target", "test", "P", "ops/s", "p50 ms", "p99 ms", "vs redis", "(min-max)", "node CPU µs/op",
+              "other load")
+    rows = []
     for s in summaries:
         rows.append((
             s.label, s.test, str(s.pipeline), f"{s.rps:,.0f}", _fmt(s.p50_ms, ".2f"), _fmt(s.p99_ms, ".2f"),
             _ratio(s), _range(s), _fmt(s.node_us_per_op, ".1f"), _fmt(s.other_load, ".0%"),
         ))
-    return _table(rows, (False, False, True, True, True, True, True, False, True, True))
+    return _format_table(header, rows, right={2, 3, 4, 5, 6, 8, 9})
 
 
 def format_comparison(summaries: Sequence[Summary], interpreters: Sequence[str]) -> str:
@@ -204,7 +198,7 @@ def format_comparison(summaries: Sequence[Summary], interpreters: Sequence[str])
         header += [f"{name} ops/s", "vs redis", "p99 ms", "CPU µs/op"]
     first, last = interpreters[0], interpreters[-1]
     header.append(f"{last}/{first}")
-    rows = [tuple(header)]
+    rows = []
     for (kind, test, pipeline), group in by_key.items():
         row = [labels[kind], test, str(pipeline)]
         for name in interpreters:
@@ -214,7 +208,7 @@ def format_comparison(summaries: Sequence[Summary], interpreters: Sequence[str])
         a, b = group.get(first), group.get(last)
         row.append(f"{b.rps / a.rps:.2f}x" if a and b and a.rps else "-")
         rows.append(tuple(row))
-    return _table(rows, (False, False) + (True,) * (len(header) - 2))
+    return _format_table(header, rows, right=range(2, len(header)))
 
 
 # -- goals ------------------------------------------------------------------------------
@@ -280,10 +274,10 @@ def check_goals(summaries: Sequence[Summary], interpreters: Sequence[str]) -> Li
 
 def format_goals(checked: Sequence[Dict[str, Any]]) -> str:
     """The goals of issue 6 and where this run stands."""
-    rows = [("goal (issue 6)", "interpreter", "measured", "", "Dynomite (C)")]
+    rows = []
     for g in checked:
         unit = "x" if g["metric"] == "ratio" else " µs"
         measured = ", ".join(f"{t} {v:.2f}{unit}" if unit == "x" else f"{t} {v:.1f}{unit}"
                              for t, v in g["values"].items())
         rows.append((g["goal"], g["interpreter"], measured, "met" if g["met"] else "NOT MET", g["dynomite"] or ""))
-    return _table(rows, (False,) * 5)
+    return _format_table(("goal (issue 6)", "interpreter", "measured", "", "Dynomite (C)"), rows)

@@ -1,7 +1,8 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 ``dynomite-cluster``: run a whole cluster on this machine from a topology file.
 
-``up`` starts a :class:`dynomite.cluster.Cluster` and stays in the
+``up`` starts a :class:`dynomite.launcher.cluster.Cluster` and stays in the
 foreground until Ctrl-C or SIGTERM (or returns at once with ``--detach``);
 ``status`` and ``down`` find a running cluster through its state file
 (``<workdir>/cluster.json``) and act on its processes by PID. Everything
@@ -23,10 +24,11 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence
 
-from dynomite.launcher.cluster import STATE_FILE, Cluster, ClusterError, format_address, format_table
-from dynomite.launcher.topology_file import Topology
+from dynomite.launcher.cluster import STATE_FILE, Cluster, ClusterError, format_address
+from dynomite.launcher.topology_file import ClusterFile
 from dynomite.config.model import ConfigError
-from dynomite.launcher.processes import pid_alive, proc_stat
+from dynomite.launcher.host import pid_alive, proc_stat
+from dynomite.launcher.tables import format_table
 
 __all__ = ["DEFAULT_WORKDIR", "main"]
 
@@ -93,7 +95,7 @@ def _start_prometheus(config: str, workdir: str) -> Optional[subprocess.Popen]:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    topology = Topology.from_yaml(args.topology)
+    topology = ClusterFile.from_yaml(args.topology)
     workdir = os.path.abspath(args.workdir or DEFAULT_WORKDIR)
     if workdir == DEFAULT_WORKDIR:
         _check_default_workdir(workdir)
@@ -210,7 +212,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     except ClusterError as e:
         _say(f"dynomite-cluster: {e}", err=True)
         return 3
-    rows = [("NODE", "PROCESS", "PID", "ADDRESS", "STATE")]
+    rows = []
     all_up = True
     for n in cluster.nodes:
         for proc in n.processes:
@@ -224,7 +226,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             rows.append((n.name, proc.role, str(proc.pid), format_address(proc.address), state))
     owner = (f"launcher pid {cluster.supervisor[0]}" if cluster.supervisor else "detached")
     _say(f"cluster {cluster.name!r} from {cluster.source} in {workdir} ({owner})")
-    _say(format_table(rows))
+    _say(format_table(("NODE", "PROCESS", "PID", "ADDRESS", "STATE"), rows))
     return 0 if all_up else 1
 
 

@@ -1,16 +1,17 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 A whole cluster on this machine, from a small topology file.
 
-:class:`Cluster` turns a :class:`dynomite.cluster_topology.Topology` (the
-validated topology file) into a plan (names, 127.0.0.x addresses, ports,
+:class:`Cluster` turns a :class:`dynomite.launcher.topology_file.ClusterFile`
+(the validated topology file) into a plan (names, 127.0.0.x addresses, ports,
 tokens, one Dynomite YAML per node) and runs it: one ``redis-server`` and
 one ``twistd -n dynomite`` per node. Integration tests drive it directly;
-each process is a :class:`dynomite.processes.ManagedProcess` that can be
+each process is a :class:`dynomite.launcher.processes.ManagedProcess` that can be
 stopped, killed, paused, resumed and restarted by PID, which is what fault
 injection needs.
 
 The ``dynomite-cluster`` command (``up``, ``status``, ``down``) is
-:mod:`dynomite.cluster_cli`.
+:mod:`dynomite.cli.cluster`.
 
 A started cluster records its PIDs in ``<workdir>/cluster.json`` (see
 :meth:`Cluster.write_state`), so another process can inspect or stop it by
@@ -31,22 +32,21 @@ import yaml
 from dynomite.launcher.topology_file import (
     DEFAULT_BASE_ADDRESS,
     Ports,
-    Topology,
-    format_ranges,
+    ClusterFile,
     node_hosts,
-    node_name,
+    node_label,
     owned_ranges,
     parse_base_address,
     parse_ports,
     rack_tokens,
 )
+from dynomite.launcher.host import free_ports, port_busy
+from dynomite.launcher.tables import format_ranges, format_table
 from dynomite.launcher.processes import (
     ClusterError,
     ManagedProcess,
     NodeProcess,
     RedisProcess,
-    free_ports,
-    port_busy,
     stop_all,
     wait_all_ready,
 )
@@ -158,7 +158,7 @@ class Cluster:
     @classmethod
     def from_topology(
         cls,
-        topology: Union[Topology, Mapping[str, Any]],
+        topology: Union[ClusterFile, Mapping[str, Any]],
         workdir: str,
         ports: Union[str, Ports, Mapping[str, int], None] = "auto",
         base_address: Optional[str] = DEFAULT_BASE_ADDRESS,
@@ -168,7 +168,7 @@ class Cluster:
         die_with_parent: bool = True,
     ) -> Cluster:
         """
-        Plan a cluster from a topology (a :class:`Topology` or its dict).
+        Plan a cluster from a topology (a :class:`ClusterFile` or its dict).
 
         ``ports`` and ``base_address`` override the topology's ``addresses``
         section; pass None to use it. The defaults (ephemeral ports from
@@ -176,8 +176,8 @@ class Cluster:
         on its node's address. ``die_with_parent=False`` lets the processes
         outlive this Python process (``up --detach``).
         """
-        if not isinstance(topology, Topology):
-            topology = Topology.from_dict(topology)
+        if not isinstance(topology, ClusterFile):
+            topology = ClusterFile.from_dict(topology)
         port_plan = topology.ports if ports is None else parse_ports(ports)
         base = topology.base_address if base_address is None else parse_base_address(base_address)
         workdir = os.path.abspath(workdir)
@@ -188,7 +188,7 @@ class Cluster:
             for index in range(spec.nodes):
                 host = next(hosts)
                 plan = Ports(*free_ports(host, 4)) if port_plan is None else port_plan
-                name = node_name(spec.datacenter, spec.rack, index)
+                name = node_label(spec.datacenter, spec.rack, index)
                 stem = os.path.join(workdir, name)
                 nodes.append(ClusterNode(
                     name=name, dc=spec.datacenter, rack=spec.rack, index=index,
@@ -247,7 +247,7 @@ class Cluster:
         for n in self.nodes:
             if (n.dc, n.rack, n.index) == (dc, rack, index):
                 return n
-        raise KeyError(f"no node {node_name(dc, rack, index)} in cluster {self.name!r}")
+        raise KeyError(f"no node {node_label(dc, rack, index)} in cluster {self.name!r}")
 
     @property
     def node_processes(self) -> List[NodeProcess]:
@@ -423,26 +423,21 @@ class Cluster:
 
     def table(self) -> str:
         """One line per node: DC, rack, name, addresses, token and the hash ranges it owns in its rack."""
-        rows = [("DC", "RACK", "NODE", "CLIENT", "PEER", "STATS", "REDIS", "TOKEN", "OWNS (IN ITS RACK)")]
+        header = ("DC", "RACK", "NODE", "CLIENT", "PEER", "STATS", "REDIS", "TOKEN", "OWNS (IN ITS RACK)")
+        rows = []
         for n in self.nodes:
             rows.append((
                 n.dc, n.rack, n.name, format_address(n.client_address), format_address(n.peer_address),
                 format_address(n.stats_address), format_address(n.redis_address),
                 ",".join(map(str, n.tokens)), format_ranges(n.ranges),
             ))
-        return format_table(rows)
+        return format_table(header, rows)
 
     def redis_cli_hint(self) -> str:
         """A redis-cli line to try against the first node."""
         host, port = self.nodes[0].client_address
         auth = " --askpass" if dict(self.node_settings).get("requirepass") else ""
         return f"redis-cli -h {host} -p {port}{auth} set greeting hello"
-
-
-def format_table(rows: Sequence[Sequence[str]]) -> str:
-    """Rows of strings as left-aligned columns two spaces apart (the first row is the header)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
 def _write_private(path: str, text: str) -> None:

@@ -1,9 +1,10 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 Server processes on this machine, handled by PID.
 
 A :class:`ManagedProcess` (:class:`RedisProcess`, :class:`NodeProcess`) is
 one ``redis-server`` or ``twistd -n dynomite`` of a local cluster
-(:mod:`dynomite.cluster`) or of an integration test: it is started and
+(:mod:`dynomite.launcher.cluster`) or of an integration test: it is started and
 waited for until it answers PING, signalled (stop, kill, pause, resume,
 restart) and asked for its log tail. One rebuilt from a state file is not
 our child; it is watched through /proc, and its recorded start time guards
@@ -11,8 +12,9 @@ against signalling a reused PID. Every process gets its own session, so
 Ctrl-C in a terminal reaches only the launcher; unless told otherwise, the
 kernel kills it if the launcher dies (Linux ``PR_SET_PDEATHSIG``).
 
-Also the small helpers this needs: free and busy ports, an inline PING,
-and /proc lookups.
+The port, /proc and PING helpers this builds on are in
+:mod:`dynomite.launcher.host`; :func:`free_ports` and :func:`ping_raw` are
+importable from here too, as they always were.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from dynomite.launcher.host import free_ports, pid_alive, ping, ping_raw, proc_stat
 
 __all__ = [
     "ClusterError",
@@ -35,11 +38,7 @@ __all__ = [
     "default_redis_server",
     "default_twistd",
     "free_ports",
-    "pid_alive",
-    "ping",
     "ping_raw",
-    "port_busy",
-    "proc_stat",
     "stop_all",
     "wait_all_ready",
 ]
@@ -49,66 +48,7 @@ class ClusterError(Exception):
     """A cluster could not be started, inspected or stopped; the message says why."""
 
 
-# -- ports ---------------------------------------------------------------------------
-
-
-def free_ports(host: str, count: int) -> List[int]:
-    """``count`` distinct ports free on ``host`` a moment ago (sockets held until all are chosen)."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def port_busy(host: str, port: int) -> Optional[str]:
-    """Why ``host:port`` cannot be listened on, or None if it can."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # The servers use SO_REUSEADDR too: only a live listener is a conflict.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            return e.strerror or str(e)
-    return None
-
-
-# -- /proc, PING and logs ----------------------------------------------------------
-
-
-def proc_stat(pid: int) -> Optional[Tuple[str, Optional[int]]]:
-    """(state letter, start time in clock ticks) of ``pid``, or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            text = f.read().decode("ascii", "replace")
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc: ask the kernel, without a start time
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return ("?", None)
-    fields = text[text.rindex(")") + 2:].split()
-    return fields[0], int(fields[19])
-
-
-def pid_alive(pid: int, start_time: Optional[int] = None) -> bool:
-    """
-    True if ``pid`` is a live process (zombies are dead) and, when
-    ``start_time`` is given, still the same process rather than a reused PID.
-    """
-    stat = proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
-        return False
-    return start_time is None or stat[1] is None or stat[1] == start_time
+# -- spawning and logs ------------------------------------------------------------
 
 
 _libc: Any = None
@@ -129,27 +69,6 @@ def _child_setup(die_with_parent: bool) -> Callable[[], None]:
             _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; Linux only
 
     return setup
-
-
-def ping_raw(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline PING; return the first reply line (b"" on EOF). Connection errors raise OSError."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(b"PING\r\n")
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-
-def ping(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline PING; return the first reply line, or b"" if none came."""
-    try:
-        return ping_raw(host, port, timeout)
-    except OSError:
-        return b""
 
 
 def _tail(path: str, lines: int) -> str:

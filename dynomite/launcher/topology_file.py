@@ -1,34 +1,37 @@
+# -*- test-case-name: tests.integration.test_cluster_launcher -*-
 """
 The topology file of a local cluster, and the placement conventions it implies.
 
-`Topology` reads and validates the small YAML file `dynomite.cluster`
-launches a cluster from (cluster name, datacenters with racks and node
-counts, addresses, settings passed to every node).  Errors are
-:class:`dynomite.config.ConfigError`: file, key, reason on one line, like
-a node configuration's.
+:class:`ClusterFile` reads and validates the small YAML file
+``dynomite-cluster`` launches a cluster from (cluster name, datacenters with
+racks and node counts, addresses, settings passed to every node). It is the
+launcher's file, not the cluster map a node routes with (that is
+:class:`dynomite.placement.topology.Topology`). Errors are
+:class:`dynomite.config.yamlio.ConfigError`: file, key, reason on one line,
+like a node configuration's, since both are read and worded by
+:mod:`dynomite.config.yamlio`.
 
 The rest is pure placement math, shared by the launcher, its command line
 and the tests' oracle: Dynomite's token convention (``generate_yamls.py``:
 in a rack of N nodes, node i owns token ``i * (2**32 // N)``; a key
 belongs to the node with the smallest token >= its hash, wrapping around),
-the hash ranges a node owns, node names and loopback addresses.
+the hash ranges a node owns, node labels and loopback addresses.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
-from dynomite.config.model import ConfigError
+from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import MAX_TOKEN, RING_SIZE
 
-# The strict loader and value printer of dynomite.config, so topology errors
-# read exactly like node configuration errors (duplicate keys, line numbers).
-from dynomite.config.model import NodeConfig, _load_yaml, _show
+# The strict loader and value printer of node configurations, so topology
+# errors read exactly like node configuration errors (duplicate keys, line numbers).
+from dynomite.config.yamlio import ConfigError, Invalid, load_yaml, show, unknown_key
 
 __all__ = [
     "DEFAULT_BASE_ADDRESS",
@@ -36,10 +39,9 @@ __all__ = [
     "STANDARD_PORTS",
     "Ports",
     "RackSpec",
-    "Topology",
-    "format_ranges",
+    "ClusterFile",
     "node_hosts",
-    "node_name",
+    "node_label",
     "owned_ranges",
     "parse_base_address",
     "parse_ports",
@@ -73,15 +75,6 @@ LAUNCHER_KEYS = frozenset(
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
-class _Invalid(ValueError):
-    """A topology value is wrong; ``key`` is its dotted path."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(key, reason)
-        self.key = key
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class RackSpec:
     """One rack of the topology and how many nodes it has."""
@@ -92,7 +85,7 @@ class RackSpec:
 
 
 @dataclass(frozen=True)
-class Topology:
+class ClusterFile:
     """
     A validated topology file.
 
@@ -109,18 +102,18 @@ class Topology:
     node_settings: Tuple[Tuple[str, Any], ...] = ()
 
     @classmethod
-    def from_yaml(cls, path: str) -> Topology:
+    def from_yaml(cls, path: str) -> ClusterFile:
         """Read and validate a topology file."""
         source = os.fspath(path)
-        return cls.from_dict(_load_yaml(source), source=source)
+        return cls.from_dict(load_yaml(source), source=source)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> Topology:
+    def from_dict(cls, data: Any, source: str = "<dict>") -> ClusterFile:
         """Validate an already-loaded topology document."""
         try:
             return _parse_topology(data, source)
-        except _Invalid as e:
-            raise ConfigError(source, e.key, e.reason) from None
+        except Invalid as e:
+            raise ConfigError(source, e.key or "<root>", e.reason) from None
 
     @property
     def datacenters(self) -> Tuple[str, ...]:
@@ -132,12 +125,12 @@ class Topology:
         return sum(r.nodes for r in self.racks)
 
 
-def _parse_topology(data: Any, source: str) -> Topology:
+def _parse_topology(data: Any, source: str) -> ClusterFile:
     if not isinstance(data, Mapping):
-        raise _Invalid("<root>", f"expected a mapping with keys {', '.join(TOPOLOGY_KEYS)}, got {_show(data)}")
+        raise Invalid(f"expected a mapping with keys {', '.join(TOPOLOGY_KEYS)}, got {show(data)}", key="<root>")
     for key in data:
         if key not in TOPOLOGY_KEYS:
-            raise _Invalid(str(key), _unknown_key(key, TOPOLOGY_KEYS))
+            raise Invalid(unknown_key(key, TOPOLOGY_KEYS), key=str(key))
     name = _check_name("cluster", data.get("cluster", DEFAULT_CLUSTER_NAME))
     racks = _parse_racks(data.get("datacenters"))
     base, ports = _parse_addresses(data.get("addresses"))
@@ -145,19 +138,13 @@ def _parse_topology(data: Any, source: str) -> Topology:
     try:
         node_hosts(base, count)
     except ValueError as e:
-        raise _Invalid("addresses.base", str(e)) from None
-    names = [node_name(r.datacenter, r.rack, i) for r in racks for i in range(r.nodes)]
+        raise Invalid(str(e), key="addresses.base") from None
+    names = [node_label(r.datacenter, r.rack, i) for r in racks for i in range(r.nodes)]
     for i, n in enumerate(names):
         if n in names[:i]:
-            raise _Invalid("datacenters", f"two nodes would both be named {n!r}; rename a datacenter or rack")
+            raise Invalid(f"two nodes would both be named {n!r}; rename a datacenter or rack", key="datacenters")
     settings = _parse_node_settings(data.get("node"), name, source)
-    return Topology(source, name, racks, base, ports, settings)
-
-
-def _unknown_key(key: Any, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(key), known, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(known)}"
-    return f"unknown key; {hint}"
+    return ClusterFile(source, name, racks, base, ports, settings)
 
 
 def _check_name(key: str, value: Any) -> str:
@@ -165,27 +152,27 @@ def _check_name(key: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _NAME.match(value):
-        raise _Invalid(key, f"expected a name of letters, digits, '_', '-' or '.', got {_show(value)}")
+        raise Invalid(f"expected a name of letters, digits, '_', '-' or '.', got {show(value)}", key=key)
     return value
 
 
 def _parse_racks(value: Any) -> Tuple[RackSpec, ...]:
     if value is None:
-        raise _Invalid("datacenters", "required key is missing; e.g. {dc1: {rack1: 1, rack2: 1}}")
+        raise Invalid("required key is missing; e.g. {dc1: {rack1: 1, rack2: 1}}", key="datacenters")
     if not isinstance(value, Mapping) or not value:
-        raise _Invalid("datacenters", f"expected a mapping of datacenter names to racks, got {_show(value)}")
+        raise Invalid(f"expected a mapping of datacenter names to racks, got {show(value)}", key="datacenters")
     racks = []
     for dc, dc_racks in value.items():
         dc_name = _check_name(f"datacenters.{dc}", dc)
         key = f"datacenters.{dc_name}"
         if not isinstance(dc_racks, Mapping) or not dc_racks:
-            raise _Invalid(key, f"expected a mapping of rack names to node counts, got {_show(dc_racks)}")
+            raise Invalid(f"expected a mapping of rack names to node counts, got {show(dc_racks)}", key=key)
         for rack, count in dc_racks.items():
             rack_name = _check_name(f"{key}.{rack}", rack)
             if isinstance(count, bool) or not isinstance(count, int):
-                raise _Invalid(f"{key}.{rack_name}", f"expected a number of nodes, got {_show(count)}")
+                raise Invalid(f"expected a number of nodes, got {show(count)}", key=f"{key}.{rack_name}")
             if count < 1:
-                raise _Invalid(f"{key}.{rack_name}", f"a rack needs at least 1 node, got {count}")
+                raise Invalid(f"a rack needs at least 1 node, got {count}", key=f"{key}.{rack_name}")
             racks.append(RackSpec(dc_name, rack_name, count))
     return tuple(racks)
 
@@ -194,18 +181,18 @@ def _parse_addresses(value: Any) -> Tuple[str, Optional[Ports]]:
     if value is None:
         value = {}
     if not isinstance(value, Mapping):
-        raise _Invalid("addresses", f"expected a mapping with keys base, ports, got {_show(value)}")
+        raise Invalid(f"expected a mapping with keys base, ports, got {show(value)}", key="addresses")
     for key in value:
         if key not in ADDRESS_KEYS:
-            raise _Invalid(f"addresses.{key}", _unknown_key(key, ADDRESS_KEYS))
+            raise Invalid(unknown_key(key, ADDRESS_KEYS), key=f"addresses.{key}")
     try:
         base = parse_base_address(value.get("base", DEFAULT_BASE_ADDRESS))
     except ValueError as e:
-        raise _Invalid("addresses.base", str(e)) from None
+        raise Invalid(str(e), key="addresses.base") from None
     try:
         ports = parse_ports(value.get("ports", "standard"))
     except ValueError as e:
-        raise _Invalid("addresses.ports", str(e)) from None
+        raise Invalid(str(e), key="addresses.ports") from None
     return base, ports
 
 
@@ -216,7 +203,7 @@ def parse_base_address(value: Any) -> str:
     except ValueError:
         address = None
     if address is None or not address.is_loopback:
-        raise ValueError(f"expected an IPv4 loopback address such as 127.0.0.11, got {_show(value)}")
+        raise ValueError(f"expected an IPv4 loopback address such as 127.0.0.11, got {show(value)}")
     return str(address)
 
 
@@ -234,14 +221,14 @@ def parse_ports(value: Any) -> Optional[Ports]:
         return STANDARD_PORTS
     if not isinstance(value, Mapping):
         raise ValueError(
-            f"expected auto, standard or a mapping of {', '.join(Ports._fields)} ports, got {_show(value)}"
+            f"expected auto, standard or a mapping of {', '.join(Ports._fields)} ports, got {show(value)}"
         )
     chosen = STANDARD_PORTS._asdict()
     for key, port in value.items():
         if key not in chosen:
-            raise ValueError(f"{key}: {_unknown_key(key, Ports._fields)}")
+            raise ValueError(f"{key}: {unknown_key(key, Ports._fields)}")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise ValueError(f"{key}: expected a port 1..65535, got {_show(port)}")
+            raise ValueError(f"{key}: expected a port 1..65535, got {show(port)}")
         chosen[key] = port
     ports = Ports(**chosen)
     for i, port in enumerate(ports):
@@ -254,10 +241,10 @@ def _parse_node_settings(value: Any, cluster: str, source: str) -> Tuple[Tuple[s
     if value is None:
         return ()
     if not isinstance(value, Mapping):
-        raise _Invalid("node", f"expected a mapping of Dynomite settings, got {_show(value)}")
+        raise Invalid(f"expected a mapping of Dynomite settings, got {show(value)}", key="node")
     for key in value:
         if key in LAUNCHER_KEYS:
-            raise _Invalid(f"node.{key}", "set by the launcher for each node; remove it")
+            raise Invalid("set by the launcher for each node; remove it", key=f"node.{key}")
     sample = {
         "listen": "127.0.0.1:1",
         "dyn_listen": "127.0.0.1:2",
@@ -269,7 +256,7 @@ def _parse_node_settings(value: Any, cluster: str, source: str) -> Tuple[Tuple[s
     try:
         NodeConfig.from_dict({cluster: sample}, source=source)
     except ConfigError as e:
-        raise _Invalid(f"node.{e.key}", e.reason) from None
+        raise Invalid(e.reason, key=f"node.{e.key}") from None
     return tuple(value.items())
 
 
@@ -306,16 +293,12 @@ def owned_ranges(mine: Iterable[int], rack: Iterable[int]) -> List[Tuple[int, in
     return sorted(ranges)
 
 
-def format_ranges(ranges: Sequence[Tuple[int, int]]) -> str:
-    """``all``, or ``lo..hi`` pieces; wrap-around pieces join up (``4294967295`` then ``0``)."""
-    if list(ranges) == [(0, MAX_TOKEN)]:
-        return "all"
-    pieces = sorted(ranges, key=lambda r: (r[0] == 0, r[0]))  # the wrapped piece last
-    return ", ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in pieces)
-
-
-def node_name(dc: str, rack: str, index: int) -> str:
-    """``<dc>-<rack>-<index>``, also the stem of the node's files."""
+def node_label(dc: str, rack: str, index: int) -> str:
+    """
+    ``<dc>-<rack>-<index>``: how the launcher names a node, also the stem of
+    its files. (A node's name among its peers is ``host:port``:
+    :func:`dynomite.peers.protocol.node_name`.)
+    """
     return f"{dc}-{rack}-{index}"
 
 

@@ -1,14 +1,14 @@
 """
-Tests for ``dynomite-admin`` (dynomite.admin_cli).
+Tests for ``dynomite-admin`` (dynomite.cli.admin).
 
-Unit tests (no sockets): addresses, the table formatter, ring shares, key
+Unit tests (no sockets): addresses, ring shares, key
 owners for a given /cluster_describe document, ops/s from two /info
 samples, status rows, argument errors, and whole commands run through
 ``main`` against a fake admin client.
 
 Integration tests: a real cluster (1 DC x 2 racks x 1 node, real
 redis-server and twistd processes, ephemeral ports on 127.0.6.x, an
-admin_token) started once for the module by ``dynomite.cluster.Cluster``
+admin_token) started once for the module by ``dynomite.launcher.cluster.Cluster``
 and stopped, by PID, at interpreter exit (trial does not call setUpClass);
 ``main([...])`` runs in-process with stdout and stderr captured.
 """
@@ -27,18 +27,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import redis
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.cli import admin as admin_cli
-from dynomite.cli.admin import (
-    AdminClient,
-    AdminError,
+from dynomite.cli.admin import main as admin_main
+from dynomite.cli.admin.client import AdminClient, AdminError, join_address, parse_address
+from dynomite.cli.admin.main import main, parse_args
+from dynomite.cli.admin.views import (
     describe_nodes,
-    format_table,
     hash_owners,
-    join_address,
-    main,
     ops_per_second,
-    parse_address,
-    parse_args,
     request_count,
     ring_table,
     status_row,
@@ -140,19 +135,6 @@ class AddressTests(SynchronousTestCase):
     def test_join(self) -> None:
         self.assertEqual(join_address("10.0.0.1", 1), "10.0.0.1:1")
         self.assertEqual(join_address("::1", 1), "[::1]:1")
-
-
-class TableTests(SynchronousTestCase):
-    def test_aligned_left_with_header(self) -> None:
-        table = format_table(["DC", "NODE", "UP"], [["dc1", "10.0.0.1:8101", True], ["dc10", "x", None]])
-        self.assertEqual(table, "DC    NODE           UP\n"
-                                "dc1   10.0.0.1:8101  yes\n"
-                                "dc10  x              -\n")
-
-    def test_no_trailing_spaces_and_floats(self) -> None:
-        table = format_table(["A", "NOTE"], [[1.5, ""], [2.25, "why"]])
-        self.assertEqual(table, "A     NOTE\n1.50\n2.25  why\n")
-        self.assertEqual(format_table(["ONLY"], []), "ONLY\n")
 
 
 class DescribeTests(SynchronousTestCase):
@@ -353,7 +335,7 @@ class FakeCommandTests(SynchronousTestCase):
             made.append(FakeClient(answers, token))
             return made[-1]
 
-        self.patch(admin_cli, "AdminClient", factory)
+        self.patch(admin_main, "AdminClient", factory)
         return made
 
     def test_status_shows_unreachable_nodes_as_down(self) -> None:
@@ -431,7 +413,7 @@ class FakeCommandTests(SynchronousTestCase):
         self.assertEqual([(r["dc"], r["rack"], len(r["nodes"])) for r in racks],
                          [("dc1", "r1", 2), ("dc1", "r2", 1), ("dc2", "r1", 1)])
         text = run(self, "--node", "10.0.0.1", "ring")
-        self.assertIn("0-0, 2147483649-4294967295  50.00%", text.out)
+        self.assertIn("2147483649..4294967295, 0  50.00%", text.out)
         doc = run(self, "--node", "10.0.0.1", "hash", "{a}b", "--hash-tag", "{}", "--json").json()
         self.assertEqual((doc["key"], doc["hash"], len(doc["owners"])), ("{a}b", key_hash(b"a"), 3))
 
@@ -558,8 +540,8 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(result.code, 0, result)
         lines = result.out.splitlines()
         self.assertEqual(lines[0].split(), ["DC", "RACK", "NODE", "TOKENS", "RANGES", "SHARE"])
-        self.assertRegex(lines[1], r"^dc1 +rack1 +127\.0\.6\.1:\d+ +0 +0-4294967295 +100\.00%$")
-        self.assertRegex(lines[2], r"^dc1 +rack2 +127\.0\.6\.2:\d+ +0 +0-4294967295 +100\.00%$")
+        self.assertRegex(lines[1], r"^dc1 +rack1 +127\.0\.6\.1:\d+ +0 +all +100\.00%$")
+        self.assertRegex(lines[2], r"^dc1 +rack2 +127\.0\.6\.2:\d+ +0 +all +100\.00%$")
         racks = self.admin("ring", "--json").json()["racks"]
         self.assertEqual([(r["rack"], r["nodes"][0]["share_percent"]) for r in racks],
                          [("rack1", 100.0), ("rack2", 100.0)])

@@ -1,5 +1,5 @@
 """
-Tests for dynomite.cluster, the local cluster launcher (``dynomite-cluster``).
+Tests for dynomite.launcher, the local cluster launcher, and dynomite.cli.cluster (``dynomite-cluster``).
 
 Unit tests (no processes): the topology file and its errors, token
 assignment, and the node configurations the launcher writes, read back with
@@ -30,9 +30,10 @@ from typing import Any, Dict, List
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.launcher import cluster as launcher
+from dynomite.cli import cluster as cluster_cli
 from dynomite.launcher.cluster import Cluster, ClusterError
-from dynomite.launcher.topology_file import STANDARD_PORTS, Ports, Topology, format_ranges, owned_ranges, rack_tokens
+from dynomite.launcher import host
+from dynomite.launcher.topology_file import STANDARD_PORTS, Ports, ClusterFile, owned_ranges, rack_tokens
 from dynomite.config.model import Address, ConfigError, NodeConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -108,7 +109,7 @@ class TopologyFileTests(SynchronousTestCase):
     """A topology file is validated once; every problem names file, key and reason."""
 
     def test_demo_file(self) -> None:
-        topology = Topology.from_yaml(DEMO)
+        topology = ClusterFile.from_yaml(DEMO)
         self.assertEqual(topology.name, "dyn_o_mite")
         self.assertEqual(topology.datacenters, ("dc1", "dc2"))
         self.assertEqual(
@@ -121,7 +122,7 @@ class TopologyFileTests(SynchronousTestCase):
         self.assertEqual(dict(topology.node_settings)["read_consistency"], "DC_QUORUM")
 
     def test_defaults(self) -> None:
-        topology = Topology.from_dict({"datacenters": {"dc1": {"rack1": 2}}})
+        topology = ClusterFile.from_dict({"datacenters": {"dc1": {"rack1": 2}}})
         self.assertEqual(topology.name, "dyn_o_mite")
         self.assertEqual(topology.base_address, "127.0.0.11")
         self.assertEqual(topology.ports, STANDARD_PORTS)
@@ -129,7 +130,7 @@ class TopologyFileTests(SynchronousTestCase):
 
     def test_port_forms(self) -> None:
         def ports(value: Any) -> Any:
-            return Topology.from_dict({"datacenters": {"d": {"r": 1}}, "addresses": {"ports": value}}).ports
+            return ClusterFile.from_dict({"datacenters": {"d": {"r": 1}}, "addresses": {"ports": value}}).ports
 
         self.assertIsNone(ports("auto"))
         self.assertEqual(ports("standard"), STANDARD_PORTS)
@@ -169,13 +170,13 @@ class TopologyFileTests(SynchronousTestCase):
     def test_bad_files(self) -> None:
         for text, key, fragment in self.BAD:
             path = write(self.mktemp(), text)
-            e = self.assertRaises(ConfigError, Topology.from_yaml, path)
+            e = self.assertRaises(ConfigError, ClusterFile.from_yaml, path)
             self.assertEqual((e.source, e.key), (path, key), f"{text!r}: {e}")
             self.assertIn(fragment, e.reason, text)
             self.assertTrue(str(e).startswith(f"{path}: {key}: "), str(e))
 
     def test_missing_file(self) -> None:
-        e = self.assertRaises(ConfigError, Topology.from_yaml, "/nonexistent/topology.yml")
+        e = self.assertRaises(ConfigError, ClusterFile.from_yaml, "/nonexistent/topology.yml")
         self.assertEqual(e.key, "<file>")
         self.assertIn("cannot read", e.reason)
 
@@ -209,11 +210,6 @@ class TokenTests(SynchronousTestCase):
             self.assertEqual(pieces[-1][1], MAX)
             for (_, hi), (lo, _) in zip(pieces, pieces[1:]):
                 self.assertEqual(lo, hi + 1)
-
-    def test_format_ranges(self) -> None:
-        self.assertEqual(format_ranges([(0, MAX)]), "all")
-        self.assertEqual(format_ranges([(0, 0), (2**31 + 1, MAX)]), "2147483649..4294967295, 0")
-        self.assertEqual(format_ranges([(1, 2**31)]), "1..2147483648")
 
     def test_cluster_plan(self) -> None:
         topology = {"datacenters": {"dc1": {"r1": 3, "r2": 1}, "dc2": {"r1": 2}}}
@@ -277,7 +273,7 @@ class NodeConfigTests(SynchronousTestCase):
             self.assertEqual(seeds, others)
 
     def test_demo_configs(self) -> None:
-        plan = Cluster.from_topology(Topology.from_yaml(DEMO), self.mktemp(), ports=None, base_address=None)
+        plan = Cluster.from_topology(ClusterFile.from_yaml(DEMO), self.mktemp(), ports=None, base_address=None)
         plan.write_configs()
         hosts = [f"127.0.0.{i}" for i in range(11, 17)]
         self.assertEqual([n.host for n in plan.nodes], hosts)
@@ -303,6 +299,35 @@ class BusyPortTests(SynchronousTestCase):
         e = self.assertRaises(ClusterError, plan.start)
         self.assertIn(f"127.0.0.52:{port} (redis port of dc1-rack2-0) is busy", str(e))
         self.assertEqual([p.pid for p in plan.processes], [None] * 4)
+
+
+class HostTests(SynchronousTestCase):
+    """dynomite.launcher.host: ports, /proc and PING, host first as in every address."""
+
+    def test_free_ports_takes_the_host_first(self) -> None:
+        ports = host.free_ports("127.0.0.53", 3)
+        self.assertEqual(len(set(ports)), 3)
+        for port in ports:
+            self.assertIsNone(host.port_busy("127.0.0.53", port))
+        self.assertRaises(TypeError, host.free_ports, 3, "127.0.0.53")
+
+    def test_port_busy_names_the_reason(self) -> None:
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.53", 0))
+        listener.listen()
+        self.assertIn("in use", host.port_busy("127.0.0.53", listener.getsockname()[1]))
+
+    def test_proc_stat_tells_a_reused_pid(self) -> None:
+        state, start_time = host.proc_stat(os.getpid())
+        self.assertEqual(state, "R")
+        self.assertTrue(host.pid_alive(os.getpid(), start_time))
+        self.assertFalse(host.pid_alive(os.getpid(), start_time + 1))
+
+    def test_ping_without_a_server(self) -> None:
+        port = host.free_ports("127.0.0.53", 1)[0]
+        self.assertEqual(host.ping("127.0.0.53", port), b"")
+        self.assertRaises(OSError, host.ping_raw, "127.0.0.53", port)
 
 
 # -- real processes through the API -------------------------------------------------
@@ -354,7 +379,7 @@ class ClusterProcessTests(SynchronousTestCase):
             self.assertEqual(ping(node.client_address, timeout=0.5), b"")
             out = io.StringIO()
             self.patch(sys, "stdout", out)
-            self.assertEqual(launcher.main(["status", "--workdir", workdir]), 1)
+            self.assertEqual(cluster_cli.main(["status", "--workdir", workdir]), 1)
             self.assertRegex(out.getvalue(), r"dc1-rack1-0 +node +%d .*paused" % proc.pid)
             proc.resume()
             self.assertEqual(ping(node.client_address), b"+PONG\r\n")
@@ -496,14 +521,14 @@ class CommandLineTests(SynchronousTestCase):
         err = io.StringIO()
         self.patch(sys, "stderr", err)
         bad = write(self.mktemp(), "datacenters: {dc1: {rack1: 0}}\n")
-        self.assertEqual(launcher.main(["up", bad, "--workdir", self.mktemp()]), 1)
+        self.assertEqual(cluster_cli.main(["up", bad, "--workdir", self.mktemp()]), 1)
         self.assertIn(f"topology error: {bad}: datacenters.dc1.rack1: a rack needs at least 1 node", err.getvalue())
         empty = self.mktemp()
-        self.assertEqual(launcher.main(["status", "--workdir", empty]), 3)
-        self.assertEqual(launcher.main(["down", "--workdir", empty]), 1)
+        self.assertEqual(cluster_cli.main(["status", "--workdir", empty]), 3)
+        self.assertEqual(cluster_cli.main(["down", "--workdir", empty]), 1)
         self.assertIn("cluster.json is missing", err.getvalue())
         topology = self.topology_file("127.0.0.171")
-        self.assertEqual(launcher.main(["up", topology, "--workdir", self.mktemp(), "--twistd", "/no/twistd"]), 1)
+        self.assertEqual(cluster_cli.main(["up", topology, "--workdir", self.mktemp(), "--twistd", "/no/twistd"]), 1)
         self.assertIn("dynomite-cluster: --twistd: /no/twistd is not an executable file", err.getvalue())
 
 

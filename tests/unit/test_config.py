@@ -26,6 +26,8 @@ from dynomite.config.model import (
     NodeConfig,
     Seed,
 )
+from dynomite.config.keys import CLASS_DEFAULT, KEYS
+from dynomite.config.yamlio import Invalid, load_yaml, show, unknown_key
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "etc")
 
@@ -577,3 +579,58 @@ class FileTests(SynchronousTestCase):
         path = self.write(b"dyn_o_mite:\n  listen: localhost\n")
         e = self.assertRaises(ConfigError, NodeConfig.from_yaml, path)
         self.assertEqual(str(e), f"{path}: listen: expected host:port, got 'localhost'")
+
+
+class KeyTableTests(SynchronousTestCase):
+    """dynomite.config.keys: the one table of keys, and the class as the owner of defaults."""
+
+    def test_every_field_is_a_node_config_field(self) -> None:
+        fields = set(NodeConfig.__dataclass_fields__)
+        kept = {spec.field for spec in KEYS.values() if spec.field is not None}
+        self.assertEqual(kept - fields, set())
+        self.assertEqual(set(KEYS), DYNOMITE_KEYS | PROJECT_KEYS)
+
+    def test_class_defaults_come_from_the_dataclass(self) -> None:
+        """A key without a default of its own gets its NodeConfig field's default."""
+        c = load()
+        for key, spec in KEYS.items():
+            if spec.default is CLASS_DEFAULT and key not in BASE:
+                self.assertEqual(getattr(c, spec.field), NodeConfig.__dataclass_fields__[spec.field].default, key)
+
+
+class YamlioTests(SynchronousTestCase):
+    """dynomite.config.yamlio: the strict loader and error wording both config files share."""
+
+    def write(self, content: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(content)
+        return path
+
+    def test_load_yaml_any_document(self) -> None:
+        """Not only node configurations: any mapping, nested duplicates refused."""
+        self.assertEqual(load_yaml(self.write(b"a: {b: 1}\n")), {"a": {"b": 1}})
+        path = self.write(b"a:\n  b: 1\n  b: 2\n")
+        e = self.assertRaises(ConfigError, load_yaml, path)
+        self.assertEqual((e.source, e.key), (path, "b"))
+        self.assertEqual(e.reason, "duplicate key (again at line 3)")
+
+    def test_show(self) -> None:
+        self.assertEqual(show(None), "an empty value")
+        self.assertEqual(show(True), "true")
+        self.assertEqual(show({"a": 1}), "a mapping")
+        self.assertEqual(show([1]), "a list")
+        self.assertEqual(show("x"), "'x'")
+        self.assertEqual(show("y" * 100), repr("y" * 100)[:57] + "...")
+
+    def test_unknown_key(self) -> None:
+        self.assertEqual(unknown_key("bsae", ["base", "ports"]), "unknown key; did you mean 'base'?")
+        self.assertEqual(unknown_key("zzz", ["base", "ports"]), "unknown key; expected one of base, ports")
+        self.assertEqual(unknown_key("zzz", KEYS), "unknown key")
+        self.assertEqual(unknown_key(7, ["base"]), "unknown key; expected one of base")
+
+    def test_invalid(self) -> None:
+        e = Invalid("must be positive", key="node.timeout")
+        self.assertIsInstance(e, ValueError)
+        self.assertEqual((str(e), e.reason, e.key), ("must be positive", "must be positive", "node.timeout"))
+        self.assertIsNone(Invalid("bad").key)
