@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.replication import hints
+from dynomite.replication.hints import log as hints
 from dynomite.replication.hints import RECORD_OVERHEAD, Hint, HintLog, HintLogError, safe_name, target_of
 
 TARGET = "127.0.0.2:8101"
@@ -414,11 +414,11 @@ class CapTests(LogTestCase):
         def full(fd, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        hints.os.write = full
+        os.write = full
         try:
             self.assertIsNone(log.append(0, b"x"))
         finally:
-            hints.os.write = _real_write
+            os.write = _real_write
         self.assertEqual((log.pending, log.dropped["error"]), (1, 1))
         self.assertEqual(log.append(0, command(2)), 2)
         self.assertEqual(self.seqs(log), [1, 2])

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_hints -*-
 """
 Durable hint logs: the writes one target (a peer node or a remote
 datacenter) has not received yet, kept on local disk until it has.
