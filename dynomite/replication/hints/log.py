@@ -44,15 +44,16 @@ per reason in `dropped` and logged once per burst with the target and count.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
-from urllib.parse import unquote
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from dynomite.config.vocabulary import FSYNC_POLICIES
+from dynomite.replication.hints.records import (
+    HEADER_SIZE, MAGIC, RECORD_OVERHEAD, Hint, created_at, decode, encode, record_size, safe_name,
+    scan, target_of,
+)
 
 try:
     import fcntl
@@ -66,14 +67,7 @@ __all__ = [
 
 DROP_REASONS = ("window", "overflow", "truncated", "corrupt", "error")
 
-MAGIC = b"DYNHINT1"
 SUFFIX = ".hints"
-_HEAD = struct.Struct("<II")   # crc32, length
-_U32 = struct.Struct("<I")
-_SEQ = struct.Struct("<Q")
-_BODY = struct.Struct("<QdI")  # seq, created, flags
-#: Bytes a record takes on disk besides its payload.
-RECORD_OVERHEAD = _HEAD.size + _BODY.size
 
 READ_CHUNK = 256 * 1024
 ACK_INTERVAL = 1.0     # seconds between writes of the ack file
@@ -82,52 +76,9 @@ BURST_QUIET = 1.0      # a burst of drops ends after this long without one ...
 BURST_LOG_EVERY = 10.0  # ... and a long burst is reported this often
 EXPIRE_BATCH = 10000   # records checked for the window per call
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
-
 
 class HintLogError(Exception):
     """The hint log cannot be opened (its directory is unusable or in use)."""
-
-
-class Hint(NamedTuple):
-    """One stored write: its place in the log, when it was stored, how to send it."""
-
-    seq: int
-    created: float
-    flags: int
-    payload: bytes
-
-    @property
-    def size(self) -> int:
-        """Bytes it takes on disk."""
-        return RECORD_OVERHEAD + len(self.payload)
-
-
-def safe_name(target: str) -> str:
-    """A directory name for ``target``: %-escaped, reversible, never ``.``/``..``."""
-    raw = target.encode("utf-8")
-    if not raw:
-        raise ValueError("a hint log needs a non-empty target name")
-    return "".join(
-        chr(b) if b in _SAFE and not (i == 0 and b == 0x2E) else "%%%02X" % b
-        for i, b in enumerate(raw))
-
-
-def target_of(dirname: str) -> str:
-    """The target whose hints live in directory ``dirname`` (see `safe_name`)."""
-    return unquote(dirname)
-
-
-def _decode(buf: bytes, at: int, limit: int, seq: int) -> Optional[Hint]:
-    """The record at ``buf[at:limit]`` if it is whole, intact and numbered ``seq``."""
-    if at + _HEAD.size > limit:
-        return None
-    crc, length = _HEAD.unpack_from(buf, at)
-    end = at + _HEAD.size + length
-    if length < _BODY.size or end > limit or zlib.crc32(memoryview(buf)[at + 4:end]) != crc:
-        return None
-    rseq, created, flags = _BODY.unpack_from(buf, at + _HEAD.size)
-    return Hint(seq, created, flags, buf[at + RECORD_OVERHEAD:end]) if rseq == seq else None
 
 
 class _Segment:
@@ -261,7 +212,7 @@ class HintLog:
             return None
         created = None
         if len(head) == len(MAGIC) + RECORD_OVERHEAD:
-            created = _BODY.unpack_from(head, len(MAGIC) + _HEAD.size)[1]
+            created = created_at(head, len(MAGIC))
         return _Segment(first, path, count, size, created)
 
     def _open_last(self, first: int, path: str) -> Optional[_Segment]:
@@ -274,23 +225,14 @@ class HintLog:
                               path=self.path, file=os.path.basename(path))
             os.unlink(path)
             return None
-        off, seq, size, view = len(MAGIC), first, len(data), memoryview(data)
-        head, seqof, crc32 = _HEAD.unpack_from, _SEQ.unpack_from, zlib.crc32
-        while off + 8 <= size:   # what _decode checks, without building hints
-            crc, length = head(data, off)
-            end = off + 8 + length
-            if length < _BODY.size or end > size or seqof(data, off + 8)[0] != seq \
-                    or crc32(view[off + 4:end]) != crc:
-                break
-            off, seq = end, seq + 1
-        oldest = _decode(data, len(MAGIC), size, first) if seq > first else None
+        off, seq = scan(data, len(MAGIC), len(data), first)
         if off < len(data):
             self.log.warn(
                 "hint log {path}: cut {bytes} bytes of torn or damaged records after hint {seq}"
                 " from {file}", path=self.path, bytes=len(data) - off, seq=seq - 1,
                 file=os.path.basename(path))
             os.truncate(path, off)
-        return _Segment(first, path, seq - first, off, oldest.created if oldest else None)
+        return _Segment(first, path, seq - first, off, created_at(data, len(MAGIC)) if seq > first else None)
 
     # -- writing ---------------------------------------------------------------
 
@@ -305,8 +247,7 @@ class HintLog:
             self._drop("overflow", 1, now)
             return None
         seq = self._next_seq
-        tail = _U32.pack(_BODY.size + len(payload)) + _BODY.pack(seq, now, flags) + payload
-        record = _U32.pack(zlib.crc32(tail)) + tail
+        record = encode(seq, now, flags, payload)
         try:
             seg = self._segments[-1] if self._wfd is not None else None
             if seg is None or seg.first + seg.count != seq \
@@ -436,11 +377,11 @@ class HintLog:
                 continue
             avail = seg.size - self._roff
             hint = None
-            if avail >= _HEAD.size:
-                buf, at = self._fetch(self._roff, _HEAD.size)
-                n = min(avail, _HEAD.size + _HEAD.unpack_from(buf, at)[1])
+            if avail >= HEADER_SIZE:
+                buf, at = self._fetch(self._roff, HEADER_SIZE)
+                n = min(avail, record_size(buf, at))
                 buf, at = self._fetch(self._roff, n)
-                hint = _decode(buf, at, at + n, self._rseq)
+                hint = decode(buf, at, at + n, self._rseq)
             if hint is None:
                 self._corrupt(seg)
                 continue
