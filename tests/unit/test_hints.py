@@ -16,8 +16,9 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.replication.hints import log as hints
 from dynomite.replication.hints import records
+from dynomite.replication.hints.records import MAGIC
+from dynomite.replication.hints.segments import Segments
 from dynomite.replication.hints import RECORD_OVERHEAD, Hint, HintLog, HintLogError, safe_name, target_of
 
 TARGET = "127.0.0.2:8101"
@@ -58,6 +59,7 @@ class LogTestCase(SynchronousTestCase):
         self.syncs = Syncs()
         self.events: list = []
         self.patch(HintLog, "log", Logger(observer=self.events.append))
+        self.patch(Segments, "log", Logger(observer=self.events.append))
         self.logs: list = []
         self.addCleanup(self._close_all)
 
@@ -199,13 +201,13 @@ class AppendPeekAckTests(LogTestCase):
 
 class SegmentTests(LogTestCase):
     def test_roll_over_and_delete_delivered_segments(self) -> None:
-        log = self.open(segment_bytes=2 * RECORD + len(hints.MAGIC))   # two hints per segment
+        log = self.open(segment_bytes=2 * RECORD + len(MAGIC))   # two hints per segment
         self.fill(log, 7)
         self.assertEqual(self.segments(log), [1, 3, 5, 7])
         for name in os.listdir(log.path):
             if name.endswith(".hints"):
                 self.assertLessEqual(os.path.getsize(os.path.join(log.path, name)),
-                                     2 * RECORD + len(hints.MAGIC))
+                                     2 * RECORD + len(MAGIC))
         log.peek(3)
         log.ack(3)
         self.assertEqual(self.segments(log), [3, 5, 7])   # 3 is half delivered
@@ -355,7 +357,7 @@ class RestartTests(LogTestCase):
         self.fill(log, 3)
         log.ack(3)
         log.close()
-        os.truncate(os.path.join(log.path, "%020d.hints" % 1), len(hints.MAGIC))
+        os.truncate(os.path.join(log.path, "%020d.hints" % 1), len(MAGIC))
         log = self.open()
         self.assertEqual(log.pending, 0)
         self.assertEqual(log.append(0, b"after"), 4)
