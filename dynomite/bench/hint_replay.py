@@ -63,6 +63,7 @@ class Replies:
 def fill(directory: str, policy: str, n: int, turn: int, clock: Clock) -> float:
     """Append ``n`` hints, ``turn`` per reactor turn; returns appends/s."""
     log = HintLog(directory, TARGET, policy, clock)
+    log.open()
     payloads = [command(i) for i in range(n)]
     start = time.perf_counter()
     for i in range(0, n, turn):
@@ -78,6 +79,7 @@ def replay(directory: str, policy: str, n: int, sync: bool, clock: Clock):
     """Reopen the log and replay it; returns (open seconds, replays/s)."""
     start = time.perf_counter()
     log = HintLog(directory, TARGET, policy, clock)
+    log.open()
     opened = time.perf_counter() - start
     assert log.pending == n, (log.pending, n)
     target = Replies(sync)

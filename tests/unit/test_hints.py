@@ -1,6 +1,6 @@
 """
-Tests for dynomite.hints: the durable hint log.  No reactor: a Clock, temp
-directories, and an fsync that counts its calls.
+Tests for dynomite.replication.hints: the durable hint log.  No reactor: a
+Clock, temp directories, and an fsync that counts its calls.
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class LogTestCase(SynchronousTestCase):
         args = dict(fsync="no", segment_bytes=1024 * 1024, max_bytes=1024 ** 3, window=3600.0)
         args.update(kw)
         log = HintLog(self.dir, TARGET, args.pop("fsync"), self.clock, sync=self.syncs, **args)
+        log.open()
         self.logs.append(log)
         return log
 
@@ -381,6 +382,104 @@ class RestartTests(LogTestCase):
             child.stdin.close()
             child.wait()
             child.stdout.close()
+
+
+class OpenTests(LogTestCase):
+    """
+    The log touches its files only in `HintLog.open`: twistd builds the
+    service, then forks to daemonize, and a lock taken before the fork
+    would stay with the parent, which exits.
+    """
+
+    def test_constructing_touches_no_file(self) -> None:
+        log = HintLog(self.dir, TARGET, "always", self.clock, sync=self.syncs)
+        self.assertFalse(os.path.exists(self.dir))   # so no lock either
+        self.assertEqual((log.pending, log.pending_bytes, log.acked), (0, 0, 0))
+        self.assertEqual((log.oldest_age(self.clock.seconds()), log.peek_oldest()), (0.0, None))
+        for use in (lambda: log.append(0, b"x"), lambda: log.peek(1), lambda: log.ack(1),
+                    log.truncate):
+            e = self.assertRaises(HintLogError, use)
+            self.assertIn("is not open", str(e))
+        log.tick(self.clock.seconds() + 5)
+        log.close()
+        self.assertFalse(os.path.exists(self.dir))
+        log.open()
+        self.logs.append(log)
+        self.assertTrue(os.path.exists(os.path.join(log.path, "lock")))
+        self.assertEqual(log.append(0, b"x"), 1)
+        self.assertRaises(HintLogError, log.open)
+
+    def test_close_then_open_again(self) -> None:
+        log = self.open()
+        self.fill(log, 3)
+        log.ack(1)
+        log.close()
+        self.assertRaises(HintLogError, log.append, 0, b"x")
+        log.open()
+        self.assertEqual(self.seqs(log), [2, 3])
+        self.assertEqual((log.pending, log.pending_bytes, log.acked), (2, 2 * RECORD, 1))
+        self.assertEqual(log.append(0, command(4)), 4)
+
+    def open_elsewhere(self) -> bytes:
+        """Open the log in another process; what it prints."""
+        import dynomite
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(dynomite.__file__)))
+        return subprocess.run(
+            [sys.executable, "-c",
+             "import sys\n"
+             "from twisted.internet.task import Clock\n"
+             "from dynomite.replication.hints import HintLog, HintLogError\n"
+             "try:\n"
+             "    HintLog(sys.argv[1], sys.argv[2], 'no', Clock()).open()\n"
+             "except HintLogError as e:\n"
+             "    print(e)\n"
+             "else:\n"
+             "    print('opened')\n",
+             os.path.abspath(self.dir), TARGET],
+            env=env, stdout=subprocess.PIPE, check=True).stdout
+
+    def test_an_open_log_is_locked_against_other_processes(self) -> None:
+        log = self.open()
+        self.assertIn(b"in use by another process", self.open_elsewhere())
+        log.close()
+        self.assertEqual(self.open_elsewhere(), b"opened\n")
+
+    def test_the_lock_belongs_to_the_process_that_opens(self) -> None:
+        """
+        A process builds the log and forks a daemon, which opens it; the
+        builder exits.  The daemon holds the lock: this process cannot open
+        the log while the daemon lives.
+        """
+        ready_r, ready_w = os.pipe()
+        done_r, done_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:   # twistd: makeService, then fork, and the parent exits
+            code = 1
+            try:
+                os.close(ready_r)
+                os.close(done_w)
+                log = HintLog(self.dir, TARGET, "no", Clock())
+                if os.fork() == 0:   # the daemon: startService
+                    try:
+                        log.open()
+                        os.write(ready_w, b"o")
+                        os.read(done_r, 1)   # until the test closes done_w
+                    finally:
+                        os._exit(0)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(ready_w)
+        os.close(done_r)
+        try:
+            self.assertEqual(os.waitpid(pid, 0)[1], 0)
+            self.assertEqual(os.read(ready_r, 1), b"o")   # the daemon has the log open
+            e = self.assertRaises(HintLogError, self.open)
+            self.assertIn("in use by another process", str(e))
+        finally:
+            os.close(done_w)
+            os.read(ready_r, 1)   # end of file: the daemon has exited
+            os.close(ready_r)
 
 
 _real_write = os.write

@@ -53,7 +53,7 @@ EXPIRE_BATCH = 10000   # records checked for the window per call
 
 
 class HintLogError(Exception):
-    """The hint log cannot be opened (its directory is unusable or in use)."""
+    """The hint log cannot be opened (its directory is unusable or in use), or is not open."""
 
 
 class HintLog:
@@ -62,8 +62,14 @@ class HintLog:
 
     ``clock`` provides ``seconds()`` and ``callLater`` (the reactor, or a
     `twisted.internet.task.Clock` in tests); ``window`` is in seconds;
-    ``sync`` is the fsync function (injectable to count calls).  The owner
-    calls `tick` often (every 10-100 ms) and `close` at shutdown.
+    ``sync`` is the fsync function (injectable to count calls).
+
+    Constructing a log touches no file.  The owner calls `open` in the
+    process that will use the log (from ``startService``: twistd builds the
+    service, then forks to daemonize, and a lock does not survive a fork),
+    `tick` often (every 10-100 ms) and `close` at shutdown; `close` then
+    `open` again is allowed.  Until `open`, `pending` is 0 and the queue
+    operations raise `HintLogError`.
     """
 
     log = Logger()
@@ -93,7 +99,6 @@ class HintLog:
         self._ack_written_at = clock.seconds()
         self._next_seq = 1
         self._pending = self._pending_bytes = 0
-        self.open()
 
     # -- opening ---------------------------------------------------------------
 
@@ -101,7 +106,8 @@ class HintLog:
         """
         Create the directory, lock it, find and repair the segments, and
         load the delivered position.  Raises `HintLogError` if the
-        directory is unusable or another process has the log open.
+        directory is unusable, another process has the log open, or this
+        log is open already.
         """
         if self._files is not None:
             raise HintLogError("hint log %s is already open" % self.path)
@@ -164,7 +170,7 @@ class HintLog:
 
     def _opened(self) -> Segments:
         if self._files is None:
-            raise HintLogError("hint log %s is not open" % self.path)
+            raise HintLogError("hint log %s is not open (open() it first)" % self.path)
         return self._files
 
     # -- writing ---------------------------------------------------------------
