@@ -115,9 +115,9 @@ class HintLog:
             os.makedirs(self.path, exist_ok=True)
             self._lock_fd = self._lock()
             acked = self._read_ack()
-            self._files = Segments(self.path, self.fsync, self.segment_bytes, self._clock,
-                                   self._sync, self._lost)
-            self._load(acked, self._files.open())
+            self._files = files = Segments(self.path, self.fsync, self.segment_bytes, self._clock,
+                                           self._sync, self._lost)
+            self._load(files, acked, files.open())
         except OSError as e:
             self._close_files()
             raise HintLogError("hint log %s: %s" % (self.path, e.strerror or e)) from None
@@ -143,12 +143,12 @@ class HintLog:
             self.log.warn("hint log {path}: unreadable ack file; replaying every hint", path=self.path)
             return 0
 
-    def _load(self, acked: int, lost: int) -> None:
-        """Count what the opened segments hold and put the cursor at the first pending hint."""
+    def _load(self, files: Segments, acked: int, lost: int) -> None:
+        """Count what the opened ``files`` hold and put the cursor at the first pending hint."""
         now = self._clock.seconds()
         if lost:
             self._drop("corrupt", lost, now)
-        segments = self._files.segments
+        segments = files.segments
         self._ahead.clear()
         self._next_seq = max(acked + 1, 1)
         if segments:
@@ -234,10 +234,10 @@ class HintLog:
             return list(ahead)
         return [ahead[i] for i in range(done, min(done + n, len(ahead)))]
 
-    def _fill(self, n: int) -> None:
+    def _fill(self, files: Segments, n: int) -> None:
         """Decode up to ``n`` more records into the read-ahead."""
         for _ in range(n):
-            hint = self._files.read()
+            hint = files.read()
             if hint is None:
                 return
             self._ahead.append(hint)
@@ -247,7 +247,7 @@ class HintLog:
         if self._files is None:
             return None
         if not self._ahead:
-            self._fill(1)
+            self._fill(self._files, 1)
         return self._ahead[0] if self._ahead else None
 
     # -- delivery and expiry -----------------------------------------------------
@@ -262,7 +262,7 @@ class HintLog:
         seq = min(seq, self._next_seq - 1)
         if seq <= self._acked:
             return 0
-        files = self._files
+        files = self._opened()
         ahead = self._ahead
         removed = removed_bytes = 0
         while ahead and ahead[0].seq <= seq:
@@ -313,7 +313,7 @@ class HintLog:
         checked = 0
         while checked < EXPIRE_BATCH:
             if not ahead:
-                self._fill(256)
+                self._fill(files, 256)
             if not ahead or ahead[0].created >= cutoff:
                 break
             last = ahead[0].seq
