@@ -16,10 +16,9 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.replication.hints import records
+from dynomite.replication.hints import RECORD_OVERHEAD, Hint, HintLog, HintLogError
 from dynomite.replication.hints.records import MAGIC
 from dynomite.replication.hints.segments import Segments
-from dynomite.replication.hints import RECORD_OVERHEAD, Hint, HintLog, HintLogError, safe_name, target_of
 
 TARGET = "127.0.0.2:8101"
 PAYLOAD = b"*3\r\n$3\r\nSET\r\n$4\r\nk%03d\r\n$20\r\n%020d\r\n"
@@ -86,48 +85,6 @@ class LogTestCase(SynchronousTestCase):
 
     def warnings(self) -> list:
         return [e for e in self.events if e["log_level"].name == "warn"]
-
-
-class NamesTests(SynchronousTestCase):
-    def test_safe_names_are_reversible_and_flat(self) -> None:
-        for target, name in [("127.0.0.2:8101", "127.0.0.2%3A8101"), ("dc:dc2", "dc%3Adc2"),
-                             ("a/../b", "a%2F..%2Fb"), (".", "%2E"), ("..", "%2E."),
-                             ("[::1]:8101", "%5B%3A%3A1%5D%3A8101")]:
-            self.assertEqual(safe_name(target), name)
-            self.assertEqual(target_of(name), target)
-        self.assertRaises(ValueError, safe_name, "")
-
-
-class RecordTests(SynchronousTestCase):
-    """The record codec on its own: bytes in, hints out, no files."""
-
-    def test_encode_decode(self) -> None:
-        data = records.encode(7, 1000.5, 2, b"payload")
-        self.assertEqual(len(data), RECORD_OVERHEAD + 7)
-        self.assertEqual(records.decode(data, 0, len(data), 7), Hint(7, 1000.5, 2, b"payload"))
-        self.assertEqual(records.record_size(data, 0), len(data))
-        self.assertEqual(records.created_at(data, 0), 1000.5)
-
-    def test_a_record_is_good_only_whole_intact_and_in_place(self) -> None:
-        data = b"xx" + records.encode(7, 1.0, 0, b"abc") + b"yy"
-        end = len(data) - 2
-        self.assertEqual(records.record_end(data, 2, len(data), 7), end)
-        self.assertEqual(records.record_end(data, 2, len(data), 8), -1)         # out of place
-        self.assertEqual(records.record_end(data, 2, end - 1, 7), -1)           # torn
-        self.assertEqual(records.record_end(data, 2, 2 + records.HEADER_SIZE - 1, 7), -1)
-        damaged = data[:end - 1] + b"X" + data[end:]
-        self.assertEqual(records.record_end(damaged, 2, len(damaged), 7), -1)   # crc
-        self.assertIsNone(records.decode(damaged, 2, len(damaged), 7))
-
-    def test_scan_stops_at_the_first_bad_record(self) -> None:
-        good = b"".join(records.encode(seq, 1.0, 0, b"v%d" % seq) for seq in range(5, 9))
-        self.assertEqual(records.scan(good, 0, len(good), 5), (len(good), 9))
-        self.assertEqual(records.scan(good + b"\x40\x00", 0, len(good) + 2, 5), (len(good), 9))
-        self.assertEqual(records.scan(good, 0, len(good), 6), (0, 6))
-        third = 2 * (RECORD_OVERHEAD + 2)
-        cut = good[:third + 5] + b"X" + good[third + 6:]
-        self.assertEqual(records.scan(cut, 0, len(cut), 5), (third, 7))
-
 
 class AppendPeekAckTests(LogTestCase):
     def test_append_returns_increasing_seqs_and_keeps_fields(self) -> None:
@@ -200,37 +157,6 @@ class AppendPeekAckTests(LogTestCase):
         self.assertRaises(ValueError, HintLog, self.dir, TARGET, "sometimes", self.clock)
 
 
-class SegmentTests(LogTestCase):
-    def test_roll_over_and_delete_delivered_segments(self) -> None:
-        log = self.open(segment_bytes=2 * RECORD + len(MAGIC))   # two hints per segment
-        self.fill(log, 7)
-        self.assertEqual(self.segments(log), [1, 3, 5, 7])
-        for name in os.listdir(log.path):
-            if name.endswith(".hints"):
-                self.assertLessEqual(os.path.getsize(os.path.join(log.path, name)),
-                                     2 * RECORD + len(MAGIC))
-        log.peek(3)
-        log.ack(3)
-        self.assertEqual(self.segments(log), [3, 5, 7])   # 3 is half delivered
-        log.ack(4)
-        self.assertEqual(self.segments(log), [5, 7])
-        log.ack(7)
-        self.assertEqual(self.segments(log), [7])          # still being written
-        log.tick(self.clock.seconds())
-        self.assertEqual(self.segments(log), [])           # drained: no file left
-        self.assertEqual(log.append(0, command(8)), 8)
-        self.assertEqual(self.segments(log), [8])
-        self.assertEqual(self.seqs(log), [8])
-
-    def test_a_hint_larger_than_a_segment_gets_its_own(self) -> None:
-        log = self.open(segment_bytes=200)
-        log.append(0, b"x" * 10)
-        log.append(0, b"y" * 500)
-        log.append(0, b"z" * 10)
-        self.assertEqual(self.segments(log), [1, 2, 3])
-        self.assertEqual([len(h.payload) for h in log.peek(3)], [10, 500, 10])
-
-
 class RestartTests(LogTestCase):
     def test_resumes_after_the_last_ack(self) -> None:
         log = self.open(segment_bytes=3 * RECORD + 8)
@@ -268,87 +194,6 @@ class RestartTests(LogTestCase):
         self.assertEqual((log.pending, self.segments(log)), (0, []))
         self.assertEqual(log.append(0, b"x"), 4)   # seqs never go back
 
-    def test_torn_last_record_is_cut_and_nothing_before_it_lost(self) -> None:
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.fill(log, 10)
-        path = os.path.join(log.path, "%020d.hints" % 9)
-        crash(log)
-        size = os.path.getsize(path)
-        os.truncate(path, size - 10)        # the crash came mid-append of hint 10
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.assertEqual(self.seqs(log), list(range(1, 10)))
-        self.assertEqual(os.path.getsize(path), size - RECORD)
-        self.assertEqual(len(self.warnings()), 1)
-        self.assertEqual(log.append(0, command(10)), 10)
-        log.close()
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.assertEqual(self.seqs(log), list(range(1, 11)))
-        self.assertEqual(log.peek(10)[-1].payload, command(10))
-
-    def test_torn_header(self) -> None:
-        log = self.open()
-        self.fill(log, 3)
-        crash(log)
-        path = os.path.join(log.path, "%020d.hints" % 1)
-        with open(path, "ab") as f:
-            f.write(b"\x40\x00")          # two bytes of the next length
-        log = self.open()
-        self.assertEqual(self.seqs(log), [1, 2, 3])
-
-    def test_garbage_after_the_last_record(self) -> None:
-        log = self.open()
-        self.fill(log, 3)
-        crash(log)
-        path = os.path.join(log.path, "%020d.hints" % 1)
-        with open(path, "ab") as f:
-            f.write(b"\x10\x00\x00\x00garbage, not a record at all" * 3)
-        log = self.open()
-        self.assertEqual(self.seqs(log), [1, 2, 3])
-        self.assertEqual(log.append(0, command(4)), 4)
-        self.assertEqual(self.seqs(log), [1, 2, 3, 4])
-
-    def test_crc_mismatch_in_the_last_record(self) -> None:
-        log = self.open()
-        self.fill(log, 3)
-        crash(log)
-        path = os.path.join(log.path, "%020d.hints" % 1)
-        with open(path, "r+b") as f:
-            f.seek(-5, os.SEEK_END)
-            f.write(b"X")
-        log = self.open()
-        self.assertEqual(self.seqs(log), [1, 2])
-        self.assertEqual(log.append(0, b"new"), 3)
-
-    def test_crc_mismatch_in_a_sealed_segment(self) -> None:
-        """Disk damage in an older segment costs the rest of that segment, not start-up."""
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.fill(log, 12)                  # segments 1, 5, 9
-        crash(log)
-        path = os.path.join(log.path, "%020d.hints" % 5)
-        with open(path, "r+b") as f:
-            f.seek(8 + RECORD + RECORD_OVERHEAD + 3)   # inside hint 6's payload
-            f.write(b"X")
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.assertEqual(log.pending, 12)   # not known yet: only the last segment is scanned
-        self.assertEqual(self.seqs(log), [1, 2, 3, 4, 5, 9, 10, 11, 12])
-        self.assertEqual(log.dropped["corrupt"], 3)
-        self.assertEqual((log.pending, log.pending_bytes), (9, 9 * RECORD))
-        log.ack(12)
-        self.assertEqual((log.pending, log.pending_bytes), (0, 0))
-
-    def test_a_file_that_is_not_a_segment(self) -> None:
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.fill(log, 8)                   # segments 1, 5
-        crash(log)
-        with open(os.path.join(log.path, "%020d.hints" % 1), "r+b") as f:
-            f.write(b"NOTHINTS")
-        with open(os.path.join(log.path, "%020d.hints" % 9), "wb") as f:
-            f.write(b"DYN")                 # a crash while creating segment 9
-        log = self.open(segment_bytes=4 * RECORD + 8)
-        self.assertEqual(self.seqs(log), [5, 6, 7, 8])
-        self.assertEqual(log.dropped["corrupt"], 4)
-        self.assertEqual(log.append(0, b"x"), 9)
-
     def test_ack_saved_but_hints_lost(self) -> None:
         """
         A power loss under fsync "no" can keep the renamed ack file and lose
@@ -365,23 +210,6 @@ class RestartTests(LogTestCase):
         log.close()
         log = self.open()
         self.assertEqual(log.peek(5), [Hint(4, 1000.0, 0, b"after")])
-
-    def test_in_use_by_another_process(self) -> None:
-        log = self.open()
-        log.close()
-        child = subprocess.Popen(
-            [sys.executable, "-c",
-             "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX);"
-             " print('locked', flush=True); sys.stdin.read()", os.path.join(log.path, "lock")],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        try:
-            self.assertEqual(child.stdout.readline(), b"locked\n")
-            e = self.assertRaises(HintLogError, self.open)
-            self.assertIn("in use by another process", str(e))
-        finally:
-            child.stdin.close()
-            child.wait()
-            child.stdout.close()
 
 
 class OpenTests(LogTestCase):
@@ -480,6 +308,23 @@ class OpenTests(LogTestCase):
             os.close(done_w)
             os.read(ready_r, 1)   # end of file: the daemon has exited
             os.close(ready_r)
+
+    def test_in_use_by_another_process(self) -> None:
+        log = self.open()
+        log.close()
+        child = subprocess.Popen(
+            [sys.executable, "-c",
+             "import fcntl, sys; f = open(sys.argv[1], 'r+'); fcntl.lockf(f, fcntl.LOCK_EX);"
+             " print('locked', flush=True); sys.stdin.read()", os.path.join(log.path, "lock")],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            self.assertEqual(child.stdout.readline(), b"locked\n")
+            e = self.assertRaises(HintLogError, self.open)
+            self.assertIn("in use by another process", str(e))
+        finally:
+            child.stdin.close()
+            child.wait()
+            child.stdout.close()
 
 
 _real_write = os.write
@@ -630,60 +475,3 @@ class ModelTests(LogTestCase):
     def test_random_operations(self) -> None:
         for seed in range(8):
             self.run_model(seed)
-
-
-class FsyncTests(LogTestCase):
-    def test_always_syncs_once_per_reactor_turn(self) -> None:
-        log = self.open(fsync="always")
-        self.fill(log, 3)
-        self.assertEqual((self.syncs.files, self.syncs.dirs), (0, 0))
-        self.clock.advance(0)               # the turn ends
-        self.assertEqual((self.syncs.files, self.syncs.dirs), (1, 1))   # + the new segment's name
-        self.fill(log, 2, start=4)
-        self.clock.advance(0)
-        self.assertEqual((self.syncs.files, self.syncs.dirs), (2, 1))
-        self.clock.advance(0)
-        self.assertEqual(self.syncs.files, 2)   # nothing new, no sync
-
-    def test_flush_now(self) -> None:
-        log = self.open(fsync="always")
-        self.fill(log, 1)
-        log.flush()
-        self.clock.advance(0)
-        self.assertEqual(self.syncs.files, 1)
-
-    def test_everysec(self) -> None:
-        log = self.open(fsync="everysec")
-        start = self.clock.seconds()
-        self.fill(log, 3)
-        self.clock.advance(0)
-        log.tick(start + 0.5)
-        self.assertEqual(self.syncs.files, 0)
-        log.tick(start + 1.0)
-        self.assertEqual((self.syncs.files, self.syncs.dirs), (1, 1))
-        self.fill(log, 1, start=4)
-        log.tick(start + 1.5)
-        log.tick(start + 1.9)
-        self.assertEqual(self.syncs.files, 1)
-        log.tick(start + 2.0)
-        log.tick(start + 3.0)               # nothing appended since
-        self.assertEqual(self.syncs.files, 2)
-
-    def test_no(self) -> None:
-        log = self.open(fsync="no", segment_bytes=2 * RECORD + 8)
-        self.fill(log, 5)
-        self.clock.advance(0)
-        log.tick(self.clock.seconds() + 5)
-        log.close()
-        self.assertEqual((self.syncs.files, self.syncs.dirs), (0, 0))
-
-    def test_a_sealed_segment_is_synced(self) -> None:
-        log = self.open(fsync="everysec", segment_bytes=2 * RECORD + 8)
-        self.fill(log, 3)                   # rolls once
-        self.assertEqual(self.syncs.files, 1)
-
-    def test_close_syncs(self) -> None:
-        log = self.open(fsync="everysec")
-        self.fill(log, 1)
-        log.close()
-        self.assertEqual(self.syncs.files, 1)

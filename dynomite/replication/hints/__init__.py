@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_hints -*-
+# -*- test-case-name: tests.unit.test_hints,tests.unit.test_hint_segments,tests.unit.test_hint_records -*-
 """
 Durable hint logs: the writes one target (a peer node or a remote
 datacenter) has not received yet, kept on local disk until it has.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_hints -*-
+# -*- test-case-name: tests.unit.test_hint_records -*-
 """
 The on-disk format of hint logs, and its pure codec: records to bytes and
 back, and targets to directory names and back.  No I/O here.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_hints -*-
+# -*- test-case-name: tests.unit.test_hint_segments -*-
 """
 The segment files of one hint log: finding and repairing them at open,
 appending to the newest and rolling to a new one, deleting delivered ones,
