@@ -3,12 +3,12 @@ Benchmark: how fast a hint log takes hints and an outbox replays them.
 
 Fills a `HintLog` in a temporary directory with SET commands of about 100
 bytes, closes it and opens it again (as a restarted node would), then
-replays every hint through an `Outbox` with the rate limit lifted into a
-``deliver`` that answers at once, and prints appends/s and replays/s for
+replays every hint through an `Outbox` with the rate limit lifted to a
+target that answers at once, and prints appends/s and replays/s for
 each ``hints_fsync`` policy.  "turn" is how many appends share one reactor
 turn (under ``always``, one fsync per turn).  Two replay figures: replies
-answered inside ``deliver`` ("sync"), and replies answered in batches after
-``deliver`` returns, as a network would ("async", 100 in flight).
+answered inside ``send`` ("sync"), and replies answered in batches after
+``send`` returns, as a network would ("async", 100 in flight).
 
 The target for this project is at least 5,000 replays/s (the default
 ``hint_replay_rate``).  Not a test: run it by hand::
@@ -42,12 +42,17 @@ def command(i: int) -> bytes:
 class Replies:
     """A target that answers at once, or collects sinks to answer later."""
 
+    name = TARGET
+
     def __init__(self, sync: bool) -> None:
         self.sync = sync
         self.waiting: list = []
         self.delivered = 0
 
-    def deliver(self, flags: int, payload: bytes, sink, pin: int, count: int = 1) -> None:
+    def available(self) -> bool:
+        return True
+
+    def send(self, request, sink) -> None:
         self.delivered += 1
         if self.sync:
             sink.complete(b"+OK\r\n")
@@ -77,13 +82,13 @@ def fill(directory: str, policy: str, n: int, turn: int, clock: Clock) -> float:
 
 def replay(directory: str, policy: str, n: int, sync: bool, clock: Clock):
     """Reopen the log and replay it; returns (open seconds, replays/s)."""
-    start = time.perf_counter()
     log = HintLog(directory, TARGET, policy, clock)
-    log.open()
+    target = Replies(sync)
+    box = Outbox(target, log, clock, replay_rate=0)
+    start = time.perf_counter()
+    box.start()                      # opens the log
     opened = time.perf_counter() - start
     assert log.pending == n, (log.pending, n)
-    target = Replies(sync)
-    box = Outbox(TARGET, log, target.deliver, lambda: True, clock, replay_rate=0)
     start = time.perf_counter()
     box.tick(clock.seconds())
     stalled = 0
@@ -97,7 +102,7 @@ def replay(directory: str, policy: str, n: int, sync: bool, clock: Clock):
                                % (box.replayed_total, n, box.state))
     elapsed = time.perf_counter() - start
     assert target.delivered == n and log.pending == 0 and box.replayed_total == n
-    log.close()
+    box.stop()
     return opened, n / elapsed
 
 
