@@ -1,11 +1,15 @@
-"""The pipelined datastore connections, with a fake endpoint and clock."""
+"""
+The pipelined datastore connections (dynomite.datastore: protocol, link,
+pool), with a fake endpoint and clock.
+"""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.datastore.pool import HELLO_3, SAMPLE_EVERY, UNAVAILABLE, Datastore
+from dynomite.datastore.pool import Datastore
+from dynomite.datastore.protocol import HELLO_3, SAMPLE_EVERY, UNAVAILABLE
 
 from tests.fakes import FakeEndpoint, Sink, drop, node_config
 
