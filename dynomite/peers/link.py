@@ -1,9 +1,11 @@
+# -*- test-case-name: tests.unit.test_peer -*-
 """
-Node-to-node links: the connections toward each peer, and the listener for theirs.
+Node-to-node links: the connections this node keeps toward each peer.
 
 The protocol spoken on each connection (handshake, multiplexed requests,
-heartbeats) is `dynomite.peer_protocol`; this module decides when and how
-many connections there are.
+heartbeats) is `dynomite.peers.protocol`; this module decides when and how
+many connections there are.  The listener for the connections peers make
+to this node is `dynomite.peers.listener`.
 
 `PeerLink` is everything this node holds toward one peer: a few reconnecting
 connections, each driven by the transition table `_TRANSITIONS`::
@@ -21,8 +23,6 @@ that completes the handshake resets it.  The link is UP while at least one conne
 A link keeps the request counts of its closed connections as totals and adds
 those of its live ones on demand; its connections sample latency into the
 link's `Histogram`.
-
-`PeerServerFactory` accepts the connections peers make to ``dyn_listen``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,9 @@ from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig, Seed
 from dynomite.stats import Histogram
-from dynomite.peers.protocol import (  # noqa: F401 (SAMPLE_EVERY, node_name: re-exported)
-    SAMPLE_EVERY, LocalNode, PeerProtocol, node_name, peer_timeout,
-)
+from dynomite.peers.protocol import LocalNode, PeerProtocol, tick_interval
 
-__all__ = [
-    "LocalNode", "PeerProtocol", "PeerLink", "PeerServerFactory", "node_name", "peer_timeout",
-    "backoff_delay",
-]
+__all__ = ["PeerLink", "backoff_delay"]
 
 
 def backoff_delay(failures: int, jitter: Callable[[], float]) -> float:
@@ -57,11 +52,6 @@ def backoff_delay(failures: int, jitter: Callable[[], float]) -> float:
     """
     base = min(0.1 * 2 ** min(max(failures - 1, 0), 5), 2.0)
     return base * (0.5 + jitter() / 2)
-
-
-def _tick_interval(heartbeat: float, timeout: float) -> float:
-    """How often timeouts and liveness are checked: fine enough for both."""
-    return max(0.01, min(0.25, heartbeat / 4, timeout / 10))
 
 
 # -- the link toward one peer ---------------------------------------------------
@@ -265,7 +255,7 @@ class PeerLink:
         self._last_rejection: Optional[str] = None
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
-        self.tick_interval = _tick_interval(self._heartbeat, timeout)
+        self.tick_interval = tick_interval(self._heartbeat, timeout)
         self.timed_out_total = 0
         self.dropped_total = 0
         # requests failed at once because no connection was UP
@@ -435,82 +425,3 @@ class PeerLink:
         if reason != self._last_rejection:
             self._last_rejection = reason
             self.log.warn("peer {peer} refused this node: {reason}", peer=self.name, reason=reason)
-
-
-# -- the dyn_listen side --------------------------------------------------------
-
-
-class PeerServerFactory(Factory):
-    """
-    Accepts peer connections on ``dyn_listen``.
-
-    Requests that arrive go to ``handler.handle_peer_request(peer_name,
-    frame_type, flags, origin, payload, sink)``.  ``known(name, dc, rack)``
-    says whether a node saying HELLO belongs to the cluster.  While
-    listening, accepted connections that stay silent for ``peer_down_after``
-    are dropped (connectors send heartbeats).
-    """
-
-    noisy = False
-    log = Logger()
-
-    def __init__(self, config: NodeConfig, handler: Any,
-                 known: Callable[[str, str, str], bool], clock,
-                 name: Optional[str] = None) -> None:
-        self._local = LocalNode(config, handler, name)
-        self._known = known
-        self._clock = clock
-        self._down_after = config.peer_down_after
-        self.connections: Set[PeerProtocol] = set()
-        self._ticker = LoopingCall(self._tick)
-        self._ticker.clock = clock
-        self.tick_interval = _tick_interval(config.peer_heartbeat_interval,
-                                            peer_timeout(config, config.datacenter))
-        self.timed_out_total = 0
-
-    @property
-    def name(self) -> str:
-        return self._local.name
-
-    def buildProtocol(self, addr):
-        return PeerProtocol(self._local, self._clock, self, known=self._known)
-
-    def startFactory(self) -> None:
-        if not self._ticker.running:
-            self._ticker.start(self.tick_interval, now=False)
-
-    def stopFactory(self) -> None:
-        """The listener stopped: close the connections it accepted too."""
-        if self._ticker.running:
-            self._ticker.stop()
-        for protocol in list(self.connections):
-            protocol.drop()
-
-    def tick(self, now: float) -> None:
-        """Fail overdue requests and drop connections silent for too long."""
-        for protocol in list(self.connections):
-            self.timed_out_total += protocol.expire(now)
-            if now - protocol.last_received >= self._down_after:
-                self.log.info("peer {peer}: silent for {seconds}s; dropping its connection",
-                              peer=protocol.peer_name, seconds=self._down_after)
-                protocol.drop()
-
-    def _tick(self) -> None:
-        try:
-            self.tick(self._clock.seconds())
-        except Exception:
-            self.log.failure("peer listener housekeeping failed")
-
-    # -- PeerProtocol owner interface ----------------------------------------
-
-    def protocol_connected(self, protocol: PeerProtocol) -> None:
-        self.connections.add(protocol)
-
-    def protocol_ready(self, protocol: PeerProtocol) -> None:
-        pass
-
-    def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
-        pass
-
-    def protocol_lost(self, protocol: PeerProtocol) -> None:
-        self.connections.discard(protocol)

@@ -62,7 +62,7 @@ from dynomite.wire.peer_frames import (
     decode_control, encode_control, encode_frame, handshake_proof, new_nonce, proofs_match,
 )
 
-__all__ = ["LocalNode", "PeerProtocol", "SAMPLE_EVERY", "node_name", "peer_timeout"]
+__all__ = ["LocalNode", "PeerProtocol", "SAMPLE_EVERY", "node_name", "peer_timeout", "tick_interval"]
 
 #: Extra time a peer gets beyond ``timeout``: the datastore's own timeout
 #: plus the network, which is longer between datacenters.
@@ -89,6 +89,11 @@ def peer_timeout(config: NodeConfig, datacenter: str) -> float:
     """Seconds to wait for a peer in ``datacenter`` before failing a request."""
     slack = SAME_DC_SLACK if datacenter == config.datacenter else CROSS_DC_SLACK
     return config.timeout + slack
+
+
+def tick_interval(heartbeat: float, timeout: float) -> float:
+    """How often timeouts and liveness are checked: fine enough for both."""
+    return max(0.01, min(0.25, heartbeat / 4, timeout / 10))
 
 
 class LocalNode:

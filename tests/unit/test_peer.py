@@ -1,7 +1,8 @@
 """
-Tests for the node-to-node protocol: framing (dynomite.peer_framing), the
-handshake and multiplexed requests (PeerProtocol), links with reconnection
-and heartbeats (PeerLink) and the dyn_listen side (PeerServerFactory).
+Tests for the node-to-node protocol: framing (dynomite.wire.peer_frames), the
+handshake and multiplexed requests (dynomite.peers.protocol), links with
+reconnection and heartbeats (dynomite.peers.link) and the dyn_listen side
+(dynomite.peers.listener).
 
 No sockets: StringTransport for exact bytes on one side, twisted.test.iosim
 to wire two sides together, and a Clock for time.
@@ -22,10 +23,9 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.config.model import Address, NodeConfig, Seed
-from dynomite.peers.link import (
-    SAMPLE_EVERY, LocalNode, PeerLink, PeerProtocol, PeerServerFactory, backoff_delay, node_name,
-    peer_timeout,
-)
+from dynomite.peers.link import PeerLink, backoff_delay
+from dynomite.peers.listener import PeerServerFactory
+from dynomite.peers.protocol import SAMPLE_EVERY, LocalNode, PeerProtocol, node_name, peer_timeout
 from dynomite.wire.peer_frames import (
     AUTH, CHALLENGE, FLAG_FAILED, FLAG_RESP3, FLAG_WRITE, FORWARD, FRAME_NAMES, HEADER_SIZE,
     HELLO, MAX_PAYLOAD, PING, PONG, REJECT, REPLY, REQUEST, VERSION, WELCOME, Frame, FrameTooLarge,
