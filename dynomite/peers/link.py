@@ -40,6 +40,7 @@ from twisted.logger import Logger
 from dynomite.config.model import NodeConfig, Seed
 from dynomite.stats import Histogram
 from dynomite.peers.protocol import LocalNode, PeerProtocol, tick_interval
+from dynomite.wire.inflight import Request
 
 __all__ = ["PeerLink", "backoff_delay"]
 
@@ -212,8 +213,10 @@ class PeerLink:
     datacenter, ``remote_peer_connections`` otherwise.  ``connect(address)``
     returns the endpoint to dial (default: TCP by hostname), so tests and an
     in-process cluster can wire nodes together in memory; ``on_state(link,
-    up)`` hears every change between UP and DOWN.  ``handler`` serves
-    requests the peer sends back over these connections (None: refuse them).
+    up)`` hears every change between UP and DOWN.  ``requests``
+    (`IPeerRequests`) serves requests the peer sends back over these
+    connections (None: refuse them); ``membership`` (`IPeerStatus`) gives and
+    takes the status heartbeats carry.
     """
 
     log = Logger()
@@ -226,7 +229,8 @@ class PeerLink:
         clock,
         connect: Optional[Callable[[Any], Any]] = None,
         on_state: Optional[Callable[["PeerLink", bool], None]] = None,
-        handler: Any = None,
+        requests: Any = None,
+        membership: Any = None,
         jitter: Callable[[], float] = random.random,
         name: Optional[str] = None,
     ) -> None:
@@ -238,7 +242,7 @@ class PeerLink:
         self._clock = clock
         self._jitter = jitter
         self._on_state = on_state
-        self._local = LocalNode(config, handler, name)
+        self._local = LocalNode(config, requests, membership, name)
         if connect is None:
             self._endpoint = HostnameEndpoint(
                 clock, peer.address.host, peer.address.port, timeout=config.peer_down_after)
@@ -269,16 +273,16 @@ class PeerLink:
 
     # -- hot path ------------------------------------------------------------
 
-    def send(self, frame_type: int, flags: int, payload: bytes, sink,
-             pin: int = 0, origin: Optional[str] = None) -> None:
+    def send(self, frame_type: int, request: Request, sink) -> None:
         """
-        Send a REQUEST or FORWARD on connection ``pin % n`` of the ``n`` UP
-        ones, so one client's requests to this peer keep their order; fail
-        ``sink`` at once while the peer is DOWN.
+        Send ``request`` in a REQUEST or FORWARD frame on connection
+        ``request.lane % n`` of the ``n`` UP ones, so the requests of one lane
+        to this peer keep their order; fail ``sink`` at once while the peer
+        is DOWN.
         """
         up = self._up
         if up:
-            up[pin % len(up)].request(frame_type, flags, payload, sink, origin)
+            up[request.lane % len(up)].request(frame_type, request, sink)
         else:
             self.unavailable_total += 1
             sink.fail(self._unavailable)

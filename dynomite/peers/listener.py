@@ -26,9 +26,10 @@ class PeerServerFactory(Factory):
     """
     Accepts peer connections on ``dyn_listen``.
 
-    Requests that arrive go to ``handler.handle_peer_request(peer_name,
-    frame_type, flags, origin, payload, sink)``.  ``known(name, dc, rack)``
-    says whether a node saying HELLO belongs to the cluster.  While
+    Requests that arrive go to ``requests`` (`IPeerRequests`; None: refuse
+    them); the status heartbeats carry comes from and goes to ``membership``
+    (`IPeerStatus`; None: report `DEFAULT_STATUS`).  ``known(name, dc,
+    rack)`` says whether a node saying HELLO belongs to the cluster.  While
     listening, accepted connections that stay silent for ``peer_down_after``
     are dropped (connectors send heartbeats).
     """
@@ -36,10 +37,10 @@ class PeerServerFactory(Factory):
     noisy = False
     log = Logger()
 
-    def __init__(self, config: NodeConfig, handler: Any,
+    def __init__(self, config: NodeConfig, requests: Any, membership: Any,
                  known: Callable[[str, str, str], bool], clock,
                  name: Optional[str] = None) -> None:
-        self._local = LocalNode(config, handler, name)
+        self._local = LocalNode(config, requests, membership, name)
         self._known = known
         self._clock = clock
         self._down_after = config.peer_down_after
@@ -47,7 +48,7 @@ class PeerServerFactory(Factory):
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
         self.tick_interval = tick_interval(config.peer_heartbeat_interval,
-                                            peer_timeout(config, config.datacenter))
+                                           peer_timeout(config, config.datacenter))
         self.timed_out_total = 0
 
     @property
