@@ -36,6 +36,7 @@ from dynomite.config.model import Address, NodeConfig
 from dynomite.datastore.link import DatastoreLink
 from dynomite.datastore.protocol import UNAVAILABLE, DatastoreProtocol
 from dynomite.stats import Histogram
+from dynomite.wire.inflight import Request
 
 
 def _timed_out_reply(timeout: float) -> bytes:
@@ -50,8 +51,9 @@ class Datastore(Service):
 
     There is a pool of ``datastore_connections`` connections per RESP
     version (RESP3 clients get connections that said HELLO 3, so Redis
-    itself encodes their replies).  A client is pinned to one connection of
-    its pool, so its pipelined commands execute in the order it sent them.
+    itself encodes their replies).  A request's lane picks one connection of
+    its pool, so the requests of one lane (a client session, a peer) execute
+    in the order they were sent.
     """
 
     log = Logger()
@@ -91,16 +93,17 @@ class Datastore(Service):
 
     # -- hot path ----------------------------------------------------------
 
-    def send(self, client_id: int, resp: int, data: bytes, sink, count: int = 1) -> None:
+    def send(self, request: Request, sink) -> None:
         """
-        Send ``count`` requests for client ``client_id`` speaking ``resp``;
-        ``sink`` gets their replies joined (`DatastoreProtocol.send`).
+        Send ``request`` (one request, or a run of ``request.count``) on the
+        connection of its lane among those speaking its RESP version;
+        ``sink`` gets the replies joined (`DatastoreProtocol.send`).
         """
-        ready = self._ready[resp]
+        ready = self._ready[request.resp]
         if ready:
-            ready[client_id % len(ready)].send(data, sink, count)
+            ready[request.lane % len(ready)].send(request.payload, sink, request.count)
         else:
-            self.unavailable_total += count
+            self.unavailable_total += request.count
             sink.fail(UNAVAILABLE)
 
     # -- counters ----------------------------------------------------------
