@@ -2,126 +2,49 @@
 """
 One reconnecting connection to the local Redis.
 
-Connection lifecycle (one `DatastoreLink` per connection):
+Each `DatastoreLink` keeps one `dynomite.datastore.protocol.DatastoreProtocol`
+connection up with the reconnect machine every outbound link shares,
+`dynomite.runtime.reconnect`: HANDSHAKING is a RESP3 connection's HELLO 3
+(a RESP2 connection is ready at once), and the pool's health monitor may
+end a wait early (`retry_now`).
 
-    IDLE --start--> CONNECTING --ready--> CONNECTED --lost--> WAITING
-    CONNECTING --failed--> WAITING --delay elapsed / retry_now--> CONNECTING
-    any --stop--> STOPPED
-
-The link tells its pool (`dynomite.datastore.pool`) when its connection is
-ready or gone and when an attempt failed; the pool decides how long to wait
-before the next attempt (backoff, or ejection).
+The link tells its pool (`dynomite.datastore.pool`) when it becomes UP or
+stops being UP and when an attempt failed or a connection was lost; the
+pool decides how long to wait before the next attempt: the shared backoff,
+or until an ejection ends.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
-
-from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from typing import TYPE_CHECKING
 
 from dynomite.datastore.protocol import DatastoreProtocol
+from dynomite.runtime.reconnect import Backoff, ReconnectingConnection
 
 if TYPE_CHECKING:
     from dynomite.datastore.pool import Datastore
 
-
-class _LinkFactory(Factory):
-
-    noisy = False
-    def __init__(self, link: "DatastoreLink", clock) -> None:
-        self._link = link
-        self._clock = clock
-
-    def buildProtocol(self, addr):
-        return DatastoreProtocol(self._link, self._clock)
+__all__ = ["DatastoreLink"]
 
 
-class DatastoreLink:
-    """One reconnecting connection to Redis: the state machine above."""
+class DatastoreLink(ReconnectingConnection):
+    """One reconnecting connection to Redis speaking ``resp`` (2 or 3)."""
 
-    log = Logger()
-
-    def __init__(self, pool: "Datastore", resp: int, clock, endpoint) -> None:
+    def __init__(self, pool: "Datastore", resp: int, clock, endpoint, backoff: Backoff) -> None:
+        ReconnectingConnection.__init__(self, endpoint, clock, backoff, "datastore")
         self.pool = pool
         self.resp = resp
-        self._clock = clock
-        self._endpoint = endpoint
-        self._factory = _LinkFactory(self, clock)
-        self.state = "IDLE"
-        self.protocol: Optional[DatastoreProtocol] = None
-        self._attempt = None
-        self._retry_call = None
-        self._failures = 0
 
-    # -- transitions -------------------------------------------------------
+    def build_protocol(self, addr) -> DatastoreProtocol:
+        protocol = DatastoreProtocol(self, self._clock)
+        self.pool.track(protocol)
+        return protocol
 
-    def start(self) -> None:
-        if self.state in ("IDLE", "WAITING"):
-            self._connect()
-
-    def stop(self) -> None:
-        self.state = "STOPPED"
-        self._cancel_retry()
-        if self._attempt is not None:
-            self._attempt.cancel()
-        if self.protocol is not None:
-            self.protocol.transport.abortConnection()
-
-    def retry_now(self) -> None:
-        if self.state == "WAITING":
-            self._cancel_retry()
-            self._connect()
-
-    def _connect(self) -> None:
-        self.state = "CONNECTING"
-        self._attempt = self._endpoint.connect(self._factory)
-        self._attempt.addErrback(self._connect_failed)
-
-    def _connect_failed(self, failure) -> None:
-        self._attempt = None
-        if self.state != "CONNECTING":
-            return
-        self.log.debug("datastore connect failed: {f}", f=failure.getErrorMessage())
+    def connection_failed(self) -> None:
         self.pool.record_failure()
-        self._wait()
 
-    def connection_ready(self, protocol: DatastoreProtocol) -> None:
-        self._attempt = None
-        if self.state != "CONNECTING":
-            protocol.transport.abortConnection()
-            return
-        self.state = "CONNECTED"
-        self.protocol = protocol
-        self._failures = 0
-        self.pool.link_up(self)
+    def retry_delay(self, failures: int) -> float:
+        return self.pool.reconnect_delay(failures)
 
-    def connection_lost(self, protocol: DatastoreProtocol) -> None:
-        if protocol is not self.protocol:
-            # lost before it became ready: a failed attempt
-            if self.state == "CONNECTING":
-                self._attempt = None
-                self.pool.record_failure()
-                self._wait()
-            return
-        self.protocol = None
-        self.pool.link_down(self)
-        if self.state == "CONNECTED":
-            self.pool.record_failure()
-            self._wait()
-
-    def _wait(self) -> None:
-        self.state = "WAITING"
-        self._failures += 1
-        delay = self.pool.reconnect_delay(self._failures)
-        self._retry_call = self._clock.callLater(delay, self._retry)
-
-    def _retry(self) -> None:
-        self._retry_call = None
-        if self.state == "WAITING":
-            self._connect()
-
-    def _cancel_retry(self) -> None:
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
+    def up_changed(self, up: bool) -> None:
+        self.pool.link_changed(self, up)

@@ -4,8 +4,9 @@ The data path to the local Redis: a pool of pipelined raw-RESP connections.
 
 The connections are `dynomite.datastore.protocol.DatastoreProtocol`, each
 kept up by a `dynomite.datastore.link.DatastoreLink`; this module owns the
-pool: which connection a request goes on, ejection, the timeout sweeper and
-the counters.
+pool: which connection a request goes on (its lane's, among the UP
+connections of its RESP version), ejection, the timeout sweeper and the
+counters.
 
 Failures are counted across the pool.  With ``auto_eject_hosts`` the
 datastore is ejected after ``server_failure_limit`` consecutive failures:
@@ -25,7 +26,7 @@ away; sampled latency goes into the `Datastore`'s `Histogram`.
 from __future__ import annotations
 
 import random
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 from twisted.application.service import Service
 from twisted.internet.endpoints import HostnameEndpoint
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 from dynomite.config.model import Address, NodeConfig
 from dynomite.datastore.link import DatastoreLink
 from dynomite.datastore.protocol import UNAVAILABLE, DatastoreProtocol
+from dynomite.runtime.reconnect import UP, WAITING, Backoff
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 
@@ -68,7 +70,7 @@ class Datastore(Service):
         self._config = config
         self.timeout = config.timeout  # seconds; the admin timeout factor scales it
         self._clock = reactor
-        self._jitter = jitter
+        self.backoff = Backoff(jitter)
         address = config.datastore
         if endpoint_factory is None:
             endpoint = HostnameEndpoint(
@@ -77,8 +79,10 @@ class Datastore(Service):
         else:
             endpoint = endpoint_factory(address)
         n = config.datastore_connections
-        self.links = [DatastoreLink(self, resp, reactor, endpoint) for resp in (2, 3) for _ in range(n)]
-        self._ready: dict = {2: [], 3: []}
+        self.links = [DatastoreLink(self, resp, reactor, endpoint, self.backoff)
+                      for resp in (2, 3) for _ in range(n)]
+        # the UP connections of each RESP version, in link order
+        self._ready: Dict[int, List[DatastoreProtocol]] = {2: [], 3: []}
         self.consecutive_failures = 0
         self.ejected_until: Optional[float] = None
         self._sweeper = LoopingCall(self.expire_requests)
@@ -86,7 +90,9 @@ class Datastore(Service):
         self.timed_out_total = 0
         # requests failed at once because no connection was up
         self.unavailable_total = 0
-        # totals of closed connections: sent, answered, error replies, lost
+        # connections made and not yet closed; totals of closed ones:
+        # sent, answered, error replies, lost
+        self._live: Set[DatastoreProtocol] = set()
         self._closed = [0, 0, 0, 0]
         # sampled request latency (one request in SAMPLE_EVERY per connection)
         self.latency = Histogram()
@@ -108,23 +114,27 @@ class Datastore(Service):
 
     # -- counters ----------------------------------------------------------
 
+    def track(self, protocol: DatastoreProtocol) -> None:
+        """A new connection: its counts are part of the totals from now on."""
+        self._live.add(protocol)
+
     def retire(self, protocol: DatastoreProtocol) -> None:
         """A connection closed: keep its counts in the totals."""
-        closed = self._closed
-        closed[0] += protocol.sent
-        closed[1] += protocol.answered
-        closed[2] += protocol.errors
-        closed[3] += protocol.lost
-        protocol.sent = protocol.answered = protocol.errors = protocol.lost = 0
+        if protocol in self._live:
+            self._live.discard(protocol)
+            closed = self._closed
+            closed[0] += protocol.sent
+            closed[1] += protocol.answered
+            closed[2] += protocol.errors
+            closed[3] += protocol.lost
 
     def _totals(self) -> List[int]:
         sent, answered, errors, lost = self._closed
-        for ready in self._ready.values():
-            for p in ready:
-                sent += p.sent
-                answered += p.answered
-                errors += p.errors
-                lost += p.lost
+        for p in self._live:
+            sent += p.sent
+            answered += p.answered
+            errors += p.errors
+            lost += p.lost
         return [sent, answered, errors, lost]
 
     @property
@@ -157,17 +167,18 @@ class Datastore(Service):
     def in_flight(self) -> int:
         return sum(p.in_flight for ready in self._ready.values() for p in ready)
 
-    def link_up(self, link: DatastoreLink) -> None:
-        if not self.is_up:
-            self.log.info("datastore {address} is up", address=str(self._config.datastore))
-        self.consecutive_failures = 0
-        self.ejected_until = None
-        self._ready[link.resp].append(link.protocol)
-
-    def link_down(self, link: DatastoreLink) -> None:
-        ready = self._ready[link.resp]
-        self._ready[link.resp] = [p for p in ready if p.is_ready]
-        if not self.is_up:
+    def link_changed(self, link: DatastoreLink, up: bool) -> None:
+        """``link`` became UP (the datastore answers: no more failures) or stopped being UP."""
+        was_up = self.is_up
+        self._ready = {resp: [l.protocol for l in self.links
+                              if l.resp == resp and l.state == UP and l.protocol is not None]
+                       for resp in (2, 3)}
+        if up:
+            if not was_up:
+                self.log.info("datastore {address} is up", address=str(self._config.datastore))
+            self.consecutive_failures = 0
+            self.ejected_until = None
+        elif was_up and not self.is_up:
             self.log.warn("datastore {address} is down", address=str(self._config.datastore))
 
     def record_failure(self) -> None:
@@ -186,16 +197,15 @@ class Datastore(Service):
                 n=self.consecutive_failures,
             )
 
-    def reconnect_delay(self, attempts: int) -> float:
-        """Seconds before the next connection attempt of a link."""
+    def reconnect_delay(self, failures: int) -> float:
+        """Seconds before a link's next attempt: until the ejection ends, or the backoff."""
         if self.ejected_until is not None:
             return max(self.ejected_until - self._clock.seconds(), 0.0)
-        base = min(0.05 * (2 ** min(attempts, 10)), 1.0)
-        return base * (0.5 + self._jitter() / 2)
+        return self.backoff.delay(failures)
 
     def retry_now(self) -> None:
         """Redis answers (the health monitor says so): reconnect waiting links now."""
-        waiting = [link for link in self.links if link.state == "WAITING"]
+        waiting = [link for link in self.links if link.state == WAITING]
         if waiting:
             self.ejected_until = None
             for link in waiting:
@@ -214,7 +224,7 @@ class Datastore(Service):
                         timeout=timeout,
                     )
                     protocol.fail_all(_timed_out_reply(timeout))
-                    protocol.transport.abortConnection()
+                    protocol.drop()
 
     # -- service -----------------------------------------------------------
 

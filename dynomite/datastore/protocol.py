@@ -29,7 +29,9 @@ the clock); replies match requests in order, so when the reply count
 reaches that number the elapsed time goes into the pool's `Histogram`.  At
 most one sample waits per connection.
 
-The connection's lifecycle (reconnecting) is `dynomite.datastore.link`.
+The connection's owner, which reconnects it, is `dynomite.datastore.link`:
+it hears ``protocol_connected``, ``protocol_ready`` (after HELLO 3 on a
+RESP3 connection) and ``protocol_lost``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class _ReadySink:
             self._protocol.log.error(
                 "datastore refused HELLO 3: {reply!r}", reply=raw[:200]
             )
-            self._protocol.transport.abortConnection()
+            self._protocol.drop()
         else:
             self._protocol.ready()
 
@@ -107,6 +109,7 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         # steadily is never timed out, however deep its pipeline.
         self._progress_at = 0.0
         self.is_ready = False
+        self._dropped = False
         # plain counters (see the module docstring); the pool sums them
         self.sent = 0
         self.answered = 0
@@ -118,6 +121,9 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
+        self._link.protocol_connected(self)
+        if self._dropped:
+            return
         if self._link.resp == 3:
             self.send(HELLO_3, _ReadySink(self))
         else:
@@ -127,7 +133,7 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         # the HELLO 3 handshake is not a request of anyone's: start counting here
         self.sent = self.answered = 0
         self.is_ready = True
-        self._link.connection_ready(self)
+        self._link.protocol_ready(self)
 
     @property
     def in_flight(self) -> int:
@@ -256,9 +262,16 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         for sink in sinks:
             sink.fail(reply)
 
+    def drop(self) -> None:
+        """Close at once; waiting requests fail when the loss is reported."""
+        if not self._dropped:
+            self._dropped = True
+            self.is_ready = False
+            self.transport.abortConnection()
+
     def connectionLost(self, reason) -> None:
         self.is_ready = False
         self.lost += len(self._sinks)
         self.fail_all(UNAVAILABLE)
         self._link.pool.retire(self)
-        self._link.connection_lost(self)
+        self._link.protocol_lost(self)

@@ -8,17 +8,12 @@ many connections there are.  The listener for the connections peers make
 to this node is `dynomite.peers.listener`.
 
 `PeerLink` is everything this node holds toward one peer: a few reconnecting
-connections, each driven by the transition table `_TRANSITIONS`::
-
-    IDLE --start--> CONNECTING --connected--> HANDSHAKING --ready--> UP
-    CONNECTING --failed--> WAITING --retry (backoff)--> CONNECTING
-    HANDSHAKING/UP --lost--> WAITING
-    HANDSHAKING/UP --dead (silent for peer_down_after)--> DROPPING --lost--> WAITING
-    any live state --reset--> RESETTING --lost--> CONNECTING (no backoff)
-    any --stop--> STOPPED --start--> CONNECTING
-
-Backoff is 0.1 s doubling up to 2 s, with injectable jitter; a connection
-that completes the handshake resets it.  The link is UP while at least one connection is UP.
+connections, each driven by the shared reconnect machine of
+`dynomite.runtime.reconnect` (HANDSHAKING is the peer handshake; a
+connection silent for ``peer_down_after`` is *dead* and dropped; the
+admin's /peer/reset is *reset*).  Its backoff (0.1 s doubling up to 2 s)
+takes the link's injectable jitter; a connection that completes the
+handshake resets it.  The link is UP while at least one connection is UP.
 
 A link keeps the request counts of its closed connections as totals and adds
 those of its live ones on demand; its connections sample latency into the
@@ -28,180 +23,46 @@ link's `Histogram`.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig, Seed
 from dynomite.stats import Histogram
 from dynomite.peers.protocol import LocalNode, PeerProtocol, tick_interval
+from dynomite.runtime.reconnect import HANDSHAKING, UP, Backoff, ReconnectingConnection
 from dynomite.wire.inflight import Request
 
-__all__ = ["PeerLink", "backoff_delay"]
+__all__ = ["PeerLink"]
 
 
-def backoff_delay(failures: int, jitter: Callable[[], float]) -> float:
-    """
-    Seconds before reconnect attempt number ``failures`` (1, 2, ...):
-    0.1 s doubling up to 2 s, scaled by ``0.5 + jitter() / 2`` so that nodes
-    restarted together do not reconnect in lockstep.
-    """
-    base = min(0.1 * 2 ** min(max(failures - 1, 0), 5), 2.0)
-    return base * (0.5 + jitter() / 2)
-
-
-# -- the link toward one peer ---------------------------------------------------
-
-IDLE = "IDLE"
-CONNECTING = "CONNECTING"
-HANDSHAKING = "HANDSHAKING"
-UP = "UP"
-WAITING = "WAITING"
-DROPPING = "DROPPING"
-RESETTING = "RESETTING"
-STOPPED = "STOPPED"
-
-#: (state, event) -> (next state, action).  Events not listed are ignored.
-_TRANSITIONS: Dict[Tuple[str, str], Tuple[str, Optional[str]]] = {
-    (IDLE, "start"): (CONNECTING, "_connect"),
-    (CONNECTING, "connected"): (HANDSHAKING, None),
-    (CONNECTING, "failed"): (WAITING, "_wait"),
-    (CONNECTING, "reset"): (CONNECTING, "_reconnect"),
-    (HANDSHAKING, "ready"): (UP, "_ready"),
-    (HANDSHAKING, "lost"): (WAITING, "_wait"),
-    (HANDSHAKING, "dead"): (DROPPING, "_abort"),
-    (HANDSHAKING, "reset"): (RESETTING, "_abort"),
-    (UP, "lost"): (WAITING, "_wait"),
-    (UP, "dead"): (DROPPING, "_abort"),
-    (UP, "reset"): (RESETTING, "_abort"),
-    (DROPPING, "lost"): (WAITING, "_wait"),
-    (DROPPING, "reset"): (RESETTING, None),
-    (RESETTING, "lost"): (CONNECTING, "_connect"),
-    (WAITING, "retry"): (CONNECTING, "_connect"),
-    (WAITING, "reset"): (CONNECTING, "_reconnect"),
-}
-for _state in (IDLE, CONNECTING, HANDSHAKING, UP, WAITING, DROPPING, RESETTING):
-    _TRANSITIONS[(_state, "stop")] = (STOPPED, "_shutdown")
-del _state
-_TRANSITIONS[(STOPPED, "start")] = (CONNECTING, "_connect")
-
-
-class _Slot:
-    """One of a link's connections, reconnecting per `_TRANSITIONS`."""
-
-    log = Logger()
+class _Slot(ReconnectingConnection):
+    """One of a link's connections, reconnecting per `dynomite.runtime.reconnect`."""
 
     def __init__(self, link: "PeerLink", index: int) -> None:
+        ReconnectingConnection.__init__(self, link._endpoint, link._clock, link.backoff,
+                                        "peer %s" % link.name)
         self.link = link
         self.index = index
-        self.state = IDLE
-        self.protocol: Optional[PeerProtocol] = None
-        self.failures = 0
-        self._attempt: Optional[Deferred] = None
-        self._retry_call: Optional[IDelayedCall] = None
-        self._factory = _SlotFactory(self)
 
-    def fire(self, event: str) -> None:
-        entry = _TRANSITIONS.get((self.state, event))
-        if entry is None:
-            return
-        old = self.state
-        self.state, action = entry
-        if action is not None:
-            getattr(self, action)()
-        if (old == UP) != (self.state == UP):
-            self.link._slot_changed()
+    def build_protocol(self, addr) -> PeerProtocol:
+        link = self.link
+        protocol = PeerProtocol(link._local, link._clock, self,
+                                expected=link.name, timeout=link.timeout, latency=link.latency)
+        link._live.add(protocol)
+        return protocol
 
-    # -- actions -------------------------------------------------------------
-
-    def _connect(self) -> None:
-        self.protocol = None
-        d = self._attempt = self.link._endpoint.connect(self._factory)
-        d.addCallbacks(self._attempt_done, self._attempt_failed,
-                       callbackArgs=(d,), errbackArgs=(d,))
-
-    def _reconnect(self) -> None:
-        self._cancel()
-        self._connect()
-
-    def _wait(self) -> None:
-        self.failures += 1
-        delay = backoff_delay(self.failures, self.link._jitter)
-        self._retry_call = self.link._clock.callLater(delay, self.fire, "retry")
-
-    def _ready(self) -> None:
-        self.failures = 0
-
-    def _abort(self) -> None:
-        if self.protocol is not None:
-            self.protocol.drop()
-
-    def _shutdown(self) -> None:
-        self._cancel()
-        self._abort()
-
-    def _cancel(self) -> None:
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
-        attempt, self._attempt = self._attempt, None
-        if attempt is not None:
-            attempt.cancel()
-
-    # -- endpoint and protocol callbacks -------------------------------------
-
-    def _attempt_done(self, result, d):
-        if d is self._attempt:
-            self._attempt = None
-        return None
-
-    def _attempt_failed(self, failure, d) -> None:
-        if d is not self._attempt:
-            return None
-        self._attempt = None
-        self.log.debug("connecting to peer {peer} failed: {why}",
-                       peer=self.link.name, why=failure.getErrorMessage())
-        self.fire("failed")
-        return None
-
-    def protocol_connected(self, protocol: PeerProtocol) -> None:
-        if self.state != CONNECTING:
-            protocol.drop()
-            return
-        self.protocol = protocol
-        self.fire("connected")
-
-    def protocol_ready(self, protocol: PeerProtocol) -> None:
-        if protocol is self.protocol:
-            self.fire("ready")
+    def up_changed(self, up: bool) -> None:
+        self.link._slot_changed()
 
     def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
         self.link._rejected(reason)
 
     def protocol_lost(self, protocol: PeerProtocol) -> None:
         self.link._retire(protocol)
-        if protocol is self.protocol:
-            self.protocol = None
-            self.fire("lost")
-
-
-class _SlotFactory(Factory):
-    noisy = False
-
-    def __init__(self, slot: _Slot) -> None:
-        self._slot = slot
-
-    def buildProtocol(self, addr):
-        link = self._slot.link
-        protocol = PeerProtocol(link._local, link._clock, self._slot,
-                                expected=link.name, timeout=link.timeout, latency=link.latency)
-        link._live.add(protocol)
-        return protocol
+        ReconnectingConnection.protocol_lost(self, protocol)
 
 
 class PeerLink:
@@ -240,7 +101,7 @@ class PeerLink:
         self.rack = peer.rack
         self.timeout = timeout
         self._clock = clock
-        self._jitter = jitter
+        self.backoff = Backoff(jitter)
         self._on_state = on_state
         self._local = LocalNode(config, requests, membership, name)
         if connect is None:
@@ -355,7 +216,7 @@ class PeerLink:
     def start(self) -> None:
         """Connect every connection; keep them connected until `stop`."""
         for slot in self.slots:
-            slot.fire("start")
+            slot.start()
         if not self._ticker.running:
             self._ticker.start(self.tick_interval, now=False)
 
@@ -364,7 +225,7 @@ class PeerLink:
         if self._ticker.running:
             self._ticker.stop()
         for slot in self.slots:
-            slot.fire("stop")
+            slot.stop()
 
     def heartbeat(self) -> None:
         """Send a heartbeat now (this node's state changed; tell the peer at once)."""
@@ -381,8 +242,7 @@ class PeerLink:
     def reset(self) -> None:
         """Drop every connection and reconnect at once (Dynomite's /peer/reset)."""
         for slot in self.slots:
-            slot.failures = 0
-            slot.fire("reset")
+            slot.reset()
 
     def tick(self, now: float) -> None:
         """Fail overdue requests, drop silent connections, send heartbeats."""
@@ -397,7 +257,7 @@ class PeerLink:
                 self.log.warn(
                     "peer {peer}: nothing received for {seconds}s; dropping connection {i}",
                     peer=self.name, seconds=down_after, i=slot.index)
-                slot.fire("dead")
+                slot.dead()
         if now >= self._next_ping:
             self._next_ping = now + self._heartbeat
             for protocol in self._up:

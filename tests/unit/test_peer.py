@@ -28,11 +28,12 @@ from zope.interface.verify import verifyObject
 from dynomite.config.model import Address, NodeConfig, Seed
 from dynomite.peers.interfaces import IPeerRequests, IPeerStatus
 from dynomite.peers.handshake import node_name
-from dynomite.peers.link import PeerLink, backoff_delay
+from dynomite.peers.link import PeerLink
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.peers.protocol import (
     DEFAULT_STATUS, SAMPLE_EVERY, LocalNode, PeerProtocol, peer_lane, peer_timeout,
 )
+from dynomite.runtime.reconnect import Backoff
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
     AUTH, CHALLENGE, FLAG_FAILED, FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, FRAME_NAMES, HEADER_SIZE,
@@ -908,9 +909,10 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual([up for _, up in self.states], [True, False, True])
 
     def test_backoff_jitter(self) -> None:
-        self.assertEqual([backoff_delay(n, lambda: 1.0) for n in range(1, 8)],
+        link = self.link()  # jitter pinned to its maximum
+        self.assertEqual([link.backoff.delay(n) for n in range(1, 8)],
                          [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
-        self.assertEqual(backoff_delay(1, lambda: 0.0), 0.05)
+        self.assertEqual(Backoff(lambda: 0.0).delay(1), 0.05)
 
     def test_rejected_link_stays_down_and_retries(self) -> None:
         self.serve(known=lambda name, dc, rack: False)
