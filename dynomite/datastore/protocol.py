@@ -44,7 +44,7 @@ from twisted.logger import Logger
 
 from dynomite.runtime import batching
 from dynomite.stats import Histogram
-from dynomite.wire.replies import ERROR_STARTS, make_reply_parser, simple_replies_end
+from dynomite.wire.replies import ERROR_STARTS, is_error, make_reply_parser, simple_replies_end
 from dynomite.wire.resp import ProtocolError, encode_command
 
 if TYPE_CHECKING:
@@ -65,11 +65,7 @@ _TAIL_MAX = 16 * 1024
 
 def _errors_in(replies: List[bytes]) -> int:
     """How many of ``replies`` are error replies."""
-    n = 0
-    for raw in replies:
-        if raw[:1] in ERROR_STARTS:
-            n += 1
-    return n
+    return sum(1 for raw in replies if is_error(raw))
 
 
 class _ReadySink:
@@ -79,7 +75,7 @@ class _ReadySink:
         self._protocol = protocol
 
     def complete(self, raw: bytes) -> None:
-        if raw[:1] in (b"-", b"!"):
+        if is_error(raw):
             self._protocol.log.error(
                 "datastore refused HELLO 3: {reply!r}", reply=raw[:200]
             )
