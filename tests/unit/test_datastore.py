@@ -187,6 +187,19 @@ class DatastoreTests(SynchronousTestCase):
         self.connect_all()
         self.assertTrue(ds.is_up)
 
+    def test_stopped_datastore_refuses_at_once_and_reconnects_when_started(self):
+        ds = self.make(datastore_connections=1)
+        self.connect_all()
+        ds.stopService()
+        self.assertFalse(ds.is_up)
+        sink = Sink()
+        ds.send(Request(b"x"), sink)
+        self.assertEqual(sink.failures, [UNAVAILABLE])
+        ds.startService()
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.connect_all()
+        self.assertTrue(ds.is_up)
+
     def test_ejected_after_failure_limit(self):
         ds = self.make(datastore_connections=1, server_failure_limit=3, server_retry_timeout=10000)
         self.endpoint.refuse()
