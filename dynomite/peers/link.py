@@ -1,216 +1,68 @@
+# -*- test-case-name: tests.unit.test_peer -*-
 """
-Node-to-node links: the connections toward each peer, and the listener for theirs.
+Node-to-node links: the connections this node keeps toward each peer.
 
 The protocol spoken on each connection (handshake, multiplexed requests,
-heartbeats) is `dynomite.peer_protocol`; this module decides when and how
-many connections there are.
+heartbeats) is `dynomite.peers.protocol`; this module decides when and how
+many connections there are.  The listener for the connections peers make
+to this node is `dynomite.peers.listener`.
 
 `PeerLink` is everything this node holds toward one peer: a few reconnecting
-connections, each driven by the transition table `_TRANSITIONS`::
-
-    IDLE --start--> CONNECTING --connected--> HANDSHAKING --ready--> UP
-    CONNECTING --failed--> WAITING --retry (backoff)--> CONNECTING
-    HANDSHAKING/UP --lost--> WAITING
-    HANDSHAKING/UP --dead (silent for peer_down_after)--> DROPPING --lost--> WAITING
-    any live state --reset--> RESETTING --lost--> CONNECTING (no backoff)
-    any --stop--> STOPPED --start--> CONNECTING
-
-Backoff is 0.1 s doubling up to 2 s, with injectable jitter; a connection
-that completes the handshake resets it.  The link is UP while at least one connection is UP.
+connections, each driven by the shared reconnect machine of
+`dynomite.runtime.reconnect` (HANDSHAKING is the peer handshake; a
+connection silent for ``peer_down_after`` is *dead* and dropped; the
+admin's /peer/reset is *reset*).  Its backoff (0.1 s doubling up to 2 s)
+takes the link's injectable jitter; a connection that completes the
+handshake resets it.  The link is UP while at least one connection is UP.
 
 A link keeps the request counts of its closed connections as totals and adds
 those of its live ones on demand; its connections sample latency into the
 link's `Histogram`.
-
-`PeerServerFactory` accepts the connections peers make to ``dyn_listen``.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig, Seed
 from dynomite.stats import Histogram
-from dynomite.peers.protocol import (  # noqa: F401 (SAMPLE_EVERY, node_name: re-exported)
-    SAMPLE_EVERY, LocalNode, PeerProtocol, node_name, peer_timeout,
-)
+from dynomite.peers.protocol import LocalNode, PeerProtocol, tick_interval
+from dynomite.runtime.reconnect import HANDSHAKING, UP, Backoff, ReconnectingConnection
+from dynomite.wire.inflight import Request
 
-__all__ = [
-    "LocalNode", "PeerProtocol", "PeerLink", "PeerServerFactory", "node_name", "peer_timeout",
-    "backoff_delay",
-]
+__all__ = ["PeerLink"]
 
 
-def backoff_delay(failures: int, jitter: Callable[[], float]) -> float:
-    """
-    Seconds before reconnect attempt number ``failures`` (1, 2, ...):
-    0.1 s doubling up to 2 s, scaled by ``0.5 + jitter() / 2`` so that nodes
-    restarted together do not reconnect in lockstep.
-    """
-    base = min(0.1 * 2 ** min(max(failures - 1, 0), 5), 2.0)
-    return base * (0.5 + jitter() / 2)
-
-
-def _tick_interval(heartbeat: float, timeout: float) -> float:
-    """How often timeouts and liveness are checked: fine enough for both."""
-    return max(0.01, min(0.25, heartbeat / 4, timeout / 10))
-
-
-# -- the link toward one peer ---------------------------------------------------
-
-IDLE = "IDLE"
-CONNECTING = "CONNECTING"
-HANDSHAKING = "HANDSHAKING"
-UP = "UP"
-WAITING = "WAITING"
-DROPPING = "DROPPING"
-RESETTING = "RESETTING"
-STOPPED = "STOPPED"
-
-#: (state, event) -> (next state, action).  Events not listed are ignored.
-_TRANSITIONS: Dict[Tuple[str, str], Tuple[str, Optional[str]]] = {
-    (IDLE, "start"): (CONNECTING, "_connect"),
-    (CONNECTING, "connected"): (HANDSHAKING, None),
-    (CONNECTING, "failed"): (WAITING, "_wait"),
-    (CONNECTING, "reset"): (CONNECTING, "_reconnect"),
-    (HANDSHAKING, "ready"): (UP, "_ready"),
-    (HANDSHAKING, "lost"): (WAITING, "_wait"),
-    (HANDSHAKING, "dead"): (DROPPING, "_abort"),
-    (HANDSHAKING, "reset"): (RESETTING, "_abort"),
-    (UP, "lost"): (WAITING, "_wait"),
-    (UP, "dead"): (DROPPING, "_abort"),
-    (UP, "reset"): (RESETTING, "_abort"),
-    (DROPPING, "lost"): (WAITING, "_wait"),
-    (DROPPING, "reset"): (RESETTING, None),
-    (RESETTING, "lost"): (CONNECTING, "_connect"),
-    (WAITING, "retry"): (CONNECTING, "_connect"),
-    (WAITING, "reset"): (CONNECTING, "_reconnect"),
-}
-for _state in (IDLE, CONNECTING, HANDSHAKING, UP, WAITING, DROPPING, RESETTING):
-    _TRANSITIONS[(_state, "stop")] = (STOPPED, "_shutdown")
-del _state
-_TRANSITIONS[(STOPPED, "start")] = (CONNECTING, "_connect")
-
-
-class _Slot:
-    """One of a link's connections, reconnecting per `_TRANSITIONS`."""
-
-    log = Logger()
+class _Slot(ReconnectingConnection):
+    """One of a link's connections, reconnecting per `dynomite.runtime.reconnect`."""
 
     def __init__(self, link: "PeerLink", index: int) -> None:
+        ReconnectingConnection.__init__(self, link._endpoint, link._clock, link.backoff,
+                                        "peer %s" % link.name)
         self.link = link
         self.index = index
-        self.state = IDLE
-        self.protocol: Optional[PeerProtocol] = None
-        self.failures = 0
-        self._attempt: Optional[Deferred] = None
-        self._retry_call: Optional[IDelayedCall] = None
-        self._factory = _SlotFactory(self)
 
-    def fire(self, event: str) -> None:
-        entry = _TRANSITIONS.get((self.state, event))
-        if entry is None:
-            return
-        old = self.state
-        self.state, action = entry
-        if action is not None:
-            getattr(self, action)()
-        if (old == UP) != (self.state == UP):
-            self.link._slot_changed()
+    def build_protocol(self, addr) -> PeerProtocol:
+        link = self.link
+        protocol = PeerProtocol(link._local, link._clock, self,
+                                expected=link.name, timeout=link.timeout, latency=link.latency)
+        link._live.add(protocol)
+        return protocol
 
-    # -- actions -------------------------------------------------------------
-
-    def _connect(self) -> None:
-        self.protocol = None
-        d = self._attempt = self.link._endpoint.connect(self._factory)
-        d.addCallbacks(self._attempt_done, self._attempt_failed,
-                       callbackArgs=(d,), errbackArgs=(d,))
-
-    def _reconnect(self) -> None:
-        self._cancel()
-        self._connect()
-
-    def _wait(self) -> None:
-        self.failures += 1
-        delay = backoff_delay(self.failures, self.link._jitter)
-        self._retry_call = self.link._clock.callLater(delay, self.fire, "retry")
-
-    def _ready(self) -> None:
-        self.failures = 0
-
-    def _abort(self) -> None:
-        if self.protocol is not None:
-            self.protocol.drop()
-
-    def _shutdown(self) -> None:
-        self._cancel()
-        self._abort()
-
-    def _cancel(self) -> None:
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
-        self._retry_call = None
-        attempt, self._attempt = self._attempt, None
-        if attempt is not None:
-            attempt.cancel()
-
-    # -- endpoint and protocol callbacks -------------------------------------
-
-    def _attempt_done(self, result, d):
-        if d is self._attempt:
-            self._attempt = None
-        return None
-
-    def _attempt_failed(self, failure, d) -> None:
-        if d is not self._attempt:
-            return None
-        self._attempt = None
-        self.log.debug("connecting to peer {peer} failed: {why}",
-                       peer=self.link.name, why=failure.getErrorMessage())
-        self.fire("failed")
-        return None
-
-    def protocol_connected(self, protocol: PeerProtocol) -> None:
-        if self.state != CONNECTING:
-            protocol.drop()
-            return
-        self.protocol = protocol
-        self.fire("connected")
-
-    def protocol_ready(self, protocol: PeerProtocol) -> None:
-        if protocol is self.protocol:
-            self.fire("ready")
+    def up_changed(self, up: bool) -> None:
+        self.link._slot_changed()
 
     def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
         self.link._rejected(reason)
 
     def protocol_lost(self, protocol: PeerProtocol) -> None:
         self.link._retire(protocol)
-        if protocol is self.protocol:
-            self.protocol = None
-            self.fire("lost")
-
-
-class _SlotFactory(Factory):
-    noisy = False
-
-    def __init__(self, slot: _Slot) -> None:
-        self._slot = slot
-
-    def buildProtocol(self, addr):
-        link = self._slot.link
-        protocol = PeerProtocol(link._local, link._clock, self._slot,
-                                expected=link.name, timeout=link.timeout, latency=link.latency)
-        link._live.add(protocol)
-        return protocol
+        ReconnectingConnection.protocol_lost(self, protocol)
 
 
 class PeerLink:
@@ -222,8 +74,10 @@ class PeerLink:
     datacenter, ``remote_peer_connections`` otherwise.  ``connect(address)``
     returns the endpoint to dial (default: TCP by hostname), so tests and an
     in-process cluster can wire nodes together in memory; ``on_state(link,
-    up)`` hears every change between UP and DOWN.  ``handler`` serves
-    requests the peer sends back over these connections (None: refuse them).
+    up)`` hears every change between UP and DOWN.  ``requests``
+    (`IPeerRequests`) serves requests the peer sends back over these
+    connections (None: refuse them); ``membership`` (`IPeerStatus`) gives and
+    takes the status heartbeats carry.
     """
 
     log = Logger()
@@ -236,7 +90,8 @@ class PeerLink:
         clock,
         connect: Optional[Callable[[Any], Any]] = None,
         on_state: Optional[Callable[["PeerLink", bool], None]] = None,
-        handler: Any = None,
+        requests: Any = None,
+        membership: Any = None,
         jitter: Callable[[], float] = random.random,
         name: Optional[str] = None,
     ) -> None:
@@ -246,9 +101,9 @@ class PeerLink:
         self.rack = peer.rack
         self.timeout = timeout
         self._clock = clock
-        self._jitter = jitter
+        self.backoff = Backoff(jitter)
         self._on_state = on_state
-        self._local = LocalNode(config, handler, name)
+        self._local = LocalNode(config, requests, membership, name)
         if connect is None:
             self._endpoint = HostnameEndpoint(
                 clock, peer.address.host, peer.address.port, timeout=config.peer_down_after)
@@ -265,7 +120,7 @@ class PeerLink:
         self._last_rejection: Optional[str] = None
         self._ticker = LoopingCall(self._tick)
         self._ticker.clock = clock
-        self.tick_interval = _tick_interval(self._heartbeat, timeout)
+        self.tick_interval = tick_interval(self._heartbeat, timeout)
         self.timed_out_total = 0
         self.dropped_total = 0
         # requests failed at once because no connection was UP
@@ -279,16 +134,16 @@ class PeerLink:
 
     # -- hot path ------------------------------------------------------------
 
-    def send(self, frame_type: int, flags: int, payload: bytes, sink,
-             pin: int = 0, origin: Optional[str] = None) -> None:
+    def send(self, frame_type: int, request: Request, sink) -> None:
         """
-        Send a REQUEST or FORWARD on connection ``pin % n`` of the ``n`` UP
-        ones, so one client's requests to this peer keep their order; fail
-        ``sink`` at once while the peer is DOWN.
+        Send ``request`` in a REQUEST or FORWARD frame on connection
+        ``request.lane % n`` of the ``n`` UP ones, so the requests of one lane
+        to this peer keep their order; fail ``sink`` at once while the peer
+        is DOWN.
         """
         up = self._up
         if up:
-            up[pin % len(up)].request(frame_type, flags, payload, sink, origin)
+            up[request.lane % len(up)].request(frame_type, request, sink)
         else:
             self.unavailable_total += 1
             sink.fail(self._unavailable)
@@ -361,7 +216,7 @@ class PeerLink:
     def start(self) -> None:
         """Connect every connection; keep them connected until `stop`."""
         for slot in self.slots:
-            slot.fire("start")
+            slot.start()
         if not self._ticker.running:
             self._ticker.start(self.tick_interval, now=False)
 
@@ -370,7 +225,7 @@ class PeerLink:
         if self._ticker.running:
             self._ticker.stop()
         for slot in self.slots:
-            slot.fire("stop")
+            slot.stop()
 
     def heartbeat(self) -> None:
         """Send a heartbeat now (this node's state changed; tell the peer at once)."""
@@ -387,8 +242,7 @@ class PeerLink:
     def reset(self) -> None:
         """Drop every connection and reconnect at once (Dynomite's /peer/reset)."""
         for slot in self.slots:
-            slot.failures = 0
-            slot.fire("reset")
+            slot.reset()
 
     def tick(self, now: float) -> None:
         """Fail overdue requests, drop silent connections, send heartbeats."""
@@ -403,7 +257,7 @@ class PeerLink:
                 self.log.warn(
                     "peer {peer}: nothing received for {seconds}s; dropping connection {i}",
                     peer=self.name, seconds=down_after, i=slot.index)
-                slot.fire("dead")
+                slot.dead()
         if now >= self._next_ping:
             self._next_ping = now + self._heartbeat
             for protocol in self._up:
@@ -435,82 +289,3 @@ class PeerLink:
         if reason != self._last_rejection:
             self._last_rejection = reason
             self.log.warn("peer {peer} refused this node: {reason}", peer=self.name, reason=reason)
-
-
-# -- the dyn_listen side --------------------------------------------------------
-
-
-class PeerServerFactory(Factory):
-    """
-    Accepts peer connections on ``dyn_listen``.
-
-    Requests that arrive go to ``handler.handle_peer_request(peer_name,
-    frame_type, flags, origin, payload, sink)``.  ``known(name, dc, rack)``
-    says whether a node saying HELLO belongs to the cluster.  While
-    listening, accepted connections that stay silent for ``peer_down_after``
-    are dropped (connectors send heartbeats).
-    """
-
-    noisy = False
-    log = Logger()
-
-    def __init__(self, config: NodeConfig, handler: Any,
-                 known: Callable[[str, str, str], bool], clock,
-                 name: Optional[str] = None) -> None:
-        self._local = LocalNode(config, handler, name)
-        self._known = known
-        self._clock = clock
-        self._down_after = config.peer_down_after
-        self.connections: Set[PeerProtocol] = set()
-        self._ticker = LoopingCall(self._tick)
-        self._ticker.clock = clock
-        self.tick_interval = _tick_interval(config.peer_heartbeat_interval,
-                                            peer_timeout(config, config.datacenter))
-        self.timed_out_total = 0
-
-    @property
-    def name(self) -> str:
-        return self._local.name
-
-    def buildProtocol(self, addr):
-        return PeerProtocol(self._local, self._clock, self, known=self._known)
-
-    def startFactory(self) -> None:
-        if not self._ticker.running:
-            self._ticker.start(self.tick_interval, now=False)
-
-    def stopFactory(self) -> None:
-        """The listener stopped: close the connections it accepted too."""
-        if self._ticker.running:
-            self._ticker.stop()
-        for protocol in list(self.connections):
-            protocol.drop()
-
-    def tick(self, now: float) -> None:
-        """Fail overdue requests and drop connections silent for too long."""
-        for protocol in list(self.connections):
-            self.timed_out_total += protocol.expire(now)
-            if now - protocol.last_received >= self._down_after:
-                self.log.info("peer {peer}: silent for {seconds}s; dropping its connection",
-                              peer=protocol.peer_name, seconds=self._down_after)
-                protocol.drop()
-
-    def _tick(self) -> None:
-        try:
-            self.tick(self._clock.seconds())
-        except Exception:
-            self.log.failure("peer listener housekeeping failed")
-
-    # -- PeerProtocol owner interface ----------------------------------------
-
-    def protocol_connected(self, protocol: PeerProtocol) -> None:
-        self.connections.add(protocol)
-
-    def protocol_ready(self, protocol: PeerProtocol) -> None:
-        pass
-
-    def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
-        pass
-
-    def protocol_lost(self, protocol: PeerProtocol) -> None:
-        self.connections.discard(protocol)

@@ -99,6 +99,7 @@ class DatastoreBatchTests(SynchronousTestCase):
         from twisted.internet.task import Clock
 
         from dynomite.datastore.pool import Datastore
+        from dynomite.wire.inflight import Request
 
         from tests.fakes import FakeEndpoint, Transport, node_config
 
@@ -135,7 +136,7 @@ class DatastoreBatchTests(SynchronousTestCase):
 
         batching.begin()
         for i in range(16):
-            ds.send(1, 2, b"*1\r\n$4\r\nPING\r\n", Sink())
+            ds.send(Request(b"*1\r\n$4\r\nPING\r\n", lane=1), Sink())
         batching.end()
         self.assertEqual(redis.calls, 1)
         self.assertEqual(redis.value(), b"*1\r\n$4\r\nPING\r\n" * 16)

@@ -1,11 +1,16 @@
-"""The pipelined datastore connections, with a fake endpoint and clock."""
+"""
+The pipelined datastore connections (dynomite.datastore: protocol, link,
+pool), with a fake endpoint and clock.
+"""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.datastore.pool import HELLO_3, SAMPLE_EVERY, UNAVAILABLE, Datastore
+from dynomite.datastore.pool import Datastore
+from dynomite.datastore.protocol import HELLO_3, SAMPLE_EVERY, UNAVAILABLE
+from dynomite.wire.inflight import Request
 
 from tests.fakes import FakeEndpoint, Sink, drop, node_config
 
@@ -35,7 +40,7 @@ class DatastoreTests(SynchronousTestCase):
     def test_requests_before_connect_fail_at_once(self):
         ds = self.make()
         sink = Sink()
-        ds.send(1, 2, b"*1\r\n$4\r\nPING\r\n", sink)
+        ds.send(Request(b"*1\r\n$4\r\nPING\r\n"), sink)
         self.assertEqual(sink.replies, [UNAVAILABLE])
 
     def test_replies_pass_through_byte_exact_in_order(self):
@@ -44,8 +49,8 @@ class DatastoreTests(SynchronousTestCase):
         self.assertEqual(len(links), 4)
         self.assertTrue(ds.is_up)
         sink = Sink()
-        ds.send(1, 2, b"req1", sink)
-        ds.send(1, 2, b"req2", sink)
+        ds.send(Request(b"req1"), sink)
+        ds.send(Request(b"req2"), sink)
         proto, transport = [l for l in links if l[1].value()][0]
         self.assertEqual(transport.value(), b"req1req2")
         proto.dataReceived(b"+OK\r\n*2\r\n$-1\r\n-ERR x\r\n")
@@ -59,8 +64,8 @@ class DatastoreTests(SynchronousTestCase):
                 ds = self.make()
                 links = self.connect_all()
                 run, after = Sink(), Sink()
-                ds.send(1, 2, b"five requests", run, 5)
-                ds.send(1, 2, b"one more", after)
+                ds.send(Request(b"five requests", count=5), run)
+                ds.send(Request(b"one more"), after)
                 proto = [p for p, t in links if t.value()][0]
                 for chunk in (stream[:cut1], stream[cut1:cut2], stream[cut2:]):
                     proto.dataReceived(chunk)
@@ -78,7 +83,7 @@ class DatastoreTests(SynchronousTestCase):
                 links = self.connect_all()
                 sinks = [Sink() for _ in runs]
                 for run, sink in zip(runs, sinks):
-                    ds.send(1, 2, b"requests", sink, len(run))
+                    ds.send(Request(b"requests", count=len(run)), sink)
                 proto = [p for p, t in links if t.value()][0]
                 parsed = []
                 feed = proto._parser.feed
@@ -97,7 +102,7 @@ class DatastoreTests(SynchronousTestCase):
         links = self.connect_all()
         sink = Sink()
         reply = b"$1000\r\n" + b"w" * 1000 + b"\r\n"
-        ds.send(1, 2, b"requests", sink, 40)
+        ds.send(Request(b"requests", count=40), sink)
         proto = [p for p, t in links if t.value()][0]
         stream = reply * 40
         for i in range(0, len(stream), 7000):
@@ -109,7 +114,7 @@ class DatastoreTests(SynchronousTestCase):
         ds = self.make()
         links = self.connect_all()
         run = Sink()
-        ds.send(1, 2, b"three requests", run, 3)
+        ds.send(Request(b"three requests", count=3), run)
         proto, _ = [l for l in links if l[1].value()][0]
         proto.dataReceived(b"+OK\r\n")
         drop(proto)
@@ -120,7 +125,7 @@ class DatastoreTests(SynchronousTestCase):
         ds = self.make()
         links = self.connect_all()
         for _ in range(5):
-            ds.send(7, 2, b"x", Sink())
+            ds.send(Request(b"x", lane=7), Sink())
         used = [t for p, t in links if t.value()]
         self.assertEqual(len(used), 1)
         self.assertEqual(used[0].value(), b"xxxxx")
@@ -128,8 +133,8 @@ class DatastoreTests(SynchronousTestCase):
     def test_resp3_clients_use_hello3_connections(self):
         ds = self.make()
         links = self.connect_all()
-        ds.send(1, 3, b"r3", Sink())
-        ds.send(1, 2, b"r2", Sink())
+        ds.send(Request(b"r3", resp=3), Sink())
+        ds.send(Request(b"r2"), Sink())
         resp3 = [p for p, t in links if t.value() == b"r3"]
         self.assertEqual(len(resp3), 1)
         self.assertEqual(resp3[0]._link.resp, 3)
@@ -138,8 +143,8 @@ class DatastoreTests(SynchronousTestCase):
         ds = self.make(datastore_connections=1)
         links = self.connect_all()
         sink = Sink()
-        ds.send(1, 2, b"x", sink)
-        ds.send(1, 2, b"y", sink)
+        ds.send(Request(b"x"), sink)
+        ds.send(Request(b"y"), sink)
         proto = [p for p, t in links if t.value()][0]
         drop(proto)
         self.assertEqual(sink.replies, [UNAVAILABLE, UNAVAILABLE])
@@ -148,7 +153,7 @@ class DatastoreTests(SynchronousTestCase):
         ds = self.make(timeout=1000)
         links = self.connect_all()
         sink = Sink()
-        ds.send(1, 2, b"x", sink)
+        ds.send(Request(b"x"), sink)
         self.clock.advance(0.9)
         self.assertEqual(sink.replies, [])
         self.clock.advance(0.35)
@@ -161,7 +166,7 @@ class DatastoreTests(SynchronousTestCase):
         links = self.connect_all()
         sink = Sink()
         for _ in range(10):
-            ds.send(1, 2, b"x", sink)
+            ds.send(Request(b"x"), sink)
         proto = [p for p, t in links if t.value()][0]
         for _ in range(9):
             self.clock.advance(0.5)
@@ -178,6 +183,19 @@ class DatastoreTests(SynchronousTestCase):
         self.assertFalse(ds.is_up)
         self.assertEqual(self.endpoint.attempts, [])
         self.clock.advance(1.0)
+        self.assertEqual(len(self.endpoint.attempts), 2)
+        self.connect_all()
+        self.assertTrue(ds.is_up)
+
+    def test_stopped_datastore_refuses_at_once_and_reconnects_when_started(self):
+        ds = self.make(datastore_connections=1)
+        self.connect_all()
+        ds.stopService()
+        self.assertFalse(ds.is_up)
+        sink = Sink()
+        ds.send(Request(b"x"), sink)
+        self.assertEqual(sink.failures, [UNAVAILABLE])
+        ds.startService()
         self.assertEqual(len(self.endpoint.attempts), 2)
         self.connect_all()
         self.assertTrue(ds.is_up)
@@ -248,7 +266,7 @@ class DatastoreCounterTests(SynchronousTestCase):
         proto = self.resp2(self.connect_all())
         sink = Sink()
         for _ in range(3):
-            ds.send(1, 2, b"x", sink)
+            ds.send(Request(b"x"), sink)
         proto.dataReceived(b"+OK\r\n-WRONGTYPE no\r\n$1\r\na\r\n")
         self.assertEqual(ds.requests_total, 3)
         self.assertEqual(ds.request_counts(), {"ok": 2, "error": 1, "timeout": 0, "unavailable": 0})
@@ -256,7 +274,7 @@ class DatastoreCounterTests(SynchronousTestCase):
     def test_runs_count_their_requests(self):
         ds = self.make()
         proto = self.resp2(self.connect_all())
-        ds.send(1, 2, b"x", Sink(), 3)
+        ds.send(Request(b"x", count=3), Sink())
         proto.dataReceived(b"+OK\r\n-WRONGTYPE no\r\n$1\r\na\r\n")
         self.assertEqual(ds.requests_total, 3)
         self.assertEqual(ds.request_counts(), {"ok": 2, "error": 1, "timeout": 0, "unavailable": 0})
@@ -266,15 +284,15 @@ class DatastoreCounterTests(SynchronousTestCase):
         links = self.connect_all()
         self.assertEqual(ds.requests_total, 0)
         resp3 = [p for p, t in links if p._link.resp == 3][0]
-        ds.send(1, 3, b"x", Sink())
+        ds.send(Request(b"x", resp=3), Sink())
         resp3.dataReceived(b"!3\r\nERR\r\n")
         self.assertEqual(ds.request_counts()["error"], 1)
         self.assertEqual(ds.requests_total, 1)
 
     def test_unavailable_counted(self):
         ds = self.make()
-        ds.send(1, 2, b"x", Sink())
-        ds.send(1, 2, b"x", Sink())
+        ds.send(Request(b"x"), Sink())
+        ds.send(Request(b"x"), Sink())
         self.assertEqual(ds.request_counts()["unavailable"], 2)
         self.assertEqual(ds.requests_total, 0)
 
@@ -282,14 +300,14 @@ class DatastoreCounterTests(SynchronousTestCase):
         ds = self.make()
         proto = self.resp2(self.connect_all())
         for _ in range(4):
-            ds.send(1, 2, b"x", Sink())
+            ds.send(Request(b"x"), Sink())
         proto.dataReceived(b"+OK\r\n-ERR x\r\n")
         drop(proto)  # two still waiting: failed when the connection closed
         self.assertEqual(ds.requests_total, 4)
         self.assertEqual(ds.request_counts(), {"ok": 1, "error": 3, "timeout": 0, "unavailable": 0})
         self.clock.advance(1.0)
         proto = self.resp2(self.connect_all())
-        ds.send(1, 2, b"x", Sink())
+        ds.send(Request(b"x"), Sink())
         proto.dataReceived(b"+OK\r\n")
         self.assertEqual(ds.requests_total, 5)
         self.assertEqual(ds.request_counts()["ok"], 2)
@@ -297,7 +315,7 @@ class DatastoreCounterTests(SynchronousTestCase):
     def test_timeouts_counted(self):
         ds = self.make(timeout=1000)
         self.resp2(self.connect_all())
-        ds.send(1, 2, b"x", Sink())
+        ds.send(Request(b"x"), Sink())
         self.clock.advance(1.5)
         counts = ds.request_counts()
         self.assertEqual((counts["timeout"], counts["ok"], counts["error"]), (1, 0, 0))
@@ -307,9 +325,9 @@ class DatastoreCounterTests(SynchronousTestCase):
         proto = self.resp2(self.connect_all())
         sink = Sink()
         for _ in range(SAMPLE_EVERY - 1):
-            ds.send(1, 2, b"x", sink)
+            ds.send(Request(b"x"), sink)
         self.clock.advance(0.5)
-        ds.send(1, 2, b"x", sink)  # number 16, sent at t=0.5: the sample
+        ds.send(Request(b"x"), sink)  # number 16, sent at t=0.5: the sample
         self.clock.advance(0.003)
         proto.dataReceived(b"+OK\r\n" * (SAMPLE_EVERY - 1))
         self.assertEqual(ds.latency.count, 0)
@@ -319,7 +337,7 @@ class DatastoreCounterTests(SynchronousTestCase):
         self.assertAlmostEqual(ds.latency.total, 0.004)
         # the next sample is request 32
         for _ in range(SAMPLE_EVERY):
-            ds.send(1, 2, b"x", sink)
+            ds.send(Request(b"x"), sink)
         self.clock.advance(0.02)
         proto.dataReceived(b"+OK\r\n" * SAMPLE_EVERY)
         self.assertEqual(ds.latency.count, 2)
@@ -330,7 +348,7 @@ class DatastoreCounterTests(SynchronousTestCase):
         ds = self.make()
         proto = self.resp2(self.connect_all())
         for _ in range(3 * SAMPLE_EVERY):
-            ds.send(1, 2, b"x", Sink())
+            ds.send(Request(b"x"), Sink())
         self.assertEqual(proto._sample_seq, SAMPLE_EVERY)
         drop(proto)
         self.assertEqual(proto._sample_seq, 0)

@@ -1,7 +1,8 @@
 """
-Tests for the node-to-node protocol: framing (dynomite.peer_framing), the
-handshake and multiplexed requests (PeerProtocol), links with reconnection
-and heartbeats (PeerLink) and the dyn_listen side (PeerServerFactory).
+Tests for the node-to-node protocol: framing (dynomite.wire.peer_frames), the
+handshake and multiplexed requests (dynomite.peers.protocol), links with
+reconnection and heartbeats (dynomite.peers.link) and the dyn_listen side
+(dynomite.peers.listener).
 
 No sockets: StringTransport for exact bytes on one side, twisted.test.iosim
 to wire two sides together, and a Clock for time.
@@ -9,6 +10,7 @@ to wire two sides together, and a Clock for time.
 
 from __future__ import annotations
 
+import json
 import random
 import struct
 from typing import Dict, List, Optional, Tuple
@@ -20,16 +22,23 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from dynomite.config.model import Address, NodeConfig, Seed
-from dynomite.peers.link import (
-    SAMPLE_EVERY, LocalNode, PeerLink, PeerProtocol, PeerServerFactory, backoff_delay, node_name,
-    peer_timeout,
+from dynomite.peers.interfaces import IPeerRequests, IPeerStatus
+from dynomite.peers.handshake import node_name
+from dynomite.peers.link import PeerLink
+from dynomite.peers.listener import PeerServerFactory
+from dynomite.peers.protocol import (
+    DEFAULT_STATUS, SAMPLE_EVERY, LocalNode, PeerProtocol, peer_lane, peer_timeout,
 )
+from dynomite.runtime.reconnect import Backoff
+from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    AUTH, CHALLENGE, FLAG_FAILED, FLAG_RESP3, FLAG_WRITE, FORWARD, FRAME_NAMES, HEADER_SIZE,
+    AUTH, CHALLENGE, FLAG_FAILED, FLAG_RESP3, FLAG_RUN, FLAG_WRITE, FORWARD, FRAME_NAMES, HEADER_SIZE,
     HELLO, MAX_PAYLOAD, PING, PONG, REJECT, REPLY, REQUEST, VERSION, WELCOME, Frame, FrameTooLarge,
-    PeerFramer, PeerProtocolError, encode_frame,
+    PeerFramer, PeerProtocolError, encode_frame, run_payload,
 )
 from dynomite.wire.resp import ProtocolError
 
@@ -81,17 +90,35 @@ class Sink:
         return self.completed + self.failed
 
 
+@implementer(IPeerRequests)
 class Handler:
-    """A replica's request handler: records requests, answers on demand."""
+    """A replica's request handler: records (peer, frame type, request, sink), answers on demand."""
 
     def __init__(self, echo: bool = False) -> None:
-        self.requests: List[Tuple[str, int, int, str, bytes, object]] = []
+        self.requests: List[Tuple[str, int, Request, object]] = []
         self.echo = echo
 
-    def handle_peer_request(self, peer_name, frame_type, flags, origin, payload, sink) -> None:
-        self.requests.append((peer_name, frame_type, flags, origin, payload, sink))
+    def handle_peer_request(self, peer_name, frame_type, request, sink) -> None:
+        self.requests.append((peer_name, frame_type, request, sink))
         if self.echo:
-            sink.complete(b"+" + payload.strip() + b"\r\n")
+            sink.complete(b"+" + request.payload.strip() + b"\r\n")
+
+
+@implementer(IPeerStatus)
+class Status:
+    """Membership as heartbeats see it: a fixed status out, what peers report in."""
+
+    def __init__(self, state: str = "NORMAL", hints: int = 0) -> None:
+        self.status = {"state": state, "hints": hints}
+        self.asked: List[str] = []
+        self.reported: List[Tuple[str, dict]] = []
+
+    def status_for(self, peer: str) -> dict:
+        self.asked.append(peer)
+        return self.status
+
+    def peer_status(self, peer: str, status: dict) -> None:
+        self.reported.append((peer, status))
 
 
 class Owner:
@@ -291,15 +318,16 @@ class Pair:
     """A connecting and an accepting PeerProtocol wired by an iosim pump."""
 
     def __init__(self, client_config: NodeConfig, server_config: NodeConfig, expected: str = B,
-                 known=anyone, client_handler=None, server_handler=None) -> None:
+                 known=anyone, client_handler=None, server_handler=None,
+                 client_status=None, server_status=None) -> None:
         self.clock = Clock()
         self.wire: List[bytes] = []
         self.client_owner = Owner()
         self.server_owner = Owner()
         self.client_handler = client_handler or Handler()
         self.server_handler = server_handler or Handler()
-        client_local = LocalNode(client_config, self.client_handler, None)
-        server_local = LocalNode(server_config, self.server_handler, None)
+        client_local = LocalNode(client_config, self.client_handler, client_status)
+        server_local = LocalNode(server_config, self.server_handler, server_status)
         self.client, self.server, self.pump = iosim.connectedServerAndClient(
             lambda: PeerProtocol(server_local, self.clock, self.server_owner, known=known),
             lambda: PeerProtocol(client_local, self.clock, self.client_owner,
@@ -393,7 +421,7 @@ class HandshakeTests(SynchronousTestCase):
         """A WELCOME whose proof does not match is refused even with a secret on both sides."""
         clock = Clock()
         owner = Owner()
-        protocol = PeerProtocol(LocalNode(config("127.0.0.1", peer_secret=SECRET), None, None),
+        protocol = PeerProtocol(LocalNode(config("127.0.0.1", peer_secret=SECRET)),
                                 clock, owner, expected=B, timeout=1.2)
         transport = Transport()
         protocol.makeConnection(transport)
@@ -412,7 +440,7 @@ class HandshakeTests(SynchronousTestCase):
         recorded = [c for c in pair.wire if frames_of(c)[0].type in (HELLO, AUTH)]
         self.assertEqual(len(recorded), 2)
         owner = Owner()
-        server = PeerServerFactory(config("127.0.0.2", peer_secret=SECRET), Handler(), anyone, Clock())
+        server = PeerServerFactory(config("127.0.0.2", peer_secret=SECRET), Handler(), None, anyone, Clock())
         protocol = server.buildProtocol(None)
         protocol._owner = owner
         transport = Transport()
@@ -433,7 +461,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_request_before_handshake_refused_by_server(self) -> None:
         handler = Handler()
-        factory = PeerServerFactory(config("127.0.0.2"), handler, anyone, Clock())
+        factory = PeerServerFactory(config("127.0.0.2"), handler, None, anyone, Clock())
         protocol = factory.buildProtocol(None)
         transport = Transport()
         protocol.makeConnection(transport)
@@ -449,7 +477,7 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_request_before_welcome_dropped_by_client(self) -> None:
         handler = Handler()
-        protocol = PeerProtocol(LocalNode(config("127.0.0.1"), handler, None), Clock(), Owner(),
+        protocol = PeerProtocol(LocalNode(config("127.0.0.1"), handler), Clock(), Owner(),
                                 expected=B, timeout=1.2)
         transport = Transport()
         protocol.makeConnection(transport)
@@ -460,7 +488,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_malformed_hello(self) -> None:
         for payload in (b"not json", b"[]", b'{"cluster":"dyn_o_mite"}',
                         b'{"cluster":"dyn_o_mite","node":1,"dc":"dc1","rack":"r","nonce":"n"}'):
-            factory = PeerServerFactory(config("127.0.0.2"), Handler(), anyone, Clock())
+            factory = PeerServerFactory(config("127.0.0.2"), Handler(), None, anyone, Clock())
             protocol = factory.buildProtocol(None)
             transport = Transport()
             protocol.makeConnection(transport)
@@ -470,7 +498,7 @@ class HandshakeTests(SynchronousTestCase):
             self.assertTrue(transport.disconnecting)
 
     def test_garbage_before_handshake(self) -> None:
-        factory = PeerServerFactory(config("127.0.0.2"), Handler(), anyone, Clock())
+        factory = PeerServerFactory(config("127.0.0.2"), Handler(), None, anyone, Clock())
         protocol = factory.buildProtocol(None)
         transport = Transport()
         protocol.makeConnection(transport)
@@ -480,7 +508,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_unauthenticated_peer_cannot_make_us_buffer_much(self) -> None:
-        factory = PeerServerFactory(config("127.0.0.2"), Handler(), anyone, Clock())
+        factory = PeerServerFactory(config("127.0.0.2"), Handler(), None, anyone, Clock())
         protocol = factory.buildProtocol(None)
         transport = Transport()
         protocol.makeConnection(transport)
@@ -504,17 +532,22 @@ class RequestTests(SynchronousTestCase):
         self.handler = self.pair.server_handler
         self.assertTrue(self.client.is_open)
 
-    def test_handler_gets_type_flags_origin_payload_and_replies_same_id(self) -> None:
+    def test_handler_gets_type_and_request_and_replies_same_id(self) -> None:
+        """The frame carries the request's version and kind; the server decodes it back."""
         sink = Sink()
-        rid = self.client.request(REQUEST, FLAG_RESP3 | FLAG_WRITE, REQ, sink, origin="127.0.0.5:8101")
+        rid = self.client.request(REQUEST, Request(REQ, resp=3, lane=99, write=True), sink)
         other = Sink()
-        self.client.request(FORWARD, 0, b"*1\r\n$4\r\nPING\r\n", other)
+        self.client.request(FORWARD, Request(b"*1\r\n$4\r\nPING\r\n"), other)
         self.pair.flush()
-        (peer, ftype, flags, origin, payload, reply), (_, ftype2, flags2, origin2, _, reply2) = \
-            self.handler.requests
-        self.assertEqual((peer, ftype, flags, origin, payload),
-                         (A, REQUEST, FLAG_RESP3 | FLAG_WRITE, "127.0.0.5:8101", REQ))
-        self.assertEqual((ftype2, flags2, origin2), (FORWARD, 0, A))
+        sent = [f for chunk in self.pair.wire for f in frames_of(chunk) if f.type in (REQUEST, FORWARD)]
+        self.assertEqual([(f.flags, f.origin, f.payload) for f in sent],
+                         [(FLAG_RESP3 | FLAG_WRITE, A, REQ), (0, A, b"*1\r\n$4\r\nPING\r\n")])
+        (peer, ftype, request, reply), (peer2, ftype2, request2, reply2) = self.handler.requests
+        # the lane is the server's for that peer, not the one the sender used
+        self.assertEqual((peer, ftype, request.payload, request.resp, request.write, request.count,
+                          request.lane), (A, REQUEST, REQ, 3, True, 1, peer_lane(A)))
+        self.assertEqual((peer2, ftype2, request2.resp, request2.write, request2.count),
+                         (A, FORWARD, 2, False, 1))
         del self.pair.wire[:]
         reply.complete(b"$5\r\nvalue\r\n")
         reply2.fail(b"-ERR datastore unavailable\r\n")
@@ -526,9 +559,9 @@ class RequestTests(SynchronousTestCase):
 
     def test_reply_sink_answers_once(self) -> None:
         sink = Sink()
-        self.client.request(REQUEST, 0, REQ, sink)
+        self.client.request(REQUEST, Request(REQ), sink)
         self.pair.flush()
-        reply = self.handler.requests[0][5]
+        reply = self.handler.requests[0][3]
         reply.complete(b"+first\r\n")
         reply.complete(b"+second\r\n")
         reply.fail(b"-ERR third\r\n")
@@ -539,14 +572,14 @@ class RequestTests(SynchronousTestCase):
     def test_thousand_in_flight_answered_out_of_order(self) -> None:
         sinks = [Sink() for _ in range(1000)]
         for i, sink in enumerate(sinks):
-            self.client.request(REQUEST, 0, b"*2\r\n$3\r\nGET\r\n$%d\r\n%d\r\n" % (len(str(i)), i), sink)
+            self.client.request(REQUEST, Request(b"*2\r\n$3\r\nGET\r\n$%d\r\n%d\r\n" % (len(str(i)), i)), sink)
         self.assertEqual(self.client.in_flight, 1000)
         self.pair.flush()
         requests = list(self.handler.requests)
         self.assertEqual(len(requests), 1000)
         random.Random(1).shuffle(requests)
-        for n, (_, _, _, _, payload, reply) in enumerate(requests):
-            reply.complete(b"+" + payload.split(b"\r\n")[-2] + b"\r\n")
+        for n, (_, _, request, reply) in enumerate(requests):
+            reply.complete(b"+" + request.payload.split(b"\r\n")[-2] + b"\r\n")
             if n % 97 == 0:
                 self.pair.flush()
         self.pair.flush()
@@ -559,8 +592,8 @@ class RequestTests(SynchronousTestCase):
         self.pair.client_handler.echo = True
         self.handler.echo = True
         to_server, to_client = Sink(), Sink()
-        self.client.request(REQUEST, 0, b"ping-a\r\n", to_server)
-        self.server.request(REQUEST, 0, b"ping-b\r\n", to_client)
+        self.client.request(REQUEST, Request(b"ping-a\r\n"), to_server)
+        self.server.request(REQUEST, Request(b"ping-b\r\n"), to_client)
         self.pair.flush()
         self.assertEqual(to_server.completed, [b"+ping-a\r\n"])
         self.assertEqual(to_client.completed, [b"+ping-b\r\n"])
@@ -568,40 +601,40 @@ class RequestTests(SynchronousTestCase):
 
     def test_timeout_discards_late_reply_and_keeps_connection(self) -> None:
         sink = Sink()
-        self.client.request(REQUEST, 0, REQ, sink)
+        self.client.request(REQUEST, Request(REQ), sink)
         self.pair.flush()
         self.pair.clock.advance(1.1)
         self.assertEqual(self.client.expire(self.pair.clock.seconds()), 0)
         self.pair.clock.advance(0.1)
         self.assertEqual(self.client.expire(self.pair.clock.seconds()), 1)
         self.assertEqual(sink.failed, [b"-ERR peer 127.0.0.2:8101 timed out after 1200 ms\r\n"])
-        self.handler.requests[0][5].complete(b"+late\r\n")
+        self.handler.requests[0][3].complete(b"+late\r\n")
         self.pair.flush()
         self.assertEqual(sink.results, [b"-ERR peer 127.0.0.2:8101 timed out after 1200 ms\r\n"])
         self.assertEqual(self.client.late_replies, 1)
         self.assertTrue(self.client.is_open)
         again = Sink()
-        self.client.request(REQUEST, 0, REQ, again)
+        self.client.request(REQUEST, Request(REQ), again)
         self.pair.flush()
-        self.handler.requests[1][5].complete(b"+fresh\r\n")
+        self.handler.requests[1][3].complete(b"+fresh\r\n")
         self.pair.flush()
         self.assertEqual(again.completed, [b"+fresh\r\n"])
 
     def test_answered_requests_do_not_pile_up_for_the_sweeper(self) -> None:
         for _ in range(100):
-            self.client.request(REQUEST, 0, REQ, Sink())
+            self.client.request(REQUEST, Request(REQ), Sink())
         self.pair.flush()
         for request in self.handler.requests:
-            request[5].complete(b"+OK\r\n")
+            request[3].complete(b"+OK\r\n")
         self.pair.flush()
         self.assertEqual(len(self.client._deadlines), 0)
 
     def test_connection_lost_fails_in_flight(self) -> None:
         sinks = [Sink() for _ in range(3)]
         for sink in sinks:
-            self.client.request(REQUEST, 0, REQ, sink)
+            self.client.request(REQUEST, Request(REQ), sink)
         self.pair.flush()
-        answered = self.handler.requests[0][5]
+        answered = self.handler.requests[0][3]
         self.server.transport.loseConnection()
         self.pair.flush()
         for sink in sinks:
@@ -610,7 +643,7 @@ class RequestTests(SynchronousTestCase):
         # a reply to a connection that is gone goes nowhere, quietly
         answered.complete(b"+OK\r\n")
         later = Sink()
-        self.assertEqual(self.client.request(REQUEST, 0, REQ, later), 0)
+        self.assertEqual(self.client.request(REQUEST, Request(REQ), later), 0)
         self.assertEqual(later.failed, [b"-ERR peer 127.0.0.2:8101 unavailable\r\n"])
 
     def test_handler_error_fails_that_request_only(self) -> None:
@@ -618,9 +651,9 @@ class RequestTests(SynchronousTestCase):
             def handle_peer_request(self, *args):
                 raise RuntimeError("bug")
 
-        self.server._local.handler = Broken()
+        self.server._local.requests = Broken()
         sink = Sink()
-        self.client.request(REQUEST, 0, REQ, sink)
+        self.client.request(REQUEST, Request(REQ), sink)
         self.pair.flush()
         self.assertEqual(sink.failed, [b"-ERR internal error handling peer request\r\n"])
         self.assertTrue(self.client.is_open)
@@ -632,9 +665,85 @@ class RequestTests(SynchronousTestCase):
         self.pair.flush()
         self.assertEqual(self.pair.frame_types(), ["PING", "PONG"])
 
+    def test_a_run_travels_as_one_frame_and_arrives_as_one_request(self) -> None:
+        """The peer layer frames a run (FLAG_RUN, count in front) and unframes it."""
+        runs = b"*1\r\n$4\r\nPING\r\n" * 3
+        sink = Sink()
+        self.client.request(REQUEST, Request(runs, count=3, write=True), sink)
+        self.pair.flush()
+        (frame,) = [f for chunk in self.pair.wire for f in frames_of(chunk) if f.type == REQUEST]
+        self.assertEqual((frame.flags, frame.payload), (FLAG_RUN | FLAG_WRITE, run_payload(3, runs)))
+        ((_, _, request, reply),) = self.handler.requests
+        self.assertEqual((request.payload, request.count, request.write), (runs, 3, True))
+        reply.complete(b"+PONG\r\n" * 3)
+        self.pair.flush()
+        self.assertEqual(sink.completed, [b"+PONG\r\n" * 3])
+
+    def test_malformed_run_prefix_answers_an_error(self) -> None:
+        """A FLAG_RUN frame too short for its count fails that request; the connection stays."""
+        del self.pair.wire[:]
+        self.client.write_batched(encode_frame(REQUEST, FLAG_RUN, 77, A, b"ab"))
+        self.client.flush_batched()
+        self.pair.flush()
+        self.assertEqual(self.handler.requests, [])
+        replies = [f for chunk in self.pair.wire for f in frames_of(chunk) if f.type == REPLY]
+        self.assertEqual([(f.request_id, f.flags) for f in replies], [(77, FLAG_FAILED)])
+        self.assertTrue(replies[0].payload.startswith(b"-ERR "))
+        self.assertTrue(self.server.is_open)
+        sink = Sink()
+        self.client.request(REQUEST, Request(REQ), sink)
+        self.pair.flush()
+        self.assertEqual(len(self.handler.requests), 1)
+
+    def test_lane_is_stable_per_peer(self) -> None:
+        """One peer's requests share one lane on every connection; another peer gets another."""
+        other = Pair(config("127.0.0.1"), config("127.0.0.2"))
+        third = Pair(config("127.0.0.3"), config("127.0.0.2"))
+        for pair in (self.pair, other, third):
+            pair.client.request(REQUEST, Request(REQ, lane=5), Sink())
+            pair.client.request(REQUEST, Request(REQ, lane=6), Sink())
+            pair.flush()
+        lanes = [{r[2].lane for r in pair.server_handler.requests} for pair in (self.pair, other, third)]
+        self.assertEqual(lanes[0], lanes[1])
+        self.assertEqual(len(lanes[0]), 1)
+        self.assertNotEqual(lanes[0], lanes[2])
+        self.assertEqual(lanes[0], {peer_lane(A)})
+
+    def test_without_requests_collaborator_requests_are_refused(self) -> None:
+        self.server._local.requests = None
+        sink = Sink()
+        self.client.request(REQUEST, Request(REQ), sink)
+        self.pair.flush()
+        self.assertEqual(sink.failed, [b"-ERR this node does not take peer requests on this connection\r\n"])
+
+    def test_heartbeats_carry_membership_status_both_ways(self) -> None:
+        client_status, server_status = Status("NORMAL", 3), Status("WRITES_ONLY", 0)
+        pair = Pair(config("127.0.0.1"), config("127.0.0.2"),
+                    client_status=client_status, server_status=server_status)
+        pair.client.ping()
+        pair.flush()
+        self.assertEqual(client_status.asked, [B])
+        self.assertEqual(server_status.asked, [A])
+        self.assertEqual(server_status.reported, [(A, {"state": "NORMAL", "hints": 3})])
+        self.assertEqual(client_status.reported, [(B, {"state": "WRITES_ONLY", "hints": 0})])
+
+    def test_without_membership_heartbeats_say_normal(self) -> None:
+        status = Status()
+        pair = Pair(config("127.0.0.1"), config("127.0.0.2"), client_status=status)
+        del pair.wire[:]
+        pair.client.ping()
+        pair.flush()
+        pong = [f for chunk in pair.wire for f in frames_of(chunk) if f.type == PONG]
+        self.assertEqual([json.loads(f.payload) for f in pong], [DEFAULT_STATUS])
+        self.assertEqual(status.reported, [(B, {"state": "NORMAL", "hints": 0})])
+
+    def test_doubles_provide_the_collaborator_interfaces(self) -> None:
+        self.assertTrue(verifyObject(IPeerRequests, Handler()))
+        self.assertTrue(verifyObject(IPeerStatus, Status()))
+
     def test_malformed_frame_on_open_connection_drops_it(self) -> None:
         sink = Sink()
-        self.client.request(REQUEST, 0, REQ, sink)
+        self.client.request(REQUEST, Request(REQ), sink)
         self.pair.flush()
         self.server.transport.write(b"garbage that is not a frame")
         self.pair.flush()
@@ -721,7 +830,7 @@ class LinkTests(SynchronousTestCase):
 
     def serve(self, host: str = "127.0.0.2", handler=None, known=anyone, **overrides) -> PeerServerFactory:
         factory = PeerServerFactory(config(host, rack="rack2", **overrides),
-                                    handler or self.handler_b, known, self.clock)
+                                    handler or self.handler_b, None, known, self.clock)
         return self.net.listen(factory)
 
     def link(self, peer: str = B, dc: str = "dc1", timeout: Optional[float] = None, **overrides) -> PeerLink:
@@ -746,11 +855,11 @@ class LinkTests(SynchronousTestCase):
     def test_send_while_down_fails_at_once(self) -> None:
         link = self.link()
         sink = Sink()
-        link.send(REQUEST, 0, REQ, sink, pin=3, origin=A)
+        link.send(REQUEST, Request(REQ, lane=3), sink)
         self.assertEqual(sink.failed, [b"-ERR peer 127.0.0.2:8101 unavailable\r\n"])
         link.start()  # nobody listens
         sink = Sink()
-        link.send(REQUEST, 0, REQ, sink)
+        link.send(REQUEST, Request(REQ), sink)
         self.assertEqual(sink.failed, [b"-ERR peer 127.0.0.2:8101 unavailable\r\n"])
 
     def test_send_and_reply(self) -> None:
@@ -759,11 +868,14 @@ class LinkTests(SynchronousTestCase):
         link.start()
         self.net.flush()
         sink = Sink()
-        link.send(FORWARD, FLAG_WRITE, REQ, sink, pin=7, origin="127.0.0.4:8101")
+        link.send(FORWARD, Request(REQ, lane=7, write=True), sink)
         self.net.flush()
-        ((peer, ftype, flags, origin, payload, reply),) = self.handler_b.requests
-        self.assertEqual((peer, ftype, flags, origin, payload),
-                         (A, FORWARD, FLAG_WRITE, "127.0.0.4:8101", REQ))
+        ((peer, ftype, request, reply),) = self.handler_b.requests
+        self.assertEqual((peer, ftype, request.payload, request.write, request.resp),
+                         (A, FORWARD, REQ, True, 2))
+        # the origin is the linking node itself
+        (forward,) = [f for chunk in self.net.wire for f in frames_of(chunk) if f.type == FORWARD]
+        self.assertEqual((forward.origin, forward.flags), (A, FLAG_WRITE))
         reply.complete(b":1\r\n")
         self.net.flush()
         self.assertEqual(sink.completed, [b":1\r\n"])
@@ -797,9 +909,10 @@ class LinkTests(SynchronousTestCase):
         self.assertEqual([up for _, up in self.states], [True, False, True])
 
     def test_backoff_jitter(self) -> None:
-        self.assertEqual([backoff_delay(n, lambda: 1.0) for n in range(1, 8)],
+        link = self.link()  # jitter pinned to its maximum
+        self.assertEqual([link.backoff.delay(n) for n in range(1, 8)],
                          [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
-        self.assertEqual(backoff_delay(1, lambda: 0.0), 0.05)
+        self.assertEqual(Backoff(lambda: 0.0).delay(1), 0.05)
 
     def test_rejected_link_stays_down_and_retries(self) -> None:
         self.serve(known=lambda name, dc, rack: False)
@@ -828,7 +941,7 @@ class LinkTests(SynchronousTestCase):
         self.net.flush()
         self.assertTrue(link.is_up)
         sink = Sink()
-        link.send(REQUEST, 0, REQ, sink)
+        link.send(REQUEST, Request(REQ), sink)
         self.net.flush()
         self.net.cut.add(self.net.pumps[0])  # the network between them goes silent
         cut_at = self.clock.seconds()
@@ -864,11 +977,11 @@ class LinkTests(SynchronousTestCase):
         link.start()
         self.net.flush()
         sink = Sink()
-        link.send(REQUEST, 0, REQ, sink)
+        link.send(REQUEST, Request(REQ), sink)
         self.net.advance(0.6)
         self.assertEqual(sink.failed, [b"-ERR peer 127.0.0.2:8101 timed out after 500 ms\r\n"])
         self.assertEqual(link.timed_out_total, 1)
-        self.handler_b.requests[0][5].complete(b"+late\r\n")
+        self.handler_b.requests[0][3].complete(b"+late\r\n")
         self.net.flush()
         self.assertEqual(sink.results, [b"-ERR peer 127.0.0.2:8101 timed out after 500 ms\r\n"])
         self.assertTrue(link.is_up)
@@ -881,11 +994,11 @@ class LinkTests(SynchronousTestCase):
         self.net.flush()
         self.assertEqual(len(server.connections), 3)
         for pin in range(12):
-            link.send(REQUEST, 0, b"%d" % pin, Sink(), pin=pin)
+            link.send(REQUEST, Request(b"%d" % pin, lane=pin), Sink())
         self.net.flush()
         connection_of = {}
         for request in self.handler_b.requests:
-            connection_of[int(request[4])] = request[5]._protocol
+            connection_of[int(request[2].payload)] = request[3]._protocol
         for pin in range(12):
             self.assertIs(connection_of[pin], connection_of[pin % 3])
         self.assertEqual(len({id(connection_of[p]) for p in range(3)}), 3)
@@ -895,9 +1008,9 @@ class LinkTests(SynchronousTestCase):
         self.assertTrue(link.is_up)
         del self.handler_b.requests[:]
         for pin in range(6):
-            link.send(REQUEST, 0, b"%d" % pin, Sink(), pin=pin)
+            link.send(REQUEST, Request(b"%d" % pin, lane=pin), Sink())
         self.net.flush()
-        connection_of = {int(r[4]): r[5]._protocol for r in self.handler_b.requests}
+        connection_of = {int(r[2].payload): r[3]._protocol for r in self.handler_b.requests}
         self.assertEqual(len({id(c) for c in connection_of.values()}), 2)
         for pin in range(6):
             self.assertIs(connection_of[pin], connection_of[pin % 2])
@@ -922,7 +1035,7 @@ class LinkTests(SynchronousTestCase):
         self.net.flush()
         before = set(server.connections)
         sink = Sink()
-        link.send(REQUEST, 0, REQ, sink)
+        link.send(REQUEST, Request(REQ), sink)
         link.reset()
         self.assertFalse(link.is_up)
         self.net.flush()  # no time passes
@@ -1007,17 +1120,17 @@ class LinkCounterTests(SynchronousTestCase):
 
     def test_unavailable_counted(self) -> None:
         link = self.link()
-        link.send(REQUEST, 0, REQ, Sink())
-        link.send(REQUEST, 0, REQ, Sink())
+        link.send(REQUEST, Request(REQ), Sink())
+        link.send(REQUEST, Request(REQ), Sink())
         self.assertEqual(link.request_counts()["unavailable"], 2)
         self.assertEqual(link.requests_total, 0)
 
     def test_replies_counted_ok_and_error(self) -> None:
         link = self.up_link()
         for _ in range(4):
-            link.send(REQUEST, 0, REQ, Sink())
+            link.send(REQUEST, Request(REQ), Sink())
         self.net.flush()
-        replies = [r[5] for r in self.handler_b.requests]
+        replies = [r[3] for r in self.handler_b.requests]
         replies[0].complete(b"+OK\r\n")
         replies[1].complete(b"$1\r\nx\r\n")
         replies[2].complete(b"-WRONGTYPE no\r\n")
@@ -1028,7 +1141,7 @@ class LinkCounterTests(SynchronousTestCase):
 
     def test_timeouts_counted(self) -> None:
         link = self.up_link()
-        link.send(REQUEST, 0, REQ, Sink())
+        link.send(REQUEST, Request(REQ), Sink())
         self.net.advance(link.timeout + 0.5)
         counts = link.request_counts()
         self.assertEqual((counts["timeout"], counts["ok"], counts["error"]), (1, 0, 0))
@@ -1036,9 +1149,9 @@ class LinkCounterTests(SynchronousTestCase):
     def test_counts_survive_closed_connections(self) -> None:
         link = self.up_link()
         for _ in range(3):
-            link.send(REQUEST, 0, REQ, Sink())
+            link.send(REQUEST, Request(REQ), Sink())
         self.net.flush()
-        self.handler_b.requests[0][5].complete(b"+OK\r\n")
+        self.handler_b.requests[0][3].complete(b"+OK\r\n")
         self.net.flush()
         for pump in self.net.pumps:
             pump.serverIO.loseConnection()
@@ -1049,9 +1162,9 @@ class LinkCounterTests(SynchronousTestCase):
         self.assertEqual(link.request_counts(), {"ok": 1, "error": 2, "timeout": 0, "unavailable": 0})
         self.net.advance(0.5)
         self.assertTrue(link.is_up)
-        link.send(REQUEST, 0, REQ, Sink())
+        link.send(REQUEST, Request(REQ), Sink())
         self.net.flush()
-        self.handler_b.requests[-1][5].complete(b"+OK\r\n")
+        self.handler_b.requests[-1][3].complete(b"+OK\r\n")
         self.net.flush()
         self.assertEqual(link.requests_total, 4)
         self.assertEqual(link.request_counts()["ok"], 2)
@@ -1059,11 +1172,11 @@ class LinkCounterTests(SynchronousTestCase):
     def test_latency_sampled_by_request_id(self) -> None:
         link = self.up_link()
         for _ in range(SAMPLE_EVERY - 1):
-            link.send(REQUEST, 0, REQ, Sink())
+            link.send(REQUEST, Request(REQ), Sink())
         self.clock.advance(0.5)
-        link.send(REQUEST, 0, REQ, Sink())  # request id 16, sent at +0.5: the sample
+        link.send(REQUEST, Request(REQ), Sink())  # request id 16, sent at +0.5: the sample
         self.net.flush()
-        replies = [r[5] for r in self.handler_b.requests]
+        replies = [r[3] for r in self.handler_b.requests]
         self.assertEqual(len(replies), SAMPLE_EVERY)
         self.clock.advance(0.03)
         # replies come back in any order; only id 16's is timed
@@ -1081,7 +1194,7 @@ class LinkCounterTests(SynchronousTestCase):
     def test_timed_out_sample_is_given_up(self) -> None:
         link = self.up_link()
         for _ in range(SAMPLE_EVERY):
-            link.send(REQUEST, 0, REQ, Sink())
+            link.send(REQUEST, Request(REQ), Sink())
         self.net.flush()
         [protocol] = [p for p in link._live if p.sent]
         self.assertEqual(protocol._sample_id, SAMPLE_EVERY)
@@ -1090,15 +1203,15 @@ class LinkCounterTests(SynchronousTestCase):
         self.assertEqual(link.request_counts()["timeout"], SAMPLE_EVERY)
         # late replies are not timed; the next sample (id 32) is
         for request in self.handler_b.requests:
-            request[5].complete(b"+late\r\n")
+            request[3].complete(b"+late\r\n")
         self.net.flush()
         self.assertEqual(link.latency.count, 0)
         for _ in range(SAMPLE_EVERY):
-            link.send(REQUEST, 0, REQ, Sink())
+            link.send(REQUEST, Request(REQ), Sink())
         self.net.flush()
         self.clock.advance(0.002)
         for request in self.handler_b.requests[SAMPLE_EVERY:]:
-            request[5].complete(b"+OK\r\n")
+            request[3].complete(b"+OK\r\n")
         self.net.flush()
         self.assertEqual(link.latency.count, 1)
         self.assertAlmostEqual(link.latency.total, 0.002)
