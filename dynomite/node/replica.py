@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from dynomite.commands import table as commands
 from dynomite.config.vocabulary import DC_ONE
-from dynomite.peers.protocol import IPeerRequests
+from dynomite.peers.interfaces import IPeerRequests
 from dynomite.placement.pipelines import RunCutter
 from dynomite.placement.router import Router
 from dynomite.wire.inflight import Request

@@ -27,13 +27,16 @@ from __future__ import annotations
 from typing import Callable, Dict, FrozenSet, List, Optional
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from dynomite.peers.interfaces import IPeerStatus
 from dynomite.config.vocabulary import DOWN, NORMAL, RESUMING, SETTABLE_STATES, STANDBY, WRITES_ONLY
 
 # states in which a node must not be read from (its data may be stale or it refuses)
 _UNREADABLE = frozenset({RESUMING, WRITES_ONLY, STANDBY, DOWN})
 
 
+@implementer(IPeerStatus)
 class Membership:
     """See the module docstring."""
 
