@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_batching -*-
 """
 Coalescing the writes that one batch of replies causes.
 
@@ -20,13 +21,19 @@ registering for writability and sending in a later reactor turn (two
 ``epoll_ctl`` calls and a turn per write, the largest fixed cost of a
 request after the ``send`` itself); whatever the socket does not take is
 buffered by the transport as usual, so order and flow control are kept.
+It reads Twisted's private transport state, so it lives in
+`dynomite.runtime.twisted_private` and is re-exported here.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional
 
-from twisted.internet import tcp
+from dynomite.runtime.twisted_private import write_now
+
+__all__ = [
+    "per_reactor_turn", "begin", "end", "flush", "defer", "BatchedWriter", "write_now",
+]
 
 _depth = 0
 _pending: List = []
@@ -121,22 +128,3 @@ class BatchedWriter:
 
     def accepts_writes(self) -> bool:
         return True
-
-
-def write_now(transport, chunks: Sequence[bytes]) -> None:
-    """Write ``chunks`` on ``transport``, straight to its socket when nothing is queued before them."""
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if (
-        type(transport) is not tcp.Server and type(transport) is not tcp.Client
-        or transport.dataBuffer or transport._tempDataBuffer or transport.TLS
-        or not transport.connected or transport.disconnecting or transport._writeDisconnected
-    ):
-        transport.write(data)
-        return
-    try:
-        sent = transport.socket.send(data)
-    except OSError:
-        # EAGAIN, or an error the transport will find and report itself
-        sent = 0
-    if sent < len(data):
-        transport.write(data[sent:])

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_fastpoll -*-
 """
 A node's reactor turn without Twisted's per-event legacy log context.
 
@@ -9,15 +10,18 @@ when clients do not pipeline, one event per request.  A node logs through
 ``twisted.logger`` with namespaces of its own, so it does without that
 context: `install` gives an epoll reactor the same poll loop calling
 ``_doReadOrWrite`` directly, which still catches, logs and disconnects on
-whatever a protocol raises.  Other reactors are left as they are.
+whatever a protocol raises.  Other reactors are left as they are.  That
+loop reads the reactor's private state, so it lives in
+`dynomite.runtime.twisted_private` (`epoll_turn`).
 """
 
 from __future__ import annotations
 
-import errno
 import types
 
 from twisted.internet.epollreactor import EPollReactor
+
+from dynomite.runtime.twisted_private import epoll_turn
 
 __all__ = ["install"]
 
@@ -26,23 +30,5 @@ def install(reactor) -> bool:
     """Use the lean poll loop on ``reactor`` if it is an epoll reactor; say whether it was."""
     if not isinstance(reactor, EPollReactor):
         return False
-    reactor.doIteration = types.MethodType(_poll, reactor)
+    reactor.doIteration = types.MethodType(epoll_turn, reactor)
     return True
-
-
-def _poll(self: EPollReactor, timeout) -> None:
-    """`EPollReactor.doPoll`, less ``log.callWithLogger`` around each event."""
-    if timeout is None:
-        timeout = -1  # wait indefinitely
-    try:
-        events = self._poller.poll(timeout, len(self._selectables))
-    except OSError as err:
-        if err.errno == errno.EINTR:
-            return
-        raise
-    selectables = self._selectables
-    handle = self._doReadOrWrite
-    for fd, event in events:
-        selectable = selectables.get(fd)
-        if selectable is not None:
-            handle(selectable, fd, event)

@@ -1,10 +1,12 @@
+# -*- test-case-name: tests.unit.test_twisted_private -*-
 """
 Log levels that can change while the node runs (``/setloglevel/<0-11>``).
 
 Dynomite's verbosity runs from 0 to 11 (default 5).  Here 0-3 keep only
 errors, 4 adds warnings, 5 adds information, 6 and above add debug.  The
 filter wraps whatever observers twistd installed, once, when the node
-starts.
+starts; a ``LogPublisher`` does not list its observers publicly, so
+`dynomite.runtime.twisted_private.observers` reads them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     globalLogPublisher,
 )
+
+from dynomite.runtime.twisted_private import observers
 
 predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
 _installed = False
@@ -43,6 +47,6 @@ def install(publisher=globalLogPublisher) -> None:
     if _installed:
         return
     _installed = True
-    for observer in list(getattr(publisher, "_observers", [])):
+    for observer in observers(publisher):
         publisher.removeObserver(observer)
         publisher.addObserver(FilteringLogObserver(observer, [predicate]))
