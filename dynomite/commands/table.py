@@ -1,10 +1,14 @@
+# -*- test-case-name: tests.unit.test_commands -*-
 """The node's command table: how each Redis 7.0 command is served.
 
 The facts (arity, flags, key specs, docs) come from Redis itself, through the
-generated ``command_table.py`` (``tools/gen_command_table.py``); this module
-adds the node's policy, i.e. the *route* of every command, and answers
-``COMMAND`` / ``COMMAND INFO`` / ``COMMAND DOCS`` with the bytes Redis 7.0
-would send for the commands the node serves.
+generated ``redis_commands.py`` (``tools/gen_command_table.py``); this module
+adds the node's policy, i.e. the *route* of every command.  Two neighbours
+work on its `Command` objects and are re-exported here, so callers need only
+this module: `dynomite.commands.keys` finds a request's keys (on the hot
+path), `dynomite.commands.introspection` answers ``COMMAND`` /
+``COMMAND INFO`` / ``COMMAND DOCS`` with the bytes Redis 7.0 would send for
+the commands the node serves.
 
 Routes, and why:
 
@@ -37,12 +41,19 @@ the state of the datastore connection that all clients share).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from dynomite.commands.introspection import CommandDocs
+from dynomite.commands.keys import fixed_key_index, keys
 from dynomite.commands.redis_commands import COMMANDS as _REDIS_COMMANDS
+
+__all__ = [
+    "KEY", "MULTI_KEY", "NODE", "LOCAL", "UNSUPPORTED", "KeySpec", "Command",
+    "lookup", "resolve", "arity_ok", "served", "command_count",
+    "fixed_key_index", "keys", "command_info_reply", "command_docs_reply",
+]
 
 KEY, MULTI_KEY, NODE, LOCAL, UNSUPPORTED = "key", "multi_key", "node", "local", "unsupported"
 
@@ -243,20 +254,6 @@ def resolve(cmd: Command, args: Sequence[bytes]) -> Optional[Command]:
     return cmd.subcommands.get(args[1].lower())
 
 
-_KEY_INDEX: Dict[str, int] = {}
-
-
-def fixed_key_index(cmd: Command) -> int:
-    """The position of a single-key command's key when it is fixed (almost always), else 0."""
-    index = _KEY_INDEX.get(cmd.name)
-    if index is None:
-        specs = cmd.key_specs
-        spec = specs[0] if specs else None
-        fixed = spec is not None and spec.begin == "index" and spec.find == "range" and not cmd.subcommands
-        index = _KEY_INDEX[cmd.name] = spec.start if fixed and spec.start > 0 else 0
-    return index
-
-
 def arity_ok(cmd: Command, nargs: int) -> bool:
     """Redis' arity rule; ``nargs`` counts the command name."""
     return nargs == cmd.arity if cmd.arity >= 0 else nargs >= -cmd.arity
@@ -272,246 +269,6 @@ def command_count() -> int:
     return len(_SERVED)
 
 
-# -- key extraction -------------------------------------------------------------
-
-_LL = re.compile(rb"-?[1-9][0-9]{0,18}|0")   # Redis string2ll's accepted syntax
-
-
-def _numkeys(arg: bytes) -> int:
-    """Parse numkeys like Redis does (strict); -1 when invalid."""
-    if not _LL.fullmatch(arg):
-        return -1
-    value = int(arg)
-    return value if value < 2 ** 63 else -1
-
-
-def _keyword(spec: KeySpec, args: Sequence[bytes]) -> int:
-    """Index after the keyword, or 0 when absent (Redis 7.0's scan bounds)."""
-    argc = len(args)
-    if spec.start > 0:
-        positions = range(spec.start, argc - 1)
-    else:
-        positions = range(argc + spec.start, 0, -1)
-    for i in positions:
-        if i >= argc or i < 1:
-            break
-        if args[i].lower() == spec.keyword:
-            return i + 1
-    return 0
-
-
-def _sort_keys(args: Sequence[bytes]) -> List[bytes]:
-    """SORT: its STORE spec is 'unknown' (STORE may be anywhere); Redis' rule."""
-    if len(args) < 2:
-        return []
-    store = 0
-    i = 2
-    while i < len(args):
-        option = args[i].lower()
-        if option in _SORT_SKIP:
-            i += _SORT_SKIP[option]
-        elif option == b"store" and i + 1 < len(args):
-            store = i + 1    # the last STORE wins, as in SORT itself
-        i += 1
-    return [args[1], args[store]] if store else [args[1]]
-
-
-_SORT_SKIP = {b"limit": 2, b"get": 1, b"by": 1}
-_KEY_PROCS: Dict[str, Callable[[Sequence[bytes]], List[bytes]]] = {"sort": _sort_keys}
-
-
-def keys(cmd: Command, args: Sequence[bytes]) -> List[bytes]:
-    """The keys in ``args`` (``args[0]`` is the command name), in spec order.
-
-    Follows Redis 7's getKeysUsingKeySpecs: an out-of-range spec or a bad
-    numkeys gives [] (the datastore will answer the error); numkeys 0 gives
-    [] too, as COMMAND GETKEYS does. A container uses its subcommand's specs.
-    """
-    if cmd.subcommands:
-        sub = cmd.subcommands.get(args[1].lower()) if len(args) > 1 else None
-        return keys(sub, args) if sub is not None else []
-    proc = _KEY_PROCS.get(cmd.name)
-    if proc is not None:
-        return proc(args)
-    argc = len(args)
-    found: List[bytes] = []
-    for spec in cmd.key_specs:
-        if spec.begin == "index":
-            first = spec.start
-        elif spec.begin == "keyword":
-            first = _keyword(spec, args)
-            if not first:
-                continue
-        else:
-            continue   # 'unknown' specs are covered by _KEY_PROCS
-        if spec.find == "range":
-            if spec.lastkey >= 0:
-                last = first + spec.lastkey
-            elif not spec.limit:
-                last = argc + spec.lastkey
-            else:
-                last = first + ((argc - first) // spec.limit + spec.lastkey)
-        elif spec.find == "keynum":
-            if spec.keynumidx >= argc - first:
-                return []
-            numkeys = _numkeys(args[first + spec.keynumidx])
-            if numkeys <= 0:
-                return []
-            first += spec.firstkey
-            last = first + numkeys - 1
-        else:
-            continue
-        if last >= argc or last < first or first >= argc:
-            return []
-        found.extend(args[first:last + 1:spec.keystep])
-    return found
-
-
-# -- COMMAND replies ------------------------------------------------------------
-
-def _bulk(value: Any) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def _int(value: int) -> bytes:
-    return b":%d\r\n" % value
-
-
-def _status(value: str) -> bytes:
-    return b"+%s\r\n" % value.encode()
-
-
-def _agg(kind: bytes, parts: List[bytes], resp: int) -> bytes:
-    """Array (*), set (~) or map (%, parts flattened); RESP2 has arrays only."""
-    if resp < 3:
-        return b"*%d\r\n" % len(parts) + b"".join(parts)
-    count = len(parts) // 2 if kind == b"%" else len(parts)
-    return b"%s%d\r\n" % (kind, count) + b"".join(parts)
-
-
-def _null(resp: int) -> bytes:
-    return b"_\r\n" if resp >= 3 else b"$-1\r\n"
-
-
-_SPEC_FIELDS = {
-    "index": ("index",), "keyword": ("keyword", "startfrom"),
-    "range": ("lastkey", "keystep", "limit"),
-    "keynum": ("keynumidx", "firstkey", "keystep"), "unknown": (),
-}
-
-
-def _key_spec_reply(spec: Dict[str, Any], resp: int) -> bytes:
-    parts = []
-    if "notes" in spec:
-        parts += [_bulk("notes"), _bulk(spec["notes"])]
-    parts += [_bulk("flags"), _agg(b"~", [_status(f) for f in spec["flags"]], resp)]
-    for part in ("begin_search", "find_keys"):
-        kind, values = spec[part]["type"], spec[part]["spec"]
-        inner: List[bytes] = []
-        for name in _SPEC_FIELDS[kind]:
-            value = values[name]
-            inner += [_bulk(name), _bulk(value) if isinstance(value, str) else _int(value)]
-        parts += [_bulk(part), _agg(b"%", [_bulk("type"), _bulk(kind), _bulk("spec"),
-                                         _agg(b"%", inner, resp)], resp)]
-    return _agg(b"%", parts, resp)
-
-
-def _served_subs(entry: Dict[str, Any]) -> List[Dict[str, Any]]:
-    cmd = _TABLE[entry["name"].encode()]
-    return [sub for name, sub in sorted(entry["subcommands"].items())
-            if cmd.subcommands[name.split("|", 1)[1].encode()].route != UNSUPPORTED]
-
-
-def _info_reply(entry: Dict[str, Any], resp: int) -> bytes:
-    """One COMMAND INFO entry, field for field as Redis 7.0 writes it."""
-    if "subcommands" in entry:
-        subs = _agg(b"*", [_info_reply(s, resp) for s in _served_subs(entry)], resp)
-    else:
-        subs = _agg(b"~", [], resp)
-    return b"".join([
-        b"*10\r\n", _bulk(entry["name"]), _int(entry["arity"]),
-        _agg(b"~", [_status(f) for f in entry["flags"]], resp),
-        _int(entry["first_key"]), _int(entry["last_key"]), _int(entry["step"]),
-        _agg(b"~", [_status(c) for c in entry["acl_categories"]], resp),
-        _agg(b"~", [_bulk(t) for t in entry.get("tips", ())], resp),
-        _agg(b"~", [_key_spec_reply(s, resp) for s in entry.get("key_specs", ())], resp),
-        subs,
-    ])
-
-
-def _docs_reply(entry: Dict[str, Any], resp: int) -> bytes:
-    """One COMMAND DOCS map, in Redis 7.0's field order, without arguments."""
-    parts = []
-    for name in ("summary", "since", "group", "complexity"):
-        if name in entry:
-            parts += [_bulk(name), _bulk(entry[name])]
-    if "doc_flags" in entry:
-        parts += [_bulk("doc_flags"), _agg(b"~", [_status(f) for f in entry["doc_flags"]], resp)]
-    for name in ("deprecated_since", "replaced_by"):
-        if name in entry:
-            parts += [_bulk(name), _bulk(entry[name])]
-    if "history" in entry:
-        items = [_agg(b"*", [_bulk(v), _bulk(d)], resp) for v, d in entry["history"]]
-        parts += [_bulk("history"), _agg(b"~", items, resp)]
-    if "subcommands" in entry:
-        subs: List[bytes] = []
-        for sub in _served_subs(entry):
-            subs += [_bulk(sub["name"]), _docs_reply(sub, resp)]
-        parts += [_bulk("subcommands"), _agg(b"%", subs, resp)]
-    return _agg(b"%", parts, resp)
-
-
-def _find(name: bytes) -> Optional[Dict[str, Any]]:
-    """The table entry for a served "cmd" or "cmd|sub" name, like Redis."""
-    parts = name.lower().split(b"|")
-    cmd = _TABLE.get(parts[0]) if len(parts) <= 2 else None
-    if cmd is not None and len(parts) == 2:
-        cmd = cmd.subcommands.get(parts[1])
-    if cmd is None or cmd.route == UNSUPPORTED:
-        return None
-    entry = _ENTRIES[parts[0].decode()]
-    return entry["subcommands"][cmd.name] if len(parts) == 2 else entry
-
-
-_REPLIES: Dict[tuple, bytes] = {}
-
-
-def _reply(entry: Dict[str, Any], resp: int, docs: bool) -> bytes:
-    """Encoded entry, cached per (name, protocol): the table never changes."""
-    key = (entry["name"], resp, docs)
-    data = _REPLIES.get(key)
-    if data is None:
-        data = _REPLIES[key] = (_docs_reply if docs else _info_reply)(entry, resp)
-    return data
-
-
-def command_info_reply(names: Optional[Sequence[bytes]], resp: int) -> bytes:
-    """COMMAND / COMMAND INFO [names]: an array of entries, null per unknown.
-
-    Unsupported commands count as unknown. ``None`` (or no names) means all
-    served commands, sorted by name (Redis uses hash-table order).
-    """
-    if not names:
-        names = [c.name.encode() for c in _SERVED]
-    parts = []
-    for name in names:
-        entry = _find(bytes(name))
-        parts.append(_null(resp) if entry is None else _reply(entry, resp, False))
-    return b"*%d\r\n" % len(parts) + b"".join(parts)
-
-
-def command_docs_reply(names: Optional[Sequence[bytes]], resp: int) -> bytes:
-    """COMMAND DOCS [names]: name -> docs map (flat array in RESP2).
-
-    Unknown and unsupported names are left out, as Redis leaves out unknown
-    ones; ``None`` (or no names) means all served commands.
-    """
-    if not names:
-        names = [c.name.encode() for c in _SERVED]
-    parts: List[bytes] = []
-    for name in names:
-        entry = _find(bytes(name))
-        if entry is not None:
-            parts += [_bulk(entry["name"]), _reply(entry, resp, True)]
-    return _agg(b"%", parts, resp)
+_DOCS = CommandDocs(_TABLE, _ENTRIES, _SERVED, lambda cmd: cmd.route != UNSUPPORTED)
+command_info_reply = _DOCS.info_reply
+command_docs_reply = _DOCS.docs_reply
