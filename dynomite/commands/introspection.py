@@ -5,44 +5,22 @@ A `CommandDocs` renders the commands a table serves, field for field and
 byte for byte as Redis 7.0 writes them (RESP2 or RESP3), from the generated
 Redis facts behind it; unsupported commands and subcommands are hidden, as
 if Redis did not have them.  Encoded entries are cached: the table never
-changes.  `dynomite.commands.table` builds the one instance the node uses
-and exports its methods as ``command_info_reply`` and
-``command_docs_reply``; this module does not import the table, so the
-table can.
+changes.  The encoders are `dynomite.wire.resp`'s, the ones every other
+reply of the node uses.  `dynomite.commands.table` builds the one instance
+the node uses and exports its methods as ``command_info_reply`` and
+``command_docs_reply``; this module does not import the table, so the table
+can import it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from dynomite.wire.resp import array, bulk, integer, map_, null, set_, simple
 
 if TYPE_CHECKING:
     from dynomite.commands.table import Command
 
 __all__ = ["CommandDocs"]
-
-
-def _bulk(value: Any) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def _int(value: int) -> bytes:
-    return b":%d\r\n" % value
-
-
-def _status(value: str) -> bytes:
-    return b"+%s\r\n" % value.encode()
-
-
-def _agg(kind: bytes, parts: List[bytes], resp: int) -> bytes:
-    """Array (*), set (~) or map (%, parts flattened); RESP2 has arrays only."""
-    if resp < 3:
-        return b"*%d\r\n" % len(parts) + b"".join(parts)
-    count = len(parts) // 2 if kind == b"%" else len(parts)
-    return b"%s%d\r\n" % (kind, count) + b"".join(parts)
-
-
-def _null(resp: int) -> bytes:
-    return b"_\r\n" if resp >= 3 else b"$-1\r\n"
 
 
 _SPEC_FIELDS = {
@@ -52,20 +30,23 @@ _SPEC_FIELDS = {
 }
 
 
+Pairs = List[Tuple[bytes, bytes]]
+
+
 def _key_spec_reply(spec: Dict[str, Any], resp: int) -> bytes:
-    parts = []
+    fields: Pairs = []
     if "notes" in spec:
-        parts += [_bulk("notes"), _bulk(spec["notes"])]
-    parts += [_bulk("flags"), _agg(b"~", [_status(f) for f in spec["flags"]], resp)]
+        fields.append((bulk("notes"), bulk(spec["notes"])))
+    fields.append((bulk("flags"), set_([simple(f) for f in spec["flags"]], resp)))
     for part in ("begin_search", "find_keys"):
         kind, values = spec[part]["type"], spec[part]["spec"]
-        inner: List[bytes] = []
+        inner: Pairs = []
         for name in _SPEC_FIELDS[kind]:
             value = values[name]
-            inner += [_bulk(name), _bulk(value) if isinstance(value, str) else _int(value)]
-        parts += [_bulk(part), _agg(b"%", [_bulk("type"), _bulk(kind), _bulk("spec"),
-                                         _agg(b"%", inner, resp)], resp)]
-    return _agg(b"%", parts, resp)
+            inner.append((bulk(name), bulk(value) if isinstance(value, str) else integer(value)))
+        fields.append((bulk(part), map_([(bulk("type"), bulk(kind)),
+                                         (bulk("spec"), map_(inner, resp))], resp)))
+    return map_(fields, resp)
 
 
 class CommandDocs:
@@ -94,39 +75,38 @@ class CommandDocs:
     def _info_reply(self, entry: Dict[str, Any], resp: int) -> bytes:
         """One COMMAND INFO entry, field for field as Redis 7.0 writes it."""
         if "subcommands" in entry:
-            subs = _agg(b"*", [self._info_reply(s, resp) for s in self._served_subs(entry)], resp)
+            subs = array([self._info_reply(s, resp) for s in self._served_subs(entry)])
         else:
-            subs = _agg(b"~", [], resp)
-        return b"".join([
-            b"*10\r\n", _bulk(entry["name"]), _int(entry["arity"]),
-            _agg(b"~", [_status(f) for f in entry["flags"]], resp),
-            _int(entry["first_key"]), _int(entry["last_key"]), _int(entry["step"]),
-            _agg(b"~", [_status(c) for c in entry["acl_categories"]], resp),
-            _agg(b"~", [_bulk(t) for t in entry.get("tips", ())], resp),
-            _agg(b"~", [_key_spec_reply(s, resp) for s in entry.get("key_specs", ())], resp),
+            subs = set_([], resp)
+        return array([
+            bulk(entry["name"]), integer(entry["arity"]),
+            set_([simple(f) for f in entry["flags"]], resp),
+            integer(entry["first_key"]), integer(entry["last_key"]), integer(entry["step"]),
+            set_([simple(c) for c in entry["acl_categories"]], resp),
+            set_([bulk(t) for t in entry.get("tips", ())], resp),
+            set_([_key_spec_reply(s, resp) for s in entry.get("key_specs", ())], resp),
             subs,
         ])
 
     def _docs_reply(self, entry: Dict[str, Any], resp: int) -> bytes:
         """One COMMAND DOCS map, in Redis 7.0's field order, without arguments."""
-        parts = []
+        fields: Pairs = []
         for name in ("summary", "since", "group", "complexity"):
             if name in entry:
-                parts += [_bulk(name), _bulk(entry[name])]
+                fields.append((bulk(name), bulk(entry[name])))
         if "doc_flags" in entry:
-            parts += [_bulk("doc_flags"), _agg(b"~", [_status(f) for f in entry["doc_flags"]], resp)]
+            fields.append((bulk("doc_flags"), set_([simple(f) for f in entry["doc_flags"]], resp)))
         for name in ("deprecated_since", "replaced_by"):
             if name in entry:
-                parts += [_bulk(name), _bulk(entry[name])]
+                fields.append((bulk(name), bulk(entry[name])))
         if "history" in entry:
-            items = [_agg(b"*", [_bulk(v), _bulk(d)], resp) for v, d in entry["history"]]
-            parts += [_bulk("history"), _agg(b"~", items, resp)]
+            items = [array([bulk(v), bulk(d)]) for v, d in entry["history"]]
+            fields.append((bulk("history"), set_(items, resp)))
         if "subcommands" in entry:
-            subs: List[bytes] = []
-            for sub in self._served_subs(entry):
-                subs += [_bulk(sub["name"]), self._docs_reply(sub, resp)]
-            parts += [_bulk("subcommands"), _agg(b"%", subs, resp)]
-        return _agg(b"%", parts, resp)
+            subs = [(bulk(sub["name"]), self._docs_reply(sub, resp))
+                    for sub in self._served_subs(entry)]
+            fields.append((bulk("subcommands"), map_(subs, resp)))
+        return map_(fields, resp)
 
     def _find(self, name: bytes) -> Optional[Dict[str, Any]]:
         """The table entry for a served "cmd" or "cmd|sub" name, like Redis."""
@@ -158,8 +138,8 @@ class CommandDocs:
         parts = []
         for name in names:
             entry = self._find(bytes(name))
-            parts.append(_null(resp) if entry is None else self._reply(entry, resp, False))
-        return b"*%d\r\n" % len(parts) + b"".join(parts)
+            parts.append(null(resp) if entry is None else self._reply(entry, resp, False))
+        return array(parts)
 
     def docs_reply(self, names: Optional[Sequence[bytes]], resp: int) -> bytes:
         """COMMAND DOCS [names]: name -> docs map (flat array in RESP2).
@@ -169,9 +149,9 @@ class CommandDocs:
         """
         if not names:
             names = [c.name.encode() for c in self._served]
-        parts: List[bytes] = []
+        pairs: Pairs = []
         for name in names:
             entry = self._find(bytes(name))
             if entry is not None:
-                parts += [_bulk(entry["name"]), self._reply(entry, resp, True)]
-        return _agg(b"%", parts, resp)
+                pairs.append((bulk(entry["name"]), self._reply(entry, resp, True)))
+        return map_(pairs, resp)
