@@ -25,10 +25,14 @@ MULTI_KEY     Key specs that can name several keys (``_MULTI_KEY``). The six
               others need all keys on one owner (hash tags), as in Dynomite.
 NODE          Connection state and introspection the node owns (``_NODE``):
               the local Redis knows neither the cluster nor the client.
-LOCAL         Keyless commands sent unchanged to the local datastore for now
-              (``_LOCAL``); the cluster later spreads DBSIZE/KEYS/SCAN/FLUSH*.
-              LASTSAVE and LOLWUT are read-only and harmless; SCRIPT LOAD/
-              EXISTS/FLUSH/KILL only touch the script cache.
+KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
+              which `dynomite.node.keyspace` spreads over the cluster: SCAN,
+              KEYS, DBSIZE and RANDOMKEY read the local rack (a rack holds a
+              full copy), FLUSHDB/FLUSHALL and SCRIPT LOAD/EXISTS/FLUSH reach
+              every node of every datacenter, and the rest (TIME, LASTSAVE,
+              LOLWUT, SCRIPT KILL, ``*|help``) are answered by the local
+              Redis; they are read-only and harmless, or only touch the
+              script cache.
 UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
               blocking, pub/sub, transactions, replication and persistence
               admin, cross-database moves, ACL/modules/functions, debugging.
@@ -36,8 +40,8 @@ UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
 
 Subcommands have their own ``Command`` with their own route (``resolve``):
 ``memory|usage`` is KEY while ``memory|stats`` is UNSUPPORTED, ``*|help``
-of a KEY container is LOCAL, ``script|debug`` is UNSUPPORTED (it would change
-the state of the datastore connection that all clients share).
+of a KEY container is KEYSPACE, ``script|debug`` is UNSUPPORTED (it would
+change the state of the datastore connection that all clients share).
 """
 from __future__ import annotations
 
@@ -50,12 +54,12 @@ from dynomite.commands.keys import fixed_key_index, keys
 from dynomite.commands.redis_commands import COMMANDS as _REDIS_COMMANDS
 
 __all__ = [
-    "KEY", "MULTI_KEY", "NODE", "LOCAL", "UNSUPPORTED", "KeySpec", "Command",
+    "KEY", "MULTI_KEY", "NODE", "KEYSPACE", "UNSUPPORTED", "KeySpec", "Command",
     "lookup", "resolve", "arity_ok", "served", "command_count",
     "fixed_key_index", "keys", "command_info_reply", "command_docs_reply",
 ]
 
-KEY, MULTI_KEY, NODE, LOCAL, UNSUPPORTED = "key", "multi_key", "node", "local", "unsupported"
+KEY, MULTI_KEY, NODE, KEYSPACE, UNSUPPORTED = "key", "multi_key", "node", "keyspace", "unsupported"
 
 _DATA_GROUPS = frozenset(
     "string hash list set sorted-set generic bitmap hyperloglog geo stream".split()
@@ -67,8 +71,8 @@ _NODE = frozenset(
     "dyno_config:conn_consistency".split()
 )
 
-#: Keyless, passed through to the local datastore unchanged (for now).
-_LOCAL = frozenset(
+#: Keyless, about the whole keyspace: spread over the cluster by node.keyspace.
+_KEYSPACE = frozenset(
     "time dbsize flushdb flushall keys scan randomkey script lastsave lolwut".split()
 )
 
@@ -190,8 +194,8 @@ def _one_key(entry: Dict[str, Any]) -> bool:
 def _route(name: str, entry: Dict[str, Any]) -> str:
     if name in _NODE:
         return NODE
-    if name in _LOCAL:
-        return LOCAL
+    if name in _KEYSPACE:
+        return KEYSPACE
     if name in _MULTI_KEY:
         return MULTI_KEY
     if name in _UNSUPPORTED_NAMES:
@@ -211,7 +215,7 @@ def _sub_route(parent_route: str, entry: Dict[str, Any]) -> str:
         return parent_route
     if _one_key(entry):
         return KEY
-    return LOCAL if entry["name"].endswith("|help") else UNSUPPORTED
+    return KEYSPACE if entry["name"].endswith("|help") else UNSUPPORTED
 
 
 def _command(entry: Dict[str, Any], route: str) -> Command:

@@ -269,7 +269,7 @@ class Coordinator:
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or KEYSPACE command from a client."""
         route = cmd.route
-        if route == commands.LOCAL:
+        if route == commands.KEYSPACE:
             self.keyspace.execute(session, cmd, args, client)
             return
         write = cmd.write or cmd.name in _SCRIPT_WRITES

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands import table as commands
 from dynomite.commands.redis_commands import COMMANDS as REDIS_COMMANDS
-from dynomite.commands.table import KEY, LOCAL, MULTI_KEY, NODE, UNSUPPORTED
+from dynomite.commands.table import KEY, KEYSPACE, MULTI_KEY, NODE, UNSUPPORTED
 
 
 def a(line: str) -> list:
@@ -142,8 +142,8 @@ class RouteTests(SynchronousTestCase):
         self.assertRoutes(NODE, "ping echo quit select auth hello client command info "
                                 "config reset dyno_config:conn_consistency")
 
-    def test_local(self) -> None:
-        self.assertRoutes(LOCAL, "time dbsize flushdb flushall keys scan randomkey script "
+    def test_keyspace(self) -> None:
+        self.assertRoutes(KEYSPACE, "time dbsize flushdb flushall keys scan randomkey script "
                                  "lastsave lolwut")
 
     def test_unsupported(self) -> None:
@@ -156,7 +156,7 @@ class RouteTests(SynchronousTestCase):
                                        "latency slowlog restore-asking pfdebug")
 
     def test_data_groups_fully_classified(self) -> None:
-        """Every data command is KEY, MULTI_KEY, LOCAL or deliberately UNSUPPORTED."""
+        """Every data command is KEY, MULTI_KEY, KEYSPACE or deliberately UNSUPPORTED."""
         unsupported = set()
         for name, entry in REDIS_COMMANDS.items():
             cmd = commands.lookup(name.encode())
@@ -199,11 +199,11 @@ class RouteTests(SynchronousTestCase):
         memory = commands.lookup(b"memory")
         self.assertEqual(commands.resolve(memory, a("MEMORY USAGE k")).route, KEY)
         self.assertEqual(commands.resolve(memory, a("memory stats")).route, UNSUPPORTED)
-        self.assertEqual(commands.resolve(memory, a("memory help")).route, LOCAL)
+        self.assertEqual(commands.resolve(memory, a("memory help")).route, KEYSPACE)
         self.assertIsNone(commands.resolve(memory, a("memory nosuch")))
         self.assertIs(commands.resolve(memory, a("memory")), memory)
         script = commands.lookup(b"script")
-        self.assertEqual(commands.resolve(script, a("SCRIPT LOAD x")).route, LOCAL)
+        self.assertEqual(commands.resolve(script, a("SCRIPT LOAD x")).route, KEYSPACE)
         self.assertEqual(commands.resolve(script, a("SCRIPT DEBUG YES")).route, UNSUPPORTED)
         client = commands.lookup(b"client")
         self.assertEqual(commands.resolve(client, a("CLIENT SETNAME x")).route, NODE)
@@ -280,7 +280,7 @@ class KeysTests(SynchronousTestCase):
                 self.assertIsInstance(found, list, part.name)
                 if part.route == KEY:
                     self.assertEqual(found, [b"1"], part.name)
-                if part.route in (NODE, LOCAL):
+                if part.route in (NODE, KEYSPACE):
                     self.assertEqual(found, [], part.name)
         self.assertIn(commands.lookup(b"get").route, (KEY,))
 
@@ -510,7 +510,7 @@ class CommandReplyTests(SynchronousTestCase):
         self.assertEqual(commands.command_count(), 188)
         routes = [c.route for c in commands.served()]
         self.assertEqual((routes.count(KEY), routes.count(MULTI_KEY), routes.count(NODE),
-                          routes.count(LOCAL)), (121, 45, 12, 10))
+                          routes.count(KEYSPACE)), (121, 45, 12, 10))
         names = [c.name for c in commands.served()]
         self.assertEqual(names, sorted(names))
         self.assertNotIn(UNSUPPORTED, routes)
