@@ -1,8 +1,9 @@
+# -*- test-case-name: tests.unit.test_resp -*-
 """
 Sans-IO framing of the replies Redis sends: bytes in, whole raw replies out.
 
 Every Redis reply passes through here; the parsers keep to the buffer
-discipline of `dynomite.resp` (whole buffers, no rescans, see `_Framer`).
+discipline of `dynomite.wire.resp` (whole buffers, no rescans, see `_Framer`).
 
 - `ReplyParser` finds where each RESP2/RESP3 reply ends and returns it
   byte-identical, so replies can be relayed and compared without decoding.
@@ -46,9 +47,15 @@ _SMALL = {b"%d" % i: i for i in range(1024)}
 # "+OK\r\n" repeated: what a run of SETs gets back, recognised in one comparison.
 _OKS = [b"+OK\r\n" * i for i in range(65)]
 
+# Type bytes, as ``buf[pos]`` gives them (an int).
+_STATUS, _ERROR, _INTEGER, _NULL = ord("+"), ord("-"), ord(":"), ord("_")
+_BULK, _CHUNK = ord("$"), ord(";")      # a bulk string; a chunk of a streamed one ("$?")
+_ARRAY, _MAP, _SET, _PUSH, _ATTRIBUTE = ord("*"), ord("%"), ord("~"), ord(">"), ord("|")
+_STREAM_END = ord(".")                  # ends a streamed aggregate
+
 _LINE_TYPES = frozenset(b"+-:_,#(")
 _SIZED_TYPES = frozenset(b"$!=;*%~>|")
-_AGGREGATES = {42: 1, 37: 2, 126: 1, 62: 1, 124: 2}  # * % ~ > | -> elements per count
+_AGGREGATES = {_ARRAY: 1, _MAP: 2, _SET: 1, _PUSH: 1, _ATTRIBUTE: 2}  # elements per count
 _STREAMED = -2                      # a "?" length
 _STREAM_AGG, _STREAM_STR = -1, -2   # stack entries for open streamed types
 
@@ -115,9 +122,10 @@ class ReplyParser(_Framer):
         pos = start = 0
         while pos < n:
             elem, kind = pos, buf[pos]
-            if not stack and (kind == 43 or kind == 58 or kind == 36):  # the common replies, shortest path
+            # the common replies, shortest path
+            if not stack and (kind == _STATUS or kind == _INTEGER or kind == _BULK):
                 nl = find(b"\r\n", pos + 1)
-                if kind != 36 and nl > 0:
+                if kind != _BULK and nl > 0:
                     pos = start = nl + 2
                     out.append(buf[elem:pos])
                     if stop:
@@ -132,9 +140,9 @@ class ReplyParser(_Framer):
                         self._stop_at = pos
                         return out
                     continue
-            elif kind == 36 and stack and stack[-1] > 1:  # runs of bulks in an aggregate, shortest path
+            elif kind == _BULK and stack and stack[-1] > 1:  # runs of bulks in an aggregate, shortest path
                 left = stack[-1]
-                while left > 1 and pos < n and buf[pos] == 36:
+                while left > 1 and pos < n and buf[pos] == _BULK:
                     nl = find(b"\r\n", pos + 1)
                     size = small.get(buf[pos + 1:nl]) if nl > 0 else None
                     if size is None or not buf.startswith(b"\r\n", nl + 2 + size):
@@ -144,7 +152,7 @@ class ReplyParser(_Framer):
                 stack[-1] = left
                 if pos != elem:
                     continue
-            if (kind == 59) is not (stack[-1] == _STREAM_STR if stack else False):
+            if (kind == _CHUNK) is not (stack[-1] == _STREAM_STR if stack else False):
                 raise ProtocolError("streamed string chunks must follow '$?', got %r" % chr(kind))
             if kind in _LINE_TYPES or kind in _SIZED_TYPES:
                 nl = find(b"\r\n", pos + 1)
@@ -160,15 +168,15 @@ class ReplyParser(_Framer):
                         if size is None or (size < -1 and line != b"?"):
                             raise ProtocolError("invalid length %r" % line)
                     if kind in _AGGREGATES:
-                        if size == _STREAMED and kind != 124:
+                        if size == _STREAMED and kind != _ATTRIBUTE:
                             stack.append(_STREAM_AGG)
                             continue
-                        if size > 0 or kind == 124:  # an attribute: its pairs, then what it annotates
+                        if size > 0 or kind == _ATTRIBUTE:  # an attribute: its pairs, then what it annotates
                             if size < 0:
                                 raise ProtocolError("invalid attribute length")
-                            stack.append(size * _AGGREGATES[kind] + (kind == 124))
+                            stack.append(size * _AGGREGATES[kind] + (kind == _ATTRIBUTE))
                             continue
-                    elif size > 0 or (size == 0 and kind != 59):
+                    elif size > 0 or (size == 0 and kind != _CHUNK):
                         end = pos + size
                         if end + 2 > n:
                             self._need, self._term = end + 2 - elem, b""
@@ -176,16 +184,16 @@ class ReplyParser(_Framer):
                         if not buf.startswith(b"\r\n", end):
                             raise ProtocolError("bulk string not terminated by CRLF")
                         pos = end + 2
-                        if kind == 59:  # a chunk of a streamed string
+                        if kind == _CHUNK:  # a chunk of a streamed string
                             continue
-                    elif kind == 59 and size == 0:
+                    elif kind == _CHUNK and size == 0:
                         stack.pop()
-                    elif kind == 36 and size == _STREAMED:
+                    elif kind == _BULK and size == _STREAMED:
                         stack.append(_STREAM_STR)
                         continue
-                    elif not (kind == 36 and size == -1):
+                    elif not (kind == _BULK and size == -1):
                         raise ProtocolError("invalid bulk length")
-            elif kind == 46 and stack and stack[-1] == _STREAM_AGG:  # '.' ends a streamed aggregate
+            elif kind == _STREAM_END and stack and stack[-1] == _STREAM_AGG:
                 if n - pos < 3:
                     self._need, self._term = 3, b""
                     break
@@ -273,11 +281,11 @@ class HiredisReplyParser:
                         return out
                     break
                 kind = data[pos]
-                if kind == 36 and type(reply) is bytes and len(reply) < 65536:
+                if kind == _BULK and type(reply) is bytes and len(reply) < 65536:
                     end = pos + len(reply) + overhead[len(reply)]   # the usual replies first
-                elif kind == 43 and type(reply) is bytes:
+                elif kind == _STATUS and type(reply) is bytes:
                     end = pos + len(reply) + 3
-                elif kind == 58 and type(reply) is int:
+                elif kind == _INTEGER and type(reply) is int:
                     end = pos + len(b"%d" % reply) + 3
                 else:
                     end = size_of(reply, data, pos)
@@ -300,17 +308,17 @@ def _reply_size(reply, data: bytes, pos: int) -> int:
     t = type(reply)
     if t is bytes:
         length = len(reply)
-        if kind == 36:      # $<length>\r\n<bytes>\r\n (hiredis does not check that CRLF)
+        if kind == _BULK:       # $<length>\r\n<bytes>\r\n (hiredis does not check that CRLF)
             end = pos + length + (_OVERHEAD[length] if length < 65536 else len(b"%d" % length) + 5)
             return end if data[end - 2:end] == b"\r\n" else -1
-        if kind == 43:      # +<text>\r\n
+        if kind == _STATUS:     # +<text>\r\n
             return pos + length + 3
         return -1
     if t is int:
-        return pos + len(b"%d" % reply) + 3 if kind == 58 else -1
+        return pos + len(b"%d" % reply) + 3 if kind == _INTEGER else -1
     if reply is None:
-        return pos + 5 if kind == 36 or kind == 42 else (pos + 3 if kind == 95 else -1)
-    if t is list and kind == 42:
+        return pos + 5 if kind == _BULK or kind == _ARRAY else (pos + 3 if kind == _NULL else -1)
+    if t is list and kind == _ARRAY:
         pos += 3 + len(b"%d" % len(reply))
         for item in reply:
             pos = _reply_size(item, data, pos)
@@ -344,7 +352,7 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
         if nl < 0:
             return -2, 0
         kind = data[pos]
-        if kind == 36:  # $
+        if kind == _BULK:
             size = small.get(data[pos + 1:nl])
             if size is not None:
                 end = nl + 4 + size
@@ -355,9 +363,9 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
                 pos = nl + 2
             else:
                 return -1, 0
-        elif kind == 43 or kind == 58:  # + :
+        elif kind == _STATUS or kind == _INTEGER:
             pos = nl + 2
-        elif kind == 45:  # -
+        elif kind == _ERROR:
             pos = nl + 2
             errors += 1
         else:

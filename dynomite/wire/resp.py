@@ -1,8 +1,9 @@
+# -*- test-case-name: tests.unit.test_resp -*-
 """
 Sans-IO RESP foundations and encoding: bytes in, frames out; no transport, no clock.
 
 Every client request and every Redis reply passes through the parsers built
-on `_Framer` here (`dynomite.request_parser`, `dynomite.reply_parser`), so
+on `_Framer` here (`dynomite.wire.requests`, `dynomite.wire.replies`), so
 they work on whole buffers with ``bytes.find``, ``int`` and slicing, never
 byte by byte, and never rescan: an unfinished frame records how many bytes it
 still needs (or which terminator it waits for), arriving chunks are kept in a
