@@ -1,8 +1,9 @@
+# -*- test-case-name: tests.unit.test_resp -*-
 """
 Sans-IO framing of the requests Redis clients send: bytes in, argument lists out.
 
 Every client request passes through here; the parsers keep to the buffer
-discipline of `dynomite.resp` (whole buffers, no rescans, see `_Framer`).
+discipline of `dynomite.wire.resp` (whole buffers, no rescans, see `_Framer`).
 
 - `RequestParser` accepts what redis-server 7.0 accepts from a client
   (multibulk and inline requests, Redis's limits and error reasons) and hands
@@ -42,6 +43,9 @@ __all__ = [
 _INLINE_MAX = 64 * 1024          # PROTO_INLINE_MAX_SIZE
 _MBULK_MAX = 1024 * 1024         # largest multibulk count accepted
 _BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
+
+# Bytes the parsers test, as ``buf[pos]`` gives them (an int).
+_ARRAY, _BULK, _CR, _ZERO = ord("*"), ord("$"), ord("\r"), ord("0")
 
 # Headers that turn up all the time, looked up instead of parsed and checked.
 _COUNTS = {b"*%d" % i: i for i in range(1, 1024)}
@@ -110,6 +114,8 @@ class RequestParser(_Framer):
     returns nothing afterwards.  A request whose declared size (the sum of
     its bulk lengths, or its inline line) exceeds *max_request_bytes* is
     refused from its length headers, before its body is buffered.
+    `HiredisRequestParser` uses its private members; their contract is in
+    that class's docstring.
     """
 
     def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
@@ -176,7 +182,7 @@ class RequestParser(_Framer):
                 length = heads.get(buf[pos:nl])
                 if length is None:
                     line = buf[pos + 1:nl]
-                    if buf[pos] != 36 or not line.isdigit() or line[0] == 48 or int(line) > _BULK_MAX:
+                    if buf[pos] != _BULK or not line.isdigit() or line[0] == _ZERO or int(line) > _BULK_MAX:
                         return start
                     length = int(line)
                 pos = nl + 2 + length
@@ -232,7 +238,7 @@ class RequestParser(_Framer):
                     nl = self._line_end(buf, pos, "bulk")
                     if nl < 0:
                         break
-                    if buf[pos] != 36:  # '$'; Redis turns CR and LF in errors into spaces
+                    if buf[pos] != _BULK:  # Redis turns CR and LF in errors into spaces
                         got = " " if buf[pos] in b"\r\n" else chr(buf[pos])
                         return self._fail("expected '$', got '%s'" % got)
                     blen = _strict_int(buf[pos + 1:nl])  # type: ignore[assignment]
@@ -259,7 +265,7 @@ class RequestParser(_Framer):
                 args, size = [], 0
             elif pos >= n:
                 break
-            elif buf[pos] == 42:  # '*'
+            elif buf[pos] == _ARRAY:
                 started = pos
                 nl = self._line_end(buf, pos, "mbulk")
                 if nl < 0:
@@ -279,7 +285,7 @@ class RequestParser(_Framer):
                         return self._fail(self._inline_reason)
                     self._need, self._term, self._limit, self._reason = 0, b"\n", wait, self._inline_reason
                     break
-                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                end = nl - 1 if nl > pos and buf[nl - 1] == _CR else nl
                 if (end if self._inline_cap else nl) - pos > self._inline_limit:
                     return self._fail(self._inline_reason)
                 argv = split_inline(buf[pos:end])
@@ -313,6 +319,27 @@ class HiredisRequestParser:
     (hiredis would allocate it before we could refuse it) go to a pure
     `RequestParser` from their first byte, so requests, errors and when an
     error is set are identical.
+
+    The two are a deliberate pair: this class drives its `RequestParser`
+    (``_pure``) through private members, and this is their whole contract.
+
+    - All state that outlives a chunk is the pure parser's: its `_Framer`
+      bytes (``_pending``) and the multibulk in progress (``_left`` bulks
+      still to read).  hiredis's reader is replaced whenever it stops
+      before the end of a chunk, so it never holds bytes across chunks.
+    - ``error`` and ``bounds`` are the pure parser's.  `feed` gives it a
+      fresh ``bounds`` list first and appends its own requests' offsets to
+      that same list; ``_run`` and ``_parse`` only ever append to it, so
+      the offsets stay in request order whoever parsed each request.
+    - A chunk that arrives while ``_pending`` or ``_left`` is set goes to
+      ``_run(data, out, True)``, which parses up to the end of the request
+      in progress and returns that offset in ``data`` (at least
+      ``len(data)`` when nothing is left; on a bad frame it sets ``error``
+      and the offset means nothing).
+    - hiredis then starts at a request boundary; where it stops,
+      ``_parse(data, pos, out, False)`` takes the rest from ``pos`` with
+      nothing pending, exactly as the pure parser would have, keeping any
+      partial request for the next chunk.
     """
 
     def __init__(self, max_request_bytes: int = 64 * 1024 * 1024) -> None:
@@ -356,11 +383,11 @@ class HiredisRequestParser:
                         if pos == n:
                             return out
                         break
-                    if type(req) is not list or data[pos] != 42:
+                    if type(req) is not list or data[pos] != _ARRAY:
                         break
                     off = pos + overhead[len(req)] - 2
                     for arg in req:
-                        if data[off] != 36:
+                        if data[off] != _BULK:
                             break
                         length = len(arg)
                         off += length + overhead[length]
