@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - PyPy or a minimal install
     _hiredis = None
 
-from dynomite.wire.resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
+from dynomite.wire.resp import ProtocolError, _Framer, _BULK_OVERHEAD, _strict_int
 
 __all__ = [
     "ReplyParser", "HiredisReplyParser", "make_reply_parser", "simple_replies_end", "split_replies",
@@ -42,10 +42,10 @@ def is_error(raw: bytes) -> bool:
 
 
 # Lengths that turn up all the time, looked up instead of parsed and checked.
-_SMALL = {b"%d" % i: i for i in range(1024)}
+_SMALL_LENGTHS = {b"%d" % i: i for i in range(1024)}
 
 # "+OK\r\n" repeated: what a run of SETs gets back, recognised in one comparison.
-_OKS = [b"+OK\r\n" * i for i in range(65)]
+_OK_RUNS = [b"+OK\r\n" * i for i in range(65)]
 
 # Type bytes, as ``buf[pos]`` gives them (an int).
 _STATUS, _ERROR, _INTEGER, _NULL = ord("+"), ord("-"), ord(":"), ord("_")
@@ -118,7 +118,7 @@ class ReplyParser(_Framer):
     def _parse(self, buf: bytes, stop: bool = False) -> List[bytes]:
         out: List[bytes] = []
         n = len(buf)
-        find, small, stack, head = buf.find, _SMALL, self._stack, self._head
+        find, small, stack, head = buf.find, _SMALL_LENGTHS, self._stack, self._head
         pos = start = 0
         while pos < n:
             elem, kind = pos, buf[pos]
@@ -272,7 +272,7 @@ class HiredisReplyParser:
             out = []
         reader = self._reader
         reader.feed(data, pos)
-        gets, append, size_of, overhead = reader.gets, out.append, _reply_size, _OVERHEAD
+        gets, append, size_of, overhead = reader.gets, out.append, _reply_size, _BULK_OVERHEAD
         try:
             while True:
                 reply = gets()
@@ -309,7 +309,7 @@ def _reply_size(reply, data: bytes, pos: int) -> int:
     if t is bytes:
         length = len(reply)
         if kind == _BULK:       # $<length>\r\n<bytes>\r\n (hiredis does not check that CRLF)
-            end = pos + length + (_OVERHEAD[length] if length < 65536 else len(b"%d" % length) + 5)
+            end = pos + length + (_BULK_OVERHEAD[length] if length < 65536 else len(b"%d" % length) + 5)
             return end if data[end - 2:end] == b"\r\n" else -1
         if kind == _STATUS:     # +<text>\r\n
             return pos + length + 3
@@ -339,13 +339,13 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
     same line ends, the same bulk terminators), so the two can take turns
     at any reply boundary.
     """
-    oks = _OKS[64]
+    oks = _OK_RUNS[64]
     while count >= 64 and data.startswith(oks, pos):
         pos += len(oks)
         count -= 64
-    if count < 65 and data.startswith(_OKS[count], pos):
+    if count < 65 and data.startswith(_OK_RUNS[count], pos):
         return pos + 5 * count, 0
-    find, small = data.find, _SMALL
+    find, small = data.find, _SMALL_LENGTHS
     errors = 0
     while count:
         nl = find(b"\r\n", pos + 1)

@@ -33,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - PyPy or a minimal install
     _hiredis = None
 
-from dynomite.wire.resp import ProtocolError, _Framer, _OVERHEAD, _strict_int
+from dynomite.wire.resp import ProtocolError, _Framer, _BULK_OVERHEAD, _strict_int
 
 __all__ = [
     "RequestParser", "HiredisRequestParser", "make_request_parser", "parse_whole", "split_commands",
@@ -48,11 +48,11 @@ _BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
 _ARRAY, _BULK, _CR, _ZERO = ord("*"), ord("$"), ord("\r"), ord("0")
 
 # Headers that turn up all the time, looked up instead of parsed and checked.
-_COUNTS = {b"*%d" % i: i for i in range(1, 1024)}
-_HEADS = {b"$%d" % i: i for i in range(1024)}
+_ARRAY_HEADERS = {b"*%d" % i: i for i in range(1, 1024)}
+_BULK_HEADERS = {b"$%d" % i: i for i in range(1024)}
 # Maps the types hiredis preallocates to "*", digits to "0" and CR to "r", to spot big counts.
-_AGG_DIGITS = bytes(42 if c in b"*~>|" else 48 if c in b"0123456789" else 114 if c == 13 else 32
-                    for c in range(256))
+_COUNT_SHAPES = bytes(42 if c in b"*~>|" else 48 if c in b"0123456789" else 114 if c == 13 else 32
+                      for c in range(256))
 
 
 _BLANKS = re.compile(rb"[ \t\n\v\f\r]*")
@@ -160,9 +160,9 @@ class RequestParser(_Framer):
         shift = len(buf) - len(data)
         return self._parse(buf, 0, out, stop, shift) - shift
 
-    def _fast(self, buf: bytes, pos: int, out: List[List[bytes]], shift: int) -> int:
+    def _take_canonical(self, buf: bytes, pos: int, out: List[List[bytes]], shift: int) -> int:
         """Take the complete canonical multibulk requests from *pos*; return where another starts."""
-        find, cap, heads, counts = buf.find, self.max_request_bytes, _HEADS, _COUNTS
+        find, cap, heads, counts = buf.find, self.max_request_bytes, _BULK_HEADERS, _ARRAY_HEADERS
         append, bounds = out.append, self.bounds
         last = len(buf) - 2
         while True:
@@ -230,7 +230,7 @@ class RequestParser(_Framer):
         stopped = False
         while True:
             if not left and not stop and pos < n:
-                pos = self._fast(buf, pos, out, shift)
+                pos = self._take_canonical(buf, pos, out, shift)
             if left:
                 if blen < 0:
                     if pos >= n:
@@ -375,7 +375,7 @@ class HiredisRequestParser:
         if not _big_count(data, pos):
             reader = self._reader
             reader.feed(data, pos)
-            gets, check, overhead, append = reader.gets, self._check, _OVERHEAD, out.append
+            gets, check, overhead, append = reader.gets, self._check, _BULK_OVERHEAD, out.append
             try:
                 while True:
                     req = gets()
@@ -413,7 +413,7 @@ class HiredisRequestParser:
 
 def _big_count(data: bytes, pos: int) -> bool:
     """Whether data[pos:] holds an aggregate header with a count of 1000 or more."""
-    mapped = data.translate(_AGG_DIGITS)
+    mapped = data.translate(_COUNT_SHAPES)
     hit = mapped.find(b"*0000", pos)
     while hit >= 0:
         digits = mapped[hit + 1:hit + 21]

@@ -26,7 +26,7 @@ __all__ = [
 _LLONG = 1 << 63
 
 # Bytes a canonical "$<len>\r\n<data>\r\n" adds to its data, for lengths < 64 KiB.
-_OVERHEAD = bytes(len(b"%d" % i) + 5 for i in range(1 << 16))
+_BULK_OVERHEAD = bytes(len(b"%d" % i) + 5 for i in range(1 << 16))
 
 
 class ProtocolError(Exception):
