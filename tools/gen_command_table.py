@@ -15,7 +15,7 @@ Usage::
 
 ``--check`` asks a live Redis for ``COMMAND INFO`` and ``COMMAND DOCS`` of
 every command the node serves, in RESP2 and RESP3, and compares them with the
-replies of ``dynomite.commands``, after putting unordered collections (sets,
+replies of ``dynomite.commands.table``, after putting unordered collections (sets,
 subcommands, which Redis emits in hash order) in a canonical order and
 dropping ``arguments`` from docs. It also compares ``keys()`` with
 ``COMMAND GETKEYS`` for the sample argument lists of the unit tests.
