@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
 import socket
 import textwrap
 
@@ -26,6 +27,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+import dynomite
 from dynomite.runtime import logs, twisted_private
 from dynomite.runtime.twisted_private import PRIVATE_NAMES
 
@@ -48,6 +50,25 @@ for fd, event in l:
         pass
     else:
         log.callWithLogger(selectable, _drdw, selectable, fd, event)"""
+
+
+def _uses_elsewhere():
+    """(path, name) for each module of dynomite/ but twisted_private that reads a private name."""
+    private = {name for names in PRIVATE_NAMES.values() for name in names if name[0] == "_"}
+    package = os.path.dirname(os.path.abspath(dynomite.__file__))
+    root = os.path.dirname(package)
+    found = set()
+    for directory, _, files in os.walk(package):
+        for name in files:
+            path = os.path.join(directory, name)
+            if not name.endswith(".py") or path == os.path.abspath(twisted_private.__file__):
+                continue
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Attribute) and node.attr in private:
+                    found.add((os.path.relpath(path, root).replace(os.sep, "/"), node.attr))
+    return found
 
 
 def _where(message: str) -> str:
@@ -116,6 +137,14 @@ class PrivateNamesTests(SynchronousTestCase):
             ast.unparse(body), DO_POLL,
             _where("EPollReactor.doPoll changed; twisted_private.epoll_turn is a copy "
                    "of it: compare the two, update epoll_turn, then DO_POLL"))
+
+
+class OneModuleTests(SynchronousTestCase):
+    """No other module of the package reaches for those names itself."""
+
+    def test_no_use_elsewhere(self):
+        self.assertEqual(sorted(_uses_elsewhere()), [],
+                         "use (or extend) dynomite.runtime.twisted_private instead")
 
 
 class BehaviourTests(SynchronousTestCase):
