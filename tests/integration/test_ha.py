@@ -10,12 +10,14 @@ than the hint window and the coordinator's disk survives; a drop beyond the
 window is counted and logged; reads fail over to other racks, and quorum
 levels fail with a clear ``-ERR`` only when a quorum of racks cannot answer.
 
-The oracle (``tests/ha_fixtures.Writer``): unique keys with write-once
-values, and the list of writes the client saw acknowledged. Replicas are
-read straight from their own redis-server. Each test starts its own
-cluster on ``127.7.<worker>.<block>`` addresses (``ha_fixtures``) with
-short timeouts (``timeout: 1000``, ``peer_down_after: 1500``) and stops
-every process it started, by PID, in its cleanup.
+The oracle (``tests/integration/fixtures/writer.Writer``): unique keys
+with write-once values, and the list of writes the client saw
+acknowledged. Replicas are read straight from their own redis-server.
+Each test starts its own cluster on ``127.7.<worker>.<block>`` addresses
+(each test its own block of ten) with short timeouts
+(``fixtures.cluster.SHORT_TIMEOUTS``: ``timeout: 1000``,
+``peer_down_after: 1500``) and stops every process it started, by PID, in
+its cleanup.
 
 Run: ``.venv/bin/trial tests.integration.test_ha``.
 """
@@ -30,8 +32,10 @@ from typing import Dict, List, Optional, Sequence
 from twisted.trial import unittest
 
 from dynomite.launcher.cluster import ClusterError, ClusterNode
-from tests.integration.ha_fixtures import HACluster, Writer, all_errors, merged, poll
-from tests.integration.harness import RawConnection
+from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, ClusterFixture, Layout
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, poll
+from tests.integration.fixtures.resp import RawConnection
+from tests.integration.fixtures.writer import Writer, all_errors, merged
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 TWO_DCS = {
@@ -48,8 +52,10 @@ class _HATestCase(unittest.SynchronousTestCase):
     """Starts a cluster per test; cleanups stop the writers, then every process, by PID."""
 
     def start_cluster(self, label: str, datacenters: Dict[str, Dict[str, int]], block: int,
-                      settings: Optional[Dict[str, object]] = None) -> HACluster:
-        fx = HACluster(label, datacenters, block, settings)
+                      settings: Optional[Dict[str, object]] = None) -> ClusterFixture:
+        """A cluster of its own on block ``block`` of 127.7.<worker>.x, NORMAL everywhere."""
+        layout = Layout(f"ha_{label}", datacenters, OWN_CLUSTERS_SUBNET, block, {**SHORT_TIMEOUTS, **(settings or {})})
+        fx = ClusterFixture(layout)
         self.addCleanup(fx.stop)
         self.fx = fx
         fx.wait_normal(20)
@@ -115,7 +121,7 @@ class KilledReplicaTests(_HATestCase):
         acknowledged key within 30 s and goes RESUMING -> NORMAL.
         """
         fx = self.start_cluster("kill-replica", ONE_DC, 1, {"hints_fsync": "always"})
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         writers = [self.writer(r1, f"kr{i}", count=500, seed=i) for i in range(4)]
         for w in writers:
             w.start()
@@ -176,7 +182,7 @@ class KilledReplicaTests(_HATestCase):
         flow, it converges and turns NORMAL.
         """
         fx = self.start_cluster("resuming", ONE_DC, 71)
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         target = fx.peer_name(r2)
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
@@ -266,7 +272,7 @@ class CoordinatorCrashTests(_HATestCase):
 
     def crash_with_hints(self, label: str, block: int, torn: bool) -> None:
         fx = self.start_cluster(label, ONE_DC, block, {"hints_fsync": "always"})
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
         before = self.writer(r1, "pre", count=1000)
@@ -328,7 +334,7 @@ class FrozenRedisTests(_HATestCase):
         their writes, and after SIGCONT rack 2 holds every acknowledged key.
         """
         fx = self.start_cluster("sigstop", ONE_DC, 41)
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         writers = [self.writer(r1, "via1", interval=0.003, read_every=1, seed=1),
                    self.writer(r3, "via3", interval=0.003, read_every=1, seed=3)]
         for w in writers:
@@ -366,7 +372,7 @@ class HintWindowTests(_HATestCase):
 
     def test_hints_beyond_a_2s_window_are_dropped_counted_and_logged(self) -> None:
         fx = self.start_cluster("window", ONE_DC, 51, {"hint_window": 2000, "hints_fsync": "always"})
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         target = fx.peer_name(r2)
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
@@ -426,8 +432,8 @@ class ReadsDuringFailureTests(_HATestCase):
         reads and writes fail with -ERR naming DC_QUORUM, DC_ONE still reads.
         """
         fx = self.start_cluster("reads", ONE_DC_TWO_PER_RACK, 61)
-        owner1 = fx.node("dc1", "rack1", 0)
-        via = fx.node("dc1", "rack1", 1)
+        owner1 = fx.rack_node("dc1", "rack1", 0)
+        via = fx.rack_node("dc1", "rack1", 1)
         keys = [k for k in (f"rd:{i}" for i in range(5000)) if fx.owner(k, "dc1", "rack1") is owner1][:4]
         tampered, agreed, write1, write2 = keys
         owners = {n.rack: n for n in fx.owners(tampered)}

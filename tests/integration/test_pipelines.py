@@ -9,9 +9,10 @@ for byte what a plain redis-server answers; every rack ends with the same
 data; per-family counters count every request once.
 
 Real processes only: a plain redis-server (the oracle), one node in front of
-its own redis-server, and 1 DC x 3 racks x 1 node clusters from
-``tests/ha_fixtures`` (``127.7.<worker>.201`` and up).  Replies are framed
-by the harness's own RESP reader, not by ``dynomite.resp``.
+its own redis-server, and 1 DC x 3 racks x 1 node clusters
+(``tests/integration/fixtures/cluster.py``, on ``127.7.<worker>.201`` and
+up).  Replies are framed by the tests' own RESP reader
+(``tests/integration/fixtures/resp.py``), not by ``dynomite.wire``.
 
 Allowed differences from plain Redis: a non-negative TTL may differ by 1 s
 (the node adds latency between EXPIRE and TTL, as in test_differential);
@@ -34,8 +35,10 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 from twisted.trial import unittest
 
 from dynomite.launcher.cluster import ClusterNode
-from tests.integration.ha_fixtures import HACluster, poll
-from tests.integration.harness import NodeFixture, RawConnection, RedisProcess, ReplyReader, encode_command, shared_fixtures
+from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, ClusterFixture, Layout, shared_cluster
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, poll, shared
+from tests.integration.fixtures.processes import NodeFixture, RedisProcess
+from tests.integration.fixtures.resp import RawConnection, ReplyReader, encode_command
 from tests.integration.test_admin import metrics as scrape
 from tests.integration.test_differential import dump_keyspace
 
@@ -298,7 +301,7 @@ class SingleNode(NodeFixture):
 
 
 def single_node() -> SingleNode:
-    return shared_fixtures.get("pipelines-single-node", SingleNode)
+    return shared.get("pipelines-single-node", SingleNode)
 
 
 class SingleNodePipelineTests(_PipelineTestCase):
@@ -351,17 +354,14 @@ class SingleNodePipelineTests(_PipelineTestCase):
 # 2, 3. a 1 DC x 3 racks x 1 node cluster
 
 
-_shared: List[HACluster] = []
+def layout(name: str, block: int) -> Layout:
+    """1 DC x 3 racks x 1 node on block ``block`` of 127.7.<worker>.x."""
+    return Layout(f"ha_{name}", ONE_DC, OWN_CLUSTERS_SUBNET, block, SHORT_TIMEOUTS)
 
 
-def shared_cluster() -> HACluster:
-    """One cluster for the tests that kill nothing (ha_fixtures stops it, by PID, at exit)."""
-    if _shared and not all(p.running() and not p.paused for p in _shared[0].cluster.processes):
-        _shared.pop().stop()
-    if not _shared:
-        _shared.append(HACluster("pipelines", ONE_DC, 201))
-        _shared[0].wait_normal(20)
-    return _shared[0]
+def pipelines_cluster() -> ClusterFixture:
+    """One cluster for the tests that kill nothing (stopped, by PID, at exit)."""
+    return shared_cluster(layout("pipelines", 201))
 
 
 def consistency(level: str) -> List[Tuple[str, ...]]:
@@ -372,7 +372,7 @@ class ClusterPipelineTests(_PipelineTestCase):
     """Mixed pipelines through one node of three racks: Redis's replies, and three equal copies."""
 
     def setUp(self) -> None:
-        self.fx = shared_cluster()
+        self.fx = pipelines_cluster()
         for n in self.fx.nodes:
             self.fx.backend(n).flushall()
         self.reference = single_node().reference
@@ -380,7 +380,7 @@ class ClusterPipelineTests(_PipelineTestCase):
             self.assertEqual(conn.command("FLUSHALL"), b"+OK\r\n")
 
     def rack_nodes(self) -> List[ClusterNode]:
-        return [self.fx.node("dc1", f"rack{i}") for i in (1, 2, 3)]
+        return [self.fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
 
     def compare(self, seed: int, level: str, via: int, resp: int = 2, cut: bool = False) -> None:
         requests = mixed_traffic(seed)
@@ -491,8 +491,8 @@ class ErrorAccountingTests(_PipelineTestCase):
         self.check([fx.redis.client(protocol=2)], fx.node, fx.node.address, [], 21)
 
     def test_cluster_at_dc_quorum(self) -> None:
-        fx = shared_cluster()
-        via = fx.node("dc1", "rack2")
+        fx = pipelines_cluster()
+        via = fx.rack_node("dc1", "rack2")
         self.check([fx.backend(n) for n in fx.nodes], via, via.client_address, consistency("DC_QUORUM"), 22)
 
 
@@ -511,10 +511,10 @@ class ReplicaFaultTests(_PipelineTestCase):
         before write 24.  Each reply is the key's distinct old value (so order
         shows) or -ERR, and every acknowledged write reaches all three racks.
         """
-        fx = HACluster(label, ONE_DC, block)
+        fx = ClusterFixture(layout(label, block))
         self.addCleanup(fx.stop)   # SIGCONT if paused, then stop by PID
         fx.wait_normal(20)
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         count, per_chunk = 3000, 100
         keys = [f"fault:{i}" for i in range(count)]
         old = {k: f"old:{i}" for i, k in enumerate(keys)}
