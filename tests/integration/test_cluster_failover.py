@@ -43,12 +43,15 @@ class FailoverTests(ClusterTestCase):
         self.assertFalse(victim.node_process.running())
 
         one = self.client(neighbour)
+        timeout = self.fx.layout.timeout()
         started = time.monotonic()
         self.assertIn(one.get(keys[0]), (b"from-rack2", b"from-rack3"),
                       f"DC_ONE GET through {neighbour.name} with {victim.name} (rack1 owner) killed")
         for k in keys[1:]:
             self.assertEqual(one.get(k), data[k.encode()], f"DC_ONE GET {k!r} through {neighbour.name}")
-        self.assertLess(time.monotonic() - started, 3.0, "failover reads took the slow path")
+        # a dead owner refuses connections: no read may wait for the node's timeout
+        self.assertLess(time.monotonic() - started, timeout,
+                        f"{len(keys)} failover reads took longer than one timeout ({timeout:g} s): the slow path")
 
         for node in (neighbour, self.fx.node("dc1-rack2-1"), self.fx.node("dc1-rack3-0")):
             quorum = self.client(node, "DC_QUORUM")
@@ -125,10 +128,13 @@ class FailoverTests(ClusterTestCase):
         timeout = self.fx.layout.timeout()
         started = time.monotonic()
         self.assertEqual(quorum.get(key), b"p", f"DC_QUORUM GET through {neighbour.name}, {victim.name} paused")
-        self.assertLess(time.monotonic() - started, 2.0, "DC_QUORUM waited for the paused replica")
+        self.assertLess(time.monotonic() - started, timeout,
+                        f"DC_QUORUM waited for the paused replica (as long as the timeout, {timeout:g} s)")
         started = time.monotonic()
         self.assertEqual(one.get(key), b"p", f"DC_ONE GET through {neighbour.name}, {victim.name} paused")
-        self.assertLess(time.monotonic() - started, timeout + 1.5, "DC_ONE failover took longer than one timeout")
+        # one timeout to give up on the paused owner, and at most as much again to fail over
+        self.assertLess(time.monotonic() - started, 2 * timeout,
+                        f"DC_ONE failover took longer than two timeouts ({timeout:g} s each)")
 
     def test_quorum_reads_survive_a_killed_owner_in_another_rack(self) -> None:
         victim = self.fx.node("dc1-rack3-0")
