@@ -27,15 +27,12 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import List
 
-from twisted.trial import unittest
-
-from dynomite.launcher.cluster import ClusterError, ClusterNode
-from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, ClusterFixture, Layout
-from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, poll
+from tests.integration.fixtures.cases import FaultTestCase
+from tests.integration.fixtures.common import poll
 from tests.integration.fixtures.resp import RawConnection
-from tests.integration.fixtures.writer import Writer, all_errors, merged
+from tests.integration.fixtures.writer import merged
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 TWO_DCS = {
@@ -48,77 +45,12 @@ ONE_DC_TWO_PER_RACK = {"dc1": {"rack1": 2, "rack2": 2, "rack3": 2}}
 CONVERGE_TIMEOUT = 30.0
 
 
-class _HATestCase(unittest.SynchronousTestCase):
-    """Starts a cluster per test; cleanups stop the writers, then every process, by PID."""
-
-    def start_cluster(self, label: str, datacenters: Dict[str, Dict[str, int]], block: int,
-                      settings: Optional[Dict[str, object]] = None) -> ClusterFixture:
-        """A cluster of its own on block ``block`` of 127.7.<worker>.x, NORMAL everywhere."""
-        layout = Layout(f"ha_{label}", datacenters, OWN_CLUSTERS_SUBNET, block, {**SHORT_TIMEOUTS, **(settings or {})})
-        fx = ClusterFixture(layout)
-        self.addCleanup(fx.stop)
-        self.fx = fx
-        fx.wait_normal(20)
-        self.t0 = time.monotonic()
-        return fx
-
-    def writer(self, node: ClusterNode, prefix: str, **kw) -> Writer:
-        w = Writer(self.fx, node, prefix, **kw)
-        self.addCleanup(w.finish)   # runs before the cluster's stop (cleanups are LIFO)
-        return w
-
-    def fail_with(self, message: str, nodes: Optional[Sequence[ClusterNode]] = None) -> None:
-        self.fail(f"{message}\n--- cluster ---\n{self.fx.describe()}\n{self.fx.diagnostics(nodes)}")
-
-    def assertNoClientErrors(self, writers: Sequence[Writer], what: str) -> None:
-        errors = all_errors(writers)
-        if errors:
-            shown = [f"  +{t - self.t0:.2f}s {op}: {err}" for t, op, err in errors[:8]]
-            self.fail_with(f"{len(errors)} client errors {what} (times from the cluster being ready),"
-                           f" e.g.:\n" + "\n".join(shown))
-
-    def assertHolding(self, nodes: Sequence[ClusterNode], acked: Dict[str, str], timeout: float,
-                      what: str, since: Optional[float] = None) -> None:
-        """Every node of ``nodes`` holds every key of ``acked`` within ``timeout`` (``since``: the event's time)."""
-        wrong = self.fx.wait_holding(nodes, acked, timeout)
-        if wrong:
-            lines = [f"  {name}: {len(keys)} of {len(acked)} missing or wrong, e.g. {sorted(keys)[:4]}"
-                     for name, keys in sorted(wrong.items())]
-            when = f" ({time.monotonic() - since:.1f}s after it)" if since is not None else ""
-            self.fail_with(f"{what}: acknowledged writes still not in the replicas' redis-servers"
-                           f"{when}:\n" + "\n".join(lines))
-
-    def start_node(self, node: ClusterNode, timeout: float = 20.0) -> None:
-        """Start ``node``'s (killed) node process and wait until it answers PING."""
-        node.node_process.spawn()
-        self.wait_node_ready(node, timeout)
-
-    def wait_node_ready(self, node: ClusterNode, timeout: float = 20.0) -> None:
-        """Wait until ``node``'s (spawned) node process answers PING; fail with its log if not."""
-        try:
-            node.node_process.wait_ready(timeout)
-        except ClusterError as e:
-            node.node_process.kill()
-            self.fail_with(f"{node.name} did not come back after a restart: {e}")
-
-    def wait_acked(self, writers: Sequence[Writer], count: int, timeout: float = 30.0) -> None:
-        """Until ``writers`` have ``count`` acknowledged writes between them: they are under way."""
-        if not poll(lambda: sum(len(w.acked) for w in writers) >= count, timeout, 0.01):
-            self.fail_with(f"writers made no progress: {sum(len(w.acked) for w in writers)} of {count}"
-                           f" writes acknowledged after {timeout:g} s")
-
-    def wait_peer_state(self, observer: ClusterNode, peer: ClusterNode, state: str,
-                        timeout: float = 5.0) -> None:
-        if not poll(lambda: self.fx.peer_state_seen_by(observer, peer) == state, timeout, 0.05):
-            self.fail_with(f"{observer.name} does not see {peer.name} {state} after {timeout}s"
-                           f" (sees {self.fx.peer_state_seen_by(observer, peer)})")
-
-
 # ---------------------------------------------------------------------------
 # 1. a replica killed during writes gets every acknowledged write back
 
 
-class KilledReplicaTests(_HATestCase):
+class KilledReplicaTests(FaultTestCase):
+    """A replica killed during writes gets every acknowledged write back, and stays RESUMING until it has."""
 
     def test_killed_rack2_node_gets_every_acknowledged_write_and_resumes(self) -> None:
         """
@@ -239,7 +171,8 @@ class KilledReplicaTests(_HATestCase):
 # 2. a whole remote datacenter killed for 10 s
 
 
-class DatacenterOutageTests(_HATestCase):
+class DatacenterOutageTests(FaultTestCase):
+    """A whole remote datacenter killed for 10 s gets every write acknowledged meanwhile."""
 
     def test_every_dc2_backend_gets_every_write_after_a_10s_outage(self) -> None:
         """
@@ -284,7 +217,7 @@ class DatacenterOutageTests(_HATestCase):
 # 3. a coordinator killed while it holds hints
 
 
-class CoordinatorCrashTests(_HATestCase):
+class CoordinatorCrashTests(FaultTestCase):
     """With ``hints_fsync: always``, hints survive SIGKILL of the node that holds them."""
 
     def crash_with_hints(self, label: str, block: int, torn: bool) -> None:
@@ -342,7 +275,8 @@ class CoordinatorCrashTests(_HATestCase):
 # 4. a replica's redis-server frozen for 5 s
 
 
-class FrozenRedisTests(_HATestCase):
+class FrozenRedisTests(FaultTestCase):
+    """A replica's redis-server frozen with SIGSTOP: clients see nothing, and the replica converges."""
 
     def test_sigstop_of_a_replica_redis_is_invisible_to_clients_and_converges(self) -> None:
         """
@@ -388,9 +322,15 @@ class FrozenRedisTests(_HATestCase):
 _DROP_LINE = re.compile(r"hints for (\S+): dropped (\d+) \(window\)")
 
 
-class HintWindowTests(_HATestCase):
+class HintWindowTests(FaultTestCase):
+    """An outage longer than ``hint_window``: the hints beyond it are dropped, counted and logged."""
 
     def test_hints_beyond_a_2s_window_are_dropped_counted_and_logged(self) -> None:
+        """
+        Rack 2 down for 2.5 hint windows while rack 1 takes writes: /info,
+        /metrics and the log agree on the number dropped, and rack 2 misses
+        no more acknowledged writes than that.
+        """
         fx = self.start_cluster("window", ONE_DC, 51, {"hint_window": 2000, "hints_fsync": "always"})
         r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         target = fx.peer_name(r2)
@@ -442,7 +382,8 @@ class HintWindowTests(_HATestCase):
 # 6. reads while racks are down
 
 
-class ReadsDuringFailureTests(_HATestCase):
+class ReadsDuringFailureTests(FaultTestCase):
+    """Reads fail over to other racks; quorum levels fail, with -ERR, only without a quorum."""
 
     def test_reads_fail_over_to_other_racks_and_quorum_fails_only_without_a_quorum(self) -> None:
         """

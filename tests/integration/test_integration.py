@@ -187,6 +187,8 @@ class _DataTypesMixin:
 
 
 class DataTypesRESP2Tests(_DataTypesMixin, NodeTestCase):
+    """The data-type scenarios with redis-py in RESP2."""
+
     protocol = 2
 
 
@@ -201,6 +203,8 @@ class DataTypesDefaultProtocolTests(_DataTypesMixin, NodeTestCase):
 
 
 class RESP3WireTests(NodeTestCase):
+    """After HELLO 3 the node answers byte for byte what redis-server answers; HELLO 2 switches back."""
+
     def _populate(self) -> None:
         r = self.client(protocol=2)
         r.hset("h", mapping={"a": "1", "b": "two"})
@@ -287,6 +291,8 @@ class RESP3WireTests(NodeTestCase):
 
 
 class BinarySafetyTests(NodeTestCase):
+    """Keys and values with every byte value, CRLF, NUL and 5 MB arrive unchanged."""
+
     def _roundtrip(self, key: bytes, value: bytes, protocol: Optional[int]) -> None:
         kw = {} if protocol is None else {"protocol": protocol}
         r = self.client(**kw)
@@ -325,6 +331,8 @@ class BinarySafetyTests(NodeTestCase):
 
 
 class AuthTests(NodeTestCase):
+    """``requirepass``: nothing before AUTH, wrong passwords refused, HELLO with AUTH."""
+
     node_overrides = {"requirepass": PASSWORD}
 
     def test_commands_before_auth_are_refused(self) -> None:

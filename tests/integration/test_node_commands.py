@@ -28,6 +28,8 @@ from tests.integration.fixtures.resp import decode_reply, encode_command
 
 
 class NodeCommandTests(NodeTestCase):
+    """Commands the node answers itself, inline commands, unsupported and unknown commands."""
+
     def test_inline_commands(self) -> None:
         conn = self.raw()
         conn.send(b"PING\r\n")
@@ -134,6 +136,8 @@ class NodeCommandTests(NodeTestCase):
 
 
 class MalformedInputTests(NodeTestCase):
+    """A protocol error closes only the connection that sent it."""
+
     def test_protocol_error_closes_only_that_connection(self) -> None:
         before = self.raw()
         self.assertEqual(before.command("SET", "k", "v"), b"+OK\r\n")
@@ -154,6 +158,8 @@ class MalformedInputTests(NodeTestCase):
 
 
 class OversizedRequestTests(NodeTestCase):
+    """A request over ``max_request_bytes`` is refused with an error naming the size, and not run."""
+
     node_overrides = {"max_request_bytes": 1024}
 
     def test_oversized_request_is_refused(self) -> None:
@@ -178,6 +184,8 @@ class OversizedRequestTests(NodeTestCase):
 
 
 class ConfigCheckTests(unittest.TestCase):
+    """``twistd dynomite --check-config``: a bad file fails with one line naming the file and the key."""
+
     def _write(self, tmp: str, name: str, config: Dict[str, Any]) -> str:
         os.makedirs(tmp, exist_ok=True)
         path = os.path.join(tmp, name)

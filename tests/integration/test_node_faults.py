@@ -16,7 +16,7 @@ from typing import Any, List
 from twisted.trial import unittest
 
 from tests.integration.fixtures.cases import NodeTestCase
-from tests.integration.fixtures.common import HarnessError, rss_bytes
+from tests.integration.fixtures.common import FixtureError, rss_bytes
 from tests.integration.fixtures.processes import NodeFixture
 from tests.integration.fixtures.resp import RawConnection, encode_command
 
@@ -47,7 +47,7 @@ class BackpressureTests(NodeTestCase):
             while not stop.is_set():
                 try:
                     peak[0] = max(peak[0], rss_bytes(pid))
-                except (OSError, HarnessError):
+                except (OSError, FixtureError):
                     return
                 time.sleep(0.05)
 
