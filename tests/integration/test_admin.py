@@ -19,7 +19,8 @@ from twisted.trial import unittest
 
 from dynomite import __version__
 
-from tests.integration.harness import NodeFixture, wait_until
+from tests.integration.fixtures.common import wait_until
+from tests.integration.fixtures.processes import NodeFixture
 
 TOKEN = "let-me-in"
 

@@ -31,7 +31,8 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from twisted.trial import unittest
 
-from tests.integration.harness import NodeFixture, RawConnection, RedisProcess, decode_reply, split_aggregate
+from tests.integration.fixtures.processes import NodeFixture, RedisProcess
+from tests.integration.fixtures.resp import RawConnection, decode_reply, split_aggregate
 
 SEED = 20240611
 COUNT = 2000

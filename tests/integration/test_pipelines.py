@@ -9,9 +9,10 @@ for byte what a plain redis-server answers; every rack ends with the same
 data; per-family counters count every request once.
 
 Real processes only: a plain redis-server (the oracle), one node in front of
-its own redis-server, and 1 DC x 3 racks x 1 node clusters from
-``tests/ha_fixtures`` (``127.7.<worker>.201`` and up).  Replies are framed
-by the harness's own RESP reader, not by ``dynomite.resp``.
+its own redis-server, and 1 DC x 3 racks x 1 node clusters
+(``tests/integration/fixtures/cluster.py``, on ``127.7.<worker>.201`` and
+up).  Replies are framed by the tests' own RESP reader
+(``tests/integration/fixtures/resp.py``), not by ``dynomite.wire``.
 
 Allowed differences from plain Redis: a non-negative TTL may differ by 1 s
 (the node adds latency between EXPIRE and TTL, as in test_differential);
@@ -28,15 +29,15 @@ import os
 import random
 import tempfile
 import threading
-import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from twisted.trial import unittest
 
 from dynomite.launcher.cluster import ClusterNode
-from tests.integration.ha_fixtures import HACluster, poll
-from tests.integration.harness import NodeFixture, RawConnection, RedisProcess, ReplyReader, encode_command, shared_fixtures
-from tests.integration.test_admin import metrics as scrape
+from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, ClusterFixture, Layout, shared_cluster
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, poll, shared
+from tests.integration.fixtures.processes import NodeFixture, RedisProcess
+from tests.integration.fixtures.resp import RawConnection, ReplyReader, encode_command
 from tests.integration.test_differential import dump_keyspace
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
@@ -53,6 +54,8 @@ Address = Tuple[str, int]
 
 
 class Request(NamedTuple):
+    """One request of a generated stream, as sent and as described in failure messages."""
+
     wire: bytes     # exactly what goes on the socket
     text: str       # for failure messages
     replies: int    # 0 for an empty line
@@ -245,6 +248,7 @@ def joined(requests: Sequence[Request]) -> List[bytes]:
 
 
 class _PipelineTestCase(unittest.SynchronousTestCase):
+    """Compares a pipeline's replies with the oracle's, showing the first difference in context."""
 
     def assertSameReplies(self, requests: Sequence[Request], want: List[bytes], got: List[bytes],
                           what: str) -> None:
@@ -298,7 +302,7 @@ class SingleNode(NodeFixture):
 
 
 def single_node() -> SingleNode:
-    return shared_fixtures.get("pipelines-single-node", SingleNode)
+    return shared.get("pipelines-single-node", SingleNode)
 
 
 class SingleNodePipelineTests(_PipelineTestCase):
@@ -351,17 +355,14 @@ class SingleNodePipelineTests(_PipelineTestCase):
 # 2, 3. a 1 DC x 3 racks x 1 node cluster
 
 
-_shared: List[HACluster] = []
+def layout(name: str, block: int) -> Layout:
+    """1 DC x 3 racks x 1 node on block ``block`` of 127.7.<worker>.x."""
+    return Layout(f"ha_{name}", ONE_DC, OWN_CLUSTERS_SUBNET, block, SHORT_TIMEOUTS)
 
 
-def shared_cluster() -> HACluster:
-    """One cluster for the tests that kill nothing (ha_fixtures stops it, by PID, at exit)."""
-    if _shared and not all(p.running() and not p.paused for p in _shared[0].cluster.processes):
-        _shared.pop().stop()
-    if not _shared:
-        _shared.append(HACluster("pipelines", ONE_DC, 201))
-        _shared[0].wait_normal(20)
-    return _shared[0]
+def pipelines_cluster() -> ClusterFixture:
+    """One cluster for the tests that kill nothing (stopped, by PID, at exit)."""
+    return shared_cluster(layout("pipelines", 201))
 
 
 def consistency(level: str) -> List[Tuple[str, ...]]:
@@ -372,7 +373,7 @@ class ClusterPipelineTests(_PipelineTestCase):
     """Mixed pipelines through one node of three racks: Redis's replies, and three equal copies."""
 
     def setUp(self) -> None:
-        self.fx = shared_cluster()
+        self.fx = pipelines_cluster()
         for n in self.fx.nodes:
             self.fx.backend(n).flushall()
         self.reference = single_node().reference
@@ -380,7 +381,7 @@ class ClusterPipelineTests(_PipelineTestCase):
             self.assertEqual(conn.command("FLUSHALL"), b"+OK\r\n")
 
     def rack_nodes(self) -> List[ClusterNode]:
-        return [self.fx.node("dc1", f"rack{i}") for i in (1, 2, 3)]
+        return [self.fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
 
     def compare(self, seed: int, level: str, via: int, resp: int = 2, cut: bool = False) -> None:
         requests = mixed_traffic(seed)
@@ -438,127 +439,3 @@ class ClusterPipelineTests(_PipelineTestCase):
             requests = [cmd("SET", f"{prefix}{i}", "...") for i in range(1000)] + \
                 [cmd("GET", f"{prefix}{i}") for i in range(1000)] + [cmd("QUIT")]
             self.assertSameReplies(requests, want, got, f"DC_QUORUM via {coordinator.name}")
-
-
-# ---------------------------------------------------------------------------
-# 4. per-family accounting of errors inside runs
-
-
-def requests_total(node: Any) -> Dict[str, float]:
-    """The string family's ok and error counts, and how many reads the latency histogram saw."""
-    samples = scrape(node)
-    name = "dynomite_client_requests_total"
-    return {"ok": samples[(name, (("family", "string"), ("result", "ok")))],
-            "error": samples[(name, (("family", "string"), ("result", "error")))],
-            "reads": samples[("dynomite_request_duration_seconds_count", (("op", "read"),))]}
-
-
-class ErrorAccountingTests(_PipelineTestCase):
-    """WRONGTYPE replies first, last and amid pipelined runs of GETs count as errors, every request once."""
-
-    def check(self, backends: Sequence[Any], stats_node: Any, address: Address,
-              preamble: List[Tuple[str, ...]], seed: int) -> None:
-        for backend in backends:   # written straight into Redis: not counted by the node
-            backend.hset("acct:h", "f", "v")
-            backend.mset({f"acct:s{k}": f"v{k}" for k in range(50)})
-        rng = random.Random(seed)
-        requests, want, errors = [], [], 0
-        for run in range(12):
-            length = rng.randint(16, 120)
-            wrong = {0, length - 1, rng.randrange(length)} if run % 2 else {rng.randrange(length)}
-            for i in range(length):
-                if i in wrong:
-                    requests.append(cmd("GET", "acct:h"))
-                    want.append(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
-                    errors += 1
-                else:
-                    k = rng.randrange(50)
-                    requests.append(cmd("GET", f"acct:s{k}"))
-                    want.append(b"$%d\r\nv%d\r\n" % (len(b"v%d" % k), k))
-        gets = len(requests)
-        before = requests_total(stats_node)
-        got = exchange(address, joined(requests + [cmd("QUIT")]), preamble)
-        self.assertSameReplies(requests + [cmd("QUIT")], want + [b"+OK\r\n"], got, "runs of GETs with WRONGTYPE")
-        after = requests_total(stats_node)
-        self.assertEqual(
-            {k: after[k] - before[k] for k in after}, {"ok": gets - errors, "error": errors, "reads": gets},
-            f"{gets} GETs, {errors} of them WRONGTYPE: increases of dynomite_client_requests_total"
-            f"{{family=string}} and dynomite_request_duration_seconds_count{{op=read}}")
-
-    def test_single_node(self) -> None:
-        fx = single_node()
-        fx.reset()
-        self.check([fx.redis.client(protocol=2)], fx.node, fx.node.address, [], 21)
-
-    def test_cluster_at_dc_quorum(self) -> None:
-        fx = shared_cluster()
-        via = fx.node("dc1", "rack2")
-        self.check([fx.backend(n) for n in fx.nodes], via, via.client_address, consistency("DC_QUORUM"), 22)
-
-
-# ---------------------------------------------------------------------------
-# 5. a replica frozen or killed while a pipeline of writes is in flight
-
-
-class ReplicaFaultTests(_PipelineTestCase):
-    """Every pipelined write answers its old value or -ERR while a replica is out; none is lost."""
-
-    def writes_through_a_fault(self, label: str, block: int, stop: Callable[[ClusterNode], None],
-                               restore: Callable[[ClusterNode], None], what: str) -> None:
-        """
-        1 DC x 3 racks at DC_ONE: 3,000 ``SET k new GET`` in 30 writes 0.1 s
-        apart through rack 1; rack 2 is faulted before write 8 and restored
-        before write 24.  Each reply is the key's distinct old value (so order
-        shows) or -ERR, and every acknowledged write reaches all three racks.
-        """
-        fx = HACluster(label, ONE_DC, block)
-        self.addCleanup(fx.stop)   # SIGCONT if paused, then stop by PID
-        fx.wait_normal(20)
-        r1, r2, r3 = (fx.node("dc1", f"rack{i}") for i in (1, 2, 3))
-        count, per_chunk = 3000, 100
-        keys = [f"fault:{i}" for i in range(count)]
-        old = {k: f"old:{i}" for i, k in enumerate(keys)}
-        new = [f"{i}:{random.Random(i).getrandbits(32):08x}" for i in range(count)]
-        for n in (r1, r2, r3):
-            fx.backend(n).mset(old)
-        writes = [encode_command("SET", k, v, "GET") for k, v in zip(keys, new)]
-        chunks = [b"".join(writes[i:i + per_chunk]) for i in range(0, count, per_chunk)] + [b"QUIT\r\n"]
-        times: Dict[str, float] = {}
-
-        def between(i: int) -> None:
-            if i == 8:
-                stop(r2)
-                times["out"] = time.monotonic()
-            if i == 24:
-                restore(r2)
-                times["back"] = time.monotonic()
-            time.sleep(0.1)
-
-        got = exchange(r1.client_address, chunks, consistency("DC_ONE"), between)
-        outage = f"{what} for {times['back'] - times['out']:.1f}s"
-        self.assertEqual(len(got), count + 1, f"{outage}: one reply per write, and QUIT's")
-        bad = [(k, raw) for k, raw in zip(keys, got) if raw != b"$%d\r\n%s\r\n" % (len(old[k]), old[k].encode())
-               and not raw.startswith(b"-ERR ")]
-        self.assertEqual(bad[:5], [], f"{outage}: {len(bad)} of {count} writes answered neither their old value"
-                         f" nor -ERR")
-        acked = {k: v for k, v, raw in zip(keys, new, got) if raw[:1] == b"$"}
-        self.assertGreater(len(acked), count // 2, f"{outage}: only {len(acked)} of {count} writes acknowledged")
-        self.assertGreater((fx.hint_stats(r1, r2) or {}).get("stored_total", 0), 0,
-                           f"{outage}: rack 1 kept no hint for rack 2; the fault missed the pipeline")
-        wrong = fx.wait_holding([r2, r1, r3], acked, CONVERGE_TIMEOUT)
-        if wrong:
-            self.fail(f"{outage}: of {len(acked)} acknowledged writes, still missing after {CONVERGE_TIMEOUT}s: "
-                      + ", ".join(f"{n}: {len(ks)} e.g. {sorted(ks)[:3]}" for n, ks in sorted(wrong.items()))
-                      + "\n" + fx.diagnostics())
-
-    def test_sigstop_of_a_replica_redis(self) -> None:
-        self.writes_through_a_fault("pipelines-sigstop", 211, lambda n: n.redis_process.pause(),
-                                    lambda n: n.redis_process.resume(), "rack 2's redis-server SIGSTOPped")
-
-    def test_sigkill_of_a_replica_node(self) -> None:
-        def restart(n: ClusterNode) -> None:
-            n.node_process.spawn()
-            n.node_process.wait_ready(20)
-
-        self.writes_through_a_fault("pipelines-sigkill", 221, lambda n: n.node_process.kill(), restart,
-                                    "rack 2's node SIGKILLed")
