@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_monitoring -*-
 """
 The numbers the hot path keeps: plain integers and latency histograms.
 

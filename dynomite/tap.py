@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_plugin -*-
 """
 ``twistd dynomite``: command-line options and the service maker.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 ``dynomite-bench``: dynomite nodes against plain Redis, measured in the same run.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 CPU time from /proc: per process (utime + stime of /proc/<pid>/stat, all
 its threads) and for the whole machine (/proc/stat), so a run can report

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 Benchmark: how fast a hint log takes hints and an outbox replays them.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 Running ``redis-benchmark`` and reading what it prints.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 From raw runs to the summary, the tables and the goals; no I/O.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_benchmark -*-
 """
 What the benchmark measures: plain Redis, and dynomite nodes in front of Redis.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_config -*-
 """
 The words the cluster speaks, each defined once.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_quorum -*-
 """
 Consistency levels and reconciliation of replica replies.
 

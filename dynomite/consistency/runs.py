@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.cluster.test_runs -*-
 """
 Runs: pipelined requests that travel together.
 

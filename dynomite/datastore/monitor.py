@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_node_commands -*-
 """
 The control-plane view of the local Redis, through txredisapi.
 

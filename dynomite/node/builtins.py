@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_node -*-
 """
 Commands the node answers itself, without asking Redis.
 

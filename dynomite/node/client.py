@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_node -*-
 """
 The client-facing RESP protocol: bytes in, requests to the node, replies
 out in request order.

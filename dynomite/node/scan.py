@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_scan -*-
 """
 Composite SCAN cursors: one cursor that walks every node of a rack.
 

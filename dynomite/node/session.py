@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_node -*-
 """
 What the node remembers about one client connection.
 

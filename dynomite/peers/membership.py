@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_membership -*-
 """
 Membership: this node's state, and what its peers say about theirs.
 

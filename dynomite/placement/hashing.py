@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_ring -*-
 """
 Key hashing for placement: MurmurHash3 x86 32-bit, unsigned, seed 0.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_ring -*-
 """
 Token rings: which owner holds a 32-bit hash.
 

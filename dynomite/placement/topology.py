@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_topology -*-
 """
 The cluster as this node sees it: datacenters, racks, nodes, and the replica
 set of a hash.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_peer -*-
 """
 Sans-IO framing of the node-to-node protocol: bytes in, frames out.
 

@@ -38,3 +38,25 @@ class PluginTests(SynchronousTestCase):
             SystemExit, options.parseOptions, ["--check-config", "-c", os.path.join(ETC, "single.yml")]
         )
         self.assertEqual(e.code, 0)
+
+
+class NoDiskBeforeStartTests(SynchronousTestCase):
+    """
+    twistd builds the service before it forks to daemonize, and a file lock
+    does not survive fork: building a node must touch no file (the hint logs'
+    lock is taken when the service starts, in the daemon).
+    """
+
+    def test_building_the_service_creates_no_hint_file(self):
+        from twisted.internet.task import Clock
+
+        from dynomite.service import NodeService
+        from tests.fakes import node_config
+
+        data_dir = self.mktemp()
+        service = NodeService(node_config(data_dir=data_dir, stats_listen="127.0.0.1:0",
+                                          listen="127.0.0.1:0", dyn_listen="127.0.0.1:0"), Clock())
+        self.assertFalse(os.path.exists(data_dir))
+        self.assertTrue(service.parts.outboxes)
+        for outbox in service.parts.outboxes.values():
+            self.assertFalse(outbox.started)
