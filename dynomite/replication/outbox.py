@@ -66,6 +66,7 @@ from typing import Any, Deque, Dict, Optional, Set, Tuple
 from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
+from dynomite.runtime import machine
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.requests import split_commands
 
@@ -208,14 +209,8 @@ class Outbox:
     # -- state machine ---------------------------------------------------------
 
     def _fire(self, event: str) -> None:
-        entry = _TRANSITIONS.get((self.state, event))
-        if entry is None:
-            return
-        old = self.state
-        self.state, action = entry
-        if action is not None:
-            getattr(self, action)()
-        if old != self.state:
+        old = machine.fire(self, _TRANSITIONS, event)
+        if old is not None and old != self.state:
             self.log.debug("outbox {target}: {old} --{event}--> {new}", target=self.target,
                            old=old, event=event, new=self.state)
 

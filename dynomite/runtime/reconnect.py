@@ -44,6 +44,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
+from dynomite.runtime import machine
+
 __all__ = [
     "Backoff", "ReconnectingConnection", "TRANSITIONS",
     "IDLE", "CONNECTING", "HANDSHAKING", "UP", "WAITING", "DROPPING", "RESETTING", "STOPPED",
@@ -165,14 +167,8 @@ class ReconnectingConnection:
 
     def fire(self, event: str) -> None:
         """Take ``event``: move per `TRANSITIONS` and run the action."""
-        entry = TRANSITIONS.get((self.state, event))
-        if entry is None:
-            return
-        old = self.state
-        self.state, action = entry
-        if action is not None:
-            getattr(self, action)()
-        if (old == UP) != (self.state == UP):
+        old = machine.fire(self, TRANSITIONS, event)
+        if old is not None and (old == UP) != (self.state == UP):
             self.up_changed(self.state == UP)
 
     def start(self) -> None:
