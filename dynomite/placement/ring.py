@@ -63,16 +63,16 @@ class Ring(Generic[T]):
         # smallest token's owner, so owner() needs no branch.
         self._lookup: List[T] = self._owners + self._owners[:1]
 
-    def owner(self, h: int) -> T:
+    def owner(self, position: int) -> T:
         """
-        The owner of hash ``h`` (``0..MAX_TOKEN``): the owner of the smallest
-        token ``>= h``, or of the smallest token when ``h`` is above them all.
+        The owner of ring position ``position`` (``0..MAX_TOKEN``): the owner of the smallest
+        token ``>= position``, or of the smallest token when ``position`` is above them all.
         """
-        return self._lookup[bisect_left(self._tokens, h)]
+        return self._lookup[bisect_left(self._tokens, position)]
 
-    def token(self, h: int) -> int:
-        """The token that owns hash ``h`` (the one :meth:`owner` picks)."""
-        i = bisect_left(self._tokens, h)
+    def token(self, position: int) -> int:
+        """The token that owns ring position ``position`` (the one :meth:`owner` picks)."""
+        i = bisect_left(self._tokens, position)
         return self._tokens[i] if i < len(self._tokens) else self._tokens[0]
 
     @property
@@ -126,8 +126,8 @@ def owner_table(rings: Sequence[Ring[T]]) -> Tuple[List[int], List[Tuple[T, ...]
     rings.  Equal answers are the same tuple object (cheap dict keys).
 
     Returns ``(bounds, answers)``: ``bounds`` is the sorted union of all the
-    rings' tokens, and ``answers[bisect_left(bounds, h)]`` is the tuple of
-    each ring's owner of ``h`` (``answers`` has one extra entry, equal to the
+    rings' tokens, and ``answers[bisect_left(bounds, position)]`` is the tuple of
+    each ring's owner of ``position`` (``answers`` has one extra entry, equal to the
     first, for hashes above every token). With no rings every answer is ``()``.
     """
     bounds = sorted({token for ring in rings for token in ring._tokens})

@@ -162,21 +162,21 @@ class Topology:
 
     # -- placement (the request path) ----------------------------------------
 
-    def local_replicas(self, h: int) -> Tuple[NodeInfo, ...]:
+    def local_replicas(self, position: int) -> Tuple[NodeInfo, ...]:
         """
-        The owner of hash ``h`` in each rack of this datacenter, in
+        The owner of ring position ``position`` in each rack of this datacenter, in
         ``local_racks`` order: this node's rack first.
         """
-        return self._local_answers[bisect_left(self._local_bounds, h)]
+        return self._local_answers[bisect_left(self._local_bounds, position)]
 
-    def dc_replicas(self, dc: str, h: int) -> Tuple[NodeInfo, ...]:
-        """The owner of hash ``h`` in each rack of ``dc``, in sorted rack order."""
+    def dc_replicas(self, dc: str, position: int) -> Tuple[NodeInfo, ...]:
+        """The owner of ring position ``position`` in each rack of ``dc``, in sorted rack order."""
         bounds, answers = self._dc_tables[dc]
-        return answers[bisect_left(bounds, h)]
+        return answers[bisect_left(bounds, position)]
 
-    def replica_key(self, h: int) -> Tuple[str, ...]:
+    def replica_key(self, position: int) -> Tuple[str, ...]:
         """
-        A value identifying every replica of hash ``h``, in every rack of
+        A value identifying every replica of ring position ``position``, in every rack of
         every datacenter.
 
         Two hashes have equal keys exactly when they have the same owner in
@@ -185,13 +185,13 @@ class Topology:
         owners' names, racks ordered by (dc, rack); it is precomputed and
         shared, so the call is one binary search.
         """
-        return self._key_answers[bisect_left(self._key_bounds, h)]
+        return self._key_answers[bisect_left(self._key_bounds, position)]
 
     def segments(self) -> Tuple[List[int], List[Tuple[str, ...]]]:
         """
         The ring cut where any rack changes owner: ``(bounds, replica_keys)``,
-        with `replica_key` of a hash ``h`` equal to
-        ``replica_keys[bisect_left(bounds, h)]`` (for precomputed routing
+        with `replica_key` of a ring position ``position`` equal to
+        ``replica_keys[bisect_left(bounds, position)]`` (for precomputed routing
         tables, `dynomite.placement.router.PlanTable`).
         """
         return self._key_bounds, self._key_answers
