@@ -18,12 +18,12 @@ stands in for the `Reconciler`.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
 from dynomite.commands import table as commands
-from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE
+from dynomite.config.vocabulary import DC_ONE
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
 from dynomite.consistency.runs import RunReconciler
@@ -139,9 +139,11 @@ class Coordinator:
             return session.write_consistency or self.settings.write_consistency
         return session.read_consistency or self.settings.read_consistency
 
-    def runs_allowed(self, session) -> bool:
-        """Whether this session's requests may go in runs: not under DC_EACH_SAFE_QUORUM."""
-        return DC_EACH_SAFE_QUORUM not in (self.level(session, True), self.level(session, False))
+    def levels(self, session) -> Tuple[str, str]:
+        """This session's read and write levels."""
+        settings = self.settings
+        return (session.read_consistency or settings.read_consistency,
+                session.write_consistency or settings.write_consistency)
 
     # -- one replica set ---------------------------------------------------
 

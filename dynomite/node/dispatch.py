@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from dynomite.commands import table as commands
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.config.model import NodeConfig
-from dynomite.config.vocabulary import NORMAL, STANDBY, WRITES_ONLY
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
 from dynomite.placement.pipelines import RunCutter
 from dynomite.stats import Histogram, NodeMetrics
 
@@ -138,26 +138,31 @@ class Node:
         """
         session = client.session
         membership = self.membership
+        levels = self.coordinator.levels
         i, n = 0, len(requests)
         while i < n:
-            if session.authenticated and membership.state == NORMAL and self.coordinator.runs_allowed(session):
-                i = self._execute_runs(client, requests, bounds, data, i)
-            else:
-                self.execute(client, requests[i])
-                i += 1
+            if session.authenticated and membership.state == NORMAL:
+                read_level, write_level = levels(session)
+                if read_level != DC_EACH_SAFE_QUORUM and write_level != DC_EACH_SAFE_QUORUM:
+                    i = self._execute_runs(client, requests, bounds, data, i, read_level, write_level)
+                    if session.quitting:
+                        return
+                    continue
+            self.execute(client, requests[i])
+            i += 1
             if session.quitting:
                 return
 
     def _execute_runs(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
-                      i: int) -> int:
+                      i: int, read_level: str, write_level: str) -> int:
         """
-        From request ``i`` on, send runs until a request that cannot be in
-        one, which is executed on its own; return the index after it.
+        From request ``i`` on, send runs (never under DC_EACH_SAFE_QUORUM)
+        until a request that cannot be in one, which is executed on its own;
+        return the index after it.
         """
         session = client.session
         coordinator = self.coordinator
-        runs, i = self._runs.cut(requests, bounds, i, coordinator.level(session, False),
-                                 coordinator.level(session, True))
+        runs, i = self._runs.cut(requests, bounds, i, read_level, write_level)
         accounts = self._accounts
         for cmd, plan, start, end, count in runs:
             account = accounts.get(cmd.name)

@@ -149,18 +149,20 @@ class Router:
     def __init__(self, topology: Topology, hash_tag: Optional[bytes]) -> None:
         self.hash_tag = hash_tag
         self.topology = topology
-        self._tables: Dict[Tuple[bool, str], PlanTable] = {}
+        # level -> PlanTable, for reads and for writes
+        self._tables: Tuple[Dict[str, PlanTable], Dict[str, PlanTable]] = ({}, {})
 
     def update(self, topology: Topology) -> None:
         """Route over ``topology`` from now on."""
         self.topology = topology
-        self._tables = {}
+        self._tables = ({}, {})
 
     def table(self, write: bool, level: str) -> PlanTable:
         """Every plan of one kind at one level (built once, then shared)."""
-        table = self._tables.get((write, level))
+        tables = self._tables[write]
+        table = tables.get(level)
         if table is None:
-            table = self._tables[write, level] = PlanTable(self.topology, write, level)
+            table = tables[level] = PlanTable(self.topology, write, level)
         return table
 
     def position(self, key: bytes) -> int:
