@@ -2,8 +2,9 @@
 The runtime layer: process-wide reactor tweaks a running node installs.
 
 Write coalescing per reactor turn (`batching`), the lean epoll turn
-(`fastpoll`), live log levels (`logs`) and the reconnect state machine and
-backoff every outbound link shares (`reconnect`).  Every Twisted private API they
+(`fastpoll`), live log levels (`logs`), the reconnect state machine and
+backoff every outbound link shares (`reconnect`), and the engine of the
+explicit state machines (`machine`).  Every Twisted private API they
 need is behind `twisted_private`, with a test that fails loudly when a
 Twisted release changes one.
 
