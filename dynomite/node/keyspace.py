@@ -43,7 +43,7 @@ class Keyspace:
         name = cmd.name
         data = encode_command(args)
         slot = client.slot(len(data))
-        request = Request(data, session.resp, session.id)
+        request = Request(data, session.resp, session.id, 1, name in BROADCAST)
         targets = self._targets
         if name == "scan":
             self._scan(args, session, slot)
@@ -61,7 +61,6 @@ class Keyspace:
             nodes = self._router.topology.nodes
             gather = Gather(len(nodes),
                             lambda replies: slot.complete(first_error_or_local(replies, nodes)))
-            request.write = True
             for i, node in enumerate(nodes):
                 targets[node.name].send(request, gather.part(i))
         else:

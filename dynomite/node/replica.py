@@ -84,11 +84,13 @@ class Replica:
         self._targets = targets
         self._outboxes = outboxes
         self._runs = RunCutter(router)
+        # this node's Redis (its name never changes, whatever a reload does)
+        self._run_here = targets[router.topology.local.name].send
 
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
         """A REQUEST (run here) or FORWARD (apply to every rack of this DC)."""
         if frame_type == REQUEST:
-            self._targets[self._router.topology.local.name].send(request, sink)
+            self._run_here(request, sink)
             return
         self._apply_forwarded(request, sink)
 

@@ -65,7 +65,8 @@ class RunCutter:
         """
         runnable = self._runnable
         router = self._router
-        tables = (router.table(False, read_level), router.table(True, write_level))
+        reads, writes = router.table(False, read_level), router.table(True, write_level)
+        read_only, write_only = reads.only, writes.only
         hash_tag = router.hash_tag
         runs: List[Run] = []
         run_cmd = run_plan = None
@@ -82,8 +83,10 @@ class RunCutter:
             cmd, index, fewest, most = entry
             if not fewest <= len(args) <= most:
                 break
-            table = tables[cmd.write]
-            plan = table.only or table.plans[bisect_left(table.bounds, key_hash(args[index], hash_tag))]
+            if cmd.write:
+                plan = write_only or writes.plans[bisect_left(writes.bounds, key_hash(args[index], hash_tag))]
+            else:
+                plan = read_only or reads.plans[bisect_left(reads.bounds, key_hash(args[index], hash_tag))]
             if run_count and cmd is run_cmd and plan is run_plan and start == run_end:
                 run_end = bounds[2 * i + 1]
                 run_count += 1

@@ -34,10 +34,12 @@ class Request:
     """
     ``payload``: raw RESP of ``count`` requests joined (the client's own bytes);
     ``resp``: the client's protocol version (2 or 3), so replies come back in
-    it; ``write``: whether it changes data; ``lane``: see the module docstring.
+    it; ``write``: whether it changes data; ``lane``: see the module docstring;
+    ``flags``: ``resp`` and ``write`` as peer-frame and hint-record flags.
+    A request is never changed once made (it is shared by every target).
     """
 
-    __slots__ = ("payload", "resp", "lane", "count", "write")
+    __slots__ = ("payload", "resp", "lane", "count", "write", "flags")
 
     def __init__(self, payload: bytes, resp: int = 2, lane: int = 0, count: int = 1,
                  write: bool = False) -> None:
@@ -46,11 +48,7 @@ class Request:
         self.lane = lane
         self.count = count
         self.write = write
-
-    @property
-    def flags(self) -> int:
-        """The request's protocol version and kind as peer-frame and hint-record flags."""
-        return (FLAG_RESP3 if self.resp == 3 else 0) | (FLAG_WRITE if self.write else 0)
+        self.flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0)
 
     @classmethod
     def from_flags(cls, flags: int, payload: bytes, lane: int, count: int = 1) -> "Request":
