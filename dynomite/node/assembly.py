@@ -197,7 +197,7 @@ class NodeParts:
         self.config = config
         self.node.config = config
         self.router.update(topology)
-        self.targets.update()
+        self.targets.refresh()
         self._add_outboxes()
         if running:
             for name, outbox in self.outboxes.items():

@@ -20,7 +20,7 @@ them all by name and follows configuration reloads.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Mapping
+from typing import Dict, Mapping
 
 from zope.interface import Attribute, Interface, implementer
 
@@ -127,43 +127,32 @@ class RemoteDatacenter:
         return self._entry() is not None
 
 
-class Targets:
+class Targets(Dict[str, object]):
     """
-    Every target of this node by name: its own Redis, each peer, each
-    remote datacenter.  `update` follows a reload (targets are added for
-    new peers and datacenters; those of removed peers stay, and fail).
+    Every target of this node, by name: its own Redis, each peer, each
+    remote datacenter (a dict, so the request path looks one up at C
+    speed).  `refresh` follows a reload (targets are added for new peers
+    and datacenters; those of removed peers stay, and fail).
     """
 
     def __init__(self, router: Router, datastore, links: Mapping[str, object], membership) -> None:
+        super().__init__()
         self._router = router
         self._datastore = datastore
         self._links = links
         self._membership = membership
-        self._targets: Dict[str, object] = {}
-        self.update()
+        self.refresh()
 
-    def update(self) -> None:
+    def refresh(self) -> None:
         """Add the targets the router's current topology needs."""
         topology = self._router.topology
         local = topology.local.name
-        if local not in self._targets:
-            self._targets[local] = LocalRedis(local, self._datastore)
+        if local not in self:
+            self[local] = LocalRedis(local, self._datastore)
         for node in topology.nodes:
-            if not node.is_local and node.name not in self._targets:
-                self._targets[node.name] = PeerNode(node.name, self._links, self._membership)
+            if not node.is_local and node.name not in self:
+                self[node.name] = PeerNode(node.name, self._links, self._membership)
         for dc in topology.remote_datacenters:
             name = dc_target_name(dc)
-            if name not in self._targets:
-                self._targets[name] = RemoteDatacenter(dc, self._router, self._links, self._membership)
-
-    def __getitem__(self, name: str):
-        return self._targets[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._targets)
-
-    def __len__(self) -> int:
-        return len(self._targets)
-
-    def items(self):
-        return self._targets.items()
+            if name not in self:
+                self[name] = RemoteDatacenter(dc, self._router, self._links, self._membership)

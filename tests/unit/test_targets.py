@@ -104,5 +104,5 @@ class TargetTests(SynchronousTestCase):
     def test_update_adds_targets_for_a_new_topology(self):
         bigger = cluster(dcs=("dc1", "dc2", "dc3"), per_rack=1)
         self.router.update(bigger)
-        self.targets.update()
+        self.targets.refresh()
         self.assertIn("dc:dc3", set(self.targets))
