@@ -114,9 +114,9 @@ class TopologyFileTests(SynchronousTestCase):
         self.assertEqual(topology.datacenters, ("dc1", "dc2"))
         self.assertEqual(
             [(r.datacenter, r.rack, r.nodes) for r in topology.racks],
-            [(dc, rack, 1) for dc in ("dc1", "dc2") for rack in ("rack1", "rack2", "rack3")],
+            [(dc, rack, 2 if dc == "dc1" else 1) for dc in ("dc1", "dc2") for rack in ("rack1", "rack2", "rack3")],
         )
-        self.assertEqual(topology.node_count, 6)
+        self.assertEqual(topology.node_count, 9)
         self.assertEqual(topology.base_address, "127.0.0.11")
         self.assertEqual(topology.ports, Ports(client=8102, peer=8101, stats=22222, redis=22122))
         self.assertEqual(dict(topology.node_settings)["read_consistency"], "DC_QUORUM")
@@ -275,7 +275,7 @@ class NodeConfigTests(SynchronousTestCase):
     def test_demo_configs(self) -> None:
         plan = Cluster.from_topology(ClusterFile.from_yaml(DEMO), self.mktemp(), ports=None, base_address=None)
         plan.write_configs()
-        hosts = [f"127.0.0.{i}" for i in range(11, 17)]
+        hosts = [f"127.0.0.{i}" for i in range(11, 20)]
         self.assertEqual([n.host for n in plan.nodes], hosts)
         for n in plan.nodes:
             config = NodeConfig.from_yaml(n.config_path)
