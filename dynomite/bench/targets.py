@@ -5,7 +5,7 @@ What the benchmark measures: plain Redis, and dynomite nodes in front of Redis.
 Each :class:`Target` starts its processes on this machine (ephemeral ports,
 its own 127.0.0.x addresses), says where clients connect, which node and
 redis-server PIDs to charge CPU to, and can empty its datastores between
-runs. Node targets are :class:`dynomite.cluster.Cluster` instances built
+runs. Node targets are :class:`dynomite.launcher.cluster.Cluster` instances built
 from a topology dict; a single node is a 1 x 1 x 1 cluster. The nodes run
 under the ``twistd`` of an :class:`bench.interpreters.Interpreter`.
 """

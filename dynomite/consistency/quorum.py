@@ -41,7 +41,7 @@ def _error(text: str) -> bytes:
 class ReplicaSink:
     """
     The sink one replica's reply goes to: ``answer`` or ``failure`` of its
-    reconciler (a `Reconciler`, or a `dynomite.runs.RunReconciler`).
+    reconciler (a `Reconciler`, or a `dynomite.consistency.runs.RunReconciler`).
     """
 
     __slots__ = ("_reconciler",)

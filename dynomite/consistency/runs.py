@@ -15,14 +15,14 @@ Everything that waits for a run's replies gets either ``complete(joined)``
 -- exactly ``count`` whole replies, one per request -- or ``fail(raw)``:
 one node-made error that stands for every request of the run (the replica
 was unreachable, timed out, or the run was hinted).  The client's
-`dynomite.server.ReplySlot` repeats such an error once per request.
+`dynomite.node.client.ReplySlot` repeats such an error once per request.
 
 `RunReconciler` applies a consistency level to a run.  Replicas normally
 agree on the whole run, byte for byte, and the run is decided by comparing
 joined replies; as soon as they do not (one replica answered differently,
 or failed), each replica's joined reply is split into its requests'
 replies, and every request is reconciled on its own, by a
-`dynomite.quorum.Reconciler` fed the same replies in the same order, so the
+`dynomite.consistency.quorum.Reconciler` fed the same replies in the same order, so the
 outcome is what the requests would have got one by one.
 """
 

@@ -3,7 +3,7 @@
 The control-plane view of the local Redis, through txredisapi.
 
 The hot path never uses txredisapi (it decodes replies; see
-notes on fidelity in `dynomite.datastore`).  This monitor PINGs Redis every
+notes on fidelity in `dynomite.datastore.protocol`).  This monitor PINGs Redis every
 second to know whether it is up, tells the data path to reconnect at once
 whenever Redis answers while data connections are waiting to retry, and fetches INFO for the node's own INFO reply.
 """

@@ -297,7 +297,7 @@ def node_label(dc: str, rack: str, index: int) -> str:
     """
     ``<dc>-<rack>-<index>``: how the launcher names a node, also the stem of
     its files. (A node's name among its peers is ``host:port``:
-    :func:`dynomite.peers.protocol.node_name`.)
+    :func:`dynomite.peers.handshake.node_name`.)
     """
     return f"{dc}-{rack}-{index}"
 

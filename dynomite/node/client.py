@@ -95,7 +95,7 @@ class ClientProtocol(Protocol):
         self.counter = [0, 0]
         self.latency = None
         self.batch_start = 0.0
-        self.batched = False  # waiting in dynomite.batching for the end of a reply loop
+        self.batched = False  # waiting in dynomite.runtime.batching for the end of a reply loop
         self.queue: Deque[ReplySlot] = deque()
         self._parser = make_request_parser(max_request_bytes)
         self._max_outstanding = max_outstanding

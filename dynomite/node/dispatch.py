@@ -5,7 +5,7 @@ The node: what happens to each client request.
 `Node.execute` is the hot path.  It looks the command up once in the
 command table, applies Redis's own checks in Redis's order (unknown command,
 arity, authentication), and then either answers the request itself
-(`dynomite.builtins`), refuses it, or hands it to the `Coordinator`,
+(`dynomite.node.builtins`), refuses it, or hands it to the `Coordinator`,
 which routes it to the replicas of its keys.  It
 never logs or formats strings for a request that succeeds.
 

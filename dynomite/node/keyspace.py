@@ -4,7 +4,7 @@ Whole-keyspace commands, served by the coordinator for its clients.
 
 They read one copy of the data from every node of the local rack (a rack
 holds a full copy): SCAN walks the rack's nodes one after another behind a
-composite cursor (`dynomite.scan`), KEYS and DBSIZE combine every node's
+composite cursor (`dynomite.node.scan`), KEYS and DBSIZE combine every node's
 answer, RANDOMKEY asks the nodes in random order until one has a key.
 FLUSHDB, FLUSHALL and SCRIPT LOAD/EXISTS/FLUSH reach every node of every
 datacenter; other commands of the kind (TIME, ...) go to the local Redis.

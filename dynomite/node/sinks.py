@@ -4,7 +4,7 @@ Sinks that more than one part of the node uses.
 
 A *sink* is whoever waits for a reply: ``complete(raw)`` with the replica's
 reply, ``fail(raw)`` with an error made by the node (see
-`dynomite.datastore`).  `AnyOutcome` treats the two alike; `Gather` collects one
+`dynomite.datastore.protocol`).  `AnyOutcome` treats the two alike; `Gather` collects one
 reply per part of a request that went to several places and hands them
 over in part order.
 """

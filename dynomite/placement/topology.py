@@ -4,7 +4,7 @@ The cluster as this node sees it: datacenters, racks, nodes, and the replica
 set of a hash.
 
 Every rack holds a full copy of the keyspace split by tokens, so a hash has
-one owner per rack (:mod:`dynomite.ring`) and the replicas of a key in a
+one owner per rack (:mod:`dynomite.placement.ring`) and the replicas of a key in a
 datacenter are those owners, one per rack. :class:`Topology` is built once
 from the node's configuration (:meth:`Topology.from_config`: this node plus
 ``dyn_seeds``), checks that it is coherent, and precomputes everything the

@@ -28,7 +28,7 @@ so a large payload arriving in small pieces costs linear time.
 
 Handshake frames carry a JSON object; `encode_control` and `decode_control`
 build and check them, and `handshake_proof` computes the HMAC-SHA256 proofs
-of ``peer_secret`` (see `dynomite.peer_protocol` for the exchange).
+of ``peer_secret`` (see `dynomite.peers.handshake` for the exchange).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ FLAG_RESP3 = 0x0001
 #: REQUEST/FORWARD: the command writes.
 FLAG_WRITE = 0x0002
 #: REQUEST/FORWARD: the payload is a run of pipelined requests
-#: (`dynomite.runs`): a 4-byte big-endian count, then that many requests;
+#: (`dynomite.consistency.runs`): a 4-byte big-endian count, then that many requests;
 #: the REPLY joins their replies.
 FLAG_RUN = 0x0004
 #: REPLY: the payload is an error made by the replica node (its datastore is
