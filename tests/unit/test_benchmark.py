@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any, Dict, List
 
@@ -212,6 +213,35 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return text[text.rindex(")") + 2] not in "ZX"
+
+
+_SETTINGS = dict(requests=10, pipelined_requests=10, pipeline=16, clients=1, data_size=8, keyspace=10,
+                 tests=("set",), warmup=0.0, redis_benchmark="redis-benchmark")
+
+
+def _other_interpreter():
+    from dynomite.bench.interpreters import Interpreter
+
+    return Interpreter("other", sys.executable, "twistd")
+
+
+class RoundOrderTests(SynchronousTestCase):
+    """No interpreter always runs first in a round: the first measured slower on this machine."""
+
+    def test_nodes_alternate_and_redis_leads(self) -> None:
+        from dynomite.bench.interpreters import cpython
+        from dynomite.bench.benchmark import Benchmark, Settings
+
+        settings = Settings(rounds=2, kinds=("redis", "single", "dc_one"), **_SETTINGS)
+        bench = Benchmark(settings, [cpython(), _other_interpreter()], tempfile.mkdtemp())
+        self.addCleanup(shutil.rmtree, bench.workdir, True)
+        bench.plan()
+        first = [t.id for t in bench.round_order(1)]
+        second = [t.id for t in bench.round_order(2)]
+        self.assertEqual(first[0], "redis")
+        self.assertEqual(second[0], "redis")
+        self.assertEqual(second[1:], first[1:][::-1])
+        self.assertEqual(first[1:], ["single/cpython", "dc_one/cpython", "single/other", "dc_one/other"])
 
 
 class RealRunTests(SynchronousTestCase):
