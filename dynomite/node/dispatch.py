@@ -162,7 +162,8 @@ class Node:
         """
         session = client.session
         coordinator = self.coordinator
-        runs, i = self._runs.cut(requests, bounds, i, read_level, write_level)
+        router = coordinator.router
+        runs, i = self._runs.cut(requests, bounds, i, router.reads[read_level], router.writes[write_level])
         accounts = self._accounts
         for cmd, plan, start, end, count in runs:
             account = accounts.get(cmd.name)

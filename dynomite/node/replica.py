@@ -106,8 +106,9 @@ class Replica:
         # each group of writes with the same replicas: (replicas, start, end, count)
         groups = []
         i, n = 0, len(requests)
+        reads, writes = self._router.reads[DC_ONE], self._router.writes[DC_ONE]
         while i < n:
-            runs, i = self._runs.cut(requests, bounds, i, DC_ONE, DC_ONE)
+            runs, i = self._runs.cut(requests, bounds, i, reads, writes)
             for _cmd, plan, start, end, count in runs:
                 groups.append((plan.local, start, end, count))
             if i < n:

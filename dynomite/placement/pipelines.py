@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dynomite.commands import table as commands
 from dynomite.placement.hashing import key_hash
-from dynomite.placement.router import Plan, Router
+from dynomite.placement.router import Plan, PlanTable, Router
 
 __all__ = ["Run", "RunCutter"]
 
@@ -54,20 +54,18 @@ class RunCutter:
         self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
 
     def cut(self, requests: List[List[bytes]], bounds: List[int], i: int,
-            read_level: str, write_level: str) -> Tuple[List[Run], int]:
+            reads: PlanTable, writes: PlanTable) -> Tuple[List[Run], int]:
         """
         The runs from request ``i`` on, up to (not including) the first
         request that cannot be in one; and that request's index (``len(requests)``
         when every request went in a run).  ``bounds`` gives each request's
         place in the bytes it was read from (`RequestParser.bounds`, -1 where
-        the bytes are not canonical); reads are planned at ``read_level``,
-        writes at ``write_level``.
+        the bytes are not canonical); reads are planned with the `PlanTable`
+        ``reads`` (``router.reads[level]``), writes with ``writes``.
         """
         runnable = self._runnable
-        router = self._router
-        reads, writes = router.table(False, read_level), router.table(True, write_level)
         read_only, write_only = reads.only, writes.only
-        hash_tag = router.hash_tag
+        hash_tag = self._router.hash_tag
         runs: List[Run] = []
         run_cmd = run_plan = None
         run_start = run_end = run_count = 0

@@ -138,32 +138,44 @@ class Fragment:
         return encode_command(self.args)
 
 
+class _Tables(Dict[str, PlanTable]):
+    """The `PlanTable` of each level for one kind of request, built when first asked for."""
+
+    def __init__(self, router: "Router", write: bool) -> None:
+        super().__init__()
+        self._router = router
+        self._write = write
+
+    def __missing__(self, level: str) -> PlanTable:
+        table = self[level] = PlanTable(self._router.topology, self._write, level)
+        return table
+
+
 class Router:
     """
     Routes requests over the current `Topology`; the one owner of it.
 
     A configuration reload hands the new topology to `update`; everything
-    that routes holds this object, never a topology of its own.
+    that routes holds this object, never a topology of its own.  ``reads``
+    and ``writes`` map a level to its `PlanTable` (plain dict lookups, for
+    the hot path).
     """
 
     def __init__(self, topology: Topology, hash_tag: Optional[bytes]) -> None:
         self.hash_tag = hash_tag
         self.topology = topology
-        # level -> PlanTable, for reads and for writes
-        self._tables: Tuple[Dict[str, PlanTable], Dict[str, PlanTable]] = ({}, {})
+        self.reads = _Tables(self, False)
+        self.writes = _Tables(self, True)
 
     def update(self, topology: Topology) -> None:
         """Route over ``topology`` from now on."""
         self.topology = topology
-        self._tables = ({}, {})
+        self.reads.clear()
+        self.writes.clear()
 
     def table(self, write: bool, level: str) -> PlanTable:
         """Every plan of one kind at one level (built once, then shared)."""
-        tables = self._tables[write]
-        table = tables.get(level)
-        if table is None:
-            table = tables[level] = PlanTable(self.topology, write, level)
-        return table
+        return self.writes[level] if write else self.reads[level]
 
     def position(self, key: bytes) -> int:
         """Where ``key`` sits on the ring (its hash tag's part, hashed)."""

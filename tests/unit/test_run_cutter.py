@@ -43,7 +43,7 @@ class RunCutterTests(SynchronousTestCase):
 
     def cut(self, data: bytes, i: int = 0, read=DC_ONE, write=DC_ONE):
         requests, bounds = parse(data)
-        return self.cutter.cut(requests, bounds, i, read, write), requests
+        return self.cutter.cut(requests, bounds, i, self.router.reads[read], self.router.writes[write]), requests
 
     def test_same_command_same_replicas_is_one_run(self):
         data = b"".join(encode(b"SET", k, b"v") for k in self.a[:5])
@@ -96,7 +96,8 @@ class RunCutterTests(SynchronousTestCase):
             requests, bounds = parse(data)
             i = 0
             while i < len(requests):
-                runs, stop = self.cutter.cut(requests, bounds, i, DC_ONE, DC_ONE)
+                runs, stop = self.cutter.cut(requests, bounds, i, self.router.reads[DC_ONE],
+                                             self.router.writes[DC_ONE])
                 expected = []
                 j = i
                 while j < stop:
