@@ -90,7 +90,7 @@ class NodeParts:
                 self.links[info.name] = self._link(config, seeds[info.name])
         self._add_outboxes()
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
-                                       self.membership, rng)
+                                       self.membership, clock, rng)
         self.node = Node(config, self.coordinator, self.membership, self.settings, datastore, monitor,
                          clock, self.metrics)
         self.membership.listeners.append(self._state_changed)

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twisted.logger import Logger
 
 from dynomite.commands import table as commands
+from dynomite.commands.determinism import absolute
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
@@ -116,8 +117,9 @@ class Coordinator:
     log = Logger()
 
     def __init__(self, router: Router, settings, targets, outboxes: Dict[str, object],
-                 membership, rng=None) -> None:
+                 membership, clock, rng=None) -> None:
         self.router = router
+        self._clock = clock
         self.settings = settings
         self.targets = targets
         self.outboxes = outboxes
@@ -278,6 +280,9 @@ class Coordinator:
         level = self.level(session, write)
         router = self.router
         normalise = normaliser(cmd.name) if level != DC_ONE else None
+        if write:
+            # replicas apply the write later or elsewhere: no relative time
+            args = absolute(cmd.name, args, int(self._clock.seconds() * 1000))
         if route == commands.KEY:
             index = commands.fixed_key_index(cmd)
             if index and index < len(args):

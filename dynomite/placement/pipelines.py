@@ -28,6 +28,7 @@ from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
 from dynomite.commands import table as commands
+from dynomite.commands.determinism import longest_as_is
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, PlanTable, Router
 
@@ -101,16 +102,20 @@ class RunCutter:
     def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
         """
         Whether the command called ``name`` may go in runs (a plain
-        single-key command at a fixed position): if so, the command, its
-        key's position and the fewest and most arguments it takes (Redis's
-        arity, and enough to hold the key).
+        single-key command at a fixed position, sent as the client wrote
+        it): if so, the command, its key's position and the fewest and most
+        arguments it takes (Redis's arity, enough to hold the key, and no
+        more than replays as sent: `dynomite.commands.determinism`).
         """
         cmd = commands.lookup(name)
         entry = None
         if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
             index = commands.fixed_key_index(cmd)
-            if index > 0:
-                fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
+            fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
+            longest = longest_as_is(cmd.name)
+            if longest is not None:
+                most = min(most, longest)   # longer: a relative time to make absolute first
+            if index > 0 and max(fewest, index + 1) <= most:
                 entry = (cmd, index, max(fewest, index + 1), most)
         if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
             # only names of real commands are remembered, and not too many

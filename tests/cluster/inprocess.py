@@ -106,6 +106,8 @@ class MemoryRedis:
                 len(text), text, len(batch), b"".join(bulk(k) for k in batch))
         if name == b"dbsize":
             return integer(len(d))
+        if name == b"pexpireat":
+            return integer(1 if args[1] in d else 0)
         if name in (b"flushall", b"flushdb"):
             d.clear()
             return b"+OK\r\n"

@@ -118,10 +118,13 @@ class RunTests(NodeTestCase):
         self.datastore.answer(b"+OK\r\n" * 50)
         self.assertEqual(self.written(), b"+OK\r\n" * 50)
 
-    def test_spellings_and_argument_counts_of_one_command_stay_in_one_run(self):
-        batch = multibulk(b"SET a 1", b"SET b 2", b"set c 3", b"SET d 4 EX 10", b"SET e 5")
-        self.send(batch)
-        self.assertEqual(self.runs(), [(5, batch)])
+    def test_spellings_stay_in_one_run_and_a_relative_expiry_goes_on_its_own(self):
+        """SET ... EX is made absolute (dynomite.commands.determinism), so it leaves the run."""
+        first = multibulk(b"SET a 1", b"SET b 2", b"set c 3")
+        self.send(first + multibulk(b"SET d 4 EX 10", b"SET e 5"))
+        at = int(self.clock.seconds() * 1000) + 10000
+        self.assertEqual(self.runs(), [(3, first), (1, multibulk(b"SET d 4 PXAT %d" % at)),
+                                       (1, multibulk(b"SET e 5"))])
 
     def test_another_command_cuts_the_run(self):
         batch = multibulk(b"SET a 1", b"SET b 2", b"GET a", b"GET b", b"SET c 3")
