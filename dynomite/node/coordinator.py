@@ -135,17 +135,15 @@ class Coordinator:
 
     # -- levels ----------------------------------------------------------------
 
-    def level(self, session, write: bool) -> str:
-        """The consistency level of this session's writes or reads (its own, else the node's)."""
-        if write:
-            return session.write_consistency or self.settings.write_consistency
-        return session.read_consistency or self.settings.read_consistency
-
     def levels(self, session) -> Tuple[str, str]:
-        """This session's read and write levels."""
+        """This session's read and write levels: its own (CONN_CONSISTENCY), else the node's."""
         settings = self.settings
         return (session.read_consistency or settings.read_consistency,
                 session.write_consistency or settings.write_consistency)
+
+    def level(self, session, write: bool) -> str:
+        """The level of this session's writes or of its reads (see `levels`)."""
+        return self.levels(session)[write]
 
     # -- one replica set ---------------------------------------------------
 
