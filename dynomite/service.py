@@ -76,6 +76,7 @@ class NodeService(MultiService):
         _PartsService(parts).setServiceParent(self)
         self._timer(0.5, self._tick_membership)
         self._timer(0.05, self._tick_outboxes)
+        self._timer(1.0, self._sweep_clients)
         if config.dyn_listen is not None:
             self.peer_listener = self._listen(
                 config.dyn_listen,
@@ -113,6 +114,12 @@ class NodeService(MultiService):
 
     def _tick_outboxes(self) -> None:
         self.parts.tick_outboxes(self._reactor.seconds())
+
+    def _sweep_clients(self) -> None:
+        try:
+            self.parts.node.sweep_clients(self._reactor.seconds())
+        except Exception:
+            log.failure("client sweep failed")
 
     def _datastore_answers(self) -> None:
         self.parts.datastore_answers()

@@ -12,7 +12,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["BUCKETS", "FAMILIES", "REQUEST_RESULTS", "Histogram", "NodeMetrics"]
+__all__ = ["BUCKETS", "CLIENT_LIMITS", "FAMILIES", "REQUEST_RESULTS", "Histogram", "NodeMetrics"]
+
+#: Why the node closes or refuses a client connection: ``maxclients``
+#: reached, idle past ``client_idle_timeout``, a request not completed
+#: within ``client_read_timeout``.
+CLIENT_LIMITS = ("maxclients", "idle", "read_timeout")
 
 # Request latency buckets for a loopback proxy, in seconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -86,6 +91,8 @@ class NodeMetrics:
         self.write_latency = Histogram()
         # every known label value starts at 0, so increase() sees the first event
         self.protocol_errors: Dict[str, int] = {"malformed": 0, "oversize": 0}
+        # client connections the node closed or refused, by why (CLIENT_LIMITS)
+        self.client_limits: Dict[str, int] = {reason: 0 for reason in CLIENT_LIMITS}
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_success: Optional[float] = None
 

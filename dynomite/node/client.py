@@ -15,12 +15,19 @@ in flight exceed ``client_max_outstanding_bytes`` or `MAX_OUTSTANDING_REQUESTS`
 (the replies to small requests can be large: GET of a big value), and
 resumes below half of both; and it stops reading while the client's own
 socket buffer is full (the client is not reading its replies).
+
+Connections are bounded too: beyond ``maxclients`` a new client is told
+``-ERR max number of clients reached`` and closed, as Redis does; a client
+silent for ``client_idle_timeout`` seconds with nothing in flight is
+closed; one that began a request and has not completed it within
+``client_read_timeout`` is answered a protocol error and closed
+(`dynomite.node.dispatch.Node.sweep_clients` looks once a second).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque
+from typing import Deque, Optional
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -104,6 +111,10 @@ class ClientProtocol(Protocol):
         self._paused_outstanding = False
         self._paused_consumer = False
         self.connected = False
+        #: When the client last sent anything, and when the request it has
+        #: begun and not completed began (None: no such request).
+        self.last_active = self._clock.seconds()
+        self.request_started: Optional[float] = None
 
     # -- connection --------------------------------------------------------
 
@@ -130,7 +141,12 @@ class ClientProtocol(Protocol):
         parser = self._parser
         requests = parser.feed(data)
         # One clock read per batch: requests read together started together.
-        self.batch_start = self._clock.seconds()
+        self.batch_start = self.last_active = now = self._clock.seconds()
+        if parser.in_request:
+            if requests or self.request_started is None:
+                self.request_started = now
+        elif self.request_started is not None:
+            self.request_started = None
         # requests read together go out together: one write per Redis or
         # peer connection for the whole batch
         batching.begin()
@@ -223,6 +239,18 @@ class ClientProtocol(Protocol):
         if not queue and self.session.quitting:
             self._close()
 
+    def idle_since(self) -> Optional[float]:
+        """When this client became idle (nothing in flight, nothing begun), or None if it is not."""
+        if self.queue or self.request_started is not None or self.session.quitting:
+            return None
+        return self.last_active
+
+    def cut(self, reply: Optional[bytes] = None) -> None:
+        """Close this connection for a limit, after ``reply`` (if any) and the replies before it."""
+        if reply is not None:
+            self.reply(reply)
+        self._close_after_replies()
+
     def _close_after_replies(self) -> None:
         self.session.quitting = True
         if not self.queue:
@@ -250,6 +278,17 @@ class ClientProtocol(Protocol):
         pass
 
 
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+
+
+class _Refused(Protocol):
+    """A connection beyond ``maxclients``: told so, as Redis does, and closed."""
+
+    def connectionMade(self) -> None:
+        self.transport.write(MAX_CLIENTS_REACHED)
+        self.transport.loseConnection()
+
+
 class ClientFactory(Factory):
     """Builds a `ClientProtocol` and its `Session` for each connection."""
 
@@ -261,6 +300,9 @@ class ClientFactory(Factory):
 
     def buildProtocol(self, addr):
         config = self.node.config
+        if len(self.node.clients) >= config.maxclients:
+            self.node.refused_client()
+            return _Refused()
         address = "%s:%s" % (getattr(addr, "host", "?"), getattr(addr, "port", "?"))
         session = Session(address, config.requirepass is None, self._clock.seconds())
         return ClientProtocol(

@@ -96,6 +96,35 @@ class Node:
     def client_disconnected(self, client) -> None:
         self.clients.discard(client)
 
+    def refused_client(self) -> None:
+        """A connection refused because ``maxclients`` clients are connected."""
+        self.metrics.client_limits["maxclients"] += 1
+
+    def sweep_clients(self, now: float) -> None:
+        """
+        Periodic: close the clients idle past ``client_idle_timeout`` and
+        those that began a request more than ``client_read_timeout`` ago
+        without completing it (a trickling or stuck client).
+        """
+        config = self.config
+        idle_limit, read_limit = config.client_idle_timeout, config.client_read_timeout
+        if not idle_limit and not read_limit:
+            return
+        limits = self.metrics.client_limits
+        for client in list(self.clients):
+            started = client.request_started
+            if read_limit and started is not None and now - started >= read_limit:
+                limits["read_timeout"] += 1
+                self.log.info("client {address} did not complete a request in {limit}s; closing",
+                              address=client.session.address, limit=read_limit)
+                client.cut(b"-ERR Protocol error: request not completed within %d ms\r\n"
+                           % int(read_limit * 1000))
+                continue
+            idle = client.idle_since()
+            if idle_limit and idle is not None and now - idle >= idle_limit:
+                limits["idle"] += 1
+                client.cut()
+
     def protocol_error(self, client, reason: str) -> None:
         self.protocol_errors += 1
         kind = "oversize" if reason.startswith("request exceeds") else "malformed"

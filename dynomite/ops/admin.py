@@ -104,6 +104,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             "connections": status.client_connections,
             "accepted": status.connections_accepted,
             "protocol_errors": dict(m.protocol_errors),
+            "limits": dict(m.client_limits),
             "requests": requests,
         },
         "datastore": {

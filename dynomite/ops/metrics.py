@@ -66,6 +66,8 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_request_duration_seconds", "histogram",
          "Time from reading a request to writing its reply.", ("op",)),
     Spec("dynomite_client_protocol_errors_total", "counter", "Connections closed for a protocol error.", ("reason",)),
+    Spec("dynomite_client_limits_total", "counter",
+         "Client connections refused (maxclients) or closed (idle, read_timeout) by a limit.", ("reason",)),
     Spec("dynomite_datastore_up", "gauge", "1 while the local Redis has a usable connection."),
     Spec("dynomite_datastore_requests_total", "counter", "Requests sent to the local Redis, by result.", ("result",)),
     Spec("dynomite_datastore_request_duration_seconds", "histogram",
@@ -173,6 +175,10 @@ class Collector:
         for reason, n in m.protocol_errors.items():
             errors.add_metric([reason], n)
         yield errors
+        limits = family("dynomite_client_limits_total")
+        for reason, n in m.client_limits.items():
+            limits.add_metric([reason], n)
+        yield limits
 
     def _datastore(self) -> Iterable:
         ds = self.status.datastore()

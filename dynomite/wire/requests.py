@@ -46,6 +46,12 @@ _BULK_MAX = 512 * 1024 * 1024    # proto-max-bulk-len default
 
 # Bytes the parsers test, as ``buf[pos]`` gives them (an int).
 _ARRAY, _BULK, _CR, _ZERO = ord("*"), ord("$"), ord("\r"), ord("0")
+# What an inline request (or the blank line between requests) may start
+# with: any byte but a control character, or the whitespace Redis splits
+# inline requests on (tab, CR, LF, VT, FF).  A NUL or another control byte
+# starts no command (Redis would wait for a newline), so it is refused at
+# once; a non-ASCII byte may start a command name Redis answers as unknown.
+_INLINE_STARTS = frozenset(range(0x20, 0x7F)) | frozenset(range(0x80, 0x100)) | frozenset(b"\t\r\n\x0b\x0c")
 
 # Headers that turn up all the time, looked up instead of parsed and checked.
 _ARRAY_HEADERS = {b"*%d" % i: i for i in range(1, 1024)}
@@ -143,6 +149,11 @@ class RequestParser(_Framer):
         self.bounds = []
         self._run(data, out, False)
         return out
+
+    @property
+    def in_request(self) -> bool:
+        """Whether a request has begun and is not complete yet."""
+        return bool(self._pending) or self._left > 0
 
     def _run(self, data: bytes, out: List[List[bytes]], stop: bool) -> int:
         """
@@ -277,6 +288,9 @@ class RequestParser(_Framer):
                 if count > 0:
                     left = count
                     continue
+            elif buf[pos] not in _INLINE_STARTS:
+                # Redis would wait for a newline; no command starts like this
+                return self._fail("unexpected byte 0x%02x at the start of a request" % buf[pos])
             else:
                 nl = buf.find(b"\n", pos)
                 if nl < 0:
@@ -359,6 +373,11 @@ class HiredisRequestParser:
     def bounds(self) -> List[int]:
         """As `RequestParser.bounds`."""
         return self._pure.bounds
+
+    @property
+    def in_request(self) -> bool:
+        """As `RequestParser.in_request` (all state between chunks is the pure parser's)."""
+        return self._pure.in_request
 
     def feed(self, data: bytes) -> List[List[bytes]]:
         """Return every request completed by *data*, in order, as `RequestParser.feed`."""

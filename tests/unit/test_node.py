@@ -395,3 +395,82 @@ class RequestCountTests(NodeTestCase):
         self.send(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
         self.datastore.answer(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
         self.assertEqual(self.counts("string"), [0, 1])
+
+
+class ClientLimitTests(NodeTestCase):
+    """maxclients, idle clients, requests that never complete, bytes no request starts with."""
+
+    def closed(self, transport=None) -> bool:
+        return (transport or self.transport).disconnecting
+
+    def test_maxclients_refuses_the_next_client_as_redis_does(self):
+        self.start(maxclients=2)
+        self.connect()
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+        transport = Transport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.value(), b"-ERR max number of clients reached\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.parts.metrics.client_limits["maxclients"], 1)
+        self.assertEqual(len(self.node.clients), 2)
+
+    def test_an_idle_client_is_closed_after_client_idle_timeout(self):
+        self.start(client_idle_timeout=10)
+        self.clock.advance(9.9)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertFalse(self.closed())
+        self.clock.advance(0.1)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertTrue(self.closed())
+        self.assertEqual(self.written(), b"")
+        self.assertEqual(self.parts.metrics.client_limits["idle"], 1)
+
+    def test_a_client_waiting_for_a_reply_is_not_idle(self):
+        self.start(client_idle_timeout=10)
+        self.send(b"GET k\r\n")
+        self.clock.advance(60)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertFalse(self.closed())
+        self.datastore.answer(b"$-1\r\n")
+        self.clock.advance(10)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertTrue(self.closed())
+
+    def test_no_idle_limit_by_default(self):
+        self.clock.advance(10 ** 6)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertFalse(self.closed())
+
+    def test_a_request_begun_and_not_completed_is_cut_at_client_read_timeout(self):
+        self.start(client_read_timeout=5000)
+        self.send(b"*2\r\n$3\r\nGET\r\n")
+        self.clock.advance(4.9)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertFalse(self.closed())
+        self.clock.advance(0.1)
+        self.node.sweep_clients(self.clock.seconds())
+        self.assertEqual(self.written(), b"-ERR Protocol error: request not completed within 5000 ms\r\n")
+        self.assertTrue(self.closed())
+        self.assertEqual(self.parts.metrics.client_limits["read_timeout"], 1)
+
+    def test_a_trickling_client_that_completes_requests_is_not_cut(self):
+        """The deadline runs from the start of the request in progress, not of the connection."""
+        self.start(client_read_timeout=5000)
+        for _ in range(5):
+            self.send(b"PING\r\nPI")
+            self.clock.advance(3)
+            self.node.sweep_clients(self.clock.seconds())
+            self.send(b"NG\r\n")
+        self.assertFalse(self.closed())
+        self.assertEqual(self.written(), b"+PONG\r\n" * 10)
+
+    def test_a_byte_no_request_starts_with_is_a_protocol_error_at_once(self):
+        self.send(b"\x00\x01\x02")
+        self.assertEqual(self.written(),
+                         b"-ERR Protocol error: unexpected byte 0x00 at the start of a request\r\n")
+        self.assertTrue(self.closed())
+
+    def test_too_many_arguments_is_a_protocol_error_at_once(self):
+        self.send(b"*2000000\r\n")
+        self.assertEqual(self.written(), b"-ERR Protocol error: invalid multibulk length\r\n")
+        self.assertTrue(self.closed())
