@@ -295,7 +295,7 @@ class HiredisReplyParser:
                     break
                 append(data[pos:end])
                 pos = end
-        except (_hiredis.HiredisError, IndexError):
+        except (_hiredis.HiredisError, TypeError, IndexError):  # TypeError: a map key it cannot hash
             pass
         self._reader = _hiredis.Reader()
         out.extend(pure.feed(data[pos:]))
