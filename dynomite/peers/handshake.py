@@ -164,8 +164,8 @@ class Handshake:
     # -- inputs ----------------------------------------------------------------
 
     def start(self) -> Step:
-        """The connection is made: the connecting side says HELLO."""
-        if not self.connecting or self._started:
+        """The connection is made: the connecting side says HELLO (unless a decision was made)."""
+        if not self.connecting or self._started or self.state == DONE:
             return _NOTHING
         self._started = True
         me = self._identity
