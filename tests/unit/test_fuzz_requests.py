@@ -75,6 +75,8 @@ def mutated(draw: st.DrawFn) -> bytes:
     return bytes(raw)
 
 
+# Bytes a valid inline argument holds none of: whitespace, quotes and control bytes.
+_NOT_INLINE = set(b" \"'\x7f") | set(range(0x20))
 streams = st.lists(st.one_of(multibulk, inline, mutated(), hostile), max_size=8).map(b"".join)
 caps = st.sampled_from([None, 1, 8, 20, 60, 1000, _INLINE_MAX - 1, _INLINE_MAX + 10])
 
@@ -111,7 +113,8 @@ class RequestParserFuzzTests(SynchronousTestCase):
                      ) -> Tuple[List[List[bytes]], Optional[str], List[List[int]]]:
         """
         Feed *chunks* one at a time, checking after each the contract every
-        caller relies on; return the requests, the error and each feed's bounds.
+        caller relies on; return the requests, the error, and each feed's
+        bounds followed by whether a request was in progress after it.
         """
         limit = max(DEFAULT_CAP if cap is None else cap, _INLINE_MAX) + 2
         got: List[List[bytes]] = []
@@ -120,6 +123,8 @@ class RequestParserFuzzTests(SynchronousTestCase):
             before = parser.error
             out = parser.feed(chunk)
             bounds = list(parser.bounds)
+            if held(parser):
+                self.assertTrue(parser.in_request)
             if before is not None:
                 self.assertEqual(out, [])
                 self.assertIs(parser.error, before)
@@ -138,7 +143,7 @@ class RequestParserFuzzTests(SynchronousTestCase):
                     self.assertEqual(alone.feed(chunk[start:end]), [args])
                     self.assertEqual((alone.error, alone._pending, alone._left), (None, [], 0))
             got.extend(out)
-            all_bounds.append(bounds)
+            all_bounds.append(bounds + [parser.in_request])
         return got, None if parser.error is None else str(parser.error), all_bounds
 
     @FUZZ
@@ -153,12 +158,12 @@ class RequestParserFuzzTests(SynchronousTestCase):
             got, error, bounds = self.feed_checked(make(factory, cap), chunks, cap)
             self.assertEqual((got, error), expected)
             results.append(bounds)
-        self.assertEqual(results[-1], results[0])  # the same bounds, feed by feed
+        self.assertEqual(results[-1], results[0])  # the same bounds and state, feed by feed
 
     @FUZZ
     @given(st.data(), st.lists(st.one_of(arguments.map(lambda a: ("multibulk", a)),
                                          st.lists(st.binary(min_size=1, max_size=8).filter(
-                                             lambda t: not set(t) & set(b" \t\n\v\f\r\"'\x00") and t[:1] != b"*"),
+                                             lambda t: not set(t) & _NOT_INLINE and t[:1] != b"*"),
                                              min_size=1, max_size=4).map(lambda a: ("inline", a))),
                                max_size=10))
     def test_valid_requests_cut_anywhere(self, data: st.DataObject,
