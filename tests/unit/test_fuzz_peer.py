@@ -20,6 +20,8 @@ from typing import Callable, List, Optional, Tuple
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fuzzing import cut
+
 from dynomite.peers.handshake import DropPeer, Handshake, Identity, Ready, RejectedByPeer, RejectPeer, Step
 from dynomite.wire.peer_frames import (
     AUTH, CHALLENGE, FRAME_NAMES, HEADER_SIZE, HELLO, MAGIC, MAX_ORIGIN, REJECT, VERSION, WELCOME, Frame,
@@ -63,14 +65,6 @@ def hostile(draw: st.DrawFn) -> bytes:
         i = draw(st.integers(0, len(raw)))
         raw[i:i + draw(st.integers(0, 2))] = draw(st.binary(max_size=2))
     return bytes(raw)
-
-
-@st.composite
-def cut(draw: st.DrawFn, data: bytes) -> List[bytes]:
-    """*data* cut at random offsets (empty chunks included, as a read may be)."""
-    offsets = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
-    edges = [0] + offsets + [len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
 def reference(data: bytes, max_payload: int) -> Tuple[List[Frame], Optional[Exception]]:

@@ -14,6 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fuzzing import cut
+
 from dynomite.wire import replies as replies_module
 from dynomite.wire.replies import HiredisReplyParser, ReplyParser, simple_replies_end
 from dynomite.wire.resp import ProtocolError
@@ -98,14 +100,6 @@ def hostile(draw: st.DrawFn) -> bytes:
         i = draw(st.integers(0, len(raw)))
         raw[i:i + draw(st.integers(0, 2))] = draw(st.sampled_from(_NOISE[:12]) | st.binary(max_size=2))
     return bytes(raw)
-
-
-@st.composite
-def cut(draw: st.DrawFn, data: bytes) -> List[bytes]:
-    """*data* cut at random offsets (empty chunks included, as a read may be)."""
-    offsets = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
-    edges = [0] + offsets + [len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
 def factories() -> List[type]:

@@ -15,6 +15,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.fuzzing import cut
+
 from dynomite.wire import requests as requests_module
 from dynomite.wire.requests import HiredisRequestParser, RequestParser, make_request_parser
 from dynomite.wire.resp import ProtocolError, encode_command
@@ -79,16 +81,6 @@ def mutated(draw: st.DrawFn) -> bytes:
 _NOT_INLINE = set(b" \"'\x7f") | set(range(0x20))
 streams = st.lists(st.one_of(multibulk, inline, mutated(), hostile), max_size=8).map(b"".join)
 caps = st.sampled_from([None, 1, 8, 20, 60, 1000, _INLINE_MAX - 1, _INLINE_MAX + 10])
-
-
-@st.composite
-def cut(draw: st.DrawFn, data: bytes) -> List[bytes]:
-    """*data* cut at random offsets (empty chunks included, as a read may be)."""
-    if not data:
-        return draw(st.lists(st.just(b""), max_size=2))
-    offsets = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
-    edges = [0] + offsets + [len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
 def make(factory: type, cap: Optional[int]) -> Parser:
