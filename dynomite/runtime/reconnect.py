@@ -150,7 +150,11 @@ class ReconnectingConnection:
     # -- hooks -----------------------------------------------------------------
 
     def build_protocol(self, addr):
-        """The protocol for a new connection (it reports back to this machine)."""
+        """
+        The protocol for a new connection (it reports back to this machine).
+        The one hook every user must provide (`DatastoreLink`, the peer
+        link's slot): there is no sensible default protocol.
+        """
         raise NotImplementedError
 
     def connection_failed(self) -> None:

@@ -63,19 +63,8 @@ def alive(pid: int) -> bool:
 
 
 def ping(address: Any, timeout: float = 2.0) -> bytes:
-    """First reply line to an inline PING, or b"" if there was none."""
-    try:
-        with socket.create_connection(tuple(address), timeout=timeout) as s:
-            s.sendall(b"PING\r\n")
-            data = b""
-            while b"\r\n" not in data:
-                chunk = s.recv(100)
-                if not chunk:
-                    break
-                data += chunk
-            return data
-    except OSError:
-        return b""
+    """First reply line to an inline PING at ``(host, port)``, or b"" if there was none."""
+    return host.ping(*address, timeout=timeout)
 
 
 def state_pids(workdir: str) -> List[int]:
