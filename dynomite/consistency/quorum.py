@@ -174,6 +174,78 @@ class Reconciler:
         self._done(raw if self._translate is None else self._translate(raw))
 
 
+class ReadTargetFirst(Reconciler):
+    """
+    A DC_ONE write at its leader (`dynomite.node.leader`): the client gets
+    the reply of the replica it reads from at DC_ONE (its own rack's), so
+    a read after the acknowledgement sees the write; if that replica cannot
+    answer, the first other answer; if none can, ``sink.fail`` with the
+    error a DC_ONE `Reconciler` gives.  ``replica(True)`` is that
+    replica's sink (at most one).
+    """
+
+    def __init__(self, total: int, sink, tally: Optional[List[int]] = None,
+                 settle: Optional[Callable[[bytes], bytes]] = None) -> None:
+        Reconciler.__init__(self, DC_ONE, total, sink.complete, tally=tally, settle=settle)
+        self._fail = sink.fail
+        self._waiting_for_target = False
+        self._first_other: Optional[bytes] = None
+
+    def _settle(self) -> None:
+        """No replica answered: ``sink.fail`` (one error standing for every request of a run)."""
+        self._done = self._fail
+        Reconciler._settle(self)
+
+    def replica(self, read_target: bool = False) -> ReplicaSink:   # type: ignore[override]
+        if read_target:
+            self._waiting_for_target = True
+            return _ReadTargetSink(self)
+        return ReplicaSink(self)
+
+    def answer(self, raw: bytes) -> None:
+        if self._waiting_for_target and not self.finished:
+            if self._tally is not None:
+                self._tally[0] += 1
+            self._answers += 1
+            if self._first_other is None:
+                self._first_other = raw
+            if self._pending == 0:
+                self._finish(self._first_other)
+            return
+        Reconciler.answer(self, raw)
+
+    def target_answer(self, raw: bytes) -> None:
+        self._waiting_for_target = False
+        Reconciler.answer(self, raw)
+
+    def target_failure(self, raw: bytes) -> None:
+        self._waiting_for_target = False
+        if self._first_other is not None and not self.finished:
+            if self._tally is not None:
+                self._tally[1] += 1
+            self._failures.append(raw)
+            self._finish(self._first_other)
+            return
+        Reconciler.failure(self, raw)
+
+
+class _ReadTargetSink:
+    """The sink of the replica a `ReadTargetFirst` waits for."""
+
+    __slots__ = ("_reconciler",)
+
+    def __init__(self, reconciler: ReadTargetFirst) -> None:
+        self._reconciler = reconciler
+
+    def complete(self, raw: bytes) -> None:
+        self._reconciler.target_answer(raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._reconciler.target_failure(raw)
+
+    hinted = fail
+
+
 class EachQuorum:
     """
     DC_EACH_SAFE_QUORUM: a safe quorum in every datacenter, and the

@@ -83,14 +83,14 @@ class NodeParts:
             hints_for=self._hints_for, resuming=len(topology.nodes) > 1,
         )
         self.targets = Targets(self.router, datastore, self.links, self.membership)
-        self.replica = Replica(self.router, self.targets, self.outboxes)
+        self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
+                                       self.membership, clock, rng)
+        self.replica = Replica(self.router, self.targets, self.coordinator)
         seeds = {str(seed.address): seed for seed in config.dyn_seeds}
         for info in topology.nodes:
             if not info.is_local:
                 self.links[info.name] = self._link(config, seeds[info.name])
         self._add_outboxes()
-        self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
-                                       self.membership, clock, rng)
         self.node = Node(config, self.coordinator, self.membership, self.settings, datastore, monitor,
                          clock, self.metrics)
         self.membership.listeners.append(self._state_changed)

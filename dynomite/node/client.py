@@ -53,9 +53,9 @@ class ReplySlot:
     error]`` counter, its latency histogram and when it was read.
     """
 
-    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start")
+    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start", "write")
 
-    def __init__(self, client: "ClientProtocol", size: int, count: int = 1) -> None:
+    def __init__(self, client: "ClientProtocol", size: int, count: int = 1, write: bool = False) -> None:
         self.client = client
         self.reply = None
         self.size = size
@@ -63,11 +63,17 @@ class ReplySlot:
         self.counter = client.counter
         self.latency = client.latency
         self.start = client.batch_start
+        #: a write the client's later reads wait for (`dynomite.node.dispatch`)
+        self.write = write
+        if write:
+            client.writes_pending += 1
 
     def complete(self, raw: bytes) -> None:
         """Called once with the raw RESP reply for this request."""
         self.reply = raw
         client = self.client
+        if self.write:
+            client.write_done()
         queue = client.queue
         if queue and queue[0] is self and not batching.defer(client):
             client.flush()
@@ -110,6 +116,13 @@ class ClientProtocol(Protocol):
         self._requests = 0      # ... and how many requests
         self._paused_outstanding = False
         self._paused_consumer = False
+        #: Set by the node while it dispatches a write: its slot counts in
+        #: ``writes_pending``, the writes not answered yet, which this
+        #: client's reads wait for; ``held``: the requests waiting for them,
+        #: as (requests, bounds, data, index of the first) per read.
+        self.writing = False
+        self.writes_pending = 0
+        self.held: Optional[Deque[tuple]] = None
         self.connected = False
         #: When the client last sent anything, and when the request it has
         #: begun and not completed began (None: no such request).
@@ -172,11 +185,32 @@ class ClientProtocol(Protocol):
         A slot for the reply to ``count`` requests (joined) that comes later;
         ``size`` bytes and ``count`` requests count toward backpressure.
         """
-        slot = ReplySlot(self, size, count)
+        slot = ReplySlot(self, size, count, self.writing)
         self.queue.append(slot)
         self._outstanding += size
         self._requests += count
         return slot
+
+    def write_done(self) -> None:
+        """A write's reply came: the reads held behind the client's writes may go."""
+        self.writes_pending -= 1
+        if not self.writes_pending and self.held and self.connected:
+            self.node.release_held(self)
+
+    def hold(self, requests, bounds, data: bytes, index: int) -> None:
+        """
+        Keep ``requests[index:]`` (read from ``data``) until this client's
+        writes are answered (a read must see them); their bytes count as
+        outstanding, so a client that keeps sending is paused.
+        """
+        if self.held is None:
+            self.held = deque()
+        self.held.append((requests, bounds, data, index))
+        self._outstanding += len(data)
+
+    def released(self, data: bytes) -> None:
+        """Held requests read from ``data`` went out."""
+        self._outstanding -= len(data)
 
     def reply(self, raw: bytes) -> None:
         """A reply available now."""

@@ -2,12 +2,15 @@
 """
 The coordinator: carries out a client request's plan.
 
-The node a client talks to coordinates its requests: it sends each to the
-replicas its `Plan` names (`dynomite.placement.router`), through their
-targets for reads and through their outboxes for writes
-(`dynomite.replication`), reconciles their answers at the consistency level
-(`dynomite.consistency`), hands writes to one outbox per remote datacenter,
-and answers the client.  Whole-keyspace commands (SCAN, KEYS, FLUSHALL, ...)
+The node a client talks to coordinates its requests: it sends each read
+to the replicas its `Plan` names (`dynomite.placement.router`), through
+their targets (`dynomite.replication`), reconciles their answers at the
+consistency level (`dynomite.consistency`), and answers the client.  A
+write goes to its key's leader (`dynomite.node.leader`): this node's own
+`Leader` when it leads the key, else the first replica of
+``Plan.leaders`` that can take it, in a LEAD frame; the leader orders it
+among the key's other writes, sends it through its outboxes to every
+replica and remote datacenter, and answers at the level.  Whole-keyspace commands (SCAN, KEYS, FLUSHALL, ...)
 go to its `dynomite.node.keyspace.Keyspace`.  Requests other nodes send
 here are served by `dynomite.node.replica`, not by this module.
 
@@ -23,29 +26,31 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twisted.logger import Logger
 
 from dynomite.commands import table as commands
-from dynomite.commands.determinism import absolute
-from dynomite.config.vocabulary import DC_ONE
+from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
+from dynomite.commands.effects import Effect, plan_effect
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.keyspace import Keyspace
-from dynomite.node.sinks import Gather
+from dynomite.node.leader import Leader, lead_flags
+from dynomite.node.sinks import Gather, Scatter
 from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
-from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
+from dynomite.wire.peer_frames import lead_payload
 from dynomite.wire.resp import encode_command
 
-__all__ = ["Coordinator", "NO_KEYS_SCRIPT"]
+__all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES"]
 
 NO_KEYS_SCRIPT = (
     b"-ERR dynomite routes scripts by their keys; "
     b"call EVAL/EVALSHA/FCALL with at least one key\r\n"
 )
 
-# Scripts may write although Redis does not flag them "write".
-_SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
+#: Scripts may write although Redis does not flag them "write".
+SCRIPT_WRITES = frozenset({"eval", "evalsha", "fcall"})
 
 
 class _Outcomes:
@@ -111,6 +116,39 @@ class _HintSaidPlainly:
         self._sink.fail(self._explain(raw))
 
 
+class _NextLeader:
+    """A LEAD's sink: a leader that stopped answering passes the write to the next one."""
+
+    __slots__ = ("_coordinator", "_index", "_plan", "_request", "_sink", "_normalise", "_effect",
+                 "_level")
+
+    def __init__(self, coordinator: "Coordinator", index: int, plan: Plan, request: Request, sink,
+                 normalise, effect, level) -> None:
+        self._coordinator = coordinator
+        self._index = index
+        self._plan = plan
+        self._request = request
+        self._sink = sink
+        self._normalise = normalise
+        self._effect = effect
+        self._level = level
+
+    def complete(self, raw: bytes) -> None:
+        self._sink.complete(raw)
+
+    def fail(self, raw: bytes) -> None:
+        if raw.startswith(_LINK_FAILURE):   # the peer link's own: unavailable, timed out
+            self._coordinator.leaders_lost += 1
+            self._coordinator._lead_from(self._index + 1, self._plan, self._request, self._sink,
+                                         self._normalise, self._effect, self._level)
+        else:
+            self._sink.fail(raw)
+
+
+# How the errors a peer link makes itself start (`dynomite.peers.protocol`).
+_LINK_FAILURE = b"-ERR peer "
+
+
 class Coordinator:
     """Runs client requests on the replicas of their keys; see the module docstring."""
 
@@ -132,6 +170,14 @@ class Coordinator:
         self.quorum_failures: Dict[tuple, int] = {}
         self._settlers: Dict[tuple, Callable[[bytes], bytes]] = {}
         self._hinted_here = HINTED + b"write for " + self.name.encode()
+        self.leader = Leader(
+            self.name, targets, outboxes, self.reconciler, self.settler,
+            lambda sink: _HintSaidPlainly(sink, self._hinted_error), clock,
+            self.remote_writes, self.local_writes, _Outcomes,
+        )
+        self._no_leader = b"-ERR no replica of the key can take writes now\r\n"
+        #: writes passed to the next leader because theirs stopped answering
+        self.leaders_lost = 0
 
     # -- levels ----------------------------------------------------------------
 
@@ -155,6 +201,9 @@ class Coordinator:
         """
         write = plan.write
         level = plan.level
+        if write and plan.each is None:
+            self.write(plan, request, sink, normalise)
+            return
         if plan.each is not None:
             each = EachQuorum({dc: len(nodes) for dc, nodes in plan.each.items()},
                               self._reply_to(sink, write, level), normalise)
@@ -175,24 +224,50 @@ class Coordinator:
                 self.targets[local[0].name].send(request, sink)
             else:
                 _Failover(self.targets, local, request, sink).start()
-        elif not write:
-            rec = self._reconciler(plan, sink, normalise, request.count)
+        else:
+            rec = self.reconciler(plan, sink, normalise, request.count)
             for node in local:
                 self.targets[node.name].send(request, rec.replica())
-        elif len(local) == 1 and level == DC_ONE:
-            self.outboxes[local[0].name].submit(request, _HintSaidPlainly(sink, self._hinted_error))
-        else:
-            rec = self._reconciler(plan, sink, normalise, request.count, self.local_writes)
-            for node in local:
-                self.outboxes[node.name].submit(request, rec.replica())
-        if plan.remote_dcs:
-            outboxes = self.outboxes
-            for dc in plan.remote_dcs:
-                outboxes[dc_target_name(dc)].submit(request, _Outcomes(self.remote_writes, request.count))
 
-    def _reconciler(self, plan: Plan, sink, normalise, count: int, tally: Optional[List[int]] = None):
+    def write(self, plan: Plan, request: Request, sink, normalise=None,
+              effect: Optional[Effect] = None, level: Optional[str] = None) -> None:
+        """
+        Have ``request`` (a write, or a run of writes, with ``plan``) led by
+        its key's leader at ``level`` (the plan's, or EVERY_RACK for a
+        write from another datacenter): this node's `Leader`, or the first
+        of ``plan.leaders`` that can take it.  ``effect``: it may not run
+        twice.  A leader that stops answering (its link lost or timed out)
+        passes the write to the next one: delivery stays at-least-once, as
+        for hints (`dynomite.replication.outbox`).
+        """
+        self._lead_from(0, plan, request, sink, normalise, effect, level)
+
+    def _lead_from(self, first: int, plan: Plan, request: Request, sink, normalise,
+                   effect: Optional[Effect], level: Optional[str]) -> None:
+        name = self.name
+        targets = self.targets
+        if level is None:
+            level = plan.level
+            read_target = plan.local[0]   # this node's rack's: where its DC_ONE reads go
+        else:
+            read_target = None
+        leaders = plan.leaders
+        for i in range(first, len(leaders)):
+            node = leaders[i]
+            if node.name == name:
+                self.leader.lead(plan, request, sink, level, read_target, normalise, effect)
+                return
+            target = targets[node.name]
+            if target.can_lead():
+                lead = Request(lead_payload(plan.position, request.payload), request.resp,
+                               request.lane, request.count, True, lead_flags(level, effect is not None))
+                target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level))
+                return
+        sink.fail(self._no_leader)
+
+    def reconciler(self, plan: Plan, sink, normalise, count: int, tally: Optional[List[int]] = None):
         """A `Reconciler` for one request, or a `RunReconciler` for a run, replying into ``sink``."""
-        settle = self._settler(plan.write, plan.level)
+        settle = self.settler(plan.write, plan.level)
         if count == 1:
             return Reconciler(plan.level, len(plan.local), sink.complete, normalise, tally=tally,
                               settle=settle)
@@ -216,7 +291,7 @@ class Coordinator:
             replicas = readable + [n for n in plan.local if n.name in unreadable]
             _Failover(self.targets, replicas, request, sink).start()
             return
-        rec = self._reconciler(plan, sink, normalise, request.count)
+        rec = self.reconciler(plan, sink, normalise, request.count)
         for node in plan.local:
             if node.name in unreadable:
                 rec.replica().fail(b"-ERR replica %s is %s\r\n" % (
@@ -237,7 +312,7 @@ class Coordinator:
         return b"-ERR replica unavailable; " + raw[len(HINTED):-2] + (
             b", to be applied when it returns\r\n")
 
-    def _settler(self, write: bool, level: str) -> Callable[[bytes], bytes]:
+    def settler(self, write: bool, level: str) -> Callable[[bytes], bytes]:
         """What a reconciled reply becomes for the client: hints said in plain words, failures counted."""
         key = ("write" if write else "read", level)
         settle = self._settlers.get(key)
@@ -253,7 +328,7 @@ class Coordinator:
         return settle
 
     def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
-        settle = self._settler(write, level)
+        settle = self.settler(write, level)
         return lambda raw: sink.complete(settle(raw))
 
     # -- client requests ---------------------------------------------------
@@ -268,14 +343,34 @@ class Coordinator:
                  client.slot(len(data), count),
                  normaliser(cmd.name) if plan.level != DC_ONE else None)
 
+    def execute_parts(self, session, parts, data: bytes, count: int, client) -> None:
+        """
+        A run of ``count`` writes whose keys have different leaders, in
+        ``parts`` (`dynomite.placement.pipelines.Part`) of the client's bytes
+        ``data``: each part is led as a run of its own, and the replies go
+        back in the client's order.
+        """
+        scatter = Scatter(count, len(parts), client.slot(len(data), count))
+        resp, lane = session.resp, session.id
+        for plan, spans, positions in parts:
+            if len(spans) == 1:
+                payload = data[spans[0][0]:spans[0][1]]
+            else:
+                payload = b"".join([data[start:end] for start, end in spans])
+            self.write(plan, Request(payload, resp, lane, len(positions), True), scatter.part(positions))
+
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or KEYSPACE command from a client."""
         route = cmd.route
         if route == commands.KEYSPACE:
             self.keyspace.execute(session, cmd, args, client)
             return
-        write = cmd.write or cmd.name in _SCRIPT_WRITES
+        write = cmd.write or cmd.name in SCRIPT_WRITES
         level = self.level(session, write)
+        if level == DC_EACH_SAFE_QUORUM and cmd.name in NOT_DETERMINISTIC:
+            # run once by the local leader, at a safe quorum here; other
+            # datacenters get its effect asynchronously
+            level = DC_SAFE_QUORUM
         router = self.router
         normalise = normaliser(cmd.name) if level != DC_ONE else None
         if write:
@@ -289,8 +384,12 @@ class Coordinator:
                 keys = commands.keys(cmd, args)
                 key = keys[0] if keys else b""
             data = encode_command(args)
-            self.run(router.route(key, write, level), Request(data, session.resp, session.id, 1, write),
-                     client.slot(len(data)), normalise)
+            request = Request(data, session.resp, session.id, 1, write)
+            if cmd.name in NOT_DETERMINISTIC:
+                self.write(router.route(key, True, level), request, client.slot(len(data)), normalise,
+                           plan_effect(cmd.name, args, commands.keys(cmd, args)))
+                return
+            self.run(router.route(key, write, level), request, client.slot(len(data)), normalise)
             return
         # MULTI_KEY
         if cmd.split:
@@ -298,7 +397,7 @@ class Coordinator:
             return
         keys = commands.keys(cmd, args)
         if not keys:
-            if cmd.name in _SCRIPT_WRITES or cmd.name.endswith("_ro"):
+            if cmd.name in SCRIPT_WRITES or cmd.name.endswith("_ro"):
                 client.reply(NO_KEYS_SCRIPT)
                 return
             data = encode_command(args)
@@ -310,8 +409,12 @@ class Coordinator:
             client.reply(CROSSSLOT)
             return
         data = encode_command(args)
-        self.run(plan, Request(data, session.resp, session.id, 1, write), client.slot(len(data)),
-                 normalise)
+        request = Request(data, session.resp, session.id, 1, write)
+        if cmd.name in NOT_DETERMINISTIC:
+            self.write(plan, request, client.slot(len(data)), normalise,
+                       plan_effect(cmd.name, args, keys))
+            return
+        self.run(plan, request, client.slot(len(data)), normalise)
 
     def _split(self, session, cmd, args, client, write: bool, level: str) -> None:
         """MGET, MSET, DEL...: one request per replica set, replies coalesced in key order."""

@@ -25,9 +25,11 @@ from twisted.logger import Logger
 
 from dynomite.commands import table as commands
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
+from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
 from dynomite.placement.pipelines import RunCutter
+from dynomite.runtime import batching
 from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -164,46 +166,104 @@ class Node:
         Stops after a request that ends the session (QUIT).  Whether runs
         are allowed is looked at again after every request that is not in a
         run (AUTH, HELLO or CONN_CONSISTENCY may change it).
+
+        A read waits for the client's writes that are not answered yet
+        (their leader may be another node, so the read could overtake
+        them): it and everything after it are held until they are
+        (`ClientProtocol.hold`), then go on in order (`release_held`).
         """
+        if client.held:
+            client.hold(requests, bounds, data, 0)
+            return
+        stop = self._execute_from(client, requests, bounds, data, 0)
+        if stop is not None:
+            client.hold(requests, bounds, data, stop)
+
+    def release_held(self, client) -> None:
+        """The client's writes are answered: its held requests go on, until a read must wait again."""
+        held = client.held
+        batching.begin()
+        try:
+            while held and not client.session.quitting:
+                requests, bounds, data, index = held[0]
+                stop = self._execute_from(client, requests, bounds, data, index)
+                if stop is not None:
+                    held[0] = (requests, bounds, data, stop)
+                    return
+                held.popleft()
+                client.released(data)
+        finally:
+            batching.end()
+
+    def _execute_from(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
+                      i: int) -> Optional[int]:
+        """`execute_batch` from request ``i``: None when done, else the index of a read that must wait."""
         session = client.session
         membership = self.membership
         levels = self.coordinator.levels
-        i, n = 0, len(requests)
+        n = len(requests)
         while i < n:
             if session.authenticated and membership.state == NORMAL:
                 read_level, write_level = levels(session)
                 if read_level != DC_EACH_SAFE_QUORUM and write_level != DC_EACH_SAFE_QUORUM:
-                    i = self._execute_runs(client, requests, bounds, data, i, read_level, write_level)
+                    stop = self._execute_runs(client, requests, bounds, data, i, read_level, write_level)
+                    if stop < 0:
+                        return -stop - 1
+                    i = stop
                     if session.quitting:
-                        return
+                        return None
                     continue
+            if client.writes_pending and self._reads_replicas(requests[i]):
+                return i
             self.execute(client, requests[i])
             i += 1
             if session.quitting:
-                return
+                return None
+        return None
+
+    def _reads_replicas(self, args) -> bool:
+        """Whether the request is a read the replicas answer (it must see the client's writes)."""
+        cmd = self._lookup(args[0])
+        if cmd is None or cmd.route == commands.NODE or cmd.route == commands.UNSUPPORTED:
+            return False
+        if cmd.subcommands:
+            cmd = commands.resolve(cmd, args) or cmd
+        return not cmd.write and cmd.name not in SCRIPT_WRITES
 
     def _execute_runs(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
                       i: int, read_level: str, write_level: str) -> int:
         """
         From request ``i`` on, send runs (never under DC_EACH_SAFE_QUORUM)
         until a request that cannot be in one, which is executed on its own;
-        return the index after it.
+        return the index after it, or ``-index - 1`` for a read that must
+        wait for the client's writes.
         """
         session = client.session
         coordinator = self.coordinator
         router = coordinator.router
-        runs, i = self._runs.cut(requests, bounds, i, router.reads[read_level], router.writes[write_level])
+        runs, stop = self._runs.cut(requests, bounds, i, router.reads[read_level], router.writes[write_level])
         accounts = self._accounts
-        for cmd, plan, start, end, count in runs:
+        for cmd, plan, start, end, count, parts in runs:
+            write = cmd.write
+            if not write and client.writes_pending:
+                return -i - 1
             account = accounts.get(cmd.name)
             if account is None:
                 account = self._account(cmd)
             client.counter, client.latency = account
-            coordinator.execute_run(session, cmd, plan, data[start:end], count, client)
-        if i < len(requests):
-            self.execute(client, requests[i])
-            i += 1
-        return i
+            client.writing = write
+            if parts is None:
+                coordinator.execute_run(session, cmd, plan, data[start:end], count, client)
+            else:
+                coordinator.execute_parts(session, parts, data, count, client)
+            client.writing = False
+            i += count
+        if stop < len(requests):
+            if client.writes_pending and self._reads_replicas(requests[stop]):
+                return -stop - 1
+            self.execute(client, requests[stop])
+            stop += 1
+        return stop
 
     def execute(self, client, args) -> None:
         """Handle one request; the reply reaches ``client`` in order."""
@@ -245,4 +305,6 @@ class Node:
         elif route == commands.UNSUPPORTED:
             client.reply(unsupported(cmd.name))
         else:
+            client.writing = cmd.write or cmd.name in SCRIPT_WRITES
             self.coordinator.execute(session, cmd, args, client)
+            client.writing = False

@@ -3,14 +3,16 @@
 The replica side: requests other nodes send to this one.
 
 A peer's REQUEST runs on this node's Redis as it came (a read, or a write
-of the peer's client, possibly a run of them) and the reply goes back.  A
+its leader sends, possibly a run of them) and the reply goes back.  A LEAD
+is a write (or run of writes) for this node to lead: it orders it among the
+key's other writes for this datacenter (`dynomite.node.leader`).  A
 FORWARD is a write (or run of writes) from another datacenter, for which
-this node is an entry node: it is applied to every rack of this datacenter,
-through this node's own outboxes, cut into runs of the same replicas as a
-client's pipeline is (`dynomite.placement.pipelines`), and acknowledged
-once every rack applied it or holds it as a hint, so nothing is dropped
-between datacenters.  A rack whose write could be neither fails the FORWARD;
-the sender keeps it as a hint and sends it again.
+this node is an entry node: it is cut into runs of the same plan as a
+client's pipeline is (`dynomite.placement.pipelines`), each is led by its
+key's leader in this datacenter at EVERY_RACK (applied to every rack, or
+held as a hint there), and the FORWARD is acknowledged once all are, so
+nothing is dropped between datacenters.  A part that could be neither
+fails the FORWARD; the sender keeps it as a hint and sends it again.
 
 The peer layer (`dynomite.peers.protocol`) decodes frames into `Request`
 values and calls `Replica.handle_peer_request`.
@@ -18,81 +20,94 @@ values and calls `Replica.handle_peer_request`.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Optional
 
 from zope.interface import implementer
 
 from dynomite.commands import table as commands
+from dynomite.commands.effects import plan_effect
 from dynomite.config.vocabulary import DC_ONE
+from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.peers.interfaces import IPeerRequests
 from dynomite.placement.pipelines import RunCutter
-from dynomite.placement.router import Router
+from dynomite.placement.router import Plan, Router
+from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import REQUEST
+from dynomite.wire.peer_frames import FLAG_EFFECT, LEAD, REQUEST, PeerProtocolError, lead_position
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
 
 __all__ = ["Replica"]
 
 
-class _AppliedInEveryRack:
-    """
-    A FORWARDed write at its entry node: acknowledged once every rack of
-    this DC applied it or holds it as a hint; failed if any rack could do
-    neither.
-    """
-
-    __slots__ = ("_left", "_sink", "_first", "_error")
-
-    def __init__(self, parts: int, sink) -> None:
-        self._left = parts
-        self._sink = sink
-        self._first: Optional[bytes] = None
-        self._error: Optional[bytes] = None
-
-    def _done(self, raw: bytes, ok: bool) -> None:
-        if ok:
-            if self._first is None:
-                self._first = raw
-        elif self._error is None:
-            self._error = raw
-        self._left -= 1
-        if self._left == 0:
-            if self._error is not None:
-                self._sink.fail(self._error)
-            else:
-                self._sink.complete(self._first or b"+OK\r\n")
-
-    # one replica's write sink: every part is the same object, counted down
-
-    def complete(self, raw: bytes) -> None:
-        self._done(raw, True)
-
-    def hinted(self, raw: bytes) -> None:
-        self._done(b"+OK\r\n", True)
-
-    def fail(self, raw: bytes) -> None:
-        self._done(raw, False)
-
-
 @implementer(IPeerRequests)
 class Replica:
     """Serves the requests peers send; see the module docstring."""
 
-    def __init__(self, router: Router, targets, outboxes: Dict[str, object]) -> None:
+    def __init__(self, router: Router, targets, coordinator) -> None:
         self._router = router
-        self._targets = targets
-        self._outboxes = outboxes
+        self._coordinator = coordinator
+        self._leader = coordinator.leader
         self._runs = RunCutter(router)
         # this node's Redis (its name never changes, whatever a reload does)
         self._run_here = targets[router.topology.local.name].send
 
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
-        """A REQUEST (run here) or FORWARD (apply to every rack of this DC)."""
+        """A REQUEST (run here), LEAD (lead it) or FORWARD (lead it in this DC)."""
         if frame_type == REQUEST:
             self._run_here(request, sink)
+        elif frame_type == LEAD:
+            self._lead(peer_name, request, sink)
+        else:
+            self._apply_forwarded(request, sink)
+
+    # -- LEAD --------------------------------------------------------------------
+
+    def _lead(self, peer_name: str, request: Request, sink) -> None:
+        payload = request.payload
+        try:
+            position = lead_position(payload)
+        except PeerProtocolError:
+            sink.fail(b"-ERR LEAD without a ring position\r\n")
             return
-        self._apply_forwarded(request, sink)
+        level = lead_level(request.flags)
+        table_level = DC_ONE if level == EVERY_RACK else level
+        plan = self._router.writes[table_level].at(position)
+        write = Request(payload[4:], request.resp, plan.lane, request.count, True)
+        effect = None
+        if request.flags & FLAG_EFFECT and level != EVERY_RACK:
+            effect = self._effect_of(write)
+            if effect is None:
+                sink.fail(b"-ERR LEAD of a command that runs once is not one whole command\r\n")
+                return
+        self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect)
+
+    def _read_target(self, plan: Plan, peer_name: str) -> Optional[NodeInfo]:
+        """The replica the coordinator ``peer_name`` reads from at DC_ONE (its rack's), if local."""
+        peer = self._router.topology.node(peer_name)
+        if peer is None:
+            return None
+        for node in plan.local:
+            if node.rack == peer.rack and node.datacenter == peer.datacenter:
+                return node
+        return None
+
+    @staticmethod
+    def _effect_of(request: Request):
+        try:
+            requests, _ = parse_whole(request.payload)
+        except ProtocolError:
+            return None
+        if len(requests) != 1:
+            return None
+        args = requests[0]
+        cmd = commands.lookup(args[0])
+        if cmd is None:
+            return None
+        cmd = commands.resolve(cmd, args) or cmd
+        return plan_effect(cmd.name, args, commands.keys(cmd, args))
+
+    # -- FORWARD -----------------------------------------------------------------
 
     def _apply_forwarded(self, request: Request, sink) -> None:
         payload = request.payload
@@ -103,28 +118,31 @@ class Replica:
         if len(requests) != request.count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % request.count)
             return
-        # each group of writes with the same replicas: (replicas, start, end, count)
+        # each group of writes with the same plan: (plan, their bytes, count)
         groups = []
         i, n = 0, len(requests)
         reads, writes = self._router.reads[DC_ONE], self._router.writes[DC_ONE]
         while i < n:
             runs, i = self._runs.cut(requests, bounds, i, reads, writes)
-            for _cmd, plan, start, end, count in runs:
-                groups.append((plan.local, start, end, count))
+            for _cmd, plan, start, end, count, parts in runs:
+                if parts is None:
+                    groups.append((plan, payload[start:end], count))
+                else:
+                    for part_plan, spans, positions in parts:
+                        groups.append((part_plan, b"".join([payload[s:e] for s, e in spans]),
+                                       len(positions)))
             if i < n:
-                groups.append((self._replicas_of(requests[i]), bounds[2 * i], bounds[2 * i + 1], 1))
+                groups.append((self._plan_of(requests[i]), payload[bounds[2 * i]:bounds[2 * i + 1]], 1))
                 i += 1
-        applied = _AppliedInEveryRack(sum(len(g[0]) for g in groups), sink)
-        outboxes = self._outboxes
-        for replicas, start, end, count in groups:
-            write = Request(payload[start:end], request.resp, request.lane, count, True)
-            for node in replicas:
-                outboxes[node.name].submit(write, applied)
+        applied = AppliedInEveryRack(len(groups), sink)
+        write = self._coordinator.write
+        for plan, data, count in groups:
+            write(plan, Request(data, request.resp, request.lane, count, True), applied, level=EVERY_RACK)
 
-    def _replicas_of(self, args):
-        """This DC's replicas of a request that cannot be in a run (by its first key)."""
+    def _plan_of(self, args) -> Plan:
+        """This DC's write plan of a request that cannot be in a run (by its first key)."""
         cmd = commands.lookup(args[0])
         if cmd is not None:
             cmd = commands.resolve(cmd, args) or cmd
         keys = commands.keys(cmd, args) if cmd is not None else []
-        return self._router.route(keys[0] if keys else b"", True, DC_ONE).local
+        return self._router.route(keys[0] if keys else b"", True, DC_ONE)

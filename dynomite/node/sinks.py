@@ -6,14 +6,19 @@ A *sink* is whoever waits for a reply: ``complete(raw)`` with the replica's
 reply, ``fail(raw)`` with an error made by the node (see
 `dynomite.datastore.protocol`).  `AnyOutcome` treats the two alike; `Gather` collects one
 reply per part of a request that went to several places and hands them
-over in part order.
+over in part order; `Scatter` puts the replies to the parts of a run back
+in the order the client sent the requests
+(`dynomite.placement.pipelines.Part`).
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
-__all__ = ["AnyOutcome", "Gather", "GatherPart"]
+from dynomite.wire.replies import split_replies
+from dynomite.wire.resp import ProtocolError
+
+__all__ = ["AnyOutcome", "Gather", "GatherPart", "Scatter"]
 
 
 class AnyOutcome:
@@ -58,3 +63,62 @@ class GatherPart:
         self._gather._set(self._index, raw)
 
     fail = complete
+
+
+_OK = b"+OK\r\n"
+
+
+class Scatter:
+    """
+    The replies to a run cut in parts: each part's joined replies go back to
+    their requests' places, and ``sink`` gets the whole run's replies,
+    joined in the client's order, once every part answered.
+    """
+
+    __slots__ = ("_replies", "_left", "_sink")
+
+    def __init__(self, count: int, parts: int, sink) -> None:
+        self._replies: List[bytes] = [b""] * count
+        self._left = parts
+        self._sink = sink
+
+    def part(self, positions: Sequence[int]) -> "ScatterPart":
+        return ScatterPart(self, positions)
+
+    def _place(self, positions: Sequence[int], raw: bytes, failed: bool) -> None:
+        replies = self._replies
+        n = len(positions)
+        if n == 1 or failed:
+            for p in positions:
+                replies[p] = raw
+        elif raw == _OK * n:    # SET's answer: no need to parse it
+            for p in positions:
+                replies[p] = _OK
+        else:
+            try:
+                each = split_replies(raw)
+            except ProtocolError:
+                each = []
+            if len(each) != n:
+                each = [b"-ERR replica answered %d replies to %d requests\r\n" % (len(each), n)] * n
+            for p, reply in zip(positions, each):
+                replies[p] = reply
+        self._left -= 1
+        if self._left == 0:
+            self._sink.complete(b"".join(replies))
+
+
+class ScatterPart:
+    """The sink of one part of a `Scatter`."""
+
+    __slots__ = ("_scatter", "_positions")
+
+    def __init__(self, scatter: Scatter, positions: Sequence[int]) -> None:
+        self._scatter = scatter
+        self._positions = positions
+
+    def complete(self, raw: bytes) -> None:
+        self._scatter._place(self._positions, raw, False)
+
+    def fail(self, raw: bytes) -> None:
+        self._scatter._place(self._positions, raw, True)

@@ -54,7 +54,7 @@ from dynomite.runtime import batching
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_FAILED, FLAG_RUN, FORWARD, FRAME_NAMES, PING, PONG, REPLY, REQUEST, PeerFramer,
+    FLAG_FAILED, FLAG_RUN, FORWARD, FRAME_NAMES, LEAD, PING, PONG, REPLY, REQUEST, PeerFramer,
     PeerProtocolError, encode_control, encode_frame, run_count, run_payload,
 )
 from dynomite.wire.replies import is_error
@@ -292,7 +292,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
 
     def request(self, frame_type: int, request: Request, sink) -> int:
         """
-        Send ``request`` as a REQUEST or FORWARD frame (one frame for a run
+        Send ``request`` as a REQUEST, FORWARD or LEAD frame (one frame for a run
         of several); its REPLY goes to ``sink``.  Returns the request id (0
         if the connection is not open, in which case ``sink`` has already
         failed).  The frame's origin is this node.
@@ -480,6 +480,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
 PeerProtocol._OPEN = {
     REQUEST: PeerProtocol._on_request,
     FORWARD: PeerProtocol._on_request,
+    LEAD: PeerProtocol._on_request,
     REPLY: PeerProtocol._on_reply,
     PING: PeerProtocol._on_ping,
     PONG: PeerProtocol._on_pong,

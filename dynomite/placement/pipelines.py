@@ -17,8 +17,16 @@ a run (another kind of command, wrong arity, bytes that are not canonical
 RESP), which its caller then handles on its own.
 
 "Same replicas" is "same plan": `dynomite.placement.router.PlanTable` gives
-every key with the same replicas the same `Plan` object, so the test is
-one identity comparison, and with a uniform topology nothing is hashed.
+every key with the same replicas (and, for writes, the same leader) the
+same `Plan` object, so the test is one identity comparison, and with a
+uniform topology nothing is hashed.
+
+Writes of random keys have different leaders (`dynomite.node.leader`), so
+consecutive writes of one command stay one run even when their plans
+differ: the run is made of *parts*, one per plan, each the requests of
+that plan in their order (so the writes of one key keep theirs).  Each part
+travels as a run of its own; the client's replies are put back in its
+order (`dynomite.node.sinks.Scatter`).
 """
 
 from __future__ import annotations
@@ -28,15 +36,28 @@ from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
 from dynomite.commands import table as commands
-from dynomite.commands.determinism import longest_as_is
+from dynomite.commands.determinism import NOT_DETERMINISTIC, longest_as_is
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, PlanTable, Router
 
-__all__ = ["Run", "RunCutter"]
+__all__ = ["Part", "Run", "RunCutter"]
 
-#: One run: (command, plan, start, end, count) -- ``count`` requests of
-#: ``command``, all with ``plan``, in ``data[start:end]``.
-Run = Tuple[commands.Command, Plan, int, int, int]
+#: Part of a run of writes whose keys have different leaders: (plan,
+#: spans, positions) -- the requests at ``positions`` (0 is the run's
+#: first), in ``data[start:end]`` for each ``[start, end]`` of ``spans``.
+Part = Tuple[Plan, List[List[int]], List[int]]
+
+#: One run: (command, plan, start, end, count, parts) -- ``count`` requests
+#: of ``command`` in ``data[start:end]``, all with ``plan``; or, for writes
+#: whose plans differ (their keys have different leaders), ``plan`` None
+#: and one `Part` per plan, each its requests in order.
+Run = Tuple[commands.Command, Optional[Plan], int, int, int, Optional[List[Part]]]
+
+
+def _run(cmd, plan, start: int, end: int, count: int, parts) -> Run:
+    if parts is None:
+        return (cmd, plan, start, end, count, None)
+    return (cmd, None, start, end, count, list(parts.values()))
 
 # How many spellings of command names a RunCutter remembers.
 _RUNNABLE_NAMES = 4096
@@ -66,10 +87,13 @@ class RunCutter:
         """
         runnable = self._runnable
         read_only, write_only = reads.only, writes.only
+        write_spread = writes.spread
         hash_tag = self._router.hash_tag
         runs: List[Run] = []
         run_cmd = run_plan = None
         run_start = run_end = run_count = 0
+        # a run of writes with several plans: plan id -> Part
+        parts: Optional[Dict[int, Part]] = None
         n = len(requests)
         while i < n:
             args = requests[i]
@@ -82,21 +106,38 @@ class RunCutter:
             cmd, index, fewest, most = entry
             if not fewest <= len(args) <= most:
                 break
+            end = bounds[2 * i + 1]
             if cmd.write:
-                plan = write_only or writes.plans[bisect_left(writes.bounds, key_hash(args[index], hash_tag))]
+                plan = write_only
+                if plan is None:
+                    h = key_hash(args[index], hash_tag)
+                    plan = writes.plans[bisect_left(writes.bounds, h) * write_spread + h % write_spread]
             else:
                 plan = read_only or reads.plans[bisect_left(reads.bounds, key_hash(args[index], hash_tag))]
-            if run_count and cmd is run_cmd and plan is run_plan and start == run_end:
-                run_end = bounds[2 * i + 1]
+            if run_count and cmd is run_cmd and start == run_end and (plan is run_plan or cmd.write):
+                if parts is None and plan is not run_plan:
+                    parts = {id(run_plan): (run_plan, [[run_start, start]], list(range(run_count)))}
+                if parts is not None:
+                    part = parts.get(id(plan))
+                    if part is None:
+                        part = parts[id(plan)] = (plan, [], [])
+                    spans = part[1]
+                    if spans and spans[-1][1] == start:
+                        spans[-1][1] = end
+                    else:
+                        spans.append([start, end])
+                    part[2].append(run_count)
+                run_end = end
                 run_count += 1
             else:
                 if run_count:
-                    runs.append((run_cmd, run_plan, run_start, run_end, run_count))
+                    runs.append(_run(run_cmd, run_plan, run_start, run_end, run_count, parts))
+                    parts = None
                 run_cmd, run_plan = cmd, plan
-                run_start, run_end, run_count = start, bounds[2 * i + 1], 1
+                run_start, run_end, run_count = start, end, 1
             i += 1
         if run_count:
-            runs.append((run_cmd, run_plan, run_start, run_end, run_count))
+            runs.append(_run(run_cmd, run_plan, run_start, run_end, run_count, parts))
         return runs, i
 
     def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
@@ -105,11 +146,13 @@ class RunCutter:
         single-key command at a fixed position, sent as the client wrote
         it): if so, the command, its key's position and the fewest and most
         arguments it takes (Redis's arity, enough to hold the key, and no
-        more than replays as sent: `dynomite.commands.determinism`).
+        more than replays as sent: `dynomite.commands.determinism`; never a
+        command that runs once, on its leader, and replicates its effect).
         """
         cmd = commands.lookup(name)
         entry = None
-        if cmd is not None and cmd.route == commands.KEY and not cmd.subcommands:
+        if (cmd is not None and cmd.route == commands.KEY and not cmd.subcommands
+                and cmd.name not in NOT_DETERMINISTIC):   # those run once: on their own
             index = commands.fixed_key_index(cmd)
             fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
             longest = longest_as_is(cmd.name)

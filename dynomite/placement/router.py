@@ -36,7 +36,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, MAX_TOKEN
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.topology import NodeInfo, Topology
 from dynomite.wire.replies import elements, is_error
@@ -50,7 +50,8 @@ CROSSSLOT = b"-CROSSSLOT Keys in request don't hash to the same node\r\n"
 class Plan:
     """Where one single-replica-set request goes (see the module table)."""
 
-    __slots__ = ("write", "level", "local", "wait", "failover", "remote_dcs", "each")
+    __slots__ = ("write", "level", "local", "wait", "failover", "remote_dcs", "each", "leaders",
+                 "lane", "position")
 
     def __init__(
         self,
@@ -61,6 +62,8 @@ class Plan:
         failover: bool,
         remote_dcs: Tuple[str, ...],
         each: Optional[Dict[str, Tuple[NodeInfo, ...]]],
+        leaders: Tuple[NodeInfo, ...] = (),
+        lane: int = 0,
     ) -> None:
         self.write = write
         self.level = level
@@ -69,9 +72,18 @@ class Plan:
         self.failover = failover
         self.remote_dcs = remote_dcs
         self.each = each
+        #: a write's local replicas in the order they lead it: the first
+        #: that is up orders the key's writes for the whole datacenter
+        self.leaders = leaders
+        #: the lane (`dynomite.wire.inflight`) the leader sends these writes
+        #: on, the same for every key of the plan, so they keep its order
+        self.lane = lane
+        #: a ring position with this plan (`PlanTable`), by which a LEAD
+        #: names it to the leader; None if no position has it
+        self.position: Optional[int] = None
 
     def __repr__(self) -> str:
-        return "Plan(write=%r, level=%s, local=%s, wait=%d, failover=%r, remote=%s, each=%s)" % (
+        return "Plan(write=%r, level=%s, local=%s, wait=%d, failover=%r, remote=%s, each=%s%s)" % (
             self.write,
             self.level,
             [n.name for n in self.local],
@@ -79,49 +91,89 @@ class Plan:
             self.failover,
             self.remote_dcs,
             None if self.each is None else {dc: [n.name for n in ns] for dc, ns in self.each.items()},
+            ", leaders=%s" % [n.name for n in self.leaders] if self.leaders else "",
         )
 
 
-def plan(topology: Topology, position: int, write: bool, level: str) -> Plan:
-    """The plan for a request whose key(s) hash to ring ``position``."""
+def leader_turn(position: int, racks: int) -> int:
+    """
+    Which rack of a datacenter (index in sorted rack order) leads the
+    writes of a key at ring ``position``: spread by the key's hash, so every
+    rack leads about as many keys, and the same on every node.
+    """
+    return position % racks if racks > 1 else 0
+
+
+def plan(topology: Topology, position: int, write: bool, level: str,
+         turn: Optional[int] = None) -> Plan:
+    """
+    The plan for a request whose key(s) hash to ring ``position``.  A
+    write's ``leaders`` are this datacenter's replicas from the one
+    `leader_turn` names (or ``turn``), then in sorted rack order: the same
+    on every node.
+    """
     local = topology.local_replicas(position)
+    if write:
+        ordered = topology.dc_replicas(topology.local.datacenter, position)
+        if turn is None:
+            turn = leader_turn(position, len(ordered))
+        leaders = ordered[turn:] + ordered[:turn]
+    else:
+        leaders = ()
     if level == DC_EACH_SAFE_QUORUM:
         each = {dc: topology.dc_replicas(dc, position) for dc in topology.datacenters}
-        return Plan(write, level, local, len(local) // 2 + 1, False, (), each)
+        return Plan(write, level, local, len(local) // 2 + 1, False, (), each, leaders)
     remote = topology.remote_datacenters if write else ()
     if level == DC_ONE:
-        return Plan(write, level, local, 1, not write, remote, None)
-    return Plan(write, level, local, len(local) // 2 + 1, False, remote, None)
+        return Plan(write, level, local, 1, not write, remote, None, leaders)
+    return Plan(write, level, local, len(local) // 2 + 1, False, remote, None, leaders)
 
 
 class PlanTable:
     """
     The plans of one (kind, level) for the whole ring: the plan for ring
-    position ``h`` is ``plans[bisect_left(bounds, h)]``, or ``only`` when
-    every position has the same one (then nothing needs hashing).
+    position ``h`` is ``plans[bisect_left(bounds, h) * spread + h % spread]``,
+    or ``only`` when every position has the same one (then nothing needs
+    hashing).  ``spread`` is 1 for reads; for writes it is the number of
+    racks of this datacenter, one plan per leading rack (`leader_turn`).
     """
 
-    __slots__ = ("bounds", "plans", "only")
+    __slots__ = ("bounds", "plans", "only", "spread")
 
     def __init__(self, topology: Topology, write: bool, level: str) -> None:
         bounds, replica_sets = topology.segments()
-        shared: Dict[int, Plan] = {}
+        spread = len(topology.racks(topology.local.datacenter)) if write else 1
+        shared: Dict[Tuple[int, int], Plan] = {}
         plans: List[Plan] = []
         for i, replicas in enumerate(replica_sets):
-            p = shared.get(id(replicas))
-            if p is None:
-                # any position inside segment i: its upper bound (the extra
-                # last segment wraps around to the first)
-                position = bounds[i] if i < len(bounds) else 0
-                p = shared[id(replicas)] = plan(topology, position, write, level)
-            plans.append(p)
+            # any position inside segment i: its upper bound (the extra
+            # last segment wraps around to the first)
+            upper = bounds[i] if i < len(bounds) else 0
+            lowest = bounds[i - 1] + 1 if i > 0 else 0
+            highest = bounds[i] if i < len(bounds) else MAX_TOKEN
+            for turn in range(spread):
+                p = shared.get((id(replicas), turn))
+                if p is None:
+                    p = shared[id(replicas), turn] = plan(
+                        topology, upper, write, level, turn if write else None)
+                    p.lane = len(shared)
+                if p.position is None:
+                    # the highest position of the segment this plan has
+                    position = highest - (highest - turn) % spread
+                    if position >= lowest:
+                        p.position = position
+                plans.append(p)
         self.bounds = bounds
         self.plans = plans
+        self.spread = spread
         self.only: Optional[Plan] = plans[0] if len(shared) == 1 else None
 
     def at(self, position: int) -> Plan:
         """The plan for ring ``position``."""
-        return self.only or self.plans[bisect_left(self.bounds, position)]
+        if self.only is not None:
+            return self.only
+        spread = self.spread
+        return self.plans[bisect_left(self.bounds, position) * spread + position % spread]
 
 
 class Fragment:
@@ -184,7 +236,11 @@ class Router:
     def route(self, key: bytes, write: bool, level: str) -> Plan:
         """The plan for a request on ``key``: routing's one function."""
         table = self.table(write, level)
-        return table.only or table.plans[bisect_left(table.bounds, key_hash(key, self.hash_tag))]
+        if table.only is not None:
+            return table.only
+        position = key_hash(key, self.hash_tag)
+        spread = table.spread
+        return table.plans[bisect_left(table.bounds, position) * spread + position % spread]
 
     def route_keys(self, keys: Sequence[bytes], write: bool, level: str) -> Optional[Plan]:
         """The plan for a request on several ``keys``, or None if their replicas differ."""

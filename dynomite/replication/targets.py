@@ -7,7 +7,8 @@ goes to a `Target`.  There are three kinds, and each owns its own framing:
 
 - `LocalRedis`: this node's own Redis (`dynomite.datastore`), raw RESP;
 - `PeerNode`: another node of the cluster (`dynomite.peers`), a REQUEST
-  frame that the peer runs on its Redis;
+  frame that the peer runs on its Redis (or a LEAD frame, a write the
+  peer orders for its datacenter: `dynomite.node.leader`);
 - `RemoteDatacenter`: another datacenter as a whole, a FORWARD frame to the
   first reachable of its entry nodes, which applies the write to every rack
   of its datacenter (`dynomite.node.replica`).
@@ -26,7 +27,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from dynomite.placement.router import Router
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FORWARD, REQUEST
+from dynomite.wire.peer_frames import FORWARD, LEAD, REQUEST
 
 __all__ = ["ITarget", "LocalRedis", "PeerNode", "RemoteDatacenter", "Targets", "dc_target_name"]
 
@@ -87,6 +88,19 @@ class PeerNode:
     def available(self) -> bool:
         """Neither DOWN nor STANDBY (`dynomite.peers.membership.Membership.writable`)."""
         return self._membership.writable(self.name)
+
+    def lead(self, request: Request, sink) -> None:
+        """Have the peer lead a write (`dynomite.node.leader`): a LEAD frame."""
+        link = self._links.get(self.name)
+        if link is None:
+            sink.fail(self._gone)
+            return
+        link.send(LEAD, request, sink)
+
+    def can_lead(self) -> bool:
+        """Whether the peer can take writes to lead now: writable, and connected."""
+        link = self._links.get(self.name)
+        return link is not None and link.is_up and self._membership.writable(self.name)
 
 
 @implementer(ITarget)

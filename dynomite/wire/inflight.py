@@ -22,12 +22,15 @@ peer's lane, replayed hints `REPLAY_LANE`.
 
 from __future__ import annotations
 
-from dynomite.wire.peer_frames import FLAG_RESP3, FLAG_WRITE
+from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_RESP3, FLAG_WRITE, LEVEL_MASK
 
 __all__ = ["Request", "REPLAY_LANE"]
 
 #: The lane replayed hints travel on: one ordered stream per target.
 REPLAY_LANE = 0
+
+# Flags a request keeps from a frame beside RESP3 and write (a LEAD's).
+_EXTRA = LEVEL_MASK | FLAG_EFFECT
 
 
 class Request:
@@ -35,25 +38,27 @@ class Request:
     ``payload``: raw RESP of ``count`` requests joined (the client's own bytes);
     ``resp``: the client's protocol version (2 or 3), so replies come back in
     it; ``write``: whether it changes data; ``lane``: see the module docstring;
-    ``flags``: ``resp`` and ``write`` as peer-frame and hint-record flags.
+    ``flags``: ``resp`` and ``write`` as peer-frame and hint-record flags,
+    and ``extra`` flags (a LEAD's level and effect bits).
     A request is never changed once made (it is shared by every target).
     """
 
     __slots__ = ("payload", "resp", "lane", "count", "write", "flags")
 
     def __init__(self, payload: bytes, resp: int = 2, lane: int = 0, count: int = 1,
-                 write: bool = False) -> None:
+                 write: bool = False, extra: int = 0) -> None:
         self.payload = payload
         self.resp = resp
         self.lane = lane
         self.count = count
         self.write = write
-        self.flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0)
+        self.flags = (FLAG_RESP3 if resp == 3 else 0) | (FLAG_WRITE if write else 0) | extra
 
     @classmethod
     def from_flags(cls, flags: int, payload: bytes, lane: int, count: int = 1) -> "Request":
-        """The request a peer frame or hint record with ``flags`` carries."""
-        return cls(payload, 3 if flags & FLAG_RESP3 else 2, lane, count, bool(flags & FLAG_WRITE))
+        """The request a peer frame or hint record with ``flags`` carries (its other bits kept)."""
+        return cls(payload, 3 if flags & FLAG_RESP3 else 2, lane, count, bool(flags & FLAG_WRITE),
+                   flags & _EXTRA)
 
     def __repr__(self) -> str:
         return "Request(%r, resp=%d, lane=%d, count=%d, write=%r)" % (

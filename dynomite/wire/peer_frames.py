@@ -10,13 +10,16 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
     0      2     magic            b"DY"
     2      1     version          2
     3      1     type             HELLO, CHALLENGE, AUTH, WELCOME, REJECT,
-                                  REQUEST, FORWARD, REPLY, PING, PONG
-    4      2     flags            bit 0 RESP3, bit 1 write, bit 15 failed
+                                  REQUEST, FORWARD, LEAD, REPLY, PING, PONG
+    4      2     flags            bit 0 RESP3, bit 1 write, bit 2 run,
+                                  bits 3-4 LEAD's level, bit 5 effect,
+                                  bit 15 failed
     6      8     request id       unsigned, chosen by the requesting side
     14     1     origin length    0..255
     15     4     payload length   0..max_payload
     19     ...   origin           UTF-8 node name
-    ...    ...   payload          raw RESP (REQUEST/FORWARD/REPLY) or JSON
+    ...    ...   payload          raw RESP (REQUEST/FORWARD/REPLY), a ring
+                                  position then raw RESP (LEAD), or JSON
 
 Both lengths sit in the fixed 19-byte header so that one unpack tells the
 parser how long the whole frame is; an oversized frame is refused as soon
@@ -45,8 +48,9 @@ from dynomite.wire.resp import ProtocolError
 __all__ = [
     "MAGIC", "VERSION", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_ORIGIN",
     "HELLO", "CHALLENGE", "AUTH", "WELCOME", "REJECT",
-    "REQUEST", "FORWARD", "REPLY", "PING", "PONG", "FRAME_NAMES",
-    "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_FAILED", "run_payload", "run_count",
+    "REQUEST", "FORWARD", "LEAD", "REPLY", "PING", "PONG", "FRAME_NAMES",
+    "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_FAILED", "LEVEL_SHIFT",
+    "LEVEL_MASK", "run_payload", "run_count", "lead_payload", "lead_position",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -55,7 +59,9 @@ __all__ = [
 MAGIC = 0x4459  # b"DY"
 #: 2 since REQUEST/FORWARD may carry a run (FLAG_RUN): a version 1 node would
 #: take the count for part of a request, so the versions refuse each other.
-VERSION = 2
+#: 3 since writes go to their key's leader (LEAD), which a version 2 node
+#: would not know.
+VERSION = 3
 
 # Handshake frames (JSON payloads).
 HELLO = 1
@@ -67,13 +73,16 @@ REJECT = 5
 REQUEST = 16
 FORWARD = 17
 REPLY = 18
+#: A write (or run of writes) for the receiver to lead: it orders the
+#: writes of the key for its whole datacenter (`dynomite.node.leader`).
+LEAD = 19
 # Heartbeats (empty payload; reserved for node state as JSON).
 PING = 32
 PONG = 33
 
 FRAME_NAMES: Dict[int, str] = {
     HELLO: "HELLO", CHALLENGE: "CHALLENGE", AUTH: "AUTH", WELCOME: "WELCOME",
-    REJECT: "REJECT", REQUEST: "REQUEST", FORWARD: "FORWARD", REPLY: "REPLY",
+    REJECT: "REJECT", REQUEST: "REQUEST", FORWARD: "FORWARD", LEAD: "LEAD", REPLY: "REPLY",
     PING: "PING", PONG: "PONG",
 }
 
@@ -85,10 +94,17 @@ FLAG_WRITE = 0x0002
 #: (`dynomite.consistency.runs`): a 4-byte big-endian count, then that many requests;
 #: the REPLY joins their replies.
 FLAG_RUN = 0x0004
+#: LEAD: the consistency level the leader answers at, an index (bits 3-4;
+#: `dynomite.node.leader` names them).
+LEVEL_SHIFT = 3
+LEVEL_MASK = 0x0018
+#: LEAD: a command whose effect depends on where it runs: the leader runs
+#: it once and replicates its effect (`dynomite.commands.effects`).
+FLAG_EFFECT = 0x0020
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 3..14 are free; receivers ignore bits they do not know.
+# Bits 6..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
@@ -112,6 +128,18 @@ def run_count(payload: bytes) -> int:
     """The request count a FLAG_RUN payload starts with (its requests follow)."""
     if len(payload) < 4:
         raise PeerProtocolError("run payload without a count")
+    return _RUN_COUNT.unpack_from(payload)[0]
+
+
+def lead_payload(position: int, data: bytes) -> bytes:
+    """A LEAD request's payload: the ring ``position`` of its keys, then ``data``."""
+    return _RUN_COUNT.pack(position) + data
+
+
+def lead_position(payload: bytes) -> int:
+    """The ring position a LEAD payload starts with (its requests follow)."""
+    if len(payload) < 4:
+        raise PeerProtocolError("lead payload without a ring position")
     return _RUN_COUNT.unpack_from(payload)[0]
 
 

@@ -10,6 +10,7 @@ and hint logs (in a temporary directory) exactly as a real node's do.
 from __future__ import annotations
 
 import fnmatch
+import random
 import shutil
 import tempfile
 from typing import Dict, List, Optional
@@ -33,13 +34,17 @@ UNAVAILABLE = b"-ERR datastore unavailable\r\n"
 
 class MemoryRedis:
     """
-    Enough of Redis for routing tests: strings, sets, DEL/EXISTS/MGET/MSET,
-    KEYS/SCAN/DBSIZE/FLUSHALL.  ``down`` makes every request fail like an
-    unreachable datastore.
+    Enough of Redis for routing and ordering tests: strings (APPEND, INCR,
+    INCRBYFLOAT with a replica's own rounding), lists (LPUSH, RPUSH, LPOP),
+    sets (SADD, SREM, SPOP with a replica's own choice), HSET,
+    DEL/EXISTS/MGET/MSET, KEYS/SCAN/DBSIZE/FLUSHALL.  ``down`` makes every
+    request fail like an unreachable datastore.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self.data: Dict[bytes, object] = {}
+        # SPOP's choices: each replica its own, as each Redis its own
+        self.rng = random.Random(seed)
         self.down = False
         self.in_flight = 0
         self.timed_out_total = 0
@@ -70,6 +75,11 @@ class MemoryRedis:
         if name == b"set":
             d[args[1]] = args[2]
             return b"+OK\r\n"
+        if name == b"hset":
+            fields = d.setdefault(args[1], {})
+            added = sum(1 for f in args[2::2] if f not in fields)
+            fields.update(zip(args[2::2], args[3::2]))  # type: ignore[union-attr]
+            return integer(added)
         if name == b"get":
             value = d.get(args[1])
             return null(resp) if value is None else bulk(value)  # type: ignore[arg-type]
@@ -90,6 +100,50 @@ class MemoryRedis:
             added = [m for m in args[2:] if m not in members]
             members.extend(added)  # type: ignore[union-attr]
             return integer(len(added))
+        if name == b"srem":
+            members = d.get(args[1], [])
+            removed = [m for m in args[2:] if m in members]
+            for m in removed:
+                members.remove(m)  # type: ignore[union-attr]
+            if not members:
+                d.pop(args[1], None)
+            return integer(len(removed))
+        if name == b"spop":
+            members = d.get(args[1], [])
+            if not members:
+                return null(resp)
+            member = members.pop(self.rng.randrange(len(members)))  # type: ignore[union-attr]
+            if not members:
+                d.pop(args[1], None)
+            return bulk(member)
+        if name in (b"lpush", b"rpush"):
+            items = d.setdefault(args[1], [])
+            for item in args[2:]:
+                if name == b"lpush":
+                    items.insert(0, item)  # type: ignore[union-attr]
+                else:
+                    items.append(item)  # type: ignore[union-attr]
+            return integer(len(items))  # type: ignore[arg-type]
+        if name == b"lpop":
+            items = d.get(args[1])
+            if not items:
+                return null(resp)
+            item = items.pop(0)  # type: ignore[union-attr]
+            if not items:
+                d.pop(args[1])
+            return bulk(item)
+        if name == b"append":
+            value = d.get(args[1], b"") + args[2]  # type: ignore[operator]
+            d[args[1]] = value
+            return integer(len(value))
+        if name in (b"incr", b"incrbyfloat"):
+            by = float(args[2]) if name == b"incrbyfloat" else 1
+            value = float(d.get(args[1], b"0")) + by  # type: ignore[arg-type]
+            # each replica's own rounding, as libc's may differ
+            text = (b"%d" % value if name == b"incr" else
+                    (b"%.17g" % value if self.rng.random() < 0.5 else repr(value).encode()))
+            d[args[1]] = text
+            return integer(int(value)) if name == b"incr" else bulk(text)
         if name == b"smembers":
             members = d.get(args[1], [])
             return b"*%d\r\n" % len(members) + b"".join(bulk(m) for m in members)  # type: ignore[union-attr]
@@ -144,7 +198,7 @@ class InProcessNode:
     def __init__(self, cluster: "InProcessCluster", config: NodeConfig) -> None:
         self.config = config
         self.name = str(config.dyn_listen)
-        self.redis = MemoryRedis()
+        self.redis = MemoryRedis(seed=len(cluster.nodes))
         self.reachable = True
         self.parts = NodeParts(
             config, cluster.clock, self.redis, FakeMonitor(),
@@ -268,6 +322,10 @@ class InProcessClient:
         self.protocol = node.clients.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.transport = Transport()
         self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        """Send raw request bytes, nothing more: the cluster moves them when pumped."""
+        self.protocol.dataReceived(data)
 
     def raw(self, data: bytes) -> bytes:
         """Send raw request bytes; settle the cluster; return everything answered."""

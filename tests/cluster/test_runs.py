@@ -111,11 +111,15 @@ class InProcessRunTests(SynchronousTestCase):
         return sum(link.requests_total for link in self.node.peers.values())
 
     def test_a_pipeline_of_writes_is_one_request_per_replica(self):
+        """
+        The writes this node leads go as one run to each other rack; those
+        other racks lead go as one LEAD run to each of them.
+        """
         before = self.peer_requests()
         sets = [("SET", "k%d" % i, "v%d" % i) for i in range(50)]
         replies = self.client.raw(pipeline(*sets))
         self.assertEqual(replies, b"+OK\r\n" * 50)
-        self.assertEqual(self.peer_requests() - before, 2)  # one run to each other rack
+        self.assertEqual(self.peer_requests() - before, 4)
         for i in range(50):
             self.assertEqual(len(owners(self.cluster, b"k%d" % i)), 3)
 
@@ -183,7 +187,8 @@ class InProcessTwoDatacenterRunTests(SynchronousTestCase):
         self.assertEqual(client.raw(pipeline(*[("SET", "y%d" % i, "w") for i in range(25)])),
                          b"+OK\r\n" * 25)
         cluster.settle()
-        self.assertEqual(entry.peers[other.name].requests_total - before, 1)
+        # one run of the writes the entry leads, one LEAD run of the others'
+        self.assertEqual(entry.peers[other.name].requests_total - before, 2)
         for node in (entry, other):
             self.assertEqual(sum(1 for i in range(25) if node.redis.data.get(b"y%d" % i) == b"w"), 25)
 

@@ -167,12 +167,15 @@ class HashTagTests(ClusterTestCase):
                 return list(found.values())
         raise AssertionError("no tags on two owners")
 
-    def untagged_pair(self, same_owner: bool) -> Tuple[str, str]:
+    def untagged_pair(self, same_owner: bool, same_leader: bool = False) -> Tuple[str, str]:
         a = self.prefix + "plain-a"
         for i in range(10_000):
             b = f"{self.prefix}plain-b{i}"
-            if (self.fx.replica_set(a) == self.fx.replica_set(b)) == same_owner:
-                return a, b
+            if (self.fx.replica_set(a) == self.fx.replica_set(b)) != same_owner:
+                continue
+            if same_owner and (self.fx.leaders(a)[0] == self.fx.leaders(b)[0]) != same_leader:
+                continue
+            return a, b
         raise AssertionError("no pair")
 
     def test_tagged_keys_share_a_backend_in_every_rack(self) -> None:
@@ -247,8 +250,14 @@ class HashTagTests(ClusterTestCase):
         self.assertEqual(conn.command("PING"), b"+PONG\r\n")
         self.assertEqual(conn.command("GET", a), b"$1\r\n1\r\n", "nothing was renamed")
         self.assertEqual(conn.command("EXISTS", b), b":0\r\n")
-        # keys that happen to share their owners need no tag
-        e, f = self.untagged_pair(same_owner=True)
+        # keys that happen to share their owners and their leader need no tag
+        e, f = self.untagged_pair(same_owner=True, same_leader=True)
         self.assertEqual(conn.command("SET", e, "v"), b"+OK\r\n")
         self.assertEqual(conn.command("RENAME", e, f), b"+OK\r\n")
         self.assertEqual(conn.command("GET", f), b"$1\r\nv\r\n")
+        # the same owners but another leader: a write would not be in either
+        # key's order (`dynomite.node.leader`); a read may go
+        g, h = self.untagged_pair(same_owner=True, same_leader=False)
+        self.assertEqual(conn.command("SET", g, "w"), b"+OK\r\n")
+        self.assertTrue(conn.command("RENAME", g, h).startswith(b"-CROSSSLOT"))
+        self.assertTrue(conn.command("SUNION", g, h).startswith(b"-WRONGTYPE"))   # Redis answered

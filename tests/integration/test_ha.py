@@ -60,7 +60,8 @@ class KilledReplicaTests(FaultTestCase):
         """
         fx = self.start_cluster("kill-replica", ONE_DC, 1, {"hints_fsync": "always"})
         r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
-        writers = [self.writer(r1, f"kr{i}", count=500, seed=i) for i in range(4)]
+        # keys rack 1's node leads (`dynomite.node.leader`): it holds their hints
+        writers = [self.writer(r1, f"kr{i}", count=500, seed=i, keys=fx.led_by(r1)) for i in range(4)]
         for w in writers:
             w.start()
         self.assertTrue(poll(lambda: sum(len(w.acked) for w in writers) >= 400, 30, 0.002),
@@ -124,7 +125,7 @@ class KilledReplicaTests(FaultTestCase):
         target = fx.peer_name(r2)
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
-        missed = self.writer(r1, "missed", count=300)
+        missed = self.writer(r1, "missed", count=300, keys=fx.led_by(r1))
         missed.run()
         self.assertNoClientErrors([missed], "at DC_ONE with rack 2 down")
         fx.admin(r1, f"/hints/{target}/pause")
@@ -225,7 +226,7 @@ class CoordinatorCrashTests(FaultTestCase):
         r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
-        before = self.writer(r1, "pre", count=1000)
+        before = self.writer(r1, "pre", count=1000, keys=fx.led_by(r1))
         before.run()   # in this thread: all 1000 done before the crash
         self.assertNoClientErrors([before], "at DC_ONE with rack 2 down")
         self.assertEqual(len(before.acked), 1000)
@@ -336,7 +337,7 @@ class HintWindowTests(FaultTestCase):
         target = fx.peer_name(r2)
         r2.node_process.kill()
         self.wait_peer_state(r1, r2, "DOWN")
-        w = self.writer(r1, "win", interval=0.01)
+        w = self.writer(r1, "win", interval=0.01, keys=fx.led_by(r1))
         w.start()
         time.sleep(2.5 * fx.settings["hint_window"] / 1000)
         self.start_node(r2)

@@ -126,11 +126,25 @@ class RunTests(NodeTestCase):
         self.assertEqual(self.runs(), [(3, first), (1, multibulk(b"SET d 4 PXAT %d" % at)),
                                        (1, multibulk(b"SET e 5"))])
 
-    def test_another_command_cuts_the_run(self):
+    def test_another_command_cuts_the_run_and_reads_wait_for_writes(self):
+        """
+        A read waits for the client's writes before it (their leader may be
+        another node); what follows it waits too, and everything goes on,
+        in order, once they are answered.
+        """
         batch = multibulk(b"SET a 1", b"SET b 2", b"GET a", b"GET b", b"SET c 3")
         self.send(batch)
-        self.assertEqual([count for count, _ in self.runs()], [2, 2, 1])
-        self.assertEqual(b"".join(data for _, data in self.runs()), batch)
+        self.assertEqual([count for count, _ in self.runs()], [2])
+        writes = self.runs()[0][1]
+        self.send(multibulk(b"SET d 4"))
+        self.assertEqual(len(self.runs()), 1)    # held behind the reads
+        self.datastore.answer(b"+OK\r\n+OK\r\n")
+        self.assertEqual([count for count, _ in self.runs()], [2, 1, 1])
+        self.assertEqual(writes + b"".join(data for _, data in self.runs()), batch + multibulk(b"SET d 4"))
+        self.datastore.answer(b"$1\r\n1\r\n$1\r\n2\r\n")
+        self.datastore.answer(b"+OK\r\n")
+        self.datastore.answer(b"+OK\r\n")
+        self.assertEqual(self.written(), b"+OK\r\n+OK\r\n$1\r\n1\r\n$1\r\n2\r\n+OK\r\n+OK\r\n")
 
     def test_an_empty_request_in_between_cuts_the_run(self):
         self.send(multibulk(b"GET a", b"GET b") + b"*0\r\n" + multibulk(b"GET c"))

@@ -201,7 +201,7 @@ class FramerTests(SynchronousTestCase):
         self.assertEqual(HEADER_SIZE, 19)
         self.assertEqual(
             data,
-            b"DY\x02\x10\x00\x03" + struct.pack("!Q", 258) + b"\x02" + struct.pack("!I", 14)
+            b"DY\x03\x10\x00\x03" + struct.pack("!Q", 258) + b"\x02" + struct.pack("!I", 14)
             + b"n1" + b"*1\r\n$4\r\nPING\r\n",
         )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
-
+import dataclasses
 import random
+
+from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.config.vocabulary import (
     CONSISTENCY_LEVELS, DC_EACH_SAFE_QUORUM, DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, MAX_TOKEN,
@@ -194,11 +195,35 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(len(plans), 2)   # two nodes per rack, tokens 0 and 2**31
 
     def test_uniform_topology_needs_no_hash(self):
-        """One node per rack: one plan for every key, and the table says so."""
+        """One node per rack: one read plan for every key, and the table says so."""
         t = cluster(per_rack=1)
-        table = Router(t, None).table(True, DC_ONE)
+        table = Router(t, None).table(False, DC_ONE)
         self.assertIsNotNone(table.only)
         self.assertIs(table.at(0), table.at(MAX_TOKEN))
+
+    def test_writes_have_one_plan_per_leading_rack(self):
+        """
+        A write's leader is the replica of the rack its key's hash picks,
+        the same on every node of the datacenter; the others follow in
+        sorted rack order.  Keys led by one rack share one plan.
+        """
+        racks = len(cluster(per_rack=1).racks("dc1"))
+        leaders_seen = {}
+        base = cluster(per_rack=1)
+        for local in base.nodes:
+            t = Topology([dataclasses.replace(n, is_local=n is local) for n in base.nodes])
+            table = Router(t, None).table(True, DC_ONE)
+            self.assertIsNone(table.only)
+            self.assertEqual(table.spread, racks)
+            for position in (0, 1, 2, 12345, MAX_TOKEN):
+                p = table.at(position)
+                leaders = [n.name for n in p.leaders]
+                self.assertEqual(sorted(leaders), sorted(n.name for n in p.local))
+                self.assertEqual(leaders_seen.setdefault(position, leaders), leaders)
+                self.assertIs(table.at(position + racks if position + racks <= MAX_TOKEN
+                                       else position - racks), p)
+        firsts = {tuple(v)[0] for v in leaders_seen.values()}
+        self.assertEqual(len(firsts), racks)
 
     def test_update_routes_over_the_new_topology(self):
         routes = Router(cluster(per_rack=1), None)

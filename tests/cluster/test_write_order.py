@@ -1,0 +1,150 @@
+"""
+One order per key in a datacenter (dynomite.node.leader): whatever
+coordinators accept a key's writes, and in whatever order the network
+delivers them, every replica applies them in one order, and commands that
+may not run twice (SPOP, INCRBYFLOAT) run once, on the leader, and reach
+the others as their effect.
+
+The model test drives three clients, one per rack, with random pipelines
+of order-sensitive and random commands on a few hot keys, while the
+in-process network delivers bytes connection by connection in a random
+order; after everything settles the three replicas must hold the same
+data.  Without the leader (each coordinator sending to every replica) or
+with SPOP replayed as sent, they do not.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.placement.hashing import key_hash
+from dynomite.placement.router import leader_turn
+
+from tests.cluster.inprocess import make_cluster
+from tests.cluster.test_runs import pipeline
+
+KEYS = [b"k%d" % i for i in range(6)]
+
+
+def random_command(rng: random.Random, client: int, step: int):
+    key = rng.choice(KEYS)
+    value = b"c%d.%d" % (client, step)
+    kind = rng.randrange(10)
+    if kind == 0:
+        return ("SET", b"s" + key, value)
+    if kind == 1:
+        return ("APPEND", b"s" + key, value)
+    if kind == 2:
+        return ("INCR", b"n" + key)
+    if kind == 3:
+        return ("INCRBYFLOAT", b"f" + key, "0.1")
+    if kind == 4:
+        return ("LPUSH", b"l" + key, value)
+    if kind == 5:
+        return ("RPUSH", b"l" + key, value)
+    if kind == 6:
+        return ("LPOP", b"l" + key)
+    if kind == 7:
+        return ("SADD", b"t" + key, value, b"m%d" % rng.randrange(4))
+    if kind == 8:
+        return ("SPOP", b"t" + key)
+    return ("SREM", b"t" + key, b"m%d" % rng.randrange(4))
+
+
+class WriteOrderModelTests(SynchronousTestCase):
+    """Random concurrent writers through every node leave identical replicas."""
+
+    layout = {"dc1": {"r1": 1, "r2": 1, "r3": 1}}
+
+    def run_model(self, seed: int, steps: int = 60) -> None:
+        cluster = make_cluster(self, self.layout)
+        rng = random.Random(seed)
+        clients = [cluster.client(node) for node in cluster.nodes]
+        for step in range(steps):
+            c = rng.randrange(len(clients))
+            batch = [random_command(rng, c, step) for _ in range(rng.randrange(1, 5))]
+            clients[c].send(pipeline(*batch))
+            # the network moves some connections' bytes, in a random order
+            pumps = list(cluster.pumps)
+            for pump, _, _ in rng.sample(pumps, rng.randrange(len(pumps) + 1)):
+                pump.pump()
+        for _ in range(5):
+            cluster.advance(0.1)
+        written = 0
+        for prefix in (b"s", b"n", b"f", b"l", b"t"):
+            for key in KEYS:
+                key = prefix + key
+                values = {n.name: n.redis.data.get(key) for n in owners_in_every_rack(cluster, key)}
+                written += any(v is not None for v in values.values())
+                self.assertEqual(len(set(map(repr, values.values()))), 1,
+                                 "seed %d: replicas of %r differ: %r" % (seed, key, values))
+        self.assertGreater(written, 10, "seed %d: hardly anything was written" % seed)
+
+    def test_random_writers_leave_identical_replicas(self):
+        for seed in range(12):
+            self.run_model(seed)
+
+
+class TwoNodesPerRackModelTests(WriteOrderModelTests):
+    """The same with two nodes per rack: coordinators that own nothing of a key."""
+
+    layout = {"dc1": {"r1": 2, "r2": 2, "r3": 2}}
+
+
+def owners_in_every_rack(cluster, key: bytes):
+    topology = cluster.nodes[0].topology
+    h = key_hash(key)
+    return [cluster.by_name[topology.ring(dc, rack).owner(h).name]
+            for dc in topology.datacenters for rack in topology.racks(dc)]
+
+
+class EffectTests(SynchronousTestCase):
+    """What runs once, on the leader, and what the others apply."""
+
+    def setUp(self):
+        self.cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        self.client = self.cluster.client(self.cluster.nodes[0])
+
+    def leader_of(self, key: bytes):
+        nodes = sorted(self.cluster.nodes, key=lambda n: n.rack)
+        return nodes[leader_turn(key_hash(key), len(nodes))]
+
+    def test_spop_runs_on_the_leader_and_the_others_remove_what_it_popped(self):
+        members = [b"m%d" % i for i in range(20)]
+        self.client.command("SADD", "s", *members)
+        popped = self.client.command("SPOP", "s")
+        self.assertTrue(popped.startswith(b"$2\r\nm"), popped)
+        leader = self.leader_of(b"s")
+        for node in self.cluster.nodes:
+            spops = [args for args in node.redis.commands if args[0].upper() == b"SPOP"]
+            self.assertEqual(len(spops), 1 if node is leader else 0, node.name)
+            self.assertEqual(node.redis.data[b"s"], leader.redis.data[b"s"])
+        self.assertNotIn(popped.split(b"\r\n")[1], leader.redis.data[b"s"])
+
+    def test_incrbyfloat_reaches_the_others_as_the_leaders_value(self):
+        for _ in range(5):
+            self.client.command("INCRBYFLOAT", "f", "0.1")
+        leader = self.leader_of(b"f")
+        for node in self.cluster.nodes:
+            self.assertEqual(node.redis.data[b"f"], leader.redis.data[b"f"])
+            if node is not leader:
+                self.assertEqual(node.redis.commands[-1][0::3], [b"SET", b"KEEPTTL"])
+
+    def test_a_write_another_node_leads_is_acknowledged_where_the_client_reads(self):
+        """DC_ONE: the reply waits for this rack's replica, so a read right after sees the write."""
+        key = next(b"rw%d" % i for i in range(1000)
+                   if self.leader_of(b"rw%d" % i) is not self.cluster.nodes[0])
+        self.client.send(pipeline(("SET", key, "v")))
+        # only the LEAD has left: the client's rack has not applied it, and no reply yet
+        self.assertEqual(self.client.transport.value(), b"")
+        self.cluster.settle()
+        self.assertEqual(self.client.transport.value(), b"+OK\r\n")
+        self.assertEqual(self.cluster.nodes[0].redis.data[key], b"v")
+
+    def test_a_pipelined_read_waits_for_the_write_before_it(self):
+        key = next(b"pw%d" % i for i in range(1000)
+                   if self.leader_of(b"pw%d" % i) is not self.cluster.nodes[0])
+        out = self.client.raw(pipeline(("SET", key, "1"), ("GET", key), ("SET", key, "2"), ("GET", key)))
+        self.assertEqual(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n$1\r\n2\r\n")
