@@ -30,6 +30,7 @@ RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
+    "advertise", "seed_provider", "gos_interval", "dns_seed_name", "dns_seed_server", "florida_url",
 )
 
 
