@@ -222,10 +222,12 @@ def make_source(config: NodeConfig, reactor, environ: Mapping[str, str] = os.env
 
         name = config.dns_seed_name or environ.get("DYNOMITE_DNS_NAME") or DEFAULT_DNS_NAME
         server: Optional[Address] = config.dns_seed_server
+        # each try waits up to ``timeout``; a poll gives up after two
+        tries = (config.timeout, config.timeout)
         if server is not None:
-            resolver = client.createResolver(servers=[(server.host, server.port)], reactor=reactor)
+            resolver = client.Resolver(servers=[(server.host, server.port)], timeout=tries, reactor=reactor)
         else:
-            resolver = client.createResolver(reactor=reactor)
+            resolver = client.Resolver(resolv="/etc/resolv.conf", timeout=tries, reactor=reactor)
         return DnsSeeds(name, resolver)
     if config.seed_provider == "florida_provider":
         return FloridaSeeds(florida_url(config, environ), _web_get(reactor, config.timeout))
