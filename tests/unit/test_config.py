@@ -101,6 +101,13 @@ class ExampleFileTests(SynchronousTestCase):
         self.assertIsNone(c.requirepass)
         self.assertEqual(c.unused_keys, ())
 
+    def test_dns_seeds(self) -> None:
+        c = NodeConfig.from_yaml(os.path.join(ETC, "dns-seeds.yml"))
+        self.assertEqual((c.seed_provider, c.dns_seed_name, c.gos_interval),
+                         ("dns_provider", "dynomite.example.internal", 10.0))
+        self.assertEqual(str(c.peer_address()), "10.0.1.5:8101")
+        self.assertEqual(c.unused_keys, ())
+
     def test_redis_auth(self) -> None:
         c = NodeConfig.from_yaml(os.path.join(ETC, "redis-auth.yml"))
         self.assertEqual(c.requirepass, "s3cret-change-me")
