@@ -8,6 +8,8 @@ stop (SIGTERM) under load.
   127.7.<worker>.80): publishing the TXT and A records makes them peers
   within a few ``gos_interval``; writes reach every rack; a node removed
   from DNS is dropped.
+- ``florida_provider`` reads Dynomite's seed list from an HTTP server
+  (twisted.web) the test starts.
 - A writer goes through rack 1's node while rack 2's node gets SIGTERM:
   the node exits by itself, its peers show it DOWN as soon as it is gone
   (within one membership tick, not ``peer_down_after``), /ready follows its
@@ -23,8 +25,12 @@ import urllib.request
 from typing import List, Tuple
 
 import yaml
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
 
+from dynomite.config.model import NodeConfig
 from dynomite.launcher.cluster import Cluster, ClusterNode
+from dynomite.peers.seeds import SeedError, make_source
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
 from tests.integration.fixtures.dns_server import DnsServer
@@ -147,3 +153,48 @@ class GracefulStopTests(FaultTestCase):
         self.assertGreater(sum(1 for w in writers for t, _ in w.ack_times if stopped_at < t < exited_at + 1), 0,
                            "no write was acknowledged around the stop: nothing was tested")
         self.assertHolding([r1, r2, r3], acked, 30, f"{len(acked)} writes around {r2.name}'s SIGTERM")
+
+
+class FloridaTests(TestCase):
+    """florida_provider against a real HTTP server (twisted.web) the test starts on an ephemeral port."""
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+        from twisted.web.static import Data
+
+        self.reactor = reactor
+        self.body = Data(b"", "application/json")
+        root = Resource()
+        rest = Resource()
+        v1 = Resource()
+        admin = Resource()
+        root.putChild(b"REST", rest)
+        rest.putChild(b"v1", v1)
+        v1.putChild(b"admin", admin)
+        admin.putChild(b"get_seeds", self.body)
+        site = Site(root)
+        site.noisy = False
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    def source(self, **keys):
+        pool = {"listen": "127.0.0.1:1", "dyn_listen": "127.0.0.1:2", "servers": ["127.0.0.1:3"], "tokens": 0,
+                "dyn_seed_provider": "florida_provider", "timeout": 2000}
+        pool.update(keys)
+        return make_source(NodeConfig.from_dict({"dyn_o_mite": pool}), self.reactor)
+
+    @defer.inlineCallbacks
+    def test_dynomite_florida_reply(self):
+        self.body.data = b"127.0.0.5:8101:rack1:dc1:0|127.0.0.6:8101:rack2:dc1:0,7"
+        url = f"http://127.0.0.1:{self.port.getHost().port}/REST/v1/admin/get_seeds"
+        seeds = yield self.source(florida_url=url).fetch()
+        self.assertEqual([(str(s.address), s.rack, s.tokens) for s in seeds],
+                         [("127.0.0.5:8101", "rack1", (0,)), ("127.0.0.6:8101", "rack2", (0, 7))])
+
+    @defer.inlineCallbacks
+    def test_missing_path_is_an_error(self):
+        url = f"http://127.0.0.1:{self.port.getHost().port}/nothing"
+        with self.assertRaises(SeedError):
+            yield self.source(florida_url=url).fetch()
