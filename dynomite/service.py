@@ -6,10 +6,12 @@ The service tree of one node, built from a validated `NodeConfig`.
       DatastoreMonitor   txredisapi health checks and INFO
       Datastore          pipelined raw-RESP connections to the local Redis
       _PartsService      opens the hint logs, starts the peer links (NodeParts)
-      TimerServices      membership (0.5 s) and outboxes (0.05 s)
+      TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval)
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory)
+
+`NodeService.stopService` (SIGTERM) stops gracefully; see `graceful_stop`.
 
 Nothing touches the disk or the network until `startService`: twistd builds
 the service before it forks to daemonize, and a file lock taken before the
@@ -24,6 +26,7 @@ from typing import Callable, Optional
 
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import MultiService, Service
+from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 
@@ -37,6 +40,7 @@ from dynomite.ops.admin import AdminResource, AdminSite
 from dynomite.ops.metrics import make_registry
 from dynomite.ops.status import NodeStatus
 from dynomite.peers.listener import PeerServerFactory
+from dynomite.peers.seeds import SeedPoller, make_source
 from dynomite.runtime import logs
 from dynomite.runtime.twisted_private import fail_fast
 
@@ -88,6 +92,12 @@ class NodeService(MultiService):
             AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token)),
         )
         self.client_listener = self._listen(config.listen, ClientFactory(parts.node, reactor))
+        # -- seed provider and graceful stop (dynomite.peers.seeds) --
+        self.peer_factory = self.peer_listener.factory if config.dyn_listen is not None else None
+        source = make_source(config, reactor)
+        self.seed_poller = SeedPoller(source, self.control.apply_seeds) if source is not None else None
+        if self.seed_poller is not None:
+            self._timer(config.gos_interval, self.seed_poller.poll)
 
     def _timer(self, interval: float, call: Callable[[], None]) -> None:
         timer = TimerService(interval, call)
@@ -148,6 +158,69 @@ class NodeService(MultiService):
         MultiService.startService(self)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.control.reload))
+
+
+    def stopService(self):
+        """SIGTERM: `graceful_stop`, then every service in reverse order."""
+        d = graceful_stop(self, self._reactor) if self.running else defer.succeed(None)
+        d.addErrback(lambda f: log.failure("graceful stop failed; stopping now", f))
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+
+def _until(clock, done: Callable[[], bool], deadline: float, step: float = 0.01):
+    """A Deferred firing True once ``done()`` holds, or False at ``deadline`` (clock seconds)."""
+    def check():
+        if done():
+            return defer.succeed(True)
+        if clock.seconds() >= deadline:
+            return defer.succeed(False)
+        return task.deferLater(clock, step, check)
+    return check()
+
+
+@defer.inlineCallbacks
+def graceful_stop(service: NodeService, clock):
+    """
+    Stop one node without losing what it acknowledged or forwarded:
+
+    1. stop accepting clients; connected ones are read no more and closed
+       once the replies to what they sent are written (at most ``timeout``;
+       the rest are then cut);
+    2. wait for the writes forwarded to replicas to be answered or hinted
+       (at most ``timeout`` more), then fsync every hint log;
+    3. tell every peer this node is leaving (a heartbeat saying so, on each
+       connection both ways): they mark it DOWN and hint its writes at
+       once; wait until each connection has answered (a PONG comes after
+       any request the peer sent before it), at most ``peer_down_after``,
+       and until the local Redis has answered what they sent.
+    """
+    parts = service.parts
+    config = parts.config
+    yield service.removeService(service.client_listener)
+    node = parts.node
+    for client in list(node.clients):
+        client.drain()
+    if not (yield _until(clock, lambda: not node.clients, clock.seconds() + config.timeout)):
+        log.warn("{n} clients still waiting after {s}s; closing them", n=len(node.clients), s=config.timeout)
+        for client in list(node.clients):
+            client.transport.abortConnection()
+    outboxes = parts.outboxes
+    yield _until(clock, lambda: not any(o.in_flight for o in outboxes.values()),
+                 clock.seconds() + config.timeout)
+    for outbox in outboxes.values():
+        if outbox.started:
+            outbox.hints.flush()
+    parts.membership.leaving = True
+    protocols = [p for link in parts.links.values() for p in link.connections]
+    if service.peer_factory is not None:
+        protocols.extend(p for p in service.peer_factory.connections if p.is_open)
+    sent = clock.seconds()
+    for protocol in protocols:
+        protocol.ping()
+    yield _until(clock, lambda: all(p.last_received > sent or not p.is_open for p in protocols)
+                 and not parts.datastore.in_flight, sent + config.peer_down_after)
+    log.info("leaving: clients drained, hints flushed, {n} peer connections told", n=len(protocols))
 
 
 class _PartsService(Service):

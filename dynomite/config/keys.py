@@ -30,9 +30,11 @@ __all__ = [
     "KEYS",
     "PROJECT_KEYS",
     "REQUIRED",
+    "SEED_PROVIDERS",
     "UNUSED_KEYS",
     "Key",
     "check_together",
+    "parse_seed",
 ]
 
 
@@ -59,7 +61,7 @@ UNUSED_KEYS = frozenset(
     {
         "distribution", "client_connections", "preconnect",
         "server_connections", "dyn_read_timeout", "dyn_write_timeout",
-        "dyn_port", "dyn_connections", "gos_interval", "pem_key_file",
+        "dyn_port", "dyn_connections", "pem_key_file",
         "recon_key_file", "recon_iv_file", "env", "conn_msg_rate",
         "stats_interval", "enable_gossip", "mbuf_size", "max_msgs",
         "read_repairs_enabled",
@@ -74,8 +76,13 @@ PROJECT_KEYS = frozenset(
         "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token", "log_level",
         "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
         "hint_segment_bytes", "resume_timeout",
+        "dyn_advertise", "dns_seed_name", "dns_seed_server", "florida_url",
     }
 )
+
+
+#: Where a node's seeds come from (``dyn_seed_provider``), Dynomite's names.
+SEED_PROVIDERS = ("simple_provider", "dns_provider", "florida_provider")
 
 
 # -- value parsers: each takes the YAML value and returns the typed one ------
@@ -264,11 +271,40 @@ def _data_store(value: Any) -> int:
 
 
 def _seed_provider(value: Any) -> str:
-    if value == "simple_provider":
+    if value in SEED_PROVIDERS:
         return value
-    if value in ("florida_provider", "dns_provider"):
-        raise Invalid(f"{value} is not supported; list seeds in dyn_seeds")
-    raise Invalid(f"expected simple_provider, got {show(value)}")
+    raise Invalid(f"expected one of {', '.join(SEED_PROVIDERS)}, got {show(value)}")
+
+
+def parse_seed(text: Any) -> Seed:
+    """One ``host:port:rack:dc:tokens`` seed (IPv6 hosts in brackets), as seed providers read them."""
+    return _seed(text)
+
+
+def _advertise(value: Any) -> Address:
+    """The address peers reach this node by: a real host (a name or an address), not a wildcard."""
+    address = Address.parse(value, allow_zero_port=False)
+    if address.host in ("0.0.0.0", "::"):
+        raise Invalid(f"{address} is a wildcard; give the address or name peers reach this node by")
+    return address
+
+
+def _dns_name(value: Any) -> str:
+    name = _text(value).strip().rstrip(".")
+    if not name or any(c.isspace() for c in name):
+        raise Invalid(f"expected a DNS name, got {show(value)}")
+    return name
+
+
+def _dns_server(value: Any) -> Address:
+    return Address.parse(value, allow_zero_port=False)
+
+
+def _florida_url(value: Any) -> str:
+    url = _text(value).strip()
+    if not url.startswith(("http://", "https://")):
+        raise Invalid(f"expected an http:// or https:// URL, got {show(value)}")
+    return url
 
 
 def _secret(without: str) -> Callable[[Any], str]:
@@ -361,7 +397,8 @@ KEYS: Dict[str, Key] = {
     "backlog": _kept(_int_at_least(1), "backlog"),
     "hash": Key(_hash),
     "data_store": Key(_data_store),
-    "dyn_seed_provider": Key(_seed_provider),
+    "dyn_seed_provider": _kept(_seed_provider, "seed_provider"),
+    "gos_interval": _kept(_milliseconds(positive=True), "gos_interval"),
     # added by this project
     "requirepass": Key(_requirepass, None, "requirepass"),
     "max_request_bytes": _kept(_int_at_least(1), "max_request_bytes"),
@@ -381,6 +418,10 @@ KEYS: Dict[str, Key] = {
     "hint_replay_rate": _kept(_int_at_least(0), "hint_replay_rate"),
     "hint_segment_bytes": _kept(_int_at_least(4096), "hint_segment_bytes"),
     "resume_timeout": _kept(_milliseconds(positive=False), "resume_timeout"),
+    "dyn_advertise": Key(_advertise, None, "advertise"),
+    "dns_seed_name": Key(_dns_name, None, "dns_seed_name"),
+    "dns_seed_server": Key(_dns_server, None, "dns_seed_server"),
+    "florida_url": Key(_florida_url, None, "florida_url"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": Key(_text),
     "client_connections": Key(_int_at_least(0)),
@@ -390,7 +431,6 @@ KEYS: Dict[str, Key] = {
     "dyn_write_timeout": Key(_milliseconds(positive=False)),
     "dyn_port": Key(_int_at_least(0)),
     "dyn_connections": Key(_int_at_least(1)),
-    "gos_interval": Key(_milliseconds(positive=False)),
     "pem_key_file": Key(_text),
     "recon_key_file": Key(_text),
     "recon_iv_file": Key(_text),
@@ -422,6 +462,8 @@ def check_together(values: Mapping[str, Any], source: str) -> None:
         )
     if seeds and values["dyn_listen"] is None:
         raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
+    if values["seed_provider"] != "simple_provider" and values["dyn_listen"] is None:
+        raise ConfigError(source, "dyn_listen", f"required with dyn_seed_provider {values['seed_provider']}")
 
     listeners = [("listen", values["listen"]), ("dyn_listen", values["dyn_listen"]),
                  ("stats_listen", values["stats_listen"])]

@@ -33,6 +33,9 @@ from dynomite.config.values import Address, Seed
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SECURE_SERVER_OPTIONS
 from dynomite.config.yamlio import ConfigError, Invalid, load_yaml, show, unknown_key
 
+#: Listening hosts that mean "every interface": not a name peers can use.
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+
 __all__ = [
     "CONSISTENCY_LEVELS",
     "DYNOMITE_KEYS",
@@ -43,6 +46,7 @@ __all__ = [
     "ConfigError",
     "NodeConfig",
     "Seed",
+    "WILDCARDS",
 ]
 
 
@@ -96,7 +100,33 @@ class NodeConfig:
     hint_replay_rate: int = 5000
     hint_segment_bytes: int = 64 * 1024 * 1024
     resume_timeout: float = 60.0
+    advertise: Optional[Address] = None    # dyn_advertise: the address peers know this node by
+    seed_provider: str = "simple_provider"
+    gos_interval: float = 30.0             # seconds between seed provider polls
+    dns_seed_name: Optional[str] = None
+    dns_seed_server: Optional[Address] = None
+    florida_url: Optional[str] = None
     unused_keys: Tuple[str, ...] = ()
+
+    def peer_address(self) -> Optional[Address]:
+        """
+        The address this node's peers know it by, which is its name among
+        them: ``dyn_advertise`` when set; else, when ``dyn_listen`` is a
+        wildcard (``0.0.0.0``, ``::``), the ``dyn_seeds`` entry with this
+        node's datacenter, rack and tokens (the entry its peers list for it);
+        else ``dyn_listen``.  None for a node without ``dyn_listen``, or with
+        a wildcard one it cannot name (see `wildcard_problem`).
+        """
+        if self.advertise is not None:
+            return self.advertise
+        listen = self.dyn_listen
+        if listen is None or listen.host not in WILDCARDS:
+            return listen
+        mine = sorted(self.tokens)
+        for seed in self.dyn_seeds:
+            if (seed.datacenter, seed.rack) == (self.datacenter, self.rack) and sorted(seed.tokens) == mine:
+                return seed.address
+        return None
 
     @classmethod
     def from_yaml(cls, path: str) -> NodeConfig:
@@ -140,12 +170,20 @@ class NodeConfig:
             else:
                 values[spec.field] = spec.default
         check_together(values, source)
-        return cls(
+        config = cls(
             source=source,
             pool_name=pool_name,
             unused_keys=tuple(unused),
             **values,
         )
+        if config.dyn_listen is not None and config.peer_address() is None:
+            raise ConfigError(
+                source, "dyn_advertise",
+                f"dyn_listen {config.dyn_listen} is a wildcard: set dyn_advertise to the host:port"
+                f" peers reach this node by, or list this node ({config.datacenter}/{config.rack}"
+                f" tokens {','.join(str(t) for t in config.tokens)}) in dyn_seeds",
+            )
+        return config
 
 
 # -- reading the document ----------------------------------------------------

@@ -285,6 +285,12 @@ class ClientProtocol(Protocol):
             self.reply(reply)
         self._close_after_replies()
 
+    def drain(self) -> None:
+        """The node is stopping: read nothing more; close once the replies in flight are written."""
+        self._paused_outstanding = True
+        self.transport.pauseProducing()
+        self._close_after_replies()
+
     def _close_after_replies(self) -> None:
         self.session.quitting = True
         if not self.queue:

@@ -12,12 +12,14 @@ else reads (`dynomite.node.settings`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from dynomite.config.model import ConfigError, NodeConfig
+from dynomite.config.model import ConfigError, NodeConfig, Seed
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SETTABLE_STATES
 from dynomite.placement.topology import Topology
 from dynomite.runtime import logs
@@ -30,6 +32,7 @@ RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
+    "seed_provider", "gos_interval", "dns_seed_name", "dns_seed_server", "florida_url",
 )
 
 
@@ -88,6 +91,8 @@ class NodeControl:
     def __init__(self, parts, is_running=lambda: True) -> None:
         self._parts = parts
         self._is_running = is_running
+        #: the last seed list a provider gave and this node took (None: none yet)
+        self.provided_seeds: Optional[Tuple[Seed, ...]] = None
 
     # -- state and settings ----------------------------------------------------
 
@@ -148,6 +153,11 @@ class NodeControl:
             fixed = [key for key in RESTART_KEYS if getattr(new, key) != getattr(parts.config, key)]
             if fixed:
                 raise ConfigError(new.source, fixed[0], "changing it needs a restart")
+            if new.peer_address() != parts.config.peer_address():
+                raise ConfigError(new.source, "dyn_advertise",
+                                  "this node's name among its peers would change; that needs a restart")
+            if self.provided_seeds is not None:
+                new = self._with_seeds(new, self.provided_seeds)
             topology = Topology.from_config(new)
         except ConfigError as e:
             metrics.reloads["failure"] += 1
@@ -159,3 +169,32 @@ class NodeControl:
         metrics.last_reload_success = time.time()
         self.log.info("configuration reloaded from {source}", source=new.source)
         return True
+
+    def apply_seeds(self, seeds: Tuple[Seed, ...]) -> bool:
+        """
+        Take the seed list a seed provider gave (`dynomite.peers.seeds`):
+        peers added and removed as by `reload`.  A list that contradicts
+        this node (its own name with another place, a token clash) is
+        refused with a log line, and the current peers kept.
+        """
+        parts = self._parts
+        try:
+            new = self._with_seeds(parts.config, seeds)
+            topology = Topology.from_config(new)
+        except ConfigError as e:
+            self.log.error("seed list refused, keeping the current peers: {error}", error=str(e))
+            return False
+        before = set(parts.links)
+        parts.reconfigure(new, topology, self._is_running())
+        self.provided_seeds = tuple(seeds)
+        if set(parts.links) != before:
+            self.log.info("seed list applied: {n} peers", n=len(parts.links))
+        return True
+
+    def _with_seeds(self, config: NodeConfig, seeds: Tuple[Seed, ...]) -> NodeConfig:
+        """``config`` with ``seeds``, this node keeping the name it runs under."""
+        name = self._parts.config.peer_address()
+        new = dataclasses.replace(config, dyn_seeds=tuple(seeds))
+        if new.peer_address() != name:
+            new = dataclasses.replace(new, advertise=name)
+        return new

@@ -3,7 +3,8 @@
 The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
 
     GET /, /info                       JSON: identity, state, peers, counters, latency, hints
-    GET /ping                          "pong"
+    GET /ping                          "pong" (liveness)
+    GET /ready                         200 "NORMAL" only in NORMAL, else 503 and the state (readiness)
     GET /help                          the paths below
     GET /cluster_describe              JSON: dcs -> racks -> nodes (host, port, tokens, state)
     GET /get_consistency               JSON: read and write consistency
@@ -15,7 +16,7 @@ The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
     GET /setloglevel/<0-11>
     GET /metrics                       Prometheus exposition
 
-Every answer is JSON except /ping and /metrics.  When ``admin_token`` is
+Every answer is JSON except /ping, /ready and /metrics.  When ``admin_token`` is
 configured, paths that change something require it (header
 ``X-Admin-Token`` or query ``?token=``) and answer 403 without it.  Unknown
 paths answer 404 (Dynomite answers them like /ping, which hides typos).
@@ -39,14 +40,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from dynomite import __version__
-from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, SETTABLE_STATES
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NORMAL, SETTABLE_STATES
 from dynomite.node.control import INodeControl
 from dynomite.ops.status import NodeStatus
 from dynomite.stats import Histogram
 
 
 HELP = [
-    "/info", "/ping", "/help", "/cluster_describe", "/get_consistency",
+    "/info", "/ping", "/ready", "/help", "/cluster_describe", "/get_consistency",
     "/set_consistency/<read|write>/<level>", "/get_timeout_factor", "/set_timeout_factor/<1-10>",
     "/state/<get_state|standby|writes_only|resuming|normal>", "/peer/<up|down|reset>/<name|all>",
     "/hints/<target|all>/<pause|resume|truncate>", "/setloglevel/<0-11>", "/metrics",
@@ -192,6 +193,12 @@ class AdminResource(Resource):
         if parts == ["ping"]:
             request.setHeader(b"Content-Type", b"text/plain")
             return b"pong\n"
+        if parts == ["ready"]:
+            state = self.status.ready_state
+            request.setHeader(b"Content-Type", b"text/plain")
+            if state != NORMAL:
+                request.setResponseCode(503)
+            return state.encode("ascii") + b"\n"
         head = parts[0] if parts else ""
         try:
             if head in self._read and (len(parts) <= 1):

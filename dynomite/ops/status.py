@@ -155,6 +155,11 @@ class NodeStatus:
         return self._membership.state
 
     @property
+    def ready_state(self) -> str:
+        """What /ready reports: the node's state, or LEAVING once it is stopping."""
+        return "LEAVING" if getattr(self._membership, "leaving", False) else self._membership.state
+
+    @property
     def read_consistency(self) -> str:
         return self._settings.read_consistency
 

@@ -51,8 +51,8 @@ __all__ = [
 
 
 def node_name(config: NodeConfig) -> str:
-    """A node's name among its peers: its ``dyn_listen`` as seeds list it."""
-    return str(config.dyn_listen)
+    """A node's name among its peers: its peer address as seeds list it (`NodeConfig.peer_address`)."""
+    return str(config.peer_address())
 
 
 class Identity(NamedTuple):

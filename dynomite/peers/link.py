@@ -198,6 +198,11 @@ class PeerLink:
         return bool(self._up)
 
     @property
+    def connections(self) -> List[PeerProtocol]:
+        """The connections UP now (a graceful stop tells each that this node leaves)."""
+        return list(self._up)
+
+    @property
     def admin(self) -> Optional[str]:
         """The peer's admin API address ("host:port"), as it said in WELCOME."""
         for protocol in self._up:

@@ -21,6 +21,10 @@ it.  It turns NORMAL once every peer it can reach has said it holds no
 hints for it (waiting at least ``peer_down_after`` for peers to connect,
 unless all have already answered), or when ``resume_timeout`` has passed.
 Transitions are in `Membership.set_state` and `Membership.tick`.
+
+A node that is stopping sets `Membership.leaving`: its heartbeats then say
+``"leaving": true`` and its peers mark it DOWN at once (writes for it are
+hinted) instead of after ``peer_down_after``.  Older nodes ignore the field.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class Membership:
         self.unreadable: FrozenSet[str] = frozenset()
         # peers whose writes go straight to them (`writable`), for the write path
         self._writable: FrozenSet[str] = frozenset()
+        #: this node is stopping (graceful stop): heartbeats tell peers so
+        self.leaving = False
         self._recompute()
 
     # -- this node -----------------------------------------------------------
@@ -102,10 +108,19 @@ class Membership:
 
     def status_for(self, peer: str) -> dict:
         """What this node tells ``peer`` with each heartbeat."""
+        if self.leaving:
+            return {"state": self.state, "hints": self._hints_for(peer), "leaving": True}
         return {"state": self.state, "hints": self._hints_for(peer)}
 
     def peer_status(self, peer: str, status: dict) -> None:
         """A heartbeat from ``peer`` said ``status``."""
+        if status.get("leaving") is True:
+            hints = status.get("hints")
+            if self.reported.get(peer, {}).get("state") != DOWN:
+                self.log.info("peer {peer} is leaving: DOWN now", peer=peer)
+                self.reported[peer] = {"state": DOWN, "hints": hints if isinstance(hints, int) else 0}
+                self._recompute()
+            return
         state = status.get("state")
         if state not in SETTABLE_STATES:
             return

@@ -23,8 +23,10 @@ A topology is immutable. Liveness (UP/DOWN, node states) is membership's
 business and is kept out of here, so that placement never depends on who
 happens to be reachable.
 
-Nodes are named by their peer address, ``str(dyn_listen)`` (``"host:port"``,
-``"[v6]:port"``), the same text other nodes list in their ``dyn_seeds``.
+Nodes are named by their peer address (``"host:port"``, ``"[v6]:port"``), the
+same text other nodes list in their ``dyn_seeds``: for this node
+`NodeConfig.peer_address` (``dyn_advertise``, or the seed entry naming it
+when ``dyn_listen`` is a wildcard, or ``dyn_listen``).
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ class Topology:
     def from_config(cls, config: NodeConfig) -> Topology:
         """
         The cluster described by a node's configuration: this node
-        (``dyn_listen``, ``datacenter``, ``rack``, ``tokens``) plus
+        (`NodeConfig.peer_address`, ``datacenter``, ``rack``, ``tokens``) plus
         ``dyn_seeds``.
 
         Without ``dyn_listen`` the node is alone and is named after its
@@ -250,7 +252,11 @@ class Topology:
                 raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
             address = Address(config.listen.host, 0)
         else:
-            address = config.dyn_listen
+            peer_address = config.peer_address()
+            if peer_address is None:
+                raise ConfigError(source, "dyn_advertise",
+                                  f"dyn_listen {config.dyn_listen} is a wildcard: set dyn_advertise")
+            address = peer_address
         local = NodeInfo(
             name=str(address), datacenter=config.datacenter, rack=config.rack,
             address=address, tokens=tuple(config.tokens), is_local=True,

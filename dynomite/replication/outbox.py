@@ -206,6 +206,11 @@ class Outbox:
         """Close the hint log (what is in it stays for the next start)."""
         self.hints.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Writes sent straight to the target and not yet answered (nor hinted)."""
+        return sum(1 for entry in self._direct if not entry.done)
+
     # -- state machine ---------------------------------------------------------
 
     def _fire(self, event: str) -> None:

@@ -75,6 +75,17 @@ class ReadPathTests(SynchronousTestCase):
         self.assertEqual(self.admin.json("/state/get_state"), {"state": "NORMAL"})
         self.assertEqual(self.node.control.calls, [])
 
+    def test_ready_only_in_normal(self) -> None:
+        """/ready is Kubernetes readiness: 200 in NORMAL, 503 naming the state otherwise; /ping stays 200."""
+        self.assertEqual(self.admin.get("/ready"), (200, b"NORMAL\n"))
+        for state in ("RESUMING", "STANDBY", "WRITES_ONLY"):
+            self.node.membership.state = state
+            self.assertEqual(self.admin.get("/ready"), (503, state.encode() + b"\n"))
+            self.assertEqual(self.admin.get("/ping"), (200, b"pong\n"))
+        self.node.membership.state = "NORMAL"
+        self.node.membership.leaving = True
+        self.assertEqual(self.admin.get("/ready"), (503, b"LEAVING\n"))
+
     def test_info_document(self) -> None:
         """/info reads each part of the node: identity, clients, datastore, peers, replication, hints."""
         node = self.node

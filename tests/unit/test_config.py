@@ -101,6 +101,13 @@ class ExampleFileTests(SynchronousTestCase):
         self.assertIsNone(c.requirepass)
         self.assertEqual(c.unused_keys, ())
 
+    def test_dns_seeds(self) -> None:
+        c = NodeConfig.from_yaml(os.path.join(ETC, "dns-seeds.yml"))
+        self.assertEqual((c.seed_provider, c.dns_seed_name, c.gos_interval),
+                         ("dns_provider", "dynomite.example.internal", 10.0))
+        self.assertEqual(str(c.peer_address()), "10.0.1.5:8101")
+        self.assertEqual(c.unused_keys, ())
+
     def test_redis_auth(self) -> None:
         c = NodeConfig.from_yaml(os.path.join(ETC, "redis-auth.yml"))
         self.assertEqual(c.requirepass, "s3cret-change-me")
@@ -371,12 +378,18 @@ BAD_VALUES = [
     ("hash_other", {"hash": "fnv1a_64"}, "hash", "only murmur3 placement is supported"),
     ("data_store_memcached", {"data_store": 1}, "data_store", "memcached is not supported"),
     ("data_store_other", {"data_store": 2}, "data_store", "expected 0 (redis)"),
-    ("florida", {"dyn_seed_provider": "florida_provider"}, "dyn_seed_provider",
-     "not supported; list seeds in dyn_seeds"),
-    ("dns_provider", {"dyn_seed_provider": "dns_provider"}, "dyn_seed_provider",
-     "not supported; list seeds in dyn_seeds"),
     ("provider_other", {"dyn_seed_provider": "magic"}, "dyn_seed_provider",
-     "expected simple_provider"),
+     "expected one of simple_provider, dns_provider, florida_provider"),
+    ("provider_needs_dyn_listen", {"dyn_listen": _DELETE, "dyn_seed_provider": "dns_provider"},
+     "dyn_listen", "required with dyn_seed_provider dns_provider"),
+    ("advertise_wildcard", {"dyn_advertise": "0.0.0.0:8101"}, "dyn_advertise", "is a wildcard"),
+    ("advertise_no_port", {"dyn_advertise": "node1"}, "dyn_advertise", "expected host:port"),
+    ("advertise_bare_v6", {"dyn_advertise": "fd00::1:8101"}, "dyn_advertise", "in brackets"),
+    ("wildcard_unnamed", {"dyn_listen": "0.0.0.0:8101", "dyn_seeds": ["10.0.0.2:8101:rack2:dc1:0"]},
+     "dyn_advertise", "set dyn_advertise to the host:port peers reach this node by"),
+    ("dns_seed_server_bad", {"dns_seed_server": "10.0.0.2"}, "dns_seed_server", "expected host:port"),
+    ("dns_seed_name_space", {"dns_seed_name": "a b"}, "dns_seed_name", "expected a DNS name"),
+    ("florida_url_scheme", {"florida_url": "ftp://x/seeds"}, "florida_url", "http://"),
     ("rack_colon", {"rack": "a:b"}, "rack", "must not contain ':'"),
     ("datacenter_empty", {"datacenter": ""}, "datacenter", "must not be empty"),
     ("datacenter_list", {"datacenter": ["dc1"]}, "datacenter", "expected a name, got a list"),
@@ -409,7 +422,7 @@ BAD_VALUES = [
     ("mbuf_too_small", {"mbuf_size": 256}, "mbuf_size", "512..512000"),
     ("preconnect_yes_quoted", {"preconnect": "yes"}, "preconnect", "expected true or false"),
     ("gossip_empty", {"enable_gossip": None}, "enable_gossip", "got an empty value"),
-    ("gos_interval", {"gos_interval": -1}, "gos_interval", "non-negative"),
+    ("gos_interval", {"gos_interval": 0}, "gos_interval", "positive"),
     ("pem_key_file", {"pem_key_file": ""}, "pem_key_file", "non-empty string"),
     ("dyn_connections", {"dyn_connections": 0}, "dyn_connections", "at least 1"),
     ("max_msgs", {"max_msgs": "x"}, "max_msgs", "expected an integer"),
@@ -431,6 +444,35 @@ BAD_VALUES = [
     ("stats_on_listen", {"stats_listen": "127.0.0.1:8102"}, "stats_listen",
      "127.0.0.1:8102 is already used by listen"),
 ]
+
+
+class AddressTests(SynchronousTestCase):
+    """The name a node gives its peers (`NodeConfig.peer_address`), and IPv6 seeds."""
+
+    def test_dyn_listen_by_default(self) -> None:
+        self.assertEqual(str(load().peer_address()), "127.0.0.1:8101")
+
+    def test_advertise_wins(self) -> None:
+        config = load(dyn_listen="0.0.0.0:8101", dyn_advertise="node-a.example:8101")
+        self.assertEqual(str(config.peer_address()), "node-a.example:8101")
+
+    def test_wildcard_takes_its_seed_entry(self) -> None:
+        """A wildcard dyn_listen is named by the shared seed list's entry with its dc, rack and tokens."""
+        config = load(dyn_listen="0.0.0.0:8101", tokens="7,9", dyn_seeds=[
+            "10.0.0.2:8101:rack2:dc1:7", "10.0.0.1:8101:rack1:dc1:9,7", "10.0.0.3:8101:rack1:dc1:5"])
+        self.assertEqual(str(config.peer_address()), "10.0.0.1:8101")
+
+    def test_ipv6_wildcard_and_bracket_seeds(self) -> None:
+        config = load(dyn_listen="[::]:8101", dyn_seeds=["[fd00::1]:8101:rack1:dc1:0", "[fd00::2]:8101:rack2:dc1:0"])
+        self.assertEqual(config.peer_address().host, "fd00::1")
+        self.assertEqual(str(config.peer_address()), "[fd00::1]:8101")
+        self.assertEqual(str(config.dyn_seeds[1].address), "[fd00::2]:8101")
+
+    def test_provider_keys(self) -> None:
+        config = load(dyn_seed_provider="dns_provider", dns_seed_name="dynomite.test.",
+                      dns_seed_server="127.0.0.9:5353", gos_interval=250)
+        self.assertEqual((config.seed_provider, config.dns_seed_name, str(config.dns_seed_server),
+                          config.gos_interval), ("dns_provider", "dynomite.test", "127.0.0.9:5353", 0.25))
 
 
 class BadValueTests(SynchronousTestCase):

@@ -97,3 +97,40 @@ class MembershipTests(SynchronousTestCase):
         self.assertNotIn("a", m.reported)
         m.peer_status("a", {"state": NORMAL, "hints": "lots"})
         self.assertEqual(m.reported["a"]["hints"], 0)
+
+
+class LeavingTests(SynchronousTestCase):
+    """A stopping node says so in its heartbeats; its peers mark it DOWN at once."""
+
+    def make(self):
+        self.clock = Clock()
+        self.links = {"a": Link(), "b": Link()}
+        return Membership(self.clock, "me", self.links, resume_timeout=60.0, settle_time=3.0,
+                          resuming=False)
+
+    def test_leaving_heartbeat_marks_the_peer_down_at_once(self):
+        m = self.make()
+        m.peer_status("a", {"state": NORMAL, "hints": 0})
+        self.assertTrue(m.writable("a"))
+        m.peer_status("a", {"state": NORMAL, "hints": 0, "leaving": True})
+        self.assertEqual(m.peer_state("a"), DOWN)
+        self.assertFalse(m.writable("a"))
+        self.assertIn("a", m.unreadable)
+        self.assertTrue(m.writable("b"))
+
+    def test_back_after_its_connection_closes_and_returns(self):
+        m = self.make()
+        m.peer_status("a", {"state": NORMAL, "hints": 0, "leaving": True})
+        self.links["a"].is_up = False
+        m.link_changed("a")
+        self.links["a"].is_up = True
+        m.link_changed("a")
+        m.peer_status("a", {"state": RESUMING, "hints": 0})
+        self.assertEqual(m.peer_state("a"), RESUMING)
+        self.assertTrue(m.writable("a"))
+
+    def test_status_says_leaving_only_when_leaving(self):
+        m = self.make()
+        self.assertNotIn("leaving", m.status_for("a"))
+        m.leaving = True
+        self.assertEqual(m.status_for("a"), {"state": NORMAL, "hints": 0, "leaving": True})

@@ -460,3 +460,26 @@ class ValidationTests(SynchronousTestCase):
         clash = dataclasses.replace(b, tokens=(1,))
         self.assertIn("both own token 1", str(self.assertRaises(ValueError, Topology, [a, clash])))
         self.assertEqual(len(Topology([a, b]).nodes), 2)
+
+
+class WildcardListenTests(SynchronousTestCase):
+    """A node bound to 0.0.0.0 is named as its peers name it, so the shared seed list does not clash."""
+
+    def _config(self, **changes: Any) -> NodeConfig:
+        pool = {"listen": "0.0.0.0:8102", "dyn_listen": "0.0.0.0:8101", "servers": ["127.0.0.1:6379:1"],
+                "tokens": "0", "datacenter": "dc1", "rack": "rack1",
+                "dyn_seeds": ["10.0.0.1:8101:rack1:dc1:0", "10.0.0.2:8101:rack2:dc1:0"]}
+        pool.update(changes)
+        return NodeConfig.from_dict({"dyn_o_mite": pool}, source="w.yml")
+
+    def test_named_by_its_seed_entry(self) -> None:
+        topology = Topology.from_config(self._config())
+        self.assertEqual(topology.local.name, "10.0.0.1:8101")
+        self.assertEqual(names(topology.nodes), ["10.0.0.1:8101", "10.0.0.2:8101"])
+
+    def test_named_by_dyn_advertise(self) -> None:
+        topology = Topology.from_config(self._config(
+            dyn_advertise="node-1.dyn.svc:8101",
+            dyn_seeds=["node-1.dyn.svc:8101:rack1:dc1:0", "node-2.dyn.svc:8101:rack2:dc1:0"]))
+        self.assertEqual(topology.local.name, "node-1.dyn.svc:8101")
+        self.assertEqual(len(topology.nodes), 2)

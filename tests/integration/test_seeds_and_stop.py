@@ -1,0 +1,200 @@
+"""
+Real node processes finding each other through DNS seeds, and a graceful
+stop (SIGTERM) under load.
+
+- Three nodes bound to 0.0.0.0 (each naming itself by ``dyn_advertise``)
+  start with no static seeds, ``dyn_seed_provider: dns_provider`` and a
+  DNS server this test starts (twisted.names, an ephemeral UDP port on
+  127.7.<worker>.80): publishing the TXT and A records makes them peers
+  within a few ``gos_interval``; writes reach every rack; a node removed
+  from DNS is dropped.
+- ``florida_provider`` reads Dynomite's seed list from an HTTP server
+  (twisted.web) the test starts.
+- A writer goes through rack 1's node while rack 2's node gets SIGTERM:
+  the node exits by itself, its peers show it DOWN as soon as it is gone
+  (within one membership tick, not ``peer_down_after``), /ready follows its
+  state, and after a restart every acknowledged write is on every replica.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from typing import List, Tuple
+
+import yaml
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from dynomite.config.model import NodeConfig
+from dynomite.launcher.cluster import Cluster, ClusterNode
+from dynomite.peers.seeds import SeedError, make_source
+from tests.integration.fixtures.cases import FaultTestCase
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
+from tests.integration.fixtures.dns_server import DnsServer
+from tests.integration.fixtures.writer import merged
+
+ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
+#: ms between seed polls in these tests
+GOS_INTERVAL = 200
+#: how often a node's membership is ticked (dynomite.service)
+MEMBERSHIP_TICK = 0.5
+
+
+def ready(node: ClusterNode) -> Tuple[int, str]:
+    """(status, body) of ``node``'s /ready; (0, error) if it does not answer."""
+    host, port = node.stats_address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+    except OSError as e:
+        return 0, repr(e)
+
+
+class DnsSeedTests(FaultTestCase):
+    def records(self, nodes: List[ClusterNode]):
+        txt = [f"host={n.peer_address[0]} port={n.peer_address[1]} rack={n.rack} dc={n.dc}"
+               f" tokens={','.join(map(str, n.tokens))}" for n in nodes]
+        return {"dynomite.test": {"TXT": txt, "A": [n.peer_address[0] for n in nodes]}}
+
+    def test_nodes_join_and_leave_through_dns_records(self) -> None:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        dns = DnsServer(address(OWN_CLUSTERS_SUBNET, 80), directory)
+        self.addCleanup(dns.stop)
+        write_configs = Cluster.write_configs
+
+        def wildcard_without_seeds(cluster: Cluster) -> List[str]:
+            """The launcher's files, each node bound to 0.0.0.0, named by dyn_advertise, with no static seeds."""
+            paths = write_configs(cluster)
+            for n in cluster.nodes:
+                with open(n.config_path) as f:
+                    doc = yaml.safe_load(f)
+                pool = doc[cluster.name]
+                pool["dyn_advertise"] = pool["dyn_listen"]
+                pool["dyn_listen"] = f"0.0.0.0:{n.peer_address[1]}"
+                pool["dyn_seeds"] = []
+                with open(n.config_path, "w") as f:
+                    yaml.safe_dump(doc, f)
+            return paths
+
+        self.patch(Cluster, "write_configs", wildcard_without_seeds)
+        fx = self.start_cluster("dns-seeds", ONE_DC, 81, {
+            "dyn_seed_provider": "dns_provider", "dns_seed_name": "dynomite.test",
+            "dns_seed_server": dns.address, "gos_interval": GOS_INTERVAL})
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
+        self.assertEqual(fx.info(r1)["peers"], {}, "the nodes knew each other before DNS said anything")
+        bound = 10 * GOS_INTERVAL / 1000 + fx.layout.peer_down_after()
+
+        # two nodes published, plus a third whose A record is missing (not ready): it stays out
+        records = self.records([r1, r2, r3])
+        records["dynomite.test"]["A"].remove(r3.peer_address[0])
+        dns.publish(records)
+        self.assertTrue(poll(lambda: fx.peer_state_seen_by(r1, r2) == "UP"
+                             and fx.peer_state_seen_by(r2, r1) == "UP", bound),
+                        f"rack 1 and 2 did not link up through DNS: {fx.try_info(r1)}")
+        self.assertNotIn(fx.peer_name(r3), fx.info(r1)["peers"])
+
+        dns.publish(self.records([r1, r2, r3]))
+        try:
+            fx.wait_normal(bound)
+        except AssertionError as e:
+            self.fail_with(f"the third node did not join through DNS: {e}")
+        fx.client(r1).set("joined", "yes")
+        self.assertHolding([r1, r2, r3], {"joined": "yes"}, 5, "a write after joining through DNS")
+
+        dns.publish(self.records([r1, r2]))
+        self.assertTrue(poll(lambda: fx.peer_name(r3) not in (fx.try_info(r1) or {"peers": {}})["peers"], bound),
+                        "rack 3's node stayed a peer after it left DNS")
+        self.assertIn("seed list applied", fx.log_text(r1))
+
+
+class GracefulStopTests(FaultTestCase):
+    def test_sigterm_under_load_loses_no_acknowledged_write(self) -> None:
+        fx = self.start_cluster("graceful", ONE_DC, 91, {"hints_fsync": "everysec"})
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
+        for n in (r1, r2, r3):
+            self.assertEqual(ready(n), (200, "NORMAL"))
+        writers = [self.writer(r1, f"gs{i}", seed=i) for i in range(3)]
+        for w in writers:
+            w.start()
+        self.wait_acked(writers, 300)
+
+        stopped_at = time.monotonic()
+        r2.node_process.terminate()
+        exited = r2.node_process.wait(fx.layout.timeout() * 2 + fx.layout.peer_down_after() + 5)
+        exited_at = time.monotonic()
+        self.assertTrue(exited, f"{r2.name} did not exit after SIGTERM")
+        # twistd ends a clean SIGTERM stop by re-raising the signal: -15 is a clean exit here
+        self.assertIn(r2.node_process.returncode, (0, -15), fx.log_text(r2)[-2000:])
+        down = poll(lambda: fx.peer_state_seen_by(r1, r2) == "DOWN" and fx.peer_state_seen_by(r3, r2) == "DOWN",
+                    MEMBERSHIP_TICK)
+        down_at = time.monotonic()
+        self.assertTrue(down, f"peers did not show {r2.name} DOWN within {MEMBERSHIP_TICK}s of its exit")
+        self.assertLess(down_at - stopped_at, fx.layout.peer_down_after() + fx.layout.timeout(),
+                        "peers took peer_down_after to notice a graceful stop")
+        log = fx.log_text(r2)
+        self.assertIn("leaving: clients drained, hints flushed", log)
+        self.wait_acked(writers, sum(len(w.acked) for w in writers) + 200)   # writes go on without it
+
+        r2.node_process.spawn()
+        self.wait_node_ready(r2)
+        states = set()
+        poll(lambda: states.add(ready(r2)) or ready(r2) == (200, "NORMAL"), 20, 0.02)
+        self.assertIn((200, "NORMAL"), states, f"{r2.name} never became ready: {states}")
+        for w in writers:
+            w.finish()
+        acked = merged(writers)
+        self.assertNoClientErrors(writers, f"while {r2.name} stopped gracefully and restarted")
+        self.assertGreater(sum(1 for w in writers for t, _ in w.ack_times if stopped_at < t < exited_at + 1), 0,
+                           "no write was acknowledged around the stop: nothing was tested")
+        self.assertHolding([r1, r2, r3], acked, 30, f"{len(acked)} writes around {r2.name}'s SIGTERM")
+
+
+class FloridaTests(TestCase):
+    """florida_provider against a real HTTP server (twisted.web) the test starts on an ephemeral port."""
+
+    def setUp(self):
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+        from twisted.web.static import Data
+
+        self.reactor = reactor
+        self.body = Data(b"", "application/json")
+        root = Resource()
+        rest = Resource()
+        v1 = Resource()
+        admin = Resource()
+        root.putChild(b"REST", rest)
+        rest.putChild(b"v1", v1)
+        v1.putChild(b"admin", admin)
+        admin.putChild(b"get_seeds", self.body)
+        site = Site(root)
+        site.noisy = False
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    def source(self, **keys):
+        pool = {"listen": "127.0.0.1:1", "dyn_listen": "127.0.0.1:2", "servers": ["127.0.0.1:3"], "tokens": 0,
+                "dyn_seed_provider": "florida_provider", "timeout": 2000}
+        pool.update(keys)
+        return make_source(NodeConfig.from_dict({"dyn_o_mite": pool}), self.reactor)
+
+    @defer.inlineCallbacks
+    def test_dynomite_florida_reply(self):
+        self.body.data = b"127.0.0.5:8101:rack1:dc1:0|127.0.0.6:8101:rack2:dc1:0,7"
+        url = f"http://127.0.0.1:{self.port.getHost().port}/REST/v1/admin/get_seeds"
+        seeds = yield self.source(florida_url=url).fetch()
+        self.assertEqual([(str(s.address), s.rack, s.tokens) for s in seeds],
+                         [("127.0.0.5:8101", "rack1", (0,)), ("127.0.0.6:8101", "rack2", (0, 7))])
+
+    @defer.inlineCallbacks
+    def test_missing_path_is_an_error(self):
+        url = f"http://127.0.0.1:{self.port.getHost().port}/nothing"
+        with self.assertRaises(SeedError):
+            yield self.source(florida_url=url).fetch()
