@@ -10,6 +10,12 @@ The service tree of one node, built from a validated `NodeConfig`.
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory)
+      TLS client listener  the same ClientFactory behind Twisted's TLS, on tls_listen
+
+The node's certificates (`dynomite.runtime.tls.NodeTLS`) are read when the
+service is built, so a bad file stops the node at start; the TLS client
+listener, the peer listener and the links ask it for the current ones at
+each connection, so a SIGHUP reload applies to new connections.
 
 Nothing touches the disk or the network until `startService`: twistd builds
 the service before it forks to daemonize, and a file lock taken before the
@@ -26,6 +32,7 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from dynomite.config.model import Address, NodeConfig
 from dynomite.datastore.monitor import DatastoreMonitor
@@ -38,6 +45,7 @@ from dynomite.ops.metrics import make_registry
 from dynomite.ops.status import NodeStatus
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.runtime import logs
+from dynomite.runtime.tls import CurrentServer, NodeTLS
 from dynomite.runtime.twisted_private import fail_fast
 
 log = Logger()
@@ -60,9 +68,12 @@ class NodeService(MultiService):
         MultiService.__init__(self)
         self.setName("dynomite")
         self._reactor = reactor
-        datastore = Datastore(config, reactor)
-        monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers)
-        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer)
+        self.tls = tls = NodeTLS.from_config(config)
+        datastore = Datastore(config, reactor, tls=tls)
+        monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers,
+                                   endpoint=datastore.endpoint, username=config.datastore_username,
+                                   password=config.datastore_password)
+        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer, tls=tls)
         self.control = NodeControl(parts, is_running=lambda: self.running)
         self.status = NodeStatus(
             config=lambda: parts.config, clock=reactor, settings=parts.settings,
@@ -81,13 +92,17 @@ class NodeService(MultiService):
             self.peer_listener = self._listen(
                 config.dyn_listen,
                 PeerServerFactory(config, parts.replica, parts.membership, self._known, reactor,
-                                  name=parts.name),
+                                  name=parts.name, tls=tls, metrics=parts.metrics),
             )
         self.admin_listener = self._listen(
             config.stats_listen,
             AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token)),
         )
-        self.client_listener = self._listen(config.listen, ClientFactory(parts.node, reactor))
+        clients = ClientFactory(parts.node, reactor)
+        self.client_listener = self._listen(config.listen, clients)
+        if config.tls_listen is not None:
+            self.tls_client_listener = self._listen(
+                config.tls_listen, TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients))
 
     def _timer(self, interval: float, call: Callable[[], None]) -> None:
         timer = TimerService(interval, call)
@@ -145,6 +160,9 @@ class NodeService(MultiService):
             datastore=str(config.datastore),
             n=len(self.parts.links),
         )
+        if config.tls_listen is not None:
+            log.info("TLS clients on {tls_listen} (client certificates: {auth})",
+                     tls_listen=str(config.tls_listen), auth=config.tls_auth_clients)
         MultiService.startService(self)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.control.reload))
