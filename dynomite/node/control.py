@@ -30,6 +30,7 @@ RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
+    "tls_listen", "secure_server_option", "datastore_tls", "datastore_username", "datastore_password",
 )
 
 
@@ -138,7 +139,8 @@ class NodeControl:
     def reload(self) -> bool:
         """
         Re-read the configuration file (SIGHUP).  Consistency, timeouts and
-        seeds change in place; a change that needs a restart, or an invalid
+        seeds change in place, and TLS certificates are read again for new
+        connections (`dynomite.runtime.tls.NodeTLS.reload`); a change that needs a restart, or an invalid
         file, is refused with a log line and the running configuration kept.
         """
         parts = self._parts
@@ -149,6 +151,7 @@ class NodeControl:
             if fixed:
                 raise ConfigError(new.source, fixed[0], "changing it needs a restart")
             topology = Topology.from_config(new)
+            parts.tls.reload(new)   # certificates: new connections use the files as they are now
         except ConfigError as e:
             metrics.reloads["failure"] += 1
             self.log.error("configuration reload refused, keeping the running one: {error}", error=str(e))
