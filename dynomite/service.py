@@ -102,7 +102,8 @@ class NodeService(MultiService):
         self.client_listener = self._listen(config.listen, clients)
         if config.tls_listen is not None:
             self.tls_client_listener = self._listen(
-                config.tls_listen, TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients))
+                config.tls_listen,
+                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor))
 
     def _timer(self, interval: float, call: Callable[[], None]) -> None:
         timer = TimerService(interval, call)

@@ -66,7 +66,8 @@ class PeerServerFactory(Factory):
         self._logged: Set[Tuple[str, str]] = set()
         self._tls_factory = None
         if tls is not None and tls.peer_server() is not None:
-            self._tls_factory = TLSMemoryBIOFactory(CurrentServer(tls.peer_server), False, _InTLS(self))
+            self._tls_factory = TLSMemoryBIOFactory(CurrentServer(tls.peer_server), False, _InTLS(self),
+                                                    clock=clock)
         self._clock = clock
         self._down_after = config.peer_down_after
         self.connections: Set[PeerProtocol] = set()

@@ -330,7 +330,11 @@ def is_tls(transport) -> bool:
 
 def tls_failure(reason) -> Optional[str]:
     """The TLS error that ended a connection (a `Failure`), or None when it ended otherwise."""
-    if reason is None or not reason.check(SSL.Error):
+    if reason is None:
+        return None
+    if reason.check(VerificationError, CertificateError):
+        return "its certificate does not name the host dialled"
+    if not reason.check(SSL.Error):
         return None
     errors = reason.value.args[0] if reason.value.args else None
     if isinstance(errors, list) and errors and isinstance(errors[-1], tuple):
