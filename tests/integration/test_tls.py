@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import tempfile
-from typing import Any, Dict, List
+from typing import Dict, List
 
 import redis
 import yaml
