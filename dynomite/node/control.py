@@ -140,8 +140,9 @@ class NodeControl:
         """
         Re-read the configuration file (SIGHUP).  Consistency, timeouts and
         seeds change in place, and TLS certificates are read again for new
-        connections (`dynomite.runtime.tls.NodeTLS.reload`); a change that needs a restart, or an invalid
-        file, is refused with a log line and the running configuration kept.
+        connections (`dynomite.runtime.tls.NodeTLS.reload`); a change that
+        needs a restart, or an invalid file (a bad certificate included),
+        is refused with a log line and the running configuration kept.
         """
         parts = self._parts
         metrics = parts.metrics
