@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis test demo bench clean
+.PHONY: all setup redis openssl test demo bench clean
 
 all: setup
 
@@ -21,7 +21,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 redis:
 	@tools/ensure-redis-server
 
-test: setup
+# The TLS tests make certificates with openssl (tools/make-test-certs).
+openssl:
+	@tools/ensure-openssl
+
+test: setup openssl
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup

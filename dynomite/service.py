@@ -10,6 +10,12 @@ The service tree of one node, built from a validated `NodeConfig`.
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory)
+      TLS client listener  the same ClientFactory behind Twisted's TLS, on tls_listen
+
+The node's certificates (`dynomite.runtime.tls.NodeTLS`) are read when the
+service is built, so a bad file stops the node at start; the TLS client
+listener, the peer listener and the links ask it for the current ones at
+each connection, so a SIGHUP reload applies to new connections.
 
 `NodeService.stopService` (SIGTERM) stops gracefully; see `graceful_stop`.
 
@@ -29,6 +35,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from dynomite.config.model import Address, NodeConfig
 from dynomite.datastore.monitor import DatastoreMonitor
@@ -42,6 +49,7 @@ from dynomite.ops.status import NodeStatus
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.peers.seeds import SeedPoller, make_source
 from dynomite.runtime import logs
+from dynomite.runtime.tls import CurrentServer, NodeTLS
 from dynomite.runtime.twisted_private import fail_fast
 
 log = Logger()
@@ -64,9 +72,12 @@ class NodeService(MultiService):
         MultiService.__init__(self)
         self.setName("dynomite")
         self._reactor = reactor
-        datastore = Datastore(config, reactor)
-        monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers)
-        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer)
+        self.tls = tls = NodeTLS.from_config(config)
+        datastore = Datastore(config, reactor, tls=tls)
+        monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers,
+                                   endpoint=datastore.endpoint, username=config.datastore_username,
+                                   password=config.datastore_password)
+        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer, tls=tls)
         self.control = NodeControl(parts, is_running=lambda: self.running)
         self.status = NodeStatus(
             config=lambda: parts.config, clock=reactor, settings=parts.settings,
@@ -85,13 +96,19 @@ class NodeService(MultiService):
             self.peer_listener = self._listen(
                 config.dyn_listen,
                 PeerServerFactory(config, parts.replica, parts.membership, self._known, reactor,
-                                  name=parts.name),
+                                  name=parts.name, tls=tls, metrics=parts.metrics),
             )
         self.admin_listener = self._listen(
             config.stats_listen,
             AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token)),
         )
-        self.client_listener = self._listen(config.listen, ClientFactory(parts.node, reactor))
+        clients = ClientFactory(parts.node, reactor)
+        self.client_listener = self._listen(config.listen, clients)
+        self.tls_client_listener = None
+        if config.tls_listen is not None:
+            self.tls_client_listener = self._listen(
+                config.tls_listen,
+                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor))
         # -- seed provider and graceful stop (dynomite.peers.seeds) --
         self.peer_factory = self.peer_listener.factory if config.dyn_listen is not None else None
         source = make_source(config, reactor)
@@ -155,10 +172,12 @@ class NodeService(MultiService):
             datastore=str(config.datastore),
             n=len(self.parts.links),
         )
+        if config.tls_listen is not None:
+            log.info("TLS clients on {tls_listen} (client certificates: {auth})",
+                     tls_listen=str(config.tls_listen), auth=config.tls_auth_clients)
         MultiService.startService(self)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: self._reactor.callFromThread(self.control.reload))
-
 
     def stopService(self):
         """SIGTERM: `graceful_stop`, then every service in reverse order."""
@@ -198,6 +217,8 @@ def graceful_stop(service: NodeService, clock):
     parts = service.parts
     config = parts.config
     yield service.removeService(service.client_listener)
+    if service.tls_client_listener is not None:
+        yield service.removeService(service.tls_client_listener)
     node = parts.node
     for client in list(node.clients):
         client.drain()

@@ -94,6 +94,8 @@ class NodeMetrics:
         # client connections the node closed or refused, by why (CLIENT_LIMITS)
         self.client_limits: Dict[str, int] = {reason: 0 for reason in CLIENT_LIMITS}
         self.reloads = {"success": 0, "failure": 0}
+        # peer connections the listener refused over TLS, by why (peers.listener.TLS_REFUSALS)
+        self.peer_tls_refusals = {"plaintext": 0, "handshake": 0, "certificate_name": 0}
         self.last_reload_success: Optional[float] = None
 
     def family_counter(self, group: str) -> List[int]:

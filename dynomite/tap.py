@@ -4,7 +4,8 @@
 
 Options are validated in `Options.postOptions`, so a bad configuration file
 stops twistd before it daemonizes, with one line naming the file, the key
-and the reason, and exit status 1.  ``--check-config`` (Dynomite's ``-t``)
+and the reason, and exit status 1 (TLS certificate files included: they are
+read here too).  ``--check-config`` (Dynomite's ``-t``)
 validates and exits.
 """
 
@@ -15,6 +16,7 @@ import sys
 from twisted.python import usage
 
 from dynomite.config.model import ConfigError, NodeConfig
+from dynomite.runtime.tls import NodeTLS
 
 
 class Options(usage.Options):
@@ -30,6 +32,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.node_config = NodeConfig.from_yaml(self["config"])
+            NodeTLS.from_config(self.node_config)   # certificate files: readable, matching, not expired
         except ConfigError as e:
             sys.stderr.write("dynomite: configuration error: %s\n" % (e,))
             sys.stderr.flush()

@@ -151,6 +151,7 @@ class FakeLink:
         self.datacenter = seed.datacenter
         self.rack = seed.rack
         self.is_up = True
+        self.tls = False
         self.admin = "%s:22222" % seed.address.host
         self.in_flight = 0
         self.timed_out_total = 0

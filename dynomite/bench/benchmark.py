@@ -5,7 +5,9 @@
 Starts, on this machine with ephemeral ports on 127.0.0.x: a plain
 redis-server; a single node in front of its redis-server; and a cluster of
 one datacenter with three racks of one node at DC_ONE and another at
-DC_QUORUM (read and write consistency). Then, for ``--rounds`` rounds, runs
+DC_QUORUM (read and write consistency); and the single node and the DC_ONE
+cluster again with TLS (clients on ``tls_listen``, redis-benchmark
+``--tls``; ``secure_server_option: all`` between the nodes). Then, for ``--rounds`` rounds, runs
 ``redis-benchmark -c 50 -d 64 -r 100000 -t set`` and ``-t get`` without
 pipelining and with ``-P 16`` against every target in turn, emptying the
 target's redis-servers before each SET. All targets run in every round, so
@@ -132,7 +134,7 @@ def measure(target: Target, test: str, pipeline: int, requests: int, settings: S
     host, port = target.client_address
     argv = redisbench.command(
         host, port, test, requests, pipeline, settings.clients, settings.data_size, settings.keyspace,
-        program=settings.redis_benchmark,
+        program=settings.redis_benchmark, tls_args=target.tls_args,
     )
     node_pids, redis_pids = target.node_pids, target.redis_pids
     pids = node_pids + redis_pids
@@ -217,7 +219,7 @@ class Benchmark:
                     host, port = target.client_address
                     redisbench.run(redisbench.command(
                         host, port, test, requests, pipeline, self.settings.clients, self.settings.data_size,
-                        self.settings.keyspace, program=self.settings.redis_benchmark,
+                        self.settings.keyspace, program=self.settings.redis_benchmark, tls_args=target.tls_args,
                     ), self.workdir)
             target.flush()
 
@@ -401,7 +403,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dynomite-bench",
         description="Benchmark dynomite nodes against plain Redis measured in the same run: a single node and"
-                    " 3-rack clusters at DC_ONE and DC_QUORUM, SET and GET, without and with pipelining.",
+                    " 3-rack clusters at DC_ONE and DC_QUORUM, in clear and over TLS, SET and GET, without and"
+                    " with pipelining.",
         epilog="Defaults take 5 to 10 minutes on a 2-core machine; --quick about a minute.",
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds; every target runs in every round (default 3)")

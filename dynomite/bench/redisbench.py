@@ -142,15 +142,16 @@ def command(
     data_size: int = 64,
     keyspace: int = 100000,
     program: str = "redis-benchmark",
+    tls_args: Sequence[str] = (),
 ) -> List[str]:
-    """The redis-benchmark command line for one test against ``host:port``."""
+    """The redis-benchmark command line for one test against ``host:port`` (``tls_args``: ``--tls ...``)."""
     argv = [
         program, "-h", host, "-p", str(port), "-c", str(clients), "-d", str(data_size),
         "-r", str(keyspace), "-n", str(requests), "-t", test.lower(),
     ]
     if pipeline != 1:
         argv += ["-P", str(pipeline)]
-    return argv + ["--csv"]
+    return argv + list(tls_args) + ["--csv"]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,15 @@ under the ``twistd`` of an :class:`bench.interpreters.Interpreter`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
 
 from dynomite.launcher.cluster import Cluster, RedisProcess, free_ports
 
@@ -35,6 +39,7 @@ class TargetKind:
     label: str
     racks: int = 0  # 0: plain Redis, no node
     consistency: str = "DC_ONE"
+    tls: bool = False  # clients on tls_listen, and secure_server_option: all between the nodes
 
     @property
     def is_redis(self) -> bool:
@@ -49,8 +54,14 @@ KINDS: Dict[str, TargetKind] = {
         TargetKind("single", "single node", racks=1),
         TargetKind("dc_one", "3 racks DC_ONE", racks=3, consistency="DC_ONE"),
         TargetKind("dc_quorum", "3 racks DC_QUORUM", racks=3, consistency="DC_QUORUM"),
+        TargetKind("single_tls", "single node, TLS", racks=1, tls=True),
+        TargetKind("dc_one_tls", "3 racks DC_ONE, TLS all", racks=3, consistency="DC_ONE", tls=True),
     )
 }
+
+#: The test CA recipe (tools/make-test-certs), for the TLS targets.
+MAKE_CERTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "tools", "make-test-certs")
 
 
 # -- a little RESP, for the control connections (not the measured traffic) ----------------
@@ -123,6 +134,16 @@ class Target:
         raise NotImplementedError
 
     @property
+    def check_address(self) -> Address:
+        """Where `check` talks in clear (the node's plain port for a TLS target)."""
+        return self.client_address
+
+    @property
+    def tls_args(self) -> List[str]:
+        """redis-benchmark's TLS options for `client_address` (none in clear)."""
+        return []
+
+    @property
     def node_pids(self) -> List[int]:
         """PIDs whose CPU counts as the nodes' (none for plain Redis)."""
         return []
@@ -156,10 +177,10 @@ class Target:
     def check(self) -> None:
         """A SET and a GET through the client address must work (a benchmark of error replies is no benchmark)."""
         value = b"dynomite-bench-%d" % os.getpid()
-        reply = call(self.client_address, "SET", "dynomite-bench:check", value)
+        reply = call(self.check_address, "SET", "dynomite-bench:check", value)
         if reply != "OK":
             raise RuntimeError(f"{self.label}: SET answered {reply!r}")
-        got = call(self.client_address, "GET", "dynomite-bench:check")
+        got = call(self.check_address, "GET", "dynomite-bench:check")
         if got != value:
             raise RuntimeError(f"{self.label}: GET answered {got!r}, expected {value!r}")
 
@@ -231,7 +252,10 @@ class NodeTarget(Target):
     """
     A cluster of one datacenter with ``kind.racks`` racks of one node each;
     the benchmark's clients all talk to the first node, which replicates
-    to the other racks at the kind's read and write consistency.
+    to the other racks at the kind's read and write consistency.  A TLS
+    kind gets a test CA and certificates (tools/make-test-certs), runs
+    every peer link over TLS and takes its clients on the first node's
+    ``tls_listen``.
     """
 
     def __init__(self, kind: TargetKind, interpreter: Interpreter, workdir: str, base_address: str,
@@ -247,14 +271,34 @@ class NodeTarget(Target):
                 "timeout": timeout_ms,
             },
         }
+        directory = os.path.join(workdir, self.id.replace("/", "-"))
+        self._tls_address: Optional[Address] = None
+        self._ca = ""
+        if kind.tls:
+            certs = os.path.join(workdir, self.id.replace("/", "-") + "-certs")
+            first = ipaddress.IPv4Address(base_address)
+            subprocess.run([MAKE_CERTS, certs, "node"] + [f"IP:{first + i}" for i in range(10)], check=True)
+            self._ca = os.path.join(certs, "ca.crt")
+            topology["node"].update(tls_cert_file=os.path.join(certs, "node.crt"),
+                                    tls_key_file=os.path.join(certs, "node.key"),
+                                    tls_ca_cert_file=self._ca, tls_auth_clients="no",
+                                    secure_server_option="all")
+            self._tls_address = (base_address, free_ports(base_address, 1)[0])
         self.cluster = Cluster.from_topology(
-            topology, os.path.join(workdir, self.id.replace("/", "-")),
-            ports="auto", base_address=base_address, twistd=interpreter.twistd,
+            topology, directory, ports="auto", base_address=base_address, twistd=interpreter.twistd,
         )
 
     @property
     def client_address(self) -> Address:
+        return self._tls_address or self.cluster.nodes[0].client_address
+
+    @property
+    def check_address(self) -> Address:
         return self.cluster.nodes[0].client_address
+
+    @property
+    def tls_args(self) -> List[str]:
+        return ["--tls", "--cacert", self._ca] if self._tls_address else []
 
     @property
     def node_pids(self) -> List[int]:
@@ -269,8 +313,28 @@ class NodeTarget(Target):
         return [n.redis_address for n in self.cluster.nodes]
 
     def start(self) -> None:
+        if self._tls_address is not None:
+            self._add_tls_listen()
         # A node under PyPy imports more slowly than under CPython: give it time.
         self.cluster.start(timeout=120.0)
+
+    def _add_tls_listen(self) -> None:
+        """The first node alone gets a TLS client port: added to its YAML as the cluster writes it."""
+        cluster, address = self.cluster, self._tls_address
+        write_configs = cluster.write_configs
+
+        def write_with_tls_listen() -> List[str]:
+            paths = write_configs()
+            path = cluster.nodes[0].config_path
+            with open(path) as f:
+                doc = yaml.safe_load(f)
+            (pool,) = doc.values()
+            pool["tls_listen"] = f"{address[0]}:{address[1]}"
+            with open(path, "w") as f:
+                yaml.safe_dump(doc, f, sort_keys=False)
+            return paths
+
+        cluster.write_configs = write_with_tls_listen  # type: ignore[method-assign]
 
     def stop(self) -> None:
         self.cluster.stop()

@@ -106,6 +106,17 @@ class NodeConfig:
     dns_seed_name: Optional[str] = None
     dns_seed_server: Optional[Address] = None
     florida_url: Optional[str] = None
+    # TLS (dynomite.runtime.tls reads the files) and the datastore's credentials
+    tls_listen: Optional[Address] = None
+    tls_cert_file: Optional[str] = None
+    tls_key_file: Optional[str] = None
+    tls_ca_cert_file: Optional[str] = None
+    tls_auth_clients: str = "no"           # from_dict: "yes" when a CA is given, as Redis
+    tls_protocols: Tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    tls_ciphers: Optional[str] = None
+    datastore_username: Optional[str] = None
+    datastore_password: Optional[str] = field(default=None, repr=False)  # kept out of logs
+    datastore_tls: bool = False
     unused_keys: Tuple[str, ...] = ()
 
     def peer_address(self) -> Optional[Address]:

@@ -4,7 +4,8 @@ The control-plane view of the local Redis, through txredisapi.
 
 The hot path never uses txredisapi (it decodes replies; see
 notes on fidelity in `dynomite.datastore.protocol`).  This monitor PINGs Redis every
-second to know whether it is up, tells the data path to reconnect at once
+second to know whether it is up (authenticating, and over TLS, as the data
+path does: it dials the data path's endpoint), tells the data path to reconnect at once
 whenever Redis answers while data connections are waiting to retry, and fetches INFO for the node's own INFO reply.
 """
 
@@ -34,6 +35,9 @@ class DatastoreMonitor(Service):
         reactor,
         on_up: Callable[[], None] = lambda: None,
         interval: float = 1.0,
+        endpoint=None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
     ) -> None:
         self._address = address
         self._clock = reactor
@@ -42,12 +46,13 @@ class DatastoreMonitor(Service):
         # charset=None and convertNumbers=False keep replies as the bytes
         # Redis sent; see ecosystem notes on txredisapi's conversions.
         self._factory = txredisapi.RedisFactory(
-            str(address), None, 1, isLazy=True, charset=None, convertNumbers=False
+            str(address), None, 1, isLazy=True, charset=None, convertNumbers=False,
+            password=password, username=username,
         )
         self._factory.initialDelay = 0.1
         self._factory.maxDelay = interval
         self._redis = self._factory.handler
-        self._endpoint = HostnameEndpoint(
+        self._endpoint = endpoint if endpoint is not None else HostnameEndpoint(
             reactor, address.host, address.port, timeout=interval
         )
         self._loop = LoopingCall(self.check)

@@ -18,6 +18,13 @@ fails every request on its connection and drops it, since in-order matching
 can no longer be trusted.  "Without a reply" means the connection made no
 progress: a deep pipeline that Redis answers steadily never times out.
 
+Credentials and TLS: with ``datastore_password`` (and ``datastore_username``)
+every connection authenticates before it carries requests (`greeting`:
+``AUTH``, or ``HELLO 3 AUTH`` on a RESP3 connection); with ``datastore_tls``
+it reaches Redis over TLS, verifying Redis's certificate against
+``tls_ca_cert_file`` and the host of ``servers`` and presenting the node's
+certificate (`dynomite.runtime.tls.NodeTLS.datastore_client`).
+
 Counting is cheap: each connection bumps plain integers and the `Datastore`
 keeps the totals of closed connections, so nothing is lost when one goes
 away; sampled latency goes into the `Datastore`'s `Histogram`.
@@ -35,10 +42,23 @@ from twisted.logger import Logger
 
 from dynomite.config.model import Address, NodeConfig
 from dynomite.datastore.link import DatastoreLink
-from dynomite.datastore.protocol import UNAVAILABLE, DatastoreProtocol
+from dynomite.datastore.protocol import HELLO_3, UNAVAILABLE, DatastoreProtocol
 from dynomite.runtime.reconnect import UP, WAITING, Backoff
+from dynomite.runtime.tls import ReloadingTLSEndpoint
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
+from dynomite.wire.resp import encode_command
+
+
+def _greetings(username: Optional[str], password: Optional[str]) -> Dict[int, Optional[bytes]]:
+    """The first command of a RESP2 and of a RESP3 connection: AUTH with the credentials, HELLO 3."""
+    if password is None:
+        return {2: None, 3: HELLO_3}
+    secret = password.encode("utf-8")
+    user = username.encode("utf-8") if username is not None else None
+    auth = [b"AUTH", user, secret] if user is not None else [b"AUTH", secret]
+    return {2: encode_command(auth),
+            3: encode_command([b"HELLO", b"3", b"AUTH", user or b"default", secret])}
 
 
 def _timed_out_reply(timeout: float) -> bytes:
@@ -66,6 +86,7 @@ class Datastore(Service):
         reactor,
         jitter: Callable[[], float] = random.random,
         endpoint_factory: Optional[Callable[[Address], object]] = None,
+        tls=None,
     ) -> None:
         self._config = config
         self.timeout = config.timeout  # seconds; the admin timeout factor scales it
@@ -76,8 +97,13 @@ class Datastore(Service):
             endpoint = HostnameEndpoint(
                 reactor, address.host, address.port, timeout=max(config.timeout, 0.1)
             )
+            if config.datastore_tls:
+                endpoint = ReloadingTLSEndpoint(lambda: tls.datastore_client(address.host), endpoint)
         else:
             endpoint = endpoint_factory(address)
+        #: how connections reach Redis (the health monitor dials it too)
+        self.endpoint = endpoint
+        self._greetings = _greetings(config.datastore_username, config.datastore_password)
         n = config.datastore_connections
         self.links = [DatastoreLink(self, resp, reactor, endpoint, self.backoff)
                       for resp in (2, 3) for _ in range(n)]
@@ -96,6 +122,10 @@ class Datastore(Service):
         self._closed = [0, 0, 0, 0]
         # sampled request latency (one request in SAMPLE_EVERY per connection)
         self.latency = Histogram()
+
+    def greeting(self, resp: int) -> Optional[bytes]:
+        """What a new connection speaking ``resp`` sends before any request (None: nothing)."""
+        return self._greetings[resp]
 
     # -- hot path ----------------------------------------------------------
 

@@ -69,15 +69,19 @@ def _errors_in(replies: List[bytes]) -> int:
 
 
 class _ReadySink:
-    """Completes the HELLO 3 that a RESP3 connection sends before it is used."""
+    """
+    Completes the greeting a connection sends before it is used (AUTH, HELLO 3
+    or both; `dynomite.datastore.pool.Datastore.greeting`).
+    """
 
-    def __init__(self, protocol: "DatastoreProtocol") -> None:
+    def __init__(self, protocol: "DatastoreProtocol", command: bytes) -> None:
         self._protocol = protocol
+        self._command = command
 
     def complete(self, raw: bytes) -> None:
         if is_error(raw):
             self._protocol.log.error(
-                "datastore refused HELLO 3: {reply!r}", reply=raw[:200]
+                "datastore refused {command}: {reply!r}", command=self._command, reply=raw[:200]
             )
             self._protocol.drop()
         else:
@@ -116,12 +120,16 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         self._sample_at = 0.0
 
     def connectionMade(self) -> None:
-        self.transport.setTcpNoDelay(True)
+        nodelay = getattr(self.transport, "setTcpNoDelay", None)
+        if nodelay is not None:
+            nodelay(True)
         self._link.protocol_connected(self)
         if self._dropped:
             return
-        if self._link.resp == 3:
-            self.send(HELLO_3, _ReadySink(self))
+        greeting = self._link.pool.greeting(self._link.resp)
+        if greeting is not None:
+            # name the command, never its arguments (a password)
+            self.send(greeting, _ReadySink(self, greeting.split(b"\r\n", 3)[2].decode("ascii", "replace")))
         else:
             self.ready()
 

@@ -48,6 +48,7 @@ from dynomite.placement.topology import Topology
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
 from dynomite.replication.targets import Targets
+from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
 
 __all__ = ["NodeParts"]
@@ -60,8 +61,11 @@ class NodeParts:
 
     def __init__(self, config: NodeConfig, clock, datastore, monitor,
                  connect_peer: Optional[Callable] = None, jitter: Callable[[], float] = random.random,
-                 metrics: Optional[NodeMetrics] = None, rng: Optional[random.Random] = None) -> None:
+                 metrics: Optional[NodeMetrics] = None, rng: Optional[random.Random] = None,
+                 tls: Optional[NodeTLS] = None) -> None:
         self.config = config
+        #: the node's certificates (`NodeTLS`); peer links dial with TLS per secure_server_option
+        self.tls = tls if tls is not None else NodeTLS.from_config(config)
         self.clock = clock
         self.datastore = datastore
         self.monitor = monitor
@@ -106,6 +110,7 @@ class NodeParts:
             config, seed, peer_timeout(config, seed.datacenter) * self.settings.timeout_factor,
             self.clock, connect=self._connect_peer, on_state=self._link_changed,
             requests=self.replica, membership=self.membership, jitter=self._jitter, name=self.name,
+            tls=self.tls,
         )
 
     def _add_outboxes(self) -> None:

@@ -33,6 +33,7 @@ RESTART_KEYS = (
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
     "seed_provider", "gos_interval", "dns_seed_name", "dns_seed_server", "florida_url",
+    "tls_listen", "secure_server_option", "datastore_tls", "datastore_username", "datastore_password",
 )
 
 
@@ -143,8 +144,10 @@ class NodeControl:
     def reload(self) -> bool:
         """
         Re-read the configuration file (SIGHUP).  Consistency, timeouts and
-        seeds change in place; a change that needs a restart, or an invalid
-        file, is refused with a log line and the running configuration kept.
+        seeds change in place, and TLS certificates are read again for new
+        connections (`dynomite.runtime.tls.NodeTLS.reload`); a change that
+        needs a restart, or an invalid file (a bad certificate included),
+        is refused with a log line and the running configuration kept.
         """
         parts = self._parts
         metrics = parts.metrics
@@ -159,6 +162,7 @@ class NodeControl:
             if self.provided_seeds is not None:
                 new = self._with_seeds(new, self.provided_seeds)
             topology = Topology.from_config(new)
+            parts.tls.reload(new)   # certificates: new connections use the files as they are now
         except ConfigError as e:
             metrics.reloads["failure"] += 1
             self.log.error("configuration reload refused, keeping the running one: {error}", error=str(e))

@@ -120,6 +120,8 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             "in_flight": sum(link.in_flight for link in peers),
             "timeouts": sum(link.timeouts for link in peers),
             "ejections": sum(link.ejections for link in peers),
+            "tls": sorted(link.name for link in peers if link.tls),
+            "tls_refusals": dict(m.peer_tls_refusals),
             "requests": {dc: results for dc, results in sorted(peer_results.items())},
             "latency_seconds": {dc: _percentiles(h) for dc, h in sorted(peer_latency.items())},
         },

@@ -82,6 +82,10 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_peer_requests_in_flight", "gauge", "Requests waiting for a peer.", ("peer_dc",)),
     Spec("dynomite_peer_timeouts_total", "counter", "Peer requests that timed out.", ("peer_dc",)),
     Spec("dynomite_peer_ejections_total", "counter", "Peer connections dropped for silence.", ("peer",)),
+    Spec("dynomite_peer_tls", "gauge", "1 while a peer link is UP over TLS only.", ("peer", "peer_dc", "peer_rack")),
+    Spec("dynomite_peer_tls_refusals_total", "counter",
+         "Peer connections the listener refused: plaintext where TLS is required, failed TLS handshake,"
+         " certificate not naming the node.", ("reason",)),
     Spec("dynomite_replication_writes_total", "counter", "Writes sent to replicas, by scope and result.",
          ("scope", "result")),
     Spec("dynomite_quorum_failures_total", "counter", "Requests answered -ERR for lack of quorum.",
@@ -195,6 +199,10 @@ class Collector:
     def _peers(self) -> Iterable:
         up = family("dynomite_peer_up")
         ejections = family("dynomite_peer_ejections_total")
+        tls = family("dynomite_peer_tls")
+        refusals = family("dynomite_peer_tls_refusals_total")
+        for reason, n in sorted(self.status.metrics.peer_tls_refusals.items()):
+            refusals.add_metric([reason], n)
         per_dc: Dict[str, List[int]] = {}
         per_dc_results: Dict[str, Dict[str, int]] = {}
         per_dc_latency: Dict[str, Histogram] = {}
@@ -202,6 +210,7 @@ class Collector:
             dc = link.datacenter
             up.add_metric([link.name, dc, link.rack], 1 if link.up else 0)
             ejections.add_metric([link.name], link.ejections)
+            tls.add_metric([link.name, dc, link.rack], 1 if link.tls else 0)
             acc = per_dc.setdefault(dc, [0, 0])
             acc[0] += link.in_flight
             acc[1] += link.timeouts
@@ -220,7 +229,7 @@ class Collector:
                 requests.add_metric([dc, result], per_dc_results[dc][result])
             hist = per_dc_latency[dc]
             duration.add_metric([dc], hist.cumulative(), hist.total)
-        yield from (up, requests, duration, in_flight, timeouts, ejections)
+        yield from (up, requests, duration, in_flight, timeouts, ejections, tls, refusals)
 
     def _replication(self, hints: Dict[str, Dict]) -> Iterable:
         writes = family("dynomite_replication_writes_total")

@@ -42,6 +42,7 @@ class PeerStatus(NamedTuple):
     ejections: int
     requests: Dict[str, int]  # result -> requests (stats.REQUEST_RESULTS)
     latency: Histogram
+    tls: bool = False  # UP, and every UP connection runs TLS (secure_server_option)
 
 
 class DatastoreStatus(NamedTuple):
@@ -202,7 +203,7 @@ class NodeStatus:
         """Every peer link, by name."""
         return [PeerStatus(link.name, link.datacenter, link.rack, link.is_up, link.state, link.admin,
                            link.in_flight, link.timed_out_total, link.dropped_total, link.request_counts(),
-                           link.latency)
+                           link.latency, link.tls)
                 for _, link in sorted(self._peers.items())]
 
     def peer_states(self, names: Optional[List[str]] = None) -> Dict[str, str]:

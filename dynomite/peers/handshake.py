@@ -135,14 +135,15 @@ class Handshake:
 
     ``expected`` (the name of the node dialled) makes this the connecting
     side; ``known(name, dc, rack)`` is the accepting side's membership check
-    (None: nobody is known).  ``nonce`` makes the random nonces (injectable
+    (None: nobody is known); it may return a reason (a str) to refuse a node
+    it knows (the peer listener does when a link must run TLS and does not).  ``nonce`` makes the random nonces (injectable
     for tests).
     """
 
     _TABLE: Dict[str, Dict[int, Callable[["Handshake", Frame], Step]]] = {}
 
     def __init__(self, identity: Identity, expected: Optional[str] = None,
-                 known: Optional[Callable[[str, str, str], bool]] = None,
+                 known: Optional[Callable[[str, str, str], Union[bool, str]]] = None,
                  nonce: Callable[[], str] = new_nonce) -> None:
         self._identity = identity
         self._expected = expected
@@ -207,7 +208,10 @@ class Handshake:
         node, dc, rack = hello["node"], hello["dc"], hello["rack"]
         if hello["cluster"] != me.cluster:
             return self._reject("cluster %r is not this node's cluster %r" % (hello["cluster"], me.cluster))
-        if self._known is None or not self._known(node, dc, rack):
+        verdict = self._known(node, dc, rack) if self._known is not None else False
+        if isinstance(verdict, str):  # known, but refused for the reason it names
+            return self._reject(verdict)
+        if not verdict:
             return self._reject("node %s (%s/%s) is not a known peer of %s" % (node, dc, rack, me.name))
         self._peer, self._peer_datacenter = node, dc
         self._peer_nonce = hello["nonce"]

@@ -15,6 +15,14 @@ admin's /peer/reset is *reset*).  Its backoff (0.1 s doubling up to 2 s)
 takes the link's injectable jitter; a connection that completes the
 handshake resets it.  The link is UP while at least one connection is UP.
 
+Under ``secure_server_option`` the link to a peer in another datacenter
+(``datacenter``), rack (``rack``) or any (``all``) dials with mutual TLS
+(`dynomite.runtime.tls`): the peer's certificate must be signed by the
+cluster CA and name the host dialled, and this node presents its own.  The
+certificates are fetched at each dial, so a reload (SIGHUP) applies to new
+connections.  A TLS handshake that fails is logged once per reason, like a
+REJECT, and counted in `tls_failures_total`.
+
 A link keeps the request counts of its closed connections as totals and adds
 those of its live ones on demand; its connections sample latency into the
 link's `Histogram`.
@@ -33,6 +41,7 @@ from dynomite.config.model import NodeConfig, Seed
 from dynomite.stats import Histogram
 from dynomite.peers.protocol import LocalNode, PeerProtocol, tick_interval
 from dynomite.runtime.reconnect import HANDSHAKING, UP, Backoff, ReconnectingConnection
+from dynomite.runtime.tls import ReloadingTLSEndpoint
 from dynomite.wire.inflight import Request
 
 __all__ = ["PeerLink"]
@@ -61,6 +70,9 @@ class _Slot(ReconnectingConnection):
         self.link._rejected(reason)
 
     def protocol_lost(self, protocol: PeerProtocol) -> None:
+        if protocol.tls_error is not None and not protocol.is_open and protocol.reject_reason is None:
+            self.link.tls_failures_total += 1
+            self.link._rejected("TLS handshake failed: %s" % protocol.tls_error)
         self.link._retire(protocol)
         ReconnectingConnection.protocol_lost(self, protocol)
 
@@ -94,6 +106,7 @@ class PeerLink:
         membership: Any = None,
         jitter: Callable[[], float] = random.random,
         name: Optional[str] = None,
+        tls: Any = None,
     ) -> None:
         self.peer = peer
         self.name = str(peer.address)
@@ -104,9 +117,15 @@ class PeerLink:
         self.backoff = Backoff(jitter)
         self._on_state = on_state
         self._local = LocalNode(config, requests, membership, name)
+        #: whether this link must run TLS (``secure_server_option``; ``tls`` is the node's `NodeTLS`)
+        self.encrypted = tls is not None and connect is None and tls.peer_encrypted(peer.datacenter, peer.rack)
+        self.tls_failures_total = 0
         if connect is None:
             self._endpoint = HostnameEndpoint(
                 clock, peer.address.host, peer.address.port, timeout=config.peer_down_after)
+            if self.encrypted:
+                host = peer.address.host
+                self._endpoint = ReloadingTLSEndpoint(lambda: tls.peer_client(host), self._endpoint)
         else:
             self._endpoint = connect(peer.address)
         same_dc = peer.datacenter == config.datacenter
@@ -209,6 +228,11 @@ class PeerLink:
             if protocol.peer_admin:
                 return protocol.peer_admin
         return None
+
+    @property
+    def tls(self) -> bool:
+        """The link is UP and every UP connection runs TLS (as their transports say)."""
+        return bool(self._up) and all(p.tls for p in self._up)
 
     @property
     def state(self) -> str:

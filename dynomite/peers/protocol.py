@@ -51,6 +51,7 @@ from dynomite.peers.handshake import (
     DropPeer, Handshake, Identity, Ready, RejectedByPeer, RejectPeer, Step,
 )
 from dynomite.runtime import batching
+from dynomite.runtime.tls import is_tls, tls_failure
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
@@ -198,6 +199,11 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.peer_name: Optional[str] = None
         self.peer_datacenter: Optional[str] = None
         self.peer_admin: Optional[str] = None
+        #: whether this connection runs TLS (seen from its transport), and the
+        #: TLS error that ended it, if one did
+        self.tls = False
+        self.tls_error: Optional[str] = None
+        self.remote: Optional[str] = None  # the connecting host, on the accepting side
         self._lane = 0
         self._timeout = timeout
         self._timed_out = self._unavailable = b"-ERR peer unavailable\r\n"
@@ -242,6 +248,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
 
     def connectionMade(self) -> None:
         self.last_received = self._clock.seconds()
+        self.tls = is_tls(self.transport)
         nodelay = getattr(self.transport, "setTcpNoDelay", None)
         if nodelay is not None:
             nodelay(True)
@@ -277,6 +284,8 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
             self._violation("handshake frame too large")
 
     def connectionLost(self, reason=None) -> None:
+        if self.tls:
+            self.tls_error = tls_failure(reason)
         self._close()
         sinks = self._sinks
         self._sinks = {}

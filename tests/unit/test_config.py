@@ -306,7 +306,8 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(c.listen.port, 0)
 
     def test_secure_server_option(self) -> None:
-        self.assertEqual(load(secure_server_option="Datacenter").secure_server_option, "datacenter")
+        files = {"tls_cert_file": "n.crt", "tls_key_file": "n.key", "tls_ca_cert_file": "ca.crt"}
+        self.assertEqual(load(secure_server_option="Datacenter", **files).secure_server_option, "datacenter")
 
     def test_rack_as_number(self) -> None:
         self.assertEqual(load(rack=1).rack, "1")
