@@ -14,6 +14,7 @@ import sys
 
 from twisted.python import usage
 
+from dynomite.commands.acl import load as load_acl
 from dynomite.config.model import ConfigError, NodeConfig
 
 
@@ -30,6 +31,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         try:
             self.node_config = NodeConfig.from_yaml(self["config"])
+            load_acl(self.node_config)   # ACL rules need the command table: checked here
         except ConfigError as e:
             sys.stderr.write("dynomite: configuration error: %s\n" % (e,))
             sys.stderr.flush()

@@ -74,6 +74,7 @@ PROJECT_KEYS = frozenset(
         "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token", "log_level",
         "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
         "hint_segment_bytes", "resume_timeout",
+        "acl_file", "users",
     }
 )
 
@@ -314,6 +315,26 @@ def _mbuf_size(value: Any) -> int:
     return n
 
 
+# -- ACL users (checked and compiled by dynomite.commands.acl) --------------
+
+
+def _acl_file(value: Any) -> str:
+    """The path of a Redis ACL file (``user ...`` lines), relative to the working directory."""
+    return _text(value)
+
+
+def _users(value: Any) -> Tuple[str, ...]:
+    """ACL users as a YAML list of ACL-file lines: ``- user alice on >pw ~app:* +@read``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of ACL lines like 'user alice on >pass ~app:* +@read', got {show(value)}")
+    for i, entry in enumerate(value, 1):
+        if not isinstance(entry, str) or not entry.strip().startswith("user "):
+            raise Invalid(f"entry {i}: expected an ACL line starting 'user <name>', got {show(entry)}")
+    return tuple(value)
+
+
 # -- the table ---------------------------------------------------------------
 
 
@@ -381,6 +402,8 @@ KEYS: Dict[str, Key] = {
     "hint_replay_rate": _kept(_int_at_least(0), "hint_replay_rate"),
     "hint_segment_bytes": _kept(_int_at_least(4096), "hint_segment_bytes"),
     "resume_timeout": _kept(_milliseconds(positive=False), "resume_timeout"),
+    "acl_file": Key(_acl_file, None, "acl_file"),
+    "users": _kept(_users, "users"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": Key(_text),
     "client_connections": Key(_int_at_least(0)),

@@ -96,6 +96,8 @@ class NodeConfig:
     hint_replay_rate: int = 5000
     hint_segment_bytes: int = 64 * 1024 * 1024
     resume_timeout: float = 60.0
+    acl_file: Optional[str] = None         # Redis ACL file (dynomite.commands.acl)
+    users: Tuple[str, ...] = field(default=(), repr=False)  # ACL lines; may hold passwords
     unused_keys: Tuple[str, ...] = ()
 
     @classmethod
