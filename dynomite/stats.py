@@ -93,6 +93,8 @@ class NodeMetrics:
         self.protocol_errors: Dict[str, int] = {"malformed": 0, "oversize": 0}
         # client connections the node closed or refused, by why (CLIENT_LIMITS)
         self.client_limits: Dict[str, int] = {reason: 0 for reason in CLIENT_LIMITS}
+        # failed AUTHs: wrong credentials, or refused unheard (dynomite.node.access)
+        self.auth_failures: Dict[str, int] = {"wrongpass": 0, "throttled": 0}
         self.reloads = {"success": 0, "failure": 0}
         # peer connections the listener refused over TLS, by why (peers.listener.TLS_REFUSALS)
         self.peer_tls_refusals = {"plaintext": 0, "handshake": 0, "certificate_name": 0}

@@ -15,6 +15,7 @@ import sys
 
 from twisted.python import usage
 
+from dynomite.commands.acl import load as load_acl
 from dynomite.config.model import ConfigError, NodeConfig
 from dynomite.runtime.tls import NodeTLS
 
@@ -33,6 +34,7 @@ class Options(usage.Options):
         try:
             self.node_config = NodeConfig.from_yaml(self["config"])
             NodeTLS.from_config(self.node_config)   # certificate files: readable, matching, not expired
+            load_acl(self.node_config)   # ACL rules need the command table: checked here
         except ConfigError as e:
             sys.stderr.write("dynomite: configuration error: %s\n" % (e,))
             sys.stderr.flush()

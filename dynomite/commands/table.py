@@ -23,7 +23,7 @@ KEY           Data commands (groups string, hash, list, set, sorted-set,
 MULTI_KEY     Key specs that can name several keys (``_MULTI_KEY``). The six
               ``split`` ones are cut by owner and the replies merged; the
               others need all keys on one owner (hash tags), as in Dynomite.
-NODE          Connection state and introspection the node owns (``_NODE``):
+NODE          Connection state, introspection and ACL the node owns (``_NODE``):
               the local Redis knows neither the cluster nor the client.
 KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               which `dynomite.node.keyspace` spreads over the cluster: SCAN,
@@ -35,7 +35,7 @@ KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               script cache.
 UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
               blocking, pub/sub, transactions, replication and persistence
-              admin, cross-database moves, ACL/modules/functions, debugging.
+              admin, cross-database moves, modules/functions, debugging.
 ============  ==============================================================
 
 Subcommands have their own ``Command`` with their own route (``resolve``):
@@ -55,7 +55,7 @@ from dynomite.commands.redis_commands import COMMANDS as _REDIS_COMMANDS
 
 __all__ = [
     "KEY", "MULTI_KEY", "NODE", "KEYSPACE", "UNSUPPORTED", "KeySpec", "Command",
-    "lookup", "resolve", "arity_ok", "served", "command_count",
+    "lookup", "resolve", "arity_ok", "every", "served", "command_count",
     "fixed_key_index", "keys", "command_info_reply", "command_docs_reply",
 ]
 
@@ -67,7 +67,7 @@ _DATA_GROUPS = frozenset(
 
 #: Answered by the node itself.
 _NODE = frozenset(
-    "ping echo quit select auth hello client command info config reset "
+    "ping echo quit select auth hello client command info config reset acl "
     "dyno_config:conn_consistency".split()
 )
 
@@ -106,7 +106,7 @@ _UNSUPPORTED = {
         "failover restore-asking",
     "keys leaving the keyspace (other db or server; only db 0 is replicated)":
         "move swapdb migrate",
-    "administration and debugging": "monitor debug acl module function latency slowlog "
+    "administration and debugging": "monitor debug module function latency slowlog "
                                     "pfdebug pfselftest",
 }
 _UNSUPPORTED_NAMES = frozenset(n for names in _UNSUPPORTED.values() for n in names.split())
@@ -162,6 +162,8 @@ class Command:
     split: bool
     key_step: int          # args per key for split commands, else 0
     key_specs: Tuple[KeySpec, ...]   # NOT_KEY specs (pub/sub channels) left out
+    #: Redis's ACL categories, without the '@' ("read", "fast", ...)
+    categories: frozenset[str] = frozenset()
     #: subcommand name (lower-case bytes, no parent) -> Command; empty if none
     subcommands: Mapping[bytes, "Command"] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, repr=False)
@@ -229,6 +231,7 @@ def _command(entry: Dict[str, Any], route: str) -> Command:
         name=name, arity=entry["arity"], flags=flags, group=entry["group"],
         route=route, write="write" in flags, split=name in _SPLIT,
         key_step=_SPLIT.get(name, 0), key_specs=_specs(entry),
+        categories=frozenset(c.lstrip("@") for c in entry.get("acl_categories", ())),
         subcommands=MappingProxyType(subs))
 
 
@@ -261,6 +264,15 @@ def resolve(cmd: Command, args: Sequence[bytes]) -> Optional[Command]:
 def arity_ok(cmd: Command, nargs: int) -> bool:
     """Redis' arity rule; ``nargs`` counts the command name."""
     return nargs == cmd.arity if cmd.arity >= 0 else nargs >= -cmd.arity
+
+
+def every() -> List[Command]:
+    """Every command Redis 7.0 has, served or not, each container followed by its subcommands."""
+    out = []
+    for cmd in _TABLE.values():
+        out.append(cmd)
+        out.extend(cmd.subcommands.values())
+    return out
 
 
 def served() -> List[Command]:

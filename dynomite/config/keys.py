@@ -77,6 +77,7 @@ PROJECT_KEYS = frozenset(
         "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
         "hint_segment_bytes", "resume_timeout",
         "dyn_advertise", "dns_seed_name", "dns_seed_server", "florida_url",
+        "acl_file", "users",
     }
 )
 
@@ -350,6 +351,26 @@ def _mbuf_size(value: Any) -> int:
     return n
 
 
+# -- ACL users (checked and compiled by dynomite.commands.acl) --------------
+
+
+def _acl_file(value: Any) -> str:
+    """The path of a Redis ACL file (``user ...`` lines), relative to the working directory."""
+    return _text(value)
+
+
+def _users(value: Any) -> Tuple[str, ...]:
+    """ACL users as a YAML list of ACL-file lines: ``- user alice on >pw ~app:* +@read``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise Invalid(f"expected a list of ACL lines like 'user alice on >pass ~app:* +@read', got {show(value)}")
+    for i, entry in enumerate(value, 1):
+        if not isinstance(entry, str) or not entry.strip().startswith("user "):
+            raise Invalid(f"entry {i}: expected an ACL line starting 'user <name>', got {show(entry)}")
+    return tuple(value)
+
+
 # -- the table ---------------------------------------------------------------
 
 
@@ -422,6 +443,8 @@ KEYS: Dict[str, Key] = {
     "dns_seed_name": Key(_dns_name, None, "dns_seed_name"),
     "dns_seed_server": Key(_dns_server, None, "dns_seed_server"),
     "florida_url": Key(_florida_url, None, "florida_url"),
+    "acl_file": Key(_acl_file, None, "acl_file"),
+    "users": _kept(_users, "users"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": Key(_text),
     "client_connections": Key(_int_at_least(0)),

@@ -117,6 +117,8 @@ class NodeConfig:
     datastore_username: Optional[str] = None
     datastore_password: Optional[str] = field(default=None, repr=False)  # kept out of logs
     datastore_tls: bool = False
+    acl_file: Optional[str] = None         # Redis ACL file (dynomite.commands.acl)
+    users: Tuple[str, ...] = field(default=(), repr=False)  # ACL lines; may hold passwords
     unused_keys: Tuple[str, ...] = ()
 
     def peer_address(self) -> Optional[Address]:

@@ -11,19 +11,16 @@ reply in the client's protocol version, or a Deferred firing with it.
 
 from __future__ import annotations
 
-import hmac
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict
 
 from dynomite import __version__
 
 from dynomite.commands import table as commands
+from dynomite.node.access import WRONGPASS, acl_command
 
 from dynomite.wire import resp
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS
 
-WRONGPASS = resp.error(
-    "WRONGPASS invalid username-password pair or user is disabled."
-)
 NO_PASSWORD = resp.error(
     "ERR AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?"
@@ -54,13 +51,7 @@ def builtin(name: str):
     return register
 
 
-def _check_password(node, user: bytes, password: bytes) -> Optional[bytes]:
-    """None when ``user``/``password`` authenticate, else the error reply."""
-    expected = node.config.requirepass
-    if expected is None:
-        return NO_PASSWORD
-    ok = user.lower() == b"default" and hmac.compare_digest(password, expected.encode("utf-8"))
-    return None if ok else WRONGPASS
+__all__ = ["BUILTINS", "NOAUTH_ALLOWED", "WRONGPASS", "builtin"]
 
 
 def _valid_client_name(name: bytes) -> bool:
@@ -103,11 +94,13 @@ def select(node, client, args):
 def auth(node, client, args):
     if len(args) > 3:
         return SYNTAX
-    user, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
-    err = _check_password(node, user, password)
-    if err is not None:
-        return err
-    client.session.authenticated = True
+    if len(args) == 2 and node.acl.default.nopass:
+        return NO_PASSWORD
+    name, password = (b"default", args[1]) if len(args) == 2 else (args[1], args[2])
+    user = node.auth.authenticate(client.session.host, name, password)
+    if isinstance(user, bytes):
+        return user
+    client.session.login(user)
     return resp.OK
 
 
@@ -122,17 +115,15 @@ def hello(node, client, args):
             return resp.error("ERR Protocol version is not an integer or out of range")
         if version not in (2, 3):
             return resp.error("NOPROTO unsupported protocol version")
-    name = None
-    authenticated = session.authenticated
+    name = user = None
     i = 2
     while i < len(args):
         option = args[i].lower()
         more = len(args) - i - 1
         if option == b"auth" and more >= 2:
-            err = _check_password(node, args[i + 1], args[i + 2])
-            if err is not None:
-                return err
-            authenticated = True
+            user = node.auth.authenticate(session.host, args[i + 1], args[i + 2])
+            if isinstance(user, bytes):
+                return user
             i += 3
         elif option == b"setname" and more >= 1:
             name = args[i + 1]
@@ -141,9 +132,10 @@ def hello(node, client, args):
             i += 2
         else:
             return resp.error("ERR Syntax error in HELLO option '%s'" % option.decode("utf-8", "replace"))
-    if not authenticated:
+    if user is None and not session.authenticated:
         return HELLO_NOAUTH
-    session.authenticated = True
+    if user is not None:
+        session.login(user)
     session.resp = version
     if name is not None:
         session.name = name
@@ -161,8 +153,11 @@ def hello(node, client, args):
 
 @builtin("reset")
 def reset(node, client, args):
-    client.session.reset(node.config.requirepass is None)
+    client.session.reset(node.acl.default_authenticated, node.acl.default)
     return resp.simple(b"RESET")
+
+
+BUILTINS["acl"] = acl_command
 
 
 @builtin("client")

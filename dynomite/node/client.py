@@ -344,7 +344,8 @@ class ClientFactory(Factory):
             self.node.refused_client()
             return _Refused()
         address = "%s:%s" % (getattr(addr, "host", "?"), getattr(addr, "port", "?"))
-        session = Session(address, config.requirepass is None, self._clock.seconds())
+        acl = self.node.acl
+        session = Session(address, acl.default_authenticated, self._clock.seconds(), acl.default)
         return ClientProtocol(
             self.node, session, config.max_request_bytes, config.client_max_outstanding_bytes,
             self._clock,

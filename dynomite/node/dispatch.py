@@ -4,7 +4,7 @@ The node: what happens to each client request.
 
 `Node.execute` is the hot path.  It looks the command up once in the
 command table, applies Redis's own checks in Redis's order (unknown command,
-arity, authentication), and then either answers the request itself
+arity, authentication, ACL permissions), and then either answers the request itself
 (`dynomite.node.builtins`), refuses it, or hands it to the `Coordinator`,
 which routes it to the replicas of its keys.  It
 never logs or formats strings for a request that succeeds.
@@ -14,6 +14,11 @@ requests of one single-key command whose keys have the same replicas go to
 the coordinator as one run (`dynomite.placement.pipelines`; a single
 request is a run of one), in the client's own bytes; anything else goes
 through `execute`, one by one, in order.
+
+ACL permissions (`dynomite.node.access`) cost one attribute test per
+request, or per run, while the client's user may run everything
+(``Session.acl`` is None); a restricted user's requests are checked one by
+one, every key of a run included, before they are cut into runs.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from typing import Dict, List, Optional, Set, Tuple
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from dynomite.commands import acl as acl_rules
 from dynomite.commands import table as commands
+from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
@@ -83,6 +90,9 @@ class Node:
         self.protocol_errors = 0
         self._lookup = commands.lookup
         self._runs = RunCutter(coordinator.router)
+        #: ACL users (a bad acl_file or users entry raises ConfigError here)
+        self.acl = acl_rules.load(config)
+        self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
 
     @property
     def state(self) -> str:
@@ -241,7 +251,13 @@ class Node:
         session = client.session
         coordinator = self.coordinator
         router = coordinator.router
-        runs, stop = self._runs.cut(requests, bounds, i, router.reads[read_level], router.writes[write_level])
+        if session.acl is not None:
+            # runs only up to the first request this user may not run
+            limit = access.first_refused(session.acl, requests, i)
+            cut_from = requests if limit == len(requests) else requests[:limit]
+        else:
+            cut_from = requests
+        runs, stop = self._runs.cut(cut_from, bounds, i, router.reads[read_level], router.writes[write_level])
         accounts = self._accounts
         for cmd, plan, start, end, count, parts in runs:
             write = cmd.write
@@ -293,7 +309,13 @@ class Node:
         route = cmd.route
         if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
             client.reply(NOAUTH)
-        elif self.membership.state != NORMAL and route != commands.NODE and self._refused(cmd):
+            return
+        if session.acl is not None:
+            refused = access.refusal(session.acl, cmd, args)
+            if refused is not None:
+                client.reply(refused)
+                return
+        if self.membership.state != NORMAL and route != commands.NODE and self._refused(cmd):
             client.reply(b"-ERR node is %s\r\n" % self.membership.state.encode())
         elif route == commands.NODE:
             result = BUILTINS[cmd.name](self, client, args)

@@ -2,10 +2,15 @@
 """
 What the node remembers about one client connection.
 
-A session is plain state (protocol version, authentication, name,
-consistency overrides) read on the hot path and changed only by the
+A session is plain state (protocol version, authentication and ACL user,
+name, consistency overrides) read on the hot path and changed only by the
 commands the node answers itself (HELLO, AUTH, CLIENT, RESET,
 DYNO_CONFIG:CONN_CONSISTENCY).
+
+``user`` is the ACL user the client acts as (`dynomite.commands.acl`);
+``acl`` is the same user when it is restricted and None when it may run
+everything, so the hot path looks at one attribute and checks nothing for
+an unrestricted user.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ class Session:
     __slots__ = (
         "id",
         "address",
+        "host",
+        "user",
+        "acl",
         "resp",
         "authenticated",
         "name",
@@ -33,19 +41,29 @@ class Session:
         "created",
     )
 
-    def __init__(self, address: str, authenticated: bool, created: float) -> None:
+    def __init__(self, address: str, authenticated: bool, created: float, user=None) -> None:
         self.id = next(_ids)
         self.address = address
+        #: the client's address without its port: failed AUTHs are limited per host
+        self.host = address.rsplit(":", 1)[0]
         self.created = created
-        self.reset(authenticated)
+        self.reset(authenticated, user)
 
-    def reset(self, authenticated: bool) -> None:
-        """Back to a fresh connection's state (RESET), keeping id and address."""
+    def reset(self, authenticated: bool, user=None) -> None:
+        """Back to a fresh connection's state (RESET) as ``user``, keeping id and address."""
         self.resp = 2
         self.authenticated = authenticated
+        self.user = user
+        self.acl = user if user is not None and user.restricted else None
         self.name: Optional[bytes] = None
         self.lib_name: Optional[bytes] = None
         self.lib_ver: Optional[bytes] = None
         self.read_consistency: Optional[str] = None
         self.write_consistency: Optional[str] = None
         self.quitting = False
+
+    def login(self, user) -> None:
+        """Authenticated as ``user`` (AUTH, HELLO ... AUTH)."""
+        self.authenticated = True
+        self.user = user
+        self.acl = user if user.restricted else None

@@ -18,7 +18,10 @@ The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
 
 Every answer is JSON except /ping, /ready and /metrics.  When ``admin_token`` is
 configured, paths that change something require it (header
-``X-Admin-Token`` or query ``?token=``) and answer 403 without it.  Unknown
+``X-Admin-Token`` or query ``?token=``) and answer 403 without it; when it
+is not, they answer only clients on a loopback address (``stats_listen``
+is on loopback by default), so a node reachable from other hosts can be
+changed from them only with the token.  Unknown
 paths answer 404 (Dynomite answers them like /ping, which hides typos).
 Mutating paths are GETs, as in Dynomite, so existing scripts keep working.
 
@@ -30,6 +33,7 @@ The resource knows the node only through a `NodeStatus` (what it reads), an
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -220,7 +224,10 @@ class AdminResource(Resource):
 
     def _authorise(self, request) -> None:
         if self.token is None:
-            return
+            if _loopback(getattr(request.getClientAddress(), "host", "")):
+                return
+            raise HTTPError(403, "this path needs admin_token to be configured when asked from "
+                                 "another host")
         given = request.getHeader(b"x-admin-token")
         if given is None:
             values = request.args.get(b"token")
@@ -287,3 +294,12 @@ class AdminResource(Resource):
             raise HTTPError(400, "use /setloglevel/<0-11>")
         level = self.control.set_log_level(int(args[0]))
         return {"loglevel": int(args[0]), "level": level}
+
+
+def _loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback

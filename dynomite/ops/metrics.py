@@ -68,6 +68,9 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_client_protocol_errors_total", "counter", "Connections closed for a protocol error.", ("reason",)),
     Spec("dynomite_client_limits_total", "counter",
          "Client connections refused (maxclients) or closed (idle, read_timeout) by a limit.", ("reason",)),
+    Spec("dynomite_auth_failures_total", "counter",
+         "Failed AUTH and HELLO AUTH attempts: wrongpass, or throttled (too many failures from the address).",
+         ("reason",)),
     Spec("dynomite_datastore_up", "gauge", "1 while the local Redis has a usable connection."),
     Spec("dynomite_datastore_requests_total", "counter", "Requests sent to the local Redis, by result.", ("result",)),
     Spec("dynomite_datastore_request_duration_seconds", "histogram",
@@ -183,6 +186,10 @@ class Collector:
         for reason, n in m.client_limits.items():
             limits.add_metric([reason], n)
         yield limits
+        auth = family("dynomite_auth_failures_total")
+        for reason, n in m.auth_failures.items():
+            auth.add_metric([reason], n)
+        yield auth
 
     def _datastore(self) -> Iterable:
         ds = self.status.datastore()

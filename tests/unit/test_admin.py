@@ -11,6 +11,7 @@ import json
 from typing import Optional, Tuple
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -33,9 +34,9 @@ class Admin:
         self.resource = AdminResource(node.status, node.control, make_registry(node.status), token)
         self.site = AdminSite(self.resource)
 
-    def get(self, path: str, token: Optional[str] = None) -> Tuple[int, bytes]:
-        """(status, body) of ``GET path``, sent as bytes on a fresh connection."""
-        transport = StringTransport()
+    def get(self, path: str, token: Optional[str] = None, peer: str = "127.0.0.1") -> Tuple[int, bytes]:
+        """(status, body) of ``GET path`` from ``peer``, sent as bytes on a fresh connection."""
+        transport = StringTransport(peerAddress=IPv4Address("TCP", peer, 40000))
         protocol = self.site.buildProtocol(None)
         protocol.makeConnection(transport)
         headers = b"Host: admin\r\n"
@@ -182,9 +183,15 @@ class WritePathTests(SynchronousTestCase):
         self.assertEqual(self.control.calls, [("set_consistency", "read", "DC_QUORUM"),
                                               ("set_timeout_factor", 3), ("set_log_level", 7)])
 
-    def test_no_token_configured_leaves_writes_open(self) -> None:
+    def test_no_token_configured_leaves_writes_open_to_loopback_only(self) -> None:
         admin = Admin(self.node, token=None)
         self.assertEqual(admin.json("/set_timeout_factor/2"), {"timeout_factor": 2})
+        self.assertEqual(admin.get("/set_timeout_factor/3", peer="127.0.3.4")[0], 200)
+        status, body = admin.get("/set_timeout_factor/4", peer="192.0.2.7")
+        self.assertEqual(status, 403)
+        self.assertIn(b"needs admin_token", body)
+        self.assertEqual(admin.get("/get_timeout_factor", peer="192.0.2.7")[0], 200)   # reads stay open
+        self.assertEqual(self.control.calls, [("set_timeout_factor", 2), ("set_timeout_factor", 3)])
 
     def test_info_shows_the_live_consistency(self) -> None:
         """/info and /get_consistency show what /set_consistency set, not the configuration file."""
