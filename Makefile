@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis test demo bench clean
+.PHONY: all setup redis netns-tools test demo bench clean
 
 all: setup
 
@@ -21,7 +21,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 redis:
 	@tools/ensure-redis-server
 
-test: setup
+# ip and nft for the multi-host tests (network namespaces, nftables rules)
+netns-tools:
+	@tools/ensure-netns-tools
+
+test: setup netns-tools
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup
