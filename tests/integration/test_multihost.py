@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import threading
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import redis
+from twisted.trial.unittest import SkipTest
 
 from dynomite.launcher.cluster import ClusterError, ClusterNode
 from dynomite.runtime.reconnect import MAX_DELAY
@@ -43,10 +45,21 @@ DOWN_WITHIN = (SETTINGS["peer_down_after"] + SETTINGS["peer_heartbeat_interval"]
 #: A node back (or reachable again) is NORMAL everywhere once a reconnect attempt (at most
 #: MAX_DELAY apart) succeeded and its hints drained (at most resume_timeout), plus DOWN_WITHIN.
 NORMAL_WITHIN = MAX_DELAY + SETTINGS["resume_timeout"] / 1000 + DOWN_WITHIN
+#: A SIGTERM'd node is gone within its graceful stop (clients and forwarded writes: timeout each;
+#: peers told: peer_down_after), plus a second for the process to exit.
+STOP_WITHIN = (2 * SETTINGS["timeout"] + SETTINGS["peer_down_after"]) / 1000 + 1.0
 #: Hints replay in hint_replay_rate (5000/s by default) batches: far quicker than this.
 CONVERGE_WITHIN = NORMAL_WITHIN
 
-_reason = unavailable()
+_unavailable: List[Optional[str]] = []
+
+
+def skip_unless_namespaces() -> None:
+    """SkipTest, saying why, where network namespaces cannot be made (asked once per process)."""
+    if not _unavailable:
+        _unavailable.append(unavailable())
+    if _unavailable[0]:
+        raise SkipTest(_unavailable[0])
 
 
 class PipelinedWriter(threading.Thread):
@@ -116,10 +129,8 @@ class PipelinedWriter(threading.Thread):
 class MultiHostTests(FaultTestCase):
     """1 DC x 3 racks, one node and its redis-server per network namespace."""
 
-    if _reason:
-        skip = _reason
-
     def setUp(self) -> None:
+        skip_unless_namespaces()
         self.parent = os.path.abspath(self.mktemp())
         os.makedirs(self.parent)
 
@@ -190,8 +201,11 @@ class MultiHostTests(FaultTestCase):
         for node in fx.nodes:
             self.wait_progress(writer, node, time.monotonic(), "before its restart")
             stopped_at = time.monotonic()
-            node.node_process.stop()
-            self.assertFalse(node.node_process.running())
+            status = node.node_process.stop(STOP_WITHIN)
+            took = time.monotonic() - stopped_at
+            if status == -signal.SIGKILL or took > STOP_WITHIN:
+                self.fail_with(f"{node.name} did not exit on SIGTERM within {STOP_WITHIN:g} s"
+                               f" (status {status}, {took:.1f} s)")
             others = [o for o in fx.nodes if o is not node]
             for observer in others:
                 self.wait_peer_state(observer, node, "DOWN", DOWN_WITHIN)
@@ -238,8 +252,8 @@ class MultiHostTests(FaultTestCase):
 class NetworkTeardownTests(FaultTestCase):
     """Namespaces, links and rules are removed afterwards, also when starting fails."""
 
-    if _reason:
-        skip = _reason
+    def setUp(self) -> None:
+        skip_unless_namespaces()
 
     def test_destroy_removes_namespaces_links_and_rules(self) -> None:
         net = Network(2)
