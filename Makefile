@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl test demo bench clean
+.PHONY: all setup redis openssl netns-tools test demo bench clean
 
 all: setup
 
@@ -25,7 +25,11 @@ redis:
 openssl:
 	@tools/ensure-openssl
 
-test: setup openssl
+# ip and nft for the multi-host tests (network namespaces, nftables rules)
+netns-tools:
+	@tools/ensure-netns-tools
+
+test: setup openssl netns-tools
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup
