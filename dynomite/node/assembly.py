@@ -47,7 +47,7 @@ from dynomite.placement.router import Router
 from dynomite.placement.topology import Topology
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
-from dynomite.replication.targets import Targets
+from dynomite.replication.targets import RemoteDatacenter, Targets
 from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
 
@@ -122,7 +122,8 @@ class NodeParts:
             hints = HintLog(self.hint_directory, name, config.hints_fsync, self.clock,
                             segment_bytes=config.hint_segment_bytes, max_bytes=config.hints_max_bytes,
                             window=config.hint_window)
-            self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate)
+            self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate,
+                                         sequenced=not isinstance(target, RemoteDatacenter))
 
     # -- running -----------------------------------------------------------
 

@@ -11,9 +11,10 @@ Uses the shared 1 DC x 3 racks x 2 nodes cluster of
 from __future__ import annotations
 
 import threading
+import time
 from typing import Dict, List, Sequence, Tuple
 
-from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase
+from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase, FaultTestCase
 from tests.integration.fixtures.common import poll
 
 # A script that pops at random, reads the clock and writes what it found.
@@ -110,3 +111,35 @@ class ConvergenceTests(ClusterTestCase):
         self.assertConverged(keys, "after three concurrent pipelined writers")
         c = self.client(rack_nodes[0])
         self.assertEqual(sum(int(c.get(k + "n")) for k in hot), 3 * 30 * 16, "every INCR counted once")
+
+
+class ReplayOnceTests(FaultTestCase):
+    """A write whose fate was unknown is replayed, and applied once (dynomite.replication.applied_once)."""
+
+    def test_incr_through_a_replica_frozen_past_the_timeout_counts_once(self):
+        """
+        1 DC x 3 racks: INCRs through rack 1's node (their leader) while rack
+        2's node is frozen with SIGSTOP for three timeouts: the requests it
+        had read time out and become hints, it applies them when thawed, and
+        the replayed hints are not applied again.
+        """
+        fx = self.start_cluster("replay-once", {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}, 131)
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
+        keys = [k for k in (f"counter{i}" for i in range(200)) if fx.led_by(r1)(k)][:5]
+        c = fx.client(r1)
+        self.addCleanup(c.close)
+        for key in keys:
+            c.incr(key)
+        r2.node_process.pause()
+        paused_at = time.monotonic()
+        increments = 0
+        while time.monotonic() - paused_at < 3 * fx.layout.timeout():
+            for key in keys:
+                c.incr(key)
+                increments += 1
+            time.sleep(0.01)
+        r2.node_process.resume()
+        want = {key: str(1 + increments // len(keys)) for key in keys}
+        self.assertHolding([r1, r2, r3], want, CONVERGE_TIMEOUT, "INCRs through a frozen replica")
+        stats = fx.hint_stats(r1, r2)
+        self.assertGreater(stats["replayed_total"], 0, f"nothing was replayed to rack 2: {stats}")
