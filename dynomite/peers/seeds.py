@@ -35,11 +35,12 @@ per rack; `srv_seeds`):
   the pod advertises with ``dyn_advertise``), its port the SRV port; peers
   resolve the name again on every reconnection.
 
-A list in which a rack lacks an ordinal below its size is refused as a
-whole (the node keeps its current peers): a pod being restarted leaves DNS
-for a while, and dropping it from its rack's ring would hand its tokens to
-another pod of the rack.  Writes for it are hinted meanwhile, as for any
-peer that is down.
+A list in which a rack lacks an ordinal below its size, or a rack seen
+before is missing, is refused as a whole (the node keeps its current
+peers): a pod being restarted leaves DNS for a while, and dropping it
+would hand its tokens to another pod of its rack, or its rack's replicas
+to nobody.  Writes for it are hinted meanwhile, as for any peer that is
+down.  (So a rack is removed by restarting the nodes, not by DNS alone.)
 
 A source's ``fetch()`` returns a Deferred firing with the seeds, parsed and
 checked as ``dyn_seeds`` entries are (`parse_seed_text`, `parse_txt_records`,
@@ -201,11 +202,13 @@ def pod_token(ordinal: int, size: int) -> int:
     return ordinal * (RING_SIZE // size)
 
 
-def srv_seeds(targets: Iterable[Tuple[str, int]], sizes: Sequence[Tuple[str, int]]) -> Tuple[Seed, ...]:
+def srv_seeds(targets: Iterable[Tuple[str, int]], sizes: Sequence[Tuple[str, int]],
+              racks: Iterable[Tuple[str, str]] = ()) -> Tuple[Seed, ...]:
     """
     The seeds that SRV ``(target, port)`` pairs describe (see the module
     docstring); SeedError for a target that is no pod name, an ordinal not
-    below its rack's size, two targets at one place, or a rack missing one.
+    below its rack's size, two targets at one place, a rack missing one,
+    or a rack of ``racks`` (``(dc, rack)`` seen before) missing altogether.
     """
     places: Dict[Tuple[str, str, int], str] = {}
     seeds: List[Seed] = []
@@ -225,6 +228,9 @@ def srv_seeds(targets: Iterable[Tuple[str, int]], sizes: Sequence[Tuple[str, int
     present: Dict[Tuple[str, str], Set[int]] = {}
     for dc, rack, ordinal in places:
         present.setdefault((dc, rack), set()).add(ordinal)
+    gone = sorted(set(racks) - set(present))
+    if gone:
+        raise SeedError("rack(s) %s gone from DNS (restarting?)" % ", ".join("%s/%s" % r for r in gone))
     for (dc, rack), ordinals in sorted(present.items()):
         missing = sorted(set(range(rack_size(sizes, rack) or 0)) - ordinals)
         if missing:
@@ -244,6 +250,8 @@ class SrvSeeds:
         self.name = name
         self._resolver = resolver
         self._sizes = tuple(sizes)
+        #: (dc, rack) of every rack a list applied so far named: none may go missing
+        self.racks: Set[Tuple[str, str]] = set()
 
     def __str__(self) -> str:
         return "DNS SRV %s" % self.name
@@ -260,7 +268,9 @@ class SrvSeeds:
                    for r in answers if r.type == dns.SRV]
         if not targets:
             raise SeedError("no SRV records for %s" % self.name)
-        return srv_seeds(targets, self._sizes)
+        seeds = srv_seeds(targets, self._sizes, self.racks)
+        self.racks.update((s.datacenter, s.rack) for s in seeds)
+        return seeds
 
 
 class FloridaSeeds:

@@ -106,6 +106,17 @@ class SrvProviderTests(SynchronousTestCase):
         self.assertEqual({s.address.port for s in seeds}, {18101})
         self.assertEqual(resolver.asked, [SRV_NAME])
 
+    def test_a_rack_seen_before_may_not_vanish(self) -> None:
+        """A one-pod rack whose pod restarts leaves DNS altogether: its replicas stay where they were."""
+        resolver = FakeSrvResolver({SRV_NAME: pods(["rack1", "rack2", "rack3"], 1)})
+        source = SrvSeeds(SRV_NAME, resolver, (("*", 1),))
+        self.assertEqual(len(self.successResultOf(source.fetch())), 3)
+        resolver.records[SRV_NAME] = pods(["rack1", "rack3"], 1)
+        failure = self.failureResultOf(source.fetch(), SeedError)
+        self.assertIn("rack(s) dc1/rack2 gone from DNS", str(failure.value))
+        resolver.records[SRV_NAME] = pods(["rack1", "rack2", "rack3", "rack4"], 1)
+        self.assertEqual(len(self.successResultOf(source.fetch())), 4)
+
     def test_no_records_is_an_error(self) -> None:
         failure = self.failureResultOf(SrvSeeds("_peer._tcp.none", FakeSrvResolver({}), (("*", 2),)).fetch(),
                                        SeedError)
@@ -162,6 +173,8 @@ class ApplyPodListTests(SynchronousTestCase):
         parts.start()
         self.addCleanup(parts.stop)
         control = NodeControl(parts, is_running=lambda: True)
+        # no peers before the first list, yet peers may hold hints for it: not readable
+        self.assertEqual((len(parts.links), parts.membership.state), (0, "RESUMING"))
         self.assertTrue(control.apply_seeds(srv_seeds(pods(["rack1", "rack2"]), (("*", 2),))))
         self.assertEqual(parts.topology.local.name, f"dynomite-dc1-rack1-1.{SERVICE}:8101")
         self.assertEqual(sorted(parts.links), sorted(f"{t.rstrip('.')}:8101" for t, _ in pods(["rack1", "rack2"])
