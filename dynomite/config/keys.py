@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
+from dynomite.config.seed_keys import SEED_KEYS, check_seed_keys
 from dynomite.config.values import Address, Seed, make_address, split_fields
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, FSYNC_POLICIES, MAX_TOKEN, SECURE_SERVER_OPTIONS
 from dynomite.config.yamlio import ConfigError, Invalid, show
@@ -545,6 +546,8 @@ def check_tls_together(values: Dict[str, Any], source: str) -> None:
     if values["datastore_username"] is not None and values["datastore_password"] is None:
         raise ConfigError(source, "datastore_username", "needs datastore_password")
 
+KEYS.update((key, Key(*row)) for key, row in SEED_KEYS.items())   # dynomite.config.seed_keys
+PROJECT_KEYS = PROJECT_KEYS | frozenset(SEED_KEYS)
 assert set(KEYS) == DYNOMITE_KEYS | PROJECT_KEYS
 assert UNUSED_KEYS <= DYNOMITE_KEYS and len(DYNOMITE_KEYS) == 42
 
@@ -568,6 +571,7 @@ def check_together(values: Dict[str, Any], source: str) -> None:
         raise ConfigError(source, "dyn_listen", f"required with dyn_seed_provider {values['seed_provider']}")
 
     check_tls_together(values, source)
+    check_seed_keys(values, source)
     listeners = [("listen", values["listen"]), ("dyn_listen", values["dyn_listen"]),
                  ("stats_listen", values["stats_listen"]), ("tls_listen", values["tls_listen"])]
     taken: Dict[Address, str] = {}

@@ -84,7 +84,8 @@ class NodeParts:
         self.membership = Membership(
             clock, self.name, self.links,
             resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
-            hints_for=self._hints_for, resuming=len(topology.nodes) > 1,
+            hints_for=self._hints_for,
+            resuming=len(topology.nodes) > 1 or config.seed_provider != "simple_provider",
         )
         self.targets = Targets(self.router, datastore, self.links, self.membership)
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
