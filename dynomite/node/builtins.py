@@ -312,5 +312,6 @@ def dynomite_info(node) -> bytes:
         ("datastore_in_flight", ds.in_flight),
         ("datastore_timeouts", ds.timed_out_total),
     ]
+    fields.extend(sorted(node.pubsub.info().items()))
     body = "".join("%s:%s\r\n" % f for f in fields)
     return ("# Dynomite\r\n" + body + "\r\n").encode("utf-8")
