@@ -446,7 +446,6 @@ KEYS: Dict[str, Key] = {
     "florida_url": Key(_florida_url, None, "florida_url"),
     "acl_file": Key(_acl_file, None, "acl_file"),
     "users": _kept(_users, "users"),
-    # pub/sub subscribers' output buffer limit (Redis's client-output-buffer-limit pubsub)
     "pubsub_output_hard_limit": _kept(_int_at_least(1), "pubsub_output_hard_limit"),
     "pubsub_output_soft_limit": _kept(_int_at_least(0), "pubsub_output_soft_limit"),
     "pubsub_output_soft_seconds": _kept(_int_at_least(0), "pubsub_output_soft_seconds"),
