@@ -157,3 +157,42 @@ class PubSubTests(ClusterTestCase):
         self.assertEqual(conn.command("RESET"), b"+RESET\r\n")
         self.assertEqual(conn.command("GET", "k"), b"$-1\r\n")
         self.assertEqual(self.connect(self.fx.nodes[1], 2).command("PUBLISH", "r", "x"), b":0\r\n")
+
+    def test_keyspace_notifications_reach_subscribers_of_the_owner(self):
+        key = self.prefix + "watched"
+        owner = self.fx.owner(key, "dc1", "rack1")
+        other_racks = [n for n in self.fx.dc_nodes("dc1") if n.rack != "rack1"]
+        for node in [owner] + other_racks:
+            backend = self.backend_raw(node)
+            self.assertEqual(backend.command("CONFIG", "SET", "notify-keyspace-events", "K$"), b"+OK\r\n")
+            self.addCleanup(lambda b=backend: b.command("CONFIG", "SET", "notify-keyspace-events", ""))
+        watcher = self.connect(owner, 2)
+        self.assertEqual(watcher.command("PSUBSCRIBE", "__keyspace@0__:%s*" % self.prefix),
+                         b"*3\r\n$10\r\npsubscribe\r\n$%d\r\n__keyspace@0__:%s*\r\n:1\r\n"
+                         % (len(self.prefix) + 16, self.prefix.encode()))
+        channel = ("__keyspace@0__:" + key).encode()
+        # the node subscribes to its Redis on demand; writes until the first notification shows
+        writer = self.connect(self.fx.nodes[-1], 2)
+        got = None
+        for _ in range(int(CONVERGE_TIMEOUT / 0.25)):
+            self.assertEqual(writer.command("SET", key, "v"), b"+OK\r\n")
+            try:
+                got = decode_reply(watcher.read_reply(timeout=0.25))
+                break
+            except socket.timeout:
+                continue
+        self.assertEqual(got, [b"pmessage", ("__keyspace@0__:%s*" % self.prefix).encode(), channel, b"set"])
+        # a node of another rack holds a replica too: its own Redis notifies its subscribers
+        replica_node = other_racks[0]
+        elsewhere = self.connect(replica_node, 3)
+        elsewhere.command("SUBSCRIBE", channel)
+        for _ in range(int(CONVERGE_TIMEOUT / 0.25)):
+            writer.command("APPEND", key, "x")
+            try:
+                self.assertEqual(decode_reply(elsewhere.read_reply(timeout=0.25)),
+                                 [b"message", channel, b"append"])
+                break
+            except socket.timeout:
+                continue
+        else:
+            self.fail("no notification through %s" % replica_node.name)

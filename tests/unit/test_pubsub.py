@@ -9,9 +9,14 @@ tests/integration/test_pubsub.py.
 
 from __future__ import annotations
 
+from twisted.internet.task import Clock
+
+from dynomite.node.assembly import NodeParts
+from dynomite.node.client import ClientFactory
 from dynomite.node.pubsub import CHANNEL, Registry
 from dynomite.wire.resp import encode_command
 
+from tests.fakes import FakeDatastore, FakeEndpoint, FakeMonitor, node_config
 from tests.unit.test_node import NodeTestCase
 
 
@@ -210,3 +215,41 @@ class RegistryTests(NodeTestCase):
         registry.subscribe(other, CHANNEL, [b"a"])
         self.assertEqual(added, [(CHANNEL, b"a"), (CHANNEL, b"b")])
         self.assertEqual(registry.numsub(CHANNEL, [b"a", b"b"]), [2, 1])
+
+
+class KeyspaceNotificationTests(NodeTestCase):
+    def setUp(self):
+        self.endpoint = FakeEndpoint()
+        self.clock = Clock()
+        datastore = FakeDatastore()
+        datastore.greeting = lambda resp: b"*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n"
+        self.datastore = datastore
+        self.parts = NodeParts(node_config(data_dir=self.mktemp()), self.clock, datastore, FakeMonitor(),
+                               keyspace_endpoint=self.endpoint)
+        self.parts.start()
+        self.addCleanup(self.parts.stop)
+        self.node = self.parts.node
+        self.factory = ClientFactory(self.node, self.clock)
+        self.client, self.transport = self.connect()
+
+    def test_started_by_the_first_keyspace_subscription_only(self):
+        self.send(cmd("SUBSCRIBE", "plain") + cmd("PSUBSCRIBE", "n*"))
+        self.assertEqual(self.endpoint.attempts, [], "no notification connection for other channels")
+        self.send(cmd("PSUBSCRIBE", "__keyspace@0__:*"))
+        protocol, redis = self.endpoint.accept()
+        self.assertEqual(redis.value(), b"*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n"
+                                        b"*2\r\n$10\r\nPSUBSCRIBE\r\n$10\r\n__key*__:*\r\n")
+        other, _ = self.connect()
+        self.send(cmd("SUBSCRIBE", "__keyevent@0__:set"), other)
+        self.assertEqual(self.endpoint.attempts, [], "one connection for the node")
+        self.written()
+        protocol.dataReceived(b"+OK\r\n*3\r\n$10\r\npsubscribe\r\n$10\r\n__key*__:*\r\n:1\r\n")
+        protocol.dataReceived(b"*4\r\n$8\r\npmessage\r\n$10\r\n__key*__:*\r\n$17\r\n__keyspace@0__:k1\r\n"
+                              b"$3\r\nset\r\n")
+        self.assertEqual(self.written(), b"*4\r\n$8\r\npmessage\r\n$16\r\n__keyspace@0__:*\r\n"
+                                         b"$17\r\n__keyspace@0__:k1\r\n$3\r\nset\r\n")
+        self.assertEqual(self.parts.metrics.pubsub["published"], 0, "notifications are not published on")
+        # the connection comes back after a loss
+        protocol.connectionLost(None)
+        self.clock.advance(3)
+        self.assertEqual(len(self.endpoint.attempts), 1)
