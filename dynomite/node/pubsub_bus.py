@@ -39,7 +39,7 @@ from typing import Dict, Optional
 
 from twisted.logger import Logger
 
-from dynomite.node.pubsub import CHANNEL, PATTERN, SHARD, Registry
+from dynomite.node.pubsub import SHARD, Registry
 from dynomite.stats import NodeMetrics
 
 __all__ = ["PubSubBus", "KEYSPACE_PREFIX"]
@@ -132,13 +132,6 @@ class PubSubBus:
 
     # -- introspection ---------------------------------------------------------
 
-    @property
-    def wants_keyspace(self) -> bool:
-        """Whether any subscription here asks for keyspace notifications."""
-        registry = self.registry
-        return any(n.startswith(KEYSPACE_PREFIX) for n in registry.channels) or any(
-            n.startswith(KEYSPACE_PREFIX) for n in registry.patterns)
-
     def info(self) -> Dict[str, int]:
         """Fields of INFO's pub/sub lines (this node)."""
         registry = self.registry
@@ -151,6 +144,3 @@ class PubSubBus:
             "pubsub_messages_delivered": self.counts["delivered"],
             "pubsub_messages_dropped": self.counts["dropped"],
         }
-
-
-__all__ += ["CHANNEL", "PATTERN", "SHARD"]

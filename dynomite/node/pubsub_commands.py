@@ -10,6 +10,10 @@ receivers on this node (as Redis Cluster); PUBSUB CHANNELS, NUMSUB, NUMPAT,
 SHARDCHANNELS and SHARDNUMSUB describe this node's subscriptions, as in
 Redis Cluster where each node answers for its own clients.
 
+An ACL user without ``allchannels`` (``Session.user``) may subscribe and publish only to
+the channels its ``&pattern`` rules grant, and PSUBSCRIBE only to those
+patterns themselves, as Redis 7.0 checks them.
+
 A RESP2 client with a subscription is in subscriber mode
 (``Session.pubsub_only``): the dispatcher refuses every command but
 `SUBSCRIBER_ALLOWED`, with Redis 7.0's words (`subscriber_refusal`), and
@@ -42,8 +46,24 @@ def subscriber_refusal(cmd, args: Sequence[bytes]) -> bytes:
         "allowed in this context" % cmd.name)
 
 
+NOPERM_CHANNEL = resp.error("NOPERM this user has no permissions to access one of the channels used as arguments")
+
+
+def _channels_refused(user, names: Sequence[bytes], patterns: bool) -> bool:
+    """Whether a restricted ``user`` may not use every one of ``names`` (Redis 7.0's rule)."""
+    if user is None or user.all_channels:
+        return False
+    if patterns:
+        # a pattern is granted only by the same pattern, literally
+        granted = set(user.channel_patterns)
+        return any(name.decode("utf-8", "replace") not in granted for name in names)
+    return not all(user.may_use_channel(name) for name in names)
+
+
 def _subscribe(kind: int):
     def handler(node, client, args):
+        if _channels_refused(client.session.user, args[1:], kind == PATTERN):
+            return NOPERM_CHANNEL
         return node.pubsub.subscribe(client, kind, args[1:])
     return handler
 
@@ -62,11 +82,15 @@ for _kind, _names in ((CHANNEL, ("subscribe", "unsubscribe")), (PATTERN, ("psubs
 
 @builtin("publish")
 def publish(node, client, args):
+    if _channels_refused(client.session.user, args[1:2], False):
+        return NOPERM_CHANNEL
     return resp.integer(node.pubsub.publish(client.session.id, args[1], args[2]))
 
 
 @builtin("spublish")
 def spublish(node, client, args):
+    if _channels_refused(client.session.user, args[1:2], False):
+        return NOPERM_CHANNEL
     return resp.integer(node.pubsub.publish(client.session.id, args[1], args[2], True))
 
 

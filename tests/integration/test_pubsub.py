@@ -40,6 +40,9 @@ SCRIPT: List[Tuple[Tuple[Any, ...], int]] = [
     (("RESET",), 1),
     (("PING",), 1),
     (("PUBSUB", "NUMSUB", "a"), 1),
+    (("PUBSUB", "HELP"), 1),
+    (("PUBSUB", "NOPE"), 1),
+    (("PUBSUB", "NUMPAT", "x"), 1),
 ]
 
 

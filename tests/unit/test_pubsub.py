@@ -86,8 +86,8 @@ class SubscribeTests(NodeTestCase):
         self.written()
         self.send(cmd("SUBSCRIBE", "a"))
         self.assertEqual(self.written(), b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n")
-        self.send(cmd("PING"))
-        self.assertEqual(self.written(), b"+PONG\r\n")
+        self.send(cmd("PING") + cmd("CLIENT", "ID"))
+        self.assertEqual(self.written(), b"+PONG\r\n:%d\r\n" % self.client.session.id)
         self.send(cmd("GET", "k"))
         self.assertEqual(len(self.datastore.sent), 1)
         # its own message comes as a push before the reply to PUBLISH, after the GET's reply
@@ -253,3 +253,21 @@ class KeyspaceNotificationTests(NodeTestCase):
         protocol.connectionLost(None)
         self.clock.advance(3)
         self.assertEqual(len(self.endpoint.attempts), 1)
+
+
+class ChannelPermissionTests(NodeTestCase):
+    def test_a_restricted_user_uses_only_its_channels(self):
+        self.start(users=["user u on >pw ~* &news.* &exact +@all"])
+        publisher, publisher_transport = self.connect()
+        for client in (self.client, publisher):
+            self.send(cmd("AUTH", "u", "pw"), client)
+        self.written()
+        publisher_transport.clear()
+        noperm = b"-NOPERM this user has no permissions to access one of the channels used as arguments\r\n"
+        self.send(cmd("SUBSCRIBE", "news.a", "other") + cmd("PSUBSCRIBE", "news.a*") + cmd("PSUBSCRIBE", "news.*")
+                  + cmd("SSUBSCRIBE", "exact"))
+        self.assertEqual(self.written(), noperm + noperm + b"*3\r\n$10\r\npsubscribe\r\n$6\r\nnews.*\r\n:1\r\n"
+                         + b"*3\r\n$10\r\nssubscribe\r\n$5\r\nexact\r\n:1\r\n")
+        self.send(cmd("PUBLISH", "other", "x") + cmd("PUBLISH", "news.b", "x") + cmd("SPUBLISH", "nope", "x"),
+                  publisher)
+        self.assertEqual(self.written(publisher_transport), noperm + b":1\r\n" + noperm)
