@@ -36,6 +36,8 @@ them, cut out of EXEC's reply.
 
 from __future__ import annotations
 
+from typing import Dict
+
 from twisted.logger import Logger
 
 from dynomite.wire.inflight import Request
@@ -69,6 +71,7 @@ class AppliedOnce:
 
     def __init__(self, send, note_errors) -> None:
         self._send = send
+        self._heads: Dict[str, bytes] = {}
         #: ``note_errors(n)``: the datastore counts the writes Redis refused
         #: inside a transaction as it counts error replies
         self.note_errors = note_errors
@@ -96,11 +99,14 @@ class AppliedOnce:
 
     def _transaction(self, source: str, last: int, writes: bytes, request: Request, count: int,
                      sink) -> None:
-        payload = b"".join((
-            _MULTI, _SELECT_META,
-            encode_command([b"SET", mark_key(source), b"%d" % last]),
-            _SELECT_DATA, writes, _EXEC,
-        ))
+        head = self._heads.get(source)
+        if head is None:
+            # MULTI, SELECT, and SET's name and key: the same for every write from source
+            key = mark_key(source)
+            head = self._heads[source] = b"".join((
+                _MULTI, _SELECT_META, b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n" % (len(key), key)))
+        number = b"%d" % last
+        payload = b"".join((head, b"$%d\r\n%s\r\n" % (len(number), number), _SELECT_DATA, writes, _EXEC))
         self._send(Request(payload, request.resp, request.lane, count + 5, True),
                    _Unwrap(self, source, last, request, count, sink))
 
