@@ -307,7 +307,9 @@ class FakeNode:
         for dc in self.topology.remote_datacenters:
             self.outboxes["dc:" + dc] = FakeOutbox()
         self.clients = SimpleNamespace(clients=set(), connections_accepted=0, started=self.clock.seconds())
-        self.replication = SimpleNamespace(local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={})
+        self.replication = SimpleNamespace(
+            local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={}, leaders_lost=0,
+            leader=SimpleNamespace(effects_run=0, effects_unknown=0), replays_skipped=lambda: 0)
         self.metrics = NodeMetrics()
         self.status = NodeStatus(
             config=lambda: self.config, clock=self.clock, settings=self.settings, membership=self.membership,

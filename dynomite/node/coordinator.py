@@ -179,6 +179,10 @@ class Coordinator:
         #: writes passed to the next leader because theirs stopped answering
         self.leaders_lost = 0
 
+    def replays_skipped(self) -> int:
+        """Replayed writes this node's Redis had applied already (`dynomite.replication.applied_once`)."""
+        return self.targets[self.name].applied_once.skipped
+
     # -- levels ----------------------------------------------------------------
 
     def levels(self, session) -> Tuple[str, str]:

@@ -134,6 +134,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             "latency_seconds": {dc: _percentiles(h) for dc, h in sorted(peer_latency.items())},
         },
         "replication": {scope: {"acked": n["acked"], "failed": n["failed"]} for scope, n in replication.items()},
+        "write_order": status.write_order(),
         "latency_seconds": {
             op: {"p50": h.quantile(0.5), "p99": h.quantile(0.99), "p999": h.quantile(0.999), "count": h.count}
             for op, h in (("read", m.read_latency), ("write", m.write_latency))

@@ -93,6 +93,11 @@ CATALOGUE: Tuple[Spec, ...] = (
          ("scope", "result")),
     Spec("dynomite_quorum_failures_total", "counter", "Requests answered -ERR for lack of quorum.",
          ("op", "consistency")),
+    Spec("dynomite_write_order_total", "counter",
+         "Leading writes (dynomite.node.leader): writes handed to the next leader (handed_on), commands run"
+         " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
+         " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped).",
+         ("event",)),
     Spec("dynomite_hints_pending", "gauge", "Hints waiting for a target.", ("target",)),
     Spec("dynomite_hints_pending_bytes", "gauge", "Bytes of hints waiting for a target.", ("target",)),
     Spec("dynomite_hints_oldest_age_seconds", "gauge", "Age of the oldest hint waiting for a target.", ("target",)),
@@ -254,6 +259,10 @@ class Collector:
         for (op, level), n in self.status.quorum_failures().items():
             failures.add_metric([op, level], n)
         yield failures
+        order = family("dynomite_write_order_total")
+        for event, n in self.status.write_order().items():
+            order.add_metric([event], n)
+        yield order
 
     def _hints(self, hints: Dict[str, Dict]) -> Iterable:
         pending = family("dynomite_hints_pending")

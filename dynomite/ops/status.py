@@ -253,6 +253,16 @@ class NodeStatus:
             out[self.scope(target)]["hinted"] += stats["stored_total"]
         return out
 
+    def write_order(self) -> Dict[str, int]:
+        """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""
+        r = self._replication
+        return {
+            "handed_on": r.leaders_lost,
+            "effects_run": r.leader.effects_run,
+            "effects_unknown": r.leader.effects_unknown,
+            "replays_skipped": r.replays_skipped(),
+        }
+
     def quorum_failures(self) -> Dict[Tuple[str, str], int]:
         """(op, level) -> requests answered -ERR for lack of quorum, for every op and level."""
         failures = self._replication.quorum_failures

@@ -122,6 +122,8 @@ class EffectTests(SynchronousTestCase):
             self.assertEqual(len(spops), 1 if node is leader else 0, node.name)
             self.assertEqual(node.redis.data[b"s"], leader.redis.data[b"s"])
         self.assertNotIn(popped.split(b"\r\n")[1], leader.redis.data[b"s"])
+        self.assertEqual([n.coordinator.leader.effects_run for n in self.cluster.nodes],
+                         [1 if n is leader else 0 for n in self.cluster.nodes])
 
     def test_incrbyfloat_reaches_the_others_as_the_leaders_value(self):
         for _ in range(5):
