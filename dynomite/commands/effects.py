@@ -18,6 +18,7 @@ SORT ... STORE dest             the state of ``dest`` (nothing without STORE)
 XADD/XTRIM with ``~`` or LIMIT  the state of the stream
 XCLAIM, XAUTOCLAIM              the state of the stream
 EVAL, EVALSHA, FCALL            the state of every key they declare
+a transaction with any of these the state of every key it names
 ==============================  ===========================================
 
 "The state of a key" travels as Redis moves keys between servers: the
@@ -39,7 +40,7 @@ from typing import List, Optional, Sequence, Tuple
 from dynomite.wire.replies import elements, is_error, split_replies
 from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["Effect", "plan_effect"]
+__all__ = ["Effect", "plan_effect", "transaction_effect"]
 
 # How an effect is derived from the leader's reply.
 _SREM, _XADD_ID, _SET_KEEPTTL, _HSET, _STATE, _AS_SENT, _NOTHING = (
@@ -55,14 +56,17 @@ class Effect:
     reply to (client's reply, effect commands).
     """
 
-    __slots__ = ("args", "kind", "keys", "probe", "count")
+    __slots__ = ("args", "kind", "keys", "transaction", "probe", "count")
 
-    def __init__(self, args: Sequence[bytes], kind: str, keys: Sequence[bytes]) -> None:
+    def __init__(self, args: Sequence[bytes], kind: str, keys: Sequence[bytes],
+                 transaction: Sequence[Sequence[bytes]] = ()) -> None:
         self.args = list(args)
         self.kind = kind
         self.keys = list(keys)
+        #: a transaction's commands (run together, answered as EXEC's array)
+        self.transaction = [list(c) for c in transaction]
         if kind == _STATE:
-            commands = [[b"MULTI"], self.args]
+            commands = [[b"MULTI"]] + (self.transaction or [self.args])
             for key in self.keys:
                 commands.append([b"DUMP", key])
                 commands.append([b"PEXPIRETIME", key])
@@ -110,18 +114,21 @@ class Effect:
             if is_error(queued):
                 return queued, []   # refused when queued (syntax, arity): nothing ran
         results = elements(replies[-1])
-        if is_error(replies[-1]) or len(results) != 1 + 2 * len(self.keys):
+        ran = len(self.transaction) or 1
+        if is_error(replies[-1]) or len(results) != ran + 2 * len(self.keys):
             return replies[-1] if is_error(replies[-1]) else (
                 b"-ERR transaction of the leader failed\r\n"), []
         effects: List[List[bytes]] = []
         for i, key in enumerate(self.keys):
-            dump, expiry = results[1 + 2 * i], results[2 + 2 * i]
+            dump, expiry = results[ran + 2 * i], results[ran + 1 + 2 * i]
             if dump in _NIL:
                 effects.append([b"DEL", key])
                 continue
             at = int(expiry[1:-2]) if expiry[:1] == b":" else -1
             effects.append([b"RESTORE", key, b"%d" % max(at, 0), _string(dump), b"REPLACE",
                             b"ABSTTL"])
+        if self.transaction:
+            return b"*%d\r\n" % ran + b"".join(results[:ran]), effects
         return results[0], effects
 
 
@@ -199,3 +206,12 @@ def plan_effect(name: str, args: Sequence[bytes], keys: Sequence[bytes]) -> Opti
     if name in ("eval", "evalsha", "fcall"):
         return Effect(args, _STATE, keys)
     return None
+
+
+def transaction_effect(transaction: Sequence[Sequence[bytes]], keys: Sequence[bytes]) -> Effect:
+    """
+    A transaction (MULTI ... EXEC) with a command that may not run twice:
+    the leader runs it with the dumps of ``keys``, the client gets EXEC's
+    array of the commands' replies, the others get the state of ``keys``.
+    """
+    return Effect([], _STATE, keys, transaction)

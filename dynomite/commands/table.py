@@ -36,7 +36,7 @@ KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               Redis; they are read-only and harmless, or only touch the
               script cache.
 UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
-              blocking, transactions, replication and persistence
+              blocking, WATCH, replication and persistence
               admin, cross-database moves, modules/functions, debugging.
 ============  ==============================================================
 
@@ -70,7 +70,7 @@ _DATA_GROUPS = frozenset(
 #: Answered by the node itself.
 _NODE = frozenset(
     "ping echo quit select auth hello client command info config reset acl "
-    "dyno_config:conn_consistency "
+    "dyno_config:conn_consistency multi exec discard "
     "subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe publish spublish "
     "pubsub".split()
 )
@@ -100,7 +100,7 @@ _KEY_CONTAINERS = frozenset({"memory"})
 _UNSUPPORTED = {
     "blocking (holds a datastore connection; may span keys)":
         "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop wait xread xreadgroup",
-    "transactions (keys may live on several owners)": "multi exec discard watch unwatch",
+    "optimistic locking (transactions are served without it)": "watch unwatch",
     "cluster mode (the node is the cluster)": "cluster readonly readwrite asking",
     "replication and persistence admin (per-node operations)":
         "slaveof replicaof sync psync replconf role save bgsave bgrewriteaof shutdown "

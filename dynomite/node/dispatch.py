@@ -38,6 +38,7 @@ from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
+from dynomite.node.transactions import IMMEDIATE, queue
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
@@ -229,7 +230,8 @@ class Node:
         levels = self.coordinator.levels
         n = len(requests)
         while i < n:
-            if session.authenticated and membership.state == NORMAL and not session.pubsub_only:
+            if (session.authenticated and membership.state == NORMAL and not session.pubsub_only
+                    and session.multi is None):
                 read_level, write_level = levels(session)
                 if read_level != DC_EACH_SAFE_QUORUM and write_level != DC_EACH_SAFE_QUORUM:
                     stop = self._execute_runs(client, requests, bounds, data, i, read_level, write_level)
@@ -246,6 +248,14 @@ class Node:
             if session.quitting:
                 return None
         return None
+
+    @staticmethod
+    def _reject(client, raw: bytes) -> None:
+        """A request refused before it ran; inside MULTI it also dooms the transaction (EXECABORT)."""
+        session = client.session
+        if session.multi is not None:
+            session.multi_aborted = True
+        client.reply(raw)
 
     def _reads_replicas(self, args) -> bool:
         """Whether the request is a read the replicas answer (it must see the client's writes)."""
@@ -303,36 +313,39 @@ class Node:
         if cmd is None:
             client.counter = self._unknown
             client.latency = None
-            client.reply(unknown_command(args))
+            self._reject(client, unknown_command(args))
             return
         account = self._accounts.get(cmd.name)
         if account is None:
             account = self._account(cmd)
         client.counter, client.latency = account
         if not commands.arity_ok(cmd, len(args)):
-            client.reply(wrong_arity(cmd.name))
+            self._reject(client, wrong_arity(cmd.name))
             return
         if cmd.subcommands and cmd.route != commands.NODE:
             sub = commands.resolve(cmd, args)
             if sub is None:
-                client.reply(unknown_subcommand(cmd.name, args[1]))
+                self._reject(client, unknown_subcommand(cmd.name, args[1]))
                 return
             if not commands.arity_ok(sub, len(args)):
-                client.reply(wrong_arity(sub.name))
+                self._reject(client, wrong_arity(sub.name))
                 return
             cmd = sub
         session = client.session
         route = cmd.route
         if not session.authenticated and cmd.name not in NOAUTH_ALLOWED:
-            client.reply(NOAUTH)
+            self._reject(client, NOAUTH)
             return
         if session.acl is not None:
             refused = access.refusal(session.acl, cmd, args)
             if refused is not None:
-                client.reply(refused)
+                self._reject(client, refused)
                 return
         if session.pubsub_only and cmd.name not in SUBSCRIBER_ALLOWED:
             client.reply(subscriber_refusal(cmd, args))
+            return
+        if session.multi is not None and cmd.name not in IMMEDIATE:
+            client.reply(queue(session, cmd, args))
             return
         if self.membership.state != NORMAL and route != commands.NODE and self._refused(cmd):
             client.reply(b"-ERR node is %s\r\n" % self.membership.state.encode())
@@ -341,7 +354,7 @@ class Node:
             if isinstance(result, Deferred):
                 slot = client.slot(0)
                 result.addCallback(slot.complete)
-            else:
+            elif result is not None:   # None: it reserved its own reply slot (EXEC)
                 client.reply(result)
         elif route == commands.UNSUPPORTED:
             client.reply(unsupported(cmd.name))

@@ -48,7 +48,7 @@ from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import DIRECT
 from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_EFFECT, LEVEL_MASK, LEVEL_SHIFT
+from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_TRANSACTION, LEVEL_MASK, LEVEL_SHIFT
 from dynomite.wire.resp import encode_command
 
 __all__ = ["EVERY_RACK", "LEAD_LEVELS", "Leader", "lead_flags", "lead_level", "AppliedInEveryRack"]
@@ -199,7 +199,8 @@ class Leader:
         run twice; run it here and replicate its effect.
         """
         if request.lane != plan.lane:
-            request = Request(request.payload, request.resp, plan.lane, request.count, True)
+            request = Request(request.payload, request.resp, plan.lane, request.count, True,
+                              request.flags & FLAG_TRANSACTION)
         if effect is not None:
             self._lead_effect(plan, request, sink, level, read_target, effect)
             return

@@ -29,7 +29,7 @@ from typing import Optional
 from zope.interface import implementer
 
 from dynomite.commands import table as commands
-from dynomite.commands.effects import plan_effect
+from dynomite.commands.effects import plan_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.peers.interfaces import IPeerRequests
@@ -38,7 +38,7 @@ from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_SEQUENCED, LEAD, REQUEST, PeerProtocolError, lead_position,
+    FLAG_EFFECT, FLAG_SEQUENCED, FLAG_TRANSACTION, LEAD, REQUEST, PeerProtocolError, lead_position,
 )
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
@@ -90,7 +90,8 @@ class Replica:
         level = lead_level(request.flags)
         table_level = DC_ONE if level == EVERY_RACK else level
         plan = self._router.writes[table_level].at(position)
-        write = Request(payload[4:], request.resp, plan.lane, request.count, True)
+        write = Request(payload[4:], request.resp, plan.lane, request.count, True,
+                        request.flags & FLAG_TRANSACTION)
         effect = None
         if request.flags & FLAG_EFFECT and level != EVERY_RACK:
             effect = self._effect_of(write)
@@ -115,6 +116,14 @@ class Replica:
             requests, _ = parse_whole(request.payload)
         except ProtocolError:
             return None
+        if request.flags & FLAG_TRANSACTION and requests:
+            keys = []
+            for args in requests:
+                cmd = commands.lookup(args[0])
+                if cmd is not None:
+                    cmd = commands.resolve(cmd, args) or cmd
+                    keys.extend(k for k in commands.keys(cmd, args) if k not in keys)
+            return transaction_effect(requests, keys)
         if len(requests) != 1:
             return None
         args = requests[0]
@@ -134,6 +143,12 @@ class Replica:
             requests = []
         if len(requests) != request.count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % request.count)
+            return
+        if request.flags & FLAG_TRANSACTION:
+            # a client's transaction: led whole, by its first key's leader here
+            self._coordinator.write(self._plan_of(requests[0]), Request(
+                payload, request.resp, request.lane, request.count, True, FLAG_TRANSACTION),
+                sink, level=EVERY_RACK)
             return
         # each group of writes with the same plan: (plan, their bytes, count)
         groups = []

@@ -41,6 +41,8 @@ class Session:
         "created",
         "subscriptions",
         "pubsub_only",
+        "multi",
+        "multi_aborted",
     )
 
     def __init__(self, address: str, authenticated: bool, created: float, user=None) -> None:
@@ -68,6 +70,10 @@ class Session:
         #: keeps both (RESET must drop the subscriptions from it first)
         self.subscriptions = None
         self.pubsub_only = False
+        #: MULTI: the commands queued, as (Command, args) (None: no MULTI),
+        #: and whether one was refused, so EXEC must answer EXECABORT
+        self.multi = None
+        self.multi_aborted = False
 
     def login(self, user) -> None:
         """Authenticated as ``user`` (AUTH, HELLO ... AUTH)."""

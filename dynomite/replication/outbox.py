@@ -69,7 +69,9 @@ from twisted.logger import Logger
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
 from dynomite.wire.inflight import REPLAY_LANE, Request
-from dynomite.wire.peer_frames import FLAG_REPLAY, FLAG_SEQUENCED, payload_sequence, sequenced_payload
+from dynomite.wire.peer_frames import (
+    FLAG_REPLAY, FLAG_SEQUENCED, FLAG_TRANSACTION, payload_sequence, sequenced_payload,
+)
 from dynomite.wire.requests import split_commands
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "Outbox", "is_hinted"]
@@ -102,6 +104,14 @@ BURST_SECONDS = 0.1     # the token bucket holds this much of the replay rate
 PEEK_BATCH = 256
 RETRY_MIN = 0.5         # seconds before replaying again after a failure, doubling ...
 RETRY_MAX = 10.0        # ... up to this
+
+
+def _count(hint) -> int:
+    """How many writes a hint holds: one, or a whole transaction's."""
+    if not hint.flags & FLAG_TRANSACTION:
+        return 1
+    payload = hint.payload[8:] if hint.flags & FLAG_SEQUENCED else hint.payload
+    return len(split_commands(payload))
 
 
 def is_hinted(raw: bytes) -> bool:
@@ -292,12 +302,15 @@ class Outbox:
         first = max(self._sequence, int(self._clock.seconds() * 1000) << 16)
         self._sequence = first + request.count
         return Request(sequenced_payload(first, request.payload), request.resp, request.lane,
-                       request.count, request.write, FLAG_SEQUENCED)
+                       request.count, request.write, FLAG_SEQUENCED | (request.flags & FLAG_TRANSACTION))
 
     def _store(self, request: Request) -> bool:
         """Append a write, or each write of a run, to the log; False if one could not be."""
         flags = request.flags
         payload = request.payload
+        if flags & FLAG_TRANSACTION:
+            # a client's transaction stays whole: replayed as one run
+            return self.hints.append(flags, payload) is not None
         if flags & FLAG_SEQUENCED:
             # each write keeps its own number
             first = payload_sequence(payload)
@@ -368,7 +381,8 @@ class Outbox:
                     self._sent = hint.seq
                     self._awaiting.append(hint.seq)
                     self._tokens -= 1
-                    self._send(Request.from_flags(hint.flags | FLAG_REPLAY, hint.payload, REPLAY_LANE),
+                    self._send(Request.from_flags(hint.flags | FLAG_REPLAY, hint.payload, REPLAY_LANE,
+                                                  _count(hint)),
                                _Replayed(self, epoch, hint.seq))
                 if self.state == REPLAYING and not self._awaiting and self.hints.pending == 0:
                     self._fire("drained")

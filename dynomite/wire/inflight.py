@@ -23,7 +23,7 @@ peer's lane, replayed hints `REPLAY_LANE`.
 from __future__ import annotations
 
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_REPLAY, FLAG_RESP3, FLAG_SEQUENCED, FLAG_WRITE, LEVEL_MASK,
+    FLAG_EFFECT, FLAG_REPLAY, FLAG_RESP3, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WRITE, LEVEL_MASK,
 )
 
 __all__ = ["Request", "REPLAY_LANE"]
@@ -32,7 +32,7 @@ __all__ = ["Request", "REPLAY_LANE"]
 REPLAY_LANE = 0
 
 # Flags a request keeps from a frame or hint beside RESP3 and write.
-_EXTRA = LEVEL_MASK | FLAG_EFFECT | FLAG_SEQUENCED | FLAG_REPLAY
+_EXTRA = LEVEL_MASK | FLAG_EFFECT | FLAG_SEQUENCED | FLAG_REPLAY | FLAG_TRANSACTION
 
 
 class Request:

@@ -16,6 +16,7 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
                                   bits 3-4 LEAD's level, bit 5 effect,
                                   bit 6 sequenced, bit 7 replay,
                                   bit 8 PUBLISH's shard channel,
+                                  bit 9 transaction,
                                   bit 15 failed
     6      8     request id       unsigned, chosen by the requesting side
     14     1     origin length    0..255
@@ -56,7 +57,7 @@ __all__ = [
     "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_SHARD", "FLAG_FAILED", "LEVEL_SHIFT",
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
     "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
-    "FEATURE_PUBLISH",
+    "FEATURE_PUBLISH", "FLAG_TRANSACTION",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -122,10 +123,13 @@ FLAG_SEQUENCED = 0x0040
 FLAG_REPLAY = 0x0080
 #: PUBLISH: the channel is a shard channel (SPUBLISH), not a plain one.
 FLAG_SHARD = 0x0100
+#: REQUEST/LEAD/FORWARD: the run is a client's transaction (MULTI ... EXEC):
+#: applied whole everywhere, never cut (`dynomite.node.transactions`).
+FLAG_TRANSACTION = 0x0200
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 9..14 are free; receivers ignore bits they do not know.
+# Bits 10..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
