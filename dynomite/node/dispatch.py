@@ -94,6 +94,33 @@ class Node:
         self.acl = acl_rules.load(config)
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
 
+    def set_acl(self, acl) -> int:
+        """
+        Take reloaded ACL users (SIGHUP).  New AUTHs check them; a connected
+        client acts as its user's new definition from its next command on
+        (Redis applies a changed user at once too); a client logged in as a
+        user that is gone or disabled is closed once the replies it is owed
+        are written.  Unauthenticated clients act as the new ``default``
+        and, when it needs no password any more, are authenticated, as
+        Redis decides that per command.  Returns how many were closed.
+        """
+        self.acl = acl
+        self.auth.acl = acl
+        closed = 0
+        for client in list(self.clients):
+            session = client.session
+            if not session.authenticated:
+                session.rebind(acl.default)
+                session.authenticated = acl.default_authenticated
+                continue
+            user = acl.users.get(session.user.name if session.user is not None else "default")
+            if user is None or not user.enabled:
+                client.drain()
+                closed += 1
+            else:
+                session.rebind(user)
+        return closed
+
     @property
     def state(self) -> str:
         """This node's state (`dynomite.peers.membership`): whether it serves clients."""
@@ -182,6 +209,8 @@ class Node:
         them): it and everything after it are held until they are
         (`ClientProtocol.hold`), then go on in order (`release_held`).
         """
+        if client.session.quitting:   # closing (QUIT, a stop, its user gone): nothing more runs
+            return
         if client.held:
             client.hold(requests, bounds, data, 0)
             return
