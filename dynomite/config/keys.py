@@ -40,6 +40,7 @@ from dynomite.config.yamlio import ConfigError
 __all__ = [
     "CLASS_DEFAULT",
     "DYNOMITE_KEYS",
+    "INSTEAD",
     "KEYS",
     "PROJECT_KEYS",
     "REQUIRED",
@@ -171,6 +172,10 @@ KEYS: Dict[str, Key] = {
 }
 KEYS.update(TLS_KEYS)
 PROJECT_KEYS = PROJECT_KEYS | frozenset(TLS_KEYS)
+
+#: Required keys another key may stand in for: a node given ``tls_listen``
+#: and no ``listen`` takes TLS clients only, and listens for none in clear.
+INSTEAD = {"listen": "tls_listen"}
 
 assert set(KEYS) == DYNOMITE_KEYS | PROJECT_KEYS
 assert UNUSED_KEYS <= DYNOMITE_KEYS and len(DYNOMITE_KEYS) == 42
