@@ -104,6 +104,36 @@ class Sink:
         self.replies.append(raw)
 
 
+# How a numbered write's transaction starts (dynomite.replication.applied_once).
+_NUMBERED = b"*1\r\n$5\r\nMULTI\r\n*2\r\n$6\r\nSELECT\r\n"
+
+
+class _TransactionReply:
+    """Answers the writes of a numbered transaction as Redis answers the transaction."""
+
+    def __init__(self, count: int, sink) -> None:
+        self.count = count
+        self.sink = sink
+
+    def complete(self, raw: bytes) -> None:
+        n = self.count
+        self.sink.complete(b"+OK\r\n" + b"+QUEUED\r\n" * (n + 3) + b"*%d\r\n" % (n + 3)
+                           + b"+OK\r\n" * 3 + raw)
+
+    def fail(self, raw: bytes) -> None:
+        self.sink.fail(raw)
+
+
+def _inside_transaction(payload: bytes, count: int, sink):
+    from dynomite.wire.requests import RequestParser
+
+    parser = RequestParser()
+    parser.feed(payload)
+    bounds = parser.bounds
+    inner = payload[bounds[8]:bounds[2 * (count - 1)]]
+    return inner, count - 5, _TransactionReply(count - 5, sink)
+
+
 class FakeDatastore:
     """Records what the node sends; the test answers with ``answer``."""
 
@@ -118,10 +148,21 @@ class FakeDatastore:
     def retry_now(self) -> None:
         pass
 
+    def note_errors(self, count: int) -> None:
+        pass
+
     def send(self, request, sink) -> None:
-        """Record ``(lane, resp, payload, sink)`` of a `dynomite.wire.inflight.Request`."""
-        self.sent.append((request.lane, request.resp, request.payload, sink))
-        self.counts.append(request.count)
+        """
+        Record ``(lane, resp, payload, sink)`` of a `dynomite.wire.inflight.Request`.
+        A numbered write (`dynomite.replication.applied_once`) is recorded as
+        the writes inside its transaction, and answered as Redis answers the
+        transaction, so tests see and answer the writes themselves.
+        """
+        payload, count = request.payload, request.count
+        if payload.startswith(_NUMBERED):
+            payload, count, sink = _inside_transaction(payload, count, sink)
+        self.sent.append((request.lane, request.resp, payload, sink))
+        self.counts.append(count)
 
     def answer(self, raw: bytes, index: int = 0) -> None:
         client_id, resp, data, sink = self.sent.pop(index)

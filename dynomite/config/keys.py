@@ -32,7 +32,8 @@ from dynomite.config.security_keys import (
     TLS_KEYS, _acl_file, _admin_token, _peer_secret, _requirepass, _users, check_tls_together,
 )
 from dynomite.config.seed_keys import (
-    SEED_PROVIDERS, _advertise, _dns_name, _dns_server, _florida_url, _seed_provider, _seeds, parse_seed,
+    SEED_KEYS, SEED_PROVIDERS, _advertise, _dns_name, _dns_server, _florida_url, _seed_provider, _seeds,
+    check_seed_keys, parse_seed,
 )
 from dynomite.config.values import Address, Seed
 from dynomite.config.yamlio import ConfigError
@@ -172,6 +173,8 @@ KEYS: Dict[str, Key] = {
 }
 KEYS.update(TLS_KEYS)
 PROJECT_KEYS = PROJECT_KEYS | frozenset(TLS_KEYS)
+KEYS.update((key, Key(*row)) for key, row in SEED_KEYS.items())   # dynomite.config.seed_keys
+PROJECT_KEYS = PROJECT_KEYS | frozenset(SEED_KEYS)
 
 #: Required keys another key may stand in for: a node given ``tls_listen``
 #: and no ``listen`` takes TLS clients only, and listens for none in clear.
@@ -200,6 +203,7 @@ def check_together(values: Dict[str, Any], source: str) -> None:
         raise ConfigError(source, "dyn_listen", f"required with dyn_seed_provider {values['seed_provider']}")
 
     check_tls_together(values, source)
+    check_seed_keys(values, source)
     listeners = [("listen", values["listen"]), ("dyn_listen", values["dyn_listen"]),
                  ("stats_listen", values["stats_listen"]), ("tls_listen", values["tls_listen"])]
     taken: Dict[Address, str] = {}

@@ -106,6 +106,8 @@ class NodeConfig:
     dns_seed_name: Optional[str] = None
     dns_seed_server: Optional[Address] = None
     florida_url: Optional[str] = None
+    dns_seed_type: str = "txt"            # dns_provider reads TXT (+A/AAAA) or SRV records
+    dns_seed_rack_size: Tuple[Tuple[str, int], ...] = ()  # srv: pods per rack, ("*", n) for every rack
     # TLS (dynomite.runtime.tls reads the files) and the datastore's credentials
     tls_listen: Optional[Address] = None
     tls_cert_file: Optional[str] = None

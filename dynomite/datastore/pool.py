@@ -158,6 +158,10 @@ class Datastore(Service):
             closed[2] += protocol.errors
             closed[3] += protocol.lost
 
+    def note_errors(self, count: int) -> None:
+        """Error replies Redis gave inside a transaction's reply (`dynomite.replication.applied_once`)."""
+        self._closed[2] += count
+
     def _totals(self) -> List[int]:
         sent, answered, errors, lost = self._closed
         for p in self._live:

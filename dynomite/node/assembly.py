@@ -47,7 +47,7 @@ from dynomite.placement.router import Router
 from dynomite.placement.topology import Topology
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
-from dynomite.replication.targets import Targets
+from dynomite.replication.targets import RemoteDatacenter, Targets
 from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
 
@@ -84,7 +84,8 @@ class NodeParts:
         self.membership = Membership(
             clock, self.name, self.links,
             resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
-            hints_for=self._hints_for, resuming=len(topology.nodes) > 1,
+            hints_for=self._hints_for,
+            resuming=len(topology.nodes) > 1 or config.seed_provider != "simple_provider",
         )
         self.targets = Targets(self.router, datastore, self.links, self.membership)
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
@@ -122,7 +123,8 @@ class NodeParts:
             hints = HintLog(self.hint_directory, name, config.hints_fsync, self.clock,
                             segment_bytes=config.hint_segment_bytes, max_bytes=config.hints_max_bytes,
                             window=config.hint_window)
-            self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate)
+            self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate,
+                                         sequenced=not isinstance(target, RemoteDatacenter))
 
     # -- running -----------------------------------------------------------
 

@@ -34,6 +34,7 @@ RESTART_KEYS = (
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
     "seed_provider", "gos_interval", "dns_seed_name", "dns_seed_server", "florida_url",
+    "dns_seed_type", "dns_seed_rack_size",
     "tls_listen", "secure_server_option", "datastore_tls", "datastore_username", "datastore_password",
 )
 

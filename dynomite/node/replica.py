@@ -3,7 +3,9 @@
 The replica side: requests other nodes send to this one.
 
 A peer's REQUEST runs on this node's Redis as it came (a read, or a write
-its leader sends, possibly a run of them) and the reply goes back.  A LEAD
+its leader sends, possibly a run of them, numbered so that a replay is
+applied once: `dynomite.replication.applied_once`) and the reply goes
+back.  A LEAD
 is a write (or run of writes) for this node to lead: it orders it among the
 key's other writes for this datacenter (`dynomite.node.leader`).  A
 FORWARD is a write (or run of writes) from another datacenter, for which
@@ -33,7 +35,9 @@ from dynomite.placement.pipelines import RunCutter
 from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_EFFECT, LEAD, REQUEST, PeerProtocolError, lead_position
+from dynomite.wire.peer_frames import (
+    FLAG_EFFECT, FLAG_SEQUENCED, LEAD, REQUEST, PeerProtocolError, lead_position,
+)
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
 
@@ -50,12 +54,17 @@ class Replica:
         self._leader = coordinator.leader
         self._runs = RunCutter(router)
         # this node's Redis (its name never changes, whatever a reload does)
-        self._run_here = targets[router.topology.local.name].send
+        here = targets[router.topology.local.name]
+        self._run_here = here.send
+        self._applied_once = here.applied_once.send
 
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
         """A REQUEST (run here), LEAD (lead it) or FORWARD (lead it in this DC)."""
         if frame_type == REQUEST:
-            self._run_here(request, sink)
+            if request.flags & FLAG_SEQUENCED:
+                self._applied_once(peer_name, request, sink)
+            else:
+                self._run_here(request, sink)
         elif frame_type == LEAD:
             self._lead(peer_name, request, sink)
         else:

@@ -16,8 +16,8 @@ reports.  States use Dynomite's names:
 | STANDBY     | nothing: writes for it are hinted | refuses data commands    |
 | DOWN        | nothing: writes for it are hinted | (unreachable)            |
 
-A node starts RESUMING when it has peers: other nodes may hold hints for
-it.  It turns NORMAL once every peer it can reach has said it holds no
+A node starts RESUMING when it has peers, or a seed provider that will
+name them: other nodes may hold hints for it.  It turns NORMAL once every peer it can reach has said it holds no
 hints for it (waiting at least ``peer_down_after`` for peers to connect,
 unless all have already answered), or when ``resume_timeout`` has passed.
 Transitions are in `Membership.set_state` and `Membership.tick`.
@@ -98,7 +98,8 @@ class Membership:
             self.set_state(NORMAL)
             return
         reachable = [name for name, link in self._peers.items() if getattr(link, "is_up", False)]
-        everyone = len(reachable) == len(self._peers)
+        # no peers yet (a seed provider's first list may be on its way): wait as for absent ones
+        everyone = bool(self._peers) and len(reachable) == len(self._peers)
         if not everyone and waited < self._settle_time:
             return
         if all(name in self.reported and not self.reported[name].get("hints") for name in reachable):

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_seeds -*-
+# -*- test-case-name: tests.unit.test_seeds,tests.unit.test_srv_seeds -*-
 """
 Seed providers: where a node learns who its peers are, besides ``dyn_seeds``.
 
@@ -9,13 +9,42 @@ Seed providers: where a node learns who its peers are, besides ``dyn_seeds``.
   node per record, ``host=H port=P rack=R dc=D tokens=T`` (or Dynomite's
   ``host:port:rack:dc:tokens|...``), filtered by the name's A/AAAA records:
   a TXT host that is an IP address missing from them is not there (yet);
+  with ``dns_seed_type: srv`` (`SrvSeeds`), the SRV records of the name
+  instead: the pods of Kubernetes StatefulSets (below);
 - ``florida_provider`` (`FloridaSeeds`): an HTTP GET of ``florida_url``
   whose body is ``host:port:rack:dc:tokens|...`` (Dynomite's florida.js), or
   a JSON string or list of such strings.
 
+SRV records (a Kubernetes headless Service publishes, for its port named
+``peer``, ``_peer._tcp.<service>.<namespace>.svc.cluster.local`` -> one
+``<pod>.<service>.<namespace>.svc.cluster.local:<port>`` per pod) carry no
+rack, datacenter or tokens, and Kubernetes DNS serves no TXT, so with
+``dns_seed_type: srv`` a node reads them from the pod's name, by the
+convention deploy/kubernetes follows (one StatefulSet ``<app>-<dc>-<rack>``
+per rack; `srv_seeds`):
+
+- the first label of an SRV target is the pod name
+  ``<app>-<dc>-<rack>-<ordinal>``: its last three ``-``-separated fields
+  are the datacenter, the rack and the StatefulSet ordinal (so datacenter
+  and rack names hold no ``-``);
+- its token is ``ordinal * (2**32 // size)``, ``size`` being the rack's
+  ``dns_seed_rack_size`` (the StatefulSet's replicas): what
+  deploy/docker/render-config.sh gives the pod itself, and what the
+  launcher's ``rack_tokens`` gives;
+- the seed's host is the SRV target itself (the pod's stable name, which
+  the pod advertises with ``dyn_advertise``), its port the SRV port; peers
+  resolve the name again on every reconnection.
+
+A list in which a rack lacks an ordinal below its size, or a rack seen
+before is missing, is refused as a whole (the node keeps its current
+peers): a pod being restarted leaves DNS for a while, and dropping it
+would hand its tokens to another pod of its rack, or its rack's replicas
+to nobody.  Writes for it are hinted meanwhile, as for any peer that is
+down.  (So a rack is removed by restarting the nodes, not by DNS alone.)
+
 A source's ``fetch()`` returns a Deferred firing with the seeds, parsed and
-checked as ``dyn_seeds`` entries are (`parse_seed_text`, `parse_txt_records`
-do no I/O).  `SeedPoller` fetches every ``gos_interval`` and hands a list
+checked as ``dyn_seeds`` entries are (`parse_seed_text`, `parse_txt_records`,
+`srv_seeds` do no I/O).  `SeedPoller` fetches every ``gos_interval`` and hands a list
 that changed to ``apply`` -- the node's reload path
 (`dynomite.node.control.NodeControl.apply_seeds`), which adds and removes
 peers as SIGHUP does.  A failed fetch keeps the current peers.
@@ -26,18 +55,20 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from dynomite.config.keys import parse_seed
 from dynomite.config.model import Address, NodeConfig, Seed
+from dynomite.config.vocabulary import RING_SIZE
 from dynomite.config.yamlio import Invalid
 
 __all__ = [
     "DEFAULT_DNS_NAME", "DEFAULT_FLORIDA_URL", "DnsSeeds", "FloridaSeeds", "SeedError", "SeedPoller",
-    "florida_url", "make_source", "parse_seed_text", "parse_txt_records",
+    "SrvSeeds", "florida_url", "make_source", "parse_pod_name", "parse_seed_text", "parse_txt_records",
+    "pod_token", "rack_size", "srv_seeds",
 ]
 
 #: Dynomite's defaults when neither the config nor the environment says.
@@ -148,6 +179,100 @@ class DnsSeeds:
         return parse_txt_records(texts, addresses)
 
 
+# -- SRV records: the pods of Kubernetes StatefulSets ---------------------------
+
+
+def parse_pod_name(host: str) -> Tuple[str, str, int]:
+    """``(datacenter, rack, ordinal)`` of ``<app>-<dc>-<rack>-<ordinal>[.domain]``; SeedError if it is not one."""
+    label = host.rstrip(".").split(".", 1)[0]
+    fields = label.split("-")
+    if len(fields) < 4 or not all(fields[-4:-1]) or not fields[-1].isdigit() or not fields[-1].isascii():
+        raise SeedError("SRV target %r: expected a pod name <app>-<datacenter>-<rack>-<ordinal>" % host)
+    return fields[-3], fields[-2], int(fields[-1])
+
+
+def rack_size(sizes: Sequence[Tuple[str, int]], rack: str) -> Optional[int]:
+    """The size ``dns_seed_rack_size`` gives ``rack``: its own entry, else the one for every rack (``*``)."""
+    found = dict(sizes)
+    return found.get(rack, found.get("*"))
+
+
+def pod_token(ordinal: int, size: int) -> int:
+    """The token of a rack's pod ``ordinal`` among ``size``: ``ordinal * (2**32 // size)``."""
+    return ordinal * (RING_SIZE // size)
+
+
+def srv_seeds(targets: Iterable[Tuple[str, int]], sizes: Sequence[Tuple[str, int]],
+              racks: Iterable[Tuple[str, str]] = ()) -> Tuple[Seed, ...]:
+    """
+    The seeds that SRV ``(target, port)`` pairs describe (see the module
+    docstring); SeedError for a target that is no pod name, an ordinal not
+    below its rack's size, two targets at one place, a rack missing one,
+    or a rack of ``racks`` (``(dc, rack)`` seen before) missing altogether.
+    """
+    places: Dict[Tuple[str, str, int], str] = {}
+    seeds: List[Seed] = []
+    for target, port in targets:
+        host = target.rstrip(".").lower()
+        dc, rack, ordinal = parse_pod_name(host)
+        size = rack_size(sizes, rack)
+        if size is None:
+            raise SeedError("SRV target %r: rack %r has no dns_seed_rack_size" % (host, rack))
+        if ordinal >= size:
+            raise SeedError("SRV target %r: ordinal %d is not below rack %s's size %d (dns_seed_rack_size)"
+                            % (host, ordinal, rack, size))
+        other = places.setdefault((dc, rack, ordinal), host)
+        if other != host:
+            raise SeedError("SRV targets %r and %r are both pod %d of %s/%s" % (other, host, ordinal, dc, rack))
+        seeds.append(Seed(Address(host, port), rack, dc, (pod_token(ordinal, size),)))
+    present: Dict[Tuple[str, str], Set[int]] = {}
+    for dc, rack, ordinal in places:
+        present.setdefault((dc, rack), set()).add(ordinal)
+    gone = sorted(set(racks) - set(present))
+    if gone:
+        raise SeedError("rack(s) %s gone from DNS (restarting?)" % ", ".join("%s/%s" % r for r in gone))
+    for (dc, rack), ordinals in sorted(present.items()):
+        missing = sorted(set(range(rack_size(sizes, rack) or 0)) - ordinals)
+        if missing:
+            raise SeedError("rack %s/%s lacks pod(s) %s in DNS (restarting?)"
+                            % (dc, rack, ", ".join(map(str, missing))))
+    return tuple(sorted(seeds, key=lambda s: (s.datacenter, s.rack, s.tokens)))
+
+
+class SrvSeeds:
+    """
+    ``dns_provider`` with ``dns_seed_type: srv``: the SRV records of
+    ``name``, asked of ``resolver`` (a ``twisted.names`` `IResolver`), read
+    with the rack sizes ``sizes`` (``dns_seed_rack_size``).
+    """
+
+    def __init__(self, name: str, resolver, sizes: Sequence[Tuple[str, int]]) -> None:
+        self.name = name
+        self._resolver = resolver
+        self._sizes = tuple(sizes)
+        #: (dc, rack) of every rack a list applied so far named: none may go missing
+        self.racks: Set[Tuple[str, str]] = set()
+
+    def __str__(self) -> str:
+        return "DNS SRV %s" % self.name
+
+    @defer.inlineCallbacks
+    def fetch(self):
+        from twisted.names import dns
+
+        try:
+            answers, _authority, _additional = yield self._resolver.lookupService(self.name)
+        except Exception as e:
+            raise SeedError("no SRV records for %s (%s: %s)" % (self.name, type(e).__name__, e)) from None
+        targets = [(r.payload.target.name.decode("ascii", "replace"), r.payload.port)
+                   for r in answers if r.type == dns.SRV]
+        if not targets:
+            raise SeedError("no SRV records for %s" % self.name)
+        seeds = srv_seeds(targets, self._sizes, self.racks)
+        self.racks.update((s.datacenter, s.rack) for s in seeds)
+        return seeds
+
+
 class FloridaSeeds:
     """
     ``florida_provider``: an HTTP GET of ``url``; ``get(url)`` returns a
@@ -228,6 +353,8 @@ def make_source(config: NodeConfig, reactor, environ: Mapping[str, str] = os.env
             resolver = client.Resolver(servers=[(server.host, server.port)], timeout=tries, reactor=reactor)
         else:
             resolver = client.Resolver(resolv="/etc/resolv.conf", timeout=tries, reactor=reactor)
+        if config.dns_seed_type == "srv":
+            return SrvSeeds(name, resolver, config.dns_seed_rack_size)
         return DnsSeeds(name, resolver)
     if config.seed_provider == "florida_provider":
         return FloridaSeeds(florida_url(config, environ), _web_get(reactor, config.timeout))

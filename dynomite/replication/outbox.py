@@ -9,10 +9,11 @@ out and the caller's sink gets the replica's reply.  Otherwise the write is
 appended to the hint log and the caller is told it was *hinted*; the log is
 replayed in order, throttled, once the target is back.  New writes join the
 back of a non-empty backlog, so the target sees one coordinator's writes in
-the order the coordinator accepted them.  Delivery is at-least-once: a
-write whose fate is unknown (timed out, connection lost) is hinted and may
-be applied twice, which matters only for non-idempotent commands (INCR,
-LPUSH, APPEND, ...).
+the order the coordinator accepted them.  A write whose fate is unknown
+(timed out, connection lost) is hinted and replayed, though the target may
+have applied it: an outbox for a Redis (``sequenced``) numbers its writes
+so that the replay is applied once (`dynomite.replication.applied_once`);
+one for a datacenter delivers at-least-once.
 
 States and what moves between them (`_TRANSITIONS`)::
 
@@ -68,6 +69,7 @@ from twisted.logger import Logger
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
 from dynomite.wire.inflight import REPLAY_LANE, Request
+from dynomite.wire.peer_frames import FLAG_REPLAY, FLAG_SEQUENCED, payload_sequence, sequenced_payload
 from dynomite.wire.requests import split_commands
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "Outbox", "is_hinted"]
@@ -166,8 +168,12 @@ class Outbox:
     log = Logger()
 
     def __init__(self, target, hints: HintLog, clock, replay_rate: Optional[float] = 5000,
-                 max_in_flight: int = DEFAULT_IN_FLIGHT) -> None:
+                 max_in_flight: int = DEFAULT_IN_FLIGHT, sequenced: bool = False) -> None:
         self.target = target.name
+        #: whether writes are numbered, so that a replay is applied once
+        #: (`dynomite.replication.applied_once`): for a Redis, not a datacenter
+        self.sequenced = sequenced
+        self._sequence = 0
         self._target = target
         self.hints = hints
         self._is_up = target.available
@@ -260,6 +266,8 @@ class Outbox:
         Deliver one write, or a run of writes (`dynomite.consistency.runs`),
         to the target, or hint it.  A run is hinted write by write.
         """
+        if self.sequenced:
+            request = self._numbered(request)
         if self.state == DIRECT:
             if self._is_up():
                 entry = _Direct(self, request, sink)
@@ -275,13 +283,33 @@ class Outbox:
         if self.state == REPLAYING:
             self._pump()
 
+    def _numbered(self, request: Request) -> Request:
+        """
+        ``request`` with the number of its first write in front; a run takes
+        one number per write.  Numbers only grow, across restarts too (they
+        start from the clock, in ms, shifted left 16 bits).
+        """
+        first = max(self._sequence, int(self._clock.seconds() * 1000) << 16)
+        self._sequence = first + request.count
+        return Request(sequenced_payload(first, request.payload), request.resp, request.lane,
+                       request.count, request.write, FLAG_SEQUENCED)
+
     def _store(self, request: Request) -> bool:
         """Append a write, or each write of a run, to the log; False if one could not be."""
         flags = request.flags
+        payload = request.payload
+        if flags & FLAG_SEQUENCED:
+            # each write keeps its own number
+            first = payload_sequence(payload)
+            writes = [payload[8:]] if request.count == 1 else split_commands(payload[8:])
+            stored = True
+            for i, write in enumerate(writes):
+                stored = self.hints.append(flags, sequenced_payload(first + i, write)) is not None and stored
+            return stored
         if request.count == 1:
-            return self.hints.append(flags, request.payload) is not None
+            return self.hints.append(flags, payload) is not None
         stored = True
-        for write in split_commands(request.payload):
+        for write in split_commands(payload):
             stored = self.hints.append(flags, write) is not None and stored
         return stored
 
@@ -340,7 +368,7 @@ class Outbox:
                     self._sent = hint.seq
                     self._awaiting.append(hint.seq)
                     self._tokens -= 1
-                    self._send(Request.from_flags(hint.flags, hint.payload, REPLAY_LANE),
+                    self._send(Request.from_flags(hint.flags | FLAG_REPLAY, hint.payload, REPLAY_LANE),
                                _Replayed(self, epoch, hint.seq))
                 if self.state == REPLAYING and not self._awaiting and self.hints.pending == 0:
                     self._fire("drained")

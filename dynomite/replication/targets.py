@@ -27,7 +27,8 @@ from zope.interface import Attribute, Interface, implementer
 
 from dynomite.placement.router import Router
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FORWARD, LEAD, REQUEST
+from dynomite.replication.applied_once import AppliedOnce
+from dynomite.wire.peer_frames import FLAG_SEQUENCED, FORWARD, LEAD, REQUEST
 
 __all__ = ["ITarget", "LocalRedis", "PeerNode", "RemoteDatacenter", "Targets", "dc_target_name"]
 
@@ -51,16 +52,22 @@ def dc_target_name(datacenter: str) -> str:
 
 @implementer(ITarget)
 class LocalRedis:
-    """This node's own Redis."""
+    """This node's own Redis; numbered writes (its outbox's) are applied once."""
 
-    __slots__ = ("name", "_datastore", "send")
+    __slots__ = ("name", "_datastore", "_send", "applied_once")
 
     def __init__(self, name: str, datastore) -> None:
         self.name = name
         self._datastore = datastore
-        #: ``send(request, sink)``: the datastore's own (every read and write
-        #: of this node's Redis passes here: no extra call on the hot path)
-        self.send = datastore.send
+        self._send = datastore.send
+        #: numbered writes from this node's own outbox (`dynomite.replication.applied_once`)
+        self.applied_once = AppliedOnce(datastore.send, datastore.note_errors)
+
+    def send(self, request: Request, sink) -> None:
+        if request.flags & FLAG_SEQUENCED:
+            self.applied_once.send(self.name, request, sink)
+        else:
+            self._send(request, sink)
 
     def available(self) -> bool:
         return self._datastore.is_up

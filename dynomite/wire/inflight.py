@@ -22,15 +22,17 @@ peer's lane, replayed hints `REPLAY_LANE`.
 
 from __future__ import annotations
 
-from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_RESP3, FLAG_WRITE, LEVEL_MASK
+from dynomite.wire.peer_frames import (
+    FLAG_EFFECT, FLAG_REPLAY, FLAG_RESP3, FLAG_SEQUENCED, FLAG_WRITE, LEVEL_MASK,
+)
 
 __all__ = ["Request", "REPLAY_LANE"]
 
 #: The lane replayed hints travel on: one ordered stream per target.
 REPLAY_LANE = 0
 
-# Flags a request keeps from a frame beside RESP3 and write (a LEAD's).
-_EXTRA = LEVEL_MASK | FLAG_EFFECT
+# Flags a request keeps from a frame or hint beside RESP3 and write.
+_EXTRA = LEVEL_MASK | FLAG_EFFECT | FLAG_SEQUENCED | FLAG_REPLAY
 
 
 class Request:

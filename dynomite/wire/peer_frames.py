@@ -13,6 +13,7 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
                                   REQUEST, FORWARD, LEAD, REPLY, PING, PONG
     4      2     flags            bit 0 RESP3, bit 1 write, bit 2 run,
                                   bits 3-4 LEAD's level, bit 5 effect,
+                                  bit 6 sequenced, bit 7 replay,
                                   bit 15 failed
     6      8     request id       unsigned, chosen by the requesting side
     14     1     origin length    0..255
@@ -50,7 +51,8 @@ __all__ = [
     "HELLO", "CHALLENGE", "AUTH", "WELCOME", "REJECT",
     "REQUEST", "FORWARD", "LEAD", "REPLY", "PING", "PONG", "FRAME_NAMES",
     "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_FAILED", "LEVEL_SHIFT",
-    "LEVEL_MASK", "run_payload", "run_count", "lead_payload", "lead_position",
+    "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
+    "lead_position", "sequenced_payload", "payload_sequence",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -101,10 +103,16 @@ LEVEL_MASK = 0x0018
 #: LEAD: a command whose effect depends on where it runs: the leader runs
 #: it once and replicates its effect (`dynomite.commands.effects`).
 FLAG_EFFECT = 0x0020
+#: REQUEST: the payload starts with the sequence number of its first write
+#: from this source (8 bytes), so a replay is applied once
+#: (`dynomite.replication.applied_once`).
+FLAG_SEQUENCED = 0x0040
+#: REQUEST: a write replayed from a hint log; it may have been applied already.
+FLAG_REPLAY = 0x0080
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 6..14 are free; receivers ignore bits they do not know.
+# Bits 8..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
@@ -113,6 +121,7 @@ MAX_ORIGIN = 255
 MAX_PAYLOAD = 512 * 1024 * 1024
 
 _RUN_COUNT = struct.Struct("!I")
+_SEQUENCE = struct.Struct("!Q")
 
 _pack = _HEADER.pack
 _unpack_from = _HEADER.unpack_from
@@ -141,6 +150,18 @@ def lead_position(payload: bytes) -> int:
     if len(payload) < 4:
         raise PeerProtocolError("lead payload without a ring position")
     return _RUN_COUNT.unpack_from(payload)[0]
+
+
+def sequenced_payload(sequence: int, data: bytes) -> bytes:
+    """A FLAG_SEQUENCED payload: the first write's ``sequence`` number, then ``data``."""
+    return _SEQUENCE.pack(sequence) + data
+
+
+def payload_sequence(payload: bytes) -> int:
+    """The sequence number a FLAG_SEQUENCED payload starts with (its writes follow)."""
+    if len(payload) < 8:
+        raise PeerProtocolError("sequenced payload without a sequence number")
+    return _SEQUENCE.unpack_from(payload)[0]
 
 
 class PeerProtocolError(ProtocolError):

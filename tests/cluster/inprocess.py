@@ -32,17 +32,30 @@ from tests.fakes import FakeMonitor, Transport
 UNAVAILABLE = b"-ERR datastore unavailable\r\n"
 
 
+class _NoReply:
+    def complete(self, raw: bytes) -> None:
+        pass
+
+    fail = complete
+
+
 class MemoryRedis:
     """
     Enough of Redis for routing and ordering tests: strings (APPEND, INCR,
     INCRBYFLOAT with a replica's own rounding), lists (LPUSH, RPUSH, LPOP),
-    sets (SADD, SREM, SPOP with a replica's own choice), HSET,
+    sets (SADD, SREM, SPOP with a replica's own choice), HSET, MULTI/EXEC,
     DEL/EXISTS/MGET/MSET, KEYS/SCAN/DBSIZE/FLUSHALL.  ``down`` makes every
-    request fail like an unreachable datastore.
+    request fail like an unreachable datastore; ``mute`` applies requests
+    and loses their answers.
     """
 
     def __init__(self, seed: int = 0) -> None:
         self.data: Dict[bytes, object] = {}
+        #: apply requests but never answer them
+        self.mute = False
+        # database 15: the marks of numbered writes applied
+        self.meta: Dict[bytes, bytes] = {}
+        self.db = 0
         # SPOP's choices: each replica its own, as each Redis its own
         self.rng = random.Random(seed)
         self.down = False
@@ -58,19 +71,47 @@ class MemoryRedis:
     def retry_now(self) -> None:
         pass
 
+    def note_errors(self, count: int) -> None:
+        pass
+
     def send(self, request, sink) -> None:
         if self.down:
             sink.fail(UNAVAILABLE)
             return
+        if self.mute:
+            sink = _NoReply()   # applied, but the answer is lost (a frozen Redis, a cut link)
         replies = []
+        queued: Optional[List[List[bytes]]] = None
         for args in RequestParser().feed(request.payload):
-            self.commands.append(args)
-            replies.append(self.execute(args, request.resp))
+            name = args[0].lower()
+            if name == b"multi":
+                queued = []
+                replies.append(b"+OK\r\n")
+            elif name == b"exec":
+                results = [self.execute(a, request.resp) for a in queued or []]
+                replies.append(b"*%d\r\n" % len(results) + b"".join(results))
+                queued = None
+            elif queued is not None:
+                queued.append(args)
+                replies.append(b"+QUEUED\r\n")
+            else:
+                replies.append(self.execute(args, request.resp))
         assert len(replies) == request.count, (replies, request.count)
         sink.complete(b"".join(replies))
 
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
         name = args[0].lower()
+        if name == b"select":
+            self.db = int(args[1])
+            return b"+OK\r\n"
+        if self.db:
+            # the node's bookkeeping (dynomite.replication.applied_once)
+            if name == b"set":
+                self.meta[args[1]] = args[2]
+                return b"+OK\r\n"
+            value = self.meta.get(args[1])
+            return null(resp) if value is None else bulk(value)
+        self.commands.append(args)
         d = self.data
         if name == b"set":
             d[args[1]] = args[2]

@@ -148,3 +148,26 @@ class EffectTests(SynchronousTestCase):
                    if self.leader_of(b"pw%d" % i) is not self.cluster.nodes[0])
         out = self.client.raw(pipeline(("SET", key, "1"), ("GET", key), ("SET", key, "2"), ("GET", key)))
         self.assertEqual(out, b"+OK\r\n$1\r\n1\r\n+OK\r\n$1\r\n2\r\n")
+
+
+class ReplayOnceTests(SynchronousTestCase):
+    """A write whose fate was unknown is replayed from a hint, and applied once (applied_once)."""
+
+    def test_incr_through_a_replica_that_applied_but_never_answered_counts_once(self):
+        cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        client = cluster.client(cluster.nodes[0])
+        key = b"counter"
+        leader = sorted(cluster.nodes, key=lambda n: n.rack)[leader_turn(key_hash(key), 3)]
+        replica = next(n for n in cluster.nodes if n is not leader)
+        replica.redis.mute = True
+        self.assertEqual(client.command("INCR", key), b":1\r\n")
+        self.assertEqual(replica.redis.data[key], b"1")        # applied; its answer is lost
+        cluster.advance(2.0)                                    # the leader's request times out: a hint
+        replica.redis.mute = False
+        for _ in range(20):
+            cluster.advance(0.5)                                # the hint is replayed
+        self.assertEqual(leader.outboxes[replica.name].hints.pending, 0)
+        self.assertGreater(leader.outboxes[replica.name].replayed_total, 0, "nothing was replayed")
+        self.assertEqual({n.name: n.redis.data[key] for n in cluster.nodes},
+                         {n.name: b"1" for n in cluster.nodes})
+        self.assertEqual(replica.parts.targets[replica.name].applied_once.skipped, 1)

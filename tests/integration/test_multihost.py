@@ -6,10 +6,21 @@ reads go through every node; every node is restarted in turn (SIGTERM,
 then started again) under a pipelined writer; a host is cut off from the
 others by nftables rules inside its namespace.  The promise checked: no
 acknowledged write is lost (each one is read back from every replica's
-own redis-server), and each node's admin ``/info`` follows what happened.
+own redis-server), each node's admin ``/info`` follows what happened, and
+so does its readiness: ``/ready`` answers 200 ``NORMAL`` exactly when the
+node is NORMAL (a restarted node is 503 ``RESUMING`` until its peers'
+hints for it drained), asked of the cut node and of the others at each
+phase.
 
-Nodes bind their host's address and find each other by static seeds for
-now (``StaticAddressing``).  Every namespace, link and rule is removed
+Nodes bind ``0.0.0.0`` in their namespaces, advertise their host's
+address (``dyn_advertise``) and find each other by ``dns_provider`` from
+a DNS server the test runs (``TxtAddressing``: TXT and A records).
+:class:`KubernetesDnsTests` runs nodes as deploy/kubernetes does: pods
+named ``dynomite-<dc>-<rack>-<ordinal>`` found by the SRV records of a
+headless service (``dns_seed_type: srv``), advertising and resolving
+stable pod names through that DNS server as their only resolver; a pod
+restarted leaves DNS meanwhile and keeps its place in the ring.  Every
+namespace, link, rule and resolver file is removed
 afterwards, also when a test fails; the processes are stopped by the PIDs
 the fixture started.  Needs root (``ip netns``) and nftables, which
 ``make test`` installs.
@@ -27,6 +38,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import urllib.error
+import urllib.request
+
 import redis
 from twisted.trial.unittest import SkipTest
 
@@ -35,7 +49,10 @@ from dynomite.runtime.reconnect import MAX_DELAY
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, Layout
 from tests.integration.fixtures.common import SOCKET_TIMEOUT, no_retry, poll
-from tests.integration.fixtures.netns import CUT_TABLE, Network, NetnsClusterFixture, namespaces, unavailable
+from tests.integration.fixtures.dns_addressing import GOS_INTERVAL, SrvAddressing, TxtAddressing
+from tests.integration.fixtures.netns import (
+    CUT_TABLE, Addressing, Network, NetnsClusterFixture, namespaces, unavailable,
+)
 
 ONE_DC_THREE_RACKS = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 SETTINGS = {**SHORT_TIMEOUTS, "peer_heartbeat_interval": 500, "resume_timeout": 10000}
@@ -52,6 +69,18 @@ STOP_WITHIN = (2 * SETTINGS["timeout"] + SETTINGS["peer_down_after"]) / 1000 + 1
 CONVERGE_WITHIN = NORMAL_WITHIN
 
 _unavailable: List[Optional[str]] = []
+
+
+def ready(node: ClusterNode) -> Optional[Tuple[int, str]]:
+    """``node``'s ``GET /ready``: (status, body), or None if it does not answer."""
+    host, port = node.stats_address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2.0) as r:
+            return r.status, r.read().decode().strip()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode().strip()
+    except OSError:
+        return None
 
 
 def skip_unless_namespaces() -> None:
@@ -127,7 +156,10 @@ class PipelinedWriter(threading.Thread):
 
 
 class MultiHostTests(FaultTestCase):
-    """1 DC x 3 racks, one node and its redis-server per network namespace."""
+    """1 DC x 3 racks, one node and its redis-server per network namespace, seeds from DNS."""
+
+    def addressing(self) -> Addressing:
+        return TxtAddressing()
 
     def setUp(self) -> None:
         skip_unless_namespaces()
@@ -136,7 +168,7 @@ class MultiHostTests(FaultTestCase):
 
     def start_hosts(self, label: str) -> NetnsClusterFixture:
         fx = NetnsClusterFixture(Layout(f"mh_{label}", ONE_DC_THREE_RACKS, 0, 0, dict(SETTINGS)),
-                                 parent_dir=self.parent)
+                                 self.addressing(), parent_dir=self.parent)
         self.addCleanup(fx.stop)
         self.fx = fx
         fx.wait_normal(NORMAL_WITHIN)
@@ -155,11 +187,37 @@ class MultiHostTests(FaultTestCase):
             self.fail_with(f"no pipeline through {node.name} acknowledged {what} within {NORMAL_WITHIN:g} s;"
                            f" last errors: {writer.errors[-3:]}")
 
+    def assertReady(self, nodes: Sequence[ClusterNode], expected: Optional[Tuple[int, str]], phase: str) -> None:
+        """Each of ``nodes`` answers /ready with ``expected`` (None: does not answer), and /info agrees."""
+        for n in nodes:
+            got = ready(n)
+            if got != expected:
+                self.fail_with(f"{phase}: /ready of {n.name} is {got}, expected {expected}")
+            if expected is not None:
+                self.assertEqual(self.fx.info(n)["state"], expected[1], f"{phase}: /info state of {n.name}")
+
+    def watch_readiness(self, node: ClusterNode) -> List[Tuple[int, str]]:
+        """/ready of ``node`` from now until it answers 200 (within NORMAL_WITHIN): what it said, in order."""
+        seen: List[Tuple[int, str]] = []
+
+        def normal() -> bool:
+            got = ready(node)
+            if got is not None and (not seen or seen[-1] != got):
+                seen.append(got)
+            return got is not None and got[0] == 200
+
+        if not poll(normal, NORMAL_WITHIN, 0.02):
+            self.fail_with(f"/ready of {node.name} not 200 within {NORMAL_WITHIN:g} s; it said {seen}")
+        return seen
+
     def assertAllHeld(self, acked: Dict[str, str], what: str) -> None:
         self.assertHolding(self.fx.nodes, acked, CONVERGE_WITHIN, what)
 
     def test_every_node_has_its_own_host(self) -> None:
-        """Each node listens on its own namespace's address and names its peers by theirs."""
+        """
+        Each node listens on 0.0.0.0 in its own namespace, has no static
+        seed, and knows its peers by the names DNS gave them.
+        """
         fx = self.start_hosts("hosts")
         addresses = [n.host for n in fx.nodes]
         self.assertEqual(len(set(addresses)), 3)
@@ -167,9 +225,14 @@ class MultiHostTests(FaultTestCase):
             self.assertTrue(n.host.startswith("10.213."), n.host)
             peers = fx.info(n)["peers"]
             self.assertEqual(sorted(peers), sorted(fx.peer_name(o) for o in fx.nodes if o is not n))
-            # Nothing listens on the test's own namespace at that port: the node is elsewhere.
+            with open(n.config_path) as f:
+                text = f.read()
+            self.assertIn("dyn_seeds: []", text)
+            self.assertIn("dyn_listen: 0.0.0.0:8101", text)
+            # Listening on 0.0.0.0:8102 in its namespace (not in the test's: the node is elsewhere).
             out = subprocess.run(fx.host_of(n).wrap(["cat", "/proc/net/tcp"]), capture_output=True, text=True)
-            self.assertIn(":1FA6 ", out.stdout, f"{n.name}: no listener on 8102 in its namespace")
+            self.assertIn(" 00000000:1FA6 ", out.stdout, f"{n.name}: no listener on 0.0.0.0:8102 in its namespace")
+        self.assertReady(fx.nodes, (200, "NORMAL"), "started")
 
     def test_writes_and_reads_through_every_node(self) -> None:
         """A SET through any node reaches every rack's redis-server and reads back through every node."""
@@ -211,11 +274,18 @@ class MultiHostTests(FaultTestCase):
                 self.wait_peer_state(observer, node, "DOWN", DOWN_WITHIN)
             for other in others:
                 self.wait_progress(writer, other, stopped_at, f"while {node.name} was stopped")
+            self.assertReady([node], None, f"{node.name} stopped")
+            self.assertReady(others, (200, "NORMAL"), f"{node.name} stopped")
             try:
                 node.node_process.start()
             except ClusterError as e:
                 self.fail_with(f"{node.name} did not come back: {e}")
+            # Its peers hold hints for it (writes went on): unready until they drained.
+            seen = self.watch_readiness(node)
+            self.assertEqual(seen[0], (503, "RESUMING"), f"/ready of {node.name} after its restart: {seen}")
+            self.assertEqual(seen[-1], (200, "NORMAL"))
             fx.wait_normal(NORMAL_WITHIN)
+            self.assertReady(fx.nodes, (200, "NORMAL"), f"{node.name} back")
             self.wait_progress(writer, node, time.monotonic(), "after its restart")
         writer.finish()
         self.assertGreater(len(writer.acked), 0)
@@ -234,6 +304,7 @@ class MultiHostTests(FaultTestCase):
         host = fx.host_of(cut_node)
         writer = self.pipelined_writer("cut")
         self.wait_progress(writer, cut_node, time.monotonic(), "before the cut")
+        self.assertReady(fx.nodes, (200, "NORMAL"), "before the cut")
         fx.network.cut(host)
         self.addCleanup(lambda: CUT_TABLE in fx.network.rules(host) and fx.network.heal(host))
         cut_at = time.monotonic()
@@ -242,11 +313,71 @@ class MultiHostTests(FaultTestCase):
             self.wait_peer_state(cut_node, observer, "DOWN", DOWN_WITHIN)
         for node in fx.nodes:
             self.wait_progress(writer, node, cut_at, "during the cut")
+        # Each side is NORMAL (a cut node goes on serving at DC_ONE, hinting for the others): ready.
+        self.assertReady([cut_node], (200, "NORMAL"), "during the cut, the cut node")
+        self.assertReady(others, (200, "NORMAL"), "during the cut, the others")
         fx.network.heal(host)
         self.assertNotIn(CUT_TABLE, fx.network.rules(host))
         fx.wait_normal(NORMAL_WITHIN)
+        self.assertReady(fx.nodes, (200, "NORMAL"), "after the cut")
         writer.finish()
         self.assertAllHeld(writer.acked, "after rack3's host was cut off and reconnected")
+
+
+class KubernetesDnsTests(MultiHostTests):
+    """
+    The same hosts as pods of three one-pod StatefulSets (one per rack),
+    found as deploy/kubernetes finds them: SRV records of a headless
+    service, stable pod names resolved through the cluster's DNS server.
+    """
+
+    def addressing(self) -> Addressing:
+        return SrvAddressing(rack_size=1)
+
+    def test_writes_and_reads_through_every_node(self) -> None:
+        """Nodes know each other by pod name only; writes through any node reach every replica."""
+        super().test_writes_and_reads_through_every_node()
+        for n in self.fx.nodes:
+            self.assertEqual(sorted(self.fx.info(n)["peers"]),
+                             sorted(f"dynomite-{o.dc}-{o.rack}-0.dynomite.mh.svc.cluster.local:8101"
+                                    for o in self.fx.nodes if o is not n))
+
+    def test_restarted_pod_leaves_dns_and_keeps_its_place(self) -> None:
+        """
+        A pod restarted as Kubernetes does it: its records leave DNS while
+        it is away.  Its peers refuse the shorter list (keeping it, DOWN,
+        its writes hinted) rather than hand its tokens to nobody; back in
+        DNS and started, it resumes, and every acknowledged write is on
+        every replica.
+        """
+        fx = self.start_hosts("podrestart")
+        addressing = fx.addressing
+        assert isinstance(addressing, SrvAddressing)
+        pod = fx.node("dc1-rack2-0")
+        others = [o for o in fx.nodes if o is not pod]
+        writer = self.pipelined_writer("pod")
+        self.wait_progress(writer, pod, time.monotonic(), "before its restart")
+        status = pod.node_process.stop(STOP_WITHIN)
+        if status == -signal.SIGKILL:
+            self.fail_with(f"{pod.name} did not exit on SIGTERM within {STOP_WITHIN:g} s")
+        addressing.withdraw(pod)
+        stopped_at = time.monotonic()
+        # Several polls of the shorter list (gos_interval apart) go by: the pod stays a peer.
+        time.sleep(3 * GOS_INTERVAL / 1000)
+        for observer in others:
+            self.assertEqual(fx.info(observer)["peers"].get(fx.peer_name(pod)), "DOWN", observer.name)
+            self.assertIn("rack(s) dc1/rack2 gone from DNS", fx.log_text(observer))
+            self.wait_progress(writer, observer, stopped_at, f"while {pod.name} was away")
+        self.assertReady(others, (200, "NORMAL"), f"{pod.name} away")
+        addressing.restore(pod)
+        pod.node_process.start()
+        seen = self.watch_readiness(pod)
+        self.assertEqual(seen[0], (503, "RESUMING"), f"/ready of {pod.name} after its restart: {seen}")
+        fx.wait_normal(NORMAL_WITHIN)
+        self.assertReady(fx.nodes, (200, "NORMAL"), f"{pod.name} back")
+        self.wait_progress(writer, pod, time.monotonic(), "after its restart")
+        writer.finish()
+        self.assertAllHeld(writer.acked, f"after {pod.name} left DNS and came back")
 
 
 class NetworkTeardownTests(FaultTestCase):

@@ -35,6 +35,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from dynomite.config.keys import KEYS
 from dynomite.config.model import NodeConfig
+from dynomite.peers.seeds import srv_seeds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCKERFILE = os.path.join(ROOT, "Dockerfile")
@@ -304,7 +305,8 @@ class KubernetesTests(SynchronousTestCase):
 
     def test_each_pod_renders_a_config_dynomite_loads(self) -> None:
         tmp = tempfile.mkdtemp(dir=os.getcwd())
-        service = [s for s in self.kinds["Service"] if s["spec"].get("clusterIP") == "None"][0]["metadata"]["name"]
+        headless = [s for s in self.kinds["Service"] if s["spec"].get("clusterIP") == "None"][0]
+        service = headless["metadata"]["name"]
         pods = {}
         for sts in self.statefulsets:
             labels = sts["spec"]["template"]["metadata"]["labels"]
@@ -318,11 +320,20 @@ class KubernetesTests(SynchronousTestCase):
                 self.assertEqual(config.tokens, (ordinal * (RING // replicas),))
                 self.assertEqual(raw["dyn_advertise"], f"{name}.{service}.prod.svc.cluster.local:{config.dyn_listen.port}")
                 pods[name] = (sts, config, raw)
+        # What Kubernetes DNS answers for the headless Service's peer port: one SRV record per pod.
+        (peer_port,) = [p for p in headless["spec"]["ports"] if p["name"] == "peer"]
+        srv_name = f"_{peer_port['name']}._tcp.{service}.prod.svc.cluster.local"
+        answer = [(f"{name}.{service}.prod.svc.cluster.local.", peer_port["port"]) for name in pods]
         for name, (sts, config, raw) in pods.items():
-            # Every pod, itself included, is a seed by its stable name, with its own rack and token.
+            self.assertEqual((config.seed_provider, config.dns_seed_type, config.dns_seed_name),
+                             ("dns_provider", "srv", srv_name), name)
+            self.assertEqual(config.dyn_seeds, (), name)
+            # Every pod, itself included, is read from that answer as the place and token it renders for itself.
+            found = sorted(f"{s.address}:{s.rack}:{s.datacenter}:{s.tokens[0]}"
+                           for s in srv_seeds(answer, config.dns_seed_rack_size))
             expected = sorted(f"{c_raw['dyn_advertise']}:{c.rack}:{c.datacenter}:{c.tokens[0]}"
                               for _, c, c_raw in pods.values())
-            self.assertEqual(sorted(raw["dyn_seeds"]), expected, name)
+            self.assertEqual(found, expected, name)
             self.check_pod_against_config(sts, config)
 
     def check_pod_against_config(self, sts: Dict[str, Any], config: NodeConfig) -> None:

@@ -60,6 +60,23 @@ class MembershipTests(SynchronousTestCase):
         m.tick(self.clock.seconds())
         self.assertEqual(m.state, NORMAL)
 
+    def test_waits_for_a_seed_providers_first_peers(self):
+        """A node told to resume with no peers yet (they come from DNS) is not NORMAL at its first tick."""
+        self.clock = Clock()
+        links = {}
+        m = Membership(self.clock, "me", links, resume_timeout=60.0, settle_time=3.0, resuming=True)
+        m.tick(self.clock.seconds())
+        self.assertEqual(m.state, RESUMING)
+        links["a"] = Link()
+        m.peer_status("a", {"state": NORMAL, "hints": 4})
+        self.assertEqual(m.state, RESUMING)
+        m.peer_status("a", {"state": NORMAL, "hints": 0})
+        self.assertEqual(m.state, NORMAL)
+        alone = Membership(self.clock, "me", {}, resume_timeout=60.0, settle_time=3.0, resuming=True)
+        self.clock.advance(3.5)
+        alone.tick(self.clock.seconds())
+        self.assertEqual(alone.state, NORMAL)
+
     def test_resume_timeout(self):
         m = self.make()
         m.peer_status("a", {"state": NORMAL, "hints": 5})

@@ -16,6 +16,7 @@ from dynomite.replication.outbox import (
     BACKLOG, DIRECT, PAUSED, REPLAYING, RETRY_MIN, Outbox, is_hinted,
 )
 from dynomite.wire.inflight import REPLAY_LANE, Request
+from dynomite.wire.peer_frames import FLAG_REPLAY, FLAG_SEQUENCED, payload_sequence, sequenced_payload
 
 TARGET = "127.0.0.2:8101"
 OK = b"+OK\r\n"
@@ -260,6 +261,52 @@ class RunTests(OutboxTestCase):
         self.target.auto = True
         self.tick(box, 1.0)
         self.assertEqual(self.target.received, [w(1), w(2), w(3), w(4)])
+
+
+class NumberedTests(OutboxTestCase):
+    """An outbox for a Redis numbers its writes, so that a replay is applied once (applied_once)."""
+
+    def numbered_outbox(self) -> Outbox:
+        log = HintLog(self.dir, TARGET, "no", self.clock, segment_bytes=64 * 1024,
+                      max_bytes=1024 ** 3, window=3600.0)
+        self.logs.append(log)
+        box = Outbox(self.target, log, self.clock, replay_rate=0, sequenced=True)
+        box.start()
+        self.target.flags = []
+        send = self.target.send
+
+        def record(request, sink):
+            self.target.flags.append(request.flags)
+            send(request, sink)
+
+        self.target.send = record
+        return box
+
+    def test_runs_take_one_number_per_write_and_hints_keep_theirs(self) -> None:
+        box = self.numbered_outbox()
+        box.submit(Request(w(1) + w(2), count=2, write=True), Sink())
+        box.submit(Request(w(3), write=True), Sink())
+        first = payload_sequence(self.target.received[0])
+        self.assertEqual(payload_sequence(self.target.received[1]), first + 2)
+        self.assertEqual(self.target.received, [sequenced_payload(first, w(1) + w(2)),
+                                                sequenced_payload(first + 2, w(3))])
+        self.assertTrue(all(f & FLAG_SEQUENCED and not f & FLAG_REPLAY for f in self.target.flags))
+        self.target.fail(2)                    # fate unknown: both spilled to the log
+        self.target.received.clear()
+        self.target.flags.clear()
+        self.target.auto = True
+        self.tick(box, 1.0)
+        self.assertEqual(self.target.received, [sequenced_payload(first + i, w(i + 1)) for i in range(3)])
+        self.assertTrue(all(f & FLAG_SEQUENCED and f & FLAG_REPLAY for f in self.target.flags))
+
+    def test_numbers_grow_across_a_restart(self) -> None:
+        box = self.numbered_outbox()
+        box.submit(Request(w(1), write=True), Sink())
+        before = payload_sequence(self.target.received[-1])
+        self.clock.advance(0.001)
+        again = self.numbered_outbox()
+        again.submit(Request(w(2), write=True), Sink())
+        self.assertGreater(payload_sequence(self.target.received[-1]), before)
 
 
 class ReplayTests(OutboxTestCase):

@@ -1,0 +1,145 @@
+"""
+Convergence through real processes (dynomite.node.leader,
+dynomite.commands.effects): commands whose effect depends on chance or the
+clock, and concurrent writers through every rack, leave every replica of a
+key with the same bytes (DUMP) and the same expiry.
+
+Uses the shared 1 DC x 3 racks x 2 nodes cluster of
+``tests/integration/fixtures/cases.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, List, Sequence, Tuple
+
+from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase, FaultTestCase
+from tests.integration.fixtures.common import poll
+
+# A script that pops at random, reads the clock and writes what it found.
+SCRIPT = ("local m = redis.call('SPOP', KEYS[1]); local t = redis.call('TIME'); "
+          "redis.call('HSET', KEYS[2], 'last', tostring(m), 'at', t[1] .. t[2]); return m")
+
+
+class ConvergenceTests(ClusterTestCase):
+    """Every replica of a key ends with the same DUMP bytes and expiry."""
+
+    def replicas(self, key: str) -> List[Tuple[str, bytes, int]]:
+        out = []
+        for node in self.fx.owners(key):
+            backend = self.fx.backend(node)
+            out.append((node.name, backend.dump(key), backend.pexpiretime(key)))
+        return out
+
+    def assertConverged(self, keys: Sequence[str], what: str) -> None:
+        def differing() -> Dict[str, List[Tuple[str, bytes, int]]]:
+            out = {}
+            for key in keys:
+                seen = self.replicas(key)
+                if len({(dump, expiry) for _, dump, expiry in seen}) != 1:
+                    out[key] = seen
+            return out
+
+        if not poll(lambda: not differing(), CONVERGE_TIMEOUT):
+            diff = differing()
+            shown = "\n".join(f"  {k}: {v}" for k, v in list(diff.items())[:3])
+            self.fail(f"{what}: {len(diff)} of {len(keys)} keys differ between racks, e.g.\n{shown}")
+
+    def nodes(self):
+        return [self.fx.rack_node("dc1", f"rack{i}", j) for i in (1, 2, 3) for j in (0, 1)]
+
+    def test_random_and_clock_commands_leave_identical_replicas(self):
+        """
+        The issue's reproduction: SADD 1..20, SPOP, SPOP 5, XADD *, XADD
+        MAXLEN ~, INCRBYFLOAT, HINCRBYFLOAT and a script calling SPOP and
+        TIME, on 50 keys each, through every node at DC_ONE.
+        """
+        nodes = self.nodes()
+        keys = []
+        for i in range(50):
+            c = self.client(nodes[i % len(nodes)])
+            s, x, f, h = (f"{self.prefix}{kind}{i}" for kind in ("s", "x", "f", "h"))
+            s2, h2 = f"{{{self.prefix}t{i}}}s", f"{{{self.prefix}t{i}}}h"
+            c.sadd(s, *range(1, 21))
+            c.sadd(s2, *range(1, 21))
+            self.assertIsNotNone(c.spop(s))
+            self.assertEqual(len(c.spop(s, 5)), 5)
+            for n in range(12):
+                c.xadd(x, {"f": str(n)}, maxlen=5 if n % 3 else None, approximate=True)
+            c.incrbyfloat(f, 0.1)
+            c.incrbyfloat(f, 1.0e-7)
+            c.hincrbyfloat(h, "field", 0.3)
+            c.expire(s, 1000)
+            self.assertIsNotNone(c.eval(SCRIPT, 2, s2, h2))
+            keys += [s, x, f, h, s2, h2]
+        self.assertConverged(keys, "after random, clock and script commands")
+
+    def test_concurrent_pipelined_writers_on_hot_keys(self):
+        """Three clients through three racks, pipelining order-sensitive writes to 20 hot keys."""
+        rack_nodes = [self.fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
+        hot = [f"{{{self.prefix}hot{i}}}" for i in range(20)]
+        errors: List[BaseException] = []
+
+        def write(node, seed: int) -> None:
+            try:
+                c = self.fx.client(node)
+                for round_ in range(30):
+                    p = c.pipeline(transaction=False)
+                    for j in range(16):
+                        key = hot[(seed * 7 + round_ * 3 + j) % len(hot)]
+                        value = f"{seed}.{round_}.{j}"
+                        p.lpush(key + "l", value)
+                        p.append(key + "s", value)
+                        p.incr(key + "n")
+                        p.set(key + "v", value)
+                        p.rpush(key + "l", value)
+                        if j % 5 == 0:
+                            p.lpop(key + "l")
+                    p.execute()
+                c.close()
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(node, i)) for i, node in enumerate(rack_nodes)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        keys = [k + suffix for k in hot for suffix in ("l", "s", "n", "v")]
+        self.assertConverged(keys, "after three concurrent pipelined writers")
+        c = self.client(rack_nodes[0])
+        self.assertEqual(sum(int(c.get(k + "n")) for k in hot), 3 * 30 * 16, "every INCR counted once")
+
+
+class ReplayOnceTests(FaultTestCase):
+    """A write whose fate was unknown is replayed, and applied once (dynomite.replication.applied_once)."""
+
+    def test_incr_through_a_replica_frozen_past_the_timeout_counts_once(self):
+        """
+        1 DC x 3 racks: INCRs through rack 1's node (their leader) while rack
+        2's node is frozen with SIGSTOP for three timeouts: the requests it
+        had read time out and become hints, it applies them when thawed, and
+        the replayed hints are not applied again.
+        """
+        fx = self.start_cluster("replay-once", {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}, 131)
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
+        keys = [k for k in (f"counter{i}" for i in range(200)) if fx.led_by(r1)(k)][:5]
+        c = fx.client(r1)
+        self.addCleanup(c.close)
+        for key in keys:
+            c.incr(key)
+        r2.node_process.pause()
+        paused_at = time.monotonic()
+        increments = 0
+        while time.monotonic() - paused_at < 3 * fx.layout.timeout():
+            for key in keys:
+                c.incr(key)
+                increments += 1
+            time.sleep(0.01)
+        r2.node_process.resume()
+        want = {key: str(1 + increments // len(keys)) for key in keys}
+        self.assertHolding([r1, r2, r3], want, CONVERGE_TIMEOUT, "INCRs through a frozen replica")
+        stats = fx.hint_stats(r1, r2)
+        self.assertGreater(stats["replayed_total"], 0, f"nothing was replayed to rack 2: {stats}")
