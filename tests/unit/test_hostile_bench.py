@@ -28,14 +28,13 @@ class PayloadTests(SynchronousTestCase):
             payload = hostile_payload(rng)
             self.assertTrue(0 < len(payload) <= 60004, len(payload))
             parser = make_request_parser(1024 * 1024)
-            requests = parser.feed(payload)
+            parser.feed(payload)
             if parser.error is not None:
                 outcomes["error"] += 1
             elif parser.in_request:
                 outcomes["incomplete"] += 1   # held open: the node's read deadline is for these
             else:
                 outcomes["parsed"] += 1       # inline garbage: an unknown command at most
-                self.assertTrue(all(args[0][:1] not in (b"*",) for args in requests), payload[:80])
         self.assertGreater(outcomes["error"], 600, outcomes)
         self.assertGreater(outcomes["incomplete"], 600, outcomes)
 
@@ -47,20 +46,21 @@ def sample(round_no, test, attacked, rps, hostile_per_s=0.0):
 class SummaryTests(SynchronousTestCase):
     def test_ratio_is_the_median_of_per_round_ratios(self):
         samples = [
-            sample(1, "SET", False, 100.0), sample(1, "SET", True, 50.0, 1000.0),
-            sample(2, "SET", True, 90.0, 1200.0), sample(2, "SET", False, 100.0),
-            sample(3, "SET", False, 200.0), sample(3, "SET", True, 40.0, 1100.0),
+            sample(1, "SET", False, 100.0), sample(1, "SET", True, 30.0, 1000.0),
+            sample(2, "SET", True, 180.0, 1200.0), sample(2, "SET", False, 200.0),
+            sample(3, "SET", False, 50.0), sample(3, "SET", True, 40.0, 1100.0),
             sample(1, "GET", False, 300.0),   # a round without its attacked run counts for no ratio
         ]
         by_test = {row["test"]: row for row in summarize(samples)}
         row = by_test["SET"]
-        self.assertEqual((row["ratio"], row["ratio_min"], row["ratio_max"]), (0.5, 0.2, 0.9))
-        self.assertEqual((row["rps_alone"], row["rps_attacked"], row["hostile_per_s"]), (100.0, 50.0, 1100.0))
+        # 0.3, 0.9 and 0.8 round by round: not the ratio of the medians (40 / 100)
+        self.assertEqual((row["ratio"], row["ratio_min"], row["ratio_max"]), (0.8, 0.3, 0.9))
+        self.assertEqual((row["rps_alone"], row["rps_attacked"], row["hostile_per_s"]), (100.0, 40.0, 1100.0))
         self.assertEqual(row["attacker_cpu_s"], 1.5)
         self.assertIsNone(by_test["GET"]["ratio"])
         table = format_rows(summarize(samples))
-        self.assertIn("0.50x", table)
-        self.assertIn("0.20-0.90", table)
+        self.assertIn("0.80x", table)
+        self.assertIn("0.30-0.90", table)
 
 
 class CommandLineTests(SynchronousTestCase):
