@@ -77,7 +77,8 @@ class NodeService(MultiService):
         monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers,
                                    endpoint=datastore.endpoint, username=config.datastore_username,
                                    password=config.datastore_password)
-        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer, tls=tls)
+        self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer, tls=tls,
+                                       keyspace_endpoint=datastore.endpoint)
         self.control = NodeControl(parts, is_running=lambda: self.running)
         self.status = NodeStatus(
             config=lambda: parts.config, clock=reactor, settings=parts.settings,

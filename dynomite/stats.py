@@ -12,12 +12,18 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Dict, List, Optional, Tuple
 
-__all__ = ["BUCKETS", "CLIENT_LIMITS", "FAMILIES", "REQUEST_RESULTS", "Histogram", "NodeMetrics"]
+__all__ = ["BUCKETS", "CLIENT_LIMITS", "PUBSUB_EVENTS", "FAMILIES", "REQUEST_RESULTS", "Histogram", "NodeMetrics"]
 
 #: Why the node closes or refuses a client connection: ``maxclients``
 #: reached, idle past ``client_idle_timeout``, a request not completed
-#: within ``client_read_timeout``.
-CLIENT_LIMITS = ("maxclients", "idle", "read_timeout")
+#: within ``client_read_timeout``, a subscriber's unread messages beyond
+#: its output buffer limit (``pubsub_output_*``).
+CLIENT_LIMITS = ("maxclients", "idle", "read_timeout", "output_buffer")
+
+#: What happens to pub/sub messages on a node: published by its clients,
+#: received from other nodes, delivered to its subscriptions, dropped (not
+#: sent to a node whose link was down).
+PUBSUB_EVENTS = ("published", "received", "delivered", "dropped")
 
 # Request latency buckets for a loopback proxy, in seconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -27,7 +33,7 @@ REQUEST_RESULTS = ("ok", "error", "timeout", "unavailable")
 
 FAMILIES = (
     "string", "hash", "list", "set", "sorted-set", "generic", "bitmap", "hyperloglog",
-    "geo", "stream", "scripting", "connection", "server", "other",
+    "geo", "stream", "scripting", "connection", "server", "pubsub", "other",
 )
 
 
@@ -99,6 +105,10 @@ class NodeMetrics:
         # peer connections the listener refused over TLS, by why (peers.listener.TLS_REFUSALS)
         self.peer_tls_refusals = {"plaintext": 0, "handshake": 0, "certificate_name": 0}
         self.last_reload_success: Optional[float] = None
+        # pub/sub messages by what happened (PUBSUB_EVENTS), and the channels,
+        # patterns and shard channels with a subscriber on this node
+        self.pubsub: Dict[str, int] = dict.fromkeys(PUBSUB_EVENTS, 0)
+        self.pubsub_subscriptions: Dict[str, int] = {"channel": 0, "pattern": 0, "shard_channel": 0}
 
     def family_counter(self, group: str) -> List[int]:
         return self.requests.get(group) or self.requests["other"]

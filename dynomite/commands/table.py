@@ -24,7 +24,9 @@ MULTI_KEY     Key specs that can name several keys (``_MULTI_KEY``). The six
               ``split`` ones are cut by owner and the replies merged; the
               others need all keys on one owner (hash tags), as in Dynomite.
 NODE          Connection state, introspection and ACL the node owns (``_NODE``):
-              the local Redis knows neither the cluster nor the client.
+              the local Redis knows neither the cluster nor the client;
+              and pub/sub, which the node routes itself between its
+              clients and the other nodes (`dynomite.node.pubsub_bus`).
 KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               which `dynomite.node.keyspace` spreads over the cluster: SCAN,
               KEYS, DBSIZE and RANDOMKEY read the local rack (a rack holds a
@@ -34,7 +36,7 @@ KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               Redis; they are read-only and harmless, or only touch the
               script cache.
 UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
-              blocking, pub/sub, transactions, replication and persistence
+              blocking, transactions, replication and persistence
               admin, cross-database moves, modules/functions, debugging.
 ============  ==============================================================
 
@@ -68,7 +70,9 @@ _DATA_GROUPS = frozenset(
 #: Answered by the node itself.
 _NODE = frozenset(
     "ping echo quit select auth hello client command info config reset acl "
-    "dyno_config:conn_consistency".split()
+    "dyno_config:conn_consistency "
+    "subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe publish spublish "
+    "pubsub".split()
 )
 
 #: Keyless, about the whole keyspace: spread over the cluster by node.keyspace.
@@ -96,9 +100,6 @@ _KEY_CONTAINERS = frozenset({"memory"})
 _UNSUPPORTED = {
     "blocking (holds a datastore connection; may span keys)":
         "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop wait xread xreadgroup",
-    "pub/sub (no cluster-wide bus yet)":
-        "subscribe unsubscribe psubscribe punsubscribe publish pubsub ssubscribe "
-        "sunsubscribe spublish",
     "transactions (keys may live on several owners)": "multi exec discard watch unwatch",
     "cluster mode (the node is the cluster)": "cluster readonly readwrite asking",
     "replication and persistence admin (per-node operations)":

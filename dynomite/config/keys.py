@@ -93,6 +93,7 @@ PROJECT_KEYS = frozenset(
         "hint_segment_bytes", "resume_timeout",
         "dyn_advertise", "dns_seed_name", "dns_seed_server", "florida_url",
         "acl_file", "users",
+        "pubsub_output_hard_limit", "pubsub_output_soft_limit", "pubsub_output_soft_seconds",
     }
 )
 
@@ -151,6 +152,9 @@ KEYS: Dict[str, Key] = {
     "florida_url": Key(_florida_url, None, "florida_url"),
     "acl_file": Key(_acl_file, None, "acl_file"),
     "users": _kept(_users, "users"),
+    "pubsub_output_hard_limit": _kept(_int_at_least(1), "pubsub_output_hard_limit"),
+    "pubsub_output_soft_limit": _kept(_int_at_least(0), "pubsub_output_soft_limit"),
+    "pubsub_output_soft_seconds": _kept(_int_at_least(0), "pubsub_output_soft_seconds"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": Key(_text),
     "client_connections": Key(_int_at_least(0)),

@@ -121,6 +121,10 @@ class NodeConfig:
     datastore_tls: bool = False
     acl_file: Optional[str] = None         # Redis ACL file (dynomite.commands.acl)
     users: Tuple[str, ...] = field(default=(), repr=False)  # ACL lines; may hold passwords
+    # pub/sub subscribers' output buffer limit, Redis's default "pubsub 32mb 8mb 60"
+    pubsub_output_hard_limit: int = 32 * 1024 * 1024  # bytes; beyond: closed at once
+    pubsub_output_soft_limit: int = 8 * 1024 * 1024   # bytes, 0 = none; beyond for ...
+    pubsub_output_soft_seconds: int = 60               # ... this long: closed
     unused_keys: Tuple[str, ...] = ()
 
     @property

@@ -38,6 +38,8 @@ from twisted.logger import Logger
 from dynomite.config.model import NodeConfig
 from dynomite.node.coordinator import Coordinator
 from dynomite.node.dispatch import Node
+from dynomite.node.keyspace_events import KeyspaceEvents
+from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.replica import Replica
 from dynomite.node.settings import LiveSettings
 from dynomite.peers.link import PeerLink
@@ -48,6 +50,7 @@ from dynomite.placement.topology import Topology
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
 from dynomite.replication.targets import RemoteDatacenter, Targets
+from dynomite.runtime.reconnect import Backoff
 from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
 
@@ -62,7 +65,7 @@ class NodeParts:
     def __init__(self, config: NodeConfig, clock, datastore, monitor,
                  connect_peer: Optional[Callable] = None, jitter: Callable[[], float] = random.random,
                  metrics: Optional[NodeMetrics] = None, rng: Optional[random.Random] = None,
-                 tls: Optional[NodeTLS] = None) -> None:
+                 tls: Optional[NodeTLS] = None, keyspace_endpoint=None) -> None:
         self.config = config
         #: the node's certificates (`NodeTLS`); peer links dial with TLS per secure_server_option
         self.tls = tls if tls is not None else NodeTLS.from_config(config)
@@ -90,14 +93,21 @@ class NodeParts:
         self.targets = Targets(self.router, datastore, self.links, self.membership)
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
                                        self.membership, clock, rng)
-        self.replica = Replica(self.router, self.targets, self.coordinator)
+        #: keyspace notifications of the local Redis (``keyspace_endpoint`` dials it),
+        #: started by the first subscription that asks for them
+        self.keyspace = None if keyspace_endpoint is None else KeyspaceEvents(
+            keyspace_endpoint, clock, lambda channel, message: self.pubsub.notification(channel, message),
+            datastore.greeting(2), Backoff(jitter))
+        #: pub/sub: this node's subscriptions, messages to and from every other node
+        self.pubsub = PubSubBus(self.links, self.metrics, self.keyspace)
+        self.replica = Replica(self.router, self.targets, self.coordinator, self.pubsub)
         seeds = {str(seed.address): seed for seed in config.dyn_seeds}
         for info in topology.nodes:
             if not info.is_local:
                 self.links[info.name] = self._link(config, seeds[info.name])
         self._add_outboxes()
         self.node = Node(config, self.coordinator, self.membership, self.settings, datastore, monitor,
-                         clock, self.metrics)
+                         clock, self.metrics, self.pubsub)
         self.membership.listeners.append(self._state_changed)
 
     @property
@@ -140,6 +150,8 @@ class NodeParts:
             link.start()
 
     def stop(self) -> None:
+        if self.keyspace is not None:
+            self.keyspace.stop()
         for link in self.links.values():
             link.stop()
         for outbox in self.outboxes.values():

@@ -61,8 +61,14 @@ def _valid_client_name(name: bytes) -> bool:
 # -- connection ------------------------------------------------------------
 
 
+#: PING's reply in RESP2 subscriber mode: ["pong", ""] (or the argument)
+_SUBSCRIBED_PONG = b"*2\r\n$4\r\npong\r\n"
+
+
 @builtin("ping")
 def ping(node, client, args):
+    if client.session.pubsub_only:
+        return _SUBSCRIBED_PONG + resp.bulk(args[1] if len(args) > 1 else b"")
     if len(args) == 1:
         return resp.PONG
     return resp.bulk(args[1])
@@ -137,6 +143,7 @@ def hello(node, client, args):
     if user is not None:
         session.login(user)
     session.resp = version
+    session.pubsub_only = version == 2 and session.subscriptions is not None
     if name is not None:
         session.name = name
     fields = [
@@ -153,6 +160,7 @@ def hello(node, client, args):
 
 @builtin("reset")
 def reset(node, client, args):
+    node.pubsub.drop(client)
     client.session.reset(node.acl.default_authenticated, node.acl.default)
     return resp.simple(b"RESET")
 
@@ -304,5 +312,6 @@ def dynomite_info(node) -> bytes:
         ("datastore_in_flight", ds.in_flight),
         ("datastore_timeouts", ds.timed_out_total),
     ]
+    fields.extend(sorted(node.pubsub.info().items()))
     body = "".join("%s:%s\r\n" % f for f in fields)
     return ("# Dynomite\r\n" + body + "\r\n").encode("utf-8")

@@ -16,6 +16,14 @@ in flight exceed ``client_max_outstanding_bytes`` or `MAX_OUTSTANDING_REQUESTS`
 resumes below half of both; and it stops reading while the client's own
 socket buffer is full (the client is not reading its replies).
 
+Pub/sub messages (`push`) are written after the replies before them, and
+a subscriber that does not read them is closed as Redis closes it for its
+``client-output-buffer-limit pubsub``: the bytes pushed since its socket
+buffer filled (the transport paused this producer) count as its backlog;
+beyond ``pubsub_output_hard_limit``, or above ``pubsub_output_soft_limit``
+for ``pubsub_output_soft_seconds``, the connection is aborted (what it had
+not read is dropped) and its subscriptions go.
+
 Connections are bounded too: beyond ``maxclients`` a new client is told
 ``-ERR max number of clients reached`` and closed, as Redis does; a client
 silent for ``client_idle_timeout`` seconds with nothing in flight is
@@ -128,6 +136,10 @@ class ClientProtocol(Protocol):
         #: begun and not completed began (None: no such request).
         self.last_active = self._clock.seconds()
         self.request_started: Optional[float] = None
+        #: pub/sub bytes pushed since the socket buffer filled, and since
+        #: when that backlog is above the soft limit (None: it is not)
+        self.push_backlog = 0
+        self._soft_since: Optional[float] = None
 
     # -- connection --------------------------------------------------------
 
@@ -226,6 +238,44 @@ class ClientProtocol(Protocol):
         if self.connected:
             batching.write_now(self.transport, (raw,))
 
+    def push(self, raw: bytes) -> None:
+        """
+        A pub/sub message (or subscription change) for this client, written
+        after the replies before it; it is not a reply to a request.
+        """
+        if not self.connected:
+            return
+        if self.queue or batching.defer(self):
+            slot = ReplySlot(self, 0, 0)
+            slot.reply = raw
+            self.queue.append(slot)
+        else:
+            batching.write_now(self.transport, (raw,))
+        if self._paused_consumer:
+            self.push_backlog += len(raw)
+            self._check_output_limit()
+
+    def _check_output_limit(self) -> None:
+        config = self.node.config
+        backlog = self.push_backlog
+        reason = None
+        if backlog > config.pubsub_output_hard_limit:
+            reason = "hard limit of %d bytes" % config.pubsub_output_hard_limit
+        elif config.pubsub_output_soft_limit and backlog > config.pubsub_output_soft_limit:
+            now = self._clock.seconds()
+            if self._soft_since is None:
+                self._soft_since = now
+            elif now - self._soft_since >= config.pubsub_output_soft_seconds:
+                reason = "soft limit of %d bytes for %ds" % (
+                    config.pubsub_output_soft_limit, config.pubsub_output_soft_seconds)
+        else:
+            self._soft_since = None
+        if reason is not None:
+            self.connected = False
+            self.queue.clear()
+            self.node.output_limit_reached(self, reason)
+            self.transport.abortConnection()
+
     def flush_batched(self) -> None:
         self.flush()
 
@@ -250,7 +300,7 @@ class ClientProtocol(Protocol):
                 head.counter[raw[:1] in ERROR_STARTS] += 1
                 if head.latency is not None:
                     head.latency.observe(now - head.start)
-            else:
+            elif count:
                 errors = count_errors(raw)
                 counter = head.counter
                 counter[0] += count - errors
@@ -314,6 +364,8 @@ class ClientProtocol(Protocol):
     def resumeProducing(self) -> None:
         if self._paused_consumer:
             self._paused_consumer = False
+            self.push_backlog = 0
+            self._soft_since = None
             if not self._paused_outstanding:
                 self.transport.resumeProducing()
 

@@ -15,6 +15,10 @@ the coordinator as one run (`dynomite.placement.pipelines`; a single
 request is a run of one), in the client's own bytes; anything else goes
 through `execute`, one by one, in order.
 
+A RESP2 client in pub/sub subscriber mode (``Session.pubsub_only``) runs
+no runs and only the commands `SUBSCRIBER_ALLOWED`
+(`dynomite.node.pubsub_commands`): one attribute test per request.
+
 ACL permissions (`dynomite.node.access`) cost one attribute test per
 request, or per run, while the client's user may run everything
 (``Session.acl`` is None); a restricted user's requests are checked one by
@@ -32,6 +36,8 @@ from dynomite.commands import acl as acl_rules
 from dynomite.commands import table as commands
 from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
+from dynomite.node.pubsub_bus import PubSubBus
+from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
@@ -72,7 +78,7 @@ class Node:
     log = Logger()
 
     def __init__(self, config: NodeConfig, coordinator, membership, settings, datastore, monitor,
-                 clock, metrics: Optional[NodeMetrics] = None) -> None:
+                 clock, metrics: Optional[NodeMetrics] = None, pubsub: Optional[PubSubBus] = None) -> None:
         self.config = config
         self.membership = membership
         self.settings = settings
@@ -93,6 +99,8 @@ class Node:
         #: ACL users (a bad acl_file or users entry raises ConfigError here)
         self.acl = acl_rules.load(config)
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
+        #: this node's pub/sub subscriptions and message routing
+        self.pubsub = pubsub if pubsub is not None else PubSubBus(metrics=self.metrics)
 
     def set_acl(self, acl) -> int:
         """
@@ -134,6 +142,14 @@ class Node:
 
     def client_disconnected(self, client) -> None:
         self.clients.discard(client)
+        self.pubsub.drop(client)
+
+    def output_limit_reached(self, client, reason: str) -> None:
+        """A subscriber's unread messages passed its output buffer limit: it is being closed."""
+        self.metrics.client_limits["output_buffer"] += 1
+        self.log.info("client {address} closed for overcoming its pub/sub output buffer limit ({reason})",
+                      address=client.session.address, reason=reason)
+        self.pubsub.drop(client)
 
     def refused_client(self) -> None:
         """A connection refused because ``maxclients`` clients are connected."""
@@ -242,7 +258,7 @@ class Node:
         levels = self.coordinator.levels
         n = len(requests)
         while i < n:
-            if session.authenticated and membership.state == NORMAL:
+            if session.authenticated and membership.state == NORMAL and not session.pubsub_only:
                 read_level, write_level = levels(session)
                 if read_level != DC_EACH_SAFE_QUORUM and write_level != DC_EACH_SAFE_QUORUM:
                     stop = self._execute_runs(client, requests, bounds, data, i, read_level, write_level)
@@ -344,6 +360,9 @@ class Node:
             if refused is not None:
                 client.reply(refused)
                 return
+        if session.pubsub_only and cmd.name not in SUBSCRIBER_ALLOWED:
+            client.reply(subscriber_refusal(cmd, args))
+            return
         if self.membership.state != NORMAL and route != commands.NODE and self._refused(cmd):
             client.reply(b"-ERR node is %s\r\n" % self.membership.state.encode())
         elif route == commands.NODE:

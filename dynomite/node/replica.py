@@ -17,7 +17,9 @@ nothing is dropped between datacenters.  A part that could be neither
 fails the FORWARD; the sender keeps it as a hint and sends it again.
 
 The peer layer (`dynomite.peers.protocol`) decodes frames into `Request`
-values and calls `Replica.handle_peer_request`.
+values and calls `Replica.handle_peer_request`.  A peer's PUBLISH frame (a
+pub/sub message) goes to this node's `dynomite.node.pubsub_bus.PubSubBus`
+through `Replica.handle_peer_publish`.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ __all__ = ["Replica"]
 class Replica:
     """Serves the requests peers send; see the module docstring."""
 
-    def __init__(self, router: Router, targets, coordinator) -> None:
+    def __init__(self, router: Router, targets, coordinator, pubsub=None) -> None:
         self._router = router
+        self._pubsub = pubsub
         self._coordinator = coordinator
         self._leader = coordinator.leader
         self._runs = RunCutter(router)
@@ -69,6 +72,11 @@ class Replica:
             self._lead(peer_name, request, sink)
         else:
             self._apply_forwarded(request, sink)
+
+    def handle_peer_publish(self, peer_name: str, channel: bytes, message: bytes, shard: bool) -> None:
+        """A message published on another node: this node's subscribers get it."""
+        if self._pubsub is not None:
+            self._pubsub.received(channel, message, shard)
 
     # -- LEAD --------------------------------------------------------------------
 

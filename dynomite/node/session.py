@@ -3,7 +3,7 @@
 What the node remembers about one client connection.
 
 A session is plain state (protocol version, authentication and ACL user,
-name, consistency overrides) read on the hot path and changed only by the
+name, consistency overrides, pub/sub subscriptions) read on the hot path and changed only by the
 commands the node answers itself (HELLO, AUTH, CLIENT, RESET,
 DYNO_CONFIG:CONN_CONSISTENCY).
 
@@ -39,6 +39,8 @@ class Session:
         "write_consistency",
         "quitting",
         "created",
+        "subscriptions",
+        "pubsub_only",
     )
 
     def __init__(self, address: str, authenticated: bool, created: float, user=None) -> None:
@@ -61,6 +63,11 @@ class Session:
         self.read_consistency: Optional[str] = None
         self.write_consistency: Optional[str] = None
         self.quitting = False
+        #: pub/sub: this client's `dynomite.node.pubsub.Subscriptions` (None:
+        #: none), and whether it is in RESP2 subscriber mode; the registry
+        #: keeps both (RESET must drop the subscriptions from it first)
+        self.subscriptions = None
+        self.pubsub_only = False
 
     def login(self, user) -> None:
         """Authenticated as ``user`` (AUTH, HELLO ... AUTH)."""

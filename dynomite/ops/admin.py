@@ -112,6 +112,10 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             "limits": dict(m.client_limits),
             "requests": requests,
         },
+        "pubsub": {
+            "messages": dict(m.pubsub),
+            "subscriptions": dict(m.pubsub_subscriptions),
+        },
         "datastore": {
             "address": ds.address,
             "up": ds.up,

@@ -40,7 +40,7 @@ from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
 from dynomite.ops.status import NodeStatus
 from dynomite.replication.hints import DROP_REASONS
-from dynomite.stats import REQUEST_RESULTS, Histogram
+from dynomite.stats import PUBSUB_EVENTS, REQUEST_RESULTS, Histogram
 
 
 class Spec(NamedTuple):
@@ -101,6 +101,11 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_hints_dropped_total", "counter", "Hints dropped, by reason.", ("target", "reason")),
     Spec("dynomite_ring_nodes", "gauge", "Nodes of the ring by datacenter, rack and state.",
          ("ring_dc", "ring_rack", "state")),
+    Spec("dynomite_pubsub_messages_total", "counter",
+         "Pub/sub messages: published by this node's clients, received from other nodes, delivered to"
+         " this node's subscriptions, dropped (not sent to a node whose link was down).", ("event",)),
+    Spec("dynomite_pubsub_subscriptions", "gauge",
+         "Channels, patterns and shard channels with a subscriber on this node.", ("kind",)),
     Spec("dynomite_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.", ("result",)),
     Spec("dynomite_config_last_reload_success_timestamp_seconds", "gauge",
          "When the configuration was last loaded successfully."),
@@ -146,6 +151,7 @@ class Collector:
         yield from self._hints(hints)
         yield from self._ring()
         yield from self._reloads()
+        yield from self._pubsub()
 
     def _node(self, now: float) -> Iterable:
         s = self.status
@@ -284,6 +290,18 @@ class Collector:
         yield reloads
         if m.last_reload_success is not None:
             yield single("dynomite_config_last_reload_success_timestamp_seconds", m.last_reload_success)
+
+
+    def _pubsub(self) -> Iterable:
+        m = self.status.metrics
+        messages = family("dynomite_pubsub_messages_total")
+        for event in PUBSUB_EVENTS:
+            messages.add_metric([event], m.pubsub[event])
+        yield messages
+        subscriptions = family("dynomite_pubsub_subscriptions")
+        for kind, n in m.pubsub_subscriptions.items():
+            subscriptions.add_metric([kind], n)
+        yield subscriptions
 
 
 def make_registry(status: NodeStatus) -> CollectorRegistry:

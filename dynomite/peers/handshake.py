@@ -7,10 +7,15 @@ The connecting side speaks first; payloads are JSON objects::
 
     HELLO {cluster, node, dc, rack, nonce}  -->
                                             <--  REJECT {reason}, close
-                                            <--  WELCOME {node, admin}          (no peer_secret)
+                                            <--  WELCOME {node, admin, features}  (no peer_secret)
                                             <--  CHALLENGE {node, nonce}        (peer_secret set)
     AUTH {proof}                            -->
-                                            <--  WELCOME {node, admin, proof}  or  REJECT
+                                            <--  WELCOME {node, admin, features, proof}  or  REJECT
+
+``features`` lists, comma-separated, the optional frames the accepting node
+takes (``publish``: PUBLISH, `dynomite.wire.peer_frames.FEATURE_PUBLISH`);
+the connecting side sends those frames only when it is listed, so a node
+that predates a frame never receives it (it would drop the connection).
 
 With ``peer_secret`` both sides prove they know it with HMAC-SHA256 over
 the cluster, both node names and both random nonces, under different labels
@@ -40,8 +45,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from dynomite.config.model import NodeConfig
 from dynomite.wire.peer_frames import (
-    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FRAME_NAMES, HELLO, REJECT, WELCOME, Frame,
-    PeerProtocolError, decode_control, encode_control, handshake_proof, new_nonce, proofs_match,
+    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_PUBLISH, FRAME_NAMES, HELLO, REJECT,
+    WELCOME, Frame, PeerProtocolError, decode_control, encode_control, handshake_proof, new_nonce, proofs_match,
 )
 
 __all__ = [
@@ -89,6 +94,8 @@ class Ready(NamedTuple):
     datacenter: Optional[str]
     #: the peer's admin API address, as its WELCOME said (connecting side)
     admin: Optional[str]
+    #: the optional frames the peer takes, as its WELCOME said (connecting side)
+    features: Tuple[str, ...] = ()
 
 
 class RejectPeer(NamedTuple):
@@ -120,6 +127,9 @@ class Step(NamedTuple):
 
 
 _NOTHING = Step()
+
+#: The optional frames this node takes (a WELCOME's ``features``).
+FEATURES = FEATURE_PUBLISH
 
 # states
 HELLO_SENT = "HELLO_SENT"      # connecting side, waiting for CHALLENGE, WELCOME or REJECT
@@ -216,7 +226,7 @@ class Handshake:
         self._peer, self._peer_datacenter = node, dc
         self._peer_nonce = hello["nonce"]
         if me.secret is None:
-            return self._welcome({"node": me.name, "admin": me.admin})
+            return self._welcome({"node": me.name, "admin": me.admin, "features": FEATURES})
         self._nonce = self._new_nonce()
         self.state = CHALLENGED
         return Step((self._control(CHALLENGE, {"node": me.name, "nonce": self._nonce}),))
@@ -233,7 +243,7 @@ class Handshake:
                                    self._peer_nonce, self._nonce)
         if not proofs_match(expected, auth["proof"]):
             return self._reject("authentication failed (peer_secret differs)")
-        return self._welcome({"node": me.name, "admin": me.admin, "proof": handshake_proof(
+        return self._welcome({"node": me.name, "admin": me.admin, "features": FEATURES, "proof": handshake_proof(
             secret, ACCEPTING_SIDE, me.cluster, self._peer, me.name, self._peer_nonce, self._nonce)})
 
     def _welcome(self, body: Dict[str, str]) -> Step:
@@ -277,7 +287,9 @@ class Handshake:
             if self.state != AUTH_SENT or not proofs_match(expected, welcome.get("proof")):
                 return self.fail("peer %s did not prove it knows peer_secret" % peer)
         admin = welcome.get("admin")
-        return self._decide(Ready(peer, None, admin if isinstance(admin, str) else None))
+        features = welcome.get("features")
+        features = tuple(features.split(",")) if isinstance(features, str) and features else ()
+        return self._decide(Ready(peer, None, admin if isinstance(admin, str) else None, features))
 
     def _on_reject(self, frame: Frame) -> Step:
         try:

@@ -4,7 +4,8 @@ What the peer layer needs from the node above it: two collaborators, each
 passed explicitly to every peer connection (`dynomite.peers.protocol`).
 
 - `IPeerRequests` serves the requests peers send (as a replica, or as the
-  entry node of a datacenter for forwarded writes);
+  entry node of a datacenter for forwarded writes), and the pub/sub
+  messages they relay;
 - `IPeerStatus` is membership, as heartbeats carry it: this node's status
   for a peer, and the status a peer reported.
 
@@ -29,6 +30,13 @@ class IPeerRequests(Interface):
         the entry of its datacenter) frame (``frame_type``); answer ``sink``
         once with ``complete(raw)`` or ``fail(raw)``.  ``request.lane`` is a
         stable integer per peer, so one peer's requests keep their order.
+        """
+
+    def handle_peer_publish(peer_name, channel, message, shard):
+        """
+        Peer ``peer_name`` published ``message`` on ``channel`` (bytes; a
+        shard channel when ``shard``): deliver it to this node's own
+        subscribers, and forward it nowhere.  Nothing is answered.
         """
 
 

@@ -167,6 +167,19 @@ class PeerLink:
             self.unavailable_total += 1
             sink.fail(self._unavailable)
 
+    def publish(self, lane: int, channel: bytes, message: bytes, shard: bool) -> bool:
+        """
+        Send a pub/sub message in one PUBLISH frame on connection ``lane %
+        n`` of the ``n`` UP ones that take it (one publisher's messages keep
+        their order); False when there is none (the peer is DOWN, or
+        predates PUBLISH): the message is not delivered there.
+        """
+        up = [p for p in self._up if p.publishes]
+        if not up:
+            return False
+        up[lane % len(up)].publish(channel, message, shard)
+        return True
+
     # -- counters ------------------------------------------------------------
 
     def _retire(self, protocol: PeerProtocol) -> None:

@@ -13,7 +13,9 @@ The peer layer owns the framing of a request: `PeerProtocol.request` turns a
 several requests as FLAG_RUN with the count in front), and a frame that
 arrives is turned back into a `Request` for the node's `IPeerRequests`.
 Heartbeats (PING/PONG) carry membership status both ways, from and to the
-node's `IPeerStatus` (`dynomite.peers.interfaces`).
+node's `IPeerStatus` (`dynomite.peers.interfaces`).  A PUBLISH frame
+carries a pub/sub message one way, with no reply; it is sent only to a
+peer whose WELCOME listed the feature (`publishes`).
 
 Whoever waits for a reply is a *sink* (``complete(raw)`` / ``fail(raw)``),
 as for the datastore.  A REPLY flagged FAILED (the replica could not run
@@ -55,8 +57,9 @@ from dynomite.runtime.tls import is_tls, tls_failure
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_FAILED, FLAG_RUN, FORWARD, FRAME_NAMES, LEAD, PING, PONG, REPLY, REQUEST, PeerFramer,
-    PeerProtocolError, encode_control, encode_frame, run_count, run_payload,
+    FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SHARD, FORWARD, FRAME_NAMES, LEAD, PING, PONG,
+    PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
+    publish_parts, publish_payload, run_count, run_payload,
 )
 from dynomite.wire.replies import is_error
 
@@ -204,6 +207,8 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.tls = False
         self.tls_error: Optional[str] = None
         self.remote: Optional[str] = None  # the connecting host, on the accepting side
+        #: the peer takes PUBLISH frames (its WELCOME said so; connecting side)
+        self.publishes = False
         self._lane = 0
         self._timeout = timeout
         self._timed_out = self._unavailable = b"-ERR peer unavailable\r\n"
@@ -326,6 +331,11 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.write_batched(frame)
         return rid
 
+    def publish(self, channel: bytes, message: bytes, shard: bool) -> None:
+        """Send a PUBLISH frame (no reply comes); the caller checked `publishes`."""
+        self.write_batched(encode_frame(PUBLISH, FLAG_SHARD if shard else 0, 0, self._local.name,
+                                        publish_payload(channel, message)))
+
     def accepts_writes(self) -> bool:
         return not self._closing
 
@@ -409,6 +419,20 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
             self.log.failure("peer request handler failed")
             sink.fail(_HANDLER_FAILED)
 
+    def _on_publish(self, frame) -> None:
+        requests = self._local.requests
+        if requests is None:
+            return
+        try:
+            channel, message = publish_parts(frame.payload)
+        except PeerProtocolError as e:
+            self._violation(str(e))
+            return
+        try:
+            requests.handle_peer_publish(self.peer_name, channel, message, bool(frame.flags & FLAG_SHARD))
+        except Exception:
+            self.log.failure("peer publish handler failed")
+
     def _on_reply(self, frame) -> None:
         sinks = self._sinks
         rid = frame.request_id
@@ -456,6 +480,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
             if not self.connecting:
                 self._set_peer(decision.peer, decision.datacenter)
             self.peer_admin = decision.admin
+            self.publishes = FEATURE_PUBLISH in decision.features
             self._open = True
             self.state = "OPEN"
             self._owner.protocol_ready(self)
@@ -491,6 +516,7 @@ PeerProtocol._OPEN = {
     FORWARD: PeerProtocol._on_request,
     LEAD: PeerProtocol._on_request,
     REPLY: PeerProtocol._on_reply,
+    PUBLISH: PeerProtocol._on_publish,
     PING: PeerProtocol._on_ping,
     PONG: PeerProtocol._on_pong,
 }

@@ -10,17 +10,20 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
     0      2     magic            b"DY"
     2      1     version          2
     3      1     type             HELLO, CHALLENGE, AUTH, WELCOME, REJECT,
-                                  REQUEST, FORWARD, LEAD, REPLY, PING, PONG
+                                  REQUEST, FORWARD, LEAD, REPLY, PUBLISH,
+                                  PING, PONG
     4      2     flags            bit 0 RESP3, bit 1 write, bit 2 run,
                                   bits 3-4 LEAD's level, bit 5 effect,
                                   bit 6 sequenced, bit 7 replay,
+                                  bit 8 PUBLISH's shard channel,
                                   bit 15 failed
     6      8     request id       unsigned, chosen by the requesting side
     14     1     origin length    0..255
     15     4     payload length   0..max_payload
     19     ...   origin           UTF-8 node name
     ...    ...   payload          raw RESP (REQUEST/FORWARD/REPLY), a ring
-                                  position then raw RESP (LEAD), or JSON
+                                  position then raw RESP (LEAD), a channel
+                                  and a message (PUBLISH), or JSON
 
 Both lengths sit in the fixed 19-byte header so that one unpack tells the
 parser how long the whole frame is; an oversized frame is refused as soon
@@ -49,10 +52,11 @@ from dynomite.wire.resp import ProtocolError
 __all__ = [
     "MAGIC", "VERSION", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_ORIGIN",
     "HELLO", "CHALLENGE", "AUTH", "WELCOME", "REJECT",
-    "REQUEST", "FORWARD", "LEAD", "REPLY", "PING", "PONG", "FRAME_NAMES",
-    "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_FAILED", "LEVEL_SHIFT",
+    "REQUEST", "FORWARD", "LEAD", "REPLY", "PUBLISH", "PING", "PONG", "FRAME_NAMES",
+    "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_SHARD", "FLAG_FAILED", "LEVEL_SHIFT",
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
-    "lead_position", "sequenced_payload", "payload_sequence",
+    "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
+    "FEATURE_PUBLISH",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -78,6 +82,13 @@ REPLY = 18
 #: A write (or run of writes) for the receiver to lead: it orders the
 #: writes of the key for its whole datacenter (`dynomite.node.leader`).
 LEAD = 19
+#: A message a client published on the sender: the receiver delivers it to
+#: its own subscribers and sends nothing back (`dynomite.node.pubsub_bus`).
+#: The version stays 3: a version 3 node without pub/sub would drop the
+#: connection on this unknown type, so a node sends PUBLISH only on
+#: connections whose WELCOME listed `FEATURE_PUBLISH`
+#: (`dynomite.peers.handshake`); older peers simply get no messages.
+PUBLISH = 20
 # Heartbeats (empty payload; reserved for node state as JSON).
 PING = 32
 PONG = 33
@@ -85,7 +96,7 @@ PONG = 33
 FRAME_NAMES: Dict[int, str] = {
     HELLO: "HELLO", CHALLENGE: "CHALLENGE", AUTH: "AUTH", WELCOME: "WELCOME",
     REJECT: "REJECT", REQUEST: "REQUEST", FORWARD: "FORWARD", LEAD: "LEAD", REPLY: "REPLY",
-    PING: "PING", PONG: "PONG",
+    PUBLISH: "PUBLISH", PING: "PING", PONG: "PONG",
 }
 
 #: REQUEST/FORWARD: the client speaks RESP3; execute on a RESP3 connection.
@@ -109,10 +120,12 @@ FLAG_EFFECT = 0x0020
 FLAG_SEQUENCED = 0x0040
 #: REQUEST: a write replayed from a hint log; it may have been applied already.
 FLAG_REPLAY = 0x0080
+#: PUBLISH: the channel is a shard channel (SPUBLISH), not a plain one.
+FLAG_SHARD = 0x0100
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 8..14 are free; receivers ignore bits they do not know.
+# Bits 9..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
@@ -162,6 +175,25 @@ def payload_sequence(payload: bytes) -> int:
     if len(payload) < 8:
         raise PeerProtocolError("sequenced payload without a sequence number")
     return _SEQUENCE.unpack_from(payload)[0]
+
+
+#: What a WELCOME's ``features`` lists when the accepting node takes PUBLISH frames.
+FEATURE_PUBLISH = "publish"
+
+
+def publish_payload(channel: bytes, message: bytes) -> bytes:
+    """A PUBLISH frame's payload: the channel's length, the channel, then the message."""
+    return _RUN_COUNT.pack(len(channel)) + channel + message
+
+
+def publish_parts(payload: bytes):
+    """The (channel, message) of a PUBLISH payload; `PeerProtocolError` if it is cut short."""
+    if len(payload) < 4:
+        raise PeerProtocolError("publish payload without a channel length")
+    end = 4 + _RUN_COUNT.unpack_from(payload)[0]
+    if end > len(payload):
+        raise PeerProtocolError("publish payload shorter than its channel")
+    return payload[4:end], payload[end:]
 
 
 class PeerProtocolError(ProtocolError):

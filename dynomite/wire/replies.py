@@ -47,6 +47,24 @@ _SMALL_LENGTHS = {b"%d" % i: i for i in range(1024)}
 # "+OK\r\n" repeated: what a run of SETs gets back, recognised in one comparison.
 _OK_RUNS = [b"+OK\r\n" * i for i in range(65)]
 
+
+class _OkTransactions(dict):
+    """
+    count -> the reply to a transaction of ``count`` commands (MULTI, then
+    ``count - 2`` commands, EXEC) each answered +OK: what a run of SETs
+    applied once gets (`dynomite.replication.applied_once`).
+    """
+
+    def __missing__(self, count: int) -> bytes:
+        n = count - 2
+        reply = b"+OK\r\n" + b"+QUEUED\r\n" * n + b"*%d\r\n" % n + b"+OK\r\n" * n
+        if len(self) < 4096:
+            self[count] = reply
+        return reply
+
+
+_OK_TRANSACTIONS = _OkTransactions()
+
 # Type bytes, as ``buf[pos]`` gives them (an int).
 _STATUS, _ERROR, _INTEGER, _NULL = ord("+"), ord("-"), ord(":"), ord("_")
 _BULK, _CHUNK = ord("$"), ord(";")      # a bulk string; a chunk of a streamed one ("$?")
@@ -332,7 +350,8 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
     """
     Where the ``count`` replies that start at ``pos`` in ``data`` end, and
     how many of them are errors, when every one is a status, error or
-    integer line, a null bulk or a bulk string shorter than 1 KiB.  The end
+    integer line, a null bulk, a bulk string shorter than 1 KiB, or an
+    array of such (a transaction's EXEC; errors inside it are not counted).  The end
     is -1 when one of them is something else (a parser must frame them),
     and -2 when ``data`` ends before they do with nothing else seen (wait
     for more).  What it accepts is framed as `ReplyParser` frames it (the
@@ -345,13 +364,32 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
         count -= 64
     if count < 65 and data.startswith(_OK_RUNS[count], pos):
         return pos + 5 * count, 0
+    if count > 2 and data[pos:pos + 10] == b"+OK\r\n+QUEU":
+        execed = _OK_TRANSACTIONS[count]
+        if data.startswith(execed, pos):
+            return pos + len(execed), 0
     find, small = data.find, _SMALL_LENGTHS
     errors = 0
+    inner = 0   # of the lines still to take, how many are inside arrays
     while count:
         nl = find(b"\r\n", pos + 1)
         if nl < 0:
             return -2, 0
         kind = data[pos]
+        top = not inner
+        if not top:
+            inner -= 1
+        if kind == _ARRAY:
+            # an array of such lines (a transaction's EXEC): its elements follow
+            length = small.get(data[pos + 1:nl])
+            if length is None:
+                if data[pos + 1:nl] != b"-1":
+                    return -1, 0
+                length = 0
+            pos = nl + 2
+            inner += length
+            count += length - 1
+            continue
         if kind == _BULK:
             size = small.get(data[pos + 1:nl])
             if size is not None:
@@ -367,7 +405,7 @@ def simple_replies_end(data: bytes, pos: int, count: int) -> Tuple[int, int]:
             pos = nl + 2
         elif kind == _ERROR:
             pos = nl + 2
-            errors += 1
+            errors += top
         else:
             return -1, 0
         count -= 1

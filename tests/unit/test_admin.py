@@ -107,7 +107,8 @@ class ReadPathTests(SynchronousTestCase):
         self.assertEqual((info["name"], info["version"], info["uptime"]), ("127.0.0.1:8101", __version__, 42))
         self.assertEqual(info["client"], {"connections": 1, "accepted": 3,
                                           "protocol_errors": {"malformed": 0, "oversize": 0},
-                                          "limits": {"maxclients": 0, "idle": 0, "read_timeout": 0},
+                                          "limits": {"maxclients": 0, "idle": 0, "read_timeout": 0,
+                                                     "output_buffer": 0},
                                           "requests": {"string": {"ok": 5, "error": 1}}})
         self.assertEqual(info["latency_seconds"]["write"]["count"], 1)
         self.assertEqual(info["datastore"]["requests"]["ok"], 7)
@@ -121,6 +122,11 @@ class ReadPathTests(SynchronousTestCase):
                                                "remote_dc": {"acked": 8, "failed": 2}})
         self.assertEqual(sorted(info["hints"]), ["127.0.0.1:8101", "127.0.0.2:8101", "127.0.0.3:8101", "dc:dc2"])
         self.assertEqual(info["hints"]["dc:dc2"]["pending"], 3)
+        node.metrics.pubsub["published"] = 2
+        node.metrics.pubsub_subscriptions["pattern"] = 1
+        self.assertEqual(self.admin.json("/info")["pubsub"], {
+            "messages": {"published": 2, "received": 0, "delivered": 0, "dropped": 0},
+            "subscriptions": {"channel": 0, "pattern": 1, "shard_channel": 0}})
 
     def test_cluster_describe(self) -> None:
         """Every node by datacenter and rack; this node with its own state, peers UP or DOWN."""

@@ -174,8 +174,8 @@ class ErrorTests(NodeTestCase):
         self.assertFalse(self.transport.disconnecting)
 
     def test_unsupported_command_keeps_connection(self):
-        self.send(b"SUBSCRIBE ch\r\nPING\r\n")
-        self.assertEqual(self.written(), b"-ERR unsupported command 'subscribe'\r\n+PONG\r\n")
+        self.send(b"MONITOR\r\nPING\r\n")
+        self.assertEqual(self.written(), b"-ERR unsupported command 'monitor'\r\n+PONG\r\n")
         self.assertFalse(self.transport.disconnecting)
 
     def test_wrong_arity(self):

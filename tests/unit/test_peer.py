@@ -96,12 +96,16 @@ class Handler:
 
     def __init__(self, echo: bool = False) -> None:
         self.requests: List[Tuple[str, int, Request, object]] = []
+        self.published: List[Tuple[str, bytes, bytes, bool]] = []
         self.echo = echo
 
     def handle_peer_request(self, peer_name, frame_type, request, sink) -> None:
         self.requests.append((peer_name, frame_type, request, sink))
         if self.echo:
             sink.complete(b"+" + request.payload.strip() + b"\r\n")
+
+    def handle_peer_publish(self, peer_name, channel, message, shard) -> None:
+        self.published.append((peer_name, channel, message, shard))
 
 
 @implementer(IPeerStatus)

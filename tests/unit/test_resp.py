@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.wire import resp
-from dynomite.wire.replies import HiredisReplyParser, ReplyParser, count_errors, simple_replies_end
+from dynomite.wire.replies import HiredisReplyParser, ReplyParser, count_errors, elements, simple_replies_end
 from dynomite.wire.requests import HiredisRequestParser, RequestParser, make_request_parser
 from dynomite.wire.resp import ProtocolError, encode_command
 
@@ -301,18 +301,35 @@ class SimpleRepliesEndTests(SynchronousTestCase):
             if end >= 0:
                 self.assertEqual(ReplyParser().feed(data[pos:end]), wanted)
 
+    def items(self, raw: bytes, top: bool = True) -> List[Tuple[bytes, bool, bool]]:
+        """
+        A reply as the lines simple_replies_end takes one by one: (bytes,
+        simple, top level); an array is its header line, then its elements'.
+        """
+        if raw[:1] != b"*" or raw.startswith(b"*-1\r\n"):
+            return [(raw, self.is_simple(raw) or raw == b"*-1\r\n", top)]
+        header = raw[:raw.index(b"\r\n") + 2]
+        if not header[1:-2].isdigit():
+            return [(raw, False, top)]      # a streamed aggregate: not simple
+        out = [(header, int(header[1:-2]) < 1024, top)]
+        for element in elements(raw):
+            out += self.items(element, False)
+        return out
+
     def expected(self, data: bytes, pos: int, wanted: List[bytes]) -> Tuple[int, int]:
         """What simple_replies_end must say: the end and errors, -1 (not simple) or -2 (wait)."""
-        for raw in wanted:
-            got = data[pos:pos + len(raw)]
-            if len(got) < len(raw):  # cut: undecided until the header line is there
-                if b"\r\n" not in got[1:] or self.is_simple(raw):
+        errors = 0
+        for item, simple, top in (i for raw in wanted for i in self.items(raw)):
+            got = data[pos:pos + len(item)]
+            if len(got) < len(item):  # cut: undecided until the header line is there
+                if b"\r\n" not in got[1:] or simple:
                     return -2, 0
                 return -1, 0
-            if not self.is_simple(raw):
+            if not simple:
                 return -1, 0
-            pos += len(raw)
-        return pos, sum(r[:1] == b"-" for r in wanted)
+            pos += len(item)
+            errors += top and item[:1] == b"-"
+        return pos, errors
 
     def test_runs_of_ok_and_cut_runs(self) -> None:
         for count in (1, 16, 64, 65, 200):
@@ -320,7 +337,18 @@ class SimpleRepliesEndTests(SynchronousTestCase):
             self.assertEqual(simple_replies_end(b"xx" + data, 2, count), (2 + len(data), 0))
             self.assertEqual(simple_replies_end(data[:-1], 0, count), (-2, 0))
             self.assertEqual(simple_replies_end(data, 0, count + 1), (-2, 0))
-            self.assertEqual(simple_replies_end(data + b"*1\r\n:1\r\n", 0, count + 1), (-1, 0))
+            self.assertEqual(simple_replies_end(data + b"*1\r\n:1\r\n", 0, count + 1),
+                             (len(data) + 8, 0))
+            self.assertEqual(simple_replies_end(data + b"*1\r\n%1\r\n", 0, count + 1), (-1, 0))
+
+    def test_an_array_of_simple_lines_is_framed_with_its_elements(self) -> None:
+        """A transaction's EXEC reply (dynomite.replication.applied_once); errors inside are not counted."""
+        execed = b"+OK\r\n+QUEUED\r\n*3\r\n+OK\r\n-ERR no\r\n*2\r\n:1\r\n$-1\r\n:5\r\n"
+        self.assertEqual(simple_replies_end(execed + b"+OK\r\n", 0, 4), (len(execed), 0))
+        self.assertEqual(simple_replies_end(execed, 0, 3), (len(execed) - 4, 0))
+        self.assertEqual(simple_replies_end(execed[:-3], 0, 4), (-2, 0))
+        self.assertEqual(simple_replies_end(b"*-1\r\n-ERR x\r\n", 0, 2), (13, 1))
+        self.assertEqual(simple_replies_end(b"*1024\r\n", 0, 1), (-1, 0))
 
     def test_a_bulk_without_its_terminator_is_left_to_the_parser(self) -> None:
         self.assertEqual(simple_replies_end(b"$3\r\nabcXY+OK\r\n", 0, 1), (-1, 0))
