@@ -68,6 +68,15 @@ def unknown_subcommand(name: str, sub: bytes) -> bytes:
     return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
 
 
+def _subscriptions_refused(user, subscriptions) -> bool:
+    """Whether ``user`` may not keep one of these subscriptions (`dynomite.node.pubsub_commands`' rule)."""
+    if subscriptions is None or user.all_channels:
+        return False
+    granted = set(user.channel_patterns)
+    return (any(not user.may_use_channel(name) for name in (*subscriptions.channels, *subscriptions.shard))
+            or any(name.decode("utf-8", "replace") not in granted for name in subscriptions.patterns))
+
+
 def unsupported(name: str) -> bytes:
     return b"-ERR unsupported command '%s'\r\n" % name.replace("|", " ").encode()
 
@@ -107,10 +116,12 @@ class Node:
         Take reloaded ACL users (SIGHUP).  New AUTHs check them; a connected
         client acts as its user's new definition from its next command on
         (Redis applies a changed user at once too); a client logged in as a
-        user that is gone or disabled is closed once the replies it is owed
-        are written.  Unauthenticated clients act as the new ``default``
-        and, when it needs no password any more, are authenticated, as
-        Redis decides that per command.  Returns how many were closed.
+        user that is gone or disabled, or subscribed to a channel or pattern
+        its user may no longer use (as Redis 7.2's ACL LOAD), is closed once
+        the replies it is owed are written.  Unauthenticated clients act as
+        the new ``default`` and, when it needs no password any more, are
+        authenticated, as Redis decides that per command.  Returns how many
+        were closed.
         """
         self.acl = acl
         self.auth.acl = acl
@@ -122,7 +133,7 @@ class Node:
                 session.authenticated = acl.default_authenticated
                 continue
             user = acl.users.get(session.user.name if session.user is not None else "default")
-            if user is None or not user.enabled:
+            if user is None or not user.enabled or _subscriptions_refused(user, session.subscriptions):
                 client.drain()
                 closed += 1
             else:

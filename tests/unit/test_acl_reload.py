@@ -114,6 +114,19 @@ class AclReloadTests(SynchronousTestCase):
         client, transport = self.connect()
         self.assertEqual(self.ask(client, transport, b"AUTH alice alicepw\r\nAUTH bob bobpw\r\n"), WRONGPASS * 2)
 
+    def test_subscribers_to_channels_no_longer_granted_are_closed(self):
+        self.reload(users=["user alice on >alicepw ~* &news.* &sport +@all", USERS[1]])
+        kept, kept_transport = self.login(b"alice", b"alicepw")
+        lost, lost_transport = self.login(b"alice", b"alicepw")
+        by_pattern, pattern_transport = self.login(b"alice", b"alicepw")
+        self.ask(kept, kept_transport, b"SUBSCRIBE news.1\r\n")
+        self.ask(lost, lost_transport, b"SUBSCRIBE sport\r\n")
+        self.assertTrue(self.ask(by_pattern, pattern_transport, b"PSUBSCRIBE news.*\r\n").startswith(b"*3\r\n"))
+        self.reload(users=["user alice on >alicepw ~* &news.[0-9] +@all", USERS[1]])
+        self.assertFalse(kept_transport.disconnecting)
+        self.assertTrue(lost_transport.disconnecting)
+        self.assertTrue(pattern_transport.disconnecting, "a pattern is granted only by the same pattern")
+
     def test_a_client_owed_replies_gets_them_before_it_is_closed(self):
         alice, transport = self.login(b"alice", b"alicepw")
         self.ask(alice, transport, b"GET app:1\r\n")
