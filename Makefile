@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl netns-tools test demo bench clean
+.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile clean
 
 all: setup
 
@@ -38,6 +38,10 @@ demo: setup
 # Throughput against plain Redis in the same run (about 5 minutes; see README)
 bench: setup
 	$(BIN)/dynomite-bench
+
+# A pipelined client alone and under a flood of hostile connections (opt-in, about 3 minutes)
+bench-hostile: setup
+	$(BIN)/dynomite-bench-hostile
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache

@@ -9,7 +9,7 @@ The service tree of one node, built from a validated `NodeConfig`.
       TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval)
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
-      client listener    StreamServerEndpointService(listen, ClientFactory)
+      client listener    StreamServerEndpointService(listen, ClientFactory); none without listen
       TLS client listener  the same ClientFactory behind Twisted's TLS, on tls_listen
 
 The node's certificates (`dynomite.runtime.tls.NodeTLS`) are read when the
@@ -104,7 +104,9 @@ class NodeService(MultiService):
             AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token)),
         )
         clients = ClientFactory(parts.node, reactor)
-        self.client_listener = self._listen(config.listen, clients)
+        self.client_listener = None   # a node with only tls_listen listens for no client in clear
+        if config.listen is not None:
+            self.client_listener = self._listen(config.listen, clients)
         self.tls_client_listener = None
         if config.tls_listen is not None:
             self.tls_client_listener = self._listen(
@@ -169,7 +171,7 @@ class NodeService(MultiService):
             name=self.parts.name,
             dc=config.datacenter,
             rack=config.rack,
-            listen=str(config.listen),
+            listen=str(config.listen) if config.listen is not None else "no port in clear",
             datastore=str(config.datastore),
             n=len(self.parts.links),
         )
@@ -217,7 +219,8 @@ def graceful_stop(service: NodeService, clock):
     """
     parts = service.parts
     config = parts.config
-    yield service.removeService(service.client_listener)
+    if service.client_listener is not None:
+        yield service.removeService(service.client_listener)
     if service.tls_client_listener is not None:
         yield service.removeService(service.tls_client_listener)
     node = parts.node

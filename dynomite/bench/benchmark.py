@@ -6,7 +6,7 @@ Starts, on this machine with ephemeral ports on 127.0.0.x: a plain
 redis-server; a single node in front of its redis-server; and a cluster of
 one datacenter with three racks of one node at DC_ONE and another at
 DC_QUORUM (read and write consistency); and the single node and the DC_ONE
-cluster again with TLS (clients on ``tls_listen``, redis-benchmark
+cluster again with TLS (clients on ``tls_listen`` alone, redis-benchmark
 ``--tls``; ``secure_server_option: all`` between the nodes). Then, for ``--rounds`` rounds, runs
 ``redis-benchmark -c 50 -d 64 -r 100000 -t set`` and ``-t get`` without
 pipelining and with ``-P 16`` against every target in turn, emptying the

@@ -20,9 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import yaml
-
 from dynomite.launcher.cluster import Cluster, RedisProcess, free_ports
+from dynomite.launcher.host import tls_probe_context
 
 from .interpreters import Interpreter
 
@@ -39,7 +38,7 @@ class TargetKind:
     label: str
     racks: int = 0  # 0: plain Redis, no node
     consistency: str = "DC_ONE"
-    tls: bool = False  # clients on tls_listen, and secure_server_option: all between the nodes
+    tls: bool = False  # clients on tls_listen only, and secure_server_option: all between the nodes
 
     @property
     def is_redis(self) -> bool:
@@ -104,11 +103,16 @@ def _read_reply(sock: socket.socket) -> Any:
     raise RuntimeError(f"unexpected reply {line[:80]!r}")
 
 
-def call(address: Address, *args: Any, timeout: float = 10.0) -> Any:
-    """Send one command to ``address`` on a new connection and return its reply."""
-    with socket.create_connection(address, timeout=timeout) as sock:
-        sock.sendall(_encode(args))
-        return _read_reply(sock)
+def call(address: Address, *args: Any, timeout: float = 10.0,
+         tls: Optional[Dict[str, Optional[str]]] = None) -> Any:
+    """
+    Send one command to ``address`` on a new connection and return its
+    reply; over TLS when ``tls`` is given (`dynomite.launcher.host.tls_probe_context`).
+    """
+    with socket.create_connection(address, timeout=timeout) as raw:
+        with tls_probe_context(tls).wrap_socket(raw) if tls is not None else raw as sock:
+            sock.sendall(_encode(args))
+            return _read_reply(sock)
 
 
 # -- targets ---------------------------------------------------------------------
@@ -134,9 +138,9 @@ class Target:
         raise NotImplementedError
 
     @property
-    def check_address(self) -> Address:
-        """Where `check` talks in clear (the node's plain port for a TLS target)."""
-        return self.client_address
+    def client_tls(self) -> Optional[Dict[str, Optional[str]]]:
+        """How `check` speaks TLS to `client_address` (`call`'s ``tls``); None in clear."""
+        return None
 
     @property
     def tls_args(self) -> List[str]:
@@ -177,10 +181,10 @@ class Target:
     def check(self) -> None:
         """A SET and a GET through the client address must work (a benchmark of error replies is no benchmark)."""
         value = b"dynomite-bench-%d" % os.getpid()
-        reply = call(self.check_address, "SET", "dynomite-bench:check", value)
+        reply = call(self.client_address, "SET", "dynomite-bench:check", value, tls=self.client_tls)
         if reply != "OK":
             raise RuntimeError(f"{self.label}: SET answered {reply!r}")
-        got = call(self.check_address, "GET", "dynomite-bench:check")
+        got = call(self.client_address, "GET", "dynomite-bench:check", tls=self.client_tls)
         if got != value:
             raise RuntimeError(f"{self.label}: GET answered {got!r}, expected {value!r}")
 
@@ -254,8 +258,8 @@ class NodeTarget(Target):
     the benchmark's clients all talk to the first node, which replicates
     to the other racks at the kind's read and write consistency.  A TLS
     kind gets a test CA and certificates (tools/make-test-certs), runs
-    every peer link over TLS and takes its clients on the first node's
-    ``tls_listen``.
+    every peer link over TLS, and its nodes take clients on ``tls_listen``
+    only (the topology's ``clients: tls``).
     """
 
     def __init__(self, kind: TargetKind, interpreter: Interpreter, workdir: str, base_address: str,
@@ -272,7 +276,6 @@ class NodeTarget(Target):
             },
         }
         directory = os.path.join(workdir, self.id.replace("/", "-"))
-        self._tls_address: Optional[Address] = None
         self._ca = ""
         if kind.tls:
             certs = os.path.join(workdir, self.id.replace("/", "-") + "-certs")
@@ -283,22 +286,22 @@ class NodeTarget(Target):
                                     tls_key_file=os.path.join(certs, "node.key"),
                                     tls_ca_cert_file=self._ca, tls_auth_clients="no",
                                     secure_server_option="all")
-            self._tls_address = (base_address, free_ports(base_address, 1)[0])
+            topology["clients"] = "tls"
         self.cluster = Cluster.from_topology(
             topology, directory, ports="auto", base_address=base_address, twistd=interpreter.twistd,
         )
 
     @property
     def client_address(self) -> Address:
-        return self._tls_address or self.cluster.nodes[0].client_address
-
-    @property
-    def check_address(self) -> Address:
         return self.cluster.nodes[0].client_address
 
     @property
+    def client_tls(self) -> Optional[Dict[str, Optional[str]]]:
+        return {"ca": self._ca, "cert": None, "key": None} if self.kind.tls else None
+
+    @property
     def tls_args(self) -> List[str]:
-        return ["--tls", "--cacert", self._ca] if self._tls_address else []
+        return ["--tls", "--cacert", self._ca] if self.kind.tls else []
 
     @property
     def node_pids(self) -> List[int]:
@@ -313,28 +316,8 @@ class NodeTarget(Target):
         return [n.redis_address for n in self.cluster.nodes]
 
     def start(self) -> None:
-        if self._tls_address is not None:
-            self._add_tls_listen()
         # A node under PyPy imports more slowly than under CPython: give it time.
         self.cluster.start(timeout=120.0)
-
-    def _add_tls_listen(self) -> None:
-        """The first node alone gets a TLS client port: added to its YAML as the cluster writes it."""
-        cluster, address = self.cluster, self._tls_address
-        write_configs = cluster.write_configs
-
-        def write_with_tls_listen() -> List[str]:
-            paths = write_configs()
-            path = cluster.nodes[0].config_path
-            with open(path) as f:
-                doc = yaml.safe_load(f)
-            (pool,) = doc.values()
-            pool["tls_listen"] = f"{address[0]}:{address[1]}"
-            with open(path, "w") as f:
-                yaml.safe_dump(doc, f, sort_keys=False)
-            return paths
-
-        cluster.write_configs = write_with_tls_listen  # type: ignore[method-assign]
 
     def stop(self) -> None:
         self.cluster.stop()

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from dynomite.config.keys import (
-    CLASS_DEFAULT, DYNOMITE_KEYS, KEYS, PROJECT_KEYS, REQUIRED, UNUSED_KEYS, check_together,
+    CLASS_DEFAULT, DYNOMITE_KEYS, INSTEAD, KEYS, PROJECT_KEYS, REQUIRED, UNUSED_KEYS, check_together,
 )
 from dynomite.config.values import Address, Seed
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SECURE_SERVER_OPTIONS
@@ -62,7 +62,7 @@ class NodeConfig:
 
     source: str
     pool_name: str
-    listen: Address
+    listen: Optional[Address]              # None: TLS clients only, on tls_listen
     dyn_listen: Optional[Address]
     stats_listen: Address
     datastore: Address
@@ -127,6 +127,13 @@ class NodeConfig:
     pubsub_output_soft_seconds: int = 60               # ... this long: closed
     unused_keys: Tuple[str, ...] = ()
 
+    @property
+    def client_host(self) -> str:
+        """The host clients connect to: ``listen``'s, else ``tls_listen``'s (one of them is set)."""
+        listen = self.listen if self.listen is not None else self.tls_listen
+        assert listen is not None
+        return listen.host
+
     def peer_address(self) -> Optional[Address]:
         """
         The address this node's peers know it by, which is its name among
@@ -183,7 +190,13 @@ class NodeConfig:
             if spec.field is None or spec.field in values:
                 continue
             if spec.default is REQUIRED:
-                raise ConfigError(source, key, "required key is missing")
+                other = INSTEAD.get(key)
+                if other is None:
+                    raise ConfigError(source, key, "required key is missing")
+                if values.get(KEYS[other].field) is None:
+                    raise ConfigError(source, key, f"required key is missing (or give {other} instead)")
+                values[spec.field] = None
+                continue
             if spec.default is CLASS_DEFAULT:
                 values[spec.field] = cls.__dataclass_fields__[spec.field].default
             else:

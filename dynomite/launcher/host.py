@@ -5,7 +5,8 @@ What this host can tell the launcher about its ports and processes.
 Free and busy TCP ports (:func:`free_ports`, :func:`port_busy`), a process's
 state and start time from /proc (:func:`proc_stat`, :func:`pid_alive`: the
 start time tells a live process from a reused PID) and an inline PING that
-needs no client library (:func:`ping_raw`, :func:`ping`). Small,
+needs no client library (:func:`ping_raw`, :func:`ping`), in clear or over
+TLS for a node that takes TLS clients only. Small,
 blocking, standard library only; :mod:`dynomite.launcher.processes` builds
 on them, and ``dynomite-cluster`` and the integration tests use them
 directly.
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import List, Optional, Tuple
+import ssl
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["free_ports", "pid_alive", "ping", "ping_raw", "port_busy", "proc_stat"]
+__all__ = ["free_ports", "pid_alive", "ping", "ping_raw", "port_busy", "proc_stat", "tls_probe", "tls_probe_context"]
 
 
 # -- ports ---------------------------------------------------------------------------
@@ -89,22 +91,59 @@ def pid_alive(pid: int, start_time: Optional[int] = None) -> bool:
     return start_time is None or stat[1] is None or stat[1] == start_time
 
 
-def ping_raw(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline PING; return the first reply line (b"" on EOF). Connection errors raise OSError."""
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(b"PING\r\n")
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
+def tls_probe(settings: Mapping[str, Any], directory: str) -> Dict[str, Optional[str]]:
+    """
+    How to PING the TLS client port of a node with these Dynomite
+    ``settings`` running in ``directory``: its CA, and its own certificate
+    presented as a client's (for ``tls_auth_clients: yes``).
+    """
+    def path(key: str) -> Optional[str]:
+        value = settings.get(key)
+        return os.path.join(directory, value) if value else None
+    return {"ca": path("tls_ca_cert_file"), "cert": path("tls_cert_file"), "key": path("tls_key_file")}
 
 
-def ping(host: str, port: int, timeout: float = 1.0) -> bytes:
-    """Send an inline PING; return the first reply line, or b"" if none came."""
+def tls_probe_context(tls: Mapping[str, Optional[str]]) -> ssl.SSLContext:
+    """
+    A client context for a probe of a TLS client port: ``tls["ca"]`` is
+    the CA the server's certificate is checked against (none: not checked),
+    ``tls["cert"]`` and ``tls["key"]`` a client certificate to present. The
+    name is not checked: a probe dials an address.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    if tls.get("ca"):
+        context.load_verify_locations(tls["ca"])
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    if tls.get("cert"):
+        context.load_cert_chain(tls["cert"], tls.get("key"))
+    return context
+
+
+def ping_raw(host: str, port: int, timeout: float = 1.0,
+             tls: Optional[Mapping[str, Optional[str]]] = None) -> bytes:
+    """
+    Send an inline PING (over TLS when ``tls`` is given, see
+    :func:`tls_probe_context`); return the first reply line (b"" on EOF).
+    Connection and TLS errors raise OSError.
+    """
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        s = tls_probe_context(tls).wrap_socket(raw) if tls is not None else raw
+        with s:
+            s.sendall(b"PING\r\n")
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+
+def ping(host: str, port: int, timeout: float = 1.0, tls: Optional[Mapping[str, Optional[str]]] = None) -> bytes:
+    """Send an inline PING (over TLS when ``tls`` is given); return the first reply line, or b"" if none came."""
     try:
-        return ping_raw(host, port, timeout)
-    except OSError:
+        return ping_raw(host, port, timeout, tls)
+    except OSError:   # ssl.SSLError is one
         return b""

@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from dynomite.launcher.host import free_ports, pid_alive, ping, ping_raw, proc_stat
+from dynomite.launcher.host import free_ports, pid_alive, ping, ping_raw, proc_stat, tls_probe
 
 __all__ = [
     "ClusterError",
@@ -40,6 +40,7 @@ __all__ = [
     "free_ports",
     "ping_raw",
     "stop_all",
+    "tls_probe",
     "wait_all_ready",
 ]
 
@@ -113,8 +114,11 @@ class ManagedProcess:
         output_path: str,
         log_path: Optional[str] = None,
         die_with_parent: bool = True,
+        tls: Optional[Dict[str, Optional[str]]] = None,
     ) -> None:
         self.name = name
+        #: PING over TLS (`dynomite.launcher.host.tls_probe_context`): a node with only tls_listen
+        self.tls = tls
         self.argv = list(argv)
         self.host, self.port = address[0], int(address[1])
         self.cwd = cwd
@@ -196,7 +200,7 @@ class ManagedProcess:
 
     def is_ready(self, timeout: float = 0.5) -> bool:
         """Does it answer PING as a ready server does?"""
-        return ping(self.host, self.port, timeout).startswith(self.ready_replies)
+        return ping(self.host, self.port, timeout, self.tls).startswith(self.ready_replies)
 
     def wait_ready(self, timeout: Optional[float] = None) -> None:
         """Block until it answers PING; raise ClusterError with its log tail if it exits or times out."""
@@ -288,6 +292,7 @@ class ManagedProcess:
             "log_path": self.log_path,
             "pid": self._pid,
             "start_time": self._start_time,
+            "tls": self.tls,
         }
 
     @classmethod
@@ -296,7 +301,7 @@ class ManagedProcess:
         kind = _ROLES.get(state.get("role", ""), ManagedProcess)
         proc = kind(
             state["name"], state["argv"], tuple(state["address"]), state["cwd"],
-            state["output_path"], state.get("log_path"), die_with_parent=False,
+            state["output_path"], state.get("log_path"), die_with_parent=False, tls=state.get("tls"),
         )
         proc._pid = state.get("pid")
         proc._start_time = state.get("start_time")
@@ -360,7 +365,10 @@ class RedisProcess(ManagedProcess):
 
 
 class NodeProcess(ManagedProcess):
-    """A ``twistd -n dynomite -c <config>`` node; ``address`` is its client listener."""
+    """
+    A ``twistd -n dynomite -c <config>`` node; ``address`` is its client
+    listener, its ``tls_listen`` (probed over TLS) when it has no ``listen``.
+    """
 
     role = "node"
 
@@ -374,9 +382,11 @@ class NodeProcess(ManagedProcess):
         output_path: str,
         twistd: Optional[str] = None,
         die_with_parent: bool = True,
+        tls: Optional[Dict[str, Optional[str]]] = None,
     ) -> NodeProcess:
         argv = cls.command(config_path, log_path, twistd)
-        return cls(name, argv, address, os.path.dirname(config_path), output_path, log_path, die_with_parent)
+        return cls(name, argv, address, os.path.dirname(config_path), output_path, log_path, die_with_parent,
+                   tls)
 
     @staticmethod
     def command(config_path: str, log_path: str, twistd: Optional[str] = None) -> List[str]:

@@ -66,11 +66,14 @@ STANDARD_PORTS = Ports(client=8102, peer=8101, stats=22222, redis=22122)
 
 # -- the topology file --------------------------------------------------------
 
-TOPOLOGY_KEYS = ("cluster", "datacenters", "addresses", "node")
+TOPOLOGY_KEYS = ("cluster", "datacenters", "addresses", "clients", "node")
+#: ``clients``: where each node takes its clients, on its client port: ``listen``
+#: (in clear) or ``tls_listen`` alone (TLS only; ``node`` must give the certificate).
+CLIENT_PORTS = {"plain": "listen", "tls": "tls_listen"}
 ADDRESS_KEYS = ("base", "ports")
 #: Node keys the launcher writes itself; a topology may not set them.
 LAUNCHER_KEYS = frozenset(
-    {"listen", "dyn_listen", "stats_listen", "servers", "tokens", "datacenter", "rack", "dyn_seeds"}
+    {"listen", "tls_listen", "dyn_listen", "stats_listen", "servers", "tokens", "datacenter", "rack", "dyn_seeds"}
 )
 _NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -92,6 +95,8 @@ class ClusterFile:
     ``ports`` is None for ephemeral ports (``ports: auto``). ``node_settings``
     are Dynomite keys copied into every node's YAML; they have been checked
     with :class:`NodeConfig`, so a bad value fails here, naming ``node.<key>``.
+    ``client_tls`` (``clients: tls``): each node's client port is its
+    ``tls_listen``, and it has no ``listen``.
     """
 
     source: str
@@ -100,6 +105,7 @@ class ClusterFile:
     base_address: str = DEFAULT_BASE_ADDRESS
     ports: Optional[Ports] = STANDARD_PORTS
     node_settings: Tuple[Tuple[str, Any], ...] = ()
+    client_tls: bool = False
 
     @classmethod
     def from_yaml(cls, path: str) -> ClusterFile:
@@ -143,8 +149,11 @@ def _parse_topology(data: Any, source: str) -> ClusterFile:
     for i, n in enumerate(names):
         if n in names[:i]:
             raise Invalid(f"two nodes would both be named {n!r}; rename a datacenter or rack", key="datacenters")
-    settings = _parse_node_settings(data.get("node"), name, source)
-    return ClusterFile(source, name, racks, base, ports, settings)
+    clients = data.get("clients", "plain")
+    if clients not in CLIENT_PORTS:
+        raise Invalid(f"expected one of {', '.join(CLIENT_PORTS)}, got {show(clients)}", key="clients")
+    settings = _parse_node_settings(data.get("node"), name, source, CLIENT_PORTS[clients])
+    return ClusterFile(source, name, racks, base, ports, settings, client_tls=clients == "tls")
 
 
 def _check_name(key: str, value: Any) -> str:
@@ -237,16 +246,17 @@ def parse_ports(value: Any) -> Optional[Ports]:
     return ports
 
 
-def _parse_node_settings(value: Any, cluster: str, source: str) -> Tuple[Tuple[str, Any], ...]:
+def _parse_node_settings(value: Any, cluster: str, source: str,
+                         client_key: str = "listen") -> Tuple[Tuple[str, Any], ...]:
     if value is None:
-        return ()
+        value = {}   # still checked: clients: tls needs a certificate
     if not isinstance(value, Mapping):
         raise Invalid(f"expected a mapping of Dynomite settings, got {show(value)}", key="node")
     for key in value:
         if key in LAUNCHER_KEYS:
             raise Invalid("set by the launcher for each node; remove it", key=f"node.{key}")
     sample = {
-        "listen": "127.0.0.1:1",
+        client_key: "127.0.0.1:1",
         "dyn_listen": "127.0.0.1:2",
         "stats_listen": "127.0.0.1:3",
         "servers": ["127.0.0.1:4:1"],

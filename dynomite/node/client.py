@@ -336,7 +336,10 @@ class ClientProtocol(Protocol):
         self._close_after_replies()
 
     def drain(self) -> None:
-        """The node is stopping: read nothing more; close once the replies in flight are written."""
+        """
+        The node is stopping, or this client's user is gone: read nothing
+        more; close once the replies in flight are written.
+        """
         self._paused_outstanding = True
         self.transport.pauseProducing()
         self._close_after_replies()

@@ -19,6 +19,7 @@ from typing import Optional, Tuple
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from dynomite.commands import acl as acl_rules
 from dynomite.config.model import ConfigError, NodeConfig, Seed
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SETTABLE_STATES
 from dynomite.placement.topology import Topology
@@ -145,10 +146,14 @@ class NodeControl:
     def reload(self) -> bool:
         """
         Re-read the configuration file (SIGHUP).  Consistency, timeouts and
-        seeds change in place, and TLS certificates are read again for new
-        connections (`dynomite.runtime.tls.NodeTLS.reload`); a change that
-        needs a restart, or an invalid file (a bad certificate included),
-        is refused with a log line and the running configuration kept.
+        seeds change in place, TLS certificates are read again for new
+        connections (`dynomite.runtime.tls.NodeTLS.reload`), and the ACL
+        users (``acl_file``, ``users``, ``requirepass``) are read again and
+        apply to connected clients too (`dynomite.node.dispatch.Node.set_acl`:
+        a client whose user is gone or disabled is closed); a change that
+        needs a restart, or an invalid file (a bad certificate or ACL line
+        included), is refused with a log line and the running configuration
+        kept.
         """
         parts = self._parts
         metrics = parts.metrics
@@ -163,12 +168,16 @@ class NodeControl:
             if self.provided_seeds is not None:
                 new = self._with_seeds(new, self.provided_seeds)
             topology = Topology.from_config(new)
+            acl = acl_rules.load(new)
             parts.tls.reload(new)   # certificates: new connections use the files as they are now
         except ConfigError as e:
             metrics.reloads["failure"] += 1
             self.log.error("configuration reload refused, keeping the running one: {error}", error=str(e))
             return False
         parts.reconfigure(new, topology, self._is_running())
+        closed = parts.node.set_acl(acl)
+        if closed:
+            self.log.info("{n} clients closed: their ACL user was removed or disabled", n=closed)
         self.set_log_level(new.log_level)
         metrics.reloads["success"] += 1
         metrics.last_reload_success = time.time()

@@ -69,6 +69,15 @@ def unknown_subcommand(name: str, sub: bytes) -> bytes:
     return text.replace("\r", " ").replace("\n", " ").encode("utf-8") + b"\r\n"
 
 
+def _subscriptions_refused(user, subscriptions) -> bool:
+    """Whether ``user`` may not keep one of these subscriptions (`dynomite.node.pubsub_commands`' rule)."""
+    if subscriptions is None or user.all_channels:
+        return False
+    granted = set(user.channel_patterns)
+    return (any(not user.may_use_channel(name) for name in (*subscriptions.channels, *subscriptions.shard))
+            or any(name.decode("utf-8", "replace") not in granted for name in subscriptions.patterns))
+
+
 def unsupported(name: str) -> bytes:
     return b"-ERR unsupported command '%s'\r\n" % name.replace("|", " ").encode()
 
@@ -102,6 +111,35 @@ class Node:
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
         #: this node's pub/sub subscriptions and message routing
         self.pubsub = pubsub if pubsub is not None else PubSubBus(metrics=self.metrics)
+
+    def set_acl(self, acl) -> int:
+        """
+        Take reloaded ACL users (SIGHUP).  New AUTHs check them; a connected
+        client acts as its user's new definition from its next command on
+        (Redis applies a changed user at once too); a client logged in as a
+        user that is gone or disabled, or subscribed to a channel or pattern
+        its user may no longer use (as Redis 7.2's ACL LOAD), is closed once
+        the replies it is owed are written.  Unauthenticated clients act as
+        the new ``default`` and, when it needs no password any more, are
+        authenticated, as Redis decides that per command.  Returns how many
+        were closed.
+        """
+        self.acl = acl
+        self.auth.acl = acl
+        closed = 0
+        for client in list(self.clients):
+            session = client.session
+            if not session.authenticated:
+                session.rebind(acl.default)
+                session.authenticated = acl.default_authenticated
+                continue
+            user = acl.users.get(session.user.name if session.user is not None else "default")
+            if user is None or not user.enabled or _subscriptions_refused(user, session.subscriptions):
+                client.drain()
+                closed += 1
+            else:
+                session.rebind(user)
+        return closed
 
     @property
     def state(self) -> str:
@@ -199,6 +237,8 @@ class Node:
         them): it and everything after it are held until they are
         (`ClientProtocol.hold`), then go on in order (`release_held`).
         """
+        if client.session.quitting:   # closing (QUIT, a stop, its user gone): nothing more runs
+            return
         if client.held:
             client.hold(requests, bounds, data, 0)
             return

@@ -80,3 +80,8 @@ class Session:
         self.authenticated = True
         self.user = user
         self.acl = user if user.restricted else None
+
+    def rebind(self, user) -> None:
+        """The users were reloaded: act as ``user``, the new definition of this session's user."""
+        self.user = user
+        self.acl = user if user.restricted else None

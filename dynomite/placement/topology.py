@@ -237,10 +237,10 @@ class Topology:
         ``dyn_seeds``.
 
         Without ``dyn_listen`` the node is alone and is named after its
-        client ``listen`` host with port 0. A seed that repeats this node's
-        own entry (same address, dc, rack and tokens, in any order) is
-        accepted and merged, so every node of a cluster can share one seed
-        list. Problems raise ``ConfigError(config.source, key, reason)`` with
+        client host (``listen``, else ``tls_listen``) with port 0. A seed
+        that repeats this node's own entry (same address, dc, rack and
+        tokens, in any order) is accepted and merged, so every node of a
+        cluster can share one seed list. Problems raise ``ConfigError(config.source, key, reason)`` with
         key ``dyn_seeds`` (a seed listed twice; a seed with this node's
         address but another dc, rack or tokens; two seeds sharing a token in
         one rack), ``tokens`` (this node shares a token with a seed of its
@@ -250,7 +250,7 @@ class Topology:
         if config.dyn_listen is None:
             if config.dyn_seeds:
                 raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
-            address = Address(config.listen.host, 0)
+            address = Address(config.client_host, 0)
         else:
             peer_address = config.peer_address()
             if peer_address is None:

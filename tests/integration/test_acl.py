@@ -2,8 +2,10 @@
 ACL users on a real node, compared byte for byte with a real redis-server
 7.0 loaded with the same users as an ACL file: AUTH, NOPERM by command,
 subcommand and key pattern (single and pipelined requests), HELLO 3 AUTH,
-ACL WHOAMI / USERS / LIST / CAT / DRYRUN; and the failed-AUTH limit per
-client address, seen in ``/metrics``.
+ACL WHOAMI / USERS / LIST / CAT / DRYRUN; the failed-AUTH limit per
+client address, seen in ``/metrics``; and the users reloaded on SIGHUP
+(connected clients get their user's new rules, a removed or disabled
+user's clients are closed).
 
 Each test talks from its own loopback source address (127.0.<n>.<m>),
 because failed AUTHs are limited per address.
@@ -13,16 +15,22 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import tempfile
 import urllib.request
 from typing import List
 
+import yaml
+from twisted.trial import unittest
+
 from dynomite.node import access
 from tests.integration.fixtures.cases import NodeTestCase
-from tests.integration.fixtures.common import shared
-from tests.integration.fixtures.processes import RedisProcess
-from tests.integration.fixtures.resp import RawConnection, ReplyReader, encode_command, split_aggregate
+from tests.integration.fixtures.common import shared, wait_until
+from tests.integration.fixtures.processes import NodeFixture, RedisProcess
+from tests.integration.fixtures.resp import (
+    ConnectionClosed, RawConnection, ReplyReader, encode_command, split_aggregate,
+)
 
 USERS = [
     "user alice on >alicepw ~app:* &news.* -@all +@read +@write -@dangerous +acl|whoami",
@@ -169,3 +177,71 @@ class AclTests(NodeTestCase):
                 if line.startswith(sample + " "):
                     return float(line.split()[-1])
         raise AssertionError("%s not in /metrics" % sample)
+
+
+def metric(node, sample: str) -> float:
+    """The value of one sample line of ``node``'s /metrics (0 when absent)."""
+    host, port = node.stats_address
+    with urllib.request.urlopen("http://%s:%d/metrics" % (host, port), timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    return 0.0
+
+
+class AclReloadTests(unittest.TestCase):
+    """SIGHUP re-reads ``users``: new AUTHs, connected clients' rules, removed and disabled users."""
+
+    def setUp(self) -> None:
+        self.fx = NodeFixture(self.mktemp(), users=USERS, requirepass="defaultpw")
+        self.addCleanup(self.fx.stop)
+        self.node = self.fx.node
+
+    def login(self, user: str, password: str) -> RawConnection:
+        conn = self.node.raw()
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.command("AUTH", user, password), b"+OK\r\n")
+        return conn
+
+    def sighup(self, users: List[str]) -> None:
+        with open(self.node.config_path) as f:
+            doc = yaml.safe_load(f)
+        doc["dyn_o_mite"]["users"] = users
+        with open(self.node.config_path, "w") as f:
+            yaml.safe_dump(doc, f)
+        done = 'dynomite_config_reloads_total{result="success"}'
+        before = metric(self.node, done)
+        os.kill(self.node.pid, signal.SIGHUP)
+        wait_until(lambda: metric(self.node, done) > before, timeout=5, message="reload counted")
+
+    def test_reloaded_users_apply_to_new_auths_and_connected_clients(self) -> None:
+        alice = self.login("alice", "alicepw")
+        admin = self.login("admin", "adminpw")
+        self.assertEqual(alice.command("SET", "app:1", "x"), b"+OK\r\n")
+        self.sighup([
+            "user alice on >alicepw2 ~app:* &news.* -@all +@read",   # new password, no more writes
+            "user bob on >bobpw ~* +@all",                           # was off
+            "user carol on >carolpw ~carol:* +@all",                 # new
+        ])
+        # alice, still connected, has her new rules at her next command
+        self.assertEqual(alice.command("SET", "app:1", "y"),
+                         b"-NOPERM this user has no permissions to run the 'set' command\r\n")
+        self.assertEqual(alice.command("GET", "app:1"), b"$1\r\nx\r\n")
+        # admin was removed: its connection is closed
+        self.assertTrue(admin.closed_by_peer(timeout=5))
+        self.assertRaises(ConnectionClosed, admin.command, "PING")
+        fresh = self.node.raw()
+        self.addCleanup(fresh.close)
+        self.assertEqual(fresh.command("AUTH", "alice", "alicepw")[:10], b"-WRONGPASS")
+        self.assertEqual(fresh.command("AUTH", "admin", "adminpw")[:10], b"-WRONGPASS")
+        for user, password in (("alice", "alicepw2"), ("bob", "bobpw"), ("carol", "carolpw")):
+            self.assertEqual(fresh.command("AUTH", user, password), b"+OK\r\n")
+        self.assertEqual(fresh.command("SET", "carol:1", "z"), b"+OK\r\n")
+
+    def test_a_disabled_users_clients_are_closed(self) -> None:
+        alice = self.login("alice", "alicepw")
+        default = self.login("default", "defaultpw")
+        self.sighup(["user alice off >alicepw ~app:* +@all"])
+        self.assertTrue(alice.closed_by_peer(timeout=5))
+        self.assertEqual(default.command("PING"), b"+PONG\r\n")
+        self.assertTrue(self.node.running())

@@ -145,6 +145,97 @@ class RawTLSProbe:
             self.sock.close()
 
 
+def listening_ports(pid: int) -> List[int]:
+    """The TCP ports process ``pid`` listens on (its socket inodes matched in /proc/net/tcp)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:   # LISTEN
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+class TLSOnlyTests(SynchronousTestCase):
+    """A node with ``tls_listen`` and no ``listen``: TLS clients only (client certificates required)."""
+
+    def setUp(self) -> None:
+        host = address(OWN_CLUSTERS_SUBNET, NODE_BLOCK + 1)
+        tmp = tempfile.mkdtemp(prefix="tls-only-", dir=os.getcwd())
+        self.certs = make_certs(os.path.join(tmp, "ca"), "node", host)
+        self.redis = RedisProcess(host=host, tmpdir=os.path.join(tmp, "redis")).start()
+        self.addCleanup(self.redis.stop)
+        self.tls_port = processes.free_ports(host, 1)[0]
+        settings = node_settings(self.redis, host=host, tls_listen=f"{host}:{self.tls_port}", **self.certs)
+        del settings["listen"]
+        self.node = NodeProcess(settings, os.path.join(tmp, "node"))
+        self.node.start()   # ready once it answers PING over TLS (the fixture's probe)
+        self.addCleanup(self.node.stop)
+        self.host = host
+
+    def test_tls_clients_only(self) -> None:
+        certs = self.certs
+        done = redis_cli(self.tls_port, self.host, "--cacert", certs["tls_ca_cert_file"],
+                         "--cert", certs["tls_cert_file"], "--key", certs["tls_key_file"], "SET", "only:a", "1")
+        self.assertEqual(done.stdout.strip(), "OK", done.stderr)
+        client = redis.Redis(host=self.host, port=self.tls_port, ssl=True, socket_timeout=5,
+                             ssl_ca_certs=certs["tls_ca_cert_file"], ssl_certfile=certs["tls_cert_file"],
+                             ssl_keyfile=certs["tls_key_file"])
+        self.addCleanup(client.close)
+        self.assertEqual(client.get("only:a"), b"1")
+        self.assertEqual(self.redis.client().get("only:a"), b"1")
+        # nothing in clear: the node listens on its TLS, peer and admin ports and no other
+        config = self.node.config
+        expected = sorted([self.tls_port, self.node.dyn_address[1], self.node.stats_address[1]])
+        self.assertEqual(listening_ports(self.node.pid), expected, config)
+        self.assertTrue(RawTLSProbe(self.host, self.tls_port).closed_after(b"PING\r\n"))
+        self.assertIn("no port in clear", self.node.log_text())
+
+
+class TLSOnlyClusterTests(SynchronousTestCase):
+    """``dynomite-cluster`` with ``clients: tls``: each node's client port is its tls_listen, probed over TLS."""
+
+    def test_a_launched_cluster_serves_tls_clients_only(self) -> None:
+        from dynomite.config.model import Address, NodeConfig
+        from dynomite.launcher.cluster import Cluster
+
+        tmp = tempfile.mkdtemp(prefix="tls-only-cluster-", dir=os.getcwd())
+        hosts = [address(OWN_CLUSTERS_SUBNET, NODE_BLOCK + 2 + i) for i in range(2)]
+        certs = make_certs(os.path.join(tmp, "ca"), "node", *hosts)
+        topology = {"cluster": "tlsonly", "datacenters": {"dc1": {"rack1": 1, "rack2": 1}}, "clients": "tls",
+                    "node": {**SHORT_TIMEOUTS, **certs, "tls_auth_clients": "optional"}}
+        cluster = Cluster.from_topology(topology, os.path.join(tmp, "cluster"), base_address=hosts[0])
+        self.addCleanup(cluster.stop)
+        cluster.start(timeout=60)   # every node answered PING over TLS
+        for n in cluster.nodes:
+            config = NodeConfig.from_yaml(n.config_path)
+            self.assertEqual((config.listen, config.tls_listen), (None, Address(*n.client_address)))
+            self.assertEqual(listening_ports(n.node_process.pid),
+                             sorted([n.client_address[1], n.peer_address[1], n.stats_address[1]]))
+        self.assertIn(f"--tls --cacert {certs['tls_ca_cert_file']}", cluster.redis_cli_hint())
+        first, second = (n.client_address for n in cluster.nodes)
+        writer = redis.Redis(host=first[0], port=first[1], ssl=True, ssl_ca_certs=certs["tls_ca_cert_file"],
+                             socket_timeout=5)
+        self.addCleanup(writer.close)
+        self.assertTrue(writer.set("only:cluster", "both racks"))
+        # attached from its state file, the cluster still probes its nodes over TLS
+        attached = Cluster.attach(cluster.workdir)
+        self.assertTrue(all(p.is_ready() for p in attached.node_processes))
+        reader = redis.Redis(host=second[0], port=second[1], ssl=True, ssl_ca_certs=certs["tls_ca_cert_file"],
+                             socket_timeout=5)
+        self.addCleanup(reader.close)
+        self.assertTrue(poll(lambda: reader.get("only:cluster") == b"both racks", 10))
+
+
 class BadCertificateTests(SynchronousTestCase):
     """A key that does not match its certificate stops the node at start, naming the key."""
 

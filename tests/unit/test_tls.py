@@ -118,6 +118,39 @@ class ConfigKeyTests(SynchronousTestCase):
                                                         tls_cert_file=c["a.crt"], tls_key_file=c["a.key"]))
 
 
+class TLSOnlyTests(SynchronousTestCase):
+    """``tls_listen`` instead of ``listen``: TLS clients only, nothing in clear."""
+
+    def test_tls_listen_stands_in_for_listen(self) -> None:
+        c = config(listen=None, tls_listen="127.0.0.1:8103")
+        self.assertEqual((c.listen, str(c.tls_listen), c.client_host), (None, "127.0.0.1:8103", "127.0.0.1"))
+
+    def test_neither_is_refused_naming_both(self) -> None:
+        e = self.assertRaises(ConfigError, config, listen=None)
+        self.assertEqual(e.key, "listen")
+        self.assertIn("required key is missing (or give tls_listen instead)", str(e))
+
+    def test_a_lone_node_is_named_after_its_tls_host(self) -> None:
+        from dynomite.placement.topology import Topology
+
+        c = config(host="127.0.0.9", listen=None, tls_listen="127.0.0.9:8103", dyn_listen=None,
+                   secure_server_option="none")
+        self.assertEqual(Topology.from_config(c).local.name, "127.0.0.9:0")
+
+    def test_the_service_listens_for_no_client_in_clear(self) -> None:
+        from dynomite.service import NodeService
+
+        c = config(listen=None, tls_listen="127.0.0.1:0", stats_listen="127.0.0.1:0", dyn_listen="127.0.0.1:0",
+                   data_dir=self.mktemp())
+        service = NodeService(c, Clock())
+        self.assertIsNone(service.client_listener)
+        self.assertIsNotNone(service.tls_client_listener)
+        with_plain = NodeService(config(tls_listen="127.0.0.1:0", stats_listen="127.0.0.1:0",
+                                        listen="127.0.0.1:0", dyn_listen="127.0.0.1:0",
+                                        data_dir=self.mktemp()), Clock())
+        self.assertIsNotNone(with_plain.client_listener)
+
+
 class FileTests(SynchronousTestCase):
     """Reading the files: every problem names the key and the reason."""
 

@@ -1,0 +1,259 @@
+# -*- test-case-name: tests.unit.test_hostile_bench -*-
+"""
+``dynomite-bench-hostile``: a well-behaved pipelined client through one
+node, with and without a flood of hostile connections against that node.
+
+Starts a single node in front of its redis-server (the benchmark's
+``single`` target) and, for ``--rounds`` rounds, runs
+``redis-benchmark -c 50 -P 16 -t set`` and ``-t get`` against it twice:
+once alone, and once while a companion process
+(:mod:`dynomite.bench.attacker`) opens and drops hostile connections
+against the same node in waves (random bytes, truncated frames, oversize
+bulk and argument counts, half requests held open, resets). The two runs
+of a round swap order every round, so neither always goes first. The
+report gives, per test, the client's throughput alone and under attack,
+the median of the per-round ratios (under attack / alone), how many
+hostile connections per second the node took meanwhile, the node's CPU
+per operation, and its resident memory before the first attack and at
+the end; the node must still serve SET and GET afterwards.
+
+The attacker, the benchmark client, the node and its redis-server share
+this machine's cores: part of any slowdown is the attacker's own CPU,
+which the report shows beside the ratio.
+
+It is opt-in (``make bench-hostile``), apart from ``dynomite-bench``, as
+it takes minutes of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from dynomite.launcher.cluster import ClusterError
+
+from .attacker import raise_fd_limit
+from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
+from .interpreters import cpython
+from .redisbench import BenchmarkError
+from .targets import KINDS, NodeTarget
+
+__all__ = ["Sample", "main", "summarize"]
+
+#: Requests per pipelined run: runs last seconds, so the attack spans many waves.
+FULL_REQUESTS, QUICK_REQUESTS = 400000, 100000
+#: Open files for this process and the node it starts (a wave, the client's connections, the rest).
+FD_LIMIT = 8192
+
+
+@dataclass
+class Sample:
+    """One measured run: a test, alone or under attack, in one round."""
+
+    round: int
+    test: str
+    attacked: bool
+    rps: float
+    p50_ms: Optional[float]
+    p99_ms: Optional[float]
+    node_us_per_op: Optional[float]
+    hostile_per_s: float = 0.0      # connections the attacker opened per second of this run
+    attacker_cpu_s: float = 0.0
+    refused: int = 0                # hostile connections that could not connect
+
+
+def summarize(samples: Sequence[Sample]) -> List[Dict[str, Any]]:
+    """Per test: medians alone and under attack, and the median (min, max) of the per-round ratios."""
+    rows = []
+    for test in dict.fromkeys(s.test for s in samples):
+        alone = {s.round: s for s in samples if s.test == test and not s.attacked}
+        attacked = {s.round: s for s in samples if s.test == test and s.attacked}
+        ratios = [attacked[r].rps / alone[r].rps for r in sorted(alone) if r in attacked and alone[r].rps]
+        hit = list(attacked.values())
+        rows.append({
+            "test": test,
+            "rps_alone": statistics.median(s.rps for s in alone.values()) if alone else None,
+            "rps_attacked": statistics.median(s.rps for s in hit) if hit else None,
+            "ratio": statistics.median(ratios) if ratios else None,
+            "ratio_min": min(ratios) if ratios else None,
+            "ratio_max": max(ratios) if ratios else None,
+            "p99_alone_ms": _median([s.p99_ms for s in alone.values()]),
+            "p99_attacked_ms": _median([s.p99_ms for s in hit]),
+            "node_us_alone": _median([s.node_us_per_op for s in alone.values()]),
+            "node_us_attacked": _median([s.node_us_per_op for s in hit]),
+            "hostile_per_s": statistics.median(s.hostile_per_s for s in hit) if hit else 0.0,
+            "attacker_cpu_s": sum(s.attacker_cpu_s for s in hit),
+            "refused": sum(s.refused for s in hit),
+        })
+    return rows
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
+    """The report table: one line per test."""
+    def num(value: Optional[float], spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+    lines = [f"{'test':<5} {'alone ops/s':>12} {'attacked ops/s':>15} {'ratio':>6} {'(min-max)':>12}"
+             f" {'p99 ms alone/attacked':>22} {'node µs/op':>13} {'hostile conn/s':>15}"]
+    for r in rows:
+        lines.append(
+            f"{r['test']:<5} {num(r['rps_alone'], ',.0f'):>12} {num(r['rps_attacked'], ',.0f'):>15}"
+            f" {num(r['ratio'], '.2f') + 'x':>6} {num(r['ratio_min'], '.2f') + '-' + num(r['ratio_max'], '.2f'):>12}"
+            f" {num(r['p99_alone_ms'], '.2f') + ' / ' + num(r['p99_attacked_ms'], '.2f'):>22}"
+            f" {num(r['node_us_alone'], '.1f') + '/' + num(r['node_us_attacked'], '.1f'):>13}"
+            f" {r['hostile_per_s']:>15,.0f}")
+    return "\n".join(lines)
+
+
+class Attacker:
+    """The companion process (`dynomite.bench.attacker`), started and stopped by PID."""
+
+    def __init__(self, host: str, port: int, wave: int, hold: float, seed: int) -> None:
+        argv = [sys.executable, "-m", "dynomite.bench.attacker", host, str(port),
+                "--wave", str(wave), "--hold", str(hold), "--seed", str(seed)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
+        line = self.proc.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self.stop()
+            raise BenchmarkError(f"the attacker did not open its first wave: {line!r}")
+
+    def stop(self) -> Dict[str, float]:
+        """SIGTERM, then its counts (empty if it died)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        lines = out.decode(errors="replace").strip().splitlines()
+        return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+
+def _rss_mb(pid: Optional[int]) -> Optional[float]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def run(settings: Settings, workdir: str, wave: int, hold: float) -> Dict[str, Any]:
+    """Start the node, measure every round alone and under attack, stop the node; the JSON document."""
+    target = NodeTarget(KINDS["single"], cpython(), workdir, NODE_BASE)
+    samples: List[Sample] = []
+    try:
+        say(f"starting {target.label} ...")
+        target.start()
+        target.wait_serving()
+        node_pid = target.node_pids[0]
+        host, port = target.client_address
+        pipeline = settings.pipeline
+        for test in settings.tests:   # warm-up
+            measure(target, test, pipeline, max(1, settings.pipelined_requests // 4), settings, 0, workdir)
+        rss_before = _rss_mb(node_pid)
+        for round_no in range(1, settings.rounds + 1):
+            for attacked in ((False, True) if round_no % 2 else (True, False)):
+                target.flush()
+                for test in settings.tests:
+                    attacker = Attacker(host, port, wave, hold, seed=round_no) if attacked else None
+                    result = measure(target, test, pipeline, settings.pipelined_requests, settings, round_no, workdir)
+                    counts = attacker.stop() if attacker is not None else {}
+                    seconds = counts.get("seconds") or 0.0
+                    samples.append(Sample(
+                        round_no, test.upper(), attacked, result.rps, result.p50_ms, result.p99_ms,
+                        result.node_us_per_op, counts.get("opened", 0) / seconds if seconds else 0.0,
+                        counts.get("cpu_s", 0.0), int(counts.get("refused", 0))))
+                    say(f"round {round_no}/{settings.rounds}  {test.upper()} P{pipeline}"
+                        f" {'under attack' if attacked else 'alone':>12}: {result.rps:,.0f} ops/s"
+                        + (f", {samples[-1].hostile_per_s:,.0f} hostile connections/s" if attacked else ""))
+        target.check()   # still serving after the last attack
+        rss_after = _rss_mb(node_pid)
+        alive = target.cluster.nodes[0].node_process.running()
+    finally:
+        target.stop()
+    return {"settings": settings.to_json(), "wave": wave, "hold_s": hold,
+            "samples": [asdict(s) for s in samples], "summary": summarize(samples),
+            "node_rss_mb": {"before_attacks": rss_before, "after": rss_after}, "node_alive": alive}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynomite-bench-hostile", description=__doc__.split("\n\n")[1])
+    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests per run (default {FULL_REQUESTS})")
+    p.add_argument("-n", "--requests", type=int, metavar="N", help="requests per run")
+    p.add_argument("-P", "--pipeline", type=int, default=16, metavar="DEPTH", help="pipeline depth (default 16)")
+    p.add_argument("-c", "--clients", type=int, default=50, help="redis-benchmark connections (default 50)")
+    p.add_argument("-t", "--tests", default="set,get", help="redis-benchmark tests (default set,get)")
+    p.add_argument("--wave", type=int, default=500, help="hostile connections open at once (default 500)")
+    p.add_argument("--hold", type=float, default=0.2, help="seconds each wave is held open (default 0.2)")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "hostile.json"), metavar="PATH",
+                   help="raw results and summary (default .bench/results/hostile.json)")
+    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the workdir")
+    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``dynomite-bench-hostile`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name, value in (("--rounds", args.rounds), ("--pipeline", args.pipeline), ("--clients", args.clients),
+                        ("--wave", args.wave), ("--requests", args.requests or 1)):
+        if value < 1:
+            parser.error(f"{name} must be at least 1")
+    if shutil.which(args.redis_benchmark) is None:
+        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
+    requests = args.requests or (QUICK_REQUESTS if args.quick else FULL_REQUESTS)
+    settings = Settings(rounds=args.rounds, requests=requests, pipelined_requests=requests, pipeline=args.pipeline,
+                        clients=args.clients, data_size=64, keyspace=100000,
+                        tests=tuple(t.strip().upper() for t in args.tests.split(",") if t.strip()),
+                        kinds=("single",), warmup=0.25, redis_benchmark=args.redis_benchmark)
+    raise_fd_limit(FD_LIMIT)   # before the node starts: it inherits it (maxclients is 10,000)
+    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-hostile-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        document = run(settings, workdir, args.wave, args.hold)
+    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
+        say(f"dynomite-bench-hostile: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(document, f, indent=1)
+    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {requests} requests per run,"
+          f" {settings.rounds} rounds; attacker: waves of {args.wave} hostile connections held {args.hold}s")
+    print(format_rows(document["summary"]))
+    before, after = (document["node_rss_mb"][k] for k in ("before_attacks", "after"))
+    print(f"node resident memory: {before or 0:.0f} MB before the first attack, {after or 0:.0f} MB at the end;"
+          f" node {'up and serving' if document['node_alive'] else 'DOWN'}")
+    say(f"results written to {args.json}")
+    return 0 if document["node_alive"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
