@@ -303,7 +303,8 @@ class Coordinator:
             target = targets[node.name]
             if target.can_lead():
                 lead = Request(lead_payload(plan.position, request.payload), request.resp,
-                               request.lane, request.count, True, lead_flags(level, effect is not None))
+                               request.lane, request.count, True,
+                               lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION))
                 target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level))
                 return
         sink.fail(self._no_leader)

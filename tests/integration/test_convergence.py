@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase, FaultTestCase
+from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase, FaultTestCase, plain_redis
 from tests.integration.fixtures.common import poll
 
 # A script that pops at random, reads the clock and writes what it found.
@@ -143,3 +143,36 @@ class ReplayOnceTests(FaultTestCase):
         self.assertHolding([r1, r2, r3], want, CONVERGE_TIMEOUT, "INCRs through a frozen replica")
         stats = fx.hint_stats(r1, r2)
         self.assertGreater(stats["replayed_total"], 0, f"nothing was replayed to rack 2: {stats}")
+
+
+class TransactionTests(ClusterTestCase):
+    """MULTI/EXEC through real processes (dynomite.node.transactions), against a plain redis-server."""
+
+    def test_redis_py_transactions_answer_as_redis_and_leave_identical_replicas(self):
+        plain = plain_redis()
+        plain.reset()
+        direct = plain.process.client()
+        self.addCleanup(direct.close)
+        node = self.client(self.fx.rack_node("dc1", "rack2", 1))
+        tag = "{%stx}" % self.prefix
+        for target in (direct, node):
+            p = target.pipeline(transaction=True)
+            p.set(tag + "a", "1").incr(tag + "n").lpush(tag + "l", "x", "y").sadd(tag + "s", *range(10))
+            p.get(tag + "a").lrange(tag + "l", 0, -1)
+            self.assertEqual(p.execute(), [True, 1, 2, 10, b"1", [b"y", b"x"]])
+        p = node.pipeline(transaction=True)
+        p.spop(tag + "s", 3).xadd(tag + "x", {"f": "v"}).incrbyfloat(tag + "f", 0.5)
+        popped, stream_id, value = p.execute()
+        self.assertEqual((len(popped), value), (3, 0.5))
+        keys = [tag + k for k in ("a", "n", "l", "s", "x", "f")]
+        self.assertConverged(keys, "after transactions with SPOP, XADD * and INCRBYFLOAT")
+        one = self.prefix + "one"
+        other = next(k for k in (f"{self.prefix}other{i}" for i in range(1000))
+                     if self.fx.leaders(k)[0] is not self.fx.leaders(one)[0])
+        with self.assertRaises(Exception) as raised:
+            node.pipeline(transaction=True).set(one, 1).set(other, 2).execute()
+        self.assertIn("hash to the same node", str(raised.exception))   # -CROSSSLOT
+        self.assertEqual((node.get(one), node.get(other)), (None, None))
+
+    assertConverged = ConvergenceTests.assertConverged
+    replicas = ConvergenceTests.replicas
