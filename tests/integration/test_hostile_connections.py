@@ -13,15 +13,14 @@ attack is printed, not asserted (the benchmark measures throughput).
 
 from __future__ import annotations
 
-import os
 import random
-import resource
 import socket
 import struct
 import threading
 import time
 from typing import List, Optional
 
+from dynomite.bench.attacker import hostile_payload, raise_fd_limit
 from tests.integration.fixtures.cases import NodeTestCase
 from tests.integration.fixtures.resp import RawConnection, encode_command
 
@@ -32,16 +31,9 @@ MAX_REQUEST_BYTES = 1024 * 1024
 PIPELINE = 16
 
 
-def _raise_fd_limit(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        top = need if hard == resource.RLIM_INFINITY else min(need, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top, hard))
-
-
 # Enough for a wave, the good client and the fixtures; raised before the
 # node starts, so the node (a child of this process) inherits it too.
-_raise_fd_limit(4 * WAVE + 256)
+raise_fd_limit(4 * WAVE + 256)
 
 
 def _rss(pid: int) -> int:
@@ -50,29 +42,6 @@ def _rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def hostile_payload(rng: random.Random) -> bytes:
-    """One connection's worth of bad input."""
-    kind = rng.randrange(9)
-    if kind == 0:
-        return os.urandom(rng.randint(1, 4096))
-    if kind == 1:   # a request cut anywhere
-        whole = encode_command("SET", "k%d" % rng.randrange(1000), "v" * rng.randint(1, 200))
-        return whole[:rng.randint(1, len(whole) - 1)]
-    if kind == 2:   # a bulk length far beyond max_request_bytes
-        return b"*2\r\n$3\r\nGET\r\n$%d\r\n" % rng.choice([MAX_REQUEST_BYTES * 4, 2 ** 31, 2 ** 63 - 1])
-    if kind == 3:   # a huge argument count
-        return b"*%d\r\n" % rng.choice([2 ** 31 - 1, 10 ** 12, 2 ** 64])
-    if kind == 4:   # nesting (not RESP for a request)
-        return b"*1\r\n" * rng.randint(2, 5000)
-    if kind == 5:   # negative and malformed lengths
-        return rng.choice([b"*-5\r\n", b"*1\r\n$-7\r\n", b"$abc\r\n", b"*1\r\n$3\r\nabc", b"*x\r\n"])
-    if kind == 6:   # an inline line without its end, long
-        return b"GET " + b"a" * rng.randint(1, 60000)
-    if kind == 7:   # control bytes
-        return bytes(rng.randrange(0, 32) for _ in range(rng.randint(1, 64)))
-    return b"*3\r\n$3\r\nSET\r\n"   # half a request, left open
 
 
 class GoodClient(threading.Thread):

@@ -38,9 +38,6 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import urllib.error
-import urllib.request
-
 import redis
 from twisted.trial.unittest import SkipTest
 
@@ -49,6 +46,7 @@ from dynomite.runtime.reconnect import MAX_DELAY
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.cluster import SHORT_TIMEOUTS, Layout
 from tests.integration.fixtures.common import SOCKET_TIMEOUT, no_retry, poll
+from tests.integration.fixtures.readiness import ready
 from tests.integration.fixtures.dns_addressing import GOS_INTERVAL, SrvAddressing, TxtAddressing
 from tests.integration.fixtures.netns import (
     CUT_TABLE, Addressing, Network, NetnsClusterFixture, namespaces, unavailable,
@@ -69,18 +67,6 @@ STOP_WITHIN = (2 * SETTINGS["timeout"] + SETTINGS["peer_down_after"]) / 1000 + 1
 CONVERGE_WITHIN = NORMAL_WITHIN
 
 _unavailable: List[Optional[str]] = []
-
-
-def ready(node: ClusterNode) -> Optional[Tuple[int, str]]:
-    """``node``'s ``GET /ready``: (status, body), or None if it does not answer."""
-    host, port = node.stats_address
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2.0) as r:
-            return r.status, r.read().decode().strip()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode().strip()
-    except OSError:
-        return None
 
 
 def skip_unless_namespaces() -> None:

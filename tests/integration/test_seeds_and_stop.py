@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.error
-import urllib.request
 from typing import List, Tuple
 
 import yaml
@@ -30,6 +28,7 @@ from twisted.trial.unittest import TestCase
 
 from dynomite.config.model import NodeConfig
 from dynomite.launcher.cluster import Cluster, ClusterNode
+from tests.integration.fixtures import readiness
 from dynomite.peers.seeds import SeedError, make_source
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
@@ -44,15 +43,8 @@ MEMBERSHIP_TICK = 0.5
 
 
 def ready(node: ClusterNode) -> Tuple[int, str]:
-    """(status, body) of ``node``'s /ready; (0, error) if it does not answer."""
-    host, port = node.stats_address
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ready", timeout=2) as r:
-            return r.status, r.read().decode().strip()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode().strip()
-    except OSError as e:
-        return 0, repr(e)
+    """(status, body) of ``node``'s /ready; (0, "no answer") if it does not answer."""
+    return readiness.ready(node) or (0, "no answer")
 
 
 class DnsSeedTests(FaultTestCase):
