@@ -238,6 +238,8 @@ class Leader:
         """Run ``effect``'s probe on this node's Redis, then send the others its effect."""
         outbox = self._outboxes.get(self.name)
         target = self._targets.get(self.name)
+        if outbox is not None:
+            outbox.flush_batched()   # the writes led before it reach this Redis first
         if outbox is None or target is None or outbox.state != DIRECT or not target.available():
             sink.fail(b"-ERR this command runs once, on its leader %s, whose datastore is "
                       b"unavailable\r\n" % self.name.encode())

@@ -62,17 +62,20 @@ in acceptance order; with several, in acceptance order per client session.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Dict, Optional, Set, Tuple
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
+from dynomite.runtime.batching import defer
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.peer_frames import (
     FLAG_REPLAY, FLAG_SEQUENCED, FLAG_TRANSACTION, payload_sequence, sequenced_payload,
 )
+from dynomite.wire.replies import split_replies
 from dynomite.wire.requests import split_commands
+from dynomite.wire.resp import ProtocolError
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "Outbox", "is_hinted"]
 
@@ -149,6 +152,45 @@ class _Direct:
         self.outbox._direct_done(self, raw, False)
 
 
+class _Gathered:
+    """The sink of writes sent together: each submitter gets its own replies."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: List[Tuple[int, Any]]) -> None:
+        self.parts = parts   # (count, sink) in the order sent
+
+    def complete(self, raw: bytes) -> None:
+        parts = self.parts
+        total = sum(count for count, _ in parts)
+        if raw == _OK * total:
+            for count, sink in parts:
+                sink.complete(_OK * count)
+            return
+        try:
+            replies = split_replies(raw)
+        except ProtocolError:
+            replies = []
+        if len(replies) != total:
+            self.fail(b"-ERR replica answered %d replies to %d requests\r\n" % (len(replies), total))
+            return
+        i = 0
+        for count, sink in parts:
+            sink.complete(b"".join(replies[i:i + count]))
+            i += count
+
+    def fail(self, raw: bytes) -> None:
+        for _, sink in self.parts:
+            sink.fail(raw)
+
+    def hinted(self, raw: bytes) -> None:
+        for _, sink in self.parts:
+            sink.hinted(raw)
+
+
+_OK = b"+OK\r\n"
+
+
 class _Replayed:
     """Sink of one replayed hint."""
 
@@ -184,6 +226,10 @@ class Outbox:
         #: (`dynomite.replication.applied_once`): for a Redis, not a datacenter
         self.sequenced = sequenced
         self._sequence = 0
+        #: writes submitted during a batch (`dynomite.runtime.batching`),
+        #: by (lane, RESP version), sent together when the batch ends
+        self.batched = False
+        self._gathered: Dict[Tuple[int, int], List[Tuple[Request, Any]]] = {}
         self._target = target
         self.hints = hints
         self._is_up = target.available
@@ -230,7 +276,17 @@ class Outbox:
     # -- state machine ---------------------------------------------------------
 
     def _fire(self, event: str) -> None:
+        gathered = None
+        if self._gathered and self.state == DIRECT:
+            # accepted before the event: hinted right behind the writes in
+            # flight (never sent from here: this may be the target's own
+            # failure callback, with its connection half torn down)
+            gathered, self._gathered = self._gathered, {}
         old = machine.fire(self, _TRANSITIONS, event)
+        if gathered:
+            for group in gathered.values():
+                for request, sink in group:
+                    self._hint(request, sink)
         if old is not None and old != self.state:
             self.log.debug("outbox {target}: {old} --{event}--> {new}", target=self.target,
                            old=old, event=event, new=self.state)
@@ -274,18 +330,57 @@ class Outbox:
     def submit(self, request: Request, sink: Any) -> None:
         """
         Deliver one write, or a run of writes (`dynomite.consistency.runs`),
-        to the target, or hint it.  A run is hinted write by write.
+        to the target, or hint it.  A run is hinted write by write.  Writes
+        submitted during one batch (the requests of every client read in
+        one reactor turn) go out together, as one run per lane and RESP
+        version: one frame, one transaction at the replica.
         """
+        if self.state == DIRECT and self._is_up():
+            if not request.flags & FLAG_TRANSACTION and defer(self):
+                group = self._gathered.get((request.lane, request.resp))
+                if group is None:
+                    self._gathered[request.lane, request.resp] = [(request, sink)]
+                else:
+                    group.append((request, sink))
+                return
+            if self._gathered:
+                self._flush_gathered()
+            if self.state == DIRECT:
+                self._send_direct(request, sink)
+                return
+        self._hint(request, sink)
+
+    def flush_batched(self) -> None:
+        """The batch ended (`dynomite.runtime.batching`): send what it gathered."""
+        self._flush_gathered()
+
+    def _flush_gathered(self) -> None:
+        gathered, self._gathered = self._gathered, {}
+        for group in gathered.values():
+            if len(group) == 1:
+                request, sink = group[0]
+            else:
+                request = Request(b"".join([r.payload for r, _ in group]), group[0][0].resp,
+                                  group[0][0].lane, sum(r.count for r, _ in group), True)
+                sink = _Gathered([(r.count, s) for r, s in group])
+            if self.state == DIRECT and self._is_up():
+                self._send_direct(request, sink)
+            else:
+                self._hint(request, sink)
+
+    def _send_direct(self, request: Request, sink: Any) -> None:
         if self.sequenced:
             request = self._numbered(request)
+        entry = _Direct(self, request, sink)
+        self._direct.append(entry)
+        self._send(request, entry)
+
+    def _hint(self, request: Request, sink: Any) -> None:
         if self.state == DIRECT:
-            if self._is_up():
-                entry = _Direct(self, request, sink)
-                self._direct.append(entry)
-                self._send(request, entry)
-                return
             self._why = b"unavailable"
             self._fire("down")
+        if self.sequenced:
+            request = self._numbered(request)
         if not self._store(request):
             sink.fail(self._lost_reply)
             return

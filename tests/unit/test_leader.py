@@ -31,6 +31,9 @@ class FakeOutbox:
     def submit(self, request, sink) -> None:
         self.log.append((self.name, request.payload, sink))
 
+    def flush_batched(self) -> None:
+        pass
+
 
 class SlowRedis:
     """This node's Redis: answers when the test says so."""

@@ -89,10 +89,12 @@ class ForwardingTests(NodeTestCase):
         self.assertEqual(len(self.datastore.sent), 1)
 
     def test_pipelined_batch_forwarded_in_order(self):
+        """Inline writes are re-encoded one by one, and leave together, in order."""
         self.send(b"".join(b"SET k%d v\r\n" % i for i in range(100)))
-        self.assertEqual([d for _, _, d, _ in self.datastore.sent][99], b"*3\r\n$3\r\nSET\r\n$3\r\nk99\r\n$1\r\nv\r\n")
-        for _ in range(100):
-            self.datastore.answer(b"+OK\r\n")
+        self.assertEqual([d for _, _, d, _ in self.datastore.sent],
+                         [b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\nk%d\r\n$1\r\nv\r\n" % (len(b"k%d" % i), i)
+                                   for i in range(100))])
+        self.datastore.answer(b"+OK\r\n" * 100)
         self.assertEqual(self.written(), b"+OK\r\n" * 100)
 
 
@@ -118,13 +120,16 @@ class RunTests(NodeTestCase):
         self.datastore.answer(b"+OK\r\n" * 50)
         self.assertEqual(self.written(), b"+OK\r\n" * 50)
 
-    def test_spellings_stay_in_one_run_and_a_relative_expiry_goes_on_its_own(self):
-        """SET ... EX is made absolute (dynomite.commands.determinism), so it leaves the run."""
+    def test_spellings_stay_in_one_run_and_a_relative_expiry_is_made_absolute(self):
+        """
+        SET ... EX is made absolute (dynomite.commands.determinism), so it
+        leaves the client's run; the outbox still sends every write of the
+        read together (one run, one transaction at Redis), in order.
+        """
         first = multibulk(b"SET a 1", b"SET b 2", b"set c 3")
         self.send(first + multibulk(b"SET d 4 EX 10", b"SET e 5"))
         at = int(self.clock.seconds() * 1000) + 10000
-        self.assertEqual(self.runs(), [(3, first), (1, multibulk(b"SET d 4 PXAT %d" % at)),
-                                       (1, multibulk(b"SET e 5"))])
+        self.assertEqual(self.runs(), [(5, first + multibulk(b"SET d 4 PXAT %d" % at, b"SET e 5"))])
 
     def test_another_command_cuts_the_run_and_reads_wait_for_writes(self):
         """
@@ -139,11 +144,10 @@ class RunTests(NodeTestCase):
         self.send(multibulk(b"SET d 4"))
         self.assertEqual(len(self.runs()), 1)    # held behind the reads
         self.datastore.answer(b"+OK\r\n+OK\r\n")
-        self.assertEqual([count for count, _ in self.runs()], [2, 1, 1])
+        self.assertEqual([count for count, _ in self.runs()], [2, 2])   # the reads; the writes, together
         self.assertEqual(writes + b"".join(data for _, data in self.runs()), batch + multibulk(b"SET d 4"))
         self.datastore.answer(b"$1\r\n1\r\n$1\r\n2\r\n")
-        self.datastore.answer(b"+OK\r\n")
-        self.datastore.answer(b"+OK\r\n")
+        self.datastore.answer(b"+OK\r\n+OK\r\n")
         self.assertEqual(self.written(), b"+OK\r\n+OK\r\n$1\r\n1\r\n$1\r\n2\r\n+OK\r\n+OK\r\n")
 
     def test_an_empty_request_in_between_cuts_the_run(self):

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.replication.hints import HintLog
+from dynomite.runtime import batching
 from dynomite.replication.outbox import (
     BACKLOG, DIRECT, PAUSED, REPLAYING, RETRY_MIN, Outbox, is_hinted,
 )
@@ -261,6 +262,53 @@ class RunTests(OutboxTestCase):
         self.target.auto = True
         self.tick(box, 1.0)
         self.assertEqual(self.target.received, [w(1), w(2), w(3), w(4)])
+
+
+class GatheredTests(OutboxTestCase):
+    """Writes submitted during one batch leave together, and each submitter gets its own replies."""
+
+    def test_a_batch_is_one_delivery_per_lane_and_protocol(self) -> None:
+        box = self.outbox()
+        a, b, c = Sink(), Sink(), Sink()
+        batching.begin()
+        box.submit(Request(w(1)), a)
+        box.submit(Request(w(2) + w(3), count=2), b)
+        box.submit(Request(w(4), resp=3), c)
+        self.assertEqual(self.target.received, [])
+        batching.end()
+        self.assertEqual(self.target.received, [w(1) + w(2) + w(3), w(4)])
+        self.target.reply(raw=OK * 3)
+        self.target.reply(raw=b":1\r\n")
+        self.assertEqual((a.calls, b.calls, c.calls),
+                         ([("complete", OK)], [("complete", OK * 2)], [("complete", b":1\r\n")]))
+
+    def test_replies_are_split_back_by_count(self) -> None:
+        box = self.outbox()
+        a, b = Sink(), Sink()
+        batching.begin()
+        box.submit(Request(w(1) + w(2), count=2), a)
+        box.submit(Request(w(3)), b)
+        batching.end()
+        self.target.reply(raw=b":1\r\n$1\r\nx\r\n-ERR no\r\n")
+        self.assertEqual((a.calls, b.calls),
+                         ([("complete", b":1\r\n$1\r\nx\r\n")], [("complete", b"-ERR no\r\n")]))
+
+    def test_a_failed_batch_is_hinted_for_each_and_keeps_its_place(self) -> None:
+        box = self.outbox()
+        first, a, b = Sink(), Sink(), Sink()
+        box.submit(Request(w(1)), first)
+        batching.begin()
+        box.submit(Request(w(2)), a)
+        self.target.fail()              # the first write fails while the batch gathers:
+        # what was gathered is hinted behind it, never sent from the failure
+        box.submit(Request(w(3)), b)    # hinted at once: behind what was gathered
+        batching.end()
+        self.assertEqual(self.target.waiting, [])
+        self.assertEqual([first.kind, a.kind, b.kind], ["hinted"] * 3)
+        self.target.received.clear()
+        self.target.auto = True
+        self.tick(box, 1.0)
+        self.assertEqual(self.target.received, [w(1), w(2), w(3)])
 
 
 class NumberedTests(OutboxTestCase):
