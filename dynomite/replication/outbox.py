@@ -68,14 +68,13 @@ from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
+from dynomite.replication.gathered import Gathered
 from dynomite.runtime.batching import defer
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.peer_frames import (
     FLAG_REPLAY, FLAG_SEQUENCED, FLAG_TRANSACTION, payload_sequence, sequenced_payload,
 )
-from dynomite.wire.replies import split_replies
 from dynomite.wire.requests import split_commands
-from dynomite.wire.resp import ProtocolError
 
 __all__ = ["DIRECT", "BACKLOG", "REPLAYING", "PAUSED", "HINTED", "Outbox", "is_hinted"]
 
@@ -150,45 +149,6 @@ class _Direct:
 
     def fail(self, raw: bytes) -> None:
         self.outbox._direct_done(self, raw, False)
-
-
-class _Gathered:
-    """The sink of writes sent together: each submitter gets its own replies."""
-
-    __slots__ = ("parts",)
-
-    def __init__(self, parts: List[Tuple[int, Any]]) -> None:
-        self.parts = parts   # (count, sink) in the order sent
-
-    def complete(self, raw: bytes) -> None:
-        parts = self.parts
-        total = sum(count for count, _ in parts)
-        if raw == _OK * total:
-            for count, sink in parts:
-                sink.complete(_OK * count)
-            return
-        try:
-            replies = split_replies(raw)
-        except ProtocolError:
-            replies = []
-        if len(replies) != total:
-            self.fail(b"-ERR replica answered %d replies to %d requests\r\n" % (len(replies), total))
-            return
-        i = 0
-        for count, sink in parts:
-            sink.complete(b"".join(replies[i:i + count]))
-            i += count
-
-    def fail(self, raw: bytes) -> None:
-        for _, sink in self.parts:
-            sink.fail(raw)
-
-    def hinted(self, raw: bytes) -> None:
-        for _, sink in self.parts:
-            sink.hinted(raw)
-
-
-_OK = b"+OK\r\n"
 
 
 class _Replayed:
@@ -362,7 +322,7 @@ class Outbox:
             else:
                 request = Request(b"".join([r.payload for r, _ in group]), group[0][0].resp,
                                   group[0][0].lane, sum(r.count for r, _ in group), True)
-                sink = _Gathered([(r.count, s) for r, s in group])
+                sink = Gathered([(r.count, s) for r, s in group])
             if self.state == DIRECT and self._is_up():
                 self._send_direct(request, sink)
             else:

@@ -1,0 +1,58 @@
+# -*- test-case-name: tests.unit.test_outbox -*-
+"""
+Gathered: the sink of requests sent together.
+
+Requests made during one batch (`dynomite.runtime.batching`: every client
+read in one reactor turn) for the same place leave as one run: an
+outbox's writes for one replica, a coordinator's LEADs for one leader.
+`Gathered` hands each submitter its own replies back, cut from the joined
+ones by count, and repeats a failure (or a hint) to each.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Tuple
+
+from dynomite.wire.replies import split_replies
+from dynomite.wire.resp import ProtocolError
+
+__all__ = ["Gathered"]
+
+
+class Gathered:
+    """The sink of writes sent together: each submitter gets its own replies."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: List[Tuple[int, Any]]) -> None:
+        self.parts = parts   # (count, sink) in the order sent
+
+    def complete(self, raw: bytes) -> None:
+        parts = self.parts
+        total = sum(count for count, _ in parts)
+        if raw == _OK * total:
+            for count, sink in parts:
+                sink.complete(_OK * count)
+            return
+        try:
+            replies = split_replies(raw)
+        except ProtocolError:
+            replies = []
+        if len(replies) != total:
+            self.fail(b"-ERR replica answered %d replies to %d requests\r\n" % (len(replies), total))
+            return
+        i = 0
+        for count, sink in parts:
+            sink.complete(b"".join(replies[i:i + count]))
+            i += count
+
+    def fail(self, raw: bytes) -> None:
+        for _, sink in self.parts:
+            sink.fail(raw)
+
+    def hinted(self, raw: bytes) -> None:
+        for _, sink in self.parts:
+            sink.hinted(raw)
+
+
+_OK = b"+OK\r\n"
