@@ -4,7 +4,7 @@ Gathered: the sink of requests sent together.
 
 Requests made during one batch (`dynomite.runtime.batching`: every client
 read in one reactor turn) for the same place leave as one run: an
-outbox's writes for one replica, a coordinator's LEADs for one leader.
+outbox's writes for one replica (`dynomite.replication.outbox`).
 `Gathered` hands each submitter its own replies back, cut from the joined
 ones by count, and repeats a failure (or a hint) to each.
 """

@@ -21,16 +21,14 @@ them all by name and follows configuration reloads.
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Mapping
 
 from zope.interface import Attribute, Interface, implementer
 
 from dynomite.placement.router import Router
 from dynomite.wire.inflight import Request
 from dynomite.replication.applied_once import AppliedOnce
-from dynomite.replication.gathered import Gathered
-from dynomite.runtime.batching import defer
-from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_SEQUENCED, FLAG_TRANSACTION, FORWARD, LEAD, REQUEST
+from dynomite.wire.peer_frames import FLAG_SEQUENCED, FORWARD, LEAD, REQUEST
 
 __all__ = ["ITarget", "LocalRedis", "PeerNode", "RemoteDatacenter", "Targets", "dc_target_name"]
 
@@ -79,17 +77,13 @@ class LocalRedis:
 class PeerNode:
     """Another node: requests run on its Redis."""
 
-    __slots__ = ("name", "_links", "_membership", "_gone", "batched", "_gathered")
+    __slots__ = ("name", "_links", "_membership", "_gone")
 
     def __init__(self, name: str, links: Mapping[str, object], membership) -> None:
         self.name = name
         self._links = links
         self._membership = membership
         self._gone = b"-ERR peer %s is no longer in the cluster\r\n" % name.encode()
-        #: LEADs made during a batch (`dynomite.runtime.batching`), by plan
-        #: and kind, sent as one LEAD each when the batch ends
-        self.batched = False
-        self._gathered: Dict[tuple, List[Tuple[Request, object]]] = {}
 
     def send(self, request: Request, sink) -> None:
         link = self._links.get(self.name)
@@ -103,37 +97,7 @@ class PeerNode:
         return self._membership.writable(self.name)
 
     def lead(self, request: Request, sink) -> None:
-        """
-        Have the peer lead a write (`dynomite.node.leader`): a LEAD frame.
-        The LEADs of one batch for one plan go as one (a command that runs
-        once, or a transaction, goes on its own, after those before it).
-        """
-        if not request.flags & (FLAG_EFFECT | FLAG_TRANSACTION) and defer(self):
-            key = (request.payload[:4], request.flags, request.resp, request.lane)
-            group = self._gathered.get(key)
-            if group is None:
-                self._gathered[key] = [(request, sink)]
-            else:
-                group.append((request, sink))
-            return
-        if self._gathered:
-            self.flush_batched()
-        self._send_lead(request, sink)
-
-    def flush_batched(self) -> None:
-        """The batch ended: one LEAD per plan for what it gathered."""
-        gathered, self._gathered = self._gathered, {}
-        for group in gathered.values():
-            if len(group) == 1:
-                self._send_lead(*group[0])
-                continue
-            first = group[0][0]
-            payload = first.payload[:4] + b"".join([r.payload[4:] for r, _ in group])
-            self._send_lead(Request(payload, first.resp, first.lane, sum(r.count for r, _ in group),
-                                    True, first.flags),
-                            Gathered([(r.count, s) for r, s in group]))
-
-    def _send_lead(self, request: Request, sink) -> None:
+        """Have the peer lead a write (`dynomite.node.leader`): a LEAD frame."""
         link = self._links.get(self.name)
         if link is None:
             sink.fail(self._gone)

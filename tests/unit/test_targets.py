@@ -11,9 +11,8 @@ from zope.interface.verify import verifyObject
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.placement.router import Router
 from dynomite.replication.targets import ITarget, LocalRedis, PeerNode, RemoteDatacenter, Targets
-from dynomite.runtime import batching
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_EFFECT, FORWARD, LEAD, REQUEST
+from dynomite.wire.peer_frames import FORWARD, REQUEST
 
 from tests.fakes import FakeDatastore, Sink
 from tests.unit.test_router import cluster
@@ -25,11 +24,9 @@ class Link:
     def __init__(self, up: bool = True) -> None:
         self.is_up = up
         self.sent = []
-        self.sinks = []
 
     def send(self, frame_type, request, sink) -> None:
         self.sent.append((frame_type, request))
-        self.sinks.append(sink)
 
 
 class Membership:
@@ -109,39 +106,3 @@ class TargetTests(SynchronousTestCase):
         self.router.update(bigger)
         self.targets.refresh()
         self.assertIn("dc:dc3", set(self.targets))
-
-
-class GatheredLeadTests(SynchronousTestCase):
-    """The LEADs of one batch for one plan leave as one LEAD, and each sender gets its replies."""
-
-    def setUp(self):
-        topology = cluster(per_rack=1)
-        self.link = Link()
-        peer = next(n for n in topology.nodes if not n.is_local)
-        self.target = PeerNode(peer.name, {peer.name: self.link}, Membership())
-
-    def lead(self, position: bytes, data: bytes, count: int = 1, flags: int = 0) -> Sink:
-        sink = Sink()
-        self.target.lead(Request(position + data, 2, 1, count, True, flags), sink)
-        return sink
-
-    def test_one_lead_per_plan_per_batch(self):
-        batching.begin()
-        a = self.lead(b"\0\0\0\1", b"A")
-        b = self.lead(b"\0\0\0\1", b"BB", 2)
-        c = self.lead(b"\0\0\0\2", b"C")
-        self.assertEqual(self.link.sent, [])
-        batching.end()
-        sent = [(frame, request.payload, request.count) for frame, request in self.link.sent]
-        self.assertEqual(sent, [(LEAD, b"\0\0\0\1ABB", 3), (LEAD, b"\0\0\0\2C", 1)])
-        self.link.sinks[0].complete(b":1\r\n:2\r\n:3\r\n")
-        self.link.sinks[1].fail(b"-ERR no\r\n")
-        self.assertEqual((a.replies, b.replies, c.replies),
-                         ([b":1\r\n"], [b":2\r\n:3\r\n"], [b"-ERR no\r\n"]))
-
-    def test_a_lead_that_runs_once_goes_alone_after_those_before_it(self):
-        batching.begin()
-        self.lead(b"\0\0\0\1", b"A")
-        self.lead(b"\0\0\0\1", b"E", flags=FLAG_EFFECT)
-        batching.end()
-        self.assertEqual([request.payload for _, request in self.link.sent], [b"\0\0\0\1A", b"\0\0\0\1E"])
