@@ -135,6 +135,19 @@ class DatastoreFailureTests(unittest.TestCase):
         reply = conn.command(*cmd)
         return reply, time.monotonic() - t0
 
+    def _until(self, conn: RawConnection, cmd: tuple, wanted: bytes, meanwhile: bytes, why: str) -> None:
+        """Send ``cmd`` until it answers ``wanted`` (each answer within the bound, others holding ``meanwhile``)."""
+        deadline = time.monotonic() + 10
+        while True:
+            reply, took = self._timed(conn, *cmd)
+            self.assertLess(took, self.BOUND)
+            if reply == wanted:
+                return
+            self.assertIn(meanwhile, reply)
+            if time.monotonic() > deadline:
+                self.fail(f"{why}: {reply!r}")
+            time.sleep(0.1)
+
     def test_redis_killed_and_restarted(self) -> None:
         fx = self._fixture()
         bound = self.BOUND
@@ -169,16 +182,8 @@ class DatastoreFailureTests(unittest.TestCase):
             time.sleep(0.05)
 
         fx.redis.start()
-        deadline = time.monotonic() + 10
-        while True:
-            reply, took = self._timed(conn, "SET", "k", "after")
-            self.assertLess(took, bound)
-            if reply == b"+OK\r\n":
-                break
-            self.assertIn(b"datastore unavailable", reply)
-            if time.monotonic() > deadline:
-                self.fail(f"node did not recover within 10 s: {reply!r}")
-            time.sleep(0.1)
+        self._until(conn, ("SET", "k", "after"), b"+OK\r\n", b"datastore unavailable",
+                    "node did not recover within 10 s")
         self.assertEqual(conn.command("GET", "k"), b"$5\r\nafter\r\n")
         self.assertEqual(fx.redis.client(protocol=2).get("k"), b"after")
         self.assertTrue(fx.node.running())
@@ -200,27 +205,11 @@ class DatastoreFailureTests(unittest.TestCase):
         self.assertLess(took, self.BOUND, "no reply within the node's timeout while the datastore is frozen")
         time.sleep(max(0.0, self.BOUND - (time.monotonic() - paused_at)))
         fx.redis.resume()
-        deadline = time.monotonic() + 10
-        while True:
-            reply, took = self._timed(conn, "GET", "k")
-            self.assertLess(took, self.BOUND)
-            if reply == b"$1\r\nv\r\n":
-                break
-            self.assertTrue(reply.startswith(b"-"), f"wrong reply after resume: {reply!r}")
-            if time.monotonic() > deadline:
-                self.fail(f"node did not recover after SIGCONT: {reply!r}")
-            time.sleep(0.1)
+        self._until(conn, ("GET", "k"), b"$1\r\nv\r\n", b"-", "node did not recover after SIGCONT")
         # replies are still matched to the right requests (a write that
         # meets the datastore's connections still coming back is kept as a
         # hint and answered so: it is written again until acknowledged)
-        deadline = time.monotonic() + 10
-        while True:
-            reply = conn.command("SET", "k2", "w")
-            if reply == b"+OK\r\n":
-                break
-            self.assertIn(b"datastore unavailable", reply)
-            if time.monotonic() > deadline:
-                self.fail(f"writes not acknowledged 10 s after SIGCONT: {reply!r}")
-            time.sleep(0.1)
+        self._until(conn, ("SET", "k2", "w"), b"+OK\r\n", b"datastore unavailable",
+                    "writes not acknowledged 10 s after SIGCONT")
         self.assertEqual(conn.command("GET", "k"), b"$1\r\nv\r\n")
         self.assertEqual(conn.command("GET", "k2"), b"$1\r\nw\r\n")
