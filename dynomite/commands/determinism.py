@@ -26,9 +26,10 @@ its own error.
 Every write command of Redis 7.0 is in exactly one class
 (`tests.unit.test_determinism` checks it against the command table):
 `AS_IS`, `ABSOLUTE_TIME` (rewritten here), `NOT_DETERMINISTIC` (its effect
-depends on randomness or on the replica's own state or choices: it is
-replayed as sent today, and must become its effect), and `NOT_SERVED`
-(refused by the node).
+depends on randomness or on the replica's own state or choices: it runs
+once, on its leader, and the others apply its effect:
+`dynomite.commands.effects`), `BLOCKING` (run as its non-blocking twin)
+and `NOT_SERVED` (refused by the node).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from __future__ import annotations
 from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 __all__ = [
-    "AS_IS", "ABSOLUTE_TIME", "NOT_DETERMINISTIC", "NOT_SERVED", "absolute", "longest_as_is",
+    "AS_IS", "ABSOLUTE_TIME", "NOT_DETERMINISTIC", "BLOCKING", "NOT_SERVED", "absolute",
+    "longest_as_is",
 ]
 
 #: Writes every replica applies alike whenever it applies them.
@@ -70,9 +72,14 @@ NOT_DETERMINISTIC: FrozenSet[str] = frozenset({
     "eval", "evalsha", "fcall",
 })
 
-#: Writes the node refuses (blocking, cross-database, server-side).
-NOT_SERVED: FrozenSet[str] = frozenset({
+#: Blocking pops: the node runs their non-blocking twin (LPOP, LMOVE,
+#: ZPOPMIN...), which replays as sent, until one gives (`dynomite.node.blocking`).
+BLOCKING: FrozenSet[str] = frozenset({
     "blmove", "blmpop", "blpop", "brpop", "brpoplpush", "bzmpop", "bzpopmax", "bzpopmin",
+})
+
+#: Writes the node refuses (blocking streams, cross-database, server-side).
+NOT_SERVED: FrozenSet[str] = frozenset({
     "function|delete", "function|flush", "function|load", "function|restore", "migrate", "move",
     "pfdebug", "restore-asking", "swapdb", "xreadgroup",
 })

@@ -71,6 +71,7 @@ _DATA_GROUPS = frozenset(
 _NODE = frozenset(
     "ping echo quit select auth hello client command info config reset acl "
     "dyno_config:conn_consistency multi exec discard "
+    "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop "
     "subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe publish spublish "
     "pubsub".split()
 )
@@ -98,8 +99,7 @@ _KEY_CONTAINERS = frozenset({"memory"})
 #: Never served, with the reason per family. Every UNSUPPORTED command of
 #: Redis 7.0 is listed (a test checks), so each exclusion is deliberate.
 _UNSUPPORTED = {
-    "blocking (holds a datastore connection; may span keys)":
-        "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop wait xread xreadgroup",
+    "blocking streams and WAIT (pops are served: dynomite.node.blocking)": "wait xread xreadgroup",
     "optimistic locking (transactions are served without it)": "watch unwatch",
     "cluster mode (the node is the cluster)": "cluster readonly readwrite asking",
     "replication and persistence admin (per-node operations)":

@@ -129,6 +129,8 @@ class ClientProtocol(Protocol):
         #: client's reads wait for; ``held``: the requests waiting for them,
         #: as (requests, bounds, data, index of the first) per read.
         self.writing = False
+        #: waiting in a blocking command (`dynomite.node.blocking`): later requests wait too
+        self.blocked = False
         self.writes_pending = 0
         self.held: Optional[Deque[tuple]] = None
         self.connected = False

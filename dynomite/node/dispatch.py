@@ -38,6 +38,7 @@ from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
+from dynomite.node import blocking
 from dynomite.node.transactions import IMMEDIATE, queue
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
@@ -47,6 +48,9 @@ from dynomite.runtime import batching
 from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
+
+#: Blocking pops, served by `dynomite.node.blocking` (imported for its @builtin registrations).
+BLOCKING = blocking.BLOCKING
 
 
 def unknown_command(args) -> bytes:
@@ -270,6 +274,8 @@ class Node:
         levels = self.coordinator.levels
         n = len(requests)
         while i < n:
+            if client.blocked:
+                return i
             if (session.authenticated and membership.state == NORMAL and not session.pubsub_only
                     and session.multi is None):
                 read_level, write_level = levels(session)

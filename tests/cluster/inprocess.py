@@ -42,7 +42,7 @@ class _NoReply:
 class MemoryRedis:
     """
     Enough of Redis for routing and ordering tests: strings (APPEND, INCR,
-    INCRBYFLOAT with a replica's own rounding), lists (LPUSH, RPUSH, LPOP),
+    INCRBYFLOAT with a replica's own rounding), lists (LPUSH, RPUSH, LPOP, RPOP, LMOVE),
     sets (SADD, SREM, SPOP with a replica's own choice), HSET, MULTI/EXEC,
     DEL/EXISTS/MGET/MSET, KEYS/SCAN/DBSIZE/FLUSHALL.  ``down`` makes every
     request fail like an unreachable datastore; ``mute`` applies requests
@@ -165,13 +165,26 @@ class MemoryRedis:
                 else:
                     items.append(item)  # type: ignore[union-attr]
             return integer(len(items))  # type: ignore[arg-type]
-        if name == b"lpop":
+        if name in (b"lpop", b"rpop"):
             items = d.get(args[1])
             if not items:
                 return null(resp)
-            item = items.pop(0)  # type: ignore[union-attr]
+            item = items.pop(0 if name == b"lpop" else -1)  # type: ignore[union-attr]
             if not items:
                 d.pop(args[1])
+            return bulk(item)
+        if name == b"lmove":
+            items = d.get(args[1])
+            if not items:
+                return null(resp)
+            item = items.pop(0 if args[3].lower() == b"left" else -1)  # type: ignore[union-attr]
+            if not items:
+                d.pop(args[1])
+            target = d.setdefault(args[2], [])
+            if args[4].lower() == b"left":
+                target.insert(0, item)  # type: ignore[union-attr]
+            else:
+                target.append(item)  # type: ignore[union-attr]
             return bulk(item)
         if name == b"append":
             value = d.get(args[1], b"") + args[2]  # type: ignore[operator]

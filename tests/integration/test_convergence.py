@@ -14,7 +14,9 @@ import threading
 import time
 from typing import Dict, List, Sequence, Tuple
 
-from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, ClusterTestCase, FaultTestCase, plain_redis
+from tests.integration.fixtures.cases import (
+    CONVERGE_TIMEOUT, TWO_DCS, ClusterTestCase, FaultTestCase, plain_redis,
+)
 from tests.integration.fixtures.common import poll
 
 # A script that pops at random, reads the clock and writes what it found.
@@ -173,6 +175,46 @@ class TransactionTests(ClusterTestCase):
             node.pipeline(transaction=True).set(one, 1).set(other, 2).execute()
         self.assertIn("hash to the same node", str(raised.exception))   # -CROSSSLOT
         self.assertEqual((node.get(one), node.get(other)), (None, None))
+
+    assertConverged = ConvergenceTests.assertConverged
+    replicas = ConvergenceTests.replicas
+
+
+class BlockingPopTests(ClusterTestCase):
+    """Blocking pops through real processes (dynomite.node.blocking), woken from another datacenter."""
+
+    layout = TWO_DCS
+
+    def test_a_push_through_another_datacenter_wakes_a_blocked_pop(self):
+        waiter = self.client(self.fx.rack_node("dc1", "rack1"), socket_timeout=30)
+        pusher = self.client(self.fx.rack_node("dc2", "rack2"))
+        queue = self.prefix + "queue"
+        got = []
+        thread = threading.Thread(target=lambda: got.append(waiter.blpop([queue], timeout=20)))
+        thread.start()
+        time.sleep(0.3)
+        self.assertEqual(got, [], "BLPOP answered before anything was pushed")
+        pusher.rpush(queue, "job1", "job2")
+        thread.join(25)
+        self.assertEqual(got, [(queue.encode(), b"job1")])
+        self.assertConverged([queue], "after a blocking pop across datacenters")
+        self.assertEqual(waiter.blpop([queue], timeout=1), (queue.encode(), b"job2"))
+        started = time.monotonic()
+        self.assertIsNone(waiter.blpop([queue], timeout=1))
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
+
+    def test_bzpopmin_answers_as_redis(self):
+        plain = plain_redis()
+        plain.reset()
+        direct = plain.process.client()
+        self.addCleanup(direct.close)
+        node = self.client(self.fx.rack_node("dc1", "rack2"))
+        key = self.prefix + "z"
+        for target in (direct, node):
+            target.zadd(key, {"a": 1, "b": 2})
+            self.assertEqual(target.bzpopmin([key], timeout=1), (key.encode(), b"a", 1.0))
+            self.assertEqual(target.bzpopmax([key], timeout=1), (key.encode(), b"b", 2.0))
+            self.assertIsNone(target.bzpopmin([key], timeout=0.2))
 
     assertConverged = ConvergenceTests.assertConverged
     replicas = ConvergenceTests.replicas

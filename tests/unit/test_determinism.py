@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands import table as commands
 from dynomite.commands.determinism import (
-    ABSOLUTE_TIME, AS_IS, NOT_DETERMINISTIC, NOT_SERVED, absolute, longest_as_is,
+    ABSOLUTE_TIME, AS_IS, BLOCKING, NOT_DETERMINISTIC, NOT_SERVED, absolute, longest_as_is,
 )
 
 NOW = 1_700_000_000_123
@@ -31,12 +31,12 @@ class ClassesTests(SynchronousTestCase):
         return names
 
     def test_every_write_command_is_classified(self):
-        classes = (AS_IS, ABSOLUTE_TIME, NOT_DETERMINISTIC, NOT_SERVED)
+        classes = (AS_IS, ABSOLUTE_TIME, NOT_DETERMINISTIC, BLOCKING, NOT_SERVED)
         known = set().union(*classes)
         self.assertEqual(self.write_commands() - known, set())
 
     def test_classes_are_disjoint_and_name_real_commands(self):
-        classes = (AS_IS, ABSOLUTE_TIME, NOT_DETERMINISTIC, NOT_SERVED)
+        classes = (AS_IS, ABSOLUTE_TIME, NOT_DETERMINISTIC, BLOCKING, NOT_SERVED)
         self.assertEqual(sum(len(c) for c in classes), len(set().union(*classes)))
         every = {c.name for c in commands._TABLE.values()}
         every |= {s.name for c in commands._TABLE.values() for s in c.subcommands.values()}
