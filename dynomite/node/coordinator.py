@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from dynomite.commands import table as commands
 from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
-from dynomite.commands.effects import Effect, plan_effect, transaction_effect
+from dynomite.commands.effects import Effect, plan_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
@@ -40,8 +40,7 @@ from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_TRANSACTION, lead_payload
-from dynomite.wire.replies import split_replies
-from dynomite.wire.resp import ProtocolError, encode_command
+from dynomite.wire.resp import encode_command
 
 __all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES"]
 
@@ -160,44 +159,6 @@ class _ReplyTo:
     def reply(self, raw: bytes) -> None:
         self._sink.complete(raw)
 
-
-class _ExecArray:
-    """A transaction's joined replies, answered as EXEC's array."""
-
-    __slots__ = ("_count", "_sink")
-
-    def __init__(self, count: int, sink) -> None:
-        self._count = count
-        self._sink = sink
-
-    def complete(self, raw: bytes) -> None:
-        self._sink.complete(b"*%d\r\n" % self._count + raw)
-
-    def fail(self, raw: bytes) -> None:
-        self._sink.fail(raw)
-
-
-class _LastReply:
-    """The reply to MULTI ... EXEC sent as is: EXEC's, the last."""
-
-    __slots__ = ("_sink",)
-
-    def __init__(self, sink) -> None:
-        self._sink = sink
-
-    def complete(self, raw: bytes) -> None:
-        try:
-            replies = split_replies(raw)
-        except ProtocolError:
-            replies = []
-        self._sink.complete(replies[-1] if replies else b"-ERR transaction answered nothing\r\n")
-
-    def fail(self, raw: bytes) -> None:
-        self._sink.fail(raw)
-
-
-_MULTI = encode_command([b"MULTI"])
-_EXEC = encode_command([b"EXEC"])
 
 # How the errors a peer link makes itself start (`dynomite.peers.protocol`).
 _LINK_FAILURE = b"-ERR peer "
@@ -434,7 +395,7 @@ class Coordinator:
         normalise = normaliser(cmd.name) if level != DC_ONE else None
         if write:
             # replicas apply the write later or elsewhere: no relative time
-            args = absolute(cmd.name, args, int(self._clock.seconds() * 1000))
+            args = absolute(cmd.name, args, self.now_ms())
         if route == commands.KEY:
             index = commands.fixed_key_index(cmd)
             if index and index < len(args):
@@ -479,48 +440,9 @@ class Coordinator:
         """`execute` a request the node makes itself (a blocking pop's try); its reply goes to ``sink``."""
         self.execute(session, cmd, args, _ReplyTo(sink))
 
-    def execute_transaction(self, session, queued, client) -> None:
-        """
-        EXEC of the ``queued`` (Command, args) of a transaction
-        (`dynomite.node.transactions`): led as one run when it writes, run
-        as MULTI/EXEC on the replicas of a read when it only reads; one
-        reply, EXEC's array.
-        """
-        write = any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
-        level = self.level(session, write)
-        if level == DC_EACH_SAFE_QUORUM:
-            level = DC_SAFE_QUORUM   # here; other datacenters asynchronously (README)
-        if write:
-            now_ms = int(self._clock.seconds() * 1000)
-            run = [absolute(cmd.name, args, now_ms) for cmd, args in queued]
-        else:
-            run = [args for _, args in queued]
-        keys: List[bytes] = []
-        for cmd, args in queued:
-            keys.extend(k for k in commands.keys(cmd, args) if k not in keys)
-        payload = b"".join([encode_command(args) for args in run])
-        client.writing = write
-        slot = client.slot(len(payload))
-        client.writing = False
-        count = len(run)
-        if not keys:   # PING, ECHO: this node's Redis
-            self.targets[self.name].send(
-                Request(_MULTI + payload + _EXEC, session.resp, session.id, count + 2, False),
-                _LastReply(slot))
-            return
-        plan = self.router.route_keys(keys, write, level)
-        if plan is None:
-            slot.complete(CROSSSLOT)
-            return
-        if not write:
-            self.run(plan, Request(_MULTI + payload + _EXEC, session.resp, session.id, count + 2, False),
-                     _LastReply(slot))
-        elif any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued):
-            self.write(plan, Request(payload, session.resp, session.id, count, True, FLAG_TRANSACTION),
-                       slot, None, transaction_effect(run, keys))
-        else:
-            self.write(plan, Request(payload, session.resp, session.id, count, True, FLAG_TRANSACTION),
-                       _ExecArray(count, slot))
+    def now_ms(self) -> int:
+        """The time writes are accepted at, in ms (relative expiries become absolute at it)."""
+        return int(self._clock.seconds() * 1000)
 
     def _split(self, session, cmd, args, client, write: bool, level: str) -> None:
         """MGET, MSET, DEL...: one request per replica set, replies coalesced in key order."""

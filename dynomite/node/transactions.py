@@ -11,7 +11,7 @@ itself or spreads over the cluster (CLIENT, SCAN, FLUSHALL, SUBSCRIBE...)
 are refused inside a transaction with Redis's words for commands it does
 not allow there; PING and ECHO are queued like data commands.
 
-EXEC sends the transaction where its keys are (`Coordinator.execute_transaction`):
+EXEC sends the transaction where its keys are (`run_transaction`):
 
 - its keys must share one write plan, i.e. one leader (a hash tag does
   that), else ``-CROSSSLOT`` and the transaction is discarded, as Redis
@@ -31,10 +31,21 @@ UNWATCH are not served yet.
 
 from __future__ import annotations
 
-from dynomite.commands import table as commands
-from dynomite.node.builtins import builtin
+from typing import List
 
-__all__ = ["IMMEDIATE", "NOT_IN_MULTI", "QUEUED", "queue"]
+from dynomite.commands import table as commands
+from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
+from dynomite.commands.effects import transaction_effect
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_SAFE_QUORUM
+from dynomite.node.builtins import builtin
+from dynomite.node.coordinator import SCRIPT_WRITES
+from dynomite.placement.router import CROSSSLOT
+from dynomite.wire.inflight import Request
+from dynomite.wire.peer_frames import FLAG_TRANSACTION
+from dynomite.wire.replies import split_replies
+from dynomite.wire.resp import ProtocolError, encode_command
+
+__all__ = ["IMMEDIATE", "NOT_IN_MULTI", "QUEUED", "queue", "run_transaction"]
 
 QUEUED = b"+QUEUED\r\n"
 #: Redis's words for a command it does not allow inside a transaction.
@@ -88,5 +99,88 @@ def exec_(node, client, args):
         return EXECABORT
     if not queued:
         return b"*0\r\n"
-    node.coordinator.execute_transaction(session, queued, client)
+    run_transaction(node.coordinator, session, queued, client)
     return None
+
+
+def run_transaction(coordinator, session, queued, client) -> None:
+    """
+    EXEC of the ``queued`` (Command, args) of a transaction, through
+    ``coordinator`` (`dynomite.node.coordinator`): led as one run when it
+    writes, run as MULTI/EXEC on the replicas of a read when it only
+    reads; one reply, EXEC's array.
+    """
+    write = any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
+    level = coordinator.level(session, write)
+    if level == DC_EACH_SAFE_QUORUM:
+        level = DC_SAFE_QUORUM   # here; other datacenters asynchronously (README)
+    if write:
+        now_ms = coordinator.now_ms()
+        run = [absolute(cmd.name, args, now_ms) for cmd, args in queued]
+    else:
+        run = [args for _, args in queued]
+    keys: List[bytes] = []
+    for cmd, args in queued:
+        keys.extend(k for k in commands.keys(cmd, args) if k not in keys)
+    payload = b"".join([encode_command(args) for args in run])
+    client.writing = write
+    slot = client.slot(len(payload))
+    client.writing = False
+    count = len(run)
+    if not keys:   # PING, ECHO: this node's Redis
+        coordinator.targets[coordinator.name].send(
+            Request(_MULTI + payload + _EXEC, session.resp, session.id, count + 2, False),
+            _LastReply(slot))
+        return
+    plan = coordinator.router.route_keys(keys, write, level)
+    if plan is None:
+        slot.complete(CROSSSLOT)
+        return
+    if not write:
+        coordinator.run(plan, Request(_MULTI + payload + _EXEC, session.resp, session.id, count + 2,
+                                      False), _LastReply(slot))
+        return
+    request = Request(payload, session.resp, session.id, count, True, FLAG_TRANSACTION)
+    if any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued):
+        coordinator.write(plan, request, slot, None, transaction_effect(run, keys))
+    else:
+        coordinator.write(plan, request, _ExecArray(count, slot))
+
+
+class _ExecArray:
+    """A transaction's joined replies, answered as EXEC's array."""
+
+    __slots__ = ("_count", "_sink")
+
+    def __init__(self, count: int, sink) -> None:
+        self._count = count
+        self._sink = sink
+
+    def complete(self, raw: bytes) -> None:
+        self._sink.complete(b"*%d\r\n" % self._count + raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._sink.fail(raw)
+
+
+class _LastReply:
+    """The reply to MULTI ... EXEC sent as is: EXEC's, the last."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink) -> None:
+        self._sink = sink
+
+    def complete(self, raw: bytes) -> None:
+        try:
+            replies = split_replies(raw)
+        except ProtocolError:
+            replies = []
+        self._sink.complete(replies[-1] if replies else b"-ERR transaction answered nothing\r\n")
+
+    def fail(self, raw: bytes) -> None:
+        self._sink.fail(raw)
+
+
+_MULTI = encode_command([b"MULTI"])
+_EXEC = encode_command([b"EXEC"])
