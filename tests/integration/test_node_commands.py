@@ -118,7 +118,7 @@ class NodeCommandTests(NodeTestCase):
 
     def test_unsupported_commands(self) -> None:
         conn = self.raw()
-        for cmd in (("BLPOP", "l", "0"), ("WATCH", "k"), ("MONITOR",)):
+        for cmd in (("XREAD", "BLOCK", "0", "STREAMS", "s", "0"), ("WATCH", "k"), ("MONITOR",)):
             self.assertErrorReply(conn.command(*cmd), "unsupported command")
             self.assertEqual(conn.command("PING"), b"+PONG\r\n", f"after {cmd}")
         # nothing half-started: a SET after WATCH runs immediately
