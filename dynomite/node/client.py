@@ -52,6 +52,9 @@ from dynomite.node.session import Session
 # 16), low enough that their replies cannot exhaust memory.
 MAX_OUTSTANDING_REQUESTS = 4096
 
+#: What a reply slot stands for, when the client's later requests must wait for it.
+WRITE, READ = 1, 2
+
 
 class ReplySlot:
     """
@@ -61,9 +64,9 @@ class ReplySlot:
     error]`` counter, its latency histogram and when it was read.
     """
 
-    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start", "write")
+    __slots__ = ("client", "reply", "size", "count", "counter", "latency", "start", "kind")
 
-    def __init__(self, client: "ClientProtocol", size: int, count: int = 1, write: bool = False) -> None:
+    def __init__(self, client: "ClientProtocol", size: int, count: int = 1, kind: int = 0) -> None:
         self.client = client
         self.reply = None
         self.size = size
@@ -71,17 +74,20 @@ class ReplySlot:
         self.counter = client.counter
         self.latency = client.latency
         self.start = client.batch_start
-        #: a write the client's later reads wait for (`dynomite.node.dispatch`)
-        self.write = write
-        if write:
+        #: WRITE or READ: what the client's later requests of the other
+        #: kind wait for (`dynomite.node.dispatch`); 0 for the rest
+        self.kind = kind
+        if kind == WRITE:
             client.writes_pending += 1
+        elif kind == READ:
+            client.reads_pending += 1
 
     def complete(self, raw: bytes) -> None:
         """Called once with the raw RESP reply for this request."""
         self.reply = raw
         client = self.client
-        if self.write:
-            client.write_done()
+        if self.kind:
+            client.request_done(self.kind)
         queue = client.queue
         if queue and queue[0] is self and not batching.defer(client):
             client.flush()
@@ -124,11 +130,17 @@ class ClientProtocol(Protocol):
         self._requests = 0      # ... and how many requests
         self._paused_outstanding = False
         self._paused_consumer = False
-        #: Set by the node while it dispatches a write: its slot counts in
-        #: ``writes_pending``, the writes not answered yet, which this
-        #: client's reads wait for; ``held``: the requests waiting for them,
-        #: as (requests, bounds, data, index of the first) per read.
+        #: Set by the node while it dispatches a write (a read that replicas
+        #: answer): its slot counts in ``writes_pending`` (``reads_pending``),
+        #: those not answered yet.  The client's reads wait for its writes
+        #: (their leader may be another node, the read could overtake them)
+        #: and its writes for its reads (the leader's copy could reach a
+        #: replica before the read); ``held``: the requests waiting, as
+        #: (requests, bounds, data, index of the first) per read.
         self.writing = False
+        self.reading = False
+        self.reads_pending = 0
+        self.releasing = False   # held requests are going on (`Node.release_held`)
         #: waiting in a blocking command (`dynomite.node.blocking`): later requests wait too
         self.blocked = False
         self.writes_pending = 0
@@ -199,16 +211,24 @@ class ClientProtocol(Protocol):
         A slot for the reply to ``count`` requests (joined) that comes later;
         ``size`` bytes and ``count`` requests count toward backpressure.
         """
-        slot = ReplySlot(self, size, count, self.writing)
+        slot = ReplySlot(self, size, count, WRITE if self.writing else READ if self.reading else 0)
         self.queue.append(slot)
         self._outstanding += size
         self._requests += count
         return slot
 
-    def write_done(self) -> None:
-        """A write's reply came: the reads held behind the client's writes may go."""
-        self.writes_pending -= 1
-        if not self.writes_pending and self.held and self.connected:
+    def request_done(self, kind: int) -> None:
+        """
+        A write's (or a read's) reply came: the reads held behind the
+        client's writes (the writes held behind its reads) may go.
+        """
+        if kind == WRITE:
+            self.writes_pending -= 1
+            done = not self.writes_pending
+        else:
+            self.reads_pending -= 1
+            done = not self.reads_pending
+        if done and self.held and self.connected:
             self.node.release_held(self)
 
     def hold(self, requests, bounds, data: bytes, index: int) -> None:

@@ -253,6 +253,9 @@ class Node:
     def release_held(self, client) -> None:
         """The client's writes are answered: its held requests go on, until a read must wait again."""
         held = client.held
+        if client.releasing:
+            return   # a reply came while held requests go on: that loop looks again
+        client.releasing = True
         batching.begin()
         try:
             while held and not client.session.quitting:
@@ -264,6 +267,7 @@ class Node:
                 held.popleft()
                 client.released(data)
         finally:
+            client.releasing = False
             batching.end()
 
     def _execute_from(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
@@ -287,7 +291,7 @@ class Node:
                     if session.quitting:
                         return None
                     continue
-            if client.writes_pending and self._reads_replicas(requests[i]):
+            if (client.writes_pending or client.reads_pending) and self._must_wait(client, requests[i]):
                 return i
             self.execute(client, requests[i])
             i += 1
@@ -303,14 +307,23 @@ class Node:
             session.multi_aborted = True
         client.reply(raw)
 
-    def _reads_replicas(self, args) -> bool:
-        """Whether the request is a read the replicas answer (it must see the client's writes)."""
+    def _must_wait(self, client, args) -> bool:
+        """
+        Whether the request must wait for the client's requests in flight:
+        a read the replicas answer while its writes are, or a write while
+        its reads are (the node's own commands never wait).
+        """
         cmd = self._lookup(args[0])
-        if cmd is None or cmd.route == commands.NODE or cmd.route == commands.UNSUPPORTED:
+        if cmd is not None and cmd.name == "exec":
+            return True   # a transaction, reads or writes: after everything before it
+        if cmd is None or cmd.route == commands.NODE and cmd.name not in BLOCKING \
+                or cmd.route == commands.UNSUPPORTED:
             return False
         if cmd.subcommands:
             cmd = commands.resolve(cmd, args) or cmd
-        return not cmd.write and cmd.name not in SCRIPT_WRITES
+        if cmd.write or cmd.name in SCRIPT_WRITES or cmd.name in BLOCKING:
+            return client.reads_pending > 0
+        return client.writes_pending > 0
 
     def _execute_runs(self, client, requests: List[List[bytes]], bounds: List[int], data: bytes,
                       i: int, read_level: str, write_level: str) -> int:
@@ -333,21 +346,22 @@ class Node:
         accounts = self._accounts
         for cmd, plan, start, end, count, parts in runs:
             write = cmd.write
-            if not write and client.writes_pending:
+            if client.reads_pending if write else client.writes_pending:
                 return -i - 1
             account = accounts.get(cmd.name)
             if account is None:
                 account = self._account(cmd)
             client.counter, client.latency = account
             client.writing = write
+            client.reading = not write
             if parts is None:
                 coordinator.execute_run(session, cmd, plan, data[start:end], count, client)
             else:
                 coordinator.execute_parts(session, parts, data, count, client)
-            client.writing = False
+            client.writing = client.reading = False
             i += count
         if stop < len(requests):
-            if client.writes_pending and self._reads_replicas(requests[stop]):
+            if (client.writes_pending or client.reads_pending) and self._must_wait(client, requests[stop]):
                 return -stop - 1
             self.execute(client, requests[stop])
             stop += 1
@@ -406,5 +420,6 @@ class Node:
             client.reply(unsupported(cmd.name))
         else:
             client.writing = cmd.write or cmd.name in SCRIPT_WRITES
+            client.reading = not client.writing
             self.coordinator.execute(session, cmd, args, client)
-            client.writing = False
+            client.writing = client.reading = False

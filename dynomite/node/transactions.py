@@ -124,8 +124,9 @@ def run_transaction(coordinator, session, queued, client) -> None:
         keys.extend(k for k in commands.keys(cmd, args) if k not in keys)
     payload = b"".join([encode_command(args) for args in run])
     client.writing = write
+    client.reading = not write
     slot = client.slot(len(payload))
-    client.writing = False
+    client.writing = client.reading = False
     count = len(run)
     if not keys:   # PING, ECHO: this node's Redis
         coordinator.targets[coordinator.name].send(

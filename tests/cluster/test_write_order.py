@@ -173,3 +173,46 @@ class ReplayOnceTests(SynchronousTestCase):
         self.assertEqual({n.name: n.redis.data[key] for n in cluster.nodes},
                          {n.name: b"1" for n in cluster.nodes})
         self.assertEqual(replica.parts.targets[replica.name].applied_once.skipped, 1)
+
+
+class PipelineOrderTests(SynchronousTestCase):
+    """
+    A client's pipelined reads see exactly the writes it sent before them:
+    neither less (a read waits for the writes before it) nor more (a write
+    waits for the reads before it, since its leader's copy could reach a
+    replica before the read), at DC_QUORUM, its bytes cut anywhere and the
+    network delivering them in a random order.
+    """
+
+    def test_reads_see_the_writes_before_them_and_no_later_one(self):
+        keys = [b"k%d" % i for i in range(6)]
+        for seed in range(30):
+            cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+            rng = random.Random(seed)
+            client = cluster.client(cluster.nodes[seed % 3])
+            client.consistency("DC_QUORUM")
+            client.transport.clear()
+            commands, replies, model = [], [], {}
+            for r in range(5):
+                value = b"" if r % 2 else b"v%d" % r
+                commands.append(("MSET",) + tuple(x for k in keys for x in (k, value)))
+                replies.append(b"+OK\r\n")
+                model.update((k, value) for k in keys)
+                for k in rng.sample(keys, 3):
+                    commands.append(("GET", k))
+                    replies.append(b"$%d\r\n%s\r\n" % (len(model[k]), model[k]))
+                for k in rng.sample(keys, 2):
+                    commands.append(("SET", k, b"w%d" % r))
+                    replies.append(b"+OK\r\n")
+                    model[k] = b"w%d" % r
+            data = pipeline(*commands)
+            pos = 0
+            while pos < len(data):
+                n = rng.choice([1, 2, 3, 5, 8, 13, 40, 100])
+                client.send(data[pos:pos + n])
+                pos += n
+                pumps = list(cluster.pumps)
+                for pump, _, _ in rng.sample(pumps, rng.randrange(len(pumps) + 1)):
+                    pump.pump()
+            cluster.settle()
+            self.assertEqual(client.transport.value(), b"".join(replies), "seed %d" % seed)

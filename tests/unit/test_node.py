@@ -134,8 +134,9 @@ class RunTests(NodeTestCase):
     def test_another_command_cuts_the_run_and_reads_wait_for_writes(self):
         """
         A read waits for the client's writes before it (their leader may be
-        another node); what follows it waits too, and everything goes on,
-        in order, once they are answered.
+        another node), a write for its reads before it (the leader's copy
+        could reach a replica before the read); everything goes on, in
+        order, as they are answered.
         """
         batch = multibulk(b"SET a 1", b"SET b 2", b"GET a", b"GET b", b"SET c 3")
         self.send(batch)
@@ -144,9 +145,11 @@ class RunTests(NodeTestCase):
         self.send(multibulk(b"SET d 4"))
         self.assertEqual(len(self.runs()), 1)    # held behind the reads
         self.datastore.answer(b"+OK\r\n+OK\r\n")
-        self.assertEqual([count for count, _ in self.runs()], [2, 2])   # the reads; the writes, together
-        self.assertEqual(writes + b"".join(data for _, data in self.runs()), batch + multibulk(b"SET d 4"))
+        self.assertEqual([count for count, _ in self.runs()], [2])      # the reads; the writes wait for them
+        reads = self.runs()[0][1]
         self.datastore.answer(b"$1\r\n1\r\n$1\r\n2\r\n")
+        self.assertEqual([count for count, _ in self.runs()], [2])      # the writes, together
+        self.assertEqual(writes + reads + self.runs()[0][1], batch + multibulk(b"SET d 4"))
         self.datastore.answer(b"+OK\r\n+OK\r\n")
         self.assertEqual(self.written(), b"+OK\r\n+OK\r\n$1\r\n1\r\n$1\r\n2\r\n+OK\r\n+OK\r\n")
 
