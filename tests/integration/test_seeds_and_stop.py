@@ -96,6 +96,12 @@ class DnsSeedTests(FaultTestCase):
             fx.wait_normal(bound)
         except AssertionError as e:
             self.fail_with(f"the third node did not join through DNS: {e}")
+        # a write is replicated to the replicas its key's leader knows: wait
+        # until every node has polled DNS and knows every other one
+        nodes = [r1, r2, r3]
+        if not poll(lambda: all(fx.peer_state_seen_by(a, b) == "UP" for a in nodes for b in nodes
+                                if a is not b), bound):
+            self.fail_with("the nodes do not all see each other UP after joining through DNS", nodes)
         fx.client(r1).set("joined", "yes")
         self.assertHolding([r1, r2, r3], {"joined": "yes"}, 5, "a write after joining through DNS")
 
