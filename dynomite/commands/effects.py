@@ -40,7 +40,7 @@ from typing import List, Optional, Sequence, Tuple
 from dynomite.wire.replies import elements, is_error, split_replies
 from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["Effect", "plan_effect", "transaction_effect"]
+__all__ = ["Effect", "plan_effect", "pop_effect", "transaction_effect"]
 
 # How an effect is derived from the leader's reply.
 _SREM, _XADD_ID, _SET_KEEPTTL, _HSET, _STATE, _AS_SENT, _NOTHING = (
@@ -215,3 +215,12 @@ def transaction_effect(transaction: Sequence[Sequence[bytes]], keys: Sequence[by
     array of the commands' replies, the others get the state of ``keys``.
     """
     return Effect([], _STATE, keys, transaction)
+
+
+def pop_effect(args: Sequence[bytes], keys: Sequence[bytes]) -> Effect:
+    """
+    A pop tried by a blocking command (`dynomite.node.blocking`): it runs on
+    its leader, and the others apply it as sent only when it popped
+    something, so the tries that found nothing replicate nothing.
+    """
+    return Effect(args, _AS_SENT, keys)

@@ -9,7 +9,9 @@ replicated as its effect anyway.  The node runs the command's non-blocking
 twin as a write led by the keys' leader (`dynomite.node.leader`: LPOP,
 RPOP, LMOVE, RPOPLPUSH, LMPOP, ZPOPMIN, ZPOPMAX, ZMPOP, each deterministic
 once ordered, so every replica applies the same pop), key by key in the
-order given; when every key is empty it tries again after `POLL_INTERVAL`
+order given; a try runs on the leader first and reaches the other
+replicas only when it popped something (`dynomite.commands.effects.pop_effect`),
+so the tries that find nothing, however many, replicate nothing; when every key is empty it tries again after `POLL_INTERVAL`
 seconds, until one gives or the timeout passes (then the nil reply Redis
 gives).  So what is popped is replicated like any write, a client that
 disconnects while blocked leaves nothing behind (its next try never
@@ -30,7 +32,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from dynomite.commands import table as commands
+from dynomite.commands.effects import pop_effect
+from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_SAFE_QUORUM
 from dynomite.node.builtins import builtin
+from dynomite.placement.router import CROSSSLOT
+from dynomite.wire.inflight import Request
+from dynomite.wire.resp import encode_command
 
 __all__ = ["BLOCKING", "POLL_INTERVAL"]
 
@@ -84,7 +91,17 @@ class _Attempts:
             return
         args = self.tries[self.index]
         cmd = commands.lookup(args[0])
-        self.node.coordinator.execute_internal(self.session, cmd, args, self)
+        coordinator = self.node.coordinator
+        keys = commands.keys(cmd, args)
+        level = coordinator.level(self.session, True)
+        if level == DC_EACH_SAFE_QUORUM:
+            level = DC_SAFE_QUORUM
+        plan = coordinator.router.route_keys(keys, True, level)
+        if plan is None:
+            self._done(CROSSSLOT)
+            return
+        coordinator.write(plan, Request(encode_command(args), self.session.resp, self.session.id, 1, True),
+                          self, None, pop_effect(args, keys))
 
     # the sink of one try
     def complete(self, raw: bytes) -> None:

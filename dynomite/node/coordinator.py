@@ -145,21 +145,6 @@ class _NextLeader:
             self._sink.fail(raw)
 
 
-class _ReplyTo:
-    """Stands for a client in `Coordinator.execute`: the one reply goes to ``sink``."""
-
-    __slots__ = ("_sink",)
-
-    def __init__(self, sink) -> None:
-        self._sink = sink
-
-    def slot(self, size: int, count: int = 1):
-        return self._sink
-
-    def reply(self, raw: bytes) -> None:
-        self._sink.complete(raw)
-
-
 # How the errors a peer link makes itself start (`dynomite.peers.protocol`).
 _LINK_FAILURE = b"-ERR peer "
 
@@ -435,10 +420,6 @@ class Coordinator:
                        plan_effect(cmd.name, args, keys))
             return
         self.run(plan, request, client.slot(len(data)), normalise)
-
-    def execute_internal(self, session, cmd, args: Sequence[bytes], sink) -> None:
-        """`execute` a request the node makes itself (a blocking pop's try); its reply goes to ``sink``."""
-        self.execute(session, cmd, args, _ReplyTo(sink))
 
     def now_ms(self) -> int:
         """The time writes are accepted at, in ms (relative expiries become absolute at it)."""

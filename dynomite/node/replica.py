@@ -29,7 +29,7 @@ from typing import Optional
 from zope.interface import implementer
 
 from dynomite.commands import table as commands
-from dynomite.commands.effects import plan_effect, transaction_effect
+from dynomite.commands.effects import plan_effect, pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.peers.interfaces import IPeerRequests
@@ -131,7 +131,10 @@ class Replica:
         if cmd is None:
             return None
         cmd = commands.resolve(cmd, args) or cmd
-        return plan_effect(cmd.name, args, commands.keys(cmd, args))
+        keys = commands.keys(cmd, args)
+        # a command that replays as sent, led as one that runs once: a
+        # blocking pop's try, replicated only when it popped something
+        return plan_effect(cmd.name, args, keys) or pop_effect(args, keys)
 
     # -- FORWARD -----------------------------------------------------------------
 

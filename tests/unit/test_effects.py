@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands.determinism import NOT_DETERMINISTIC
-from dynomite.commands.effects import plan_effect
+from dynomite.commands.effects import plan_effect, pop_effect
 from dynomite.wire.resp import encode_command
 
 
@@ -84,3 +84,9 @@ class EffectTests(SynchronousTestCase):
         self.assertEqual(effect(b"SORT", b"l", keys=[b"l"]).outcome(b"*0\r\n"), (b"*0\r\n", []))
         stored = effect(b"SORT", b"l", b"STORE", b"d", keys=[b"l", b"d"])
         self.assertEqual(stored.keys, [b"d"])
+
+    def test_a_pop_tried_by_a_blocking_command_replicates_only_what_it_popped(self):
+        e = pop_effect([b"LPOP", b"q"], [b"q"])
+        self.assertEqual(e.outcome(b"$-1\r\n"), (b"$-1\r\n", []))
+        self.assertEqual(e.outcome(b"_\r\n"), (b"_\r\n", []))
+        self.assertEqual(e.outcome(b"$1\r\nx\r\n"), (b"$1\r\nx\r\n", [[b"LPOP", b"q"]]))
