@@ -141,6 +141,10 @@ class GracefulStopTests(FaultTestCase):
 
         r2.node_process.spawn()
         self.wait_node_ready(r2)
+        # it stays RESUMING while its peers hold hints for it: writers that
+        # never pause keep adding some, so they stop here
+        for w in writers:
+            w.halt()
         states = set()
         poll(lambda: states.add(ready(r2)) or ready(r2) == (200, "NORMAL"), 20, 0.02)
         self.assertIn((200, "NORMAL"), states, f"{r2.name} never became ready: {states}")
