@@ -94,13 +94,11 @@ class Effect:
             members = _strings(raw)
             return raw, [[b"SREM", args[1]] + members] if members else []
         if kind == _XADD_ID:
-            return raw, [args[:self._id_index()] + [_string(raw)] + args[self._id_index() + 1:]]
+            at = _xadd_id_index(args)
+            return raw, [args[:at] + [_string(raw)] + args[at + 1:]]
         if kind == _SET_KEEPTTL:
             return raw, [[b"SET", args[1], _string(raw), b"KEEPTTL"]]
         return raw, [[b"HSET", args[1], args[2], _string(raw)]]   # _HSET
-
-    def _id_index(self) -> int:
-        return _xadd_id_index(self.args)
 
     def _state(self, raw: bytes) -> Tuple[bytes, List[List[bytes]]]:
         try:

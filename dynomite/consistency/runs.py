@@ -31,8 +31,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List, Optional, Tuple
 
 from dynomite.consistency.quorum import DC_ONE, Reconciler, ReplicaSink, quorum
-from dynomite.wire.replies import split_replies
-from dynomite.wire.resp import ProtocolError
+from dynomite.wire.replies import replies_of
 
 __all__ = ["RunReconciler"]
 
@@ -126,14 +125,9 @@ class RunReconciler:
         split = self._split
         assert split is not None
         if answered:
-            try:
-                replies = split_replies(raw)
-            except ProtocolError:
-                replies = []
-            if len(replies) != self.count:
-                answered = False
-                raw = b"-ERR replica answered %d replies to %d requests\r\n" % (
-                    len(replies), self.count)
+            replies, wrong = replies_of(raw, self.count)
+            if wrong is not None:
+                answered, raw = False, wrong
         for i, reconciler in enumerate(split):
             if not reconciler.finished:
                 if answered:

@@ -35,6 +35,7 @@ from dynomite.consistency.runs import RunReconciler
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import Leader, lead_flags
 from dynomite.node.sinks import Gather, Scatter
+from dynomite.placement.pipelines import part_bytes
 from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
@@ -344,7 +345,9 @@ class Coordinator:
         command ``cmd``, their keys all on the replicas of ``plan``, joined in
         the client's own bytes ``data``; never under DC_EACH_SAFE_QUORUM.
         """
-        self.run(plan, Request(data, session.resp, session.id, count, plan.write),
+        # a write travels on its plan's lane, the one its leader keeps its order on
+        self.run(plan, Request(data, session.resp, plan.lane if plan.write else session.id, count,
+                               plan.write),
                  client.slot(len(data), count),
                  normaliser(cmd.name) if plan.level != DC_ONE else None)
 
@@ -356,13 +359,10 @@ class Coordinator:
         back in the client's order.
         """
         scatter = Scatter(count, len(parts), client.slot(len(data), count))
-        resp, lane = session.resp, session.id
+        resp = session.resp
         for plan, spans, positions in parts:
-            if len(spans) == 1:
-                payload = data[spans[0][0]:spans[0][1]]
-            else:
-                payload = b"".join([data[start:end] for start, end in spans])
-            self.write(plan, Request(payload, resp, lane, len(positions), True), scatter.part(positions))
+            payload = part_bytes(data, spans)
+            self.write(plan, Request(payload, resp, plan.lane, len(positions), True), scatter.part(positions))
 
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or KEYSPACE command from a client."""

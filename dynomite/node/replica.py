@@ -33,7 +33,7 @@ from dynomite.commands.effects import plan_effect, pop_effect, transaction_effec
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.peers.interfaces import IPeerRequests
-from dynomite.placement.pipelines import RunCutter
+from dynomite.placement.pipelines import RunCutter, part_bytes
 from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
@@ -164,7 +164,7 @@ class Replica:
                     groups.append((plan, payload[start:end], count))
                 else:
                     for part_plan, spans, positions in parts:
-                        groups.append((part_plan, b"".join([payload[s:e] for s, e in spans]),
+                        groups.append((part_plan, part_bytes(payload, spans),
                                        len(positions)))
             if i < n:
                 groups.append((self._plan_of(requests[i]), payload[bounds[2 * i]:bounds[2 * i + 1]], 1))

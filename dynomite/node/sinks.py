@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, List, Optional, Sequence
 
-from dynomite.wire.replies import split_replies
-from dynomite.wire.resp import ProtocolError
+from dynomite.wire.replies import replies_of
 
 __all__ = ["AnyOutcome", "Gather", "GatherPart", "Scatter"]
 
@@ -65,7 +64,6 @@ class GatherPart:
     fail = complete
 
 
-_OK = b"+OK\r\n"
 
 
 class Scatter:
@@ -88,21 +86,14 @@ class Scatter:
     def _place(self, positions: Sequence[int], raw: bytes, failed: bool) -> None:
         replies = self._replies
         n = len(positions)
-        if n == 1 or failed:
-            for p in positions:
-                replies[p] = raw
-        elif raw == _OK * n:    # SET's answer: no need to parse it
-            for p in positions:
-                replies[p] = _OK
+        if failed:
+            each = [raw] * n
         else:
-            try:
-                each = split_replies(raw)
-            except ProtocolError:
-                each = []
-            if len(each) != n:
-                each = [b"-ERR replica answered %d replies to %d requests\r\n" % (len(each), n)] * n
-            for p, reply in zip(positions, each):
-                replies[p] = reply
+            each, wrong = replies_of(raw, n)
+            if wrong is not None:
+                each = [wrong] * n
+        for p, reply in zip(positions, each):
+            replies[p] = reply
         self._left -= 1
         if self._left == 0:
             self._sink.complete(b"".join(replies))

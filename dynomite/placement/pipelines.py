@@ -40,7 +40,7 @@ from dynomite.commands.determinism import NOT_DETERMINISTIC, longest_as_is
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, PlanTable, Router
 
-__all__ = ["Part", "Run", "RunCutter"]
+__all__ = ["Part", "Run", "RunCutter", "part_bytes"]
 
 #: Part of a run of writes whose keys have different leaders: (plan,
 #: spans, positions) -- the requests at ``positions`` (0 is the run's
@@ -52,6 +52,13 @@ Part = Tuple[Plan, List[List[int]], List[int]]
 #: whose plans differ (their keys have different leaders), ``plan`` None
 #: and one `Part` per plan, each its requests in order.
 Run = Tuple[commands.Command, Optional[Plan], int, int, int, Optional[List[Part]]]
+
+
+def part_bytes(data: bytes, spans: List[List[int]]) -> bytes:
+    """A `Part`'s requests, as one piece of ``data`` (the bytes its run was cut from)."""
+    if len(spans) == 1:
+        return data[spans[0][0]:spans[0][1]]
+    return b"".join([data[start:end] for start, end in spans])
 
 
 def _run(cmd, plan, start: int, end: int, count: int, parts) -> Run:

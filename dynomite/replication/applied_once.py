@@ -42,7 +42,7 @@ from twisted.logger import Logger
 
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_REPLAY, PeerProtocolError, payload_sequence
-from dynomite.wire.replies import count_errors, split_replies
+from dynomite.wire.replies import count_errors, replies_of, split_replies
 from dynomite.wire.requests import split_commands
 from dynomite.wire.resp import ProtocolError, encode_command
 
@@ -149,6 +149,18 @@ class AppliedOnce:
             self.apply(source, first, request, sink)
 
 
+def _head(count: int) -> bytes:
+    """How Redis's reply to a transaction of ``count`` writes starts, up to the writes' own replies."""
+    head = b"".join((_OK, _QUEUED * (count + 3), b"*%d\r\n" % (count + 3), _OK, _OK, _OK))
+    if len(_HEADS) < 4096:
+        _HEADS[count] = head
+    return head
+
+
+# count -> `_head(count)`, for the run lengths seen
+_HEADS: Dict[int, bytes] = {}
+
+
 class _Check:
     """The reply to reading a source's mark before a replay."""
 
@@ -184,7 +196,7 @@ class _Unwrap:
 
     def complete(self, raw: bytes) -> None:
         count = self._count
-        head = b"".join((_OK, _QUEUED * (count + 3), b"*%d\r\n" % (count + 3), _OK, _OK, _OK))
+        head = _HEADS.get(count) or _head(count)
         if raw.startswith(head):
             self._once.applied += count
             replies = raw[len(head):]
@@ -223,13 +235,9 @@ class _Merge:
         self._sink = sink
 
     def complete(self, raw: bytes) -> None:
-        try:
-            applied = split_replies(raw) if len(self._good) > 1 else [raw]
-        except ProtocolError:
-            applied = []
-        if len(applied) != len(self._good):
-            self._sink.fail(b"-ERR datastore answered %d replies to %d writes\r\n"
-                            % (len(applied), len(self._good)))
+        applied, wrong = replies_of(raw, len(self._good))
+        if wrong is not None:
+            self._sink.fail(wrong)
             return
         replies = list(self._queued)
         for i, reply in zip(self._good, applied):

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any, List, Tuple
 
-from dynomite.wire.replies import split_replies
-from dynomite.wire.resp import ProtocolError
+from dynomite.wire.replies import replies_of
 
 __all__ = ["Gathered"]
 
@@ -29,17 +28,9 @@ class Gathered:
 
     def complete(self, raw: bytes) -> None:
         parts = self.parts
-        total = sum(count for count, _ in parts)
-        if raw == _OK * total:
-            for count, sink in parts:
-                sink.complete(_OK * count)
-            return
-        try:
-            replies = split_replies(raw)
-        except ProtocolError:
-            replies = []
-        if len(replies) != total:
-            self.fail(b"-ERR replica answered %d replies to %d requests\r\n" % (len(replies), total))
+        replies, wrong = replies_of(raw, sum(count for count, _ in parts))
+        if wrong is not None:
+            self.fail(wrong)
             return
         i = 0
         for count, sink in parts:
@@ -53,6 +44,3 @@ class Gathered:
     def hinted(self, raw: bytes) -> None:
         for _, sink in self.parts:
             sink.hinted(raw)
-
-
-_OK = b"+OK\r\n"

@@ -53,10 +53,11 @@ with hints replays them), `tick` often (a `TimerService` every 10-100 ms),
 lane (`dynomite.wire.inflight`) and must end every request in
 ``sink.complete`` or ``sink.fail`` (peer links time out); a run's
 ``count`` writes come back as joined replies.  A direct write goes out on
-its caller's lane (the client session, so a session reads its own
-writes); replayed hints all go on `REPLAY_LANE`, one ordered stream.  So
-with one connection per target (the default) the target sees every write
-in acceptance order; with several, in acceptance order per client session.
+its caller's lane (its plan's, `dynomite.node.leader`, so the writes of one
+key keep their order); replayed hints all go on `REPLAY_LANE`, one ordered
+stream.  So with one connection per target (the default) the target sees
+every write in acceptance order; with several, in acceptance order per
+plan.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ A sink is any object with ``complete(raw)`` and ``fail(raw)``, each called
 once per request with raw RESP bytes.
 
 ``lane`` says which ordered connection a request travels on: requests on one
-lane reach their target in the order they were sent.  The coordinator uses
-the client session's id (a session reads its own writes), a replica the
-peer's lane, replayed hints `REPLAY_LANE`.
+lane reach their target in the order they were sent.  A read uses the
+client session's id, a write its plan's lane (the writes of one key keep
+their leader's order: `dynomite.node.leader`), a replica the peer's lane,
+replayed hints `REPLAY_LANE`.
 """
 
 from __future__ import annotations

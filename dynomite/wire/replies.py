@@ -428,6 +428,28 @@ def split_replies(raw: bytes) -> List[bytes]:
     return replies
 
 
+_OK_REPLY = b"+OK\r\n"
+
+
+def replies_of(raw: bytes, count: int) -> Tuple[List[bytes], Optional[bytes]]:
+    """
+    The ``count`` replies joined in ``raw``, each as its own bytes, and None;
+    or, when ``raw`` is not exactly ``count`` whole replies, ``[]`` and the
+    error that says so.  A run of +OK (SET's answer) is not parsed.
+    """
+    if count == 1:
+        return [raw], None
+    if raw == _OK_REPLY * count:
+        return [_OK_REPLY] * count, None
+    try:
+        replies = split_replies(raw)
+    except ProtocolError:
+        replies = []
+    if len(replies) != count:
+        return [], b"-ERR replica answered %d replies to %d requests\r\n" % (len(replies), count)
+    return replies, None
+
+
 def count_errors(raw: bytes) -> int:
     """How many of the replies joined in *raw* are errors (`is_error`; cheap when none is)."""
     if (b"-" not in raw or raw[:1] != b"-" and b"\r\n-" not in raw) and (  # one memchr first
