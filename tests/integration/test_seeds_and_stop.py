@@ -18,7 +18,9 @@ stop (SIGTERM) under load.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import random
 import time
 from typing import List, Tuple
 
@@ -28,6 +30,7 @@ from twisted.trial.unittest import TestCase
 
 from dynomite.config.model import NodeConfig
 from dynomite.launcher.cluster import Cluster, ClusterNode
+from dynomite.launcher.host import port_busy
 from tests.integration.fixtures import readiness
 from dynomite.peers.seeds import SeedError, make_source
 from tests.integration.fixtures.cases import FaultTestCase
@@ -40,6 +43,25 @@ ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 GOS_INTERVAL = 200
 #: how often a node's membership is ticked (dynomite.service)
 MEMBERSHIP_TICK = 0.5
+
+
+def wildcard_ports(count: int) -> List[int]:
+    """
+    ``count`` ports free on 0.0.0.0, below the kernel's ephemeral range.
+
+    A listener on 0.0.0.0:P conflicts with one on any address's P. The
+    other trial worker's nodes and Redis servers take ephemeral ports on
+    their own 127.x addresses, so a wildcard node must stay out of that
+    range or it can collide with them.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    chosen: List[int] = []
+    while len(chosen) < count:
+        port = random.randrange(max(1024, low - 12000), low)
+        if port not in chosen and port_busy("0.0.0.0", port) is None:
+            chosen.append(port)
+    return chosen
 
 
 def ready(node: ClusterNode) -> Tuple[int, str]:
@@ -62,6 +84,9 @@ class DnsSeedTests(FaultTestCase):
 
         def wildcard_without_seeds(cluster: Cluster) -> List[str]:
             """The launcher's files, each node bound to 0.0.0.0, named by dyn_advertise, with no static seeds."""
+            ports = wildcard_ports(len(cluster.nodes))
+            cluster.nodes[:] = [dataclasses.replace(n, peer_address=(n.peer_address[0], port))
+                                for n, port in zip(cluster.nodes, ports)]
             paths = write_configs(cluster)
             for n in cluster.nodes:
                 with open(n.config_path) as f:
