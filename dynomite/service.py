@@ -75,6 +75,7 @@ class NodeService(MultiService):
         self.tls = tls = NodeTLS.from_config(config)
         datastore = Datastore(config, reactor, tls=tls)
         monitor = DatastoreMonitor(config.datastore, reactor, on_up=self._datastore_answers,
+                                   on_restart=self._datastore_restarted,
                                    endpoint=datastore.endpoint, username=config.datastore_username,
                                    password=config.datastore_password)
         self.parts = parts = NodeParts(config, reactor, datastore, monitor, connect_peer=connect_peer, tls=tls,
@@ -84,7 +85,7 @@ class NodeService(MultiService):
             config=lambda: parts.config, clock=reactor, settings=parts.settings,
             membership=parts.membership, topology=lambda: parts.topology, datastore=datastore,
             peers=parts.links, outboxes=parts.outboxes, clients=parts.node,
-            replication=parts.coordinator, metrics=parts.metrics,
+            replication=parts.coordinator, metrics=parts.metrics, repairs=parts.repairs,
         )
         self.registry = make_registry(self.status)
         monitor.setServiceParent(self)
@@ -92,6 +93,7 @@ class NodeService(MultiService):
         _PartsService(parts).setServiceParent(self)
         self._timer(0.5, self._tick_membership)
         self._timer(0.05, self._tick_outboxes)
+        self._timer(1.0, self._tick_repairs)
         self._timer(1.0, self._sweep_clients)
         if config.dyn_listen is not None:
             self.peer_listener = self._listen(
@@ -142,6 +144,12 @@ class NodeService(MultiService):
         except Exception:
             log.failure("membership tick failed")
 
+    def _tick_repairs(self) -> None:
+        try:
+            self.parts.repairs.tick(self._reactor.seconds())
+        except Exception:
+            log.failure("repair tick failed")
+
     def _tick_outboxes(self) -> None:
         self.parts.tick_outboxes(self._reactor.seconds())
 
@@ -153,6 +161,9 @@ class NodeService(MultiService):
 
     def _datastore_answers(self) -> None:
         self.parts.datastore_answers()
+
+    def _datastore_restarted(self) -> None:
+        self.parts.repairs.redis_restarted()
 
     # -- service -----------------------------------------------------------
 

@@ -223,6 +223,19 @@ class FakeOutbox:
                 "state": self.state}
 
 
+class FakeRepairs:
+    """What the admin API and metrics read of a node's repairs (`dynomite.repair.manager.Repairs`)."""
+
+    def __init__(self) -> None:
+        from dynomite.repair.manager import REPAIR_EVENTS
+        self.counts = dict.fromkeys(REPAIR_EVENTS, 0)
+        self.running = None
+
+    def status(self, now):
+        return {"running": self.running, "last": None, "warmup": None, "anti_entropy_interval": 0.0,
+                "rate": 20000}
+
+
 @implementer(INodeControl)
 class FakeControl:
     """Records every call in ``calls`` and applies it to the fake node, as the real control would."""
@@ -254,6 +267,20 @@ class FakeControl:
     def reload(self):
         self._record("reload")
         return True
+
+    def start_repair(self, options):
+        from dynomite.repair.manager import RepairBusy
+        self._record("start_repair", options)
+        if self.node.repairs.running is not None:
+            raise RepairBusy("a repair is running")
+        if options.source is not None and options.source != "dc1/rack1":
+            raise ValueError("no rack %r in scope" % options.source)
+        self.node.repairs.running = {"phase": "sizing"}
+
+    def cancel_repair(self):
+        self._record("cancel_repair")
+        running, self.node.repairs.running = self.node.repairs.running, None
+        return running is not None
 
     def peer_up(self, name):
         self._record("peer_up", name)
@@ -311,8 +338,9 @@ class FakeNode:
             local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={}, leaders_lost=0,
             leader=SimpleNamespace(effects_run=0, effects_unknown=0), replays_skipped=lambda: 0)
         self.metrics = NodeMetrics()
+        self.repairs = FakeRepairs()
         self.status = NodeStatus(
             config=lambda: self.config, clock=self.clock, settings=self.settings, membership=self.membership,
             topology=lambda: self.topology, datastore=self.datastore, peers=self.peers, outboxes=self.outboxes,
-            clients=self.clients, replication=self.replication, metrics=self.metrics)
+            clients=self.clients, replication=self.replication, metrics=self.metrics, repairs=self.repairs)
         self.control = FakeControl(self)

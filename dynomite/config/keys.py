@@ -79,7 +79,6 @@ UNUSED_KEYS = frozenset(
         "dyn_port", "dyn_connections", "pem_key_file",
         "recon_key_file", "recon_iv_file", "env", "conn_msg_rate",
         "stats_interval", "enable_gossip", "mbuf_size", "max_msgs",
-        "read_repairs_enabled",
     }
 )
 
@@ -94,6 +93,7 @@ PROJECT_KEYS = frozenset(
         "dyn_advertise", "dns_seed_name", "dns_seed_server", "florida_url",
         "acl_file", "users",
         "pubsub_output_hard_limit", "pubsub_output_soft_limit", "pubsub_output_soft_seconds",
+        "anti_entropy_interval", "repair_rate", "bootstrap",
     }
 )
 
@@ -155,6 +155,10 @@ KEYS: Dict[str, Key] = {
     "pubsub_output_hard_limit": _kept(_int_at_least(1), "pubsub_output_hard_limit"),
     "pubsub_output_soft_limit": _kept(_int_at_least(0), "pubsub_output_soft_limit"),
     "pubsub_output_soft_seconds": _kept(_int_at_least(0), "pubsub_output_soft_seconds"),
+    "read_repairs_enabled": _kept(_bool, "read_repairs_enabled"),
+    "anti_entropy_interval": _kept(_milliseconds(positive=False), "anti_entropy_interval"),
+    "repair_rate": _kept(_int_at_least(0), "repair_rate"),
+    "bootstrap": _kept(_bool, "bootstrap"),
     # documented by Dynomite, accepted and checked, not used yet (UNUSED_KEYS)
     "distribution": Key(_text),
     "client_connections": Key(_int_at_least(0)),
@@ -173,7 +177,6 @@ KEYS: Dict[str, Key] = {
     "enable_gossip": Key(_bool),
     "mbuf_size": Key(_mbuf_size),
     "max_msgs": Key(_int_at_least(1)),
-    "read_repairs_enabled": Key(_bool),
 }
 KEYS.update(TLS_KEYS)
 PROJECT_KEYS = PROJECT_KEYS | frozenset(TLS_KEYS)

@@ -125,6 +125,12 @@ class NodeConfig:
     pubsub_output_hard_limit: int = 32 * 1024 * 1024  # bytes; beyond: closed at once
     pubsub_output_soft_limit: int = 8 * 1024 * 1024   # bytes, 0 = none; beyond for ...
     pubsub_output_soft_seconds: int = 60               # ... this long: closed
+    # repair (dynomite.repair): read repair on quorum reads, background
+    # anti-entropy passes, the scan rate, and warm-up of a replacement node
+    read_repairs_enabled: bool = False
+    anti_entropy_interval: float = 0.0     # seconds between background repairs; 0 = none
+    repair_rate: int = 20000               # keys/s each replica is scanned at; 0 = no limit
+    bootstrap: bool = False                # stream this node's ranges from other racks at start
     unused_keys: Tuple[str, ...] = ()
 
     @property

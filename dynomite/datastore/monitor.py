@@ -7,6 +7,8 @@ notes on fidelity in `dynomite.datastore.protocol`).  This monitor PINGs Redis e
 second to know whether it is up (authenticating, and over TLS, as the data
 path does: it dials the data path's endpoint), tells the data path to reconnect at once
 whenever Redis answers while data connections are waiting to retry, and fetches INFO for the node's own INFO reply.
+With every answered PING it reads Redis's run id: a new one (Redis
+restarted, perhaps empty) is told to ``on_restart`` (repair's warm-up check).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DatastoreMonitor(Service):
         address: Address,
         reactor,
         on_up: Callable[[], None] = lambda: None,
+        on_restart: Callable[[], None] = lambda: None,
         interval: float = 1.0,
         endpoint=None,
         username: Optional[str] = None,
@@ -42,6 +45,7 @@ class DatastoreMonitor(Service):
         self._address = address
         self._clock = reactor
         self._on_up = on_up
+        self._on_restart = on_restart
         self._interval = interval
         # charset=None and convertNumbers=False keep replies as the bytes
         # Redis sent; see ecosystem notes on txredisapi's conversions.
@@ -59,6 +63,8 @@ class DatastoreMonitor(Service):
         self._loop.clock = reactor
         self.up: Optional[bool] = None
         self.redis_version: Optional[str] = None
+        #: the run id of the Redis process last seen (a new one: it restarted)
+        self.run_id: Optional[bytes] = None
         self.last_check: Optional[float] = None
 
     def startService(self) -> None:
@@ -92,10 +98,9 @@ class DatastoreMonitor(Service):
             # Every answered PING, not only a transition: Redis may have
             # restarted between two checks while the data path was ejected.
             self._on_up()
+            self._fetch_server()
         if up and was is not True:
             self.log.info("datastore {address} answers PING", address=str(self._address))
-            if self.redis_version is None:
-                self._fetch_version()
         elif not up and was is not False:
             self.log.warn(
                 "datastore {address} does not answer PING: {why}",
@@ -103,11 +108,19 @@ class DatastoreMonitor(Service):
                 why=failure.getErrorMessage() if failure else "unknown",
             )
 
-    def _fetch_version(self) -> None:
+    def _fetch_server(self) -> None:
+        """Redis's version, and its run id: a new one means Redis restarted (maybe empty)."""
         def parse(text: bytes) -> None:
             for line in text.splitlines():
                 if line.startswith(b"redis_version:"):
                     self.redis_version = line.split(b":", 1)[1].decode("ascii", "replace")
+                elif line.startswith(b"run_id:"):
+                    run_id = line.split(b":", 1)[1].strip()
+                    if run_id != self.run_id:
+                        if self.run_id is not None:
+                            self.log.info("datastore {address} restarted", address=str(self._address))
+                        self.run_id = run_id
+                        self._on_restart()
 
         self.info([b"server"]).addCallbacks(parse, lambda f: None)
 

@@ -47,6 +47,7 @@ from dynomite.peers.membership import Membership
 from dynomite.peers.protocol import peer_timeout
 from dynomite.placement.router import Router
 from dynomite.placement.topology import Topology
+from dynomite.repair.manager import Repairs
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
 from dynomite.replication.targets import RemoteDatacenter, Targets
@@ -109,6 +110,10 @@ class NodeParts:
         self.node = Node(config, self.coordinator, self.membership, self.settings, datastore, monitor,
                          clock, self.metrics, self.pubsub)
         self.membership.listeners.append(self._state_changed)
+        #: anti-entropy repair, warm-up and read repair (`dynomite.repair.manager`)
+        self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
+                               config.hash_tag, config.repair_rate, config.anti_entropy_interval,
+                               config.bootstrap)
 
     @property
     def topology(self) -> Topology:
@@ -180,6 +185,14 @@ class NodeParts:
         self.datastore.timeout = self.config.timeout * factor
         for link in self.links.values():
             link.set_timeout(peer_timeout(self.config, link.datacenter) * factor)
+
+    def _send(self, name: str, request, sink) -> None:
+        """Send ``request`` to node ``name``'s Redis (this node's own, or a peer's)."""
+        target = self.targets.get(name)
+        if target is None:
+            sink.fail(b"-ERR no node %s in the topology\r\n" % name.encode("utf-8", "replace"))
+        else:
+            target.send(request, sink)
 
     def _hints_for(self, peer: str) -> int:
         outbox = self.outboxes.get(peer)

@@ -23,6 +23,7 @@ from dynomite.commands import acl as acl_rules
 from dynomite.config.model import ConfigError, NodeConfig, Seed
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, SETTABLE_STATES
 from dynomite.placement.topology import Topology
+from dynomite.repair.run import RepairOptions
 from dynomite.runtime import logs
 
 __all__ = ["INodeControl", "NodeControl", "RESTART_KEYS"]
@@ -80,6 +81,12 @@ class INodeControl(Interface):
 
     def truncate_hints(target: str) -> int:
         """Drop ``target``'s pending hints; returns how many."""
+
+    def start_repair(options: RepairOptions) -> None:
+        """Start an anti-entropy repair; RepairBusy if one runs, ValueError for a bad option."""
+
+    def cancel_repair() -> bool:
+        """Stop the running repair after its current step; False if none runs."""
 
 
 @implementer(INodeControl)
@@ -142,6 +149,12 @@ class NodeControl:
         return self._parts.outboxes[target].truncate()
 
     # -- reload --------------------------------------------------------------------
+
+    def start_repair(self, options: RepairOptions) -> None:
+        self._parts.repairs.start(options)
+
+    def cancel_repair(self) -> bool:
+        return self._parts.repairs.cancel()
 
     def reload(self) -> bool:
         """

@@ -14,6 +14,9 @@ The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
     GET /peer/<up|down|reset>/<name|all>
     GET /hints/<target|all>/<pause|resume|truncate>
     GET /setloglevel/<0-11>
+    GET /repair                        JSON: the running and last anti-entropy repair, warm-up
+    GET /repair/start?dry_run=1&source=dc/rack&all_dcs=1&rate=N   start one (409 if one runs)
+    GET /repair/cancel                 stop the running one after its current step
     GET /metrics                       Prometheus exposition
 
 Every answer is JSON except /ping, /ready and /metrics.  When ``admin_token`` is
@@ -47,6 +50,8 @@ from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NORMAL, SETTABLE_STATES
 from dynomite.node.control import INodeControl
 from dynomite.ops.status import NodeStatus
+from dynomite.repair.manager import RepairBusy
+from dynomite.repair.run import RepairOptions
 from dynomite.stats import Histogram
 
 
@@ -55,6 +60,7 @@ HELP = [
     "/set_consistency/<read|write>/<level>", "/get_timeout_factor", "/set_timeout_factor/<1-10>",
     "/state/<get_state|standby|writes_only|resuming|normal>", "/peer/<up|down|reset>/<name|all>",
     "/hints/<target|all>/<pause|resume|truncate>", "/setloglevel/<0-11>", "/metrics",
+    "/repair", "/repair/start[?dry_run=1&source=<dc/rack>&all_dcs=1&rate=<keys/s>]", "/repair/cancel",
 ]
 
 
@@ -140,6 +146,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             for op, h in (("read", m.read_latency), ("write", m.write_latency))
         },
         "hints": hints,
+        "repair": status.repair(now),
     }
 
 
@@ -183,6 +190,7 @@ class AdminResource(Resource):
             "cluster_describe": lambda parts: cluster_describe(self.status),
             "get_consistency": lambda parts: self._consistency(),
             "get_timeout_factor": lambda parts: {"timeout_factor": self.status.timeout_factor},
+            "repair": lambda parts: self.status.repair(self.status.now()),
         }
         self._write: Dict[str, Callable[[List[str]], Any]] = {
             "set_consistency": self._set_consistency,
@@ -216,6 +224,9 @@ class AdminResource(Resource):
                 body = self._read[head](parts)
             elif head == "state" and parts[1:] == ["get_state"]:
                 body = {"state": self.status.state}
+            elif head == "repair" and len(parts) == 2:
+                self._authorise(request)
+                body = self._repair(parts[1], request.args)
             elif head in self._write:
                 self._authorise(request)
                 body = self._write[head](parts[1:])
@@ -293,6 +304,28 @@ class AdminResource(Resource):
         for target in targets:
             actions[args[1]](target)
         return {"hints": self.status.hints(self.status.now(), targets)}
+
+    def _repair(self, action: str, query: Dict[bytes, List[bytes]]) -> Dict[str, Any]:
+        if action == "cancel":
+            return {"cancelled": self.control.cancel_repair(), "repair": self.status.repair(self.status.now())}
+        if action != "start":
+            raise HTTPError(404, "use /repair, /repair/start or /repair/cancel")
+        args = {k.decode("utf-8", "replace"): v[-1].decode("utf-8", "replace") for k, v in query.items()}
+        unknown = set(args) - {"dry_run", "source", "all_dcs", "rate", "token"}
+        if unknown:
+            raise HTTPError(400, "unknown repair option %s (dry_run, source, all_dcs, rate)" % sorted(unknown)[0])
+        rate = args.get("rate", str(self.status.repair(self.status.now())["rate"]))
+        if not rate.isdigit():
+            raise HTTPError(400, "rate must be keys per second (0: no limit), got %r" % rate)
+        options = RepairOptions(dry_run=args.get("dry_run") in ("1", "true", "yes"), source=args.get("source"),
+                                all_datacenters=args.get("all_dcs") in ("1", "true", "yes"), rate=int(rate))
+        try:
+            self.control.start_repair(options)
+        except RepairBusy as e:
+            raise HTTPError(409, str(e))
+        except ValueError as e:
+            raise HTTPError(400, str(e))
+        return self.status.repair(self.status.now())
 
     def _setloglevel(self, args: List[str]) -> Dict[str, Any]:
         if len(args) != 1 or not args[0].isdigit() or not 0 <= int(args[0]) <= 11:

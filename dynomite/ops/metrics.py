@@ -39,6 +39,7 @@ from prometheus_client.process_collector import ProcessCollector
 from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
 from dynomite.ops.status import NodeStatus
+from dynomite.repair.run import PHASES as REPAIR_PHASES
 from dynomite.replication.hints import DROP_REASONS
 from dynomite.stats import PUBSUB_EVENTS, REQUEST_RESULTS, Histogram
 
@@ -98,6 +99,12 @@ CATALOGUE: Tuple[Spec, ...] = (
          " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
          " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped).",
          ("event",)),
+    Spec("dynomite_repair_keys_total", "counter",
+         "Repair (dynomite.repair): keys scanned, cells and keys found differing, keys undecided (a tie),"
+         " repaired, skipped (changed meanwhile); keys streamed or kept by warm-up; keys read repair fixed"
+         " (read_repairs) or could not take (read_repairs_dropped).", ("event",)),
+    Spec("dynomite_repair_running", "gauge", "1 while an anti-entropy repair runs (by phase).", ("phase",)),
+    Spec("dynomite_warmup_running", "gauge", "1 while this node refills its Redis from other racks."),
     Spec("dynomite_hints_pending", "gauge", "Hints waiting for a target.", ("target",)),
     Spec("dynomite_hints_pending_bytes", "gauge", "Bytes of hints waiting for a target.", ("target",)),
     Spec("dynomite_hints_oldest_age_seconds", "gauge", "Age of the oldest hint waiting for a target.", ("target",)),
@@ -263,6 +270,19 @@ class Collector:
         for event, n in self.status.write_order().items():
             order.add_metric([event], n)
         yield order
+        repair = family("dynomite_repair_keys_total")
+        for event, n in self.status.repair_counts().items():
+            repair.add_metric([event], n)
+        yield repair
+        now = self.status.now()
+        state = self.status.repair(now)
+        running = family("dynomite_repair_running")
+        for phase in REPAIR_PHASES:
+            running.add_metric([phase], 1 if state["running"] and state["running"]["phase"] == phase else 0)
+        yield running
+        warming = family("dynomite_warmup_running")
+        warming.add_metric([], 1 if state["warmup"] and state["warmup"]["finished"] is None else 0)
+        yield warming
 
     def _hints(self, hints: Dict[str, Dict]) -> Iterable:
         pending = family("dynomite_hints_pending")

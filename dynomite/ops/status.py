@@ -112,11 +112,14 @@ class NodeStatus:
     ``metrics``
         the node's `NodeMetrics` (request counters and latency histograms,
         protocol errors, reloads).
+    ``repairs``
+        the node's `dynomite.repair.manager.Repairs`: ``status(now)`` (the
+        running and last repair, warm-up) and ``counts`` (event -> total).
     """
 
     def __init__(self, *, config: Callable[[], Any], clock, settings, membership,
                  topology: Callable[[], Any], datastore, peers: Dict[str, Any], outboxes: Dict[str, Any],
-                 clients, replication, metrics: NodeMetrics) -> None:
+                 clients, replication, metrics: NodeMetrics, repairs) -> None:
         self._config = config
         self._clock = clock
         self._settings = settings
@@ -127,6 +130,7 @@ class NodeStatus:
         self._outboxes = outboxes
         self._clients = clients
         self._replication = replication
+        self._repairs = repairs
         self.metrics = metrics
 
     # -- identity and settings ---------------------------------------------------
@@ -252,6 +256,14 @@ class NodeStatus:
         for target, stats in hints.items():
             out[self.scope(target)]["hinted"] += stats["stored_total"]
         return out
+
+    def repair(self, now: float) -> Dict[str, Any]:
+        """The running and the last anti-entropy repair, and warm-up (`dynomite.repair`)."""
+        return self._repairs.status(now)
+
+    def repair_counts(self) -> Dict[str, int]:
+        """Keys scanned, differing, repaired, streamed by warm-up, read repairs... since start."""
+        return dict(self._repairs.counts)
 
     def write_order(self) -> Dict[str, int]:
         """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""

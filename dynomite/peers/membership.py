@@ -22,6 +22,9 @@ hints for it (waiting at least ``peer_down_after`` for peers to connect,
 unless all have already answered), or when ``resume_timeout`` has passed.
 Transitions are in `Membership.set_state` and `Membership.tick`.
 
+A node warming up (its Redis came back empty: `dynomite.repair.warmup`)
+is held RESUMING by `Membership.hold_resuming` until its data is back.
+
 A node that is stopping sets `Membership.leaving`: its heartbeats then say
 ``"leaving": true`` and its peers mark it DOWN at once (writes for it are
 hinted) instead of after ``peer_down_after``.  Older nodes ignore the field.
@@ -75,6 +78,8 @@ class Membership:
         self._writable: FrozenSet[str] = frozenset()
         #: this node is stopping (graceful stop): heartbeats tell peers so
         self.leaving = False
+        #: warming up (`dynomite.repair.warmup`): RESUMING until released, no timeout
+        self.warming = False
         self._recompute()
 
     # -- this node -----------------------------------------------------------
@@ -88,9 +93,22 @@ class Membership:
         for listener in self.listeners:
             listener(state)
 
+    def hold_resuming(self, hold: bool) -> None:
+        """
+        Warm-up: while ``hold``, a NORMAL or RESUMING node is RESUMING (reads
+        go to other racks) and stays so whatever the time; once released it
+        leaves RESUMING as a starting node does.
+        """
+        self.warming = hold
+        if hold:
+            if self.state in (NORMAL, RESUMING):
+                self.set_state(RESUMING)
+        else:
+            self.tick(self._clock.seconds())
+
     def tick(self, now: float) -> None:
         """Leave RESUMING when peers hold no more hints for us, or on timeout."""
-        if self.state != RESUMING:
+        if self.state != RESUMING or self.warming:
             return
         waited = now - self.started
         if waited >= self._resume_timeout:

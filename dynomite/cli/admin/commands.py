@@ -16,24 +16,14 @@ import argparse
 import os
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminClient, AdminError, parallel
-from dynomite.cli.admin.views import describe_nodes, hash_owners, ring_table, status_row, summary
+from dynomite.cli.admin.repair import cmd_repair
+from dynomite.cli.admin.views import Result, describe_nodes, hash_owners, ring_table, status_row, summary
 from dynomite.launcher.tables import format_ranges, format_table
 
 __all__ = ["COMMANDS", "Result", "cmd_consistency", "cmd_hash", "cmd_hints", "cmd_ring", "cmd_status"]
-
-
-class Result(NamedTuple):
-    """
-    What a command produced: the JSON document, the text for people (without
-    a final newline) and one error line or None.
-    """
-
-    doc: Any
-    text: str
-    error: Optional[str] = None
 
 
 def _describe(client: AdminClient, node: str) -> Dict[str, Any]:
@@ -76,7 +66,7 @@ def cmd_status(args: argparse.Namespace, client: AdminClient) -> Result:
           r["p99_ms"], r["hint_backlog"],
           None if r["datastore_up"] is None else ("up" if r["datastore_up"] else "down"),
           None if r["peers_total"] is None else f"{r['peers_up']}/{r['peers_total']}",
-          r["error"] or ""]
+          r["error"] or r["work"] or ""]
          for r in rows],
     )
     doc = {"node": args.node, "interval": args.interval, "nodes": rows}
@@ -186,4 +176,5 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, AdminClient], Result]] = {
     "hash": cmd_hash,
     "consistency": cmd_consistency,
     "hints": cmd_hints,
+    "repair": cmd_repair,
 }

@@ -12,6 +12,9 @@
     consistency read|write LEVEL           set it on every node (mutating: needs the admin token)
     hints NODE|all pause|resume|truncate [--target T|all]
                                            act on hinted handoff on one node or all of them
+    repair [--dry-run] [--source DC/RACK] [--all-dcs] [--rate KEYS/S] [--no-wait]
+                                           anti-entropy repair run by the node asked, with a
+                                           progress bar; prints the differences found
 
 ``--node`` is any node's admin address (``stats_listen``; default
 127.0.0.11:22222, the first node of the demo cluster, or $DYNOMITE_ADMIN);
@@ -40,6 +43,7 @@ import sys
 from typing import Mapping, Optional, Sequence
 
 from dynomite.cli.admin.client import DEFAULT_TIMEOUT, ENV_TOKEN, AdminClient, AdminError, join_address, parse_address
+from dynomite.cli.admin import repair
 from dynomite.cli.admin.commands import COMMANDS
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS
 
@@ -122,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target_node", metavar="NODE", help='a node name ("host:port" as status lists it), or all')
     p.add_argument("action", choices=HINT_ACTIONS)
     p.add_argument("--target", metavar="T", default="all", help="the hint target (default all)")
+    repair.add_parser(sub, common)
     return parser
 
 

@@ -11,7 +11,7 @@ row from /info samples, and the text of tables and error summaries.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminError, join_address, parse_address
 from dynomite.config.vocabulary import RING_SIZE
@@ -19,16 +19,31 @@ from dynomite.placement.hashing import key_hash
 from dynomite.placement.ring import Ring
 
 __all__ = [
+    "Result",
     "describe_nodes",
     "hash_owners",
     "hint_backlog",
     "ops_per_second",
     "p99_ms",
+    "progress_text",
+    "repair_work",
     "request_count",
     "ring_table",
     "status_row",
     "summary",
 ]
+
+
+class Result(NamedTuple):
+    """
+    What a command produced: the JSON document, the text for people (without
+    a final newline) and one error line or None.
+    """
+
+    doc: Any
+    text: str
+    error: Optional[str] = None
+
 
 # -- the cluster as /cluster_describe tells it ------------------------------------------
 
@@ -206,7 +221,7 @@ def status_row(
     row: Dict[str, Any] = {
         "dc": node["dc"], "rack": node["rack"], "name": node["name"], "admin": node.get("admin"),
         "state": "DOWN", "ops_per_second": None, "p99_ms": None, "hint_backlog": None,
-        "datastore_up": None, "peers_up": None, "peers_total": None, "error": error,
+        "datastore_up": None, "peers_up": None, "peers_total": None, "error": error, "work": None,
     }
     sample = after or before
     if error is not None or sample is None:
@@ -225,9 +240,36 @@ def status_row(
         peers_up=sum(1 for state in peers.values() if state == "UP"),
         peers_total=len(peers),
     )
+    row["work"] = repair_work(info.get("repair") or {})
     if before is not None and after is not None:
         row["ops_per_second"] = ops_per_second(request_count(before[0]), request_count(after[0]), after[1] - before[1])
     return row
+
+
+def repair_work(repair: Mapping[str, Any]) -> Optional[str]:
+    """What a node's /info ``repair`` section says it is busy with: warm-up or a repair, with progress."""
+    warmup = repair.get("warmup") or {}
+    if warmup and warmup.get("finished") is None:
+        return "warming up %s" % progress_text(warmup.get("scanned", 0), warmup.get("to_scan", 0),
+                                               warmup.get("keys_per_second"), warmup.get("eta_seconds"))
+    running = repair.get("running") or {}
+    if running:
+        return "repair %s %s" % (running.get("phase"), progress_text(
+            running.get("phase_scanned", 0), running.get("phase_to_scan", 0),
+            running.get("keys_per_second"), running.get("eta_seconds")))
+    return None
+
+
+def progress_text(done: int, total: int, per_second: Optional[float], eta: Optional[float], width: int = 20) -> str:
+    """``[#####.....] 50% 500/1000 keys 120/s ETA 4s``."""
+    share = min(done / total, 1.0) if total else 0.0
+    filled = int(share * width)
+    text = "[%s%s] %3d%% %d/%d keys" % ("#" * filled, "." * (width - filled), share * 100, done, total)
+    if per_second:
+        text += " %d/s" % per_second
+    if eta is not None:
+        text += " ETA %ds" % eta
+    return text
 
 
 # -- errors ----------------------------------------------------------------------------------
