@@ -1,0 +1,405 @@
+# -*- test-case-name: tests.unit.test_bench_repair -*-
+"""
+``dynomite-bench-repair``: anti-entropy repair of a million keys, timed.
+
+Starts one datacenter of three racks of one node (the benchmark's
+``dc_one`` target: ephemeral ports on 127.0.0.x, a temporary directory),
+loads ``--keys`` keys (strings, hashes, sets, lists, sorted sets, some with
+an expiry; `dynomite.bench.dataset`) straight into every rack's Redis with
+pipelines, the same data everywhere, and damages 10% of them on rack 2 or
+rack 3 (deleted, value changed, expiry changed), straight in Redis.  Then:
+
+1. a repair through the admin API (``/repair/start``) at the node's
+   default ``repair_rate``, while a pipelined client (redis-benchmark
+   ``-c 50 -P 16`` SET and GET, as ``dynomite-bench`` runs it) goes
+   through the first node; the same client is measured alone before and
+   after, and the report gives the ratio during / alone;
+2. the same damage again, and a repair with ``rate=0`` (no limit), alone.
+
+After each repair every damaged key is compared on the three Redis servers
+directly (the repair script's digests), and a second repair must find no
+differing key.  ``/repair`` is polled every `POLL` seconds: the time of
+each phase comes from those polls (to a poll's precision), keys compared
+per second is what the digest phase scanned over its time, keys repaired
+per second the repaired keys over the repairing phase's time.
+
+Last, the digest method (`dynomite.bench.digests`): on rack 1's Redis,
+the repair script's cells scan against SCAN + DUMP + PEXPIRETIME with the
+hashing in Python, keys/s and CPU per key of each.
+
+Results go to ``.bench/results/repair.json``.  It is opt-in
+(``make bench-repair``): the full run takes several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from dynomite.launcher.cluster import ClusterError
+from dynomite.repair import script
+from dynomite.repair.run import PHASES
+
+from . import dataset, digests
+from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
+from .interpreters import cpython
+from .redisbench import BenchmarkError
+from .targets import KINDS, NodeTarget
+
+__all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
+
+FULL_KEYS, QUICK_KEYS = 1_000_000, 100_000
+#: redis-benchmark requests per measured run
+FULL_REQUESTS, QUICK_REQUESTS = 200_000, 50_000
+#: seconds between two polls of /repair
+POLL = 0.25
+#: a damaged key's expiry is this far ahead of the load (ms)
+EXPIRY_AHEAD_MS = 2 * 3600 * 1000
+
+Poll = Tuple[float, str, int, int]   # (time, phase, scanned, phase_scanned)
+
+
+# -- pure parts ---------------------------------------------------------------------
+
+
+def phase_times(polls: Sequence[Poll], started: float, finished: float) -> Dict[str, float]:
+    """
+    Seconds spent in each phase seen: a phase begins halfway between the
+    last poll of the phase before and its own first poll (the first at
+    ``started``), and ends where the next begins (the last at ``finished``).
+    """
+    starts: List[Tuple[str, float]] = []
+    previous: Optional[Poll] = None
+    for poll in polls:
+        if previous is None or poll[1] != previous[1]:
+            at = started if previous is None else (previous[0] + poll[0]) / 2
+            starts.append((poll[1], at))
+        previous = poll
+    times: Dict[str, float] = {}
+    for i, (phase, at) in enumerate(starts):
+        end = starts[i + 1][1] if i + 1 < len(starts) else finished
+        times[phase] = round(times.get(phase, 0.0) + max(end - at, 0.0), 3)
+    return times
+
+
+def digest_scanned(polls: Sequence[Poll], result: Dict[str, Any]) -> int:
+    """Keys the digest phase scanned: all scanned before the listing, or all if it never listed."""
+    for _, phase, scanned, phase_scanned in polls:
+        if phase != "digests" and phase != "sizing":
+            return scanned - phase_scanned
+    return int(result["scanned"])
+
+
+def repair_figures(polls: Sequence[Poll], result: Dict[str, Any]) -> Dict[str, Any]:
+    """A finished repair's figures: phases, keys/s compared and repaired, the counts."""
+    wall = result["finished"] - result["started"]
+    times = phase_times(polls, result["started"], result["finished"])
+    compared = digest_scanned(polls, result)
+    repairing = times.get("repairing")
+    return {
+        "phase": result["phase"], "error": result["error"], "wall_s": round(wall, 3), "phases_s": times,
+        "digest_scanned": compared,
+        "compared_per_s": round(compared / times["digests"], 1) if times.get("digests") else None,
+        "repaired_per_s": round(result["keys_repaired"] / repairing, 1) if repairing else None,
+        **{k: result[k] for k in ("keys_total", "scanned", "cells_differing", "keys_differing", "keys_changed",
+                                  "keys_repaired", "keys_skipped", "keys_undecided")},
+    }
+
+
+def summarize_throughput(samples: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Per test: the median ops/s alone and during the repair, and their ratio."""
+    rows = []
+    for test in dict.fromkeys(s["test"] for s in samples):
+        alone = [s["rps"] for s in samples if s["test"] == test and not s["during_repair"]]
+        during = [s["rps"] for s in samples if s["test"] == test and s["during_repair"]]
+        a = statistics.median(alone) if alone else None
+        d = statistics.median(during) if during else None
+        rows.append({"test": test, "rps_alone": a, "rps_during": d, "runs_alone": len(alone),
+                     "runs_during": len(during), "ratio": d / a if a and d is not None else None})
+    return rows
+
+
+def _num(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(doc: Dict[str, Any]) -> str:
+    """The figures as text tables (stdout)."""
+    d = doc["damage"]
+    lines = [f"{doc['keys']:,} keys on 3 racks, loaded in {doc['load_s']:.1f} s per Redis;"
+             f" {d['deleted'] + d['changed'] + d['expiry']:,} damaged on racks 2 and 3"
+             f" ({d['deleted']:,} deleted, {d['changed']:,} changed, {d['expiry']:,} expiry moved)", ""]
+    head = "".join(f"{p:>11}" for p in PHASES)
+    lines.append(f"{'repair':<13}{'wall s':>8}{head}{'compared/s':>12}{'repaired/s':>12}"
+                 f"{'differing':>10}{'repaired':>9}{'left':>6}{'2nd run':>8}")
+    for r in doc["repairs"]:
+        f = r["figures"]
+        phases = "".join(f"{_num(f['phases_s'].get(p), '.1f'):>11}" for p in PHASES)
+        lines.append(f"{r['name']:<13}{f['wall_s']:>8.1f}{phases}{_num(f['compared_per_s'], ',.0f'):>12}"
+                     f"{_num(f['repaired_per_s'], ',.0f'):>12}{f['keys_differing']:>10,}{f['keys_repaired']:>9,}"
+                     f"{r['still_differing']:>6,}{r['second_run']['keys_differing']:>8,}")
+    lines += ["", "client (redis-benchmark -c 50 -P 16 through rack 1's node), ops/s:",
+              f"{'test':<5}{'alone':>10}{'during':>10}{'ratio':>7}"]
+    for row in doc["throughput"]["summary"]:
+        lines.append(f"{row['test']:<5}{_num(row['rps_alone'], ',.0f'):>10}{_num(row['rps_during'], ',.0f'):>10}"
+                     f"{_num(row['ratio'], '.2f') + 'x':>7}")
+    m = doc["digest_method"]
+    lines += ["", f"digest method, one Redis of {m['script']['keys']:,} keys:"]
+    for label, key in (("(a) repair script (Lua, in Redis)", "script"),
+                       ("(b) SCAN + DUMP + PEXPIRETIME, SHA1 in Python", "dump")):
+        x = m[key]
+        lines.append(f"{label:<46}{x['keys_per_second']:>10,.0f} keys/s  {x['cpu_us_per_key']:>6.2f} µs CPU/key"
+                     f" (redis {x['redis_cpu_s']:.1f} s, client {x['client_cpu_s']:.1f} s)")
+    s = m["seed_check"]
+    lines.append(f"(a)/(b) keys/s: {_num(m['speed_ratio'], '.2f')}x; hashtable-encoded keys, same data on two"
+                 f" servers: {s['dump_differs']} of {s['keys']} DUMP differently,"
+                 f" {s['script_digest_differs']} digest differently by the script")
+    return "\n".join(lines)
+
+
+# -- the admin API ------------------------------------------------------------------
+
+
+class Admin:
+    """GETs of one node's admin API, as JSON."""
+
+    def __init__(self, address: Tuple[str, int]) -> None:
+        self.base = "http://%s:%d" % address
+
+    def get(self, path: str) -> Dict[str, Any]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=30) as reply:
+                return json.loads(reply.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError("%s%s: %s %s" % (self.base, path, e.code, e.read().decode("utf-8", "replace")))
+
+
+class Watch(threading.Thread):
+    """Polls /repair until the repair started at ``started`` ends; its polls and result."""
+
+    def __init__(self, admin: Admin, started: float) -> None:
+        threading.Thread.__init__(self, daemon=True)
+        self.admin = admin
+        self.started = started
+        self.polls: List[Poll] = []
+        self.result: Optional[Dict[str, Any]] = None
+        self.error: Optional[str] = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                doc = self.admin.get("/repair")
+                running = doc.get("running")
+                if running and running.get("started") == self.started:
+                    self.polls.append((time.time(), running["phase"], running["scanned"], running["phase_scanned"]))
+                elif (doc.get("last") or {}).get("started") == self.started:
+                    self.result = doc["last"]
+                    return
+                else:
+                    self.error = "the repair started at %s is neither running nor the last one" % self.started
+                    return
+                time.sleep(POLL)
+        except (OSError, RuntimeError, ValueError) as e:
+            self.error = str(e)
+
+    @property
+    def done(self) -> bool:
+        return not self.is_alive()
+
+
+def start_repair(admin: Admin, rate: Optional[int]) -> Watch:
+    doc = admin.get("/repair/start" + ("" if rate is None else "?rate=%d" % rate))
+    watch = Watch(admin, doc["running"]["started"])
+    watch.start()
+    return watch
+
+
+def finish(watch: Watch) -> Dict[str, Any]:
+    watch.join()
+    if watch.result is None:
+        raise RuntimeError("repair: %s" % watch.error)
+    if watch.result.get("error"):
+        raise RuntimeError("repair failed: %s" % watch.result["error"])
+    return watch.result
+
+
+# -- the run ------------------------------------------------------------------------
+
+
+def still_differing(clients: Sequence[dataset.DirectRedis], keys: Sequence[bytes]) -> int:
+    """Keys whose repair-script digests are not the same (or missing) on every Redis."""
+    seen: List[Dict[bytes, bytes]] = []
+    for client in clients:
+        found: Dict[bytes, bytes] = {}
+        for i in range(0, len(keys), 500):
+            batch = list(keys[i:i + 500])
+            client.send(script.digest_request(batch).payload)
+            found.update(script.read_digests(client.raw_replies(1)[0], batch))
+        seen.append(found)
+    return sum(1 for k in keys if not seen[0][k] or len({s[k] for s in seen}) > 1)
+
+
+class RepairBench:
+    """The cluster, its Redis servers reached directly, and every figure of one run."""
+
+    def __init__(self, keys: int, requests: int, rounds: int, settings: Settings, workdir: str) -> None:
+        self.keys = keys
+        self.requests = requests
+        self.rounds = rounds
+        self.settings = settings
+        self.workdir = workdir
+        self.target = NodeTarget(KINDS["dc_one"], cpython(), workdir, NODE_BASE)
+        self.expiry_ms = int(time.time() * 1000) + EXPIRY_AHEAD_MS
+        self.damaged = [dataset.key_name(i) for i, _, _ in dataset.damage_plan(keys)]
+        self.samples: List[Dict[str, Any]] = []
+
+    def client_runs(self, during: bool, keep_going: Callable[[], bool]) -> None:
+        """SET and GET runs through rack 1's node, while ``keep_going()`` (checked before each)."""
+        while keep_going():
+            for test in self.settings.tests:
+                run = measure(self.target, test, self.settings.pipeline, self.requests, self.settings, 0,
+                              self.workdir)
+                if during and not keep_going():
+                    return   # the repair ended during this run: it counts for neither
+                self.samples.append({"test": test, "during_repair": during, "rps": run.rps,
+                                     "p99_ms": run.p99_ms, "node_us_per_op": run.node_us_per_op})
+                say(f"client {test} {'during the repair' if during else 'alone':>17}: {run.rps:,.0f} ops/s")
+
+    def alone(self) -> None:
+        left = [self.rounds]
+
+        def more() -> bool:
+            left[0] -= 1
+            return left[0] >= 0
+        self.client_runs(False, more)
+
+    def repair(self, name: str, rate: Optional[int], clients: Sequence[dataset.DirectRedis],
+               admin: Admin, with_client: bool) -> Dict[str, Any]:
+        say(f"repair ({name}) ...")
+        watch = start_repair(admin, rate)
+        if with_client:
+            self.client_runs(True, lambda: not watch.done)
+        result = finish(watch)
+        figures = repair_figures(watch.polls, result)
+        say(f"repair ({name}): {figures['keys_differing']:,} differing, {figures['keys_repaired']:,} repaired"
+            f" in {figures['wall_s']:.1f} s; checking ...")
+        left = still_differing(clients, self.damaged)
+        second = finish(start_repair(admin, 0))
+        return {"name": name, "rate": rate, "with_client": with_client, "figures": figures,
+                "still_differing": left, "second_run": repair_figures([], second)}
+
+    def run(self) -> Dict[str, Any]:
+        target = self.target
+        clients: List[dataset.DirectRedis] = []
+        try:
+            say(f"starting {target.label} ...")
+            target.start()
+            target.wait_serving()
+            nodes = target.cluster.nodes
+            admin = Admin(nodes[0].stats_address)
+            clients = [dataset.DirectRedis(n.redis_address) for n in nodes]
+            say(f"loading {self.keys:,} keys into each of {len(clients)} Redis ...")
+            began = time.monotonic()
+            for client in clients:
+                client.send_checked(dataset.load_commands(self.keys, self.expiry_ms))
+            load_s = (time.monotonic() - began) / len(clients)
+            self.alone()
+            damage = dataset.damage(clients, self.keys, self.expiry_ms)
+            repairs = [self.repair("default rate", None, clients, admin, True)]
+            self.alone()
+            dataset.damage(clients, self.keys, self.expiry_ms)
+            repairs.append(self.repair("rate=0", 0, clients, admin, False))
+            say("digest method: the repair script, then SCAN + DUMP ...")
+            bounds = sorted({t for n in nodes for t in n.tokens})
+            redis_pid = target.redis_pids[0]
+            lua = digests.measure(digests.script_cells, clients[0], redis_pid, bounds)
+            dump = digests.measure(digests.dump_cells, clients[0], redis_pid, bounds)
+            big = [dataset.key_name(i) for i in range(self.keys) if dataset.key_kind(i) in ("bigset", "bighash")]
+            seed = digests.seed_check(clients[0], clients[1], big)
+            rate = admin.get("/repair")["rate"]
+        finally:
+            for client in clients:
+                client.close()
+            target.stop()
+        return {
+            "keys": self.keys, "damaged": len(self.damaged), "damage": damage, "load_s": round(load_s, 2),
+            "default_rate": rate, "repairs": repairs,
+            "throughput": {"settings": self.settings.to_json(), "requests": self.requests,
+                           "samples": self.samples, "summary": summarize_throughput(self.samples)},
+            "digest_method": {"script": lua, "dump": dump, "seed_check": seed,
+                              "speed_ratio": (lua["keys_per_second"] / dump["keys_per_second"]
+                                              if dump["keys_per_second"] else None)},
+        }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynomite-bench-repair", description=__doc__.split("\n\n")[1])
+    p.add_argument("--keys", type=int, metavar="N", help=f"keys loaded (default {FULL_KEYS:,})")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_KEYS:,} keys, shorter client runs")
+    p.add_argument("-n", "--requests", type=int, metavar="N", help="redis-benchmark requests per client run")
+    p.add_argument("--rounds", type=int, default=2, help="SET+GET rounds alone, before and after (default 2)")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "repair.json"), metavar="PATH",
+                   help="results (default .bench/results/repair.json)")
+    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the workdir")
+    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
+    return p
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The command line, with ``keys`` and ``requests`` resolved; exits with usage on nonsense."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.keys = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else FULL_KEYS)
+    args.requests = args.requests if args.requests is not None else (
+        QUICK_REQUESTS if args.quick else FULL_REQUESTS)
+    if args.keys < 1000:
+        parser.error("--keys must be at least 1000")
+    if args.requests < 1000:
+        parser.error("--requests must be at least 1000")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if shutil.which(args.redis_benchmark) is None:
+        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The ``dynomite-bench-repair`` console script; returns the exit status."""
+    args = parse_args(argv)
+    settings = Settings(rounds=1, requests=args.requests, pipelined_requests=args.requests, pipeline=16,
+                        clients=50, data_size=64, keyspace=100000, tests=("SET", "GET"), kinds=("dc_one",),
+                        warmup=0.0, redis_benchmark=args.redis_benchmark)
+    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-repair-")
+    os.makedirs(workdir, exist_ok=True)
+    try:
+        document = RepairBench(args.keys, args.requests, args.rounds, settings, workdir).run()
+    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
+        say(f"dynomite-bench-repair: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(document, f, indent=1)
+    print(format_report(document))
+    say(f"results written to {args.json}")
+    healed = all(r["still_differing"] == 0 and r["second_run"]["keys_differing"] == 0 for r in document["repairs"])
+    return 0 if healed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
