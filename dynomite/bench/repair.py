@@ -63,6 +63,8 @@ FULL_KEYS, QUICK_KEYS = 1_000_000, 100_000
 FULL_REQUESTS, QUICK_REQUESTS = 200_000, 50_000
 #: seconds between two polls of /repair
 POLL = 0.25
+#: client runs that may fail (and are left out) before the benchmark gives up
+MAX_CLIENT_ERRORS = 3
 #: a damaged key's expiry is this far ahead of the load (ms)
 EXPIRY_AHEAD_MS = 2 * 3600 * 1000
 
@@ -262,13 +264,24 @@ class RepairBench:
         self.expiry_ms = int(time.time() * 1000) + EXPIRY_AHEAD_MS
         self.damaged = [dataset.key_name(i) for i, _, _ in dataset.damage_plan(keys)]
         self.samples: List[Dict[str, Any]] = []
+        self.client_errors: List[str] = []
 
     def client_runs(self, during: bool, keep_going: Callable[[], bool]) -> None:
         """SET and GET runs through rack 1's node, while ``keep_going()`` (checked before each)."""
+        failed = 0
         while keep_going():
             for test in self.settings.tests:
-                run = measure(self.target, test, self.settings.pipeline, self.requests, self.settings, 0,
-                              self.workdir)
+                try:
+                    run = measure(self.target, test, self.settings.pipeline, self.requests, self.settings, 0,
+                                  self.workdir)
+                except BenchmarkError as e:
+                    # one run lost (a signal from outside, a timeout) leaves the repair to finish
+                    self.client_errors.append(str(e).splitlines()[0])
+                    say(f"client {test}: {self.client_errors[-1]}")
+                    failed += 1
+                    if failed >= MAX_CLIENT_ERRORS:
+                        raise
+                    continue
                 if during and not keep_going():
                     return   # the repair ended during this run: it counts for neither
                 self.samples.append({"test": test, "during_repair": during, "rps": run.rps,
@@ -335,7 +348,8 @@ class RepairBench:
             "keys": self.keys, "damaged": len(self.damaged), "damage": damage, "load_s": round(load_s, 2),
             "default_rate": rate, "repairs": repairs,
             "throughput": {"settings": self.settings.to_json(), "requests": self.requests,
-                           "samples": self.samples, "summary": summarize_throughput(self.samples)},
+                           "samples": self.samples, "errors": self.client_errors,
+                           "summary": summarize_throughput(self.samples)},
             "digest_method": {"script": lua, "dump": dump, "seed_check": seed,
                               "speed_ratio": (lua["keys_per_second"] / dump["keys_per_second"]
                                               if dump["keys_per_second"] else None)},
