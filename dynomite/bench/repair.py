@@ -18,7 +18,7 @@ rack 3 (deleted, value changed, expiry changed), straight in Redis.  Then:
 
 After each repair every damaged key is compared on the three Redis servers
 directly (the repair script's digests), and a second repair must find no
-differing key.  ``/repair`` is polled every `POLL` seconds: the time of
+differing key.  ``/repair`` is polled every `repairwatch.POLL` seconds: the time of
 each phase comes from those polls (to a poll's precision), keys compared
 per second is what the digest phase scanned over its time, keys repaired
 per second the repaired keys over the repairing phase's time.
@@ -28,7 +28,7 @@ the repair script's cells scan against SCAN + DUMP + PEXPIRETIME with the
 hashing in Python, keys/s and CPU per key of each.
 
 Results go to ``.bench/results/repair.json``.  It is opt-in
-(``make bench-repair``): the full run takes several minutes.
+(``make bench-repair``): the full run takes 15 to 20 minutes here.
 """
 
 from __future__ import annotations
@@ -40,10 +40,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from dynomite.launcher.cluster import ClusterError
@@ -54,6 +51,7 @@ from . import dataset, digests
 from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
 from .interpreters import cpython
 from .redisbench import BenchmarkError
+from .repairwatch import Admin, MachineLoad, Poll, finish, start_repair
 from .targets import KINDS, NodeTarget
 
 __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
@@ -61,14 +59,10 @@ __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
 FULL_KEYS, QUICK_KEYS = 1_000_000, 100_000
 #: redis-benchmark requests per measured run
 FULL_REQUESTS, QUICK_REQUESTS = 200_000, 50_000
-#: seconds between two polls of /repair
-POLL = 0.25
 #: client runs that may fail (and are left out) before the benchmark gives up
 MAX_CLIENT_ERRORS = 3
 #: a damaged key's expiry is this far ahead of the load (ms)
 EXPIRY_AHEAD_MS = 2 * 3600 * 1000
-
-Poll = Tuple[float, str, int, int]   # (time, phase, scanned, phase_scanned)
 
 
 # -- pure parts ---------------------------------------------------------------------
@@ -126,9 +120,24 @@ def summarize_throughput(samples: Sequence[Dict[str, Any]]) -> List[Dict[str, An
         during = [s["rps"] for s in samples if s["test"] == test and s["during_repair"]]
         a = statistics.median(alone) if alone else None
         d = statistics.median(during) if during else None
+        others = [[s.get("other_cpu_s") for s in samples if s["test"] == test and s["during_repair"] is flag]
+                  for flag in (False, True)]
         rows.append({"test": test, "rps_alone": a, "rps_during": d, "runs_alone": len(alone),
-                     "runs_during": len(during), "ratio": d / a if a and d is not None else None})
+                     "runs_during": len(during), "ratio": d / a if a and d is not None else None,
+                     "other_cpu_alone_s": _median(others[0]), "other_cpu_during_s": _median(others[1]),
+                     "during_by_phase": _by_phase([s for s in samples if s["test"] == test and s["during_repair"]])})
     return rows
+
+
+def _by_phase(samples: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+    """The median ops/s of the runs that ended in each phase, in phase order."""
+    return {phase: statistics.median(s["rps"] for s in samples if s.get("phase") == phase)
+            for phase in PHASES if any(s.get("phase") == phase for s in samples)}
+
+
+def _median(values: Sequence[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _num(value: Optional[float], spec: str) -> str:
@@ -150,11 +159,21 @@ def format_report(doc: Dict[str, Any]) -> str:
         lines.append(f"{r['name']:<13}{f['wall_s']:>8.1f}{phases}{_num(f['compared_per_s'], ',.0f'):>12}"
                      f"{_num(f['repaired_per_s'], ',.0f'):>12}{f['keys_differing']:>10,}{f['keys_repaired']:>9,}"
                      f"{r['still_differing']:>6,}{r['second_run']['keys_differing']:>8,}")
+    for r in doc["repairs"]:
+        m = r.get("machine") or {}
+        if m.get("machine_busy") is not None:
+            lines.append(f"during {r['name']}: machine {m['machine_busy']:.0%} busy; CPU s: cluster {m['cluster_cpu_s']},"
+                         f" this benchmark and its client {m['bench_cpu_s']}, other processes {m['other_cpu_s']}")
     lines += ["", "client (redis-benchmark -c 50 -P 16 through rack 1's node), ops/s:",
-              f"{'test':<5}{'alone':>10}{'during':>10}{'ratio':>7}"]
+              f"{'test':<5}{'alone':>10}{'during':>10}{'ratio':>7}   other processes' CPU s per run, alone / during"]
     for row in doc["throughput"]["summary"]:
         lines.append(f"{row['test']:<5}{_num(row['rps_alone'], ',.0f'):>10}{_num(row['rps_during'], ',.0f'):>10}"
-                     f"{_num(row['ratio'], '.2f') + 'x':>7}")
+                     f"{_num(row['ratio'], '.2f') + 'x':>7}   {_num(row.get('other_cpu_alone_s'), '.1f')}"
+                     f" / {_num(row.get('other_cpu_during_s'), '.1f')}")
+        phases = row.get("during_by_phase") or {}
+        if phases:
+            lines.append("      during, by the phase a run ended in: "
+                         + ", ".join(f"{phase} {rps:,.0f}" for phase, rps in phases.items()))
     m = doc["digest_method"]
     lines += ["", f"digest method, one Redis of {m['script']['keys']:,} keys:"]
     for label, key in (("(a) repair script (Lua, in Redis)", "script"),
@@ -167,72 +186,6 @@ def format_report(doc: Dict[str, Any]) -> str:
                  f" servers: {s['dump_differs']} of {s['keys']} DUMP differently,"
                  f" {s['script_digest_differs']} digest differently by the script")
     return "\n".join(lines)
-
-
-# -- the admin API ------------------------------------------------------------------
-
-
-class Admin:
-    """GETs of one node's admin API, as JSON."""
-
-    def __init__(self, address: Tuple[str, int]) -> None:
-        self.base = "http://%s:%d" % address
-
-    def get(self, path: str) -> Dict[str, Any]:
-        try:
-            with urllib.request.urlopen(self.base + path, timeout=30) as reply:
-                return json.loads(reply.read())
-        except urllib.error.HTTPError as e:
-            raise RuntimeError("%s%s: %s %s" % (self.base, path, e.code, e.read().decode("utf-8", "replace")))
-
-
-class Watch(threading.Thread):
-    """Polls /repair until the repair started at ``started`` ends; its polls and result."""
-
-    def __init__(self, admin: Admin, started: float) -> None:
-        threading.Thread.__init__(self, daemon=True)
-        self.admin = admin
-        self.started = started
-        self.polls: List[Poll] = []
-        self.result: Optional[Dict[str, Any]] = None
-        self.error: Optional[str] = None
-
-    def run(self) -> None:
-        try:
-            while True:
-                doc = self.admin.get("/repair")
-                running = doc.get("running")
-                if running and running.get("started") == self.started:
-                    self.polls.append((time.time(), running["phase"], running["scanned"], running["phase_scanned"]))
-                elif (doc.get("last") or {}).get("started") == self.started:
-                    self.result = doc["last"]
-                    return
-                else:
-                    self.error = "the repair started at %s is neither running nor the last one" % self.started
-                    return
-                time.sleep(POLL)
-        except (OSError, RuntimeError, ValueError) as e:
-            self.error = str(e)
-
-    @property
-    def done(self) -> bool:
-        return not self.is_alive()
-
-
-def start_repair(admin: Admin, rate: Optional[int]) -> Watch:
-    doc = admin.get("/repair/start" + ("" if rate is None else "?rate=%d" % rate))
-    watch = Watch(admin, doc["running"]["started"])
-    watch.start()
-    return watch
-
-
-def finish(watch: Watch) -> Dict[str, Any]:
-    watch.join()
-    if watch.result is None:
-        raise RuntimeError("repair: %s" % watch.error)
-    if watch.result.get("error"):
-        raise RuntimeError("repair failed: %s" % watch.result["error"])
-    return watch.result
 
 
 # -- the run ------------------------------------------------------------------------
@@ -266,8 +219,13 @@ class RepairBench:
         self.samples: List[Dict[str, Any]] = []
         self.client_errors: List[str] = []
 
-    def client_runs(self, during: bool, keep_going: Callable[[], bool]) -> None:
-        """SET and GET runs through rack 1's node, while ``keep_going()`` (checked before each)."""
+    def client_runs(self, during: bool, keep_going: Callable[[], bool],
+                    phase: Callable[[], Optional[str]] = lambda: None) -> None:
+        """
+        SET and GET runs through rack 1's node, while ``keep_going()``
+        (checked before each); each sample notes the repair's phase at its
+        end (``phase()``).
+        """
         failed = 0
         while keep_going():
             for test in self.settings.tests:
@@ -285,7 +243,8 @@ class RepairBench:
                 if during and not keep_going():
                     return   # the repair ended during this run: it counts for neither
                 self.samples.append({"test": test, "during_repair": during, "rps": run.rps,
-                                     "p99_ms": run.p99_ms, "node_us_per_op": run.node_us_per_op})
+                                     "p99_ms": run.p99_ms, "node_us_per_op": run.node_us_per_op,
+                                     "other_cpu_s": run.other_cpu_s, "wall_s": run.wall_s, "phase": phase()})
                 say(f"client {test} {'during the repair' if during else 'alone':>17}: {run.rps:,.0f} ops/s")
 
     def alone(self) -> None:
@@ -299,16 +258,18 @@ class RepairBench:
     def repair(self, name: str, rate: Optional[int], clients: Sequence[dataset.DirectRedis],
                admin: Admin, with_client: bool) -> Dict[str, Any]:
         say(f"repair ({name}) ...")
+        load = MachineLoad(self.target.node_pids + self.target.redis_pids)
         watch = start_repair(admin, rate)
         if with_client:
-            self.client_runs(True, lambda: not watch.done)
+            self.client_runs(True, lambda: not watch.done, lambda: watch.polls[-1][1] if watch.polls else None)
         result = finish(watch)
+        machine = load.since()
         figures = repair_figures(watch.polls, result)
         say(f"repair ({name}): {figures['keys_differing']:,} differing, {figures['keys_repaired']:,} repaired"
             f" in {figures['wall_s']:.1f} s; checking ...")
         left = still_differing(clients, self.damaged)
         second = finish(start_repair(admin, 0))
-        return {"name": name, "rate": rate, "with_client": with_client, "figures": figures,
+        return {"name": name, "rate": rate, "with_client": with_client, "figures": figures, "machine": machine,
                 "still_differing": left, "second_run": repair_figures([], second)}
 
     def run(self) -> Dict[str, Any]:
@@ -326,6 +287,9 @@ class RepairBench:
             for client in clients:
                 client.send_checked(dataset.load_commands(self.keys, self.expiry_ms))
             load_s = (time.monotonic() - began) / len(clients)
+            say("client warm-up ...")
+            for test in self.settings.tests:   # a node's first runs after a start are slower
+                measure(target, test, self.settings.pipeline, self.requests, self.settings, 0, self.workdir)
             self.alone()
             damage = dataset.damage(clients, self.keys, self.expiry_ms)
             repairs = [self.repair("default rate", None, clients, admin, True)]

@@ -106,14 +106,18 @@ class FigureTests(SynchronousTestCase):
         self.assertEqual(repair.digest_scanned(polls, dict(RESULT, scanned=900)), 900)
 
     def test_throughput_ratio_is_during_over_alone_per_test(self):
-        samples = [{"test": "SET", "during_repair": False, "rps": 100.0},
-                   {"test": "SET", "during_repair": False, "rps": 120.0},
-                   {"test": "SET", "during_repair": True, "rps": 55.0},
+        samples = [{"test": "SET", "during_repair": False, "rps": 100.0, "other_cpu_s": 1.0},
+                   {"test": "SET", "during_repair": False, "rps": 120.0, "other_cpu_s": 3.0},
+                   {"test": "SET", "during_repair": True, "rps": 55.0, "other_cpu_s": 0.5, "phase": "repairing"},
+                   {"test": "SET", "during_repair": True, "rps": 45.0, "other_cpu_s": 0.5, "phase": "digests"},
+                   {"test": "SET", "during_repair": True, "rps": 65.0, "other_cpu_s": 0.5, "phase": "repairing"},
                    {"test": "GET", "during_repair": False, "rps": 200.0}]
         rows = {r["test"]: r for r in repair.summarize_throughput(samples)}
         self.assertEqual(rows["SET"]["rps_alone"], 110.0)
         self.assertEqual(rows["SET"]["ratio"], 0.5)
-        self.assertEqual((rows["SET"]["runs_alone"], rows["SET"]["runs_during"]), (2, 1))
+        self.assertEqual((rows["SET"]["runs_alone"], rows["SET"]["runs_during"]), (2, 3))
+        self.assertEqual(rows["SET"]["during_by_phase"], {"digests": 45.0, "repairing": 60.0})
+        self.assertEqual((rows["SET"]["other_cpu_alone_s"], rows["SET"]["other_cpu_during_s"]), (2.0, 0.5))
         self.assertIsNone(rows["GET"]["ratio"])
 
 
@@ -126,10 +130,12 @@ def _document():
         "keys": 3000, "damaged": 300, "load_s": 0.5,
         "damage": {"deleted": 100, "changed": 100, "expiry": 100, "rack2": 150, "rack3": 150},
         "repairs": [{"name": "default rate", "rate": None, "with_client": True, "figures": figures,
-                     "still_differing": 0, "second_run": second}],
+                     "still_differing": 0, "second_run": second,
+                     "machine": {"machine_busy": 0.875, "cluster_cpu_s": 50.0, "bench_cpu_s": 10.0,
+                                 "other_cpu_s": 30.0}}],
         "throughput": {"summary": repair.summarize_throughput(
             [{"test": "SET", "during_repair": False, "rps": 1000.0},
-             {"test": "SET", "during_repair": True, "rps": 800.0}])},
+             {"test": "SET", "during_repair": True, "rps": 800.0, "phase": "listing"}])},
         "digest_method": {"script": method, "dump": dict(method, keys_per_second=4500.0), "speed_ratio": 2.0,
                           "seed_check": {"keys": 6, "dump_differs": 3, "script_digest_differs": 0}},
     }
@@ -143,7 +149,10 @@ class ReportTests(SynchronousTestCase):
         row = [line for line in text.splitlines() if line.startswith("default rate")][0]
         self.assertEqual(row.split()[2:], ["6.0", "-", "2.0", "1.0", "1.0", "2.0", "4,500", "250", "510", "500",
                                            "0", "0"])
-        self.assertIn("SET       1,000       800  0.80x", text)
+        self.assertIn("SET       1,000       800  0.80x   - / -", text)
+        self.assertIn("during, by the phase a run ended in: listing 800", text)
+        self.assertIn("during default rate: machine 88% busy; CPU s: cluster 50.0, this benchmark and its client 10.0,"
+                      " other processes 30.0", text)
         self.assertIn("(a)/(b) keys/s: 2.00x", text)
         self.assertIn("3 of 6 DUMP differently, 0 digest differently by the script", text)
 
