@@ -70,7 +70,7 @@ _DATA_GROUPS = frozenset(
 #: Answered by the node itself.
 _NODE = frozenset(
     "ping echo quit select auth hello client command info config reset acl "
-    "dyno_config:conn_consistency multi exec discard "
+    "dyno_config:conn_consistency multi exec discard watch unwatch "
     "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop "
     "subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe publish spublish "
     "pubsub".split()
@@ -100,7 +100,6 @@ _KEY_CONTAINERS = frozenset({"memory"})
 #: Redis 7.0 is listed (a test checks), so each exclusion is deliberate.
 _UNSUPPORTED = {
     "blocking streams and WAIT (pops are served: dynomite.node.blocking)": "wait xread xreadgroup",
-    "optimistic locking (transactions are served without it)": "watch unwatch",
     "cluster mode (the node is the cluster)": "cluster readonly readwrite asking",
     "replication and persistence admin (per-node operations)":
         "slaveof replicaof sync psync replconf role save bgsave bgrewriteaof shutdown "

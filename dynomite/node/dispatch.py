@@ -40,6 +40,7 @@ from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
 from dynomite.node import blocking
 from dynomite.node.transactions import IMMEDIATE, queue
+from dynomite.node import watch
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
@@ -159,6 +160,11 @@ class Node:
     def client_disconnected(self, client) -> None:
         self.clients.discard(client)
         self.pubsub.drop(client)
+        watch.release(self, client.session)
+
+    def release_watch(self, client) -> None:
+        """RESET: the keys ``client`` watches are released at their leader."""
+        watch.release(self, client.session)
 
     def output_limit_reached(self, client, reason: str) -> None:
         """A subscriber's unread messages passed its output buffer limit: it is being closed."""
