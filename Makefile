@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile clean
+.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile bench-blocked clean
 
 all: setup
 
@@ -42,6 +42,9 @@ bench: setup
 # A pipelined client alone and under a flood of hostile connections (opt-in, about 3 minutes)
 bench-hostile: setup
 	$(BIN)/dynomite-bench-hostile
+
+bench-blocked: setup
+	$(BIN)/dynomite-bench-blocked
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache

@@ -38,8 +38,9 @@ from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
-from dynomite.node import blocking
+from dynomite.node import blocking, streams
 from dynomite.node.transactions import IMMEDIATE, queue
+from dynomite.node import watch
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
@@ -51,6 +52,8 @@ NOAUTH = b"-NOAUTH Authentication required.\r\n"
 
 #: Blocking pops, served by `dynomite.node.blocking` (imported for its @builtin registrations).
 BLOCKING = blocking.BLOCKING
+#: Node commands that read or write keys, so wait like data commands (`_must_wait`).
+_WAITING = BLOCKING | streams.STREAM_BLOCKING
 
 
 def unknown_command(args) -> bytes:
@@ -159,6 +162,11 @@ class Node:
     def client_disconnected(self, client) -> None:
         self.clients.discard(client)
         self.pubsub.drop(client)
+        watch.release(self, client.session)
+
+    def release_watch(self, client) -> None:
+        """RESET: the keys ``client`` watches are released at their leader."""
+        watch.release(self, client.session)
 
     def output_limit_reached(self, client, reason: str) -> None:
         """A subscriber's unread messages passed its output buffer limit: it is being closed."""
@@ -316,7 +324,7 @@ class Node:
         cmd = self._lookup(args[0])
         if cmd is not None and cmd.name == "exec":
             return True   # a transaction, reads or writes: after everything before it
-        if cmd is None or cmd.route == commands.NODE and cmd.name not in BLOCKING \
+        if cmd is None or cmd.route == commands.NODE and cmd.name not in _WAITING \
                 or cmd.route == commands.UNSUPPORTED:
             return False
         if cmd.subcommands:

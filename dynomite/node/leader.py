@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from dynomite.commands.effects import Effect
 from dynomite.config.vocabulary import DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 from dynomite.consistency.quorum import ReadTargetFirst, Reconciler
+from dynomite.node.watch_table import WatchTable
 from dynomite.placement.router import Plan
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import DIRECT
@@ -163,6 +164,8 @@ class Leader:
         self._queue: Deque[object] = deque()
         self.effects_run = 0
         self.effects_unknown = 0
+        #: versions of the keys watched through this leader (`dynomite.node.watch`)
+        self.watches = WatchTable()
 
     # -- ordering ----------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class Leader:
         reads from (None: no preference).  ``effect``: the request may not
         run twice; run it here and replicate its effect.
         """
+        if self.watches.active:
+            self.watches.touched(request.payload)
         if request.lane != plan.lane:
             request = Request(request.payload, request.resp, plan.lane, request.count, True,
                               request.flags & FLAG_TRANSACTION)

@@ -126,10 +126,14 @@ FLAG_SHARD = 0x0100
 #: REQUEST/LEAD/FORWARD: the run is a client's transaction (MULTI ... EXEC):
 #: applied whole everywhere, never cut (`dynomite.node.transactions`).
 FLAG_TRANSACTION = 0x0200
+#: LEAD: a watch request for the leader's table of watched keys, or (with
+#: FLAG_TRANSACTION) a transaction with the watched versions in front
+#: (`dynomite.node.watch`).
+FLAG_WATCH = 0x0400
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 10..14 are free; receivers ignore bits they do not know.
+# Bits 11..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
