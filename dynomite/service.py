@@ -147,7 +147,9 @@ class NodeService(MultiService):
 
     def _sweep_clients(self) -> None:
         try:
-            self.parts.node.sweep_clients(self._reactor.seconds())
+            now = self._reactor.seconds()
+            self.parts.node.sweep_clients(now)
+            self.parts.node.protocol_error_log.flush(now)
         except Exception:
             log.failure("client sweep failed")
 
