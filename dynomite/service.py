@@ -42,6 +42,7 @@ from dynomite.datastore.monitor import DatastoreMonitor
 from dynomite.datastore.pool import Datastore
 from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
+from dynomite.runtime.accept import BoundedServerEndpoint
 from dynomite.node.control import NodeControl
 from dynomite.ops.admin import AdminResource, AdminSite
 from dynomite.ops.metrics import make_registry
@@ -108,12 +109,13 @@ class NodeService(MultiService):
         clients = ClientFactory(parts.node, reactor)
         self.client_listener = None   # a node with only tls_listen listens for no client in clear
         if config.listen is not None:
-            self.client_listener = self._listen(config.listen, clients)
+            self.client_listener = self._listen(config.listen, clients, bounded=True)
         self.tls_client_listener = None
         if config.tls_listen is not None:
             self.tls_client_listener = self._listen(
                 config.tls_listen,
-                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor))
+                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor),
+                bounded=True)
         # -- seed provider and graceful stop (dynomite.peers.seeds) --
         self.peer_factory = self.peer_listener.factory if config.dyn_listen is not None else None
         source = make_source(config, reactor)
@@ -126,10 +128,13 @@ class NodeService(MultiService):
         timer.clock = self._reactor
         timer.setServiceParent(self)
 
-    def _listen(self, address: Address, factory) -> StreamServerEndpointService:
-        service = StreamServerEndpointService(
-            server_endpoint(self._reactor, address, self.parts.config.backlog), factory
-        )
+    def _listen(self, address: Address, factory, bounded: bool = False) -> StreamServerEndpointService:
+        backlog = self.parts.config.backlog
+        # client ports accept a bounded number per turn (a flood of
+        # connections waits in the backlog, not in front of the clients)
+        endpoint = (BoundedServerEndpoint(self._reactor, address.port, backlog, address.host) if bounded
+                    else server_endpoint(self._reactor, address, backlog))
+        service = StreamServerEndpointService(endpoint, factory)
         fail_fast(service)   # a port we cannot bind is fatal: twistd must exit, not linger
         service.setServiceParent(self)
         return service
@@ -155,7 +160,9 @@ class NodeService(MultiService):
 
     def _sweep_clients(self) -> None:
         try:
-            self.parts.node.sweep_clients(self._reactor.seconds())
+            now = self._reactor.seconds()
+            self.parts.node.sweep_clients(now)
+            self.parts.node.protocol_error_log.flush(now)
         except Exception:
             log.failure("client sweep failed")
 

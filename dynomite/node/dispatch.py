@@ -36,6 +36,7 @@ from dynomite.commands import acl as acl_rules
 from dynomite.commands import table as commands
 from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
+from dynomite.node.errorlog import ProtocolErrorLog
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
 from dynomite.node import blocking, streams
@@ -111,6 +112,7 @@ class Node:
         self.clients: Set = set()
         self.connections_accepted = 0
         self.protocol_errors = 0
+        self.protocol_error_log = ProtocolErrorLog(clock)   # one line per interval under a flood
         self._lookup = commands.lookup
         self._runs = RunCutter(coordinator.router)
         #: ACL users (a bad acl_file or users entry raises ConfigError here)
@@ -208,11 +210,7 @@ class Node:
         self.protocol_errors += 1
         kind = "oversize" if reason.startswith("request exceeds") else "malformed"
         self.metrics.count(self.metrics.protocol_errors, kind)
-        self.log.info(
-            "protocol error from {address}: {reason}; closing",
-            address=client.session.address,
-            reason=reason,
-        )
+        self.protocol_error_log.report(client.session.address, kind, reason)
 
     def _account(self, cmd) -> Tuple[List[int], Optional[Histogram]]:
         m = self.metrics
