@@ -45,6 +45,8 @@ class FakeReplicas:
         self.hooks: Dict[bytes, Callable[[], None]] = {}
         self.asked: List[Tuple[str, bytes]] = []
         self.down: set = set()
+        #: node -> since when its Redis is marked as holding its data set (0: never)
+        self.markers: Dict[str, int] = {name: 0 for name in names}
 
     def put(self, key: bytes, value: bytes, expiry: int = -1, on=None) -> None:
         for name in on or self.data:
@@ -137,6 +139,12 @@ class FakeReplicas:
         self.data[name][key] = (argv[2], int(argv[3]))
         return _int(1)
 
+
+    def _marker(self, name, keys, argv) -> bytes:
+        if argv[1] == b"set":
+            self.markers[name] = int(argv[2])
+            return _int(1)
+        return _array([_bulk(b"%d" % self.markers[name]), _int(len(self.data[name]))])
 
     def _restore_new(self, name, args) -> bytes:
         """Warm-up's RESTORE without REPLACE."""

@@ -113,7 +113,10 @@ class NodeParts:
         #: anti-entropy repair, warm-up and read repair (`dynomite.repair.manager`)
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
                                config.hash_tag, config.repair_rate, config.anti_entropy_interval,
-                               config.bootstrap)
+                               config.bootstrap,
+                               os.path.join(config.data_dir, "repair", safe_name(self.name), "marked"))
+        if config.read_repairs_enabled:
+            self.coordinator.read_repair = self.repairs.read_repair
 
     @property
     def topology(self) -> Topology:

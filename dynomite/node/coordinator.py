@@ -31,6 +31,7 @@ from dynomite.commands.effects import Effect, plan_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
+from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import Leader, lead_flags
@@ -179,6 +180,9 @@ class Coordinator:
         self._no_leader = b"-ERR no replica of the key can take writes now\r\n"
         #: writes passed to the next leader because theirs stopped answering
         self.leaders_lost = 0
+        #: ``read_repair(payload)``: quorum reads whose replicas disagreed
+        #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
+        self.read_repair: Optional[Callable[[bytes], None]] = None
 
     def replays_skipped(self) -> int:
         """Replayed writes this node's Redis had applied already (`dynomite.replication.applied_once`)."""
@@ -229,6 +233,12 @@ class Coordinator:
                 self.targets[local[0].name].send(request, sink)
             else:
                 _Failover(self.targets, local, request, sink).start()
+        elif self.read_repair is not None and not write and len(local) > 1:
+            rec = self.reconciler(plan, sink, normalise, request.count)
+            watch = Disagreement(len(local), lambda: self.read_repair(request.payload),
+                                 normalise if request.count == 1 else None)
+            for node in local:
+                self.targets[node.name].send(request, watch.watch(rec.replica()))
         else:
             rec = self.reconciler(plan, sink, normalise, request.count)
             for node in local:

@@ -113,6 +113,7 @@ class WarmUp:
         return sorted({name for names in cls.candidates(topology).values() for name in names})
 
     def run(self) -> Deferred:
+        """Hold the node RESUMING, stream, release; fires with the progress (its error set if it failed)."""
         self._membership.hold_resuming(True)
         d = Deferred.fromCoroutine(self._run())
 
