@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.consistency.read_repair import Disagreement
-from dynomite.repair.manager import Repairs
+from dynomite.repair.manager import RepairBusy, Repairs
+from dynomite.repair.run import RepairOptions
 from dynomite.wire.resp import encode_command
 from tests.repair_fakes import FakeReplicas, three_racks
 
@@ -130,6 +131,20 @@ class RepairsTests(SynchronousTestCase):
         fresh.redis_restarted()
         self.assertIsNone(fresh.warmup)
         self.assertEqual(self.replicas.data["r1"], {})
+
+    def test_background_passes_every_interval_one_at_a_time(self) -> None:
+        repairs = Repairs(three_racks, self.replicas.send, self.clock, self.membership, None, 0, 60.0)
+        self.replicas.put(b"a", b"1", on=["r1", "r2"])
+        repairs.tick(30)
+        self.assertIsNone(repairs.last)
+        self.clock.advance(60)
+        repairs.tick(self.clock.seconds())
+        self.assertIsNotNone(repairs.current, "no pass after anti_entropy_interval")
+        self.assertRaises(RepairBusy, repairs.start, RepairOptions())
+        self.clock.pump([0.5] * 10)
+        self.assertIsNone(repairs.current)
+        self.assertEqual(repairs.last.progress.keys_repaired, 1)
+        self.assertEqual(self.replicas.data["r3"][b"a"], (b"1", -1))
 
     def test_bootstrap_warms_up_from_the_first_readable_source(self) -> None:
         self.membership.unreadable = frozenset({"r2"})
