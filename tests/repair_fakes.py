@@ -26,6 +26,13 @@ def three_racks(local: str = "r1") -> Topology:
                      for i, name in enumerate(("r1", "r2", "r3"))])
 
 
+def two_dcs(local: str = "a1") -> Topology:
+    """2 DCs x 2 racks x 1 node at token 0: a1, a2 in dc1, b1, b2 in dc2."""
+    return Topology([NodeInfo(name, "dc1" if name[0] == "a" else "dc2", "rack" + name[1],
+                              Address("127.0.0.1", 1 + i), (0,), name == local)
+                     for i, name in enumerate(("a1", "a2", "b1", "b2"))])
+
+
 def _bulk(b: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(b), b)
 
@@ -155,4 +162,4 @@ class FakeReplicas:
         return b"+OK\r\n"
 
 
-__all__ = ["FakeReplicas", "three_racks"]
+__all__ = ["FakeReplicas", "three_racks", "two_dcs"]

@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.repair.compare import Scope
 from dynomite.repair.run import RepairOptions, RepairRun
-from tests.repair_fakes import FakeReplicas, three_racks
+from tests.repair_fakes import FakeReplicas, three_racks, two_dcs
 
 
 def keys(n: int):
@@ -148,3 +148,24 @@ class RepairRunTests(SynchronousTestCase):
 
     def test_a_source_must_be_a_rack_in_scope(self) -> None:
         self.assertRaises(ValueError, self.start, source="rack9")
+
+
+class AcrossDatacentersTests(SynchronousTestCase):
+    def test_every_datacenter_or_only_the_local_one(self) -> None:
+        clock = Clock()
+        replicas = FakeReplicas(["a1", "a2", "b1", "b2"])
+        for i in range(50):
+            replicas.put(b"k%d" % i, b"v")
+        del replicas.data["b2"][b"k3"]
+        results = []
+        local = RepairRun(Scope(two_dcs(), ("dc1",)), replicas.send, clock, None, RepairOptions(rate=0))
+        local.run().addCallback(results.append)
+        clock.pump([0.5] * 10)
+        self.assertEqual((results[0].cells_differing, results[0].keys_repaired), (0, 0))
+        self.assertNotIn(("b2", b"cells"), replicas.asked, "a local repair scanned another datacenter")
+        everywhere = RepairRun(Scope(two_dcs(), ("dc1", "dc2")), replicas.send, clock, None, RepairOptions(rate=0))
+        everywhere.run().addCallback(results.append)
+        clock.pump([0.5] * 10)
+        self.assertEqual(results[1].keys_repaired, 1)
+        self.assertEqual(results[1].differences[0]["racks"]["dc2/rack2"], "missing")
+        self.assertEqual(replicas.data["b2"][b"k3"], (b"v", -1))
