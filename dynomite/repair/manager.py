@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_repair_manager -*-
+# -*- test-case-name: tests.unit.test_read_repair -*-
 """
 A node's repairs: the one running, the last result, background passes,
 warm-up when its Redis comes back empty, and read repair.

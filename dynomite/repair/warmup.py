@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_repair_warmup -*-
+# -*- test-case-name: tests.unit.test_read_repair -*-
 """
 Warm-up: a node whose Redis lost its data takes it back from other racks.
 
