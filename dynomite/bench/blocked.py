@@ -20,21 +20,15 @@ It is opt-in (``make bench-blocked``), apart from ``dynomite-bench``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import socket
 import statistics
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from dynomite.launcher.cluster import ClusterError
-
-from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
+from .benchmark import NODE_BASE, Settings, measure, say
 from .interpreters import cpython
-from .redisbench import BenchmarkError
+from .side_bench import run_side_bench, side_parser, side_settings
 from .targets import KINDS, NodeTarget
 
 __all__ = ["Blocked", "Sample", "blocking_command", "main", "summarize"]
@@ -167,19 +161,9 @@ def run(settings: Settings, workdir: str, count: int) -> Dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynomite-bench-blocked", description=__doc__.split("\n\n")[1])
-    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests per run (default {FULL_REQUESTS})")
-    p.add_argument("-n", "--requests", type=int, metavar="N", help="requests per run")
-    p.add_argument("-P", "--pipeline", type=int, default=16, metavar="DEPTH", help="pipeline depth (default 16)")
-    p.add_argument("-c", "--clients", type=int, default=50, help="redis-benchmark connections (default 50)")
-    p.add_argument("-t", "--tests", default="set,get", help="redis-benchmark tests (default set,get)")
+    p = side_parser("dynomite-bench-blocked", __doc__.split("\n\n")[1], QUICK_REQUESTS, FULL_REQUESTS,
+                    "blocked.json")
     p.add_argument("--blocked", type=int, default=50, help="blocked clients (default 50)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "blocked.json"), metavar="PATH",
-                   help="raw results and summary (default .bench/results/blocked.json)")
-    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
-    p.add_argument("--keep", action="store_true", help="keep the workdir")
-    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
     return p
 
 
@@ -187,33 +171,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``dynomite-bench-blocked`` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, value in (("--rounds", args.rounds), ("--pipeline", args.pipeline), ("--clients", args.clients),
-                        ("--blocked", args.blocked), ("--requests", args.requests or 1)):
-        if value < 1:
-            parser.error(f"{name} must be at least 1")
-    if shutil.which(args.redis_benchmark) is None:
-        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
-    requests = args.requests or (QUICK_REQUESTS if args.quick else FULL_REQUESTS)
-    settings = Settings(rounds=args.rounds, requests=requests, pipelined_requests=requests, pipeline=args.pipeline,
-                        clients=args.clients, data_size=64, keyspace=100000,
-                        tests=tuple(t.strip().upper() for t in args.tests.split(",") if t.strip()),
-                        kinds=("single",), warmup=0.25, redis_benchmark=args.redis_benchmark)
-    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-blocked-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        document = run(settings, workdir, args.blocked)
-    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
-        say(f"dynomite-bench-blocked: {e}")
+    settings = side_settings(parser, args, QUICK_REQUESTS, FULL_REQUESTS, [("--blocked", args.blocked)])
+    document = run_side_bench(args, "dynomite-bench-blocked", lambda workdir: run(settings, workdir, args.blocked))
+    if document is None:
         return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(document, f, indent=1)
-    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {requests} requests per run,"
+    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {settings.requests} requests per run,"
           f" {settings.rounds} rounds; {args.blocked} other clients blocked (half BLPOP, half XREAD BLOCK)")
     print(format_rows(document["summary"], args.blocked))
     print(f"blocked clients answered during the runs: {document['blocked_answered']} (0 expected)")

@@ -38,23 +38,19 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
-import os
 import select
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from dynomite.launcher.cluster import ClusterError
-
 from .attacker import raise_fd_limit
-from .benchmark import DEFAULT_JSON, NODE_BASE, ROOT, Settings, measure, say
+from .benchmark import NODE_BASE, ROOT, Settings, measure, say
 from .interpreters import Interpreter, InterpreterError, cpython, for_python
 from .redisbench import BenchmarkError
+from .side_bench import run_side_bench, side_parser, side_settings
 from .targets import KINDS, NodeTarget
 
 __all__ = ["Sample", "main", "summarize"]
@@ -250,20 +246,10 @@ def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynomite-bench-hostile", description=__doc__.split("\n\n")[1])
-    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests per run (default {FULL_REQUESTS})")
-    p.add_argument("-n", "--requests", type=int, metavar="N", help="requests per run")
-    p.add_argument("-P", "--pipeline", type=int, default=16, metavar="DEPTH", help="pipeline depth (default 16)")
-    p.add_argument("-c", "--clients", type=int, default=50, help="redis-benchmark connections (default 50)")
-    p.add_argument("-t", "--tests", default="set,get", help="redis-benchmark tests (default set,get)")
+    p = side_parser("dynomite-bench-hostile", __doc__.split("\n\n")[1], QUICK_REQUESTS, FULL_REQUESTS,
+                    "hostile.json")
     p.add_argument("--wave", type=int, default=500, help="hostile connections open at once (default 500)")
     p.add_argument("--hold", type=float, default=0.2, help="seconds each wave is held open (default 0.2)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "hostile.json"), metavar="PATH",
-                   help="raw results and summary (default .bench/results/hostile.json)")
-    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
-    p.add_argument("--keep", action="store_true", help="keep the workdir")
-    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
     p.add_argument("--node-python", action="append", metavar="[NAME=]PATH", default=[],
                    help="also measure a node run by this Python (another checkout's venv), in the same rounds")
     return p
@@ -273,17 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``dynomite-bench-hostile`` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, value in (("--rounds", args.rounds), ("--pipeline", args.pipeline), ("--clients", args.clients),
-                        ("--wave", args.wave), ("--requests", args.requests or 1)):
-        if value < 1:
-            parser.error(f"{name} must be at least 1")
-    if shutil.which(args.redis_benchmark) is None:
-        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
-    requests = args.requests or (QUICK_REQUESTS if args.quick else FULL_REQUESTS)
-    settings = Settings(rounds=args.rounds, requests=requests, pipelined_requests=requests, pipeline=args.pipeline,
-                        clients=args.clients, data_size=64, keyspace=100000,
-                        tests=tuple(t.strip().upper() for t in args.tests.split(",") if t.strip()),
-                        kinds=("single",), warmup=0.25, redis_benchmark=args.redis_benchmark)
+    settings = side_settings(parser, args, QUICK_REQUESTS, FULL_REQUESTS, [("--wave", args.wave)])
     try:
         interpreters = [cpython()] + [for_python(spec, ROOT, say) for spec in args.node_python]
     except InterpreterError as e:
@@ -291,22 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len({i.name for i in interpreters}) != len(interpreters):
         parser.error("two nodes share a name: give each --node-python its own NAME=")
     raise_fd_limit(FD_LIMIT)   # before the node starts: it inherits it (maxclients is 10,000)
-    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-hostile-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        document = run(settings, workdir, args.wave, args.hold, interpreters)
-    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
-        say(f"dynomite-bench-hostile: {e}")
+    document = run_side_bench(args, "dynomite-bench-hostile", lambda workdir: run(settings, workdir, args.wave, args.hold, interpreters))
+    if document is None:
         return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(document, f, indent=1)
-    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {requests} requests per run,"
+    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {settings.requests} requests per run,"
           f" {settings.rounds} rounds; attacker: waves of {args.wave} hostile connections held {args.hold}s")
     print(format_rows(document["summary"]))
     for name, memory in document["node_rss_mb"].items():
