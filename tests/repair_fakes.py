@@ -52,6 +52,8 @@ class FakeReplicas:
         self.hooks: Dict[bytes, Callable[[], None]] = {}
         self.asked: List[Tuple[str, bytes]] = []
         self.down: set = set()
+        #: script modes answered with an error
+        self.broken: set = set()
         #: node -> since when its Redis is marked as holding its data set (0: never)
         self.markers: Dict[str, int] = {name: 0 for name in names}
 
@@ -83,6 +85,9 @@ class FakeReplicas:
         hook = self.hooks.pop(mode, None)
         if hook is not None:
             hook()
+        if mode in self.broken:
+            sink.complete(b"-ERR broken\r\n")
+            return
         sink.complete(getattr(self, "_" + mode.decode())(name, keys, argv))
 
     def _step(self, name: str, argv) -> Tuple[int, List[bytes]]:

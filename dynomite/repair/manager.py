@@ -168,7 +168,7 @@ class Repairs:
             def reachable(answers: List[bytes]) -> None:
                 if any(raw[:1] == b"*" for raw in answers):
                     self._bootstrap = False
-                    self._warm("bootstrap: true")
+                    self._warm("bootstrap: true", bootstrap=True)
                 else:
                     self._suspect_empty = True     # no replica answers yet: next tick
             together([ask(self._send, name, script.marker_request()) for name in sources]).addCallback(reachable)
@@ -226,7 +226,7 @@ class Repairs:
                 self.log.warn("cannot record that this node's Redis was whole ({path}): {why}",
                               path=self._marked_path, why=e)
 
-    def _warm(self, why: str) -> None:
+    def _warm(self, why: str, bootstrap: bool = False) -> None:
         self.log.info("warming up: {why}", why=why)
         self.warmup = WarmUp(self._topology(), self._send, self._clock, self._tag, self.rate,
                              self._membership, self._count)
@@ -234,6 +234,10 @@ class Repairs:
         def ended(progress):
             if progress.error is None:
                 self._mark_warm()
+            else:
+                # not marked: the next tick looks again, and warms up again
+                self._bootstrap = bootstrap
+                self._suspect_empty = True
             return progress
 
         self.warmup.run().addCallback(ended)

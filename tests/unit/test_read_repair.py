@@ -154,6 +154,22 @@ class RepairsTests(SynchronousTestCase):
         self.assertEqual(self.replicas.data["r1"][b"x"], (b"1", -1))
         self.assertEqual(set(repairs.warmup.progress.sources), {"r3"})
 
+    def test_a_failed_warm_up_is_tried_again(self) -> None:
+        self.replicas.put(b"x", b"1", on=["r2", "r3"])
+        repairs = self.repairs(bootstrap=True)
+        self.replicas.down.update({"r2", "r3"})
+        repairs.tick(self.clock.seconds())
+        self.assertIsNone(repairs.warmup, "no replica answers yet: nothing to stream from")
+        self.replicas.down.clear()
+        self.replicas.broken.add(b"stream")
+        repairs.tick(self.clock.seconds())
+        self.assertIn("no replica could stream", repairs.warmup.progress.error)
+        self.assertEqual(self.membership.holds[-1], False)
+        self.replicas.broken.clear()
+        repairs.tick(self.clock.seconds())
+        self.assertEqual(self.replicas.data["r1"][b"x"], (b"1", -1))
+        self.assertIsNone(repairs.warmup.progress.error)
+
     def test_a_failing_source_is_replaced(self) -> None:
         self.replicas.down.add("r2")
         self.replicas.put(b"x", b"1", on=["r2", "r3"])
