@@ -194,12 +194,15 @@ class Leader:
     # -- leading -----------------------------------------------------------------
 
     def lead(self, plan: Plan, request: Request, sink, level: str,
-             read_target: Optional[NodeInfo], normalise=None, effect: Optional[Effect] = None) -> None:
+             read_target: Optional[NodeInfo], normalise=None, effect: Optional[Effect] = None,
+             forward: bool = True) -> None:
         """
         Lead ``request`` (a write, or a run of writes, of one plan) for this
         datacenter at ``level``; ``read_target`` is the replica the client
         reads from (None: no preference).  ``effect``: the request may not
-        run twice; run it here and replicate its effect.
+        run twice; run it here and replicate its effect.  ``forward``: also
+        to the other datacenters (False: their leaders get it from the
+        coordinator, DC_EACH_SAFE_QUORUM).
         """
         if self.watches.active:
             self.watches.touched(request.payload)
@@ -230,7 +233,7 @@ class Leader:
                 here = (outboxes[node.name], replica_sink)
             else:
                 deliveries.append((outboxes[node.name], request, replica_sink))
-        if level != EVERY_RACK:
+        if level != EVERY_RACK and forward:
             for dc in plan.remote_dcs:
                 deliveries.append((outboxes[dc_target_name(dc)], request,
                                    self._outcomes(self._remote_tally, request.count)))

@@ -39,7 +39,8 @@ from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST, PeerProtocolError, lead_position,
+    FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST,
+    PeerProtocolError, lead_position,
 )
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
@@ -109,7 +110,8 @@ class Replica:
             if effect is None:
                 sink.fail(b"-ERR LEAD of a command that runs once is not one whole command\r\n")
                 return
-        self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect)
+        self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect,
+                          not request.flags & FLAG_HERE_ONLY)
 
     def _watched(self, payload: bytes, request: Request, sink) -> Optional[Request]:
         """A LEAD for the table of watched keys (`dynomite.node.watch`): answered, or the transaction it admits."""
