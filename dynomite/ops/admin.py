@@ -147,6 +147,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
         },
         "hints": hints,
         "repair": status.repair(now),
+        "gossip": status.gossip(),
     }
 
 
