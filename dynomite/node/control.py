@@ -88,6 +88,13 @@ class INodeControl(Interface):
     def cancel_repair() -> bool:
         """Stop the running repair after its current step; False if none runs."""
 
+    def remove_node(name: str) -> None:
+        """
+        Mark node ``name`` LEFT in the gossiped cluster view (it is gone for
+        good; every node drops it).  LookupError when gossip is off or the
+        view has no such node; ValueError for this node itself.
+        """
+
 
 @implementer(INodeControl)
 class NodeControl:
@@ -159,6 +166,14 @@ class NodeControl:
 
     def cancel_repair(self) -> bool:
         return self._parts.repairs.cancel()
+
+    def remove_node(self, name: str) -> None:
+        gossip = self._parts.gossip
+        if gossip is None:
+            raise LookupError("gossip is off on this node (enable_gossip)")
+        if name not in gossip.view.entries:
+            raise LookupError("no node %s in the gossiped view" % name)
+        gossip.remove(name)
 
     def reload(self) -> bool:
         """

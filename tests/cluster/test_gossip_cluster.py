@@ -96,3 +96,21 @@ class GossipJoinTests(SynchronousTestCase):
         self.assertFalse(clash.parts.links[via.name].is_up)
         self.assertEqual(clash.parts.links[via.name]._last_rejection,
                          "gossip: node %s refused: token 0 in dc1/rack2 is owned by %s" % (CLASH, self.seed.name))
+
+    def test_an_operator_removes_a_node_that_is_gone(self) -> None:
+        cluster = self.cluster
+        wait_for(cluster, lambda: all(lists_up(n, NEW) for n in self.first), JOIN_BOUND)
+        cluster.isolate(self.new)
+        cluster.advance(STEP)
+        for node in self.first:
+            self.assertIsNotNone(node.parts.topology.node(NEW), "DOWN is not removal")
+        with self.assertRaises(ValueError):
+            self.first[0].control.remove_node(self.first[0].name)
+        with self.assertRaises(LookupError):
+            self.first[0].control.remove_node("10.9.9.9:8101")
+        self.first[0].control.remove_node(NEW)
+        wait_for(cluster, lambda: all(n.parts.topology.node(NEW) is None and NEW not in n.parts.links
+                                      for n in self.first), JOIN_BOUND)
+        for node in self.first:
+            self.assertEqual(node.parts.gossip.view.entries[NEW].status, "LEFT")
+            self.assertEqual(len(node.parts.topology.nodes), 3)
