@@ -3,10 +3,12 @@ Gossip membership between real node processes (``enable_gossip: true``).
 
 A cluster of three nodes (1 DC x 3 racks) runs; a fourth node, a second
 node in rack 1 with its own token, is started later with only rack 2's
-node as its seed.  None of the first three is restarted or has its file
-edited, yet every one of them lists the new node UP within a bound derived
-from ``gos_interval``, a key the new node owns written through any node
-lands on its redis-server, and /info shows it in every gossiped view.  A
+node as its seed (and ``bootstrap: true``).  None of the first three is
+restarted or has its file edited, yet every one of them lists the new node
+UP within a bound derived from ``gos_interval``, a key the new node owns
+written through any node lands on its redis-server, /info shows it in
+every gossiped view, and the keys of its ranges written before it joined
+are streamed to it from another rack (`dynomite.repair`'s warm-up).  A
 node whose token clashes with a node of its rack is refused, and the
 refusal counted.
 """
@@ -74,8 +76,12 @@ class GossipJoinTests(FaultTestCase):
                 files[n.name] = f.read()
         seed = fx.rack_node("dc1", "rack2")
 
+        # keys the joiner will own, written before it exists (rack 1's first node holds them)
+        old = [k for k in ("old:%d" % i for i in range(100)) if 0 < key_hash(k.encode()) <= 2 ** 31]
+        for k in old:
+            self.assertTrue(fx.client(first[0]).set(k, "old"))
         joiner = self.start_node_process(address(OWN_CLUSTERS_SUBNET, BLOCK + 3), rack="rack1",
-                                          tokens=str(2 ** 31), dyn_seeds=[seed.seed])
+                                          tokens=str(2 ** 31), dyn_seeds=[seed.seed], bootstrap=True)
         name = "%s:%d" % joiner.dyn_address
         started = time.monotonic()
         # the joiner dials its seed at once; then gossip rounds run every second
@@ -106,6 +112,13 @@ class GossipJoinTests(FaultTestCase):
                            % [backend.get(k) for k in keys[:3]])
         self.assertFalse(fx.backend(first[0]).exists(*keys[:3]), "rack 1's first node does not own them")
         self.assertLessEqual(took, bound)
+
+        # bootstrap: true streamed its ranges from another rack: the old keys are on it, and read through it
+        backend = joiner_backend(joiner)
+        if not poll(lambda: all(backend.get(k) == b"old" for k in old), bound + 5 * fx.layout.timeout()):
+            self.fail_with("bootstrap did not stream the joiner's ranges: %d of %d keys"
+                           % (sum(backend.get(k) == b"old" for k in old), len(old)))
+        self.assertEqual(fx.client(first[0]).mget(old[:5]), [b"old"] * 5, "read in rack 1, whose owner is the joiner")
 
         # a node whose token clashes with rack 2's node is refused by its seed, and counted
         clash = self.start_node_process(address(OWN_CLUSTERS_SUBNET, BLOCK + 4), rack="rack2",
