@@ -130,10 +130,18 @@ class Gossiper:
 
     def _refuse(self, name: str, reason: str) -> str:
         self.counts["refused"] += 1
-        if (name, reason) not in self._logged:
-            self._logged.add((name, reason))
+        if self._first_time(name, reason):
             self.log.warn("refused peer {peer}: {reason}", peer=name, reason=reason)
         return reason
+
+    def _first_time(self, peer: str, reason: str) -> bool:
+        """Whether (peer, reason) is new: logged once, within a bounded memory (HELLOs are unauthenticated)."""
+        if (peer, reason) in self._logged:
+            return False
+        if len(self._logged) >= 1024:
+            self._logged.clear()
+        self._logged.add((peer, reason))
+        return True
 
     def learn(self, body: Any) -> None:
         """A peer's handshake completed carrying its entry: the view takes it."""
@@ -182,8 +190,7 @@ class Gossiper:
         except BadGossip as e:
             self.counts["bad_messages"] += 1
             peer = getattr(connection, "peer_name", None) or "?"
-            if (peer, str(e)) not in self._logged:
-                self._logged.add((peer, str(e)))
+            if self._first_time(peer, str(e)):
                 self.log.warn("ignored gossip from {peer}: {reason}", peer=peer, reason=str(e))
             return
         reply, accepted = self._exchange.receive(message)
@@ -202,10 +209,32 @@ class Gossiper:
     # -- what the view learned -----------------------------------------------------
 
     def seeds(self) -> Tuple[Tuple[Seed, ...], FrozenSet[str]]:
-        """The view as a seed list: a seed per member but this node, and the names marked LEFT."""
+        """
+        The view as a seed list: a seed per member but this node, and the
+        names marked LEFT.  Two members owning one token of one rack (two
+        nodes admitted at once by different seeds) cannot both be applied:
+        the node the topology already has keeps it, else the older
+        generation (then the smaller name); the other is left out, logged,
+        until an operator removes one of them.
+        """
         view = self.view
-        seeds = tuple(e.seed() for e in view.members() if e.name != view.name)
-        return seeds, frozenset(view.gone())
+        topology = self._topology()
+        claimed: Dict[Tuple[str, str, int], str] = {}
+        seeds: List[Seed] = []
+        members = sorted(view.members(), key=lambda e: (
+            e.name != view.name, topology.node(e.name) is None, e.generation, e.name))
+        for e in members:
+            places = [(e.datacenter, e.rack, t) for t in e.tokens]
+            owner = next((claimed[p] for p in places if p in claimed), None)
+            if owner is not None:
+                if self._first_time(e.name, "clash"):
+                    self.log.warn("gossip: node {peer} is left out: it shares a token of {dc}/{rack} with {owner}",
+                                  peer=e.name, dc=e.datacenter, rack=e.rack, owner=owner)
+                continue
+            claimed.update((p, e.name) for p in places)
+            if e.name != view.name:
+                seeds.append(e.seed())
+        return tuple(seeds), frozenset(view.gone())
 
     def _accepted(self, accepted: List[Tuple[Optional[Entry], Entry]]) -> None:
         if not accepted:

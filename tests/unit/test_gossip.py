@@ -298,6 +298,35 @@ class HandshakeEntryTests(SynchronousTestCase):
         welcome = connecting.receive(answer.send[0]).decision
         self.assertEqual(welcome.features, ("publish", "gossip"))
 
+    def test_a_node_without_gossip_ignores_the_entry_and_does_not_list_the_feature(self) -> None:
+        me = Identity("dyn_o_mite", A, "dc1", "rack1", None, "10.0.0.1:22222")
+        them = Identity("dyn_o_mite", B, "dc1", "rack2", None, "10.0.0.2:22222")
+        connecting = Handshake(me, expected=B, entry=lambda: entry(A).to_json())
+        accepting = Handshake(them, known=lambda n, d, r: n == A)
+        answer = accepting.receive(connecting.start().send[0])
+        self.assertEqual(answer.decision, Ready(A, "dc1", None))
+        self.assertEqual(connecting.receive(answer.send[0]).decision.features, ("publish",))
+        unknown = Handshake(them, known=lambda n, d, r: False)
+        self.assertIsInstance(unknown.receive(Handshake(me, expected=B, entry=lambda: entry(A).to_json())
+                                              .start().send[0]).decision, RejectPeer)
+
     def test_a_refused_newcomer_hears_why(self) -> None:
         _, answer = self.run_handshake(lambda *a: "gossip: node refused: token 0 clash")
         self.assertEqual(answer.decision, RejectPeer("gossip: node refused: token 0 clash"))
+
+
+class ClashInViewTests(SynchronousTestCase):
+    """Two members owning one token of a rack (admitted at once by different seeds): one is applied."""
+
+    def test_the_node_already_known_keeps_the_token_else_the_older(self) -> None:
+        clock = Clock()
+        cfg = config()
+        topology = Topology.from_config(cfg)
+        gossiper = Gossiper.from_config(cfg, A, {}, lambda: topology, clock)
+        gossiper.learn(entry(C, rack="rack3", tokens=(5,), generation=2).to_json())
+        gossiper.learn(entry(D, rack="rack3", tokens=(5, 6), generation=1).to_json())
+        gossiper.learn(entry(E, rack="rack2", tokens=(0,), generation=0).to_json())
+        gossiper.learn(entry(B, rack="rack2", tokens=(0,), generation=9).to_json())
+        seeds, _ = gossiper.seeds()
+        self.assertEqual(sorted(str(s.address) for s in seeds), [B, D],
+                         "rack3: the older generation; rack2: the node the topology has")
