@@ -6,7 +6,8 @@ The service tree of one node, built from a validated `NodeConfig`.
       DatastoreMonitor   txredisapi health checks and INFO
       Datastore          pipelined raw-RESP connections to the local Redis
       _PartsService      opens the hint logs, starts the peer links (NodeParts)
-      TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval)
+      TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval),
+                         gossip rounds (enable_gossip: checked every second or gos_interval)
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory); none without listen
@@ -87,6 +88,7 @@ class NodeService(MultiService):
             membership=parts.membership, topology=lambda: parts.topology, datastore=datastore,
             peers=parts.links, outboxes=parts.outboxes, clients=parts.node,
             replication=parts.coordinator, metrics=parts.metrics, repairs=parts.repairs,
+            gossip=parts.gossip,
         )
         self.registry = make_registry(self.status)
         monitor.setServiceParent(self)
@@ -100,7 +102,7 @@ class NodeService(MultiService):
             self.peer_listener = self._listen(
                 config.dyn_listen,
                 PeerServerFactory(config, parts.replica, parts.membership, self._known, reactor,
-                                  name=parts.name, tls=tls, metrics=parts.metrics),
+                                  name=parts.name, tls=tls, metrics=parts.metrics, gossip=parts.gossip),
             )
         self.admin_listener = self._listen(
             config.stats_listen,
@@ -122,6 +124,10 @@ class NodeService(MultiService):
         self.seed_poller = SeedPoller(source, self.control.apply_seeds) if source is not None else None
         if self.seed_poller is not None:
             self._timer(config.gos_interval, self.seed_poller.poll)
+        # -- gossip (dynomite.peers.gossiper): rounds, and what the view learns applied as seeds --
+        if parts.gossip is not None:
+            parts.gossip.listeners.append(self.control.apply_gossip)
+            self._timer(parts.gossip.fast_interval, self._tick_gossip)
 
     def _timer(self, interval: float, call: Callable[[], None]) -> None:
         timer = TimerService(interval, call)
@@ -148,6 +154,12 @@ class NodeService(MultiService):
             self.parts.membership.tick(self._reactor.seconds())
         except Exception:
             log.failure("membership tick failed")
+
+    def _tick_gossip(self) -> None:
+        try:
+            self.parts.gossip.tick(self._reactor.seconds())
+        except Exception:
+            log.failure("gossip round failed")
 
     def _tick_repairs(self) -> None:
         try:
