@@ -135,6 +135,7 @@ class _NextLeader:
         self._normalise = normalise
         self._effect = effect
         self._level = level
+        self._here_only = here_only
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)

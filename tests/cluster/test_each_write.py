@@ -73,3 +73,16 @@ class EachWriteTests(SynchronousTestCase):
             self.cluster.rejoin(node, 1)
         wait(self.cluster, 10)
         self.assertEqual(len(owners(self.cluster, b"each:later")), 6)
+
+    def test_a_leader_lost_while_leading_hands_it_on(self) -> None:
+        coordinator = self.cluster.node("dc1", "r1")
+        key = next(b"each:lost:%d" % i for i in range(100)
+                   if leader_in(self.cluster, "dc1", b"each:lost:%d" % i) is not coordinator)
+        leader = leader_in(self.cluster, "dc1", key)
+        self.client.transport.clear()
+        self.client.send(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(key), key))
+        self.cluster.isolate(leader)          # the LEAD frame is on its way: its link fails
+        self.cluster.settle()
+        self.assertEqual(self.client.transport.value(), b"+OK\r\n")
+        self.assertEqual(coordinator.coordinator.leaders_lost, 1)
+        self.assertEqual(len([n for n in owners(self.cluster, key) if n.datacenter == "dc2"]), 3)
