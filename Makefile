@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile bench-repair clean
+.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile bench-blocked bench-repair clean
 
 all: setup
 
@@ -43,7 +43,10 @@ bench: setup
 bench-hostile: setup
 	$(BIN)/dynomite-bench-hostile
 
-# Anti-entropy repair of 1,000,000 keys (100,000 differing), and the client meanwhile (opt-in, several minutes)
+bench-blocked: setup
+	$(BIN)/dynomite-bench-blocked
+
+# Anti-entropy repair of 1,000,000 keys (100,000 differing), and the client meanwhile (opt-in, 15-20 minutes)
 bench-repair: setup
 	$(BIN)/dynomite-bench-repair
 

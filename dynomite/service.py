@@ -6,7 +6,8 @@ The service tree of one node, built from a validated `NodeConfig`.
       DatastoreMonitor   txredisapi health checks and INFO
       Datastore          pipelined raw-RESP connections to the local Redis
       _PartsService      opens the hint logs, starts the peer links (NodeParts)
-      TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval)
+      TimerServices      membership (0.5 s), outboxes (0.05 s), seed provider (gos_interval),
+                         gossip rounds (enable_gossip: checked every second or gos_interval)
       peer listener      StreamServerEndpointService(dyn_listen, PeerServerFactory)
       admin listener     StreamServerEndpointService(stats_listen, Site(AdminResource))
       client listener    StreamServerEndpointService(listen, ClientFactory); none without listen
@@ -42,6 +43,7 @@ from dynomite.datastore.monitor import DatastoreMonitor
 from dynomite.datastore.pool import Datastore
 from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
+from dynomite.runtime.accept import BoundedServerEndpoint
 from dynomite.node.control import NodeControl
 from dynomite.ops.admin import AdminResource, AdminSite
 from dynomite.ops.metrics import make_registry
@@ -86,6 +88,7 @@ class NodeService(MultiService):
             membership=parts.membership, topology=lambda: parts.topology, datastore=datastore,
             peers=parts.links, outboxes=parts.outboxes, clients=parts.node,
             replication=parts.coordinator, metrics=parts.metrics, repairs=parts.repairs,
+            gossip=parts.gossip,
         )
         self.registry = make_registry(self.status)
         monitor.setServiceParent(self)
@@ -99,7 +102,7 @@ class NodeService(MultiService):
             self.peer_listener = self._listen(
                 config.dyn_listen,
                 PeerServerFactory(config, parts.replica, parts.membership, self._known, reactor,
-                                  name=parts.name, tls=tls, metrics=parts.metrics),
+                                  name=parts.name, tls=tls, metrics=parts.metrics, gossip=parts.gossip),
             )
         self.admin_listener = self._listen(
             config.stats_listen,
@@ -108,28 +111,36 @@ class NodeService(MultiService):
         clients = ClientFactory(parts.node, reactor)
         self.client_listener = None   # a node with only tls_listen listens for no client in clear
         if config.listen is not None:
-            self.client_listener = self._listen(config.listen, clients)
+            self.client_listener = self._listen(config.listen, clients, bounded=True)
         self.tls_client_listener = None
         if config.tls_listen is not None:
             self.tls_client_listener = self._listen(
                 config.tls_listen,
-                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor))
+                TLSMemoryBIOFactory(CurrentServer(tls.client_server), False, clients, clock=reactor),
+                bounded=True)
         # -- seed provider and graceful stop (dynomite.peers.seeds) --
         self.peer_factory = self.peer_listener.factory if config.dyn_listen is not None else None
         source = make_source(config, reactor)
         self.seed_poller = SeedPoller(source, self.control.apply_seeds) if source is not None else None
         if self.seed_poller is not None:
             self._timer(config.gos_interval, self.seed_poller.poll)
+        # -- gossip (dynomite.peers.gossiper): rounds, and what the view learns applied as seeds --
+        if parts.gossip is not None:
+            parts.gossip.listeners.append(self.control.apply_gossip)
+            self._timer(parts.gossip.fast_interval, self._tick_gossip)
 
     def _timer(self, interval: float, call: Callable[[], None]) -> None:
         timer = TimerService(interval, call)
         timer.clock = self._reactor
         timer.setServiceParent(self)
 
-    def _listen(self, address: Address, factory) -> StreamServerEndpointService:
-        service = StreamServerEndpointService(
-            server_endpoint(self._reactor, address, self.parts.config.backlog), factory
-        )
+    def _listen(self, address: Address, factory, bounded: bool = False) -> StreamServerEndpointService:
+        backlog = self.parts.config.backlog
+        # client ports accept a bounded number per turn (a flood of
+        # connections waits in the backlog, not in front of the clients)
+        endpoint = (BoundedServerEndpoint(self._reactor, address.port, backlog, address.host) if bounded
+                    else server_endpoint(self._reactor, address, backlog))
+        service = StreamServerEndpointService(endpoint, factory)
         fail_fast(service)   # a port we cannot bind is fatal: twistd must exit, not linger
         service.setServiceParent(self)
         return service
@@ -144,6 +155,12 @@ class NodeService(MultiService):
         except Exception:
             log.failure("membership tick failed")
 
+    def _tick_gossip(self) -> None:
+        try:
+            self.parts.gossip.tick(self._reactor.seconds())
+        except Exception:
+            log.failure("gossip round failed")
+
     def _tick_repairs(self) -> None:
         try:
             self.parts.repairs.tick(self._reactor.seconds())
@@ -155,7 +172,9 @@ class NodeService(MultiService):
 
     def _sweep_clients(self) -> None:
         try:
-            self.parts.node.sweep_clients(self._reactor.seconds())
+            now = self._reactor.seconds()
+            self.parts.node.sweep_clients(now)
+            self.parts.node.protocol_error_log.flush(now)
         except Exception:
             log.failure("client sweep failed")
 

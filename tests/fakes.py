@@ -277,6 +277,10 @@ class FakeControl:
             raise ValueError("no rack %r in scope" % options.source)
         self.node.repairs.running = {"phase": "sizing"}
 
+    def remove_node(self, name):
+        self._record("remove_node", name)
+        raise LookupError("gossip is off on this node (enable_gossip)")
+
     def cancel_repair(self):
         self._record("cancel_repair")
         running, self.node.repairs.running = self.node.repairs.running, None

@@ -15,7 +15,15 @@ report gives, per test, the client's throughput alone and under attack,
 the median of the per-round ratios (under attack / alone), how many
 hostile connections per second the node took meanwhile, the node's CPU
 per operation, and its resident memory before the first attack and at
-the end; the node must still serve SET and GET afterwards.
+the end; the node must still serve SET and GET afterwards.  It also
+gives what the node's CPU grew by under attack, per hostile connection
+(its CPU per operation under attack less alone, times the operations,
+over the connections the attacker opened).
+
+``--node-python NAME=PATH`` adds a node run by another venv's Python (an
+older checkout installed in its own venv): every node is measured alone
+and under attack in the same rounds, in an order that rotates by round,
+so two versions of the code compare within one run.
 
 The attacker, the benchmark client, the node and its redis-server share
 this machine's cores: part of any slowdown is the attacker's own CPU,
@@ -28,24 +36,21 @@ it takes minutes of its own.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
-import os
 import select
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from dynomite.launcher.cluster import ClusterError
-
 from .attacker import raise_fd_limit
-from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
-from .interpreters import cpython
+from .benchmark import NODE_BASE, ROOT, Settings, measure, say
+from .interpreters import Interpreter, InterpreterError, cpython, for_python
 from .redisbench import BenchmarkError
+from .side_bench import run_side_bench, side_parser, side_settings
 from .targets import KINDS, NodeTarget
 
 __all__ = ["Sample", "main", "summarize"]
@@ -70,17 +75,24 @@ class Sample:
     hostile_per_s: float = 0.0      # connections the attacker opened per second of this run
     attacker_cpu_s: float = 0.0
     refused: int = 0                # hostile connections that could not connect
+    node: str = "cpython"           # the interpreter (and code) running the node
+    requests: int = 0
+    opened: int = 0                 # hostile connections the attacker opened during this run
 
 
 def summarize(samples: Sequence[Sample]) -> List[Dict[str, Any]]:
-    """Per test: medians alone and under attack, and the median (min, max) of the per-round ratios."""
+    """
+    Per node and test: medians alone and under attack, the median (min,
+    max) of the per-round ratios, and the node's CPU per hostile connection.
+    """
     rows = []
-    for test in dict.fromkeys(s.test for s in samples):
-        alone = {s.round: s for s in samples if s.test == test and not s.attacked}
-        attacked = {s.round: s for s in samples if s.test == test and s.attacked}
+    for node, test in dict.fromkeys((s.node, s.test) for s in samples):
+        alone = {s.round: s for s in samples if s.node == node and s.test == test and not s.attacked}
+        attacked = {s.round: s for s in samples if s.node == node and s.test == test and s.attacked}
         ratios = [attacked[r].rps / alone[r].rps for r in sorted(alone) if r in attacked and alone[r].rps]
         hit = list(attacked.values())
         rows.append({
+            "node": node,
             "test": test,
             "rps_alone": statistics.median(s.rps for s in alone.values()) if alone else None,
             "rps_attacked": statistics.median(s.rps for s in hit) if hit else None,
@@ -92,10 +104,18 @@ def summarize(samples: Sequence[Sample]) -> List[Dict[str, Any]]:
             "node_us_alone": _median([s.node_us_per_op for s in alone.values()]),
             "node_us_attacked": _median([s.node_us_per_op for s in hit]),
             "hostile_per_s": statistics.median(s.hostile_per_s for s in hit) if hit else 0.0,
+            "node_us_per_hostile": _median([_us_per_hostile(alone[r], attacked[r]) for r in alone if r in attacked]),
             "attacker_cpu_s": sum(s.attacker_cpu_s for s in hit),
             "refused": sum(s.refused for s in hit),
         })
     return rows
+
+
+def _us_per_hostile(alone: Sample, attacked: Sample) -> Optional[float]:
+    """The node's CPU microseconds under attack beyond what the same operations cost alone, per hostile connection."""
+    if attacked.node_us_per_op is None or alone.node_us_per_op is None or not attacked.opened:
+        return None
+    return (attacked.node_us_per_op - alone.node_us_per_op) * attacked.requests / attacked.opened
 
 
 def _median(values: Sequence[Optional[float]]) -> Optional[float]:
@@ -107,15 +127,17 @@ def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
     """The report table: one line per test."""
     def num(value: Optional[float], spec: str) -> str:
         return "-" if value is None else format(value, spec)
-    lines = [f"{'test':<5} {'alone ops/s':>12} {'attacked ops/s':>15} {'ratio':>6} {'(min-max)':>12}"
-             f" {'p99 ms alone/attacked':>22} {'node µs/op':>13} {'hostile conn/s':>15}"]
+    width = max([4] + [len(r.get("node", "")) for r in rows])
+    lines = [f"{'node':<{width}} {'test':<5} {'alone ops/s':>12} {'attacked ops/s':>15} {'ratio':>6} {'(min-max)':>12}"
+             f" {'p99 ms alone/attacked':>22} {'node µs/op':>13} {'hostile conn/s':>15} {'µs/hostile conn':>16}"]
     for r in rows:
         lines.append(
-            f"{r['test']:<5} {num(r['rps_alone'], ',.0f'):>12} {num(r['rps_attacked'], ',.0f'):>15}"
+            f"{r.get('node', ''):<{width}} {r['test']:<5} {num(r['rps_alone'], ',.0f'):>12}"
+            f" {num(r['rps_attacked'], ',.0f'):>15}"
             f" {num(r['ratio'], '.2f') + 'x':>6} {num(r['ratio_min'], '.2f') + '-' + num(r['ratio_max'], '.2f'):>12}"
             f" {num(r['p99_alone_ms'], '.2f') + ' / ' + num(r['p99_attacked_ms'], '.2f'):>22}"
             f" {num(r['node_us_alone'], '.1f') + '/' + num(r['node_us_attacked'], '.1f'):>13}"
-            f" {r['hostile_per_s']:>15,.0f}")
+            f" {r['hostile_per_s']:>15,.0f} {num(r.get('node_us_per_hostile'), '.0f'):>16}")
     return "\n".join(lines)
 
 
@@ -157,60 +179,79 @@ def _rss_mb(pid: Optional[int]) -> Optional[float]:
     return None
 
 
-def run(settings: Settings, workdir: str, wave: int, hold: float) -> Dict[str, Any]:
-    """Start the node, measure every round alone and under attack, stop the node; the JSON document."""
-    target = NodeTarget(KINDS["single"], cpython(), workdir, NODE_BASE)
+def run(settings: Settings, workdir: str, wave: int, hold: float,
+        interpreters: Optional[Sequence[Interpreter]] = None) -> Dict[str, Any]:
+    """
+    Start one node per interpreter, measure each every round alone and
+    under attack, stop the nodes; the JSON document.
+    """
+    base = ipaddress.IPv4Address(NODE_BASE)
+    targets = [NodeTarget(KINDS["single"], interpreter, workdir, str(base + 10 * i))
+               for i, interpreter in enumerate(interpreters or [cpython()])]
     samples: List[Sample] = []
+    rss: Dict[str, Dict[str, Optional[float]]] = {}
+    alive: Dict[str, bool] = {}
     try:
-        say(f"starting {target.label} ...")
-        target.start()
-        target.wait_serving()
-        node_pid = target.node_pids[0]
-        host, port = target.client_address
+        for target in targets:
+            say(f"starting {target.label} ...")
+            target.start()
+            target.wait_serving()
         pipeline = settings.pipeline
-        for test in settings.tests:   # warm-up
-            measure(target, test, pipeline, max(1, settings.pipelined_requests // 4), settings, 0, workdir)
-        rss_before = _rss_mb(node_pid)
+        for target in targets:
+            for test in settings.tests:   # warm-up
+                measure(target, test, pipeline, max(1, settings.pipelined_requests // 4), settings, 0, workdir)
+            rss[target.interpreter.name] = {"before_attacks": _rss_mb(target.node_pids[0])}
         for round_no in range(1, settings.rounds + 1):
-            for attacked in ((False, True) if round_no % 2 else (True, False)):
-                target.flush()
-                for test in settings.tests:
-                    attacker = Attacker(host, port, wave, hold, seed=round_no) if attacked else None
-                    result = measure(target, test, pipeline, settings.pipelined_requests, settings, round_no, workdir)
-                    counts = attacker.stop() if attacker is not None else {}
-                    seconds = counts.get("seconds") or 0.0
-                    samples.append(Sample(
-                        round_no, test.upper(), attacked, result.rps, result.p50_ms, result.p99_ms,
-                        result.node_us_per_op, counts.get("opened", 0) / seconds if seconds else 0.0,
-                        counts.get("cpu_s", 0.0), int(counts.get("refused", 0))))
-                    say(f"round {round_no}/{settings.rounds}  {test.upper()} P{pipeline}"
-                        f" {'under attack' if attacked else 'alone':>12}: {result.rps:,.0f} ops/s"
-                        + (f", {samples[-1].hostile_per_s:,.0f} hostile connections/s" if attacked else ""))
-        target.check()   # still serving after the last attack
-        rss_after = _rss_mb(node_pid)
-        alive = target.cluster.nodes[0].node_process.running()
+            shift = (round_no - 1) % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                samples += _measure_round(target, settings, round_no, wave, hold, workdir)
+        for target in targets:
+            target.check()   # still serving after the last attack
+            name = target.interpreter.name
+            rss[name]["after"] = _rss_mb(target.node_pids[0])
+            alive[name] = target.cluster.nodes[0].node_process.running()
     finally:
-        target.stop()
+        for target in targets:
+            target.stop()
     return {"settings": settings.to_json(), "wave": wave, "hold_s": hold,
+            "nodes": [t.interpreter.describe() for t in targets],
             "samples": [asdict(s) for s in samples], "summary": summarize(samples),
-            "node_rss_mb": {"before_attacks": rss_before, "after": rss_after}, "node_alive": alive}
+            "node_rss_mb": rss, "node_alive": alive}
+
+
+def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: int, hold: float,
+                   workdir: str) -> List[Sample]:
+    """One round on one node: each test alone and under attack, in an order that swaps every round."""
+    samples = []
+    host, port = target.client_address
+    name = target.interpreter.name
+    for attacked in ((False, True) if round_no % 2 else (True, False)):
+        target.flush()
+        for test in settings.tests:
+            attacker = Attacker(host, port, wave, hold, seed=round_no) if attacked else None
+            result = measure(target, test, settings.pipeline, settings.pipelined_requests, settings, round_no,
+                             workdir)
+            counts = attacker.stop() if attacker is not None else {}
+            seconds = counts.get("seconds") or 0.0
+            opened = int(counts.get("opened", 0))
+            samples.append(Sample(
+                round_no, test.upper(), attacked, result.rps, result.p50_ms, result.p99_ms,
+                result.node_us_per_op, opened / seconds if seconds else 0.0,
+                counts.get("cpu_s", 0.0), int(counts.get("refused", 0)), name, settings.pipelined_requests,
+                opened))
+            say(f"round {round_no}/{settings.rounds}  {name} {test.upper()} P{settings.pipeline}"
+                f" {'under attack' if attacked else 'alone':>12}: {result.rps:,.0f} ops/s"
+                + (f", {samples[-1].hostile_per_s:,.0f} hostile connections/s" if attacked else ""))
+    return samples
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynomite-bench-hostile", description=__doc__.split("\n\n")[1])
-    p.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_REQUESTS} requests per run (default {FULL_REQUESTS})")
-    p.add_argument("-n", "--requests", type=int, metavar="N", help="requests per run")
-    p.add_argument("-P", "--pipeline", type=int, default=16, metavar="DEPTH", help="pipeline depth (default 16)")
-    p.add_argument("-c", "--clients", type=int, default=50, help="redis-benchmark connections (default 50)")
-    p.add_argument("-t", "--tests", default="set,get", help="redis-benchmark tests (default set,get)")
+    p = side_parser("dynomite-bench-hostile", __doc__.split("\n\n")[1], QUICK_REQUESTS, FULL_REQUESTS,
+                    "hostile.json")
     p.add_argument("--wave", type=int, default=500, help="hostile connections open at once (default 500)")
     p.add_argument("--hold", type=float, default=0.2, help="seconds each wave is held open (default 0.2)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "hostile.json"), metavar="PATH",
-                   help="raw results and summary (default .bench/results/hostile.json)")
-    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
-    p.add_argument("--keep", action="store_true", help="keep the workdir")
-    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
+    p.add_argument("--node-python", action="append", metavar="[NAME=]PATH", default=[],
+                   help="also measure a node run by this Python (another checkout's venv), in the same rounds")
     return p
 
 
@@ -218,41 +259,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``dynomite-bench-hostile`` console script; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    for name, value in (("--rounds", args.rounds), ("--pipeline", args.pipeline), ("--clients", args.clients),
-                        ("--wave", args.wave), ("--requests", args.requests or 1)):
-        if value < 1:
-            parser.error(f"{name} must be at least 1")
-    if shutil.which(args.redis_benchmark) is None:
-        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
-    requests = args.requests or (QUICK_REQUESTS if args.quick else FULL_REQUESTS)
-    settings = Settings(rounds=args.rounds, requests=requests, pipelined_requests=requests, pipeline=args.pipeline,
-                        clients=args.clients, data_size=64, keyspace=100000,
-                        tests=tuple(t.strip().upper() for t in args.tests.split(",") if t.strip()),
-                        kinds=("single",), warmup=0.25, redis_benchmark=args.redis_benchmark)
-    raise_fd_limit(FD_LIMIT)   # before the node starts: it inherits it (maxclients is 10,000)
-    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-hostile-")
-    os.makedirs(workdir, exist_ok=True)
+    settings = side_settings(parser, args, QUICK_REQUESTS, FULL_REQUESTS, [("--wave", args.wave)])
     try:
-        document = run(settings, workdir, args.wave, args.hold)
-    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
-        say(f"dynomite-bench-hostile: {e}")
+        interpreters = [cpython()] + [for_python(spec, ROOT, say) for spec in args.node_python]
+    except InterpreterError as e:
+        parser.error(str(e))
+    if len({i.name for i in interpreters}) != len(interpreters):
+        parser.error("two nodes share a name: give each --node-python its own NAME=")
+    raise_fd_limit(FD_LIMIT)   # before the node starts: it inherits it (maxclients is 10,000)
+    document = run_side_bench(args, "dynomite-bench-hostile", lambda workdir: run(settings, workdir, args.wave, args.hold, interpreters))
+    if document is None:
         return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(document, f, indent=1)
-    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {requests} requests per run,"
+    print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {settings.requests} requests per run,"
           f" {settings.rounds} rounds; attacker: waves of {args.wave} hostile connections held {args.hold}s")
     print(format_rows(document["summary"]))
-    before, after = (document["node_rss_mb"][k] for k in ("before_attacks", "after"))
-    print(f"node resident memory: {before or 0:.0f} MB before the first attack, {after or 0:.0f} MB at the end;"
-          f" node {'up and serving' if document['node_alive'] else 'DOWN'}")
+    for name, memory in document["node_rss_mb"].items():
+        before, after = memory.get("before_attacks"), memory.get("after")
+        print(f"{name} node resident memory: {before or 0:.0f} MB before the first attack, {after or 0:.0f} MB"
+              f" at the end; node {'up and serving' if document['node_alive'].get(name) else 'DOWN'}")
     say(f"results written to {args.json}")
-    return 0 if document["node_alive"] else 1
+    return 0 if all(document["node_alive"].values()) else 1
 
 
 if __name__ == "__main__":

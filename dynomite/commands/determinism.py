@@ -61,14 +61,15 @@ ABSOLUTE_TIME: FrozenSet[str] = frozenset({
 })
 
 #: Writes whose effect depends on randomness, the clock or the replica's own
-#: choices: SPOP picks members at random; XADD ``*`` and XAUTOCLAIM/XCLAIM
+#: choices: SPOP picks members at random; XADD ``*``, XAUTOCLAIM/XCLAIM and XREADGROUP
 #: read the replica's clock; XADD/XTRIM ``~`` trim where the replica's
 #: radix tree allows; INCRBYFLOAT/HINCRBYFLOAT round in the replica's
 #: libc; SORT ... BY nosort STORE stores a set in its hashtable order;
 #: scripts (EVAL, EVALSHA, FCALL, which the node treats as writes) may call
 #: any of these, or TIME and random commands.
 NOT_DETERMINISTIC: FrozenSet[str] = frozenset({
-    "spop", "xadd", "xtrim", "xautoclaim", "xclaim", "incrbyfloat", "hincrbyfloat", "sort",
+    "spop", "xadd", "xtrim", "xautoclaim", "xclaim", "xreadgroup", "incrbyfloat", "hincrbyfloat",
+    "sort",
     "eval", "evalsha", "fcall",
 })
 
@@ -78,10 +79,10 @@ BLOCKING: FrozenSet[str] = frozenset({
     "blmove", "blmpop", "blpop", "brpop", "brpoplpush", "bzmpop", "bzpopmax", "bzpopmin",
 })
 
-#: Writes the node refuses (blocking streams, cross-database, server-side).
+#: Writes the node refuses (cross-database, server-side).
 NOT_SERVED: FrozenSet[str] = frozenset({
     "function|delete", "function|flush", "function|load", "function|restore", "migrate", "move",
-    "pfdebug", "restore-asking", "swapdb", "xreadgroup",
+    "pfdebug", "restore-asking", "swapdb",
 })
 
 # Beyond this many milliseconds Redis itself refuses an expire time as

@@ -17,6 +17,7 @@ HINCRBYFLOAT key field by       HSET key field <result>
 SORT ... STORE dest             the state of ``dest`` (nothing without STORE)
 XADD/XTRIM with ``~`` or LIMIT  the state of the stream
 XCLAIM, XAUTOCLAIM              the state of the stream
+XREADGROUP                      the state of the streams, when it delivered
 EVAL, EVALSHA, FCALL            the state of every key they declare
 a transaction with any of these the state of every key it names
 ==============================  ===========================================
@@ -40,11 +41,11 @@ from typing import List, Optional, Sequence, Tuple
 from dynomite.wire.replies import elements, is_error, split_replies
 from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["Effect", "plan_effect", "pop_effect", "transaction_effect"]
+__all__ = ["Effect", "group_read_effect", "plan_effect", "pop_effect", "transaction_effect"]
 
 # How an effect is derived from the leader's reply.
-_SREM, _XADD_ID, _SET_KEEPTTL, _HSET, _STATE, _AS_SENT, _NOTHING = (
-    "srem", "xadd-id", "set-keepttl", "hset", "state", "as-sent", "nothing")
+_SREM, _XADD_ID, _SET_KEEPTTL, _HSET, _STATE, _AS_SENT, _NOTHING, _STATE_IF_READ = (
+    "srem", "xadd-id", "set-keepttl", "hset", "state", "as-sent", "nothing", "state-if-read")
 
 _NIL = (b"$-1\r\n", b"*-1\r\n", b"_\r\n")
 
@@ -65,7 +66,7 @@ class Effect:
         self.keys = list(keys)
         #: a transaction's commands (run together, answered as EXEC's array)
         self.transaction = [list(c) for c in transaction]
-        if kind == _STATE:
+        if kind in (_STATE, _STATE_IF_READ):
             commands = [[b"MULTI"]] + (self.transaction or [self.args])
             for key in self.keys:
                 commands.append([b"DUMP", key])
@@ -83,7 +84,7 @@ class Effect:
         from the leader's reply ``raw`` to `probe`.  An error (or nothing
         done) replicates nothing.
         """
-        if self.kind == _STATE:
+        if self.kind in (_STATE, _STATE_IF_READ):
             return self._state(raw)
         if is_error(raw) or raw in _NIL or self.kind == _NOTHING:
             return raw, []
@@ -117,6 +118,8 @@ class Effect:
             return replies[-1] if is_error(replies[-1]) else (
                 b"-ERR transaction of the leader failed\r\n"), []
         effects: List[List[bytes]] = []
+        if self.kind == _STATE_IF_READ and results[0] in _NIL:
+            return results[0], effects   # nothing delivered: nothing changed that matters
         for i, key in enumerate(self.keys):
             dump, expiry = results[ran + 2 * i], results[ran + 1 + 2 * i]
             if dump in _NIL:
@@ -201,6 +204,8 @@ def plan_effect(name: str, args: Sequence[bytes], keys: Sequence[bytes]) -> Opti
     if name == "sort":
         # only SORT ... STORE writes, and only its destination
         return Effect(args, _STATE, keys[1:]) if len(keys) > 1 else Effect(args, _NOTHING, [])
+    if name == "xreadgroup":
+        return group_read_effect(args, keys)
     if name in ("eval", "evalsha", "fcall"):
         return Effect(args, _STATE, keys)
     return None
@@ -213,6 +218,16 @@ def transaction_effect(transaction: Sequence[Sequence[bytes]], keys: Sequence[by
     array of the commands' replies, the others get the state of ``keys``.
     """
     return Effect([], _STATE, keys, transaction)
+
+
+def group_read_effect(args: Sequence[bytes], keys: Sequence[bytes]) -> Effect:
+    """
+    XREADGROUP (without BLOCK: `dynomite.node.streams` waits itself): run
+    once on the leader; the others get the state of the streams it read,
+    pending entries and delivery times included, or nothing when it
+    delivered nothing.
+    """
+    return Effect(args, _STATE_IF_READ, keys)
 
 
 def pop_effect(args: Sequence[bytes], keys: Sequence[bytes]) -> Effect:

@@ -36,7 +36,7 @@ KEYSPACE      Keyless commands about the whole keyspace (``_KEYSPACE``),
               Redis; they are read-only and harmless, or only touch the
               script cache.
 UNSUPPORTED   Everything else (``_UNSUPPORTED`` gives the reason per family):
-              blocking, WATCH, replication and persistence
+              replication and persistence
               admin, cross-database moves, modules/functions, debugging.
 ============  ==============================================================
 
@@ -70,8 +70,8 @@ _DATA_GROUPS = frozenset(
 #: Answered by the node itself.
 _NODE = frozenset(
     "ping echo quit select auth hello client command info config reset acl "
-    "dyno_config:conn_consistency multi exec discard "
-    "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop "
+    "dyno_config:conn_consistency multi exec discard watch unwatch "
+    "blpop brpop blmove brpoplpush blmpop bzpopmin bzpopmax bzmpop xread xreadgroup wait "
     "subscribe unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe publish spublish "
     "pubsub".split()
 )
@@ -99,8 +99,6 @@ _KEY_CONTAINERS = frozenset({"memory"})
 #: Never served, with the reason per family. Every UNSUPPORTED command of
 #: Redis 7.0 is listed (a test checks), so each exclusion is deliberate.
 _UNSUPPORTED = {
-    "blocking streams and WAIT (pops are served: dynomite.node.blocking)": "wait xread xreadgroup",
-    "optimistic locking (transactions are served without it)": "watch unwatch",
     "cluster mode (the node is the cluster)": "cluster readonly readwrite asking",
     "replication and persistence admin (per-node operations)":
         "slaveof replicaof sync psync replconf role save bgsave bgrewriteaof shutdown "

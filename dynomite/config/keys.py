@@ -78,7 +78,7 @@ UNUSED_KEYS = frozenset(
         "server_connections", "dyn_read_timeout", "dyn_write_timeout",
         "dyn_port", "dyn_connections", "pem_key_file",
         "recon_key_file", "recon_iv_file", "env", "conn_msg_rate",
-        "stats_interval", "enable_gossip", "mbuf_size", "max_msgs",
+        "stats_interval", "mbuf_size", "max_msgs",
     }
 )
 
@@ -127,6 +127,7 @@ KEYS: Dict[str, Key] = {
     "data_store": Key(_data_store),
     "dyn_seed_provider": _kept(_seed_provider, "seed_provider"),
     "gos_interval": _kept(_milliseconds(positive=True), "gos_interval"),
+    "enable_gossip": _kept(_bool, "enable_gossip"),
     # added by this project
     "requirepass": Key(_requirepass, None, "requirepass"),
     "max_request_bytes": _kept(_int_at_least(1), "max_request_bytes"),
@@ -174,7 +175,6 @@ KEYS: Dict[str, Key] = {
     "env": Key(_text),
     "conn_msg_rate": Key(_int_at_least(0)),
     "stats_interval": Key(_milliseconds(positive=False)),
-    "enable_gossip": Key(_bool),
     "mbuf_size": Key(_mbuf_size),
     "max_msgs": Key(_int_at_least(1)),
 }

@@ -102,7 +102,8 @@ class NodeConfig:
     resume_timeout: float = 60.0
     advertise: Optional[Address] = None    # dyn_advertise: the address peers know this node by
     seed_provider: str = "simple_provider"
-    gos_interval: float = 30.0             # seconds between seed provider polls
+    gos_interval: float = 30.0             # seconds between seed provider polls and gossip rounds
+    enable_gossip: bool = False            # spread the cluster view by gossip (dynomite.peers.gossip)
     dns_seed_name: Optional[str] = None
     dns_seed_server: Optional[Address] = None
     florida_url: Optional[str] = None

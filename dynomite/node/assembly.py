@@ -15,7 +15,11 @@ in-memory Redis) build nodes with it, so the tests exercise the production
 write path: outboxes and hints included.
 
 A configuration reload goes through `NodeParts.reconfigure`, which adds and
-removes peers and the targets and outboxes they need.
+removes peers and the targets and outboxes they need.  With
+``enable_gossip`` the parts include a `dynomite.peers.gossiper.Gossiper`
+(``gossip``): the links carry its frames, a link that comes UP gossips at
+once, and what it learns reaches `reconfigure` through
+`dynomite.node.control.NodeControl.apply_gossip` (its listener).
 
 How a write travels through these parts::
 
@@ -42,6 +46,7 @@ from dynomite.node.keyspace_events import KeyspaceEvents
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.replica import Replica
 from dynomite.node.settings import LiveSettings
+from dynomite.peers.gossiper import Gossiper
 from dynomite.peers.link import PeerLink
 from dynomite.peers.membership import Membership
 from dynomite.peers.protocol import peer_timeout
@@ -85,6 +90,11 @@ class NodeParts:
         self.links: Dict[str, PeerLink] = {}
         #: Outbox per target, by target name (filled below, and by reloads)
         self.outboxes: Dict[str, Outbox] = {}
+        #: the cluster view's gossip (``enable_gossip``), None when off
+        self.gossip: Optional[Gossiper] = None
+        if config.enable_gossip:
+            self.gossip = Gossiper.from_config(config, self.name, self.links, lambda: self.router.topology,
+                                               clock, rng)
         self.membership = Membership(
             clock, self.name, self.links,
             resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
@@ -113,7 +123,10 @@ class NodeParts:
         #: anti-entropy repair, warm-up and read repair (`dynomite.repair.manager`)
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
                                config.hash_tag, config.repair_rate, config.anti_entropy_interval,
-                               config.bootstrap)
+                               config.bootstrap,
+                               os.path.join(config.data_dir, "repair", safe_name(self.name), "marked"))
+        if config.read_repairs_enabled:
+            self.coordinator.read_repair = self.repairs.read_repair
 
     @property
     def topology(self) -> Topology:
@@ -126,7 +139,7 @@ class NodeParts:
             config, seed, peer_timeout(config, seed.datacenter) * self.settings.timeout_factor,
             self.clock, connect=self._connect_peer, on_state=self._link_changed,
             requests=self.replica, membership=self.membership, jitter=self._jitter, name=self.name,
-            tls=self.tls,
+            tls=self.tls, gossip=self.gossip,
         )
 
     def _add_outboxes(self) -> None:
@@ -202,6 +215,8 @@ class NodeParts:
         self.membership.link_changed(link.name)
         if up:
             self.wake_outboxes()
+            if self.gossip is not None:
+                self.gossip.peer_up(link)
 
     def _state_changed(self, state: str) -> None:
         """Tell every peer at once, not at the next heartbeat."""

@@ -161,6 +161,7 @@ def hello(node, client, args):
 @builtin("reset")
 def reset(node, client, args):
     node.pubsub.drop(client)
+    node.release_watch(client)
     client.session.reset(node.acl.default_authenticated, node.acl.default)
     return resp.simple(b"RESET")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
@@ -34,7 +34,7 @@ RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
     "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
-    "seed_provider", "gos_interval", "dns_seed_name", "dns_seed_server", "florida_url",
+    "seed_provider", "gos_interval", "enable_gossip", "dns_seed_name", "dns_seed_server", "florida_url",
     "dns_seed_type", "dns_seed_rack_size",
     "tls_listen", "secure_server_option", "datastore_tls", "datastore_username", "datastore_password",
 )
@@ -88,6 +88,13 @@ class INodeControl(Interface):
     def cancel_repair() -> bool:
         """Stop the running repair after its current step; False if none runs."""
 
+    def remove_node(name: str) -> None:
+        """
+        Mark node ``name`` LEFT in the gossiped cluster view (it is gone for
+        good; every node drops it).  LookupError when gossip is off or the
+        view has no such node; ValueError for this node itself.
+        """
+
 
 @implementer(INodeControl)
 class NodeControl:
@@ -103,6 +110,10 @@ class NodeControl:
         self._is_running = is_running
         #: the last seed list a provider gave and this node took (None: none yet)
         self.provided_seeds: Optional[Tuple[Seed, ...]] = None
+        #: the seeds of the configuration file as last read (the start of gossip)
+        self._file_seeds: Tuple[Seed, ...] = parts.config.dyn_seeds
+        #: what gossip last said (`apply_gossip`): seeds of the members, names gone
+        self.learned: Optional[Tuple[Tuple[Seed, ...], FrozenSet[str]]] = None
 
     # -- state and settings ----------------------------------------------------
 
@@ -156,6 +167,14 @@ class NodeControl:
     def cancel_repair(self) -> bool:
         return self._parts.repairs.cancel()
 
+    def remove_node(self, name: str) -> None:
+        gossip = self._parts.gossip
+        if gossip is None:
+            raise LookupError("gossip is off on this node (enable_gossip)")
+        if name not in gossip.view.entries:
+            raise LookupError("no node %s in the gossiped view" % name)
+        gossip.remove(name)
+
     def reload(self) -> bool:
         """
         Re-read the configuration file (SIGHUP).  Consistency, timeouts and
@@ -178,8 +197,10 @@ class NodeControl:
             if new.peer_address() != parts.config.peer_address():
                 raise ConfigError(new.source, "dyn_advertise",
                                   "this node's name among its peers would change; that needs a restart")
-            if self.provided_seeds is not None:
-                new = self._with_seeds(new, self.provided_seeds)
+            file_seeds = new.dyn_seeds
+            base = self.provided_seeds if self.provided_seeds is not None else file_seeds
+            if self.provided_seeds is not None or self.learned is not None:
+                new = self._with_seeds(new, self._and_learned(base))
             topology = Topology.from_config(new)
             acl = acl_rules.load(new)
             parts.tls.reload(new)   # certificates: new connections use the files as they are now
@@ -188,6 +209,7 @@ class NodeControl:
             self.log.error("configuration reload refused, keeping the running one: {error}", error=str(e))
             return False
         parts.reconfigure(new, topology, self._is_running())
+        self._file_seeds = file_seeds
         closed = parts.node.set_acl(acl)
         if closed:
             self.log.info("{n} clients closed: their ACL user was removed or disabled", n=closed)
@@ -204,18 +226,50 @@ class NodeControl:
         this node (its own name with another place, a token clash) is
         refused with a log line, and the current peers kept.
         """
+        if not self._apply(self._and_learned(tuple(seeds)), "seed list"):
+            return False
+        self.provided_seeds = tuple(seeds)
+        return True
+
+    def apply_gossip(self, seeds: Tuple[Seed, ...], gone: FrozenSet[str]) -> bool:
+        """
+        Take what gossip learned (`dynomite.peers.gossiper.Gossiper`'s
+        listener): the members' seeds are added to the configured ones
+        (``dyn_seeds``, or the provider's list), replacing a configured seed
+        of the same address; the nodes ``gone`` (LEFT) are removed.  Refused
+        as `apply_seeds` is when it contradicts this node.
+        """
+        learned = self.learned
+        self.learned = (tuple(seeds), frozenset(gone))
+        base = self.provided_seeds if self.provided_seeds is not None else self._file_seeds
+        if not self._apply(self._and_learned(base), "gossip view"):
+            self.learned = learned
+            return False
+        return True
+
+    def _and_learned(self, base: Tuple[Seed, ...]) -> Tuple[Seed, ...]:
+        """``base`` with what gossip learned: its members added (theirs win), the nodes gone left out."""
+        if self.learned is None:
+            return base
+        seeds, gone = self.learned
+        merged = {str(seed.address): seed for seed in base if str(seed.address) not in gone}
+        for seed in seeds:
+            merged[str(seed.address)] = seed
+        return tuple(merged[name] for name in sorted(merged))
+
+    def _apply(self, seeds: Tuple[Seed, ...], what: str) -> bool:
+        """Peers added and removed as by `reload`; False (logged) when ``seeds`` contradict this node."""
         parts = self._parts
         try:
             new = self._with_seeds(parts.config, seeds)
             topology = Topology.from_config(new)
         except ConfigError as e:
-            self.log.error("seed list refused, keeping the current peers: {error}", error=str(e))
+            self.log.error("{what} refused, keeping the current peers: {error}", what=what, error=str(e))
             return False
         before = set(parts.links)
         parts.reconfigure(new, topology, self._is_running())
-        self.provided_seeds = tuple(seeds)
         if set(parts.links) != before:
-            self.log.info("seed list applied: {n} peers", n=len(parts.links))
+            self.log.info("{what} applied: {n} peers", what=what, n=len(parts.links))
         return True
 
     def _with_seeds(self, config: NodeConfig, seeds: Tuple[Seed, ...]) -> NodeConfig:

@@ -31,7 +31,9 @@ from dynomite.commands.effects import Effect, plan_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
+from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
+from dynomite.node.each_write import write_in_each_dc
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import Leader, lead_flags
 from dynomite.node.sinks import Gather, Scatter
@@ -40,7 +42,7 @@ from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_TRANSACTION, lead_payload
+from dynomite.wire.peer_frames import FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
 from dynomite.wire.resp import encode_command
 
 __all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES"]
@@ -121,10 +123,10 @@ class _NextLeader:
     """A LEAD's sink: a leader that stopped answering passes the write to the next one."""
 
     __slots__ = ("_coordinator", "_index", "_plan", "_request", "_sink", "_normalise", "_effect",
-                 "_level")
+                 "_level", "_here_only")
 
     def __init__(self, coordinator: "Coordinator", index: int, plan: Plan, request: Request, sink,
-                 normalise, effect, level) -> None:
+                 normalise, effect, level, here_only: bool) -> None:
         self._coordinator = coordinator
         self._index = index
         self._plan = plan
@@ -133,6 +135,7 @@ class _NextLeader:
         self._normalise = normalise
         self._effect = effect
         self._level = level
+        self._here_only = here_only
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)
@@ -140,8 +143,8 @@ class _NextLeader:
     def fail(self, raw: bytes) -> None:
         if raw.startswith(_LINK_FAILURE):   # the peer link's own: unavailable, timed out
             self._coordinator.leaders_lost += 1
-            self._coordinator._lead_from(self._index + 1, self._plan, self._request, self._sink,
-                                         self._normalise, self._effect, self._level)
+            self._coordinator.lead_from(self._index + 1, self._plan, self._request, self._sink,
+                                        self._normalise, self._effect, self._level, self._here_only)
         else:
             self._sink.fail(raw)
 
@@ -179,6 +182,9 @@ class Coordinator:
         self._no_leader = b"-ERR no replica of the key can take writes now\r\n"
         #: writes passed to the next leader because theirs stopped answering
         self.leaders_lost = 0
+        #: ``read_repair(payload)``: quorum reads whose replicas disagreed
+        #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
+        self.read_repair: Optional[Callable[[bytes], None]] = None
 
     def replays_skipped(self) -> int:
         """Replayed writes this node's Redis had applied already (`dynomite.replication.applied_once`)."""
@@ -202,22 +208,24 @@ class Coordinator:
         """
         Run ``request`` on the replicas ``plan`` names; reply into ``sink``.
         ``request`` may be a run (its count above one) of one command whose
-        keys all have those replicas; never at DC_EACH_SAFE_QUORUM.
+        keys all have those replicas; never at DC_EACH_SAFE_QUORUM.  A write
+        goes to its leader (at DC_EACH_SAFE_QUORUM: to every datacenter's,
+        `dynomite.node.each_write`).
         """
         write = plan.write
         level = plan.level
         if write and plan.each is None:
             self.write(plan, request, sink, normalise)
             return
-        if plan.each is not None:
+        if write:
+            write_in_each_dc(self, plan, request, sink, normalise)
+            return
+        if plan.each is not None:   # a read: every replica of every datacenter
             each = EachQuorum({dc: len(nodes) for dc, nodes in plan.each.items()},
-                              self._reply_to(sink, write, level), normalise)
+                              self.reply_to(sink, write, level), normalise)
             for dc, nodes in plan.each.items():
                 for node in nodes:
-                    if write:
-                        self.outboxes[node.name].submit(request, each.replica(dc))
-                    else:
-                        self.targets[node.name].send(request, each.replica(dc))
+                    self.targets[node.name].send(request, each.replica(dc))
             return
         local = plan.local
         unreadable = self.membership.unreadable
@@ -229,6 +237,12 @@ class Coordinator:
                 self.targets[local[0].name].send(request, sink)
             else:
                 _Failover(self.targets, local, request, sink).start()
+        elif self.read_repair is not None and not write and len(local) > 1:
+            rec = self.reconciler(plan, sink, normalise, request.count)
+            watch = Disagreement(len(local), lambda: self.read_repair(request.payload),
+                                 normalise if request.count == 1 else None)
+            for node in local:
+                self.targets[node.name].send(request, watch.watch(rec.replica()))
         else:
             rec = self.reconciler(plan, sink, normalise, request.count)
             for node in local:
@@ -245,10 +259,14 @@ class Coordinator:
         passes the write to the next one: delivery stays at-least-once, as
         for hints (`dynomite.replication.outbox`).
         """
-        self._lead_from(0, plan, request, sink, normalise, effect, level)
+        self.lead_from(0, plan, request, sink, normalise, effect, level)
 
-    def _lead_from(self, first: int, plan: Plan, request: Request, sink, normalise,
-                   effect: Optional[Effect], level: Optional[str]) -> None:
+    def lead_from(self, first: int, plan: Plan, request: Request, sink, normalise,
+                  effect: Optional[Effect], level: Optional[str], here_only: bool = False) -> None:
+        """
+        ``request`` to ``plan.leaders[first]`` or the first after it that
+        can lead; ``here_only``: for this datacenter only (`dynomite.node.each_write`).
+        """
         name = self.name
         targets = self.targets
         if level is None:
@@ -260,14 +278,15 @@ class Coordinator:
         for i in range(first, len(leaders)):
             node = leaders[i]
             if node.name == name:
-                self.leader.lead(plan, request, sink, level, read_target, normalise, effect)
+                self.leader.lead(plan, request, sink, level, read_target, normalise, effect, not here_only)
                 return
             target = targets[node.name]
             if target.can_lead():
                 lead = Request(lead_payload(plan.position, request.payload), request.resp,
                                request.lane, request.count, True,
-                               lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION))
-                target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level))
+                               lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION)
+                               | (FLAG_HERE_ONLY if here_only else 0))
+                target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level, here_only))
                 return
         sink.fail(self._no_leader)
 
@@ -333,7 +352,7 @@ class Coordinator:
             self._settlers[key] = settle
         return settle
 
-    def _reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
+    def reply_to(self, sink, write: bool, level: str) -> Callable[[bytes], None]:
         settle = self.settler(write, level)
         return lambda raw: sink.complete(settle(raw))
 

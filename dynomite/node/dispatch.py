@@ -36,10 +36,12 @@ from dynomite.commands import acl as acl_rules
 from dynomite.commands import table as commands
 from dynomite.node import access
 from dynomite.node.builtins import BUILTINS, NOAUTH_ALLOWED
+from dynomite.node.errorlog import ProtocolErrorLog
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.pubsub_commands import SUBSCRIBER_ALLOWED, subscriber_refusal
-from dynomite.node import blocking
+from dynomite.node import blocking, streams
 from dynomite.node.transactions import IMMEDIATE, queue
+from dynomite.node import watch
 from dynomite.node.coordinator import SCRIPT_WRITES
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
@@ -51,6 +53,8 @@ NOAUTH = b"-NOAUTH Authentication required.\r\n"
 
 #: Blocking pops, served by `dynomite.node.blocking` (imported for its @builtin registrations).
 BLOCKING = blocking.BLOCKING
+#: Node commands that read or write keys, so wait like data commands (`_must_wait`).
+_WAITING = BLOCKING | streams.STREAM_BLOCKING
 
 
 def unknown_command(args) -> bytes:
@@ -108,6 +112,7 @@ class Node:
         self.clients: Set = set()
         self.connections_accepted = 0
         self.protocol_errors = 0
+        self.protocol_error_log = ProtocolErrorLog(clock)   # one line per interval under a flood
         self._lookup = commands.lookup
         self._runs = RunCutter(coordinator.router)
         #: ACL users (a bad acl_file or users entry raises ConfigError here)
@@ -159,6 +164,11 @@ class Node:
     def client_disconnected(self, client) -> None:
         self.clients.discard(client)
         self.pubsub.drop(client)
+        watch.release(self, client.session)
+
+    def release_watch(self, client) -> None:
+        """RESET: the keys ``client`` watches are released at their leader."""
+        watch.release(self, client.session)
 
     def output_limit_reached(self, client, reason: str) -> None:
         """A subscriber's unread messages passed its output buffer limit: it is being closed."""
@@ -200,11 +210,7 @@ class Node:
         self.protocol_errors += 1
         kind = "oversize" if reason.startswith("request exceeds") else "malformed"
         self.metrics.count(self.metrics.protocol_errors, kind)
-        self.log.info(
-            "protocol error from {address}: {reason}; closing",
-            address=client.session.address,
-            reason=reason,
-        )
+        self.protocol_error_log.report(client.session.address, kind, reason)
 
     def _account(self, cmd) -> Tuple[List[int], Optional[Histogram]]:
         m = self.metrics
@@ -316,7 +322,7 @@ class Node:
         cmd = self._lookup(args[0])
         if cmd is not None and cmd.name == "exec":
             return True   # a transaction, reads or writes: after everything before it
-        if cmd is None or cmd.route == commands.NODE and cmd.name not in BLOCKING \
+        if cmd is None or cmd.route == commands.NODE and cmd.name not in _WAITING \
                 or cmd.route == commands.UNSUPPORTED:
             return False
         if cmd.subcommands:

@@ -43,6 +43,7 @@ from twisted.logger import Logger
 from dynomite.commands.effects import Effect
 from dynomite.config.vocabulary import DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 from dynomite.consistency.quorum import ReadTargetFirst, Reconciler
+from dynomite.node.watch_table import WatchTable
 from dynomite.placement.router import Plan
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import DIRECT
@@ -163,6 +164,8 @@ class Leader:
         self._queue: Deque[object] = deque()
         self.effects_run = 0
         self.effects_unknown = 0
+        #: versions of the keys watched through this leader (`dynomite.node.watch`)
+        self.watches = WatchTable()
 
     # -- ordering ----------------------------------------------------------------
 
@@ -191,13 +194,18 @@ class Leader:
     # -- leading -----------------------------------------------------------------
 
     def lead(self, plan: Plan, request: Request, sink, level: str,
-             read_target: Optional[NodeInfo], normalise=None, effect: Optional[Effect] = None) -> None:
+             read_target: Optional[NodeInfo], normalise=None, effect: Optional[Effect] = None,
+             forward: bool = True) -> None:
         """
         Lead ``request`` (a write, or a run of writes, of one plan) for this
         datacenter at ``level``; ``read_target`` is the replica the client
         reads from (None: no preference).  ``effect``: the request may not
-        run twice; run it here and replicate its effect.
+        run twice; run it here and replicate its effect.  ``forward``: also
+        to the other datacenters (False: their leaders get it from the
+        coordinator, DC_EACH_SAFE_QUORUM).
         """
+        if self.watches.active:
+            self.watches.touched(request.payload)
         if request.lane != plan.lane:
             request = Request(request.payload, request.resp, plan.lane, request.count, True,
                               request.flags & FLAG_TRANSACTION)
@@ -225,7 +233,7 @@ class Leader:
                 here = (outboxes[node.name], replica_sink)
             else:
                 deliveries.append((outboxes[node.name], request, replica_sink))
-        if level != EVERY_RACK:
+        if level != EVERY_RACK and forward:
             for dc in plan.remote_dcs:
                 deliveries.append((outboxes[dc_target_name(dc)], request,
                                    self._outcomes(self._remote_tally, request.count)))

@@ -32,13 +32,15 @@ from dynomite.commands import table as commands
 from dynomite.commands.effects import plan_effect, pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
+from dynomite.node.watch_table import ABORTED as WATCH_ABORTED
 from dynomite.peers.interfaces import IPeerRequests
 from dynomite.placement.pipelines import RunCutter, part_bytes
 from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_SEQUENCED, FLAG_TRANSACTION, LEAD, REQUEST, PeerProtocolError, lead_position,
+    FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST,
+    PeerProtocolError, lead_position,
 )
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
@@ -64,6 +66,11 @@ class Replica:
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
         """A REQUEST (run here), LEAD (lead it) or FORWARD (lead it in this DC)."""
         if frame_type == REQUEST:
+            watches = self._leader.watches
+            if request.write and watches.active:
+                # a write another leader ordered: it changes what is watched here
+                watches.touched(request.payload[8:] if request.flags & FLAG_SEQUENCED
+                                else request.payload)
             if request.flags & FLAG_SEQUENCED:
                 self._applied_once(peer_name, request, sink)
             else:
@@ -87,6 +94,11 @@ class Replica:
         except PeerProtocolError:
             sink.fail(b"-ERR LEAD without a ring position\r\n")
             return
+        if request.flags & FLAG_WATCH:
+            request = self._watched(payload, request, sink)
+            if request is None:
+                return
+            payload = request.payload
         level = lead_level(request.flags)
         table_level = DC_ONE if level == EVERY_RACK else level
         plan = self._router.writes[table_level].at(position)
@@ -98,7 +110,22 @@ class Replica:
             if effect is None:
                 sink.fail(b"-ERR LEAD of a command that runs once is not one whole command\r\n")
                 return
-        self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect)
+        self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect,
+                          not request.flags & FLAG_HERE_ONLY)
+
+    def _watched(self, payload: bytes, request: Request, sink) -> Optional[Request]:
+        """A LEAD for the table of watched keys (`dynomite.node.watch`): answered, or the transaction it admits."""
+        watches = self._leader.watches
+        if not request.flags & FLAG_TRANSACTION:
+            sink.complete(watches.serve(payload[4:]))
+            return None
+        admitted = watches.admit(Request(payload[4:], request.resp, request.lane, request.count, True,
+                                         request.flags))
+        if admitted is None:
+            sink.complete(WATCH_ABORTED)
+            return None
+        return Request(payload[:4] + admitted.payload, request.resp, request.lane, admitted.count, True,
+                       admitted.flags)
 
     def _read_target(self, plan: Plan, peer_name: str) -> Optional[NodeInfo]:
         """The replica the coordinator ``peer_name`` reads from at DC_ONE (its rack's), if local."""

@@ -43,6 +43,7 @@ class Session:
         "pubsub_only",
         "multi",
         "multi_aborted",
+        "watching",
     )
 
     def __init__(self, address: str, authenticated: bool, created: float, user=None) -> None:
@@ -74,6 +75,8 @@ class Session:
         #: and whether one was refused, so EXEC must answer EXECABORT
         self.multi = None
         self.multi_aborted = False
+        #: WATCH: the `dynomite.node.watch.Watching` (None: nothing watched)
+        self.watching = None
 
     def login(self, user) -> None:
         """Authenticated as ``user`` (AUTH, HELLO ... AUTH)."""

@@ -25,8 +25,11 @@ EXEC sends the transaction where its keys are (`run_transaction`):
 - one that only reads runs as MULTI/EXEC on the replicas a read of its keys
   goes to, at the connection's read level.
 
-EXEC answers the array of the commands' replies, as Redis.  WATCH and
-UNWATCH are not served yet.
+EXEC answers the array of the commands' replies, as Redis.  When the
+client watches keys (`dynomite.node.watch`), EXEC carries their versions
+to the leader that answered WATCH, which leads the transaction only if
+none moved (else a null array, as Redis); EXEC and DISCARD forget the
+watched keys.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dynomite.commands.effects import transaction_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_SAFE_QUORUM
 from dynomite.node.builtins import builtin
 from dynomite.node.coordinator import SCRIPT_WRITES
+from dynomite.node import watch
 from dynomite.placement.router import CROSSSLOT
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_TRANSACTION
@@ -56,7 +60,7 @@ EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 IMMEDIATE = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})
 
 # Commands the node answers itself that a transaction may carry to Redis.
-_QUEUEABLE_NODE = frozenset({"ping", "echo"})
+_QUEUEABLE_NODE = frozenset({"ping", "echo", "unwatch"})
 
 
 def queue(session, cmd, args) -> bytes:
@@ -84,6 +88,7 @@ def discard(node, client, args):
     if session.multi is None:
         return b"-ERR DISCARD without MULTI\r\n"
     session.multi = None
+    watch.release(node, session)
     return b"+OK\r\n"
 
 
@@ -96,21 +101,28 @@ def exec_(node, client, args):
     session.multi = None
     session.multi_aborted = False
     if aborted:
+        watch.release(node, session)
         return EXECABORT
     if not queued:
-        return b"*0\r\n"
-    run_transaction(node.coordinator, session, queued, client)
+        if session.watching is None:
+            return b"*0\r\n"
+        watch.watched_check(node, session, client.slot(0))
+        return None
+    watching = session.watching
+    session.watching = None
+    run_transaction(node.coordinator, session, queued, client, watching)
     return None
 
 
-def run_transaction(coordinator, session, queued, client) -> None:
+def run_transaction(coordinator, session, queued, client, watching=None) -> None:
     """
     EXEC of the ``queued`` (Command, args) of a transaction, through
     ``coordinator`` (`dynomite.node.coordinator`): led as one run when it
     writes, run as MULTI/EXEC on the replicas of a read when it only
-    reads; one reply, EXEC's array.
+    reads; one reply, EXEC's array.  ``watching``: the keys the client
+    watches (`dynomite.node.watch.Watching`), checked by their leader.
     """
-    write = any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
+    write = watching is not None or any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
     level = coordinator.level(session, write)
     if level == DC_EACH_SAFE_QUORUM:
         level = DC_SAFE_QUORUM   # here; other datacenters asynchronously (README)
@@ -128,6 +140,23 @@ def run_transaction(coordinator, session, queued, client) -> None:
     slot = client.slot(len(payload))
     client.writing = client.reading = False
     count = len(run)
+    if watching is not None:
+        watched = keys + [k for k in watching.keys if k not in keys]
+        plan = coordinator.router.route_keys(watched, True, level)
+        if plan is None:
+            watch.forget(coordinator, watching)
+            slot.complete(CROSSSLOT)
+            return
+        effect = None
+        if any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued):
+            effect = transaction_effect(run, keys)
+            sink = slot
+        else:
+            sink = _ExecArray(count, slot)
+        watch.lead_watched(coordinator, watching, plan,
+                           Request(payload, session.resp, plan.lane, count, True, FLAG_TRANSACTION),
+                           level, sink, effect, slot, session.resp)
+        return
     if not keys:   # PING, ECHO: this node's Redis
         coordinator.targets[coordinator.name].send(
             Request(_MULTI + payload + _EXEC, session.resp, session.id, count + 2, False),

@@ -17,6 +17,8 @@ The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
     GET /repair                        JSON: the running and last anti-entropy repair, warm-up
     GET /repair/start?dry_run=1&source=dc/rack&all_dcs=1&rate=N   start one (409 if one runs)
     GET /repair/cancel                 stop the running one after its current step
+    GET /gossip                        JSON: the gossiped cluster view (enable_gossip)
+    GET /gossip/remove/<name>          mark a node gone for good (LEFT) in the view
     GET /metrics                       Prometheus exposition
 
 Every answer is JSON except /ping, /ready and /metrics.  When ``admin_token`` is
@@ -61,6 +63,7 @@ HELP = [
     "/state/<get_state|standby|writes_only|resuming|normal>", "/peer/<up|down|reset>/<name|all>",
     "/hints/<target|all>/<pause|resume|truncate>", "/setloglevel/<0-11>", "/metrics",
     "/repair", "/repair/start[?dry_run=1&source=<dc/rack>&all_dcs=1&rate=<keys/s>]", "/repair/cancel",
+    "/gossip", "/gossip/remove/<name>",
 ]
 
 
@@ -147,6 +150,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
         },
         "hints": hints,
         "repair": status.repair(now),
+        "gossip": status.gossip(),
     }
 
 
@@ -191,6 +195,7 @@ class AdminResource(Resource):
             "get_consistency": lambda parts: self._consistency(),
             "get_timeout_factor": lambda parts: {"timeout_factor": self.status.timeout_factor},
             "repair": lambda parts: self.status.repair(self.status.now()),
+            "gossip": lambda parts: self.status.gossip(),
         }
         self._write: Dict[str, Callable[[List[str]], Any]] = {
             "set_consistency": self._set_consistency,
@@ -199,6 +204,7 @@ class AdminResource(Resource):
             "peer": self._peer,
             "hints": self._hints,
             "setloglevel": self._setloglevel,
+            "gossip": self._gossip,
         }
 
     def render_GET(self, request) -> bytes:
@@ -290,6 +296,17 @@ class AdminResource(Resource):
         for name in names:
             actions[args[0]](name)
         return {"peers": self.status.peer_states(names)}
+
+    def _gossip(self, args: List[str]) -> Dict[str, Any]:
+        if len(args) != 2 or args[0] != "remove":
+            raise HTTPError(400, "use /gossip/remove/<name>")
+        try:
+            self.control.remove_node(args[1])
+        except LookupError as e:
+            raise HTTPError(404, str(e).strip("'\""))
+        except ValueError as e:
+            raise HTTPError(400, str(e))
+        return self.status.gossip()
 
     def _hints(self, args: List[str]) -> Dict[str, Any]:
         actions = {"pause": self.control.pause_hints, "resume": self.control.resume_hints,

@@ -39,6 +39,8 @@ from prometheus_client.process_collector import ProcessCollector
 from dynomite import __version__
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
 from dynomite.ops.status import NodeStatus
+from dynomite.peers.gossip import STATUSES
+from dynomite.peers.gossiper import GOSSIP_EVENTS
 from dynomite.repair.run import PHASES as REPAIR_PHASES
 from dynomite.replication.hints import DROP_REASONS
 from dynomite.stats import PUBSUB_EVENTS, REQUEST_RESULTS, Histogram
@@ -118,6 +120,10 @@ CATALOGUE: Tuple[Spec, ...] = (
          " this node's subscriptions, dropped (not sent to a node whose link was down).", ("event",)),
     Spec("dynomite_pubsub_subscriptions", "gauge",
          "Channels, patterns and shard channels with a subscriber on this node.", ("kind",)),
+    Spec("dynomite_gossip_events_total", "counter",
+         "Gossip (enable_gossip): rounds started, messages received, entries learned, joining nodes refused"
+         " (a token clash, a removed node), malformed messages ignored.", ("event",)),
+    Spec("dynomite_gossip_view_entries", "gauge", "Entries of the gossiped cluster view, by status.", ("status",)),
     Spec("dynomite_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.", ("result",)),
     Spec("dynomite_config_last_reload_success_timestamp_seconds", "gauge",
          "When the configuration was last loaded successfully."),
@@ -164,6 +170,7 @@ class Collector:
         yield from self._ring()
         yield from self._reloads()
         yield from self._pubsub()
+        yield from self._gossip()
 
     def _node(self, now: float) -> Iterable:
         s = self.status
@@ -331,6 +338,21 @@ class Collector:
         for kind, n in m.pubsub_subscriptions.items():
             subscriptions.add_metric([kind], n)
         yield subscriptions
+
+
+    def _gossip(self) -> Iterable:
+        counts = self.status.gossip_counts()   # empty with gossip off: every event at 0
+        events = family("dynomite_gossip_events_total")
+        for event in GOSSIP_EVENTS:
+            events.add_metric([event], counts.get(event, 0))
+        yield events
+        by_status = dict.fromkeys(STATUSES, 0)
+        for entry in self.status.gossip().get("entries", {}).values():
+            by_status[entry["status"]] = by_status.get(entry["status"], 0) + 1
+        entries = family("dynomite_gossip_view_entries")
+        for name, n in by_status.items():
+            entries.add_metric([name], n)
+        yield entries
 
 
 def make_registry(status: NodeStatus) -> CollectorRegistry:

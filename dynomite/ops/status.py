@@ -115,11 +115,14 @@ class NodeStatus:
     ``repairs``
         the node's `dynomite.repair.manager.Repairs`: ``status(now)`` (the
         running and last repair, warm-up) and ``counts`` (event -> total).
+    ``gossip``
+        the node's `dynomite.peers.gossiper.Gossiper` (None: gossip is off):
+        ``status()`` (the /info section) and ``counts`` (event -> total).
     """
 
     def __init__(self, *, config: Callable[[], Any], clock, settings, membership,
                  topology: Callable[[], Any], datastore, peers: Dict[str, Any], outboxes: Dict[str, Any],
-                 clients, replication, metrics: NodeMetrics, repairs) -> None:
+                 clients, replication, metrics: NodeMetrics, repairs, gossip=None) -> None:
         self._config = config
         self._clock = clock
         self._settings = settings
@@ -131,6 +134,7 @@ class NodeStatus:
         self._clients = clients
         self._replication = replication
         self._repairs = repairs
+        self._gossip = gossip
         self.metrics = metrics
 
     # -- identity and settings ---------------------------------------------------
@@ -264,6 +268,18 @@ class NodeStatus:
     def repair_counts(self) -> Dict[str, int]:
         """Keys scanned, differing, repaired, streamed by warm-up, read repairs... since start."""
         return dict(self._repairs.counts)
+
+    def gossip(self) -> Dict[str, Any]:
+        """The cluster view gossip spreads: version, entries, last round, counts (`dynomite.peers.gossiper`)."""
+        if self._gossip is None:
+            return {"enabled": False}
+        return self._gossip.status()
+
+    def gossip_counts(self) -> Dict[str, int]:
+        """Gossip rounds, messages, entries learned, joins refused, bad messages (all 0 when off)."""
+        if self._gossip is None:
+            return {}
+        return dict(self._gossip.counts)
 
     def write_order(self) -> Dict[str, int]:
         """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""

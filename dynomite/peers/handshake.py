@@ -5,7 +5,7 @@ a decision out; no transport, no clock.
 
 The connecting side speaks first; payloads are JSON objects::
 
-    HELLO {cluster, node, dc, rack, nonce}  -->
+    HELLO {cluster, node, dc, rack, nonce[, entry]}  -->
                                             <--  REJECT {reason}, close
                                             <--  WELCOME {node, admin, features}  (no peer_secret)
                                             <--  CHALLENGE {node, nonce}        (peer_secret set)
@@ -16,6 +16,14 @@ The connecting side speaks first; payloads are JSON objects::
 takes (``publish``: PUBLISH, `dynomite.wire.peer_frames.FEATURE_PUBLISH`);
 the connecting side sends those frames only when it is listed, so a node
 that predates a frame never receives it (it would drop the connection).
+
+With gossip (``enable_gossip``, `dynomite.peers.gossip`) HELLO also carries
+the connecting node's ``entry`` in the cluster view and WELCOME lists
+``gossip``.  The accepting side then asks ``newcomer(name, dc, rack,
+entry)`` instead of ``known``: a node the topology does not know yet may
+join if its entry does not clash with the view.  `Ready` carries the entry
+so the node learns it only once the peer has proved itself (peer_secret);
+older nodes ignore the field.
 
 With ``peer_secret`` both sides prove they know it with HMAC-SHA256 over
 the cluster, both node names and both random nonces, under different labels
@@ -45,7 +53,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from dynomite.config.model import NodeConfig
 from dynomite.wire.peer_frames import (
-    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_PUBLISH, FRAME_NAMES, HELLO, REJECT,
+    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_GOSSIP, FEATURE_PUBLISH, FRAME_NAMES, HELLO, REJECT,
     WELCOME, Frame, PeerProtocolError, decode_control, encode_control, handshake_proof, new_nonce, proofs_match,
 )
 
@@ -96,6 +104,8 @@ class Ready(NamedTuple):
     admin: Optional[str]
     #: the optional frames the peer takes, as its WELCOME said (connecting side)
     features: Tuple[str, ...] = ()
+    #: the peer's entry in the cluster view, as its HELLO carried it (accepting side, gossip)
+    entry: Optional[Dict[str, Any]] = None
 
 
 class RejectPeer(NamedTuple):
@@ -128,8 +138,9 @@ class Step(NamedTuple):
 
 _NOTHING = Step()
 
-#: The optional frames this node takes (a WELCOME's ``features``).
+#: The optional frames this node takes (a WELCOME's ``features``); with gossip, `GOSSIP_FEATURES`.
 FEATURES = FEATURE_PUBLISH
+GOSSIP_FEATURES = FEATURE_PUBLISH + "," + FEATURE_GOSSIP
 
 # states
 HELLO_SENT = "HELLO_SENT"      # connecting side, waiting for CHALLENGE, WELCOME or REJECT
@@ -147,15 +158,23 @@ class Handshake:
     side; ``known(name, dc, rack)`` is the accepting side's membership check
     (None: nobody is known); it may return a reason (a str) to refuse a node
     it knows (the peer listener does when a link must run TLS and does not).  ``nonce`` makes the random nonces (injectable
-    for tests).
+    for tests).  ``entry()`` (gossip on) is this node's entry in the
+    cluster view, which HELLO carries; ``newcomer(name, dc, rack, entry)``
+    is the accepting side's check of a HELLO that carries one.
     """
 
     _TABLE: Dict[str, Dict[int, Callable[["Handshake", Frame], Step]]] = {}
 
     def __init__(self, identity: Identity, expected: Optional[str] = None,
                  known: Optional[Callable[[str, str, str], Union[bool, str]]] = None,
-                 nonce: Callable[[], str] = new_nonce) -> None:
+                 nonce: Callable[[], str] = new_nonce,
+                 entry: Optional[Callable[[], Dict[str, Any]]] = None,
+                 newcomer: Optional[Callable[[str, str, str, Any], Union[bool, str]]] = None) -> None:
         self._identity = identity
+        self._entry = entry
+        self._newcomer = newcomer
+        self._features = FEATURES if entry is None else GOSSIP_FEATURES
+        self._peer_entry: Optional[Dict[str, Any]] = None
         self._expected = expected
         self._known = known
         self._new_nonce = nonce
@@ -181,10 +200,13 @@ class Handshake:
         self._started = True
         me = self._identity
         self._nonce = self._new_nonce()
-        return Step((self._control(HELLO, {
+        hello: Dict[str, Any] = {
             "cluster": me.cluster, "node": me.name, "dc": me.datacenter, "rack": me.rack,
             "nonce": self._nonce,
-        }),))
+        }
+        if self._entry is not None:
+            hello["entry"] = self._entry()
+        return Step((self._control(HELLO, hello),))
 
     def receive(self, frame: Frame) -> Step:
         """A frame arrived before the handshake completed."""
@@ -218,7 +240,12 @@ class Handshake:
         node, dc, rack = hello["node"], hello["dc"], hello["rack"]
         if hello["cluster"] != me.cluster:
             return self._reject("cluster %r is not this node's cluster %r" % (hello["cluster"], me.cluster))
-        verdict = self._known(node, dc, rack) if self._known is not None else False
+        entry = hello.get("entry")
+        if entry is not None and self._newcomer is not None:
+            verdict = self._newcomer(node, dc, rack, entry)
+            self._peer_entry = entry
+        else:
+            verdict = self._known(node, dc, rack) if self._known is not None else False
         if isinstance(verdict, str):  # known, but refused for the reason it names
             return self._reject(verdict)
         if not verdict:
@@ -226,7 +253,7 @@ class Handshake:
         self._peer, self._peer_datacenter = node, dc
         self._peer_nonce = hello["nonce"]
         if me.secret is None:
-            return self._welcome({"node": me.name, "admin": me.admin, "features": FEATURES})
+            return self._welcome({"node": me.name, "admin": me.admin, "features": self._features})
         self._nonce = self._new_nonce()
         self.state = CHALLENGED
         return Step((self._control(CHALLENGE, {"node": me.name, "nonce": self._nonce}),))
@@ -243,12 +270,13 @@ class Handshake:
                                    self._peer_nonce, self._nonce)
         if not proofs_match(expected, auth["proof"]):
             return self._reject("authentication failed (peer_secret differs)")
-        return self._welcome({"node": me.name, "admin": me.admin, "features": FEATURES, "proof": handshake_proof(
+        return self._welcome({"node": me.name, "admin": me.admin, "features": self._features, "proof": handshake_proof(
             secret, ACCEPTING_SIDE, me.cluster, self._peer, me.name, self._peer_nonce, self._nonce)})
 
     def _welcome(self, body: Dict[str, str]) -> Step:
         assert self._peer is not None
-        return self._decide(Ready(self._peer, self._peer_datacenter, None), self._control(WELCOME, body))
+        return self._decide(Ready(self._peer, self._peer_datacenter, None, (), self._peer_entry),
+                            self._control(WELCOME, body))
 
     def _reject(self, reason: str) -> Step:
         return self._decide(RejectPeer(reason), self._control(REJECT, {"reason": reason}))

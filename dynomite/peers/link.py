@@ -89,7 +89,8 @@ class PeerLink:
     up)`` hears every change between UP and DOWN.  ``requests``
     (`IPeerRequests`) serves requests the peer sends back over these
     connections (None: refuse them); ``membership`` (`IPeerStatus`) gives and
-    takes the status heartbeats carry.
+    takes the status heartbeats carry; ``gossip`` (the node's `Gossiper`,
+    None: off) hears the GOSSIP frames the peer sends.
     """
 
     log = Logger()
@@ -107,6 +108,7 @@ class PeerLink:
         jitter: Callable[[], float] = random.random,
         name: Optional[str] = None,
         tls: Any = None,
+        gossip: Any = None,
     ) -> None:
         self.peer = peer
         self.name = str(peer.address)
@@ -116,7 +118,7 @@ class PeerLink:
         self._clock = clock
         self.backoff = Backoff(jitter)
         self._on_state = on_state
-        self._local = LocalNode(config, requests, membership, name)
+        self._local = LocalNode(config, requests, membership, name, gossip)
         #: whether this link must run TLS (``secure_server_option``; ``tls`` is the node's `NodeTLS`)
         self.encrypted = tls is not None and connect is None and tls.peer_encrypted(peer.datacenter, peer.rack)
         self.tls_failures_total = 0
@@ -179,6 +181,19 @@ class PeerLink:
             return False
         up[lane % len(up)].publish(channel, message, shard)
         return True
+
+    @property
+    def gossips(self) -> bool:
+        """An UP connection takes GOSSIP frames (the peer gossips too)."""
+        return any(p.gossips for p in self._up)
+
+    def gossip(self, payload: bytes) -> bool:
+        """Send one GOSSIP frame on the first UP connection that takes it; False when none does."""
+        for protocol in self._up:
+            if protocol.gossips:
+                protocol.send_gossip(payload)
+                return True
+        return False
 
     # -- counters ------------------------------------------------------------
 

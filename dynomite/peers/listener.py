@@ -18,6 +18,12 @@ run TLS is refused with a REJECT saying so; a TLS one whose certificate
 does not name the host of the node it claims to be is refused too.  Every
 refusal is counted (``NodeMetrics.peer_tls_refusals``) and logged once per
 peer.
+
+Gossip (``gossip``, the node's `dynomite.peers.gossiper.Gossiper`): a node
+whose HELLO carries its entry in the cluster view is checked by
+``Gossiper.admit`` instead of ``known`` (so a node the topology does not
+know yet may join), then by the same TLS rules; once its handshake
+completes, the view learns its entry.
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ class PeerServerFactory(Factory):
     Requests that arrive go to ``requests`` (`IPeerRequests`; None: refuse
     them); the status heartbeats carry comes from and goes to ``membership``
     (`IPeerStatus`; None: report `DEFAULT_STATUS`).  ``known(name, dc,
-    rack)`` says whether a node saying HELLO belongs to the cluster.  While
+    rack)`` says whether a node saying HELLO belongs to the cluster
+    (``gossip``: or whether a newcomer may join, see the module docstring).  While
     listening, accepted connections that stay silent for ``peer_down_after``
     are dropped (connectors send heartbeats).
     """
@@ -56,8 +63,10 @@ class PeerServerFactory(Factory):
 
     def __init__(self, config: NodeConfig, requests: Any, membership: Any,
                  known: Callable[[str, str, str], bool], clock,
-                 name: Optional[str] = None, tls: Any = None, metrics: Any = None) -> None:
-        self._local = LocalNode(config, requests, membership, name)
+                 name: Optional[str] = None, tls: Any = None, metrics: Any = None,
+                 gossip: Any = None) -> None:
+        self._local = LocalNode(config, requests, membership, name, gossip)
+        self._gossip = gossip
         self._known = known
         self._tls = tls
         self._option = config.secure_server_option
@@ -89,13 +98,18 @@ class PeerServerFactory(Factory):
     def peer_protocol(self, addr) -> PeerProtocol:
         """The peer protocol of one accepted connection (in clear, or inside TLS)."""
         protocol = PeerProtocol(self._local, self._clock, self,
-                                known=lambda node, dc, rack: self._admit(protocol, node, dc, rack))
+                                known=lambda node, dc, rack: self._admit(protocol, node, dc, rack),
+                                newcomer=lambda node, dc, rack, entry: self._admit(protocol, node, dc, rack, entry))
         protocol.remote = getattr(addr, "host", None)
         return protocol
 
-    def _admit(self, protocol: PeerProtocol, node: str, dc: str, rack: str):
-        """The handshake's membership check, and what TLS asks of this link."""
-        if not self._known(node, dc, rack):
+    def _admit(self, protocol: PeerProtocol, node: str, dc: str, rack: str, entry: Any = None):
+        """The handshake's membership check (gossip's, for a HELLO with an entry), and what TLS asks of this link."""
+        if entry is not None and self._gossip is not None:
+            verdict = self._gossip.admit(node, dc, rack, entry)
+            if verdict is not True:
+                return verdict
+        elif not self._known(node, dc, rack):
             return False
         if protocol.tls:
             host = node.rpartition(":")[0].strip("[]")
@@ -153,7 +167,8 @@ class PeerServerFactory(Factory):
         self.connections.add(protocol)
 
     def protocol_ready(self, protocol: PeerProtocol) -> None:
-        pass
+        if protocol.peer_entry is not None and self._gossip is not None:
+            self._gossip.learn(protocol.peer_entry)
 
     def protocol_rejected(self, protocol: PeerProtocol, reason: str) -> None:
         pass

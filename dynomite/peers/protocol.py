@@ -15,7 +15,10 @@ arrives is turned back into a `Request` for the node's `IPeerRequests`.
 Heartbeats (PING/PONG) carry membership status both ways, from and to the
 node's `IPeerStatus` (`dynomite.peers.interfaces`).  A PUBLISH frame
 carries a pub/sub message one way, with no reply; it is sent only to a
-peer whose WELCOME listed the feature (`publishes`).
+peer whose WELCOME listed the feature (`publishes`).  GOSSIP frames carry
+the cluster view (`dynomite.peers.gossip`) to and from the node's
+`dynomite.peers.gossiper.Gossiper`, only on connections that take them
+(`gossips`: the WELCOME listed ``gossip``, or the HELLO carried an entry).
 
 Whoever waits for a reply is a *sink* (``complete(raw)`` / ``fail(raw)``),
 as for the datastore.  A REPLY flagged FAILED (the replica could not run
@@ -57,9 +60,9 @@ from dynomite.runtime.tls import is_tls, tls_failure
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SHARD, FORWARD, FRAME_NAMES, LEAD, PING, PONG,
-    PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
-    publish_parts, publish_payload, run_count, run_payload,
+    FEATURE_GOSSIP, FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SHARD, FORWARD, FRAME_NAMES, GOSSIP, LEAD,
+    PING, PONG, PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
+    new_nonce, publish_parts, publish_payload, run_count, run_payload,
 )
 from dynomite.wire.replies import is_error
 
@@ -111,18 +114,20 @@ class LocalNode:
     """
     Who this node is to its peers (`Identity`) and the collaborators that
     serve them: ``requests`` (`IPeerRequests`, None: refuse their requests)
-    and ``membership`` (`IPeerStatus`, None: report `DEFAULT_STATUS`);
-    shared by its connections.
+    and ``membership`` (`IPeerStatus`, None: report `DEFAULT_STATUS`) and
+    ``gossip`` (the node's `Gossiper`, None: gossip is off); shared by its
+    connections.
     """
 
-    __slots__ = ("identity", "name", "requests", "membership", "_config")
+    __slots__ = ("identity", "name", "requests", "membership", "gossip", "_config")
 
     def __init__(self, config: NodeConfig, requests: Any = None, membership: Any = None,
-                 name: Optional[str] = None) -> None:
+                 name: Optional[str] = None, gossip: Any = None) -> None:
         self.identity = Identity.from_config(config, name)
         self.name = self.identity.name
         self.requests = requests
         self.membership = membership
+        self.gossip = gossip
         self._config = config
 
     def peer_timeout(self, datacenter: str) -> float:
@@ -159,8 +164,9 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
     hears of it through ``protocol_connected``, ``protocol_ready``,
     ``protocol_rejected`` and ``protocol_lost``.  ``expected`` (the name of
     the node dialled) makes this the connecting side; ``known`` is the
-    accepting side's membership check.  ``nonce`` makes the handshake's
-    random nonces (injectable for tests).
+    accepting side's membership check, and ``newcomer`` its check of a
+    node that says HELLO with its gossip entry.  ``nonce`` makes the
+    handshake's random nonces (injectable for tests).
     """
 
     log = Logger()
@@ -171,16 +177,17 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
                  timeout: Optional[float] = None,
                  known: Optional[Callable[[str, str, str], bool]] = None,
                  latency: Optional[Histogram] = None,
-                 nonce: Optional[Callable[[], str]] = None) -> None:
+                 nonce: Optional[Callable[[], str]] = None,
+                 newcomer: Optional[Callable[[str, str, str, Any], Any]] = None) -> None:
         batching.BatchedWriter.__init__(self)
         self._local = local
         self._clock = clock
         self._owner = owner
         self.connecting = expected is not None
-        if nonce is None:
-            self._handshake = Handshake(local.identity, expected, known)
-        else:
-            self._handshake = Handshake(local.identity, expected, known, nonce)
+        gossip = local.gossip
+        self._handshake = Handshake(local.identity, expected, known, nonce if nonce is not None else new_nonce,
+                                    gossip.hello_entry if gossip is not None else None,
+                                    newcomer if gossip is not None else None)
         self._framer = PeerFramer()
         self._sinks: Dict[int, Any] = {}
         self._deadlines: Deque[Tuple[float, int]] = deque()
@@ -209,6 +216,9 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.remote: Optional[str] = None  # the connecting host, on the accepting side
         #: the peer takes PUBLISH frames (its WELCOME said so; connecting side)
         self.publishes = False
+        #: the peer takes GOSSIP frames; its entry, as its HELLO carried it (accepting side)
+        self.gossips = False
+        self.peer_entry: Optional[Dict[str, Any]] = None
         self._lane = 0
         self._timeout = timeout
         self._timed_out = self._unavailable = b"-ERR peer unavailable\r\n"
@@ -336,6 +346,11 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.write_batched(encode_frame(PUBLISH, FLAG_SHARD if shard else 0, 0, self._local.name,
                                         publish_payload(channel, message)))
 
+    def send_gossip(self, payload: bytes) -> None:
+        """Send a GOSSIP frame (the caller checked `gossips`, or answers one that came)."""
+        if self._open:
+            self.write_batched(encode_frame(GOSSIP, 0, 0, self._local.name, payload))
+
     def accepts_writes(self) -> bool:
         return not self._closing
 
@@ -433,6 +448,15 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         except Exception:
             self.log.failure("peer publish handler failed")
 
+    def _on_gossip(self, frame) -> None:
+        gossip = self._local.gossip
+        if gossip is None:
+            return
+        try:
+            gossip.received(self, frame.payload)
+        except Exception:
+            self.log.failure("gossip handler failed")
+
     def _on_reply(self, frame) -> None:
         sinks = self._sinks
         rid = frame.request_id
@@ -481,6 +505,9 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
                 self._set_peer(decision.peer, decision.datacenter)
             self.peer_admin = decision.admin
             self.publishes = FEATURE_PUBLISH in decision.features
+            self.peer_entry = decision.entry
+            self.gossips = self._local.gossip is not None and (
+                FEATURE_GOSSIP in decision.features or decision.entry is not None)
             self._open = True
             self.state = "OPEN"
             self._owner.protocol_ready(self)
@@ -517,6 +544,7 @@ PeerProtocol._OPEN = {
     LEAD: PeerProtocol._on_request,
     REPLY: PeerProtocol._on_reply,
     PUBLISH: PeerProtocol._on_publish,
+    GOSSIP: PeerProtocol._on_gossip,
     PING: PeerProtocol._on_ping,
     PONG: PeerProtocol._on_pong,
 }

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_repair_manager -*-
+# -*- test-case-name: tests.unit.test_read_repair -*-
 """
 A node's repairs: the one running, the last result, background passes,
 warm-up when its Redis comes back empty, and read repair.
@@ -12,14 +12,15 @@ admin API through `dynomite.node.control.NodeControl` (start, cancel) and
 - `tick` (once a second, from the service) starts a background pass every
   ``anti_entropy_interval``, and checks whether the local Redis came back
   empty when it has a new run id (`redis_restarted`): if it lost the warm
-  marker (`script.marker_request`) while a replica in another rack holds
-  keys and was marked before this node started (or at any time, once
-  this node had marked its own Redis), the node warms up
-  (`dynomite.repair.warmup`).  DBSIZE alone cannot tell: hints replayed at
-  once refill it with the writes it missed, and in a cluster starting
-  together clients may write before every node has looked.
+  marker (`script.marker_request`) that this node had set (a file in its
+  data_dir remembers it across restarts of the node) while a replica in
+  another rack holds keys, the node warms up (`dynomite.repair.warmup`).
+  DBSIZE alone cannot tell: hints replayed at once refill it with the
+  writes it missed, and in a cluster starting together clients may write
+  before every node has looked.
   ``bootstrap: true`` warms up at start whatever the sizes say.
-- `read_repair`: keys a quorum read saw differ are looked at again on
+- `read_repair`: the keys of a quorum read whose replicas answered
+  differently (`dynomite.consistency.read_repair`) are looked at again on
   every replica, twice ``READ_REPAIR_DELAY`` apart, and repaired as an
   anti-entropy repair would (at most ``READ_REPAIRS_PENDING`` at a time,
   the rest counted as dropped).
@@ -29,15 +30,19 @@ admin API through `dynomite.node.control.NodeControl` (start, cancel) and
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
 from dynomite.repair.compare import Scope
+from dynomite.commands import table
+from dynomite.commands.keys import keys as command_keys
 from dynomite.repair import script
 from dynomite.repair.run import RepairOptions, RepairRun, ask, together
 from dynomite.repair.warmup import WarmUp
 from dynomite.wire.inflight import Request
+from dynomite.wire.requests import parse_whole
 
 __all__ = ["REPAIR_EVENTS", "RepairBusy", "Repairs"]
 
@@ -59,7 +64,7 @@ class Repairs:
 
     def __init__(self, topology: Callable[[], Any], send: Callable[[str, Request, Any], None], clock,
                  membership, hash_tag: Optional[bytes], rate: int, interval: float,
-                 bootstrap: bool = False) -> None:
+                 bootstrap: bool = False, marked_path: Optional[str] = None) -> None:
         self._topology = topology
         self._send = send
         self._clock = clock
@@ -71,12 +76,17 @@ class Repairs:
         self.current: Optional[RepairRun] = None
         self.last: Optional[RepairRun] = None
         self.warmup: Optional[WarmUp] = None
-        self._last_pass = self._started = clock.seconds()
-        # this node has seen its Redis hold its whole data set (the marker)
+        self._last_pass = clock.seconds()
+        # this node has seen its Redis hold its whole data set (the marker);
+        # kept in ``marked_path`` across restarts of the node (None: in memory)
+        self._marked_path = marked_path
         self._was_warm = False
         # whether the local Redis may have come back empty (checked by tick)
         self._suspect_empty = bootstrap
         self._bootstrap = bootstrap
+        if bootstrap:
+            # a replacement serves no reads before its data is back
+            membership.hold_resuming(True)
         self._read_repairs = 0
 
     def _count(self, event: str, n: int) -> None:
@@ -135,24 +145,34 @@ class Repairs:
 
     def redis_restarted(self) -> None:
         """The local Redis has a new run id (or answered for the first time): was it emptied?"""
-        self._suspect_empty = True
+        if self.warmup is None or self.warmup.progress.finished is not None:
+            self._suspect_empty = False
+            self._check_empty()
+        else:
+            self._suspect_empty = True
 
     def _check_empty(self) -> None:
         """
-        Whether the local Redis lost its data: it has no warm marker
-        (`script.marker_request`, set once the node's data is whole) while a
-        replica in another rack holds keys and was marked before this node
-        started (in a cluster starting together, every marker is newer:
-        nobody warms up from data clients wrote since).  Replicas that do
-        not answer yet: ask again at the next tick.
+        Whether the local Redis lost its data: this node had marked it as
+        holding its data set (in this process, or before a restart: the
+        file at ``marked_path``), the mark (`script.marker_request`) is gone,
+        and a replica in another rack holds keys.  A node that never marked
+        its Redis is new: it marks it and takes it as it is (a replacement
+        for a lost node says ``bootstrap: true``).  Replicas that do not
+        answer yet: ask again at the next tick.
         """
         topology = self._topology()
         local = topology.local.name
-        if self._bootstrap:
-            self._bootstrap = False
-            self._warm("bootstrap: true")
-            return
         sources = [n for n in WarmUp.sources(topology) if n != local]
+        if self._bootstrap:
+            def reachable(answers: List[bytes]) -> None:
+                if any(raw[:1] == b"*" for raw in answers):
+                    self._bootstrap = False
+                    self._warm("bootstrap: true", bootstrap=True)
+                else:
+                    self._suspect_empty = True     # no replica answers yet: next tick
+            together([ask(self._send, name, script.marker_request()) for name in sources]).addCallback(reachable)
+            return
 
         def compared(answers: List[bytes]) -> None:
             markers = []
@@ -161,18 +181,12 @@ class Repairs:
                     markers.append(script.read_marker(raw))
                 except script.ReplicaError:
                     markers.append(None)
-            # sources whose data this node's Redis should hold: any, once this
-            # node had marked its own Redis (it lost the mark); else those
-            # marked before this node started
-            before = self._clock.seconds() if self._was_warm else self._started
-            older = [size for marker in markers if marker is not None
-                     for since, size in [marker] if size and 0 < since < before]
-            if older:
-                self._warm("its Redis lost its data while other racks hold %d keys" % max(older))
+            held = [size for marker in markers if marker is not None for since, size in [marker] if since and size]
+            if held:
+                self._warm("its Redis lost its data while other racks hold %d keys" % max(held))
             elif None in markers:
                 self._suspect_empty = True
             else:
-                self.log.info("this node's Redis holds its data set (replicas: {markers})", markers=markers)
                 self._mark_warm()
 
         def marked(raw: bytes) -> None:
@@ -182,19 +196,37 @@ class Repairs:
                 self._suspect_empty = True     # Redis not answering yet
                 return
             if since:
-                self._was_warm = True
+                self._mark_warm(locally=False)
+                return
+            if not self._was_warm and not self._marked_before():
+                # a new node (a replacement says bootstrap: true): whatever
+                # its Redis holds is its data set from now on
+                self._mark_warm()
                 return
             together([ask(self._send, name, script.marker_request()) for name in sources]
                      ).addCallback(compared)
 
         ask(self._send, local, script.marker_request()).addCallback(marked)
 
-    def _mark_warm(self) -> None:
-        self._was_warm = True
-        topology = self._topology()
-        ask(self._send, topology.local.name, script.marker_request(int(self._clock.seconds())))
+    def _marked_before(self) -> bool:
+        return self._marked_path is not None and os.path.exists(self._marked_path)
 
-    def _warm(self, why: str) -> None:
+    def _mark_warm(self, locally: bool = True) -> None:
+        """This node's Redis holds its data set: mark it there (``locally``) and in the node's data_dir."""
+        self._was_warm = True
+        if locally:
+            topology = self._topology()
+            ask(self._send, topology.local.name, script.marker_request(max(1, int(self._clock.seconds()))))
+        if self._marked_path is not None and not os.path.exists(self._marked_path):
+            try:
+                os.makedirs(os.path.dirname(self._marked_path), exist_ok=True)
+                with open(self._marked_path, "w") as f:
+                    f.write("%d\n" % self._clock.seconds())
+            except OSError as e:
+                self.log.warn("cannot record that this node's Redis was whole ({path}): {why}",
+                              path=self._marked_path, why=e)
+
+    def _warm(self, why: str, bootstrap: bool = False) -> None:
         self.log.info("warming up: {why}", why=why)
         self.warmup = WarmUp(self._topology(), self._send, self._clock, self._tag, self.rate,
                              self._membership, self._count)
@@ -202,14 +234,32 @@ class Repairs:
         def ended(progress):
             if progress.error is None:
                 self._mark_warm()
+            else:
+                # not marked: the next tick looks again, and warms up again
+                self._bootstrap = bootstrap
+                self._suspect_empty = True
             return progress
 
         self.warmup.run().addCallback(ended)
 
     # -- read repair -------------------------------------------------------------
 
-    def read_repair(self, keys: List[bytes]) -> None:
-        """A quorum read saw the replicas of ``keys`` disagree."""
+    def read_repair(self, payload: bytes) -> None:
+        """A quorum read (``payload``: its command, or a run of them) saw its replicas disagree."""
+        try:
+            commands, _ = parse_whole(payload)
+        except Exception:
+            return
+        keys: List[bytes] = []
+        for args in commands:
+            cmd = table.lookup(args[0])
+            if cmd is not None:
+                keys.extend(command_keys(cmd, args))
+        if keys:
+            self.repair_keys(list(dict.fromkeys(keys)))
+
+    def repair_keys(self, keys: List[bytes]) -> None:
+        """Look at ``keys`` on every replica of the local DC and repair those that differ."""
         if self._read_repairs >= READ_REPAIRS_PENDING:
             self._count("read_repairs_dropped", len(keys))
             return

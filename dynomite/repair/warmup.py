@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_repair_warmup -*-
+# -*- test-case-name: tests.unit.test_read_repair -*-
 """
 Warm-up: a node whose Redis lost its data takes it back from other racks.
 
@@ -113,6 +113,7 @@ class WarmUp:
         return sorted({name for names in cls.candidates(topology).values() for name in names})
 
     def run(self) -> Deferred:
+        """Hold the node RESUMING, stream, release; fires with the progress (its error set if it failed)."""
         self._membership.hold_resuming(True)
         d = Deferred.fromCoroutine(self._run())
 

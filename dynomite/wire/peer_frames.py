@@ -11,7 +11,7 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
     2      1     version          2
     3      1     type             HELLO, CHALLENGE, AUTH, WELCOME, REJECT,
                                   REQUEST, FORWARD, LEAD, REPLY, PUBLISH,
-                                  PING, PONG
+                                  GOSSIP, PING, PONG
     4      2     flags            bit 0 RESP3, bit 1 write, bit 2 run,
                                   bits 3-4 LEAD's level, bit 5 effect,
                                   bit 6 sequenced, bit 7 replay,
@@ -25,6 +25,7 @@ with one precompiled ``struct`` unpack per frame.  A frame is::
     ...    ...   payload          raw RESP (REQUEST/FORWARD/REPLY), a ring
                                   position then raw RESP (LEAD), a channel
                                   and a message (PUBLISH), or JSON
+                                  (handshake, GOSSIP)
 
 Both lengths sit in the fixed 19-byte header so that one unpack tells the
 parser how long the whole frame is; an oversized frame is refused as soon
@@ -53,11 +54,11 @@ from dynomite.wire.resp import ProtocolError
 __all__ = [
     "MAGIC", "VERSION", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_ORIGIN",
     "HELLO", "CHALLENGE", "AUTH", "WELCOME", "REJECT",
-    "REQUEST", "FORWARD", "LEAD", "REPLY", "PUBLISH", "PING", "PONG", "FRAME_NAMES",
+    "REQUEST", "FORWARD", "LEAD", "REPLY", "PUBLISH", "GOSSIP", "PING", "PONG", "FRAME_NAMES",
     "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_SHARD", "FLAG_FAILED", "LEVEL_SHIFT",
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
     "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
-    "FEATURE_PUBLISH", "FLAG_TRANSACTION",
+    "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FLAG_TRANSACTION", "FLAG_HERE_ONLY",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -90,6 +91,11 @@ LEAD = 19
 #: connections whose WELCOME listed `FEATURE_PUBLISH`
 #: (`dynomite.peers.handshake`); older peers simply get no messages.
 PUBLISH = 20
+#: The cluster view's gossip (`dynomite.peers.gossip`): a JSON object of
+#: digests, entries and names wanted; answered by another GOSSIP frame on the
+#: same connection, or not at all.  Sent only on connections whose WELCOME
+#: listed `FEATURE_GOSSIP` (or whose HELLO carried an entry), like PUBLISH.
+GOSSIP = 21
 # Heartbeats (empty payload; reserved for node state as JSON).
 PING = 32
 PONG = 33
@@ -97,7 +103,7 @@ PONG = 33
 FRAME_NAMES: Dict[int, str] = {
     HELLO: "HELLO", CHALLENGE: "CHALLENGE", AUTH: "AUTH", WELCOME: "WELCOME",
     REJECT: "REJECT", REQUEST: "REQUEST", FORWARD: "FORWARD", LEAD: "LEAD", REPLY: "REPLY",
-    PUBLISH: "PUBLISH", PING: "PING", PONG: "PONG",
+    PUBLISH: "PUBLISH", GOSSIP: "GOSSIP", PING: "PING", PONG: "PONG",
 }
 
 #: REQUEST/FORWARD: the client speaks RESP3; execute on a RESP3 connection.
@@ -126,10 +132,17 @@ FLAG_SHARD = 0x0100
 #: REQUEST/LEAD/FORWARD: the run is a client's transaction (MULTI ... EXEC):
 #: applied whole everywhere, never cut (`dynomite.node.transactions`).
 FLAG_TRANSACTION = 0x0200
+#: LEAD: a watch request for the leader's table of watched keys, or (with
+#: FLAG_TRANSACTION) a transaction with the watched versions in front
+#: (`dynomite.node.watch`).
+FLAG_WATCH = 0x0400
+#: LEAD: lead the write for this datacenter only; the coordinator reaches
+#: every other datacenter's leader itself (DC_EACH_SAFE_QUORUM).
+FLAG_HERE_ONLY = 0x0800
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 10..14 are free; receivers ignore bits they do not know.
+# Bits 12..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19
@@ -183,6 +196,8 @@ def payload_sequence(payload: bytes) -> int:
 
 #: What a WELCOME's ``features`` lists when the accepting node takes PUBLISH frames.
 FEATURE_PUBLISH = "publish"
+#: What a WELCOME's ``features`` lists when the accepting node gossips (``enable_gossip``).
+FEATURE_GOSSIP = "gossip"
 
 
 def publish_payload(channel: bytes, message: bytes) -> bytes:

@@ -332,15 +332,20 @@ class HiredisRequestParser:
     any chunk with an array, set, push or attribute count of 1000 or more
     (hiredis would allocate it before we could refuse it) go to a pure
     `RequestParser` from their first byte, so requests, errors and when an
-    error is set are identical.
+    error is set are identical.  hiredis only ever sees bytes that start
+    like a canonical request (``*N`` then ``$``), and its reader is built
+    when it first does: a connection that sends inline requests, nesting or
+    random bytes costs no reader and no copy into one (the pure parser
+    refuses a bad first byte at once).
 
     The two are a deliberate pair: this class drives its `RequestParser`
     (``_pure``) through private members, and this is their whole contract.
 
     - All state that outlives a chunk is the pure parser's: its `_Framer`
       bytes (``_pending``) and the multibulk in progress (``_left`` bulks
-      still to read).  hiredis's reader is replaced whenever it stops
-      before the end of a chunk, so it never holds bytes across chunks.
+      still to read).  hiredis's reader is dropped whenever it stops
+      before the end of a chunk (the next one is built when needed), so it
+      never holds bytes across chunks.
     - ``error`` and ``bounds`` are the pure parser's.  `feed` gives it a
       fresh ``bounds`` list first and appends its own requests' offsets to
       that same list; ``_run`` and ``_parse`` only ever append to it, so
@@ -360,7 +365,7 @@ class HiredisRequestParser:
         if _hiredis is None:
             raise RuntimeError("hiredis is not installed")
         self._pure = RequestParser(max_request_bytes)
-        self._reader = _hiredis.Reader()
+        self._reader: Optional[_hiredis.Reader] = None   # built on the first canonical request
         self._cap = max_request_bytes
         self._check = min(max_request_bytes, _MBULK_MAX)  # longer requests get the exact checks
 
@@ -391,8 +396,10 @@ class HiredisRequestParser:
             pos = pure._run(data, out, True)
             if pos >= n or pure.error is not None:
                 return out
-        if not _big_count(data, pos):
+        if _canonical_start(data, pos) and not _big_count(data, pos):
             reader = self._reader
+            if reader is None:
+                reader = self._reader = _hiredis.Reader()
             reader.feed(data, pos)
             gets, check, overhead, append = reader.gets, self._check, _BULK_OVERHEAD, out.append
             try:
@@ -421,13 +428,26 @@ class HiredisRequestParser:
                     break
             except (_hiredis.HiredisError, TypeError, IndexError):
                 pass
-            self._reader = _hiredis.Reader()
+            self._reader = None
         pure._parse(data, pos, out, False)
         return out
 
     def _within_limits(self, req: List[bytes]) -> bool:
         lengths = list(map(len, req))
         return len(req) <= _MBULK_MAX and sum(lengths) <= self._cap and max(lengths, default=0) <= _BULK_MAX
+
+
+def _canonical_start(data: bytes, pos: int) -> bool:
+    """
+    Whether data[pos:] starts like a canonical multibulk request (``*N`` then
+    ``$``), the only input hiredis is given: anything else (inline requests,
+    nesting, random bytes) is refused or parsed as fast by the pure parser,
+    without building or feeding a reader.
+    """
+    if not data.startswith(b"*", pos):
+        return False
+    nl = data.find(b"\r\n", pos + 1, pos + 10)
+    return nl > 0 and data[nl + 2:nl + 3] == b"$"
 
 
 def _big_count(data: bytes, pos: int) -> bool:

@@ -23,6 +23,7 @@ from twisted.test import iosim
 from dynomite.config.model import NodeConfig
 from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
+from dynomite.node.control import NodeControl
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.wire.requests import RequestParser
 from dynomite.wire.resp import bulk, integer, null
@@ -265,10 +266,23 @@ class InProcessNode:
         self.membership = self.parts.membership
         self.peers = self.parts.links
         self.outboxes = self.parts.outboxes
+        self.control = None
+        if self.parts.gossip is None:
+            known = lambda name, dc, rack: True  # noqa: E731
+        else:
+            # gossip: peers are admitted as the service admits them, and what
+            # the view learns is applied as the service applies it
+            known = self._known
+            self.control = NodeControl(self.parts)
+            self.parts.gossip.listeners.append(self.control.apply_gossip)
         self.peer_factory = PeerServerFactory(
-            config, self.parts.replica, self.membership, lambda name, dc, rack: True, cluster.clock,
-            name=self.name)
+            config, self.parts.replica, self.membership, known, cluster.clock,
+            name=self.name, gossip=self.parts.gossip)
         self.clients = ClientFactory(self.node, cluster.clock)
+
+    def _known(self, name: str, dc: str, rack: str) -> bool:
+        info = self.parts.topology.node(name)
+        return info is not None and (info.datacenter, info.rack) == (dc, rack)
 
     @property
     def datacenter(self) -> str:
@@ -286,6 +300,7 @@ class InProcessCluster:
         self.clock = Clock()
         self.pumps: List = []
         self.directory = tempfile.mkdtemp(prefix="dynomite-inprocess-")
+        self.settings = settings
         entries = []
         n = 0
         for dc, racks in layout.items():
@@ -343,7 +358,32 @@ class InProcessCluster:
         for node in self.nodes:
             node.membership.tick(now)
             node.parts.tick_outboxes(now)
+            if node.parts.gossip is not None:
+                node.parts.gossip.tick(now)
         self.settle()
+
+    def add_node(self, address: str, dc: str, rack: str, token: int, seeds: List[str], **settings) -> InProcessNode:
+        """Start one more node, which knows only ``seeds`` (host:port:rack:dc:tokens); the others are untouched."""
+        pool = {
+            "listen": address.replace("8101", "8102"),
+            "dyn_listen": address,
+            "servers": ["127.0.0.1:6379:1"],
+            "tokens": str(token),
+            "datacenter": dc,
+            "rack": rack,
+            "timeout": 1000,
+            "dyn_seeds": seeds,
+            "data_dir": self.directory,
+        }
+        pool.update(self.settings)
+        pool.update(settings)
+        node = InProcessNode(self, NodeConfig.from_dict({"dyn_o_mite": pool}, source="inprocess-added.yml"))
+        self.nodes.append(node)
+        self.by_name[node.name] = node
+        node.peer_factory.startFactory()
+        node.parts.start()
+        self.settle()
+        return node
 
     def node(self, dc: str, rack: str, index: int = 0) -> InProcessNode:
         return [n for n in self.nodes if n.datacenter == dc and n.rack == rack][index]

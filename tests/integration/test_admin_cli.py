@@ -254,6 +254,20 @@ class NumbersTests(SynchronousTestCase):
         self.assertIsNone(status_row(node, None, before)["ops_per_second"])  # one sample: no rate
         self.assertIsNone(status_row(node, None, before)["p99_ms"])  # no requests yet
 
+    def test_status_row_shows_warm_up_and_repair_progress(self) -> None:
+        node = {"dc": "dc1", "rack": "r1", "name": "n1", "admin": "h:1", "why": None}
+        doc = info("n1")
+        doc["repair"] = {"warmup": {"finished": None, "scanned": 500, "to_scan": 1000,
+                                    "keys_per_second": 250.0, "eta_seconds": 2.0}, "running": None}
+        self.assertEqual(status_row(node, None, (doc, 1.0))["work"],
+                         "warming up [##########..........]  50% 500/1000 keys 250/s ETA 2s")
+        doc["repair"] = {"warmup": {"finished": 3.0}, "running": {
+            "phase": "digests", "phase_scanned": 10, "phase_to_scan": 0, "keys_per_second": 0.0,
+            "eta_seconds": None}}
+        self.assertEqual(status_row(node, None, (doc, 1.0))["work"], "repair digests [....................]"
+                                                                      "   0% 10/0 keys")
+        self.assertIsNone(status_row(node, None, (info("n1"), 1.0))["work"])
+
     def test_status_row_down(self) -> None:
         node = {"dc": "dc1", "rack": "r1", "name": "n1", "admin": None, "why": "admin address unknown"}
         row = status_row(node)

@@ -189,6 +189,17 @@ class WritePathTests(SynchronousTestCase):
         self.assertEqual(self.control.calls, [("set_consistency", "read", "DC_QUORUM"),
                                               ("set_timeout_factor", 3), ("set_log_level", 7)])
 
+    def test_gossip_paths(self) -> None:
+        self.assertEqual(self.admin.json("/gossip"), {"enabled": False})
+        self.assertEqual(self.admin.json("/info")["gossip"], {"enabled": False})
+        self.assertEqual(self.admin.get("/gossip/remove/10.0.0.9:8101")[0], 403)
+        self.assertEqual(self.control.calls, [])
+        status, body = self.admin.get("/gossip/remove/10.0.0.9:8101", token=TOKEN)
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body), {"error": "gossip is off on this node (enable_gossip)"})
+        self.assertEqual(self.admin.get("/gossip/forget/10.0.0.9:8101", token=TOKEN)[0], 400)
+        self.assertEqual(self.control.calls, [("remove_node", "10.0.0.9:8101")])
+
     def test_no_token_configured_leaves_writes_open_to_loopback_only(self) -> None:
         admin = Admin(self.node, token=None)
         self.assertEqual(admin.json("/set_timeout_factor/2"), {"timeout_factor": 2})

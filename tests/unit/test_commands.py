@@ -12,6 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands import table as commands
 from dynomite.commands.determinism import BLOCKING
+
+#: Node commands that name keys: WATCH, and the streams read at the node.
+_NODE_WITH_KEYS = frozenset({"watch", "xread", "xreadgroup"})
 from dynomite.commands.redis_commands import COMMANDS as REDIS_COMMANDS
 from dynomite.commands.table import KEY, KEYSPACE, MULTI_KEY, NODE, UNSUPPORTED
 
@@ -144,16 +147,14 @@ class RouteTests(SynchronousTestCase):
                                 "config reset acl dyno_config:conn_consistency subscribe "
                                 "unsubscribe psubscribe punsubscribe ssubscribe sunsubscribe "
                                 "publish spublish pubsub multi exec discard blpop brpop blmove "
-                                "brpoplpush blmpop bzpopmin bzpopmax bzmpop")
+                                "brpoplpush blmpop bzpopmin bzpopmax bzmpop watch unwatch xread xreadgroup wait")
 
     def test_keyspace(self) -> None:
         self.assertRoutes(KEYSPACE, "time dbsize flushdb flushall keys scan randomkey script "
                                  "lastsave lolwut")
 
     def test_unsupported(self) -> None:
-        self.assertRoutes(UNSUPPORTED, "wait xread xreadgroup "
-                                       "watch "
-                                       "unwatch monitor cluster readonly slaveof replicaof "
+        self.assertRoutes(UNSUPPORTED, "monitor cluster readonly slaveof replicaof "
                                        "sync psync save bgsave bgrewriteaof shutdown debug "
                                        "failover move migrate swapdb module function "
                                        "latency slowlog restore-asking pfdebug")
@@ -166,7 +167,7 @@ class RouteTests(SynchronousTestCase):
             if entry["group"] in commands._DATA_GROUPS and cmd.route == UNSUPPORTED:
                 unsupported.add(name)
         self.assertEqual(unsupported, {
-            "wait", "xread", "xreadgroup", "move", "migrate", "pfdebug", "pfselftest"})
+            "move", "migrate", "pfdebug", "pfselftest"})
 
     def test_every_exclusion_is_deliberate(self) -> None:
         """UNSUPPORTED commands are exactly those listed with a reason."""
@@ -281,7 +282,7 @@ class KeysTests(SynchronousTestCase):
                 self.assertIsInstance(found, list, part.name)
                 if part.route == KEY:
                     self.assertEqual(found, [b"1"], part.name)
-                if part.route in (NODE, KEYSPACE) and part.name not in BLOCKING:
+                if part.route in (NODE, KEYSPACE) and part.name not in BLOCKING | _NODE_WITH_KEYS:
                     self.assertEqual(found, [], part.name)   # blocking pops wait at the node
         self.assertIn(commands.lookup(b"get").route, (KEY,))
 
@@ -456,7 +457,7 @@ class CommandReplyTests(SynchronousTestCase):
                              REDIS_CLIENT_HEAD[resp] + b"".join(entries))
 
     def test_info_unknown_and_unsupported_are_null(self) -> None:
-        names = [b"nosuch", b"wait", b"get|x", b"client|nosuch", b"client|setname|x",
+        names = [b"nosuch", b"monitor", b"get|x", b"client|nosuch", b"client|setname|x",
                  b"memory|stats", b"get|"]
         self.assertEqual(commands.command_info_reply(names, 2), b"*7\r\n" + b"$-1\r\n" * 7)
         self.assertEqual(commands.command_info_reply(names, 3), b"*7\r\n" + b"_\r\n" * 7)
@@ -476,7 +477,7 @@ class CommandReplyTests(SynchronousTestCase):
             self.assertTrue(everything.startswith(b"*%d\r\n*10\r\n" % len(names)))
             self.assertEqual(everything, b"*%d\r\n" % len(names) + b"".join(
                 commands.command_info_reply([n], resp)[4:] for n in names))
-            self.assertNotIn(b"$4\r\nwait\r\n", everything)
+            self.assertNotIn(b"$7\r\nmonitor\r\n", everything)
             self.assertIn(b"$28\r\ndyno_config:conn_consistency\r\n", everything)
 
     def test_docs_matches_redis(self) -> None:
@@ -490,7 +491,7 @@ class CommandReplyTests(SynchronousTestCase):
             self.assertEqual(commands.command_docs_reply([name], resp), expected)
 
     def test_docs_unknown_names_left_out(self) -> None:
-        self.assertEqual(commands.command_docs_reply([b"nosuch", b"wait"], 2), b"*0\r\n")
+        self.assertEqual(commands.command_docs_reply([b"nosuch", b"monitor"], 2), b"*0\r\n")
         self.assertEqual(commands.command_docs_reply([b"nosuch"], 3), b"%0\r\n")
 
     def test_docs_all(self) -> None:
@@ -508,10 +509,10 @@ class CommandReplyTests(SynchronousTestCase):
 
     def test_command_count(self) -> None:
         self.assertEqual(commands.command_count(), len(commands.served()))
-        self.assertEqual(commands.command_count(), 209)
+        self.assertEqual(commands.command_count(), 214)
         routes = [c.route for c in commands.served()]
         self.assertEqual((routes.count(KEY), routes.count(MULTI_KEY), routes.count(NODE),
-                          routes.count(KEYSPACE)), (121, 45, 33, 10))
+                          routes.count(KEYSPACE)), (121, 45, 38, 10))
         names = [c.name for c in commands.served()]
         self.assertEqual(names, sorted(names))
         self.assertNotIn(UNSUPPORTED, routes)

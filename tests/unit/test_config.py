@@ -313,8 +313,17 @@ class ValueTests(SynchronousTestCase):
         self.assertEqual(load(rack=1).rack, "1")
 
     def test_unused_keys_reported_in_file_order(self) -> None:
-        c = load(enable_gossip=False, mbuf_size=16384, preconnect=True, hash="murmur")
-        self.assertEqual(c.unused_keys, ("enable_gossip", "mbuf_size", "preconnect"))
+        c = load(stats_interval=1000, mbuf_size=16384, preconnect=True, hash="murmur")
+        self.assertEqual(c.unused_keys, ("stats_interval", "mbuf_size", "preconnect"))
+
+    def test_enable_gossip_is_used(self) -> None:
+        self.assertFalse(load().enable_gossip)
+        c = load(enable_gossip=True)
+        self.assertTrue(c.enable_gossip)
+        self.assertEqual(c.unused_keys, ())
+        with self.assertRaises(ConfigError) as e:
+            load(enable_gossip="maybe")
+        self.assertEqual(e.exception.key, "enable_gossip")
 
     def test_address(self) -> None:
         self.assertEqual(str(Address("10.0.0.1", 8102)), "10.0.0.1:8102")

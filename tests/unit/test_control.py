@@ -88,3 +88,57 @@ class ControlTests(SynchronousTestCase):
 class _Session:
     read_consistency = None
     write_consistency = None
+
+
+class GossipControlTests(SynchronousTestCase):
+    """What gossip learns is added to the configured seeds, and survives a SIGHUP reload."""
+
+    def setUp(self):
+        from dynomite.config.values import Address, Seed
+
+        self.path = self.mktemp()
+        self.pool = {
+            "listen": "127.0.0.1:8102", "dyn_listen": "127.0.0.1:8101", "servers": ["127.0.0.1:6379:1"],
+            "tokens": "0", "datacenter": "dc1", "rack": "rack1", "timeout": 1000, "enable_gossip": True,
+            "data_dir": self.mktemp(), "dyn_seeds": ["127.0.0.2:8101:rack2:dc1:0"],
+        }
+        self.write()
+        self.parts = NodeParts(NodeConfig.from_yaml(self.path), Clock(), FakeDatastore(), FakeMonitor())
+        self.parts.start()
+        self.addCleanup(self.parts.stop)
+        self.control = NodeControl(self.parts, is_running=lambda: False)
+        self.learned = Seed(Address("127.0.0.3", 8101), "rack3", "dc1", (0,))
+
+    def write(self, **changes) -> None:
+        self.pool.update(changes)
+        with open(self.path, "w") as f:
+            yaml.safe_dump({"dyn_o_mite": self.pool}, f)
+
+    def test_learned_peers_are_added_and_kept_by_a_reload(self):
+        self.assertTrue(self.control.apply_gossip((self.learned,), frozenset()))
+        self.assertEqual(sorted(self.parts.links), ["127.0.0.2:8101", "127.0.0.3:8101"])
+        self.write(dyn_seeds=["127.0.0.2:8101:rack2:dc1:0", "127.0.0.4:8101:rack2:dc1:7"])
+        self.assertTrue(self.control.reload())
+        self.assertEqual(sorted(self.parts.links), ["127.0.0.2:8101", "127.0.0.3:8101", "127.0.0.4:8101"])
+
+    def test_nodes_gone_leave_even_when_configured(self):
+        self.control.apply_gossip((self.learned,), frozenset({"127.0.0.2:8101"}))
+        self.assertEqual(sorted(self.parts.links), ["127.0.0.3:8101"])
+
+    def test_a_learned_clash_is_refused_and_the_peers_kept(self):
+        from dynomite.config.values import Address, Seed
+
+        clash = Seed(Address("127.0.0.5", 8101), "rack2", "dc1", (0,))
+        self.assertFalse(self.control.apply_gossip((clash,), frozenset()))
+        self.assertEqual(sorted(self.parts.links), ["127.0.0.2:8101"])
+        self.assertIsNone(self.control.learned)
+        self.flushLoggedErrors()
+
+    def test_remove_node(self):
+        self.assertRaises(LookupError, self.control.remove_node, "127.0.0.9:8101")
+        self.parts.gossip.learn({"name": "127.0.0.3:8101", "addr": "127.0.0.3:8101", "dc": "dc1",
+                                 "rack": "rack3", "tokens": [0], "status": "NORMAL", "gen": 1, "ver": 1})
+        self.assertIn("127.0.0.3:8101", self.parts.gossip.view.entries)
+        self.control.remove_node("127.0.0.3:8101")
+        self.assertEqual(self.parts.gossip.view.entries["127.0.0.3:8101"].status, "LEFT")
+        self.assertRaises(ValueError, self.control.remove_node, "127.0.0.1:8101")

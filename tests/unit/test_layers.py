@@ -243,3 +243,17 @@ class CheckerTests(SynchronousTestCase):
         path = os.path.join(PACKAGE_DIR, "bench", "targets.py")
         self.assertIn("dynomite.bench.interpreters",
                       _imports("dynomite.bench.targets", path, _modules()))
+
+
+class PackagingTests(SynchronousTestCase):
+    def test_setup_cfg_ships_every_subpackage(self) -> None:
+        """A subpackage missing from setup.cfg works from a checkout and is missing from an install."""
+        import configparser
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(os.path.dirname(PACKAGE_DIR), "setup.cfg"))
+        listed = set(parser["options"]["packages"].split())
+        found = {"dynomite"} | {
+            "dynomite." + os.path.relpath(root, PACKAGE_DIR).replace(os.sep, ".")
+            for root, dirs, files in os.walk(PACKAGE_DIR)
+            if "__init__.py" in files and root != PACKAGE_DIR}
+        self.assertEqual(sorted(found - listed), [], "subpackages setup.cfg does not ship")

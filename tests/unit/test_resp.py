@@ -744,6 +744,30 @@ class HiredisRequestParserTests(RequestParserMixin, SynchronousTestCase):
         self.assertEqual(parser.feed(b"*1\r\n$12\r\na|17000000|b\r\n"), [[b"a|17000000|b"]])
         self.assertEqual(fed[-1], b"*1\r\n$12\r\na|17000000|b\r\n")
 
+    def test_only_canonical_starts_build_or_feed_a_reader(self) -> None:
+        # A hostile connection's bytes (inline, nesting, random) cost no
+        # hiredis reader: the pure parser answers them from the first byte.
+        built: List[int] = []
+        real = hiredis.Reader
+
+        def counting_reader() -> object:
+            built.append(1)
+            return real()
+
+        self.patch(hiredis, "Reader", counting_reader)
+        for raw, error in ((b"\x00\x01\x02", "unexpected byte 0x00 at the start of a request"),
+                           (b"*1\r\n" * 50, "expected '$', got '*'"),
+                           (b"GET " + b"a" * 30000, "None"),
+                           (b"PING\r\n", "None")):
+            parser = self.make()
+            parser.feed(raw)
+            self.assertEqual(str(parser.error), error)
+        self.assertEqual(built, [])
+        parser = self.make()
+        self.assertEqual(parser.feed(b"*1\r\n$4\r\nPING\r\n" * 3), [[b"PING"]] * 3)
+        self.assertEqual(parser.feed(b"*1\r\n$4\r\nPING\r\n"), [[b"PING"]])
+        self.assertEqual(built, [1])
+
 
 class MakeRequestParserTests(SynchronousTestCase):
     """`make_request_parser` picks hiredis on CPython only."""
