@@ -29,7 +29,7 @@ an error: a repair compares every replica of a range or none.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.task import deferLater
@@ -298,7 +298,6 @@ class RepairRun:
                 for key in observed}
 
     async def _repair(self, verdicts: List[Verdict]) -> None:
-        p = self.progress
         by_winner: Dict[str, List[Verdict]] = {}
         for v in verdicts:
             owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
@@ -310,24 +309,27 @@ class RepairRun:
                 batch = mine[i:i + BATCH]
                 keys = [v.key for v in batch]
                 fetched = script.read_fetched(await self._ask(winner, script.fetch_request(keys)), keys)
-                for v in batch:
-                    value = fetched[v.key]
-                    if value is None or value[0] != v.seen[v.winner]:
-                        p.keys_skipped += 1
-                        self._count("skipped", 1)
-                        continue
-                    digest, dump, expiry = value
-                    owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
-                    done = await together([
-                        self._ask(owners[loser], script.restore_if_request(v.key, v.seen[loser], dump, expiry))
-                        for loser in v.losers])
-                    if all(script.read_restored(raw) for raw in done):
-                        p.keys_repaired += 1
-                        self._count("repaired", 1)
-                    else:
-                        p.keys_skipped += 1
-                        self._count("skipped", 1)
-                    p.phase_scanned += 1
+                await together([self._restore(v, fetched[v.key]) for v in batch])
+
+    async def _restore(self, v: Verdict, value: Optional[Tuple[bytes, bytes, int]]) -> None:
+        """Give ``v``'s losers the winner's ``value``, unless the winner or they changed since the last look."""
+        p = self.progress
+        if value is None or value[0] != v.seen[v.winner]:
+            p.keys_skipped += 1
+            self._count("skipped", 1)
+            return
+        _, dump, expiry = value
+        owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
+        done = await together([
+            self._ask(owners[loser], script.restore_if_request(v.key, v.seen[loser], dump, expiry))
+            for loser in v.losers])
+        if all(script.read_restored(raw) for raw in done):
+            p.keys_repaired += 1
+            self._count("repaired", 1)
+        else:
+            p.keys_skipped += 1
+            self._count("skipped", 1)
+        p.phase_scanned += 1
 
     def _describe(self, v: Verdict) -> Dict[str, Any]:
         racks = self.scope.racks
