@@ -233,7 +233,7 @@ class FakeRepairs:
 
     def status(self, now):
         return {"running": self.running, "last": None, "warmup": None, "anti_entropy_interval": 0.0,
-                "rate": 20000}
+                "rate": 5000}
 
 
 @implementer(INodeControl)

@@ -130,7 +130,7 @@ class NodeConfig:
     # anti-entropy passes, the scan rate, and warm-up of a replacement node
     read_repairs_enabled: bool = False
     anti_entropy_interval: float = 0.0     # seconds between background repairs; 0 = none
-    repair_rate: int = 20000               # keys/s each replica is scanned at; 0 = no limit
+    repair_rate: int = 5000                # keys/s each replica is scanned at; 0 = no limit
     bootstrap: bool = False                # stream this node's ranges from other racks at start
     unused_keys: Tuple[str, ...] = ()
 

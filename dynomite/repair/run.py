@@ -56,7 +56,7 @@ class RepairOptions(NamedTuple):
     dry_run: bool = False
     source: Optional[str] = None       # "dc/rack" (or "rack") that breaks ties
     all_datacenters: bool = False      # compare every DC's racks, not only the local DC's
-    rate: int = 20000                  # keys/s per replica scan; 0 = no limit
+    rate: int = 5000                   # keys/s per replica scan; 0 = no limit
     recheck_delay: float = 1.0         # seconds between the looks at differing keys
     rounds: int = 2                    # looks after the listing
     count: int = 500                   # keys per SCAN step

@@ -31,6 +31,7 @@ from typing import Dict
 
 import yaml
 
+from dynomite.config.model import NodeConfig
 from dynomite.placement.hashing import key_hash
 from dynomite.repair import script
 from tests.integration.fixtures.cases import FaultTestCase
@@ -183,7 +184,7 @@ class RepairTests(FaultTestCase):
         seen = []
         # RESUMING while it warms up, then NORMAL: within its scan of 2,000 keys at
         # repair_rate plus a few monitor ticks and membership ticks
-        bound = 2000 / 20000 + 10 * fx.layout.peer_down_after()
+        bound = 2000 / NodeConfig.repair_rate + 10 * fx.layout.peer_down_after()
 
         def warmed() -> bool:
             info = fx.try_info(r2) or {}
@@ -229,7 +230,7 @@ class RepairTests(FaultTestCase):
         with open(r2.config_path, "w") as f:
             yaml.safe_dump(doc, f)
         r2.node_process.start()
-        bound = 1000 / 20000 + 10 * fx.layout.peer_down_after()
+        bound = 1000 / NodeConfig.repair_rate + 10 * fx.layout.peer_down_after()
 
         def done() -> bool:
             warmup = ((fx.try_info(r2) or {}).get("repair") or {}).get("warmup")
