@@ -37,7 +37,7 @@ from dynomite.repair import script
 from .cpu import CpuSample
 from .dataset import DirectRedis
 
-__all__ = ["dump_cells", "measure", "script_cells", "seed_check"]
+__all__ = ["dump_cells", "measure", "script_cells", "script_digests", "seed_check"]
 
 Cells = Dict[Tuple[int, int], Tuple[int, int]]
 _WORDS = struct.Struct(">II")
@@ -105,20 +105,23 @@ def measure(method: Callable[[DirectRedis, Sequence[int]], Tuple[Cells, int]], c
             "cpu_us_per_key": round((redis_cpu + client_cpu) * 1e6 / scanned, 2) if scanned else None}
 
 
+def script_digests(client: DirectRedis, keys: Sequence[bytes], batch: int = 500) -> Dict[bytes, bytes]:
+    """The repair script's digest of each of ``keys`` on one Redis (b"" for a missing key)."""
+    found: Dict[bytes, bytes] = {}
+    for i in range(0, len(keys), batch):
+        some = list(keys[i:i + batch])
+        client.send(script.digest_request(some).payload)
+        found.update(script.read_digests(client.raw_replies(1)[0], some))
+    return found
+
+
 def seed_check(first: DirectRedis, second: DirectRedis, keys: Sequence[bytes]) -> Dict[str, int]:
     """
     Keys holding the same data on two servers: how many DUMP differently,
     and how many the repair script digests differently.
     """
     dumps = [c.pipeline([(b"DUMP", k) for k in keys]) for c in (first, second)]
-    digests = []
-    for c in (first, second):
-        found: Dict[bytes, bytes] = {}
-        for i in range(0, len(keys), 200):
-            batch = list(keys[i:i + 200])
-            c.send(script.digest_request(batch).payload)
-            found.update(script.read_digests(c.raw_replies(1)[0], batch))
-        digests.append(found)
+    digests = [script_digests(c, keys) for c in (first, second)]
     return {"keys": len(keys),
             "dump_differs": sum(1 for a, b in zip(*dumps) if a != b),
             "script_digest_differs": sum(1 for k in keys if digests[0][k] != digests[1][k])}

@@ -34,17 +34,13 @@ Results go to ``.bench/results/repair.json``.  It is opt-in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from dynomite.launcher.cluster import ClusterError
-from dynomite.repair import script
 from dynomite.repair.run import PHASES
 
 from . import dataset, digests
@@ -52,6 +48,7 @@ from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
 from .interpreters import cpython
 from .redisbench import BenchmarkError
 from .repairwatch import Admin, MachineLoad, Poll, finish, start_repair
+from .side_bench import run_side_bench
 from .targets import KINDS, NodeTarget
 
 __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
@@ -193,14 +190,7 @@ def format_report(doc: Dict[str, Any]) -> str:
 
 def still_differing(clients: Sequence[dataset.DirectRedis], keys: Sequence[bytes]) -> int:
     """Keys whose repair-script digests are not the same (or missing) on every Redis."""
-    seen: List[Dict[bytes, bytes]] = []
-    for client in clients:
-        found: Dict[bytes, bytes] = {}
-        for i in range(0, len(keys), 500):
-            batch = list(keys[i:i + 500])
-            client.send(script.digest_request(batch).payload)
-            found.update(script.read_digests(client.raw_replies(1)[0], batch))
-        seen.append(found)
+    seen = [digests.script_digests(client, keys) for client in clients]
     return sum(1 for k in keys if not seen[0][k] or len({s[k] for s in seen}) > 1)
 
 
@@ -358,21 +348,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     settings = Settings(rounds=1, requests=args.requests, pipelined_requests=args.requests, pipeline=16,
                         clients=50, data_size=64, keyspace=100000, tests=("SET", "GET"), kinds=("dc_one",),
                         warmup=0.0, redis_benchmark=args.redis_benchmark)
-    workdir = os.path.abspath(args.workdir) if args.workdir else tempfile.mkdtemp(prefix="dynomite-repair-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        document = RepairBench(args.keys, args.requests, args.rounds, settings, workdir).run()
-    except (ClusterError, BenchmarkError, RuntimeError, OSError) as e:
-        say(f"dynomite-bench-repair: {e}")
+    document = run_side_bench(args, "dynomite-bench-repair",
+                              lambda workdir: RepairBench(args.keys, args.requests, args.rounds, settings,
+                                                          workdir).run())
+    if document is None:
         return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(document, f, indent=1)
     print(format_report(document))
     say(f"results written to {args.json}")
     healed = all(r["still_differing"] == 0 and r["second_run"]["keys_differing"] == 0 for r in document["repairs"])

@@ -311,20 +311,7 @@ class InProcessCluster:
         self.nodes: List[InProcessNode] = []
         for dc, rack, address, token in entries:
             seeds = ["%s:%s:%s:%d" % (a, r, d, t) for d, r, a, t in entries if a != address]
-            pool = {
-                "listen": address.replace("8101", "8102"),
-                "dyn_listen": address,
-                "servers": ["127.0.0.1:6379:1"],
-                "tokens": str(token),
-                "datacenter": dc,
-                "rack": rack,
-                "timeout": 1000,
-                "dyn_seeds": seeds,
-                "data_dir": self.directory,
-            }
-            pool.update(settings)
-            config = NodeConfig.from_dict({"dyn_o_mite": pool}, source="inprocess.yml")
-            self.nodes.append(InProcessNode(self, config))
+            self.nodes.append(InProcessNode(self, self._config(address, dc, rack, token, seeds, "inprocess.yml")))
         self.by_name = {node.name: node for node in self.nodes}
         for node in self.nodes:
             node.peer_factory.startFactory()
@@ -362,8 +349,9 @@ class InProcessCluster:
                 node.parts.gossip.tick(now)
         self.settle()
 
-    def add_node(self, address: str, dc: str, rack: str, token: int, seeds: List[str], **settings) -> InProcessNode:
-        """Start one more node, which knows only ``seeds`` (host:port:rack:dc:tokens); the others are untouched."""
+    def _config(self, address: str, dc: str, rack: str, token: int, seeds: List[str], source: str,
+                **settings) -> NodeConfig:
+        """One node's configuration: the cluster's settings, then ``settings``."""
         pool = {
             "listen": address.replace("8101", "8102"),
             "dyn_listen": address,
@@ -377,7 +365,11 @@ class InProcessCluster:
         }
         pool.update(self.settings)
         pool.update(settings)
-        node = InProcessNode(self, NodeConfig.from_dict({"dyn_o_mite": pool}, source="inprocess-added.yml"))
+        return NodeConfig.from_dict({"dyn_o_mite": pool}, source=source)
+
+    def add_node(self, address: str, dc: str, rack: str, token: int, seeds: List[str], **settings) -> InProcessNode:
+        """Start one more node, which knows only ``seeds`` (host:port:rack:dc:tokens); the others are untouched."""
+        node = InProcessNode(self, self._config(address, dc, rack, token, seeds, "inprocess-added.yml", **settings))
         self.nodes.append(node)
         self.by_name[node.name] = node
         node.peer_factory.startFactory()
