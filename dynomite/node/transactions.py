@@ -59,8 +59,11 @@ EXECABORT = b"-EXECABORT Transaction discarded because of previous errors.\r\n"
 #: Run at once even inside a transaction (the rest is queued).
 IMMEDIATE = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})
 
-# Commands the node answers itself that a transaction may carry to Redis.
-_QUEUEABLE_NODE = frozenset({"ping", "echo", "unwatch"})
+# Commands the node answers itself that a transaction may carry to Redis
+# (inside MULTI, Redis runs XREAD and XREADGROUP without blocking; an
+# XREADGROUP makes the transaction travel as its keys' state, like any
+# command that may not run twice).
+_QUEUEABLE_NODE = frozenset({"ping", "echo", "unwatch", "xread", "xreadgroup"})
 
 
 def queue(session, cmd, args) -> bytes:

@@ -41,6 +41,14 @@ STREAM_SCRIPT: List[Tuple[Any, ...]] = [
     ("XREADGROUP", "GROUP", "g", "c1", "STREAMS", "{s}a"),
     ("XACK", "{s}a", "g", "1-1"),
     ("XPENDING", "{s}a", "g"),
+    ("MULTI",),
+    ("XREAD", "COUNT", "1", "STREAMS", "{s}a", "0"),
+    ("XADD", "{s}a", "3-1", "f", "3"),
+    ("XREADGROUP", "GROUP", "g", "c3", "BLOCK", "1000", "STREAMS", "{s}a", ">"),
+    ("EXEC",),
+    ("MULTI",),
+    ("XREAD", "BLOCK", "1000", "STREAMS", "{s}a", "$"),
+    ("EXEC",),
     ("WATCH", "{s}w"),
     ("MULTI",),
     ("WATCH", "{s}w"),
@@ -128,6 +136,10 @@ class StreamAndWatchTests(ClusterTestCase):
                 cli.xack(key, "grp", got[0][1][0][0])
             else:
                 cli.xreadgroup("grp", f"consumer{i % 3}", {key: "0"}, count=1)
+        pipe = self.client(nodes[3]).pipeline(transaction=True)      # inside MULTI too
+        pipe.xreadgroup("grp", "inmulti", {key: ">"}, count=1)
+        pipe.xadd(key, {"n": "multi"}, id="50-0")
+        self.assertEqual(len(pipe.execute()), 2)
         self.client(nodes[5]).xreadgroup("grp", "late", {key: ">"})   # the rest
         blocked = self.raw(nodes[5])
         blocked.send(encode_command("XREADGROUP", "GROUP", "grp", "late", "BLOCK", "0", "STREAMS", key, ">"))
