@@ -9,9 +9,13 @@ read from (else one in another datacenter) is the *source*; each source's
 Redis is scanned (`script.stream_request`: DUMP and absolute expiry of
 the keys in the ranges this node owns, at most ``rate`` keys/s) and each
 key is created here with RESTORE without REPLACE, so a value a client
-wrote meanwhile is kept (counted as ``kept``), never overwritten.  The node
-turns NORMAL when every source has been scanned to the end; a source that
-fails is replaced by the next candidate for its segments.
+wrote meanwhile is kept (counted as ``kept``), never overwritten.  The
+kept keys are then compared with the other racks of the datacenter and
+repaired as read repair does (looked at twice, the majority wins, restored
+only if unchanged): what was here may also be a hint replayed onto an
+empty key, an INCR counting from nothing.  The node turns NORMAL when
+every source has been scanned to the end and that check is done; a source
+that fails is replaced by the next candidate for its segments.
 
 What it cannot know (README "Repair"): a key deleted by a client after the
 source was scanned and before the value was restored here comes back on
@@ -30,7 +34,7 @@ from twisted.logger import Logger
 from dynomite.config.vocabulary import MAX_TOKEN
 from dynomite.repair import script
 from dynomite.repair.compare import Scope
-from dynomite.repair.run import ask, together
+from dynomite.repair.run import RepairOptions, RepairRun, ask, together
 from dynomite.wire.inflight import Request
 from dynomite.wire.replies import is_error
 from dynomite.wire.resp import encode_command
@@ -39,6 +43,8 @@ __all__ = ["WarmUp", "WarmUpProgress"]
 
 #: keys per SCAN step of a source
 COUNT = 500
+#: kept keys compared with the other racks at the end, at most
+KEPT_CHECKED = 100000
 
 
 class WarmUpProgress:
@@ -50,6 +56,7 @@ class WarmUpProgress:
         self.scanned = 0
         self.streamed = 0
         self.kept = 0
+        self.kept_repaired = 0
         self.to_scan = 0
 
     def as_dict(self, now: float) -> Dict[str, Any]:
@@ -58,7 +65,8 @@ class WarmUpProgress:
         left = max(self.to_scan - self.scanned, 0)
         return {"started": self.started, "finished": self.finished, "error": self.error,
                 "sources": self.sources, "scanned": self.scanned, "to_scan": self.to_scan,
-                "streamed": self.streamed, "kept": self.kept, "keys_per_second": round(rate, 1),
+                "streamed": self.streamed, "kept": self.kept, "kept_repaired": self.kept_repaired,
+                "keys_per_second": round(rate, 1),
                 "eta_seconds": None if self.finished or not rate else round(left / rate, 1)}
 
 
@@ -92,6 +100,8 @@ class WarmUp:
         self._membership = membership
         self._count = on_counts
         self.progress = WarmUpProgress(clock.seconds())
+        # keys that were here already, compared with the other racks at the end
+        self._kept: List[bytes] = []
 
     @staticmethod
     def candidates(topology) -> Dict[int, List[str]]:
@@ -152,6 +162,14 @@ class WarmUp:
                         raise script.ReplicaError("no replica could stream segment %d" % segment)
                     next_todo[segment] = rest
             todo = next_todo
+        if self._kept:
+            # what this node held already: a client's newer write, or a
+            # replayed hint applied to an empty key (an INCR from nothing):
+            # compared with the other racks, repaired if they agree otherwise
+            local = (topology.local.datacenter,)
+            check = RepairRun(Scope(topology, local), self._send, self._clock, self._tag,
+                              RepairOptions(), self._count)
+            self.progress.kept_repaired = await check.repair_keys(self._kept)
         return self.progress
 
     async def _stream(self, source: str, ranges: List[Tuple[int, int]]) -> bool:
@@ -174,13 +192,15 @@ class WarmUp:
             replies = await together([
                 ask(self._send, local, script.restore_new_request(key, dump, expiry))
                 for key, dump, expiry in items])
-            for raw in replies:
+            for (key, _, _), raw in zip(items, replies):
                 if not is_error(raw):
                     p.streamed += 1
                     mine["streamed"] += 1
                 elif raw.startswith(b"-BUSYKEY"):
                     p.kept += 1
                     mine["kept"] += 1
+                    if len(self._kept) < KEPT_CHECKED:
+                        self._kept.append(key)
                 else:
                     raise script.ReplicaError("restoring here: %s" % raw[1:].strip().decode("utf-8", "replace"))
             self._count("streamed", sum(1 for raw in replies if not is_error(raw)))

@@ -101,15 +101,18 @@ class RepairsTests(SynchronousTestCase):
         repairs.tick(self.clock.seconds())
         self.assertIsNone(repairs.warmup, "its Redis still has its mark: nothing lost")
         self.replicas.markers["r1"] = 0                   # Redis restarted empty
-        self.replicas.put(b"k1", b"newer", on=["r1"])     # a write that reached it first
+        self.replicas.put(b"k1", b"newer")                # a client's write, here first, then everywhere
+        self.replicas.put(b"k2", b"1", on=["r1"])         # a hint replayed onto the empty key (INCR from 0)
         repairs.redis_restarted()
         repairs.tick(self.clock.seconds())
         self.assertIsNotNone(repairs.warmup)
+        self.clock.pump([0.5] * 10)                      # the kept keys are looked at twice
         self.assertEqual(self.membership.holds, [True, False])
         self.assertEqual(len(self.replicas.data["r1"]), 300)
         self.assertEqual(self.replicas.data["r1"][b"k1"], (b"newer", -1), "warm-up overwrote a newer write")
-        self.assertEqual(repairs.warmup.progress.kept, 1)
-        self.assertEqual(repairs.counts["streamed"], 299)
+        self.assertEqual(self.replicas.data["r1"][b"k2"], (b"v", -1), "a partial value from a hint stayed")
+        self.assertEqual((repairs.warmup.progress.kept, repairs.warmup.progress.kept_repaired), (2, 1))
+        self.assertEqual(repairs.counts["streamed"], 298)
         self.assertGreater(self.replicas.markers["r1"], 0)
 
     def test_a_restarted_node_remembers_its_redis_was_whole(self) -> None:
