@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl netns-tools test demo bench bench-hostile bench-blocked bench-repair clean
+.PHONY: all setup redis openssl test-tools test demo bench bench-hostile bench-blocked bench-repair clean
 
 all: setup
 
@@ -25,11 +25,11 @@ redis:
 openssl:
 	@tools/ensure-openssl
 
-# ip and nft for the multi-host tests (network namespaces, nftables rules)
-netns-tools:
-	@tools/ensure-netns-tools
+# ip, nft and systemd-analyze for the multi-host and deployment tests (tools/ensure-test-tools)
+test-tools:
+	@tools/ensure-test-tools
 
-test: setup openssl netns-tools
+test: setup openssl test-tools
 	$(BIN)/python tools/run_tests.py tests
 
 demo: setup

@@ -135,6 +135,7 @@ class Target:
 
     @property
     def client_address(self) -> Address:
+        """Where redis-benchmark connects; every subclass says (no sensible default)."""
         raise NotImplementedError
 
     @property
@@ -154,6 +155,7 @@ class Target:
 
     @property
     def redis_pids(self) -> List[int]:
+        """PIDs whose CPU counts as the redis-servers'; every subclass says (no sensible default)."""
         raise NotImplementedError
 
     @property

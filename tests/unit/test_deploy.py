@@ -427,7 +427,8 @@ class SystemdUnitTests(SynchronousTestCase):
         """The unit as systemd reads it: no unknown key, no bad value (ExecStart pointed at this twistd)."""
         analyze = shutil.which("systemd-analyze")
         if analyze is None:
-            raise SkipTest("systemd-analyze is not installed (the parse tests above still ran)")
+            raise SkipTest("systemd-analyze is not installed and tools/ensure-test-tools could not install it"
+                           " (no root or apt-get); the parse tests above still ran")
         tmp = tempfile.mkdtemp(dir=os.getcwd())
         twistd = shutil.which("twistd") or os.path.join(os.path.dirname(sys.executable), "twistd")
         with open(UNIT) as f:
