@@ -37,6 +37,7 @@ from dynomite.node.each_write import write_in_each_dc
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import Leader, lead_flags
 from dynomite.node.sinks import Gather, Scatter
+from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.pipelines import part_bytes
 from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
@@ -141,7 +142,7 @@ class _NextLeader:
         self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if raw.startswith(_LINK_FAILURE):   # the peer link's own: unavailable, timed out
+        if raw.startswith(LINK_FAILURE):   # the peer link's own: unavailable, timed out
             self._coordinator.leaders_lost += 1
             self._coordinator.lead_from(self._index + 1, self._plan, self._request, self._sink,
                                         self._normalise, self._effect, self._level, self._here_only)
@@ -149,8 +150,6 @@ class _NextLeader:
             self._sink.fail(raw)
 
 
-# How the errors a peer link makes itself start (`dynomite.peers.protocol`).
-_LINK_FAILURE = b"-ERR peer "
 
 
 class Coordinator:

@@ -34,6 +34,7 @@ from dynomite.commands import table as commands
 from dynomite.config.vocabulary import DC_SAFE_QUORUM
 from dynomite.consistency.quorum import EachQuorum
 from dynomite.node.leader import lead_flags
+from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, leader_turn
 from dynomite.replication.targets import dc_target_name
@@ -43,8 +44,6 @@ from dynomite.wire.requests import parse_whole
 
 __all__ = ["write_in_each_dc"]
 
-# How the errors a peer link makes itself start (`dynomite.peers.protocol`).
-_LINK_FAILURE = b"-ERR peer "
 
 
 def write_in_each_dc(coordinator, plan: Plan, request: Request, sink, normalise) -> None:
@@ -109,7 +108,7 @@ class _RemoteLeaders:
         self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if raw.startswith(_LINK_FAILURE):   # that leader stopped answering: the next one
+        if raw.startswith(LINK_FAILURE):   # that leader stopped answering: the next one
             self._coordinator.leaders_lost += 1
             self.next()
         else:

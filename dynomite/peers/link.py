@@ -44,7 +44,12 @@ from dynomite.runtime.reconnect import HANDSHAKING, UP, Backoff, ReconnectingCon
 from dynomite.runtime.tls import ReloadingTLSEndpoint
 from dynomite.wire.inflight import Request
 
-__all__ = ["PeerLink"]
+__all__ = ["LINK_FAILURE", "PeerLink"]
+
+#: How the errors a peer link makes itself start (unavailable, timed out:
+#: `dynomite.peers.protocol`), as opposed to the peer's Redis answering an
+#: error: a write whose leader's link failed this way goes to the next leader.
+LINK_FAILURE = b"-ERR peer "
 
 
 class _Slot(ReconnectingConnection):
