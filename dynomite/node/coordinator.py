@@ -150,8 +150,6 @@ class _NextLeader:
             self._sink.fail(raw)
 
 
-
-
 class Coordinator:
     """Runs client requests on the replicas of their keys; see the module docstring."""
 
