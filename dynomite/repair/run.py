@@ -313,23 +313,21 @@ class RepairRun:
 
     async def _restore(self, v: Verdict, value: Optional[Tuple[bytes, bytes, int]]) -> None:
         """Give ``v``'s losers the winner's ``value``, unless the winner or they changed since the last look."""
+        restored = False
+        if value is not None and value[0] == v.seen[v.winner]:
+            _, dump, expiry = value
+            owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
+            done = await together([
+                self._ask(owners[loser], script.restore_if_request(v.key, v.seen[loser], dump, expiry))
+                for loser in v.losers])
+            restored = all(script.read_restored(raw) for raw in done)
         p = self.progress
-        if value is None or value[0] != v.seen[v.winner]:
-            p.keys_skipped += 1
-            self._count("skipped", 1)
-            return
-        _, dump, expiry = value
-        owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
-        done = await together([
-            self._ask(owners[loser], script.restore_if_request(v.key, v.seen[loser], dump, expiry))
-            for loser in v.losers])
-        if all(script.read_restored(raw) for raw in done):
+        if restored:
             p.keys_repaired += 1
-            self._count("repaired", 1)
         else:
             p.keys_skipped += 1
-            self._count("skipped", 1)
         p.phase_scanned += 1
+        self._count("repaired" if restored else "skipped", 1)
 
     def _describe(self, v: Verdict) -> Dict[str, Any]:
         racks = self.scope.racks
