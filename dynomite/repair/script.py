@@ -57,12 +57,8 @@ def bucket_of(position: int) -> int:
     return position >> (32 - BUCKET_BITS)
 
 
-def _ask(keys: Sequence[bytes], *args: bytes) -> Request:
-    return Request(encode_command(_EVAL + (b"%d" % len(keys),) + tuple(keys) + args))
-
-
-def _ask_write(keys: Sequence[bytes], *args: bytes) -> Request:
-    return Request(encode_command(_EVAL + (b"%d" % len(keys),) + tuple(keys) + args), write=True)
+def _ask(keys: Sequence[bytes], *args: bytes, write: bool = False) -> Request:
+    return Request(encode_command(_EVAL + (b"%d" % len(keys),) + tuple(keys) + args), write=write)
 
 
 def _tag(hash_tag: Optional[bytes]) -> bytes:
@@ -99,7 +95,7 @@ def fetch_request(keys: Sequence[bytes]) -> Request:
 
 def restore_if_request(key: bytes, expected: bytes, dump: bytes, expiry: int) -> Request:
     """Replace ``key`` by ``dump`` only if its digest is still ``expected`` (b"" = missing)."""
-    return _ask_write((key,), b"restore_if", expected, dump, b"%d" % expiry)
+    return _ask((key,), b"restore_if", expected, dump, b"%d" % expiry, write=True)
 
 
 def restore_new_request(key: bytes, dump: bytes, expiry: int) -> Request:
@@ -115,7 +111,7 @@ def marker_request(since: Optional[int] = None) -> Request:
     """Ask since when this Redis holds its node's data (`read_marker`), or mark it so since ``since``."""
     if since is None:
         return _ask((), b"marker", b"get")
-    return _ask_write((), b"marker", b"set", b"%d" % since)
+    return _ask((), b"marker", b"set", b"%d" % since, write=True)
 
 
 def read_marker(raw: bytes) -> Tuple[int, int]:
