@@ -209,6 +209,10 @@ def check_together(values: Dict[str, Any], source: str) -> None:
     if values["seed_provider"] != "simple_provider" and values["dyn_listen"] is None:
         raise ConfigError(source, "dyn_listen", f"required with dyn_seed_provider {values['seed_provider']}")
 
+    if not values["tokens"] and not (values["enable_gossip"] and values["bootstrap"]):
+        raise ConfigError(source, "tokens", "auto needs enable_gossip: true and bootstrap: true"
+                          " (a joining node chooses its tokens from the cluster's view)")
+
     check_tls_together(values, source)
     check_seed_keys(values, source)
     listeners = [("listen", values["listen"]), ("dyn_listen", values["dyn_listen"]),

@@ -111,7 +111,12 @@ def _servers(value: Any) -> Address:
 
 
 def _tokens(value: Any) -> Tuple[int, ...]:
-    """``0``, ``"123"`` or ``"1,2,3"``: unsigned 32-bit ring positions."""
+    """
+    ``0``, ``"123"`` or ``"1,2,3"``: unsigned 32-bit ring positions; or
+    ``auto`` (``()``): a joining node chooses (`dynomite.scaleout.moves.auto_tokens`).
+    """
+    if value == "auto":
+        return ()
     if isinstance(value, int) and not isinstance(value, bool):
         pieces = [str(value)]
     elif isinstance(value, str):

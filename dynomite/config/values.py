@@ -14,6 +14,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, List, Tuple
 
+from dynomite.config.vocabulary import NORMAL
 from dynomite.config.yamlio import Invalid, show
 
 __all__ = ["Address", "Seed", "make_address", "split_fields"]
@@ -45,12 +46,18 @@ class Address:
 
 @dataclass(frozen=True)
 class Seed:
-    """A peer from ``dyn_seeds``: where it listens and what it owns."""
+    """
+    A peer from ``dyn_seeds``: where it listens and what it owns.
+    ``status`` is its place on the ring as gossip says
+    (`dynomite.config.vocabulary.RING_STATUSES`); seeds from a file or a
+    provider are NORMAL.
+    """
 
     address: Address
     rack: str
     datacenter: str
     tokens: Tuple[int, ...]
+    status: str = NORMAL
 
 
 def split_fields(text: Any, counts: Tuple[int, ...], form: str) -> List[str]:

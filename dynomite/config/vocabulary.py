@@ -14,6 +14,7 @@ from __future__ import annotations
 __all__ = [
     "DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM", "CONSISTENCY_LEVELS",
     "NORMAL", "STANDBY", "WRITES_ONLY", "RESUMING", "DOWN", "NODE_STATES", "SETTABLE_STATES",
+    "JOINING", "LEAVING", "LEFT", "RING_STATUSES",
     "FSYNC_POLICIES", "SECURE_SERVER_OPTIONS", "MAX_TOKEN", "RING_SIZE",
 ]
 
@@ -38,6 +39,19 @@ DOWN = "DOWN"
 NODE_STATES = (NORMAL, STANDBY, WRITES_ONLY, RESUMING, DOWN)
 #: The states an operator may put a node in (admin ``/state/<name>``).
 SETTABLE_STATES = (NORMAL, STANDBY, WRITES_ONLY, RESUMING)
+
+# -- ring statuses (gossip: `dynomite.peers.gossip`) ---------------------------------
+
+#: A node's place on the token ring, as gossip spreads it.  NORMAL: it owns
+#: its tokens.  JOINING: it will own them once it holds their data; until
+#: then it takes the writes of those ranges as a *pending* replica
+#: (`dynomite.placement.topology`) and serves no reads of them.  LEAVING: it
+#: still owns its tokens while the nodes that will own its ranges take them
+#: over.  LEFT: gone for good.
+JOINING = "JOINING"
+LEAVING = "LEAVING"
+LEFT = "LEFT"
+RING_STATUSES = (NORMAL, JOINING, LEAVING, LEFT)
 
 # -- hint log -------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from typing import Callable, Dict, Optional
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig
+from dynomite.config.vocabulary import NORMAL
 from dynomite.node.coordinator import Coordinator
 from dynomite.node.dispatch import Node
 from dynomite.node.keyspace_events import KeyspaceEvents
@@ -56,6 +57,8 @@ from dynomite.repair.manager import Repairs
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
 from dynomite.replication.targets import RemoteDatacenter, Targets
+from dynomite.scaleout.copier import route_writes
+from dynomite.scaleout.manager import ScaleOut, initial_place
 from dynomite.runtime.reconnect import Backoff
 from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
@@ -81,8 +84,12 @@ class NodeParts:
         self.metrics = metrics if metrics is not None else NodeMetrics()
         self._connect_peer = connect_peer
         self._jitter = jitter
-        topology = Topology.from_config(config)
-        self.name = topology.local.name
+        self.name = str(Topology.address_of(config))
+        #: where scale-out keeps its state across restarts (`dynomite.scaleout.manager`)
+        self.scaleout_state = os.path.join(config.data_dir, "scaleout", safe_name(self.name), "state.json")
+        status, tokens = (initial_place(config, self.scaleout_state) if config.enable_gossip
+                          else (NORMAL, tuple(config.tokens)))
+        topology = Topology.from_config(config, status, tokens)
         self.router = Router(topology, config.hash_tag)
         self.settings = LiveSettings(config)
         self.hint_directory = os.path.join(config.data_dir, "hints", safe_name(self.name))
@@ -94,13 +101,15 @@ class NodeParts:
         self.gossip: Optional[Gossiper] = None
         if config.enable_gossip:
             self.gossip = Gossiper.from_config(config, self.name, self.links, lambda: self.router.topology,
-                                               clock, rng)
+                                               clock, rng, status, tokens)
         self.membership = Membership(
             clock, self.name, self.links,
             resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,
             hints_for=self._hints_for,
             resuming=len(topology.nodes) > 1 or config.seed_provider != "simple_provider",
         )
+        if self.gossip is not None:
+            self.membership.ring_stamp_of = self.gossip.stamp_of
         self.targets = Targets(self.router, datastore, self.links, self.membership)
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
                                        self.membership, clock, rng)
@@ -121,9 +130,18 @@ class NodeParts:
                          clock, self.metrics, self.pubsub)
         self.membership.listeners.append(self._state_changed)
         #: anti-entropy repair, warm-up and read repair (`dynomite.repair.manager`)
+        self.coordinator.leader.copy_source_ok = lambda: self.membership.state == NORMAL
+        #: joins and leaves (``enable_gossip``; `dynomite.scaleout.manager`), None when off
+        self.scaleout: Optional[ScaleOut] = None
+        if self.gossip is not None:
+            self.scaleout = ScaleOut(
+                self.name, lambda: self.router.topology, route_writes(self.router), self.coordinator.copy,
+                self._send, clock, self.gossip, self.membership, config.hash_tag, config.repair_rate,
+                2 * config.timeout, self.scaleout_state, tuple(config.tokens))
+        # with gossip, bootstrap means a join (`dynomite.scaleout`), not a warm-up
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
                                config.hash_tag, config.repair_rate, config.anti_entropy_interval,
-                               config.bootstrap,
+                               config.bootstrap and not config.enable_gossip,
                                os.path.join(config.data_dir, "repair", safe_name(self.name), "marked"))
         if config.read_repairs_enabled:
             self.coordinator.read_repair = self.repairs.read_repair
@@ -166,8 +184,12 @@ class NodeParts:
                               n=outbox.hints.pending, target=name)
         for link in self.links.values():
             link.start()
+        if self.scaleout is not None:
+            self.scaleout.start()
 
     def stop(self) -> None:
+        if self.scaleout is not None:
+            self.scaleout.stop()
         if self.keyspace is not None:
             self.keyspace.stop()
         for link in self.links.values():

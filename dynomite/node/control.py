@@ -201,7 +201,7 @@ class NodeControl:
             base = self.provided_seeds if self.provided_seeds is not None else file_seeds
             if self.provided_seeds is not None or self.learned is not None:
                 new = self._with_seeds(new, self._and_learned(base))
-            topology = Topology.from_config(new)
+            topology = self._topology(new)
             acl = acl_rules.load(new)
             parts.tls.reload(new)   # certificates: new connections use the files as they are now
         except ConfigError as e:
@@ -257,12 +257,20 @@ class NodeControl:
             merged[str(seed.address)] = seed
         return tuple(merged[name] for name in sorted(merged))
 
+    def _topology(self, config: NodeConfig) -> Topology:
+        """The topology ``config`` describes, with this node's place on the ring as gossip holds it."""
+        gossip = self._parts.gossip
+        if gossip is None:
+            return Topology.from_config(config)
+        own = gossip.view.own
+        return Topology.from_config(config, own.status, own.tokens)
+
     def _apply(self, seeds: Tuple[Seed, ...], what: str) -> bool:
         """Peers added and removed as by `reload`; False (logged) when ``seeds`` contradict this node."""
         parts = self._parts
         try:
             new = self._with_seeds(parts.config, seeds)
-            topology = Topology.from_config(new)
+            topology = self._topology(new)
         except ConfigError as e:
             self.log.error("{what} refused, keeping the current peers: {error}", what=what, error=str(e))
             return False

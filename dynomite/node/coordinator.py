@@ -43,7 +43,7 @@ from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
+from dynomite.wire.peer_frames import FLAG_COPY, FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
 from dynomite.wire.resp import encode_command
 
 __all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES"]
@@ -284,6 +284,22 @@ class Coordinator:
                                lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION)
                                | (FLAG_HERE_ONLY if here_only else 0))
                 target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level, here_only))
+                return
+        sink.fail(self._no_leader)
+
+    def copy(self, plan: Plan, probe: Request, sink) -> None:
+        """
+        Have ``plan``'s leader (the first that can lead) copy the keys
+        ``probe`` dumps to the plan's pending replicas (`Leader.copy`).
+        """
+        for node in plan.leaders:
+            if node.name == self.name:
+                self.leader.copy(plan, probe, sink)
+                return
+            target = self.targets[node.name]
+            if target.can_lead():
+                target.lead(Request(lead_payload(plan.position, probe.payload), 2, plan.lane, 1, True,
+                                    FLAG_COPY), sink)
                 return
         sink.fail(self._no_leader)
 

@@ -18,6 +18,14 @@ LEAD frame (`dynomite.node.coordinator`), and so does the entry node of a
 datacenter for the writes another datacenter forwards to it
 (`dynomite.node.replica`).
 
+While a range moves (`dynomite.scaleout`) the leader also hands its writes
+to the range's pending replicas, and the client's answer waits for them
+too, as Cassandra counts pending replicas.  It is the leader that copies a
+moving key to them (`Leader.copy`): it reads the key from its own Redis in
+its place in the key's order, and sends the copy in that same place, so a
+write of the key reaches a pending replica either before the copy (which
+then replaces what it did) or after it, never lost between the two.
+
 The leader also runs the commands that may not run twice
 (`dynomite.commands.effects`): it runs the command once on its own Redis
 and sends the other replicas its effect.  Until that effect is known,
@@ -46,6 +54,7 @@ from dynomite.consistency.quorum import ReadTargetFirst, Reconciler
 from dynomite.node.watch_table import WatchTable
 from dynomite.placement.router import Plan
 from dynomite.placement.topology import NodeInfo
+from dynomite.repair.script import ReplicaError, copy_commands, read_dumped
 from dynomite.replication.outbox import DIRECT
 from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
@@ -128,6 +137,68 @@ class _AckAs:
 
     def hinted(self, raw: bytes) -> None:
         self._sink.hinted(raw)
+
+
+class _WithPending:
+    """
+    A write's answer while its range moves: given to the client once the
+    replicas decided it (the sink of the level's reconciler) and every
+    pending replica answered (any answer: a pending replica serves no reads,
+    and a copy will replace what a write did there before it).
+    """
+
+    __slots__ = ("_sink", "_left", "_outcome")
+
+    def __init__(self, sink, pending: int) -> None:
+        self._sink = sink
+        self._left = pending + 1
+        self._outcome = None
+
+    def _one(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            method, raw = self._outcome
+            getattr(self._sink, method)(raw)
+
+    def complete(self, raw: bytes) -> None:
+        self._outcome = ("complete", raw)
+        self._one()
+
+    def fail(self, raw: bytes) -> None:
+        self._outcome = ("fail", raw)
+        self._one()
+
+    def hinted(self, raw: bytes) -> None:
+        self._outcome = ("hinted", raw)
+        self._one()
+
+    def part(self) -> "_PendingAnswer":
+        return _PendingAnswer(self)
+
+
+class _PendingAnswer:
+    """A pending replica's sink: whatever it answers, it has answered."""
+
+    __slots__ = ("_waiting",)
+
+    def __init__(self, waiting: _WithPending) -> None:
+        self._waiting = waiting
+
+    def complete(self, raw: bytes) -> None:
+        self._waiting._one()
+
+    fail = hinted = complete
+
+
+class _Unwaited:
+    """A delivery nobody waits for (an effect sent to a pending replica)."""
+
+    __slots__ = ()
+
+    def complete(self, raw: bytes) -> None:
+        pass
+
+    fail = hinted = complete
 
 
 # One delivery: (outbox, request, sink).
@@ -214,6 +285,9 @@ class Leader:
             return
         local = plan.local
         outboxes = self._outboxes
+        pending = plan.pending
+        if pending:
+            sink = waiting = _WithPending(sink, len(pending))
         if level == EVERY_RACK:
             applied = AppliedInEveryRack(len(local), sink)
             sinks = [applied] * len(local)
@@ -233,6 +307,8 @@ class Leader:
                 here = (outboxes[node.name], replica_sink)
             else:
                 deliveries.append((outboxes[node.name], request, replica_sink))
+        for node in pending:
+            deliveries.append((outboxes[node.name], request, waiting.part()))
         if level != EVERY_RACK and forward:
             for dc in plan.remote_dcs:
                 deliveries.append((outboxes[dc_target_name(dc)], request,
@@ -284,6 +360,7 @@ class Leader:
                 sinks = [_AckAs(rec.replica(), reply) for _ in others]
             outboxes = self._outboxes
             deliveries = [(outboxes[n.name], effect, s) for n, s in zip(others, sinks)]
+            deliveries.extend((outboxes[n.name], effect, _Unwaited()) for n in plan.pending)
             if level != EVERY_RACK:
                 for dc in plan.remote_dcs:
                     deliveries.append((outboxes[dc_target_name(dc)], effect,
@@ -291,6 +368,48 @@ class Leader:
         else:
             sink.complete(reply)
         held.deliveries = deliveries
+        self._release()
+
+    # -- copying a moving range --------------------------------------------------
+
+    def copy(self, plan: Plan, probe: Request, sink) -> None:
+        """
+        Copy keys of a moving range to its pending replicas in their place in
+        the order (see the module docstring): ``probe`` is the `dump_request`
+        of the keys, run on this node's Redis; the copy is acknowledged once
+        every pending replica holds it (or a hint of it).  Fails when nothing
+        of ``plan`` is pending, or when this node cannot be the source (its
+        Redis unreachable, or not ``copy_source_ok()``: it may be stale).
+        """
+        if not plan.pending:
+            sink.fail(b"-ERR no range of this key is moving\r\n")
+            return
+        outbox = self._outboxes.get(self.name)
+        target = self._targets.get(self.name)
+        if outbox is not None:
+            outbox.flush_batched()   # the writes led before it reach this Redis first
+        if (outbox is None or target is None or outbox.state != DIRECT or not target.available()
+                or not self.copy_source_ok()):
+            sink.fail(b"-ERR %s cannot be the source of a copy now\r\n" % self.name.encode())
+            return
+        held = _Held()
+        self._queue.append(held)
+        target.send(Request(probe.payload, 2, plan.lane, 1, False), _CopyProbe(self, plan, held, sink))
+
+    #: whether this node's Redis may be copied from (set by the node: NORMAL, not warming up)
+    copy_source_ok = staticmethod(lambda: True)
+
+    def _copied(self, plan: Plan, held: _Held, sink, raw: bytes) -> None:
+        try:
+            commands = copy_commands(read_dumped(raw))
+        except ReplicaError as e:
+            held.deliveries = []
+            self._release()
+            sink.fail(b"-ERR copy source: %s\r\n" % str(e).encode("utf-8", "replace"))
+            return
+        copied = Request(b"".join(encode_command(c) for c in commands), 2, plan.lane, len(commands), True)
+        applied = AppliedInEveryRack(len(plan.pending), _Counted(sink, len(commands)))
+        held.deliveries = [(self._outboxes[n.name], copied, applied) for n in plan.pending]
         self._release()
 
     def effect_unknown(self, sink, held: _Held, raw: bytes) -> None:
@@ -301,6 +420,42 @@ class Leader:
         held.deliveries = []
         self._release()
         sink.fail(raw)
+
+
+class _CopyProbe:
+    """The sink of the leader's read of keys it copies to a moving range's pending replicas."""
+
+    __slots__ = ("_leader", "_plan", "_held", "_sink")
+
+    def __init__(self, leader: Leader, plan: Plan, held: _Held, sink) -> None:
+        self._leader = leader
+        self._plan = plan
+        self._held = held
+        self._sink = sink
+
+    def complete(self, raw: bytes) -> None:
+        self._leader._copied(self._plan, self._held, self._sink, raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._held.deliveries = []
+        self._leader._release()
+        self._sink.fail(raw)
+
+
+class _Counted:
+    """A copy's answer: how many keys it copied, once every pending replica has them."""
+
+    __slots__ = ("_sink", "_count")
+
+    def __init__(self, sink, count: int) -> None:
+        self._sink = sink
+        self._count = count
+
+    def complete(self, raw: bytes) -> None:
+        self._sink.complete(b":%d\r\n" % self._count)
+
+    def fail(self, raw: bytes) -> None:
+        self._sink.fail(raw)
 
 
 class _Probe:

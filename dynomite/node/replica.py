@@ -39,7 +39,7 @@ from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST,
+    FLAG_COPY, FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST,
     PeerProtocolError, lead_position,
 )
 from dynomite.wire.requests import parse_whole
@@ -93,6 +93,9 @@ class Replica:
             position = lead_position(payload)
         except PeerProtocolError:
             sink.fail(b"-ERR LEAD without a ring position\r\n")
+            return
+        if request.flags & FLAG_COPY:
+            self._leader.copy(self._router.writes[DC_ONE].at(position), Request(payload[4:]), sink)
             return
         if request.flags & FLAG_WATCH:
             request = self._watched(payload, request, sink)

@@ -39,20 +39,18 @@ import json
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from dynomite.config.values import Address, Seed
-from dynomite.config.vocabulary import NORMAL
+from dynomite.config.vocabulary import JOINING, LEAVING, LEFT, RING_STATUSES
 
 __all__ = [
     "Entry", "ClusterView", "GossipExchange", "BadGossip", "LEFT", "JOINING", "LEAVING", "STATUSES",
     "decode_message", "encode_message",
 ]
 
-#: The node has joined and serves its tokens (the only status set today).
-#: JOINING and LEAVING are reserved for scale-out (issue 17 item 2).
-JOINING = "JOINING"
-LEAVING = "LEAVING"
-#: The node is gone for good: its entry is a tombstone, no longer a member.
-LEFT = "LEFT"
-STATUSES = (NORMAL, JOINING, LEAVING, LEFT)
+#: The statuses an entry may have (`dynomite.config.vocabulary.RING_STATUSES`):
+#: NORMAL, JOINING and LEAVING while it moves ranges (`dynomite.scaleout`),
+#: LEFT once it is gone for good.  A JOINING entry may have no tokens yet
+#: (it waits for its rack, or has ``tokens: auto`` still to choose).
+STATUSES = RING_STATUSES
 
 #: Most entries, digests or wants one message may carry (a cluster has at
 #: most a few hundred nodes); beyond it the message is refused.
@@ -109,7 +107,7 @@ class Entry(NamedTuple):
         if status not in STATUSES:
             raise BadGossip("gossip entry of %s has unknown status %r" % (name, status))
         tokens = body.get("tokens")
-        if (not isinstance(tokens, list) or not tokens or len(tokens) > _MAX_TOKENS
+        if (not isinstance(tokens, list) or (not tokens and status != JOINING) or len(tokens) > _MAX_TOKENS
                 or not all(_is_int(t) and 0 <= t < 2 ** 32 for t in tokens)):
             raise BadGossip("gossip entry of %s has bad tokens" % name)
         gen, ver = body.get("gen"), body.get("ver")
@@ -123,7 +121,8 @@ class Entry(NamedTuple):
 
     def seed(self) -> Seed:
         """This entry as a ``dyn_seeds`` line says it (host:port:rack:dc:tokens)."""
-        return Seed(Address.parse(self.address, allow_zero_port=False), self.rack, self.datacenter, self.tokens)
+        return Seed(Address.parse(self.address, allow_zero_port=False), self.rack, self.datacenter, self.tokens,
+                    self.status)
 
 
 def _is_int(value: Any) -> bool:
@@ -143,6 +142,8 @@ class ClusterView:
         self.name = own.name
         self.entries: Dict[str, Entry] = {own.name: own}
         self.version = 1
+        #: the newest copy of this node's own entry a peer held (refuted by `merge`), or None
+        self.refuted: Optional[Entry] = None
 
     @property
     def own(self) -> Entry:
@@ -171,6 +172,7 @@ class ClusterView:
                 continue
             if entry.name == self.name:
                 assert current is not None
+                self.refuted = entry
                 self.entries[self.name] = current._replace(
                     generation=max(current.generation, entry.generation), version=entry.version + 1)
                 self.version += 1

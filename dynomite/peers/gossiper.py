@@ -81,11 +81,42 @@ class Gossiper:
 
     @classmethod
     def from_config(cls, config: NodeConfig, name: str, links: Dict[str, Any], topology: Callable[[], Any],
-                    clock, rng: Optional[random.Random] = None) -> "Gossiper":
-        """This node's gossiper: its entry from ``config``, its generation the clock's milliseconds now."""
-        own = Entry(name, name, config.datacenter, config.rack, tuple(sorted(set(config.tokens))), NORMAL,
+                    clock, rng: Optional[random.Random] = None, status: str = NORMAL,
+                    tokens: Optional[Tuple[int, ...]] = None) -> "Gossiper":
+        """
+        This node's gossiper: its entry from ``config`` (or ``status`` and
+        ``tokens``: `dynomite.scaleout`), its generation the clock's
+        milliseconds now.
+        """
+        tokens = config.tokens if tokens is None else tokens
+        own = Entry(name, name, config.datacenter, config.rack, tuple(sorted(set(tokens))), status,
                     int(clock.seconds() * 1000), 1)
         return cls(own, links, topology, clock, config.gos_interval, rng)
+
+    def set_own(self, **fields: Any) -> Entry:
+        """
+        Change this node's own entry (``status``, ``tokens``: scale-out); the
+        change spreads from the next round, which comes fast, and the node's
+        listeners hear it at once.
+        """
+        own = self.view.own
+        new = self.view.update_own(**fields)
+        self.log.info("gossip: this node is now {status} with {n} tokens", status=new.status, n=len(new.tokens))
+        self._changed([(own, new)])
+        return new
+
+    def stamp_of(self, name: str) -> Optional[Tuple[int, int]]:
+        """The stamp of node ``name``'s entry in this view (what heartbeats tell it), or None."""
+        entry = self.view.entries.get(name)
+        return entry.stamp if entry is not None else None
+
+    def previous_own(self) -> Optional[Entry]:
+        """
+        The newest entry of this node's name heard from a peer (a previous
+        run's, which this one refuted), or None: a node restarted with
+        ``bootstrap`` learns from it that it was a member already.
+        """
+        return self.view.refuted
 
     # -- the handshake ------------------------------------------------------------
 
@@ -224,6 +255,8 @@ class Gossiper:
         members = sorted(view.members(), key=lambda e: (
             e.name != view.name, topology.node(e.name) is None, e.generation, e.name))
         for e in members:
+            if not e.tokens:
+                continue   # JOINING, its tokens not chosen yet: no place on any ring
             places = [(e.datacenter, e.rack, t) for t in e.tokens]
             owner = next((claimed[p] for p in places if p in claimed), None)
             if owner is not None:

@@ -32,7 +32,7 @@ hinted) instead of after ``peer_down_after``.  Older nodes ignore the field.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, List, Optional
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -80,6 +80,11 @@ class Membership:
         self.leaving = False
         #: warming up (`dynomite.repair.warmup`): RESUMING until released, no timeout
         self.warming = False
+        #: with gossip: the stamp of a peer's own entry in this node's view
+        #: (`dynomite.peers.gossiper.Gossiper.stamp_of`); heartbeats carry
+        #: it as ``"ring"``, so a node moving ranges learns that every peer
+        #: knows its latest entry (`ring_seen`)
+        self.ring_stamp_of: Optional[Callable[[str], Optional[Tuple[int, int]]]] = None
         self._recompute()
 
     # -- this node -----------------------------------------------------------
@@ -127,9 +132,22 @@ class Membership:
 
     def status_for(self, peer: str) -> dict:
         """What this node tells ``peer`` with each heartbeat."""
+        status = {"state": self.state, "hints": self._hints_for(peer)}
         if self.leaving:
-            return {"state": self.state, "hints": self._hints_for(peer), "leaving": True}
-        return {"state": self.state, "hints": self._hints_for(peer)}
+            status["leaving"] = True
+        if self.ring_stamp_of is not None:
+            stamp = self.ring_stamp_of(peer)
+            if stamp is not None:
+                status["ring"] = list(stamp)
+        return status
+
+    def ring_seen(self, peer: str) -> Optional[Tuple[int, int]]:
+        """The stamp of this node's gossip entry ``peer`` said it holds in its last heartbeat, or None."""
+        stamp = self.reported.get(peer, {}).get("ring")
+        if (isinstance(stamp, list) and len(stamp) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in stamp)):
+            return (stamp[0], stamp[1])
+        return None
 
     def peer_status(self, peer: str, status: dict) -> None:
         """A heartbeat from ``peer`` said ``status``."""

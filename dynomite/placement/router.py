@@ -51,7 +51,7 @@ class Plan:
     """Where one single-replica-set request goes (see the module table)."""
 
     __slots__ = ("write", "level", "local", "wait", "failover", "remote_dcs", "each", "leaders",
-                 "lane", "position")
+                 "lane", "position", "pending")
 
     def __init__(
         self,
@@ -81,6 +81,9 @@ class Plan:
         #: a ring position with this plan (`PlanTable`), by which a LEAD
         #: names it to the leader; None if no position has it
         self.position: Optional[int] = None
+        #: a write's pending replicas in this datacenter (a node joining or
+        #: taking a leaving node's range: `Topology.pending`); usually ()
+        self.pending: Tuple[NodeInfo, ...] = ()
 
     def __repr__(self) -> str:
         return "Plan(write=%r, level=%s, local=%s, wait=%d, failover=%r, remote=%s, each=%s%s)" % (
@@ -91,7 +94,8 @@ class Plan:
             self.failover,
             self.remote_dcs,
             None if self.each is None else {dc: [n.name for n in ns] for dc, ns in self.each.items()},
-            ", leaders=%s" % [n.name for n in self.leaders] if self.leaders else "",
+            (", leaders=%s" % [n.name for n in self.leaders] if self.leaders else "")
+            + (", pending=%s" % [n.name for n in self.pending] if self.pending else ""),
         )
 
 
@@ -122,11 +126,16 @@ def plan(topology: Topology, position: int, write: bool, level: str,
         leaders = ()
     if level == DC_EACH_SAFE_QUORUM:
         each = {dc: topology.dc_replicas(dc, position) for dc in topology.datacenters}
-        return Plan(write, level, local, len(local) // 2 + 1, False, (), each, leaders)
-    remote = topology.remote_datacenters if write else ()
-    if level == DC_ONE:
-        return Plan(write, level, local, 1, not write, remote, None, leaders)
-    return Plan(write, level, local, len(local) // 2 + 1, False, remote, None, leaders)
+        made = Plan(write, level, local, len(local) // 2 + 1, False, (), each, leaders)
+    elif level == DC_ONE:
+        made = Plan(write, level, local, 1, not write, topology.remote_datacenters if write else (),
+                    None, leaders)
+    else:
+        made = Plan(write, level, local, len(local) // 2 + 1, False,
+                    topology.remote_datacenters if write else (), None, leaders)
+    if write:
+        made.pending = topology.pending(position)
+    return made
 
 
 class PlanTable:

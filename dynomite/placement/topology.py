@@ -19,6 +19,15 @@ request path asks so that each question costs one binary search:
 - :meth:`~Topology.entry_candidates`: which node of a remote datacenter this
   node forwards its writes to, with fallbacks.
 
+Scale-out (`dynomite.scaleout`): a node gossip calls JOINING owns nothing
+yet; the tokens it will own make it a *pending* replica of their ranges
+(:meth:`~Topology.pending`), which receives writes but serves no reads, as
+Cassandra's pending ranges.  A LEAVING node still owns its tokens, and the
+nodes that will own its ranges once it is gone are pending for them.  The
+rings without the JOINING nodes are the *current* ones, the rings without
+the LEAVING ones the *future* ones; :meth:`~Topology.moving_ranges` is where
+they differ.
+
 A topology is immutable. Liveness (UP/DOWN, node states) is membership's
 business and is kept out of here, so that placement never depends on who
 happens to be reachable.
@@ -36,10 +45,13 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from dynomite.config.model import Address, ConfigError, NodeConfig
-from dynomite.config.vocabulary import MAX_TOKEN
+from dynomite.config.vocabulary import JOINING, LEAVING, LEFT, MAX_TOKEN, NORMAL
 from dynomite.placement.ring import Ring, owner_table
 
 __all__ = ["NodeInfo", "Topology"]
+
+#: the owner table of a datacenter with no rack holding data
+_NOTHING: Tuple[List[int], List[tuple]] = ([], [()])
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,18 @@ class NodeInfo:
     address: Address
     tokens: Tuple[int, ...]
     is_local: bool = False
+    #: its place on the ring (`dynomite.config.vocabulary.RING_STATUSES`)
+    status: str = NORMAL
+
+    @property
+    def owns_now(self) -> bool:
+        """Whether its tokens are on the current rings (it is neither JOINING nor LEFT)."""
+        return self.status not in (JOINING, LEFT) and bool(self.tokens)
+
+    @property
+    def owns_later(self) -> bool:
+        """Whether its tokens are on the future rings (it is neither LEAVING nor LEFT)."""
+        return self.status not in (LEAVING, LEFT) and bool(self.tokens)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -103,13 +127,28 @@ class Topology:
         rack_nodes: Dict[Tuple[str, str], List[NodeInfo]] = {}
         for node in ordered:
             rack_nodes.setdefault((node.datacenter, node.rack), []).append(node)
-        self._rack_nodes: Dict[Tuple[str, str], Tuple[NodeInfo, ...]] = {
+        #: every node of each rack, joining ones included (links, status)
+        self._all_rack_nodes: Dict[Tuple[str, str], Tuple[NodeInfo, ...]] = {
             place: tuple(members) for place, members in rack_nodes.items()
         }
+        #: the nodes on each rack's current ring
+        self._rack_nodes: Dict[Tuple[str, str], Tuple[NodeInfo, ...]] = {
+            place: tuple(n for n in members if n.owns_now) for place, members in rack_nodes.items()
+        }
+        # a rack with no node owning tokens yet (only a node joining it,
+        # before it has heard of the others) has no ring and holds nothing
         self._rings: Dict[Tuple[str, str], Ring[NodeInfo]] = {
             place: Ring((token, n) for n in members for token in n.tokens)
-            for place, members in self._rack_nodes.items()
+            for place, members in self._rack_nodes.items() if members
         }
+        # the future rings, where they differ from the current ones (a rack
+        # whose every node is LEAVING keeps its current ring: nobody could
+        # take its ranges over)
+        self._future: Dict[Tuple[str, str], Ring[NodeInfo]] = {}
+        for place, members in rack_nodes.items():
+            later = [n for n in members if n.owns_later]
+            if later and place in self._rings and later != list(self._rack_nodes[place]):
+                self._future[place] = Ring((token, n) for n in later for token in n.tokens)
         self.datacenters: Tuple[str, ...] = tuple(sorted({dc for dc, _ in self._rings}))
         self._racks: Dict[str, Tuple[str, ...]] = {
             dc: tuple(sorted(rack for d, rack in self._rings if d == dc))
@@ -117,8 +156,9 @@ class Topology:
         }
 
         here = local.datacenter
-        self.local_racks: Tuple[str, ...] = (local.rack,) + tuple(
-            r for r in self._racks[here] if r != local.rack
+        self.local_racks: Tuple[str, ...] = tuple(
+            r for r in self._racks.get(here, ()) if r == local.rack) + tuple(
+            r for r in self._racks.get(here, ()) if r != local.rack
         )
         self.remote_datacenters: Tuple[str, ...] = tuple(
             dc for dc in self.datacenters if dc != here
@@ -127,18 +167,25 @@ class Topology:
         self._local_bounds, self._local_answers = owner_table(
             [self._rings[here, rack] for rack in self.local_racks]
         )
+        self._pending_bounds, self._pending_answers = self._pending_table(here)
         self._dc_tables = {
             dc: owner_table([self._rings[dc, rack] for rack in racks])
             for dc, racks in self._racks.items()
         }
+        # this node's datacenter holds nothing yet while its only node here joins
+        self._dc_tables.setdefault(here, _NOTHING)
         # The replica key is the tuple of owner names over every rack of
         # every DC: equal exactly when the replica sets are equal, shared
         # between segments (so usually compared by identity), and hashed from
         # strings whose hashes Python caches.
+        # Pending replicas are part of it (the future rings of the racks
+        # that change), so that a segment never straddles a moving range.
         self._key_bounds, self._key_answers = owner_table([
-            Ring((token, n.name) for n in self._rack_nodes[dc, rack] for token in n.tokens)
+            Ring((token, n.name) for token, n in ring.entries())
             for dc in self.datacenters
             for rack in self._racks[dc]
+            for ring in (self._rings[dc, rack], self._future.get((dc, rack)))
+            if ring is not None
         ])
         self._entries: Dict[str, Tuple[NodeInfo, ...]] = {
             dc: self._entry_candidates(dc) for dc in self.datacenters
@@ -147,16 +194,77 @@ class Topology:
     # -- structure -----------------------------------------------------------
 
     def racks(self, dc: str) -> Tuple[str, ...]:
-        """The racks of datacenter ``dc``, sorted."""
-        return self._racks[dc]
+        """The racks of datacenter ``dc`` that hold data (a node owns tokens there), sorted."""
+        racks = self._racks.get(dc)
+        if racks is None:
+            if not any(n.datacenter == dc for n in self.nodes):
+                raise KeyError(dc)
+            return ()
+        return racks
 
     def ring(self, dc: str, rack: str) -> Ring[NodeInfo]:
         """The token ring of one rack."""
         return self._rings[dc, rack]
 
     def nodes_in_rack(self, dc: str, rack: str) -> Tuple[NodeInfo, ...]:
-        """The nodes of one rack, sorted by name."""
+        """The nodes on one rack's current ring (not those JOINING), sorted by name."""
         return self._rack_nodes[dc, rack]
+
+    def joining_in_rack(self, dc: str, rack: str) -> Tuple[NodeInfo, ...]:
+        """The nodes of one rack that are JOINING or LEAVING, sorted by name."""
+        return tuple(n for n in self._all_rack_nodes[dc, rack] if n.status in (JOINING, LEAVING))
+
+    # -- scale-out -------------------------------------------------------------
+
+    @property
+    def moving(self) -> bool:
+        """Whether any rack's ring is changing (a node JOINING or LEAVING with tokens)."""
+        return bool(self._future)
+
+    def future_ring(self, dc: str, rack: str) -> Ring[NodeInfo]:
+        """One rack's ring once its moves are done (the current one when nothing moves)."""
+        return self._future.get((dc, rack)) or self._rings[dc, rack]
+
+    def pending(self, position: int) -> Tuple[NodeInfo, ...]:
+        """
+        The pending replicas of ring ``position`` in this datacenter: in each
+        rack whose owner of it is changing, the future owner.  Usually ``()``.
+        """
+        return self._pending_answers[bisect_left(self._pending_bounds, position)]
+
+    def moving_ranges(self, dc: str, rack: str) -> List[Tuple[int, int, NodeInfo, NodeInfo]]:
+        """
+        The inclusive ``(start, end, current owner, future owner)`` hash
+        ranges of one rack whose owner is changing, ascending.
+        """
+        future = self._future.get((dc, rack))
+        if future is None:
+            return []
+        bounds, answers = owner_table([self._rings[dc, rack], future])
+        out: List[Tuple[int, int, NodeInfo, NodeInfo]] = []
+        start = 0
+        for i, bound in enumerate(bounds + [MAX_TOKEN]):
+            now, later = answers[i]
+            if now is not later and start <= bound:
+                if out and out[-1][1] == start - 1 and out[-1][2:] == (now, later):
+                    out[-1] = (out[-1][0], bound, now, later)
+                else:
+                    out.append((start, bound, now, later))
+            start = bound + 1
+        return out
+
+    def _pending_table(self, dc: str) -> Tuple[List[int], List[Tuple[NodeInfo, ...]]]:
+        racks = [rack for rack in self._racks.get(dc, ()) if (dc, rack) in self._future]
+        if not racks:
+            return [], [()]
+        rings = [ring for rack in racks for ring in (self._rings[dc, rack], self._future[dc, rack])]
+        bounds, answers = owner_table(rings)
+        interned: Dict[Tuple[NodeInfo, ...], Tuple[NodeInfo, ...]] = {}
+        pending = []
+        for answer in answers:
+            moving = tuple(later for now, later in zip(answer[::2], answer[1::2]) if later is not now)
+            pending.append(interned.setdefault(moving, moving))
+        return bounds, pending
 
     def node(self, name: str) -> Optional[NodeInfo]:
         """The node called ``name`` (its peer address), or ``None``."""
@@ -218,8 +326,9 @@ class Topology:
 
     def _entry_candidates(self, dc: str) -> Tuple[NodeInfo, ...]:
         local = self.local
-        rack_index = self._racks[local.datacenter].index(local.rack)
-        node_index = self._rack_nodes[local.datacenter, local.rack].index(local)
+        here = sorted({n.rack for n in self.nodes if n.datacenter == local.datacenter})
+        rack_index = here.index(local.rack)
+        node_index = self._all_rack_nodes[local.datacenter, local.rack].index(local)
         racks = self._racks[dc]
         chosen = []
         for step in range(len(racks)):
@@ -229,8 +338,27 @@ class Topology:
 
     # -- building ------------------------------------------------------------
 
+    @staticmethod
+    def address_of(config: NodeConfig) -> Address:
+        """
+        The address that names this node (`NodeConfig.peer_address`; its
+        client host with port 0 when it has no peers); ``ConfigError`` when
+        it has none.
+        """
+        source = config.source
+        if config.dyn_listen is None:
+            if config.dyn_seeds:
+                raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
+            return Address(config.client_host, 0)
+        peer_address = config.peer_address()
+        if peer_address is None:
+            raise ConfigError(source, "dyn_advertise",
+                              f"dyn_listen {config.dyn_listen} is a wildcard: set dyn_advertise")
+        return peer_address
+
     @classmethod
-    def from_config(cls, config: NodeConfig) -> Topology:
+    def from_config(cls, config: NodeConfig, status: str = NORMAL,
+                    tokens: Optional[Tuple[int, ...]] = None) -> Topology:
         """
         The cluster described by a node's configuration: this node
         (`NodeConfig.peer_address`, ``datacenter``, ``rack``, ``tokens``) plus
@@ -245,21 +373,16 @@ class Topology:
         address but another dc, rack or tokens; two seeds sharing a token in
         one rack), ``tokens`` (this node shares a token with a seed of its
         rack, or owns none) or ``dyn_listen`` (seeds without it).
+        ``status`` and ``tokens`` are this node's place on the ring when
+        scale-out has changed it (`dynomite.scaleout`): JOINING, or the
+        tokens ``tokens: auto`` chose.
         """
         source = config.source
-        if config.dyn_listen is None:
-            if config.dyn_seeds:
-                raise ConfigError(source, "dyn_listen", "required when dyn_seeds lists peers")
-            address = Address(config.client_host, 0)
-        else:
-            peer_address = config.peer_address()
-            if peer_address is None:
-                raise ConfigError(source, "dyn_advertise",
-                                  f"dyn_listen {config.dyn_listen} is a wildcard: set dyn_advertise")
-            address = peer_address
+        address = cls.address_of(config)
         local = NodeInfo(
             name=str(address), datacenter=config.datacenter, rack=config.rack,
-            address=address, tokens=tuple(config.tokens), is_local=True,
+            address=address, tokens=tuple(config.tokens if tokens is None else tokens), is_local=True,
+            status=status,
         )
         nodes = [local]
         seen: Set[Address] = set()
@@ -269,7 +392,7 @@ class Topology:
             seen.add(seed.address)
             node = NodeInfo(
                 name=str(seed.address), datacenter=seed.datacenter, rack=seed.rack,
-                address=seed.address, tokens=tuple(seed.tokens),
+                address=seed.address, tokens=tuple(seed.tokens), status=seed.status,
             )
             if seed.address == address:
                 if _place(node) != _place(local):
@@ -316,7 +439,7 @@ def _check_nodes(nodes: Sequence[NodeInfo]) -> Optional[Tuple[str, str]]:
         if node.name in names:
             return key, f"node {node.name} is listed twice"
         names[node.name] = node
-        if not node.tokens:
+        if not node.tokens and node.status != JOINING:
             return key, f"node {node.name} owns no tokens"
         for token in node.tokens:
             if not 0 <= token <= MAX_TOKEN:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_repair -*-
 """
-The Lua script repair and warm-up run inside each replica's Redis.
+The Lua script repair, warm-up and scale-out run inside each replica's Redis.
 
 One script, one mode per question (its first argument); its comment says
 what each mode takes and answers.  `dynomite.repair.script` builds the
@@ -17,7 +17,7 @@ SCRIPT = r'''
 --
 -- One script, several modes (ARGV[1]); each call does a bounded amount of
 -- work (one SCAN step of ARGV[3] keys, or the keys given), so Redis stays
--- responsive between calls. Nothing here writes except "restore_if".
+-- responsive between calls. Nothing here writes but "restore_if" and "drop".
 --
 --   cells   cursor count hash_tag nbounds bounds...
 --           -> {cursor, scanned, {segment, bucket, word1, word2, ...}}
@@ -29,6 +29,13 @@ SCRIPT = r'''
 --   stream  cursor count hash_tag nranges lo hi ...
 --           -> {cursor, scanned, {key, dump, pexpiretime, ...}} for keys
 --           whose hash is in one of the inclusive ranges
+--   list    cursor count hash_tag nranges lo hi ...
+--           -> {cursor, scanned, {key, ...}} the keys whose hash is in one
+--           of the inclusive ranges (scale-out: what a move copies)
+--   drop    cursor count hash_tag nranges lo hi ...
+--           -> {cursor, scanned, {deleted}}: deletes the keys whose hash is
+--           in none of the ranges (scale-out: the ranges a node gave away)
+--   dump    (KEYS)          -> {key, dump, pexpiretime} per key, or {key} if missing
 --   digest  (KEYS)          -> {digest or "", ...}
 --   fetch   (KEYS)          -> {digest, dump, pexpiretime} per key, or {""}
 --   marker get | marker set seconds
@@ -259,6 +266,38 @@ elseif mode == 'stream' then
     end
   end
   return {cursor, #keys, out}
+elseif mode == 'list' or mode == 'drop' then
+  local tag = ARGV[4]
+  local n = tonumber(ARGV[5])
+  local ranges = {}
+  for i = 1, 2 * n do ranges[i] = tonumber(ARGV[5 + i]) end
+  local cursor, keys = scan(ARGV[2], ARGV[3])
+  local out, deleted = {}, 0
+  for _, key in ipairs(keys) do
+    local h = murmur3(hash_part(key, tag))
+    local inside = false
+    for i = 1, 2 * n, 2 do
+      if h >= ranges[i] and h <= ranges[i + 1] then inside = true break end
+    end
+    if mode == 'list' and inside then
+      out[#out + 1] = key
+    elseif mode == 'drop' and not inside then
+      deleted = deleted + redis.call('DEL', key)
+    end
+  end
+  if mode == 'drop' then return {cursor, #keys, {deleted}} end
+  return {cursor, #keys, out}
+elseif mode == 'dump' then
+  local out = {}
+  for i, key in ipairs(KEYS) do
+    local dump = redis.call('DUMP', key)
+    if dump then
+      out[i] = {key, dump, redis.call('PEXPIRETIME', key)}
+    else
+      out[i] = {key}
+    end
+  end
+  return out
 elseif mode == 'digest' then
   local out = {}
   for i, key in ipairs(KEYS) do out[i] = digest(key) or '' end

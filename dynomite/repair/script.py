@@ -32,7 +32,8 @@ from dynomite.wire.values import ReplyError, decode
 
 __all__ = [
     "BUCKET_BITS", "BUCKETS", "ReplicaError", "SCRIPT", "Cell", "ScanStep", "bucket_of", "cells_request",
-    "digest_request", "fetch_request", "keys_request", "marker_request", "read_cells", "read_digests",
+    "copy_commands", "digest_request", "drop_request", "dump_request", "fetch_request", "keys_request",
+    "list_request", "read_dumped", "marker_request", "read_cells", "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
     "restore_new_request", "scan_step", "stream_request",
 ]
@@ -81,8 +82,30 @@ def keys_request(cursor: int, count: int, hash_tag: Optional[bytes], bitmap: byt
 def stream_request(cursor: int, count: int, hash_tag: Optional[bytes],
                    ranges: Sequence[Tuple[int, int]]) -> Request:
     """One SCAN step: DUMP and absolute expiry of the keys it saw in ``ranges`` (inclusive)."""
+    return _ask((), b"stream", *_scan_args(cursor, count, hash_tag, ranges))
+
+
+def list_request(cursor: int, count: int, hash_tag: Optional[bytes],
+                 ranges: Sequence[Tuple[int, int]]) -> Request:
+    """One SCAN step: the names of the keys it saw in ``ranges`` (inclusive)."""
+    return _ask((), b"list", *_scan_args(cursor, count, hash_tag, ranges))
+
+
+def drop_request(cursor: int, count: int, hash_tag: Optional[bytes],
+                 ranges: Sequence[Tuple[int, int]]) -> Request:
+    """One SCAN step deleting the keys it saw outside ``ranges`` (inclusive); its items are a count."""
+    return _ask((), b"drop", *_scan_args(cursor, count, hash_tag, ranges), write=True)
+
+
+def _scan_args(cursor: int, count: int, hash_tag: Optional[bytes],
+               ranges: Sequence[Tuple[int, int]]) -> Tuple[bytes, ...]:
     flat = [b"%d" % v for r in ranges for v in r]
-    return _ask((), b"stream", b"%d" % cursor, b"%d" % count, _tag(hash_tag), b"%d" % len(ranges), *flat)
+    return (b"%d" % cursor, b"%d" % count, _tag(hash_tag), b"%d" % len(ranges), *flat)
+
+
+def dump_request(keys: Sequence[bytes]) -> Request:
+    """Each key's DUMP and absolute expiry (`read_dumped`)."""
+    return _ask(keys, b"dump")
 
 
 def digest_request(keys: Sequence[bytes]) -> Request:
@@ -186,6 +209,31 @@ def read_fetched(raw: bytes, keys: Sequence[bytes]) -> Dict[bytes, Optional[Tupl
         raise ReplicaError("expected %d values, got %r" % (len(keys), value))
     return {key: (item[0], item[1], int(item[2])) if len(item) == 3 else None
             for key, item in zip(keys, value)}
+
+
+def read_dumped(raw: bytes) -> List[Tuple[bytes, Optional[bytes], int]]:
+    """A dump answer: (key, dump or None when missing, absolute expiry in ms or negative) per key."""
+    value = _value(raw)
+    if not isinstance(value, list) or not all(isinstance(item, list) and len(item) in (1, 3)
+                                              for item in value):
+        raise ReplicaError("not a dump answer: %r" % (value,))
+    return [(item[0], item[1], int(item[2])) if len(item) == 3 else (item[0], None, 0) for item in value]
+
+
+def copy_commands(dumped: Sequence[Tuple[bytes, Optional[bytes], int]]) -> List[Tuple[bytes, ...]]:
+    """
+    What makes another Redis hold exactly what `read_dumped` read: RESTORE
+    REPLACE of each key (at its absolute expiry), DEL of each missing one.
+    """
+    out: List[Tuple[bytes, ...]] = []
+    for key, dump, expiry in dumped:
+        if dump is None:
+            out.append((b"DEL", key))
+        elif expiry > 0:
+            out.append((b"RESTORE", key, b"%d" % expiry, dump, b"REPLACE", b"ABSTTL"))
+        else:
+            out.append((b"RESTORE", key, b"0", dump, b"REPLACE"))
+    return out
 
 
 def read_restored(raw: bytes) -> bool:

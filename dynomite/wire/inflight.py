@@ -24,8 +24,8 @@ replayed hints `REPLAY_LANE`.
 from __future__ import annotations
 
 from dynomite.wire.peer_frames import (
-    FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_REPLAY, FLAG_RESP3, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH,
-    FLAG_WRITE, LEVEL_MASK,
+    FLAG_COPY, FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_REPLAY, FLAG_RESP3, FLAG_SEQUENCED, FLAG_TRANSACTION,
+    FLAG_WATCH, FLAG_WRITE, LEVEL_MASK,
 )
 
 __all__ = ["Request", "REPLAY_LANE"]
@@ -35,7 +35,7 @@ REPLAY_LANE = 0
 
 # Flags a request keeps from a frame or hint beside RESP3 and write.
 _EXTRA = (LEVEL_MASK | FLAG_EFFECT | FLAG_SEQUENCED | FLAG_REPLAY | FLAG_TRANSACTION | FLAG_WATCH
-          | FLAG_HERE_ONLY)
+          | FLAG_HERE_ONLY | FLAG_COPY)
 
 
 class Request:

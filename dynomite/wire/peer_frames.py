@@ -58,7 +58,7 @@ __all__ = [
     "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_SHARD", "FLAG_FAILED", "LEVEL_SHIFT",
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
     "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
-    "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FLAG_TRANSACTION", "FLAG_HERE_ONLY",
+    "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FLAG_TRANSACTION", "FLAG_HERE_ONLY", "FLAG_COPY",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -139,10 +139,13 @@ FLAG_WATCH = 0x0400
 #: LEAD: lead the write for this datacenter only; the coordinator reaches
 #: every other datacenter's leader itself (DC_EACH_SAFE_QUORUM).
 FLAG_HERE_ONLY = 0x0800
+#: LEAD: not a write but a copy of keys of a moving range to its pending
+#: replicas, made by the leader in the keys' order (`dynomite.node.leader`).
+FLAG_COPY = 0x1000
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 12..14 are free; receivers ignore bits they do not know.
+# Bits 13..14 are free; receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19

@@ -10,6 +10,7 @@ and hint logs (in a temporary directory) exactly as a real node's do.
 from __future__ import annotations
 
 import fnmatch
+import pickle
 import random
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
 from dynomite.node.control import NodeControl
 from dynomite.peers.listener import PeerServerFactory
+from dynomite.placement.hashing import key_hash
 from dynomite.wire.requests import RequestParser
 from dynomite.wire.resp import bulk, integer, null
 
@@ -38,6 +40,12 @@ class _NoReply:
         pass
 
     fail = complete
+
+
+def _scan_reply(cursor: int, scanned: int, items: List[bytes]) -> bytes:
+    text = b"%d" % cursor
+    return b"*3\r\n$%d\r\n%s\r\n%s" % (len(text), text, integer(scanned)) + (
+        b"*%d\r\n" % len(items) + b"".join(i if i[:1] == b":" else bulk(i) for i in items))
 
 
 class MemoryRedis:
@@ -99,6 +107,33 @@ class MemoryRedis:
                 replies.append(self.execute(args, request.resp))
         assert len(replies) == request.count, (replies, request.count)
         sink.complete(b"".join(replies))
+
+    def _script(self, argv: List[bytes], keys: List[bytes]) -> bytes:
+        """The scale-out modes of `dynomite.repair.lua` (list, drop, dump), values as pickles."""
+        d = self.data
+        mode = argv[0]
+        if mode == b"dump":
+            out = []
+            for key in keys:
+                if key in d:
+                    out.append(b"*3\r\n" + bulk(key) + bulk(pickle.dumps(d[key])) + integer(-1))
+                else:
+                    out.append(b"*1\r\n" + bulk(key))
+            return b"*%d\r\n" % len(out) + b"".join(out)
+        if mode in (b"list", b"drop"):
+            cursor, count, tag = int(argv[1]), int(argv[2]), argv[3] or None
+            ranges = [(int(argv[5 + 2 * i]), int(argv[6 + 2 * i])) for i in range(int(argv[4]))]
+            names = sorted(d)[cursor:cursor + count]
+            inside = [k for k in names if any(lo <= key_hash(k, tag) <= hi for lo, hi in ranges)]
+            outside = [k for k in names if k not in inside] if mode == b"drop" else []
+            for key in outside:
+                del d[key]
+            following = cursor + len(names) - len(outside)
+            following = following if names and following < len(d) else 0
+            if mode == b"list":
+                return _scan_reply(following, len(names), inside)
+            return _scan_reply(following, len(names), [integer(len(outside))])
+        return b"-ERR MemoryRedis knows no script mode %s\r\n" % mode
 
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
         name = args[0].lower()
@@ -219,6 +254,13 @@ class MemoryRedis:
             return integer(1 if args[1] in d else 0)
         if name in (b"flushall", b"flushdb"):
             d.clear()
+            return b"+OK\r\n"
+        if name == b"eval":
+            return self._script(args[3 + int(args[2]):], args[3:3 + int(args[2])])
+        if name == b"restore":
+            if args[1] in d and b"REPLACE" not in [a.upper() for a in args[4:]]:
+                return b"-BUSYKEY Target key name already exists.\r\n"
+            d[args[1]] = pickle.loads(args[3])
             return b"+OK\r\n"
         return b"-ERR MemoryRedis does not know '%s'\r\n" % name
 

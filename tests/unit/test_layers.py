@@ -33,7 +33,7 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("wire", "config", "stats", "runtime"),
     ("commands", "placement", "consistency"),
     ("datastore", "peers", "replication"),
-    ("repair",),
+    ("repair", "scaleout"),
     ("node",),
     ("ops",),             # fed a status view by service, which builds the admin site from it
     ("service", "tap"),
@@ -50,7 +50,7 @@ SIDEWAYS: Dict[str, Optional[Set[str]]] = {
     "wire": None, "config": None, "stats": None, "runtime": None,
     "commands": set(), "placement": {"commands"}, "consistency": {"commands", "placement"},
     "datastore": set(), "peers": set(), "replication": {"datastore", "peers"},
-    "repair": None, "node": None, "ops": None,
+    "repair": None, "scaleout": None, "node": None, "ops": None,
     "service": None, "tap": None,
     "cli": None, "launcher": None, "bench": None,
 }

@@ -1,0 +1,379 @@
+# -*- test-case-name: tests.unit.test_scaleout -*-
+"""
+A node's joins and leaves, from the first gossip round to the cleanup.
+
+**Join** (a node started with ``bootstrap: true`` and ``enable_gossip:
+true``, never a member before):
+
+1. *waiting*: it learns the cluster from a seed, and waits while another
+   node of its rack is moving ranges (one move per rack: `moves.busy_rack`);
+   with ``tokens: auto`` it then takes the middle of its rack's largest
+   range (`moves.auto_tokens`).
+2. *announcing*: its gossip entry says JOINING with its tokens; every node
+   of the datacenter that is up must say it knows that entry (heartbeats
+   carry the stamp: `dynomite.peers.membership.Membership.ring_seen`).
+   From then on every leader sends it the writes of the ranges it takes.
+3. *flushing*: its Redis is emptied of anything an earlier attempt left.
+4. *copying*: `dynomite.scaleout.copier.CopyRun` lists the keys of those
+   ranges on their current owners and has each key's leader copy it here.
+5. *cutting over*: its entry says NORMAL: nodes route its ranges to it as
+   they learn it; once every node of the datacenter knows, and one write
+   timeout later (writes sent before),
+6. *cleaning*: the old owners' keys of the ranges they gave away are
+   deleted from their Redis (`dynomite.repair.script.drop_request`).
+
+A node killed halfway restarts where its state file says (the join goes on
+from the announcement; the copy runs again); until its entry says NORMAL
+the old owners serve every read, so a failed join loses nothing.
+
+**Leave** (`decommission`): the entry says LEAVING, the nodes that will own
+its ranges become pending for them, its keys are copied there, and its
+entry says LEFT: it is no longer a member.  Its Redis is left as it is.
+
+The state survives restarts in ``data_dir/scaleout/<node>/state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from dynomite.config.vocabulary import DOWN, JOINING, LEAVING, LEFT, NORMAL
+from dynomite.repair import script
+from dynomite.repair.run import ask
+from dynomite.scaleout.copier import Cancelled, CopyRun
+from dynomite.scaleout.moves import Move, auto_tokens, busy_rack, kept_ranges, moves_of
+from dynomite.wire.inflight import Request
+from dynomite.wire.replies import is_error
+from dynomite.wire.resp import encode_command
+
+__all__ = ["ScaleOut", "PHASES", "COUNTED", "initial_place"]
+
+#: What a node's move is doing (`ScaleOut.phase`).
+PHASES = ("idle", "waiting", "announcing", "flushing", "copying", "cutting_over", "cleaning", "done", "failed")
+
+#: What `ScaleOut.counts` counts (``dynomite_scaleout_keys_total{event}``).
+COUNTED = ("scanned", "copied", "error", "dropped")
+
+#: Seconds between looks while waiting (for the cluster, the rack, the peers).
+POLL = 0.5
+
+
+def initial_place(config, state_path: str) -> Tuple[str, Tuple[int, ...]]:
+    """
+    This node's ring status and tokens when it starts: what its state file
+    says of an earlier run; else JOINING for a new node that joins by
+    gossip (``bootstrap`` and ``enable_gossip``); else NORMAL with its
+    configured tokens.
+    """
+    state = _read_state(state_path)
+    tokens = tuple(config.tokens)
+    if state.get("operation") == "join":
+        if state.get("done"):
+            return NORMAL, tuple(state.get("tokens") or tokens)
+        return JOINING, tuple(state.get("tokens") or ())
+    if state.get("operation") == "leave":
+        return (LEFT if state.get("done") else LEAVING), tokens
+    if config.bootstrap and config.enable_gossip:
+        return JOINING, tokens
+    return NORMAL, tokens
+
+
+def _read_state(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+class ScaleOut:
+    """
+    One node's side of scale-out; see the module docstring.
+
+    ``topology()`` is the current `Topology`; ``route(key)`` a key's write
+    plan; ``copy(plan, probe, sink)`` has a leader copy
+    (`dynomite.node.coordinator.Coordinator.copy`); ``send(node, request,
+    sink)`` reaches a node's Redis; ``grace`` is how long writes already
+    sent may still arrive (the write timeout, seconds).
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, topology: Callable[[], Any], route, copy, send, clock, gossip,
+                 membership, hash_tag: Optional[bytes], rate: int, grace: float, state_path: str,
+                 configured_tokens: Tuple[int, ...] = ()) -> None:
+        self.name = name
+        self._configured = tuple(configured_tokens)
+        #: keys scanned, copied, copy errors and keys dropped, since start (metrics)
+        self.counts: Dict[str, int] = dict.fromkeys(COUNTED, 0)
+        self._topology = topology
+        self._route = route
+        self._copy = copy
+        self._send = send
+        self._clock = clock
+        self._gossip = gossip
+        self._membership = membership
+        self._tag = hash_tag
+        self._rate = rate
+        self._grace = grace
+        self._state_path = state_path
+        self.operation: Optional[str] = None
+        self.phase = "idle"
+        self.reason: Optional[str] = None
+        self.started: Optional[float] = None
+        self.finished: Optional[float] = None
+        self.moves: List[Move] = []
+        self.dropped = 0
+        self._run: Optional[CopyRun] = None
+        self._driving: Optional[Deferred] = None
+        self._stopping = False
+
+    # -- starting ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Go on with what this node's status says: a join or a leave under way."""
+        status = self._gossip.view.own.status
+        if status == JOINING:
+            self._drive("join", self._join())
+        elif status == LEAVING:
+            self._drive("leave", self._leave())
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._run is not None:
+            self._run.cancel()
+
+    def decommission(self) -> Optional[str]:
+        """Start leaving the cluster; None, or why not."""
+        own = self._gossip.view.own
+        if self._driving is not None:
+            return "a %s is under way (%s)" % (self.operation, self.phase)
+        if own.status != NORMAL:
+            return "this node is %s" % own.status
+        topology = self._topology()
+        local = topology.local
+        others = [n for n in topology.nodes_in_rack(local.datacenter, local.rack) if n.name != self.name]
+        if not others:
+            return "this node is the last of %s/%s: nobody could take its ranges" % (local.datacenter, local.rack)
+        why = busy_rack(self._gossip.view.members(), own)
+        if why is not None:
+            return "one move per rack at a time: " + why
+        self._drive("leave", self._leave())
+        return None
+
+    def _drive(self, operation: str, coroutine) -> None:
+        self.operation = operation
+        self.started = self._clock.seconds()
+        self.finished = None
+        d = self._driving = Deferred.fromCoroutine(coroutine)
+
+        def ended(result):
+            self._driving = None
+            self.finished = self._clock.seconds()
+            if result is not None and hasattr(result, "check"):
+                if result.check(Cancelled):
+                    self.phase, self.reason = "failed", "stopped"
+                else:
+                    self.phase, self.reason = "failed", result.getErrorMessage()
+                    self.log.failure("scale-out {operation} failed", result, operation=operation)
+            return None
+
+        d.addBoth(ended)
+
+    # -- the join ------------------------------------------------------------------
+
+    async def _join(self) -> None:
+        gossip = self._gossip
+        self._enter("waiting", "learning the cluster from a seed")
+        while not self._knows_rack():
+            previous = gossip.previous_own()
+            if previous is not None and previous.status == NORMAL and previous.tokens:
+                # a member restarted with bootstrap: nothing to join
+                gossip.set_own(status=NORMAL, tokens=previous.tokens)
+                self._save({"operation": "join", "tokens": list(previous.tokens), "done": True})
+                self._enter("done", "already a member")
+                return
+            await self._sleep(POLL)
+        while True:
+            own = gossip.view.own
+            why = busy_rack(gossip.view.members(), own)
+            if why is not None:
+                if own.tokens:
+                    gossip.set_own(tokens=())   # two joins at once: the younger waits
+                self._enter("waiting", "one move per rack at a time: " + why)
+                await self._sleep(POLL)
+                continue
+            tokens = own.tokens or self._state_tokens() or self._configured_tokens() or self._auto_tokens()
+            if own.tokens != tokens:
+                gossip.set_own(status=JOINING, tokens=tokens)
+            self._save({"operation": "join", "tokens": list(tokens)})
+            self._enter("announcing", "waiting for every node of the datacenter to know the join")
+            await self._known_everywhere()
+            if busy_rack(gossip.view.members(), gossip.view.own) is None:
+                break
+        self._enter("flushing", "emptying this node's Redis of what an earlier attempt left")
+        await self._ask(self.name, Request(encode_command([b"FLUSHDB"]), write=True))
+        await self._copy_moves()
+        self._enter("cutting_over", "serving its ranges; waiting for every node to know")
+        gossip.set_own(status=NORMAL)
+        self._save({"operation": "join", "tokens": list(gossip.view.own.tokens), "done": True})
+        await self._known_everywhere()
+        await self._sleep(self._grace)
+        self._enter("cleaning", "deleting the moved keys from their old owners")
+        for source in sorted({m.source for m in self.moves}):
+            await self._drop(source)
+        self._enter("done", None)
+
+    def _knows_rack(self) -> bool:
+        """Whether the view holds another member of this rack with tokens (the seed has answered)."""
+        own = self._gossip.view.own
+        return any(e.name != own.name and (e.datacenter, e.rack) == (own.datacenter, own.rack) and e.tokens
+                   and e.status in (NORMAL, LEAVING) for e in self._gossip.view.members())
+
+    def _state_tokens(self) -> Tuple[int, ...]:
+        return tuple(_read_state(self._state_path).get("tokens") or ())
+
+    def _configured_tokens(self) -> Tuple[int, ...]:
+        return self._configured
+
+    def _auto_tokens(self) -> Tuple[int, ...]:
+        own = self._gossip.view.own
+        taken = [t for e in self._gossip.view.members() if e.name != own.name
+                 and (e.datacenter, e.rack) == (own.datacenter, own.rack) for t in e.tokens]
+        return auto_tokens(taken)
+
+    # -- the leave -----------------------------------------------------------------
+
+    async def _leave(self) -> None:
+        gossip = self._gossip
+        if gossip.view.own.status != LEAVING:
+            gossip.set_own(status=LEAVING)
+        self._save({"operation": "leave"})
+        self._enter("announcing", "waiting for every node of the datacenter to know the leave")
+        await self._known_everywhere()
+        await self._copy_moves()
+        self._enter("cutting_over", "leaving the ring")
+        gossip.set_own(status=LEFT)
+        self._save({"operation": "leave", "done": True})
+        await self._sleep(self._grace)
+        self._enter("done", "this node is no longer a member: stop it")
+
+    # -- shared steps --------------------------------------------------------------
+
+    async def _copy_moves(self) -> None:
+        self.moves = moves_of(self._topology(), self.name)
+        self._enter("copying", "%d ranges" % len(self.moves))
+        while True:
+            run = self._run = CopyRun(self.moves, self._route, self._copy, self._send, self._clock,
+                                      self._tag, self._rate, on_counts=self._count)
+            progress = await run.run()
+            if progress.error is None:
+                return
+            if self._stopping:
+                raise Cancelled()
+            self.log.warn("scale-out copy failed ({why}); starting it again", why=progress.error)
+            await self._sleep(POLL)
+
+    async def _known_everywhere(self) -> None:
+        """Until every node of this datacenter that is up says it holds this node's latest entry."""
+        while True:
+            stamp = self._gossip.view.own.stamp
+            missing = self._not_knowing(stamp)
+            if not missing:
+                return
+            self.reason = "waiting for %s to learn this node's entry" % ", ".join(missing)
+            await self._sleep(POLL)
+
+    def _not_knowing(self, stamp: Tuple[int, int]) -> List[str]:
+        topology = self._topology()
+        here = topology.local.datacenter
+        membership = self._membership
+        out = []
+        for node in topology.nodes:
+            if node.is_local or node.datacenter != here or node.status == LEFT:
+                continue
+            if membership.peer_state(node.name) == DOWN:
+                continue
+            seen = membership.ring_seen(node.name)
+            if seen is None or seen < stamp:
+                out.append(node.name)
+        return out
+
+    async def _drop(self, node: str) -> None:
+        """Delete from ``node``'s Redis the keys of ranges it holds no more."""
+        ranges = kept_ranges(self._topology(), node)
+        if not ranges:
+            return
+        cursor = 0
+        while True:
+            step = script.scan_step(await self._ask(node, script.drop_request(cursor, 500, self._tag, ranges)))
+            deleted = int(step.items[0]) if step.items else 0
+            self.dropped += deleted
+            self._count("dropped", deleted)
+            cursor = step.cursor
+            if cursor == 0:
+                return
+            if self._rate:
+                await self._sleep(step.scanned / self._rate)
+
+    async def _ask(self, node: str, request: Request) -> bytes:
+        while True:
+            if self._stopping:
+                raise Cancelled()
+            raw = await ask(self._send, node, request)
+            if not is_error(raw):
+                return raw
+            self.reason = "%s: %s" % (node, raw[1:].strip().decode("utf-8", "replace"))
+            await self._sleep(POLL)
+
+    def _count(self, event: str, n: int) -> None:
+        self.counts[event] += n
+
+    def _sleep(self, seconds: float) -> Deferred:
+        if self._stopping:
+            raise Cancelled()
+        return deferLater(self._clock, seconds, lambda: None)
+
+    def _enter(self, phase: str, reason: Optional[str]) -> None:
+        if phase != self.phase:
+            self.log.info("scale-out {operation}: {phase}", operation=self.operation, phase=phase)
+        self.phase = phase
+        self.reason = reason
+
+    def _save(self, state: Dict[str, Any]) -> None:
+        os.makedirs(os.path.dirname(self._state_path), exist_ok=True)
+        temporary = self._state_path + ".new"
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, self._state_path)
+
+    # -- status --------------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        """The /info ``scaleout`` section."""
+        now = self._clock.seconds()
+        own = self._gossip.view.own
+        topology = self._topology()
+        moving = []
+        for dc in topology.datacenters:
+            for rack in topology.racks(dc):
+                for node in topology.joining_in_rack(dc, rack):
+                    moving.append({"node": node.name, "status": node.status, "dc": dc, "rack": rack,
+                                   "tokens": list(node.tokens)})
+        out: Dict[str, Any] = {
+            "status": own.status, "tokens": list(own.tokens), "operation": self.operation,
+            "phase": self.phase, "reason": self.reason, "started": self.started, "finished": self.finished,
+            "ranges": [list(m) for m in self.moves], "dropped": self.dropped, "moving": moving,
+        }
+        if self._run is not None:
+            out["copy"] = self._run.progress.as_dict(now)
+        return out

@@ -1,0 +1,126 @@
+"""
+Scale-out in an in-process cluster: a node joins a rack under writes and
+takes its ranges with their data, then leaves again (issue: online
+scale-out).  Every key ends on exactly its owner in each rack, with the
+value every other rack holds; no read of an existing key answers nil.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.placement.hashing import key_hash
+
+from tests.cluster.inprocess import InProcessCluster, InProcessNode, make_cluster
+
+GOS_INTERVAL = 1.0
+STEP = 0.25
+NEW = "10.0.0.10:8101"
+
+
+class Load:
+    """A client that writes and reads through every node in turn, and keeps what it expects."""
+
+    def __init__(self, cluster: InProcessCluster, nodes: List[InProcessNode]) -> None:
+        self.cluster = cluster
+        self.clients = [cluster.client(n) for n in nodes]
+        self.expected: Dict[bytes, object] = {}
+        self.turn = 0
+        self.nil_reads: List[bytes] = []
+
+    def _client(self):
+        self.turn += 1
+        return self.clients[self.turn % len(self.clients)]
+
+    def write(self, count: int) -> None:
+        for _ in range(count):
+            i = self.turn
+            if i % 3 == 0:
+                key = b"list%d" % (i % 40)
+                assert self._client().command("RPUSH", key, b"e%d" % i).startswith(b":")
+                self.expected.setdefault(key, []).append(b"e%d" % i)   # type: ignore[union-attr]
+            else:
+                key = b"k%d" % (i % 500)
+                assert self._client().command("SET", key, b"v%d" % i) == b"+OK\r\n"
+                self.expected[key] = b"v%d" % i
+
+    def read(self, count: int) -> None:
+        strings = sorted(k for k, v in self.expected.items() if isinstance(v, bytes))
+        for j in range(count):
+            key = strings[(self.turn * 7 + j) % len(strings)]
+            reply = self._client().command("GET", key)
+            if reply == b"$-1\r\n":
+                self.nil_reads.append(key)
+
+
+def wait_for(cluster: InProcessCluster, done: Callable[[], bool], bound: float, load: Load) -> None:
+    waited = 0.0
+    while not done():
+        if waited >= bound:
+            raise AssertionError("not done after %.2f s" % bound)
+        load.write(20)
+        load.read(10)
+        cluster.advance(STEP)
+        waited += STEP
+
+
+class ScaleOutTests(SynchronousTestCase):
+
+    def setUp(self) -> None:
+        self.cluster = make_cluster(self, {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}},
+                                    enable_gossip=True, gos_interval=int(GOS_INTERVAL * 1000))
+        self.first = list(self.cluster.nodes)
+        self.load = Load(self.cluster, self.first)
+        self.load.write(1500)
+        self.cluster.advance(STEP)
+
+    def join(self) -> InProcessNode:
+        cluster = self.cluster
+        seed = cluster.node("dc1", "rack2")
+        entry = "%s:rack2:dc1:%d" % (seed.name, seed.config.tokens[0])
+        new = cluster.add_node(NEW, "dc1", "rack1", 2 ** 31, [entry], bootstrap=True)
+        self.load.clients.append(cluster.client(new))
+        wait_for(cluster, lambda: new.parts.scaleout.phase == "done", 60.0, self.load)
+        cluster.advance(1.0)
+        return new
+
+    def check_placement(self, nodes: List[InProcessNode]) -> None:
+        """Every expected key on exactly its owner in each rack, with the value expected."""
+        topology = self.first[1].parts.topology
+        for key, value in sorted(self.load.expected.items()):
+            for rack in ("rack1", "rack2", "rack3"):
+                owner = topology.ring("dc1", rack).owner(key_hash(key)).name
+                holders = [n.name for n in nodes if n.rack == rack and key in n.redis.data]
+                self.assertEqual(holders, [owner], (key, rack))
+                held = self.cluster.by_name[owner].redis.data[key]
+                self.assertEqual(held, value, (key, rack))
+        self.assertEqual(self.load.nil_reads, [])
+
+    def test_a_node_joins_under_writes_and_takes_its_ranges(self) -> None:
+        new = self.join()
+        for node in self.first + [new]:
+            self.assertEqual(node.parts.topology.node(NEW).status, "NORMAL", node.name)
+        rack1 = self.first[0].parts.topology.ring("dc1", "rack1")
+        self.assertEqual(sorted(n.name for n in rack1.owners()), sorted([NEW, self.first[0].name]))
+        self.check_placement(self.first + [new])
+        status = new.parts.scaleout.status()
+        self.assertEqual(status["phase"], "done")
+        self.assertGreater(status["copy"]["copied"], 0)
+        self.assertGreater(status["dropped"], 0)
+
+    def test_a_node_leaves_and_gives_its_ranges_back(self) -> None:
+        new = self.join()
+        self.assertIsNone(new.parts.scaleout.decommission())
+        self.assertIn("under way", new.parts.scaleout.decommission())
+        wait_for(self.cluster, lambda: new.parts.scaleout.phase == "done", 60.0, self.load)
+        self.cluster.advance(2.0)
+        for node in self.first:
+            self.assertIsNone(node.parts.topology.node(NEW), node.name)
+        self.load.clients.pop()
+        self.check_placement(self.first)
+
+    def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
+        self.assertEqual(self.first[0].parts.scaleout.decommission(),
+                         "this node is the last of dc1/rack1: nobody could take its ranges")
