@@ -8,7 +8,7 @@ restarted or has its file edited, yet every one of them lists the new node
 UP within a bound derived from ``gos_interval``, a key the new node owns
 written through any node lands on its redis-server, /info shows it in
 every gossiped view, and the keys of its ranges written before it joined
-are streamed to it from another rack (`dynomite.repair`'s warm-up).  A
+are copied to it and dropped from their old owner (`dynomite.scaleout`).  A
 node whose token clashes with a node of its rack is refused, and the
 refusal counted.
 """
@@ -110,14 +110,19 @@ class GossipJoinTests(FaultTestCase):
         if not poll(lambda: all(backend.get(keys[i]) == b"v%d" % i for i in range(3)), fx.layout.timeout() * 3):
             self.fail_with("keys the joiner owns did not land on its redis-server: %r"
                            % [backend.get(k) for k in keys[:3]])
-        self.assertFalse(fx.backend(first[0]).exists(*keys[:3]), "rack 1's first node does not own them")
         self.assertLessEqual(took, bound)
 
-        # bootstrap: true streamed its ranges from another rack: the old keys are on it, and read through it
+        # bootstrap: true made it join (dynomite.scaleout): the keys of its
+        # ranges were copied to it, it owns them, and rack 1's first node
+        # dropped them once every node knew
         backend = joiner_backend(joiner)
         if not poll(lambda: all(backend.get(k) == b"old" for k in old), bound + 5 * fx.layout.timeout()):
-            self.fail_with("bootstrap did not stream the joiner's ranges: %d of %d keys"
+            self.fail_with("the join did not copy the joiner's ranges: %d of %d keys"
                            % (sum(backend.get(k) == b"old" for k in old), len(old)))
+        if not poll(lambda: all(self.view(n).get(name, {}).get("status") == "NORMAL" for n in first), bound):
+            self.fail_with("the joiner is not NORMAL in every view: %r" % [self.view(n).get(name) for n in first])
+        if not poll(lambda: not fx.backend(first[0]).exists(*(old + keys[:3])), bound + 3 * fx.layout.timeout()):
+            self.fail_with("rack 1's first node still holds keys it gave away")
         self.assertEqual(fx.client(first[0]).mget(old[:5]), [b"old"] * 5, "read in rack 1, whose owner is the joiner")
 
         # a node whose token clashes with rack 2's node is refused by its seed, and counted
