@@ -287,6 +287,15 @@ class Coordinator:
                 return
         sink.fail(self._no_leader)
 
+    def leads(self, plan: Plan) -> bool:
+        """Whether this node leads ``plan``'s writes now: the first of its leaders that can lead."""
+        for node in plan.leaders:
+            if node.name == self.name:
+                return True
+            if self.targets[node.name].can_lead():
+                return False
+        return False
+
     def copy(self, plan: Plan, probe: Request, sink) -> None:
         """
         Have ``plan``'s leader (the first that can lead) copy the keys

@@ -44,7 +44,7 @@ holds it as a hint.
 from __future__ import annotations
 
 from collections import deque
-from typing import Deque, List, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -237,6 +237,11 @@ class Leader:
         self.effects_unknown = 0
         #: versions of the keys watched through this leader (`dynomite.node.watch`)
         self.watches = WatchTable()
+        # the RESP version of the last write led on each lane: a copy of a
+        # moving key goes in that version, so on the same Redis connection
+        # as the key's writes (the datastore keeps one pool per version),
+        # here and at the pending replica
+        self._lane_resp: Dict[int, int] = {}
 
     # -- ordering ----------------------------------------------------------------
 
@@ -280,6 +285,7 @@ class Leader:
         if request.lane != plan.lane:
             request = Request(request.payload, request.resp, plan.lane, request.count, True,
                               request.flags & FLAG_TRANSACTION)
+        self._lane_resp[plan.lane] = request.resp
         if effect is not None:
             self._lead_effect(plan, request, sink, level, read_target, effect)
             return
@@ -394,12 +400,13 @@ class Leader:
             return
         held = _Held()
         self._queue.append(held)
-        target.send(Request(probe.payload, 2, plan.lane, 1, False), _CopyProbe(self, plan, held, sink))
+        resp = self._lane_resp.get(plan.lane, 2)
+        target.send(Request(probe.payload, resp, plan.lane, 1, False), _CopyProbe(self, plan, held, sink, resp))
 
     #: whether this node's Redis may be copied from (set by the node: NORMAL, not warming up)
     copy_source_ok = staticmethod(lambda: True)
 
-    def _copied(self, plan: Plan, held: _Held, sink, raw: bytes) -> None:
+    def _copied(self, plan: Plan, held: _Held, sink, raw: bytes, resp: int) -> None:
         try:
             commands = copy_commands(read_dumped(raw))
         except ReplicaError as e:
@@ -407,7 +414,7 @@ class Leader:
             self._release()
             sink.fail(b"-ERR copy source: %s\r\n" % str(e).encode("utf-8", "replace"))
             return
-        copied = Request(b"".join(encode_command(c) for c in commands), 2, plan.lane, len(commands), True)
+        copied = Request(b"".join(encode_command(c) for c in commands), resp, plan.lane, len(commands), True)
         applied = AppliedInEveryRack(len(plan.pending), _Counted(sink, len(commands)))
         held.deliveries = [(self._outboxes[n.name], copied, applied) for n in plan.pending]
         self._release()
@@ -425,16 +432,17 @@ class Leader:
 class _CopyProbe:
     """The sink of the leader's read of keys it copies to a moving range's pending replicas."""
 
-    __slots__ = ("_leader", "_plan", "_held", "_sink")
+    __slots__ = ("_leader", "_plan", "_held", "_sink", "_resp")
 
-    def __init__(self, leader: Leader, plan: Plan, held: _Held, sink) -> None:
+    def __init__(self, leader: Leader, plan: Plan, held: _Held, sink, resp: int) -> None:
         self._leader = leader
         self._plan = plan
         self._held = held
         self._sink = sink
+        self._resp = resp
 
     def complete(self, raw: bytes) -> None:
-        self._leader._copied(self._plan, self._held, self._sink, raw)
+        self._leader._copied(self._plan, self._held, self._sink, raw, self._resp)
 
     def fail(self, raw: bytes) -> None:
         self._held.deliveries = []

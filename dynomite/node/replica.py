@@ -95,7 +95,7 @@ class Replica:
             sink.fail(b"-ERR LEAD without a ring position\r\n")
             return
         if request.flags & FLAG_COPY:
-            self._leader.copy(self._router.writes[DC_ONE].at(position), Request(payload[4:]), sink)
+            self._copy(Request(payload[4:]), sink)
             return
         if request.flags & FLAG_WATCH:
             request = self._watched(payload, request, sink)
@@ -115,6 +115,31 @@ class Replica:
                 return
         self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect,
                           not request.flags & FLAG_HERE_ONLY)
+
+    def _copy(self, probe: Request, sink) -> None:
+        """
+        A copy of keys of a moving range (`dynomite.node.leader.Leader.copy`),
+        made only by the keys' leader as this node sees it: the one that
+        orders their writes.  The requester's view may differ (a joining
+        node still learning the cluster); it is told so and asks again.
+        """
+        try:
+            requests, _ = parse_whole(probe.payload)
+            args = requests[0] if len(requests) == 1 else []
+            keys = args[3:3 + int(args[2])] if len(args) > 3 else []
+        except (ProtocolError, ValueError):
+            keys = []
+        if not keys:
+            sink.fail(b"-ERR copy without keys\r\n")
+            return
+        route = self._router.route
+        plan = route(keys[0], True, DC_ONE)
+        if any(route(key, True, DC_ONE) is not plan for key in keys[1:]):
+            sink.fail(b"-ERR copy of keys with different replicas here\r\n")
+        elif not self._coordinator.leads(plan):
+            sink.fail(b"-ERR not the leader of these keys here\r\n")
+        else:
+            self._leader.copy(plan, probe, sink)
 
     def _watched(self, payload: bytes, request: Request, sink) -> Optional[Request]:
         """A LEAD for the table of watched keys (`dynomite.node.watch`): answered, or the transaction it admits."""

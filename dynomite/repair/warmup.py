@@ -108,7 +108,10 @@ class WarmUp:
         """Per segment this node owns (in a scope of every DC): its other owners, best source first."""
         local = topology.local
         scope = Scope(topology, topology.datacenters)
-        mine = scope.racks.index("%s/%s" % (local.datacenter, local.rack))
+        label = "%s/%s" % (local.datacenter, local.rack)
+        if label not in scope.racks:
+            return {}   # this node owns nothing yet (it is joining: `dynomite.scaleout`)
+        mine = scope.racks.index(label)
         here = [i for i, label in enumerate(scope.racks) if label.split("/")[0] == local.datacenter]
         result = {}
         for segment, owners in enumerate(scope.owners):

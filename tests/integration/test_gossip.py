@@ -15,16 +15,14 @@ refusal counted.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import Any, Dict
 
-import yaml
-
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
-from tests.integration.fixtures.processes import NodeProcess, RedisProcess, node_settings
+from tests.integration.fixtures.joiners import AdminOf, Named, backend_of, start_extra_node
+from tests.integration.fixtures.processes import NodeProcess
 from dynomite.placement.hashing import key_hash
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
@@ -34,33 +32,10 @@ BLOCK = 121
 GOS_INTERVAL = 2000
 
 
-class _PoolNode(NodeProcess):
-    """A node process whose YAML root is the cluster's pool name (the handshake compares it)."""
-
-    def __init__(self, pool: str, config: Dict[str, Any], tmpdir: str) -> None:
-        self.pool = pool
-        NodeProcess.__init__(self, config, tmpdir, name="joiner")
-
-    def write_config(self) -> str:
-        os.makedirs(self.tmpdir, exist_ok=True)
-        with open(self.config_path, "w") as f:
-            yaml.safe_dump({self.pool: self.config}, f, default_flow_style=False)
-        return self.config_path
-
-
 class GossipJoinTests(FaultTestCase):
 
     def start_node_process(self, host: str, **settings: Any) -> NodeProcess:
-        """A redis-server and a node on ``host`` in this test's cluster, stopped at cleanup (by PID)."""
-        tmp = os.path.abspath(self.mktemp())
-        redis = RedisProcess(host=host, tmpdir=os.path.join(tmp, "redis"))
-        redis.start()
-        self.addCleanup(redis.stop)
-        config = node_settings(redis, host=host, **{**self.fx.settings, **settings})
-        node = _PoolNode(self.fx.label, config, os.path.join(tmp, "node"))
-        node.start()
-        self.addCleanup(node.stop)
-        return node
+        return start_extra_node(self, self.fx, host, **settings)
 
     def view(self, node) -> Dict[str, Any]:
         doc = self.fx.try_info(node)
@@ -88,12 +63,12 @@ class GossipJoinTests(FaultTestCase):
         # while views change: a few rounds, plus links coming up and the
         # joiner leaving RESUMING (peer_down_after)
         bound = 2 * GOS_INTERVAL / 1000 + 2 * fx.layout.peer_down_after()
-        if not poll(lambda: all(fx.peer_state_seen_by(n, _Named(name)) == "UP" for n in first), bound):
+        if not poll(lambda: all(fx.peer_state_seen_by(n, Named(name)) == "UP" for n in first), bound):
             self.fail_with("the first three do not all list %s UP after %.1f s" % (name, bound))
         took = time.monotonic() - started
         for n in first:
             self.assertIn(name, self.view(n), n.name)
-        joined_view = self.view(_Admin(joiner))
+        joined_view = self.view(AdminOf(joiner))
         self.assertEqual(sorted(joined_view), sorted([fx.peer_name(n) for n in first] + [name]))
 
         # nobody restarted, no file edited
@@ -104,7 +79,7 @@ class GossipJoinTests(FaultTestCase):
 
         # a key the joiner owns in rack 1 (token 2**31: hashes in (0, 2**31]), written through each node
         keys = [k for k in ("gossip:%d" % i for i in range(300)) if 0 < key_hash(k.encode()) <= 2 ** 31]
-        backend = joiner_backend(joiner)
+        backend = backend_of(joiner)
         for i, n in enumerate(first):
             self.assertTrue(fx.client(n).set(keys[i], "v%d" % i))
         if not poll(lambda: all(backend.get(keys[i]) == b"v%d" % i for i in range(3)), fx.layout.timeout() * 3):
@@ -115,7 +90,7 @@ class GossipJoinTests(FaultTestCase):
         # bootstrap: true made it join (dynomite.scaleout): the keys of its
         # ranges were copied to it, it owns them, and rack 1's first node
         # dropped them once every node knew
-        backend = joiner_backend(joiner)
+        backend = backend_of(joiner)
         if not poll(lambda: all(backend.get(k) == b"old" for k in old), bound + 5 * fx.layout.timeout()):
             self.fail_with("the join did not copy the joiner's ranges: %d of %d keys"
                            % (sum(backend.get(k) == b"old" for k in old), len(old)))
@@ -138,26 +113,3 @@ class GossipJoinTests(FaultTestCase):
         refused = re.search(r'^dynomite_gossip_events_total\{event="refused"\} ([0-9.]+)$', fx.metrics(first[0]), re.M)
         self.assertIsNotNone(refused)
         self.assertGreaterEqual(float(refused.group(1)), 1)
-
-
-class _Named:
-    """Something whose peer address ``ClusterFixture.peer_name`` reads."""
-
-    def __init__(self, name: str) -> None:
-        host, _, port = name.rpartition(":")
-        self.peer_address = (host, int(port))
-
-
-class _Admin:
-    """A `NodeProcess` as the readiness helpers see a cluster node: its admin address."""
-
-    def __init__(self, process: NodeProcess) -> None:
-        self.stats_address = process.stats_address
-        self.node_process = process
-
-
-def joiner_backend(process: NodeProcess):
-    import redis
-
-    host, port, _ = process.config["servers"][0].rsplit(":", 2)
-    return redis.Redis(host=host, port=int(port), socket_timeout=2)

@@ -1,0 +1,179 @@
+"""
+Online scale-out with real processes, under continuous load (issue 17's
+check, after Redis's ``tests/cluster/tests/04-resharding.tcl``).
+
+A cluster of 1 DC x 3 racks x 1 node serves a pipelined client that
+pushes to 40 lists (each list once per pipeline, so one list's pushes are
+in order) and sets strings, through every node in turn, while another
+reads the strings back.  A second node joins rack 1, then second nodes join
+racks 2 and 3 at once; then all three leave again.  Throughout, no write
+fails and no read of a key written before answers nil; afterwards every
+list holds exactly the elements acknowledged, in order, and every key
+lives on exactly its owner in each rack.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Dict, List, Sequence
+
+import redis
+
+from dynomite.placement.hashing import key_hash
+from dynomite.placement.ring import Ring
+from tests.integration.fixtures.cases import FaultTestCase
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
+from tests.integration.fixtures.joiners import backend_of, start_extra_node
+
+ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
+#: 127.7.<worker>.x block of this module: the cluster, then three joiners
+BLOCK = 191
+GOS_INTERVAL = 1000
+LISTS = 40
+STRINGS = 300
+
+
+class PushLoad(threading.Thread):
+    """Pipelined RPUSH and SET through every node in turn, GETs through another; see the module docstring."""
+
+    def __init__(self, clients: Sequence[redis.Redis]) -> None:
+        super().__init__(name="scaleout-load", daemon=True)
+        self.clients = list(clients)
+        self.lists: Dict[str, List[bytes]] = {"so:list:%d" % i: [] for i in range(LISTS)}
+        self.strings: Dict[str, bytes] = {}
+        self.errors: List[str] = []
+        self.nil_reads: List[str] = []
+        self.batches = 0
+        self._halt = threading.Event()
+
+    def halt(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(30)
+
+    def run(self) -> None:
+        batch = 0
+        while not self._halt.is_set():
+            client = self.clients[batch % len(self.clients)]
+            element = b"e%d" % batch
+            keys = ["so:str:%d" % ((batch * 7 + j) % STRINGS) for j in range(10)]
+            pipe = client.pipeline(transaction=False)
+            for name in self.lists:
+                pipe.rpush(name, element)
+            for key in keys:
+                pipe.set(key, element)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except redis.RedisError as e:
+                self.errors.append("batch %d: %s" % (batch, e))
+                return   # outcome unknown: the expectations stop here
+            for name, reply in zip(self.lists, replies):
+                if isinstance(reply, Exception):
+                    self.errors.append("RPUSH %s: %s" % (name, reply))
+                else:
+                    self.lists[name].append(element)
+            for key, reply in zip(keys, replies[LISTS:]):
+                if isinstance(reply, Exception):
+                    self.errors.append("SET %s: %s" % (key, reply))
+                else:
+                    self.strings[key] = element
+            reader = self.clients[(batch + 1) % len(self.clients)]
+            written = sorted(self.strings)[:: max(1, len(self.strings) // 10)]
+            try:
+                values = reader.mget(written) if written else []
+            except redis.RedisError as e:
+                self.errors.append("MGET: %s" % e)
+                return
+            self.nil_reads.extend(k for k, v in zip(written, values) if v is None)
+            batch += 1
+            self.batches = batch
+
+
+class ScaleOutUnderLoadTests(FaultTestCase):
+
+    def join_bound(self) -> float:
+        """Announcement (heartbeats), copy, cut-over and the cleanup's grace, from the configured times."""
+        layout = self.fx.layout
+        return 10 * (GOS_INTERVAL / 1000 + layout.peer_down_after()) + 4 * layout.timeout()
+
+    def entry(self, observer, name: str) -> Dict:
+        info = self.fx.try_info(observer)
+        return {} if info is None else info["gossip"]["entries"].get(name, {})
+
+    def wait_status(self, names: Sequence[str], status: str, what: str) -> None:
+        """Until every node of the first three holds each of ``names`` with ``status`` in its view."""
+        first = [self.fx.rack_node("dc1", "rack%d" % i) for i in (1, 2, 3)]
+        if not poll(lambda: all(self.entry(n, name).get("status") == status for n in first for name in names),
+                    self.join_bound(), 0.2):
+            self.fail_with("%s: not %s after %.0f s: %r" % (
+                what, status, self.join_bound(), [[self.entry(n, name) for name in names] for n in first]))
+
+    def placement_problems(self, load: PushLoad, members: Dict[str, List]) -> List[str]:
+        """Keys not on exactly their owner in each rack, or not as acknowledged (members: rack -> [(name, token, backend)])."""
+        problems = []
+        every = list(load.lists) + list(load.strings)
+        for rack, nodes in sorted(members.items()):
+            ring = Ring((token, name) for name, token, _ in nodes)
+            held = {name: set(k.decode() for k in backend.keys("so:*")) for name, _, backend in nodes}
+            backends = {name: backend for name, _, backend in nodes}
+            for key in every:
+                owner = ring.owner(key_hash(key.encode()))
+                holders = sorted(name for name in held if key in held[name])
+                if holders != [owner]:
+                    problems.append("%s in %s: on %s, owner %s" % (key, rack, holders, owner))
+                elif key in load.lists:
+                    got = backends[owner].lrange(key, 0, -1)
+                    if got != load.lists[key]:
+                        want = load.lists[key]
+                        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+                        problems.append("%s in %s on %s: %d elements, %d acknowledged; from #%d %r, not %r" % (
+                            key, rack, owner, len(got), len(want), at, got[at:at + 3], want[at:at + 3]))
+                elif backends[owner].get(key) != load.strings[key]:
+                    problems.append("%s in %s: %r, acknowledged %r" % (
+                        key, rack, backends[owner].get(key), load.strings[key]))
+        return problems
+
+    def check_placement(self, load: PushLoad, members: Dict[str, List]) -> None:
+        """Every key settles on exactly its owner (the cleanup runs one grace after the cut-over)."""
+        problems: List[str] = []
+
+        def settled() -> bool:
+            problems[:] = self.placement_problems(load, members)
+            return not problems
+
+        if not poll(settled, self.join_bound(), 0.5):
+            self.fail_with("%d placement problems, e.g.:\n  %s" % (len(problems), "\n  ".join(problems[:10])))
+
+    def test_nodes_join_and_leave_three_racks_under_load(self) -> None:
+        fx = self.start_cluster("scaleout", ONE_DC, BLOCK, {"enable_gossip": True, "gos_interval": GOS_INTERVAL})
+        first = [fx.rack_node("dc1", "rack%d" % i) for i in (1, 2, 3)]
+        load = PushLoad([fx.client(n) for n in first])
+        load.start()
+        self.addCleanup(load.halt)
+        if not poll(lambda: load.batches >= 20, 10 * fx.layout.timeout()):
+            self.fail_with("the load made no progress: %d batches, errors %r" % (load.batches, load.errors[:3]))
+
+        seed = fx.rack_node("dc1", "rack2").seed
+        joiners = {}
+        joiners["rack1"] = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, BLOCK + 3), rack="rack1",
+                                            tokens=str(2 ** 31), dyn_seeds=[seed], bootstrap=True)
+        self.wait_status(["%s:%d" % joiners["rack1"].dyn_address], "NORMAL", "rack 1's join")
+        for i, rack in ((4, "rack2"), (5, "rack3")):
+            joiners[rack] = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, BLOCK + i), rack=rack,
+                                             tokens="auto", dyn_seeds=[seed], bootstrap=True)
+        names = {rack: "%s:%d" % process.dyn_address for rack, process in joiners.items()}
+        self.wait_status([names["rack2"], names["rack3"]], "NORMAL", "racks 2 and 3's joins")
+        # tokens: auto took the middle of the largest range (the whole ring: token 0 alone)
+        self.assertEqual(self.entry(first[0], names["rack3"])["tokens"], [2 ** 31])
+        batches = load.batches
+        if not poll(lambda: load.batches >= batches + 20, 10 * fx.layout.timeout()):
+            self.fail_with("the load stalled after the joins")
+        load.halt()
+        self.assertEqual(load.errors, [])
+        self.assertEqual(load.nil_reads, [])
+        members = {rack: [(fx.peer_name(n), n.tokens[0], fx.backend(n))] for rack, n in zip(
+            ("rack1", "rack2", "rack3"), first)}
+        for rack, process in joiners.items():
+            token = self.entry(first[0], names[rack])["tokens"][0]
+            members[rack].append((names[rack], token, backend_of(process)))
+        self.check_placement(load, members)
