@@ -10,6 +10,9 @@ stop (SIGTERM) under load.
   from DNS is dropped.
 - ``florida_provider`` reads Dynomite's seed list from an HTTP server
   (twisted.web) the test starts.
+- IPv6: three nodes bound to ``[::]`` reach each other over ``::1``; one
+  names itself by ``dyn_advertise``, the others by their own entry in a
+  shared ``dyn_seeds`` list.
 - A writer goes through rack 1's node while rack 2's node gets SIGTERM:
   the node exits by itself, its peers show it DOWN as soon as it is gone
   (within one membership tick, not ``peer_down_after``), /ready follows its
@@ -21,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import socket
 import time
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import yaml
 from twisted.internet import defer
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from dynomite.config.model import NodeConfig
 from dynomite.launcher.cluster import Cluster, ClusterNode
@@ -62,6 +66,46 @@ def wildcard_ports(count: int) -> List[int]:
         if port not in chosen and port_busy("0.0.0.0", port) is None:
             chosen.append(port)
     return chosen
+
+
+def ipv6_ports(count: int) -> List[int]:
+    """``count`` of `wildcard_ports` also free on ``::`` (a dual-stack listener takes both)."""
+    chosen: List[int] = []
+    while len(chosen) < count:
+        for port in wildcard_ports(count):
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("::", port))
+                except OSError:
+                    continue
+            if port not in chosen and len(chosen) < count:
+                chosen.append(port)
+    return chosen
+
+
+def no_ipv6_loopback() -> str:
+    """Why ``::1`` cannot be listened on here ("" if it can)."""
+    if not socket.has_ipv6:
+        return "Python was built without IPv6"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"no IPv6 loopback on this machine (bind ::1: {e.strerror or e})"
+    return ""
+
+
+def tcp6_listeners() -> List[Tuple[str, int]]:
+    """(address in /proc/net/tcp6's hex, port) of every IPv6 TCP listener of this network namespace."""
+    out = []
+    with open("/proc/net/tcp6") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":   # LISTEN
+                host, port = fields[1].split(":")
+                out.append((host, int(port, 16)))
+    return out
 
 
 def ready(node: ClusterNode) -> Tuple[int, str]:
@@ -134,6 +178,63 @@ class DnsSeedTests(FaultTestCase):
         self.assertTrue(poll(lambda: fx.peer_name(r3) not in (fx.try_info(r1) or {"peers": {}})["peers"], bound),
                         "rack 3's node stayed a peer after it left DNS")
         self.assertIn("seed list applied", fx.log_text(r1))
+
+
+class Ipv6Tests(FaultTestCase):
+    """Nodes on the IPv6 wildcard, reached by their peers over ::1."""
+
+    def setUp(self) -> None:
+        reason = no_ipv6_loopback()
+        if reason:
+            raise SkipTest(reason)
+
+    def test_nodes_on_the_ipv6_wildcard_reach_each_other_over_ipv6(self) -> None:
+        """
+        Every node's dyn_listen is ``[::]:P``.  Rack 1's node names itself
+        by ``dyn_advertise: [::1]:P`` and lists only the others; racks 2 and
+        3 have no dyn_advertise and are named by their own entry of the
+        seed list they share.  All link up over ::1, each names the others
+        ``[::1]:P``, and writes through any node reach every rack.
+        """
+        write_configs = Cluster.write_configs
+        names: Dict[str, str] = {}
+
+        def on_ipv6(cluster: Cluster) -> List[str]:
+            ports = ipv6_ports(len(cluster.nodes))
+            paths = write_configs(cluster)
+            seeds = {n.name: f"[::1]:{port}:{n.rack}:{n.dc}:{','.join(map(str, n.tokens))}"
+                     for n, port in zip(cluster.nodes, ports)}
+            for i, (n, port) in enumerate(zip(cluster.nodes, ports)):
+                names[n.name] = f"[::1]:{port}"
+                with open(n.config_path) as f:
+                    doc = yaml.safe_load(f)
+                pool = doc[cluster.name]
+                pool["dyn_listen"] = f"[::]:{port}"
+                if i == 0:
+                    pool["dyn_advertise"] = names[n.name]
+                    pool["dyn_seeds"] = [seeds[o.name] for o in cluster.nodes if o is not n]
+                else:
+                    pool["dyn_seeds"] = list(seeds.values())
+                with open(n.config_path, "w") as f:
+                    yaml.safe_dump(doc, f)
+            return paths
+
+        self.patch(Cluster, "write_configs", on_ipv6)
+        fx = self.start_cluster("ipv6", ONE_DC, 191)
+        nodes = [fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
+        listening = tcp6_listeners()
+        for n in nodes:
+            self.assertEqual(fx.info(n)["name"], names[n.name])
+            self.assertEqual(fx.info(n)["peers"], {names[o.name]: "UP" for o in nodes if o is not n},
+                             f"peers of {n.name}")
+            port = int(names[n.name].rsplit(":", 1)[1])
+            self.assertIn(("0" * 32, port), listening, f"{n.name} does not listen on [::]:{port}")
+        data = {}
+        for i in range(30):
+            via = nodes[i % 3]
+            self.assertIs(fx.client(via).set(f"v6:{i}", f"via {via.name}"), True)
+            data[f"v6:{i}"] = f"via {via.name}"
+        self.assertHolding(nodes, data, 5, "writes between nodes linked over IPv6")
 
 
 class GracefulStopTests(FaultTestCase):
