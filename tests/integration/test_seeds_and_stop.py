@@ -15,8 +15,13 @@ stop (SIGTERM) under load.
   shared ``dyn_seeds`` list.
 - A writer goes through rack 1's node while rack 2's node gets SIGTERM:
   the node exits by itself, its peers show it DOWN as soon as it is gone
-  (within one membership tick, not ``peer_down_after``), /ready follows its
-  state, and after a restart every acknowledged write is on every replica.
+  (within one membership tick, not ``peer_down_after``) and say it told
+  them it was leaving, /ready follows its state, and after a restart every
+  acknowledged write is on every replica.
+- SIGTERM while a client of that node is blocked, with a pipeline queued
+  behind: new connections are refused at once, the blocked command and
+  every request queued behind it are answered, then the connection is
+  closed; the writes are on every replica.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from dynomite.peers.seeds import SeedError, make_source
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
 from tests.integration.fixtures.dns_server import DnsServer
+from tests.integration.fixtures.resp import ConnectionClosed, RawConnection, decode_reply, encode_command
 from tests.integration.fixtures.writer import merged
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
@@ -263,6 +269,7 @@ class GracefulStopTests(FaultTestCase):
                         "peers took peer_down_after to notice a graceful stop")
         log = fx.log_text(r2)
         self.assertIn("leaving: clients drained, hints flushed", log)
+        self.assertToldLeaving(fx, r2, [r1, r3])
         self.wait_acked(writers, sum(len(w.acked) for w in writers) + 200)   # writes go on without it
 
         r2.node_process.spawn()
@@ -281,6 +288,61 @@ class GracefulStopTests(FaultTestCase):
         self.assertGreater(sum(1 for w in writers for t, _ in w.ack_times if stopped_at < t < exited_at + 1), 0,
                            "no write was acknowledged around the stop: nothing was tested")
         self.assertHolding([r1, r2, r3], acked, 30, f"{len(acked)} writes around {r2.name}'s SIGTERM")
+
+
+    def assertToldLeaving(self, fx, leaving: ClusterNode, peers: List[ClusterNode]) -> None:
+        """
+        Each of ``peers`` heard ``leaving`` say so (a heartbeat, before its
+        connections closed) and marked it DOWN then, not after peer_down_after.
+        """
+        for peer in peers:
+            self.assertIn(f"peer {fx.peer_name(leaving)} is leaving: DOWN now", fx.log_text(peer),
+                          f"{peer.name} was not told that {leaving.name} was leaving")
+
+    def test_sigterm_answers_what_clients_sent_and_refuses_new_ones(self) -> None:
+        fx = self.start_cluster("inflight", ONE_DC, 211)
+        r1, r2, r3 = (fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3))
+        timeout = fx.layout.timeout()
+        block = timeout / 2   # answered within the time a graceful stop gives clients
+        queued = {f"inflight:{i}": f"v{i}" for i in range(50)}
+        conn = RawConnection(*r2.client_address, timeout=timeout * 2 + fx.layout.peer_down_after() + 5)
+        self.addCleanup(conn.close)
+        conn.send(encode_command("BLPOP", "inflight:empty", f"{block:.2f}")
+                  + b"".join(encode_command("SET", k, v) for k, v in queued.items()))
+        time.sleep(block / 4)   # the node has read the pipeline; BLPOP waits, the SETs behind it
+        sent_term = time.monotonic()
+        r2.node_process.terminate()
+        refused = poll(lambda: port_refuses(r2.client_address), block / 2, 0.01)
+        refused_at = time.monotonic()
+        self.assertTrue(refused, f"{r2.name} still accepted clients {block / 2:.2f}s after SIGTERM")
+        replies = []
+        try:
+            for _ in range(1 + len(queued)):
+                replies.append(decode_reply(conn.read_reply()))
+        except ConnectionClosed as e:
+            self.fail(f"connection closed after {len(replies)} replies {replies[:3]} at"
+                      f" +{time.monotonic() - sent_term:.2f}s from SIGTERM: {e}")
+        answered_at = time.monotonic()
+        self.assertLess(refused_at, answered_at, "new clients refused only after the blocked one was answered")
+        self.assertEqual(replies, [None] + [b"OK"] * len(queued),
+                         "the blocked command and the pipeline queued behind it at SIGTERM")
+        self.assertGreater(answered_at - sent_term, block / 2, "the blocked command was cut short")
+        self.assertTrue(conn.closed_by_peer(timeout * 2 + fx.layout.peer_down_after()),
+                        "the connection stayed open after its replies")
+        self.assertTrue(r2.node_process.wait(timeout * 2 + fx.layout.peer_down_after() + 5))
+        self.assertToldLeaving(fx, r2, [r1, r3])
+        self.assertHolding([r1, r2, r3], queued, 5, "writes answered during a graceful stop")
+
+
+def port_refuses(address: Tuple[str, int]) -> bool:
+    """Whether a TCP connection to ``address`` is refused."""
+    try:
+        socket.create_connection(address, timeout=1.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 class FloridaTests(TestCase):
