@@ -9,7 +9,9 @@ stop (SIGTERM) under load.
   within a few ``gos_interval``; writes reach every rack; a node removed
   from DNS is dropped.
 - ``florida_provider`` reads Dynomite's seed list from an HTTP server
-  (twisted.web) the test starts.
+  (twisted.web) the test starts; nodes polling one (an HTTP server on a
+  thread of the test) link up with the peers it lists and drop the one it
+  stops listing.
 - IPv6: three nodes bound to ``[::]`` reach each other over ``::1``; one
   names itself by ``dyn_advertise``, the others by their own entry in a
   shared ``dyn_seeds`` list.
@@ -30,6 +32,7 @@ import dataclasses
 import os
 import random
 import socket
+import threading
 import time
 from typing import Dict, List, Tuple
 
@@ -183,6 +186,85 @@ class DnsSeedTests(FaultTestCase):
         dns.publish(self.records([r1, r2]))
         self.assertTrue(poll(lambda: fx.peer_name(r3) not in (fx.try_info(r1) or {"peers": {}})["peers"], bound),
                         "rack 3's node stayed a peer after it left DNS")
+        self.assertIn("seed list applied", fx.log_text(r1))
+
+
+class SeedListServer:
+    """Dynomite's florida seed list (``GET /REST/v1/admin/get_seeds``) served from ``body``, on a thread."""
+
+    PATH = "/REST/v1/admin/get_seeds"
+
+    def __init__(self, host: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = server.body.encode() if self.path == server.PATH else b""
+                self.send_response(200 if self.path == server.PATH else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.body = ""
+        self.http = ThreadingHTTPServer((host, 0), Handler)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.http.server_address[:2]
+        return f"http://{host}:{port}{self.PATH}"
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.thread.join(10)
+
+
+class FloridaSeedTests(FaultTestCase):
+    def test_nodes_join_and_leave_through_the_florida_seed_list(self) -> None:
+        florida = SeedListServer(address(OWN_CLUSTERS_SUBNET, 80))
+        self.addCleanup(florida.stop)
+        write_configs = Cluster.write_configs
+
+        def without_seeds(cluster: Cluster) -> List[str]:
+            paths = write_configs(cluster)
+            for n in cluster.nodes:
+                with open(n.config_path) as f:
+                    doc = yaml.safe_load(f)
+                doc[cluster.name]["dyn_seeds"] = []
+                with open(n.config_path, "w") as f:
+                    yaml.safe_dump(doc, f)
+            return paths
+
+        self.patch(Cluster, "write_configs", without_seeds)
+        fx = self.start_cluster("florida", ONE_DC, 221, {
+            "dyn_seed_provider": "florida_provider", "florida_url": florida.url,
+            "gos_interval": GOS_INTERVAL})
+        r1, r2, r3 = nodes = [fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
+        self.assertEqual(fx.info(r1)["peers"], {}, "the nodes knew each other before the seed list said anything")
+        bound = 10 * GOS_INTERVAL / 1000 + fx.layout.peer_down_after()
+
+        florida.body = f"{r1.seed}|{r2.seed}"
+        if not poll(lambda: fx.peer_state_seen_by(r1, r2) == "UP" and fx.peer_state_seen_by(r2, r1) == "UP", bound):
+            self.fail_with("rack 1 and 2 did not link up through the florida seed list", nodes)
+        self.assertNotIn(fx.peer_name(r3), fx.info(r1)["peers"])
+
+        florida.body = "|".join(n.seed for n in nodes)
+        if not poll(lambda: all(fx.peer_state_seen_by(a, b) == "UP" for a in nodes for b in nodes if a is not b),
+                    bound):
+            self.fail_with("the nodes do not all see each other UP through the florida seed list", nodes)
+        fx.client(r3).set("florida", "joined")
+        self.assertHolding(nodes, {"florida": "joined"}, 5, "a write after joining through florida")
+
+        florida.body = f"{r1.seed}|{r2.seed}"
+        self.assertTrue(poll(lambda: fx.peer_name(r3) not in (fx.try_info(r1) or {"peers": {}})["peers"], bound),
+                        "rack 3's node stayed a peer after it left the seed list")
         self.assertIn("seed list applied", fx.log_text(r1))
 
 
