@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_plugin -*-
+# -*- test-case-name: tests.unit.test_plugin,tests.unit.test_graceful_stop -*-
 """
 The service tree of one node, built from a validated `NodeConfig`.
 
