@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_plugin -*-
+# -*- test-case-name: tests.unit.test_plugin,tests.unit.test_graceful_stop -*-
 """
 The service tree of one node, built from a validated `NodeConfig`.
 
@@ -236,9 +236,10 @@ def graceful_stop(service: NodeService, clock):
     """
     Stop one node without losing what it acknowledged or forwarded:
 
-    1. stop accepting clients; connected ones are read no more and closed
-       once the replies to what they sent are written (at most ``timeout``;
-       the rest are then cut);
+    1. stop accepting clients; connected ones are read no more, and closed
+       once every request read from them is answered, those waiting behind
+       a write or a blocked command included (at most ``timeout``; the rest
+       are then cut);
     2. wait for the writes forwarded to replicas to be answered or hinted
        (at most ``timeout`` more), then fsync every hint log;
     3. tell every peer this node is leaving (a heartbeat saying so, on each
@@ -254,9 +255,13 @@ def graceful_stop(service: NodeService, clock):
     if service.tls_client_listener is not None:
         yield service.removeService(service.tls_client_listener)
     node = parts.node
+    deadline = clock.seconds() + config.timeout
+    for client in list(node.clients):
+        client.stop_reading()
+    yield _until(clock, lambda: all(c.settled for c in node.clients), deadline)
     for client in list(node.clients):
         client.drain()
-    if not (yield _until(clock, lambda: not node.clients, clock.seconds() + config.timeout)):
+    if not (yield _until(clock, lambda: not node.clients, deadline)):
         log.warn("{n} clients still waiting after {s}s; closing them", n=len(node.clients), s=config.timeout)
         for client in list(node.clients):
             client.transport.abortConnection()

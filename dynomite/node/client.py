@@ -143,6 +143,8 @@ class ClientProtocol(Protocol):
         self.releasing = False   # held requests are going on (`Node.release_held`)
         #: waiting in a blocking command (`dynomite.node.blocking`): later requests wait too
         self.blocked = False
+        #: the node is stopping (`stop_reading`): nothing more is read
+        self.reading_stopped = False
         self.writes_pending = 0
         self.held: Optional[Deque[tuple]] = None
         self.connected = False
@@ -336,6 +338,7 @@ class ClientProtocol(Protocol):
         self._requests -= answered
         if (
             self._paused_outstanding
+            and not self.reading_stopped
             and self._outstanding <= self._max_outstanding // 2
             and self._requests <= MAX_OUTSTANDING_REQUESTS // 2
         ):
@@ -365,6 +368,21 @@ class ClientProtocol(Protocol):
         self._paused_outstanding = True
         self.transport.pauseProducing()
         self._close_after_replies()
+
+    def stop_reading(self) -> None:
+        """
+        The node is stopping: read nothing more.  Unlike `drain`, what was
+        read is still answered, the requests waiting behind a write or a
+        blocked command included; `settled` says when it all was.
+        """
+        self.reading_stopped = True
+        self._paused_outstanding = True
+        self.transport.pauseProducing()
+
+    @property
+    def settled(self) -> bool:
+        """No request read from this client waits for its reply (queued, held, or blocked)."""
+        return not self.queue and not self.held and not self.blocked
 
     def _close_after_replies(self) -> None:
         self.session.quitting = True

@@ -19,7 +19,9 @@ a DNS server the test runs (``TxtAddressing``: TXT and A records).
 named ``dynomite-<dc>-<rack>-<ordinal>`` found by the SRV records of a
 headless service (``dns_seed_type: srv``), advertising and resolving
 stable pod names through that DNS server as their only resolver; a pod
-restarted leaves DNS meanwhile and keeps its place in the ring.  Every
+restarted leaves DNS meanwhile and keeps its place in the ring; a pod
+rescheduled with a new address is reached again by its name (each
+reconnection resolves it again).  Every
 namespace, link, rule and resolver file is removed
 afterwards, also when a test fails; the processes are stopped by the PIDs
 the fixture started.  Needs root (``ip netns``) and nftables, which
@@ -30,6 +32,7 @@ Run: ``.venv/bin/trial tests.integration.test_multihost``.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import signal
@@ -52,6 +55,8 @@ from tests.integration.fixtures.netns import (
     CUT_TABLE, Addressing, Network, NetnsClusterFixture, namespaces, unavailable,
 )
 
+#: The nftables table that keeps peers off a moved pod's old address.
+MOVED_TABLE = "dynomite_test_moved"
 ONE_DC_THREE_RACKS = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 SETTINGS = {**SHORT_TIMEOUTS, "peer_heartbeat_interval": 500, "resume_timeout": 10000}
 
@@ -364,6 +369,60 @@ class KubernetesDnsTests(MultiHostTests):
         self.wait_progress(writer, pod, time.monotonic(), "after its restart")
         writer.finish()
         self.assertAllHeld(writer.acked, f"after {pod.name} left DNS and came back")
+
+
+    def test_pod_with_a_new_address_is_reached_by_its_name(self) -> None:
+        """
+        A pod rescheduled elsewhere: stopped, back with a new address (DNS
+        says so), its old address serving peers no more (nftables drops
+        peer connections to it).  Its peers, which know it only by name,
+        resolve the name again when they reconnect and reach it at the new
+        address: UP, NORMAL, and writes reach it again.
+        """
+        fx = self.start_hosts("newip")
+        addressing = fx.addressing
+        assert isinstance(addressing, SrvAddressing)
+        pod = fx.node("dc1-rack2-0")
+        others = [o for o in fx.nodes if o is not pod]
+        host = fx.host_of(pod)
+        old, new = host.address, str(ipaddress.ip_address(host.address) + 100)
+        self.assertIn(ipaddress.ip_address(new), fx.network.subnet)
+        status = pod.node_process.stop(STOP_WITHIN)
+        if status == -signal.SIGKILL:
+            self.fail_with(f"{pod.name} did not exit on SIGTERM within {STOP_WITHIN:g} s")
+        for observer in others:
+            self.wait_peer_state(observer, pod, "DOWN", DOWN_WITHIN)
+        host.run(["ip", "addr", "add", f"{new}/{fx.network.subnet.prefixlen}", "dev", "eth0"])
+        # The old address is another pod's now, or nobody's: peers get no answer there.
+        # (Its redis-server and admin port stay on it: the test reads them there.)
+        host.run(["nft", "-f", "-"], stdin=f"""
+        table inet {MOVED_TABLE} {{
+            chain input {{
+                type filter hook input priority 0; policy accept;
+                iifname "eth0" ip daddr {old} tcp dport {pod.peer_address[1]} drop
+            }}
+        }}
+        """)
+        addressing.move(pod, new)
+        pod.node_process.start()
+        for observer in others:
+            self.wait_peer_state(observer, pod, "UP", NORMAL_WITHIN)
+        fx.wait_normal(NORMAL_WITHIN)
+        for observer in others:
+            remote = self.peer_addresses(observer, pod)
+            self.assertIn(new, remote, f"{observer.name} reaches {pod.name} at {remote}, not at {new}")
+            self.assertNotIn(old, remote, f"{observer.name} still connected to {pod.name}'s old address")
+        data = {}
+        for i, via in enumerate(fx.nodes * 20):
+            data[f"moved:{i}"] = via.name
+            self.assertIs(fx.client(via).set(f"moved:{i}", via.name), True)
+        self.assertAllHeld(data, f"after {pod.name} moved to {new}")
+
+    def peer_addresses(self, observer: ClusterNode, peer: ClusterNode) -> List[str]:
+        """The addresses ``observer``'s established connections to ``peer``'s peer port go to."""
+        out = self.fx.host_of(observer).run(["ss", "-Hnt", "state", "established",
+                                             f"( dport = :{peer.peer_address[1]} )"])
+        return [line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
 
 
 class NetworkTeardownTests(FaultTestCase):

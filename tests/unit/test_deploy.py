@@ -33,7 +33,6 @@ import kubernetes_validate
 import yaml
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from dynomite.config.keys import KEYS
 from dynomite.config.model import NodeConfig
 from dynomite.peers.seeds import srv_seeds
 
@@ -48,25 +47,14 @@ UNIT = os.path.join(ROOT, "deploy", "systemd", "dynomite@.service")
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 RING = 2 ** 32
 
-#: Keys of issue 16's addressing work the loader may not know yet (they are
-#: dropped, and named, before loading a rendered config with such a loader).
-ADDRESSING_KEYS = ("dyn_advertise",)
-
-
 def graceful_stop_bound(config: NodeConfig) -> float:
     """Seconds a SIGTERM'd node may take: clients (timeout), forwarded writes (timeout), peers (peer_down_after)."""
     return 2 * config.timeout + config.peer_down_after
 
 
 def load_config(path: str) -> NodeConfig:
-    """``path`` through dynomite's loader (see :data:`ADDRESSING_KEYS`)."""
-    with open(path) as f:
-        doc = yaml.safe_load(f)
-    for pool in doc.values():
-        for key in ADDRESSING_KEYS:
-            if key not in KEYS:
-                pool.pop(key, None)
-    return NodeConfig.from_dict(doc, path)
+    """``path`` through dynomite's own loader: every key the deploy files set must be one it knows."""
+    return NodeConfig.from_yaml(path)
 
 
 # -- Dockerfile ----------------------------------------------------------------
