@@ -12,6 +12,7 @@ from typing import Callable, Dict, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.placement.hashing import key_hash
+from dynomite.repair.script import dump_request
 
 from tests.cluster.inprocess import InProcessCluster, InProcessNode, make_cluster
 
@@ -120,6 +121,31 @@ class ScaleOutTests(SynchronousTestCase):
             self.assertIsNone(node.parts.topology.node(NEW), node.name)
         self.load.clients.pop()
         self.check_placement(self.first)
+
+    def test_only_the_keys_leader_copies_them(self) -> None:
+        cluster = self.cluster
+        seed = cluster.node("dc1", "rack2")
+        entry = "%s:rack2:dc1:%d" % (seed.name, seed.config.tokens[0])
+        new = cluster.add_node(NEW, "dc1", "rack1", 2 ** 31, [entry], bootstrap=True)
+        wait_for(cluster, lambda: new.parts.scaleout.phase == "copying", 30.0, self.load)
+        router = self.first[0].parts.router
+        moving = [k for k in (b"k%d" % i for i in range(500)) if router.route(k, True, "DC_ONE").pending]
+        plan = router.route(moving[0], True, "DC_ONE")
+        leader = cluster.by_name[plan.leaders[0].name]
+        other = next(n for n in self.first if n is not leader)
+        answers = []
+
+        class Answer:
+            complete = fail = answers.append
+
+        other.parts.replica._copy(dump_request(moving[:1]), Answer)
+        self.assertEqual(answers, [b"-ERR not the leader of these keys here\r\n"])
+        apart = next(k for k in moving if router.route(k, True, "DC_ONE") is not plan)
+        leader.parts.replica._copy(dump_request([moving[0], apart]), Answer)
+        self.assertEqual(answers[1], b"-ERR copy of keys with different replicas here\r\n")
+        leader.parts.replica._copy(dump_request(moving[:1]), Answer)
+        cluster.settle()
+        self.assertEqual(answers[2], b":1\r\n")
 
     def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
         self.assertEqual(self.first[0].parts.scaleout.decommission(),
