@@ -23,7 +23,7 @@ from dynomite.placement.hashing import key_hash
 from dynomite.placement.ring import Ring
 from tests.integration.fixtures.cases import FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll
-from tests.integration.fixtures.joiners import backend_of, start_extra_node
+from tests.integration.fixtures.joiners import AdminOf, backend_of, start_extra_node
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
 #: 127.7.<worker>.x block of this module: the cluster, then three joiners
@@ -108,7 +108,7 @@ class ScaleOutUnderLoadTests(FaultTestCase):
             self.fail_with("%s: not %s after %.0f s: %r" % (
                 what, status, self.join_bound(), [[self.entry(n, name) for name in names] for n in first]))
 
-    def placement_problems(self, load: PushLoad, members: Dict[str, List]) -> List[str]:
+    def placement_problems(self, load, members: Dict[str, List]) -> List[str]:
         """Keys not on exactly their owner in each rack, or not as acknowledged (members: rack -> [(name, token, backend)])."""
         problems = []
         every = list(load.lists) + list(load.strings)
@@ -133,7 +133,7 @@ class ScaleOutUnderLoadTests(FaultTestCase):
                         key, rack, backends[owner].get(key), load.strings[key]))
         return problems
 
-    def check_placement(self, load: PushLoad, members: Dict[str, List]) -> None:
+    def check_placement(self, load, members: Dict[str, List]) -> None:
         """Every key settles on exactly its owner (the cleanup runs one grace after the cut-over)."""
         problems: List[str] = []
 
@@ -177,3 +177,60 @@ class ScaleOutUnderLoadTests(FaultTestCase):
             token = self.entry(first[0], names[rack])["tokens"][0]
             members[rack].append((names[rack], token, backend_of(process)))
         self.check_placement(load, members)
+
+    def test_a_join_killed_halfway_leaves_the_old_owners_serving_and_ends_on_restart(self) -> None:
+        fx = self.start_cluster("scaleout-kill", ONE_DC, BLOCK + 10,
+                                {"enable_gossip": True, "gos_interval": GOS_INTERVAL})
+        first = [fx.rack_node("dc1", "rack%d" % i) for i in (1, 2, 3)]
+        written = _Written()
+        pipe = fx.client(first[0]).pipeline(transaction=False)
+        for i in range(KEYS):
+            pipe.set("so:str:%d" % i, b"v%d" % i)
+            written.strings["so:str:%d" % i] = b"v%d" % i
+        pipe.execute()
+        # a slow copy (repair_rate keys scanned per second), killed once it has begun
+        joiner = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, BLOCK + 13), rack="rack1",
+                                  tokens=str(2 ** 31), dyn_seeds=[fx.rack_node("dc1", "rack2").seed],
+                                  bootstrap=True, repair_rate=KEYS // 5)
+        name = "%s:%d" % joiner.dyn_address
+        backend = backend_of(joiner)
+        if not poll(lambda: backend.dbsize() >= 50, self.join_bound()):
+            self.fail_with("the join's copy did not begin")
+        joiner.kill()
+        self.assertLess(backend.dbsize(), KEYS // 2, "killed halfway, not at the end")
+        self.assertEqual(self.entry(first[0], name).get("status"), "JOINING")
+        # the old owners serve every key, and take writes
+        for n in first:
+            names = sorted(written.strings)
+            values = fx.client(n).mget(names)
+            missing = [k for k, v in zip(names, values) if v != written.strings[k]]
+            self.assertEqual(missing, [], "read through %s with the joiner dead" % n.name)
+            self.assertTrue(fx.client(n).set("so:str:during:%s" % n.name, b"w"))
+            written.strings["so:str:during:%s" % n.name] = b"w"
+        # started again, it goes on from its state file and ends the join
+        joiner.spawn()
+        joiner.wait_ready()
+        self.wait_status([name], "NORMAL", "the restarted join")
+        members = {rack: [(fx.peer_name(n), n.tokens[0], fx.backend(n))] for rack, n in zip(
+            ("rack1", "rack2", "rack3"), first)}
+        members["rack1"].append((name, 2 ** 31, backend))
+        self.check_placement(written, members)
+        # restarted once more, with bootstrap still in its file: it is a member, not a joiner
+        held = backend.dbsize()
+        joiner.kill()
+        joiner.spawn()
+        joiner.wait_ready()
+        self.assertEqual(self.entry(AdminOf(joiner), name).get("status"), "NORMAL")
+        self.assertEqual(backend.dbsize(), held, "a member's Redis is not flushed again")
+
+
+#: keys written before the join that is killed
+KEYS = 2000
+
+
+class _Written:
+    """What a test wrote, in the shape `placement_problems` reads."""
+
+    def __init__(self) -> None:
+        self.lists: Dict[str, List[bytes]] = {}
+        self.strings: Dict[str, bytes] = {}
