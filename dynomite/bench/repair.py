@@ -36,17 +36,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from dynomite.repair.run import PHASES
 
-from . import dataset, digests
-from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, measure, say
+from . import clientruns, dataset, digests
+from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, say
+from .clientruns import ClientRuns
 from .interpreters import cpython
-from .redisbench import BenchmarkError
 from .repairwatch import Admin, MachineLoad, Poll, finish, start_repair
 from .side_bench import run_side_bench
 from .targets import KINDS, NodeTarget
@@ -56,8 +55,6 @@ __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
 FULL_KEYS, QUICK_KEYS = 1_000_000, 100_000
 #: redis-benchmark requests per measured run
 FULL_REQUESTS, QUICK_REQUESTS = 200_000, 50_000
-#: client runs that may fail (and are left out) before the benchmark gives up
-MAX_CLIENT_ERRORS = 3
 #: a damaged key's expiry is this far ahead of the load (ms)
 EXPIRY_AHEAD_MS = 2 * 3600 * 1000
 
@@ -110,35 +107,11 @@ def repair_figures(polls: Sequence[Poll], result: Dict[str, Any]) -> Dict[str, A
 
 
 def summarize_throughput(samples: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per test: the median ops/s alone and during the repair, and their ratio."""
-    rows = []
-    for test in dict.fromkeys(s["test"] for s in samples):
-        alone = [s["rps"] for s in samples if s["test"] == test and not s["during_repair"]]
-        during = [s["rps"] for s in samples if s["test"] == test and s["during_repair"]]
-        a = statistics.median(alone) if alone else None
-        d = statistics.median(during) if during else None
-        others = [[s.get("other_cpu_s") for s in samples if s["test"] == test and s["during_repair"] is flag]
-                  for flag in (False, True)]
-        rows.append({"test": test, "rps_alone": a, "rps_during": d, "runs_alone": len(alone),
-                     "runs_during": len(during), "ratio": d / a if a and d is not None else None,
-                     "other_cpu_alone_s": _median(others[0]), "other_cpu_during_s": _median(others[1]),
-                     "during_by_phase": _by_phase([s for s in samples if s["test"] == test and s["during_repair"]])})
-    return rows
+    """Per test: the median ops/s alone and during the repair, and their ratio (`clientruns.summarize_throughput`)."""
+    return clientruns.summarize_throughput(samples, PHASES, "during_repair")
 
 
-def _by_phase(samples: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-    """The median ops/s of the runs that ended in each phase, in phase order."""
-    return {phase: statistics.median(s["rps"] for s in samples if s.get("phase") == phase)
-            for phase in PHASES if any(s.get("phase") == phase for s in samples)}
-
-
-def _median(values: Sequence[Optional[float]]) -> Optional[float]:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
-
-
-def _num(value: Optional[float], spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+_num = clientruns.num
 
 
 def format_report(doc: Dict[str, Any]) -> str:
@@ -157,20 +130,8 @@ def format_report(doc: Dict[str, Any]) -> str:
                      f"{_num(f['repaired_per_s'], ',.0f'):>12}{f['keys_differing']:>10,}{f['keys_repaired']:>9,}"
                      f"{r['still_differing']:>6,}{r['second_run']['keys_differing']:>8,}")
     for r in doc["repairs"]:
-        m = r.get("machine") or {}
-        if m.get("machine_busy") is not None:
-            lines.append(f"during {r['name']}: machine {m['machine_busy']:.0%} busy; CPU s: cluster {m['cluster_cpu_s']},"
-                         f" this benchmark and its client {m['bench_cpu_s']}, other processes {m['other_cpu_s']}")
-    lines += ["", "client (redis-benchmark -c 50 -P 16 through rack 1's node), ops/s:",
-              f"{'test':<5}{'alone':>10}{'during':>10}{'ratio':>7}   other processes' CPU s per run, alone / during"]
-    for row in doc["throughput"]["summary"]:
-        lines.append(f"{row['test']:<5}{_num(row['rps_alone'], ',.0f'):>10}{_num(row['rps_during'], ',.0f'):>10}"
-                     f"{_num(row['ratio'], '.2f') + 'x':>7}   {_num(row.get('other_cpu_alone_s'), '.1f')}"
-                     f" / {_num(row.get('other_cpu_during_s'), '.1f')}")
-        phases = row.get("during_by_phase") or {}
-        if phases:
-            lines.append("      during, by the phase a run ended in: "
-                         + ", ".join(f"{phase} {rps:,.0f}" for phase, rps in phases.items()))
+        lines += clientruns.format_machine(f"during {r['name']}", r.get("machine"))
+    lines += [""] + clientruns.format_client_table(doc["throughput"]["summary"])
     m = doc["digest_method"]
     lines += ["", f"digest method, one Redis of {m['script']['keys']:,} keys:"]
     for label, key in (("(a) repair script (Lua, in Redis)", "script"),
@@ -206,44 +167,7 @@ class RepairBench:
         self.target = NodeTarget(KINDS["dc_one"], cpython(), workdir, NODE_BASE)
         self.expiry_ms = int(time.time() * 1000) + EXPIRY_AHEAD_MS
         self.damaged = [dataset.key_name(i) for i, _, _ in dataset.damage_plan(keys)]
-        self.samples: List[Dict[str, Any]] = []
-        self.client_errors: List[str] = []
-
-    def client_runs(self, during: bool, keep_going: Callable[[], bool],
-                    phase: Callable[[], Optional[str]] = lambda: None) -> None:
-        """
-        SET and GET runs through rack 1's node, while ``keep_going()``
-        (checked before each); each sample notes the repair's phase at its
-        end (``phase()``).
-        """
-        failed = 0
-        while keep_going():
-            for test in self.settings.tests:
-                try:
-                    run = measure(self.target, test, self.settings.pipeline, self.requests, self.settings, 0,
-                                  self.workdir)
-                except BenchmarkError as e:
-                    # one run lost (a signal from outside, a timeout) leaves the repair to finish
-                    self.client_errors.append(str(e).splitlines()[0])
-                    say(f"client {test}: {self.client_errors[-1]}")
-                    failed += 1
-                    if failed >= MAX_CLIENT_ERRORS:
-                        raise
-                    continue
-                if during and not keep_going():
-                    return   # the repair ended during this run: it counts for neither
-                self.samples.append({"test": test, "during_repair": during, "rps": run.rps,
-                                     "p99_ms": run.p99_ms, "node_us_per_op": run.node_us_per_op,
-                                     "other_cpu_s": run.other_cpu_s, "wall_s": run.wall_s, "phase": phase()})
-                say(f"client {test} {'during the repair' if during else 'alone':>17}: {run.rps:,.0f} ops/s")
-
-    def alone(self) -> None:
-        left = [self.rounds]
-
-        def more() -> bool:
-            left[0] -= 1
-            return left[0] >= 0
-        self.client_runs(False, more)
+        self.client = ClientRuns(self.target, settings, requests, workdir, "repair", "during_repair")
 
     def repair(self, name: str, rate: Optional[int], clients: Sequence[dataset.DirectRedis],
                admin: Admin, with_client: bool) -> Dict[str, Any]:
@@ -251,7 +175,7 @@ class RepairBench:
         load = MachineLoad(self.target.node_pids + self.target.redis_pids)
         watch = start_repair(admin, rate)
         if with_client:
-            self.client_runs(True, lambda: not watch.done, lambda: watch.polls[-1][1] if watch.polls else None)
+            self.client.run(True, lambda: not watch.done, lambda: watch.polls[-1][1] if watch.polls else None)
         result = finish(watch)
         machine = load.since()
         figures = repair_figures(watch.polls, result)
@@ -278,12 +202,11 @@ class RepairBench:
                 client.send_checked(dataset.load_commands(self.keys, self.expiry_ms))
             load_s = (time.monotonic() - began) / len(clients)
             say("client warm-up ...")
-            for test in self.settings.tests:   # a node's first runs after a start are slower
-                measure(target, test, self.settings.pipeline, self.requests, self.settings, 0, self.workdir)
-            self.alone()
+            self.client.warm_up()
+            self.client.alone(self.rounds)
             damage = dataset.damage(clients, self.keys, self.expiry_ms)
             repairs = [self.repair("default rate", None, clients, admin, True)]
-            self.alone()
+            self.client.alone(self.rounds)
             dataset.damage(clients, self.keys, self.expiry_ms)
             repairs.append(self.repair("rate=0", 0, clients, admin, False))
             say("digest method: the repair script, then SCAN + DUMP ...")
@@ -302,8 +225,8 @@ class RepairBench:
             "keys": self.keys, "damaged": len(self.damaged), "damage": damage, "load_s": round(load_s, 2),
             "default_rate": rate, "repairs": repairs,
             "throughput": {"settings": self.settings.to_json(), "requests": self.requests,
-                           "samples": self.samples, "errors": self.client_errors,
-                           "summary": summarize_throughput(self.samples)},
+                           "samples": self.client.samples, "errors": self.client.errors,
+                           "summary": summarize_throughput(self.client.samples)},
             "digest_method": {"script": lua, "dump": dump, "seed_check": seed,
                               "speed_ratio": (lua["keys_per_second"] / dump["keys_per_second"]
                                               if dump["keys_per_second"] else None)},
