@@ -34,8 +34,6 @@ Results go to ``.bench/results/repair.json``.  It is opt-in
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -43,11 +41,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from dynomite.repair.run import PHASES
 
 from . import clientruns, dataset, digests
-from .benchmark import DEFAULT_JSON, NODE_BASE, Settings, say
+from .benchmark import NODE_BASE, Settings, say
 from .clientruns import ClientRuns
 from .interpreters import cpython
 from .repairwatch import Admin, MachineLoad, Poll, finish, start_repair
-from .side_bench import run_side_bench
+from .side_bench import cluster_args, cluster_parser, run_side_bench
 from .targets import KINDS, NodeTarget
 
 __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
@@ -233,36 +231,11 @@ class RepairBench:
         }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynomite-bench-repair", description=__doc__.split("\n\n")[1])
-    p.add_argument("--keys", type=int, metavar="N", help=f"keys loaded (default {FULL_KEYS:,})")
-    p.add_argument("--quick", action="store_true", help=f"{QUICK_KEYS:,} keys, shorter client runs")
-    p.add_argument("-n", "--requests", type=int, metavar="N", help="redis-benchmark requests per client run")
-    p.add_argument("--rounds", type=int, default=2, help="SET+GET rounds alone, before and after (default 2)")
-    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), "repair.json"), metavar="PATH",
-                   help="results (default .bench/results/repair.json)")
-    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
-    p.add_argument("--keep", action="store_true", help="keep the workdir")
-    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
-    return p
-
-
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """The command line, with ``keys`` and ``requests`` resolved; exits with usage on nonsense."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    args.keys = args.keys if args.keys is not None else (QUICK_KEYS if args.quick else FULL_KEYS)
-    args.requests = args.requests if args.requests is not None else (
-        QUICK_REQUESTS if args.quick else FULL_REQUESTS)
-    if args.keys < 1000:
-        parser.error("--keys must be at least 1000")
-    if args.requests < 1000:
-        parser.error("--requests must be at least 1000")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    if shutil.which(args.redis_benchmark) is None:
-        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
-    return args
+    parser = cluster_parser("dynomite-bench-repair", __doc__.split("\n\n")[1], (FULL_KEYS, QUICK_KEYS),
+                            (FULL_REQUESTS, QUICK_REQUESTS), "repair.json")
+    return cluster_args(parser, argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -17,14 +17,14 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 from dynomite.launcher.cluster import ClusterError
 
 from .benchmark import DEFAULT_JSON, Settings, say
 from .redisbench import BenchmarkError
 
-__all__ = ["run_side_bench", "side_parser", "side_settings"]
+__all__ = ["cluster_args", "cluster_parser", "run_side_bench", "side_parser", "side_settings"]
 
 
 def side_parser(prog: str, description: str, quick: int, full: int, results: str) -> argparse.ArgumentParser:
@@ -42,6 +42,45 @@ def side_parser(prog: str, description: str, quick: int, full: int, results: str
     p.add_argument("--keep", action="store_true", help="keep the workdir")
     p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
     return p
+
+
+def cluster_parser(prog: str, description: str, keys: Tuple[int, int], requests: Tuple[int, int],
+                   results: str) -> argparse.ArgumentParser:
+    """
+    The options of the cluster benchmarks that load keys, then run their
+    client beside something (repair, scale-out): ``keys`` and
+    ``requests`` are (full, quick) defaults; the caller adds its own.
+    """
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--keys", type=int, metavar="N", help=f"keys loaded (default {keys[0]:,})")
+    p.add_argument("--quick", action="store_true", help=f"{keys[1]:,} keys, shorter client runs")
+    p.add_argument("-n", "--requests", type=int, metavar="N",
+                   help=f"redis-benchmark requests per client run (default {requests[0]:,}, quick {requests[1]:,})")
+    p.add_argument("--rounds", type=int, default=2, help="SET+GET rounds of the client alone (default 2)")
+    p.add_argument("--json", default=os.path.join(os.path.dirname(DEFAULT_JSON), results), metavar="PATH",
+                   help=f"results (default .bench/results/{results})")
+    p.add_argument("--workdir", metavar="DIR", help="configs and logs (default: a temporary directory)")
+    p.add_argument("--keep", action="store_true", help="keep the workdir")
+    p.add_argument("--redis-benchmark", default="redis-benchmark", metavar="PATH", help="redis-benchmark program")
+    p.set_defaults(cluster_defaults=(keys, requests))
+    return p
+
+
+def cluster_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """`cluster_parser`'s command line, with ``keys`` and ``requests`` resolved; exits with usage on nonsense."""
+    args = parser.parse_args(argv)
+    keys, requests = args.cluster_defaults
+    args.keys = args.keys if args.keys is not None else keys[1 if args.quick else 0]
+    args.requests = args.requests if args.requests is not None else requests[1 if args.quick else 0]
+    if args.keys < 1000:
+        parser.error("--keys must be at least 1000")
+    if args.requests < 1000:
+        parser.error("--requests must be at least 1000")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if shutil.which(args.redis_benchmark) is None:
+        parser.error(f"{args.redis_benchmark} not found: install redis-tools (apt-get install redis-tools)")
+    return args
 
 
 def side_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, quick: int, full: int,

@@ -261,11 +261,12 @@ class NodeTarget(Target):
     to the other racks at the kind's read and write consistency.  A TLS
     kind gets a test CA and certificates (tools/make-test-certs), runs
     every peer link over TLS, and its nodes take clients on ``tls_listen``
-    only (the topology's ``clients: tls``).
+    only (the topology's ``clients: tls``).  ``settings`` are more node
+    settings of every node (``enable_gossip``...).
     """
 
     def __init__(self, kind: TargetKind, interpreter: Interpreter, workdir: str, base_address: str,
-                 timeout_ms: int = 5000) -> None:
+                 timeout_ms: int = 5000, settings: Optional[Dict[str, Any]] = None) -> None:
         self.kind = kind
         self.interpreter = interpreter
         topology = {
@@ -275,6 +276,7 @@ class NodeTarget(Target):
                 "read_consistency": kind.consistency,
                 "write_consistency": kind.consistency,
                 "timeout": timeout_ms,
+                **(settings or {}),
             },
         }
         directory = os.path.join(workdir, self.id.replace("/", "-"))
