@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: all setup redis openssl test-tools test demo bench bench-hostile bench-blocked bench-repair clean
+.PHONY: all setup redis openssl test-tools test demo bench bench-hostile bench-blocked bench-repair bench-scaleout clean
 
 all: setup
 
@@ -49,6 +49,10 @@ bench-blocked: setup
 # Anti-entropy repair of 1,000,000 keys (100,000 differing), and the client meanwhile (opt-in, 15-20 minutes)
 bench-repair: setup
 	$(BIN)/dynomite-bench-repair
+
+# A node joins a rack of 200,000 keys while a client runs: keys/s copied, the client's throughput (opt-in, about 5 minutes)
+bench-scaleout: setup
+	$(BIN)/dynomite-bench-scaleout
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp* twisted/plugins/dropin.cache
