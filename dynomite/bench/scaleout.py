@@ -122,13 +122,14 @@ def format_report(doc: Dict[str, Any]) -> str:
     lines = [f"{doc['keys']:,} keys on 3 racks (1 DC x 3 racks x 1 node), loaded in {doc['load_s']:.1f} s per Redis;"
              f" a second node joins rack 1 (tokens: auto), write timeout {doc['timeout_ms']} ms", ""]
     head = "".join(f"{p:>13}" for p in phases)
-    lines.append(f"{'join':<16}{'wall s':>8}{head}{'copied':>9}{'copied/s':>10}{'DBSIZE/s':>10}"
+    lines.append(f"{'join':<16}{'wall s':>8}{head}{'copied':>9}{'copied/s':>10}{'scanned/s':>10}{'DBSIZE/s':>10}"
                  f"{'misplaced':>10}{'missing':>8}")
     for j in joins:
         f, p = j["figures"], j["placement"]
         cells = "".join(f"{num(f['phases_s'].get(ph), '.1f'):>13}" for ph in phases)
         lines.append(f"{j['name']:<16}{f['wall_s']:>8.1f}{cells}{num(f['copied'], ',d'):>9}"
-                     f"{num(f['copied_per_s'], ',.0f'):>10}{num(f['dbsize_per_s'], ',.0f'):>10}"
+                     f"{num(f['copied_per_s'], ',.0f'):>10}{num(f['scanned_per_s'], ',.0f'):>10}"
+                     f"{num(f['dbsize_per_s'], ',.0f'):>10}"
                      f"{p['misplaced']:>10,}{p['missing']:>8,}")
     for j in joins:
         p = j["placement"]
