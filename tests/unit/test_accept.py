@@ -113,6 +113,14 @@ class BudgetedPortTests(SynchronousTestCase):
         port.on_delayed = self.delayed.append
         return port, factory, reactor
 
+    def read_until_paused(self, port, reactor, most: int = 100) -> int:
+        """Read the port (at most ``most`` turns) until it stops reading; how many turns it took."""
+        for turns in range(1, most + 1):
+            port.doRead()
+            if port not in reactor.readers:
+                return turns
+        return most
+
     def run_flood(self, port, reactor, seconds: float, step: float = 0.001) -> None:
         """The reactor for ``seconds``: a turn every ``step`` reads the port while it is reading."""
         for _ in range(int(round(seconds / step))):
@@ -134,10 +142,7 @@ class BudgetedPortTests(SynchronousTestCase):
     def test_a_spent_budget_stops_reading_until_the_next_token(self) -> None:
         port, factory, reactor = self.port(500, rate=1000)
         port.startReading()
-        turns = 0
-        while port in reactor.readers:
-            port.doRead()
-            turns += 1
+        turns = self.read_until_paused(port, reactor)
         # the burst, in turns of ACCEPTS_PER_TURN, then one that finds it spent
         self.assertEqual((len(factory.built), turns), (100, -(-100 // ACCEPTS_PER_TURN) + 1))
         port.doRead()   # a stray call changes nothing
@@ -169,15 +174,14 @@ class BudgetedPortTests(SynchronousTestCase):
         self.assertTrue(30 - ACCEPTS_PER_TURN <= late <= 30, late)   # beyond the burst of 100, less a turn
         port.socket.waiting = 5   # a quiet moment later: on time
         reactor.advance(1.0)
-        while port.socket.waiting:
+        for _ in range(5):
             port.doRead()
         self.assertEqual((len(factory.built), sum(self.delayed)), (135, late))
 
     def test_closing_cancels_the_pending_resume(self) -> None:
         port, factory, reactor = self.port(500, rate=100)
         port.startReading()
-        while port in reactor.readers:
-            port.doRead()
+        self.read_until_paused(port, reactor)
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
         port.connectionLost(None)
         self.assertEqual(reactor.getDelayedCalls(), [])
@@ -203,3 +207,26 @@ class BoundedServerEndpointTests(SynchronousTestCase):
         unbounded = self.successResultOf(BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1").listen(Factory()))
         self.addCleanup(unbounded.stopListening)
         self.assertIsNone(unbounded.budget)
+
+
+class NodeListenerTests(SynchronousTestCase):
+    """A node's client ports get ``client_accept_rate``; what they take late is counted."""
+
+    def service(self, **settings):
+        from twisted.internet.task import Clock
+
+        from dynomite.service import NodeService
+        from tests.fakes import node_config
+        return NodeService(node_config(data_dir=self.mktemp(), stats_listen="127.0.0.1:0", listen="127.0.0.1:0",
+                                       **settings), Clock())
+
+    def test_the_rate_reaches_the_client_port_and_late_accepts_are_counted(self) -> None:
+        service = self.service(client_accept_rate=300)
+        endpoint = service.client_listener.endpoint
+        self.assertEqual(endpoint.accept_rate, 300)
+        endpoint.on_delayed(7)
+        endpoint.on_delayed(2)
+        self.assertEqual(service.parts.metrics.client_limits["accept_rate"], 9)
+
+    def test_no_rate_by_default(self) -> None:
+        self.assertEqual(self.service().client_listener.endpoint.accept_rate, 0)
