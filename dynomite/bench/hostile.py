@@ -23,7 +23,10 @@ over the connections the attacker opened).
 ``--node-python NAME=PATH`` adds a node run by another venv's Python (an
 older checkout installed in its own venv): every node is measured alone
 and under attack in the same rounds, in an order that rotates by round,
-so two versions of the code compare within one run.
+so two versions of the code compare within one run.  ``--accept-rate N``
+sets ``client_accept_rate`` on this checkout's node only (the others keep
+their default): with ``--node-python same=<this venv's python>`` the bound
+is measured on and off in the same rounds.
 
 The attacker, the benchmark client, the node and its redis-server share
 this machine's cores, and real hostile traffic comes from other hosts: an

@@ -21,7 +21,7 @@ accepts a second, a tenth of a second's worth at once) the port takes no
 more: when the budget is spent it stops reading its socket until the next
 token, and connections wait in the kernel's backlog (beyond ``backlog``,
 the kernel drops their SYNs and the client retries, as for any full
-backlog).  The connections accepted after a pause or a turn the budget
+backlog); it reads again once a turn's worth of accepts is allowed.  The connections accepted after a pause or a turn the budget
 cut short, up to the turn that finds the backlog empty, are reported
 (``on_delayed``) as delayed by the limit.
 
@@ -71,9 +71,9 @@ class AcceptBudget:
     def spend(self, accepts: int) -> None:
         self._tokens -= accepts
 
-    def wait(self) -> float:
-        """Seconds from the last `available` until one more accept is allowed."""
-        return max(0.0, (1.0 - self._tokens) / self.rate)
+    def wait(self, accepts: int = 1) -> float:
+        """Seconds from the last `available` until ``accepts`` more are allowed (at most the burst)."""
+        return max(0.0, (min(float(accepts), self.burst) - self._tokens) / self.rate)
 
 
 class BoundedPort(tcp.Port):
@@ -114,7 +114,9 @@ class BoundedPort(tcp.Port):
             if self._resume_call is not None:   # already waiting for the next token
                 return None
             self.stopReading()
-            self._resume_call = self.reactor.callLater(budget.wait(), self._resume)
+            # a turn's worth, not one: a wake-up per accept would cut the
+            # clients' turns short as much as the accepts themselves
+            self._resume_call = self.reactor.callLater(budget.wait(self.accepts_per_turn), self._resume)
             return None
         late = self._delaying
         clipped = allowed < self._number_accepts

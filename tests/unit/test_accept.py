@@ -89,6 +89,8 @@ class AcceptBudgetTests(SynchronousTestCase):
         budget.spend(100)
         self.assertEqual(budget.available(0.0), 0)
         self.assertAlmostEqual(budget.wait(), 0.001)
+        self.assertAlmostEqual(budget.wait(16), 0.016)
+        self.assertAlmostEqual(budget.wait(500), 0.1)   # never more than the burst
         self.assertEqual(budget.available(0.0105), 10)
         self.assertEqual(budget.available(60.0), 100)   # saved up to the burst, no more
         self.assertEqual(AcceptBudget(50, now=0.0).burst, ACCEPTS_PER_TURN)
@@ -147,11 +149,13 @@ class BudgetedPortTests(SynchronousTestCase):
         self.assertEqual((len(factory.built), turns), (100, -(-100 // ACCEPTS_PER_TURN) + 1))
         port.doRead()   # a stray call changes nothing
         self.assertEqual(len(factory.built), 100)
-        self.assertEqual(len(reactor.getDelayedCalls()), 1)
-        reactor.advance(0.001)
+        [resume] = reactor.getDelayedCalls()
+        # it waits for a turn's worth, not for each accept: 16 at 1,000 a second
+        self.assertAlmostEqual(resume.getTime(), ACCEPTS_PER_TURN / 1000)
+        reactor.advance(ACCEPTS_PER_TURN / 1000)
         self.assertIn(port, reactor.readers)
         port.doRead()
-        self.assertEqual((len(factory.built), self.delayed), (101, [1]))
+        self.assertEqual((len(factory.built), self.delayed), (100 + ACCEPTS_PER_TURN, [ACCEPTS_PER_TURN]))
 
     def test_under_the_rate_nothing_is_late(self) -> None:
         port, factory, reactor = self.port(0, rate=1000)
