@@ -17,8 +17,9 @@ __all__ = ["BUCKETS", "CLIENT_LIMITS", "PUBSUB_EVENTS", "FAMILIES", "REQUEST_RES
 #: Why the node closes or refuses a client connection: ``maxclients``
 #: reached, idle past ``client_idle_timeout``, a request not completed
 #: within ``client_read_timeout``, a subscriber's unread messages beyond
-#: its output buffer limit (``pubsub_output_*``).
-CLIENT_LIMITS = ("maxclients", "idle", "read_timeout", "output_buffer")
+#: its output buffer limit (``pubsub_output_*``); and a connection accepted
+#: late because its port's ``client_accept_rate`` was spent.
+CLIENT_LIMITS = ("maxclients", "idle", "read_timeout", "output_buffer", "accept_rate")
 
 #: What happens to pub/sub messages on a node: published by its clients,
 #: received from other nodes, delivered to its subscriptions, dropped (not

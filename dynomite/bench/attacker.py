@@ -15,6 +15,13 @@ reset. It prints ``ready`` once the first wave is connected, and on
 SIGTERM or SIGINT one JSON line of counts: connections opened, refused,
 payload bytes sent, its own CPU seconds. Standard library only, one
 thread, so it costs the machine as little as a flood of connections can.
+
+`CpuCap` puts it where hostile traffic from other hosts would be: in a
+cgroup of its own with a CPU quota (cgroup v2 ``cpu.max``, or v1
+``cpu.cfs_quota_us`` where that is what is mounted) and at nice 19, so
+that what it takes from the node, the node's Redis and the measured client
+on a shared machine is bounded and reported.  Without a writable cgroup
+CPU controller it falls back to nice 19 alone and says so.
 """
 
 from __future__ import annotations
@@ -30,9 +37,9 @@ import socket
 import struct
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["attack", "hostile_payload", "main"]
+__all__ = ["CpuCap", "attack", "cgroup_cpu_dirs", "hostile_payload", "main"]
 
 #: The node's max_request_bytes is at most this in the bench (its default is 64 MB).
 BIG = 64 * 1024 * 1024
@@ -135,6 +142,126 @@ def attack(host: str, port: int, wave: int, hold: float, seed: int, stopping, re
     result["seconds"] = round(time.monotonic() - started, 3)
     result["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
     return result
+
+
+#: The CFS period the quota is given over (the kernel's default).
+PERIOD_US = 100000
+
+
+def cgroup_cpu_dirs(mountinfo: str, self_cgroup: str) -> List[Tuple[int, str]]:
+    """
+    (version, directory) of this process's own cgroup for every hierarchy
+    with a CPU controller, v2 first: from the texts of /proc/self/mountinfo
+    and /proc/self/cgroup.
+    """
+    own: Dict[str, str] = {}
+    for line in self_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            own[parts[1]] = parts[2]
+    found: List[Tuple[int, str]] = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        root, mount = fields[3], fields[4]
+        fstype, _, options = (line.split(" - ", 1)[1].split() + ["", ""])[:3]
+        if fstype == "cgroup2":
+            version, path = 2, own.get("")
+        elif fstype == "cgroup" and "cpu" in options.split(","):
+            version = 1
+            path = next((v for k, v in own.items() if "cpu" in k.split(",")), None)
+        else:
+            continue
+        if path is None:
+            continue
+        rel = path[len(root):] if root != "/" and path.startswith(root) else path
+        found.append((version, os.path.normpath(mount + "/" + rel.lstrip("/"))))
+    return sorted(found)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class CpuCap:
+    """
+    Where the attacker runs: at nice 19 and, when this machine lets us, in
+    a cgroup of its own with ``cores`` CPUs' worth of quota.  `preexec` is
+    the child's ``preexec_fn``; `close` removes the cgroup (after the child
+    is gone).  ``how`` says in words what was done.
+    """
+
+    def __init__(self, cores: float, name: str, base: Optional[Sequence[Tuple[int, str]]] = None) -> None:
+        self.cores = cores
+        self.directory: Optional[str] = None
+        self.version = 0
+        failures = []
+        if base is None:
+            try:
+                with open("/proc/self/mountinfo") as m, open("/proc/self/cgroup") as c:
+                    base = cgroup_cpu_dirs(m.read(), c.read())
+            except OSError:
+                base = []
+        quota = max(1000, int(cores * PERIOD_US))
+        for version, parent in base:
+            directory = os.path.join(parent, name)
+            try:
+                if version == 2:
+                    with open(os.path.join(parent, "cgroup.controllers")) as f:
+                        if "cpu" not in f.read().split():
+                            raise OSError("no cpu controller in %s" % parent)
+                    os.makedirs(directory, exist_ok=True)
+                    if not os.path.exists(os.path.join(directory, "cpu.max")):
+                        _write(os.path.join(parent, "cgroup.subtree_control"), "+cpu")
+                    _write(os.path.join(directory, "cpu.max"), "%d %d" % (quota, PERIOD_US))
+                else:
+                    os.makedirs(directory, exist_ok=True)
+                    _write(os.path.join(directory, "cpu.cfs_period_us"), str(PERIOD_US))
+                    _write(os.path.join(directory, "cpu.cfs_quota_us"), str(quota))
+            except OSError as e:
+                failures.append(str(e))
+                _rmdir(directory)
+                continue
+            self.directory, self.version = directory, version
+            break
+        if self.directory is not None:
+            self.how = "cgroup v%d %s, quota %.2f CPU, nice 19" % (self.version, self.directory, cores)
+        else:
+            self.how = "nice 19 only (no writable cgroup CPU controller%s)" % (
+                ": " + failures[-1] if failures else "")
+
+    def preexec(self) -> None:
+        """In the child, before exec: join the cgroup, lower the priority."""
+        if self.directory is not None:
+            _write(os.path.join(self.directory, "cgroup.procs"), str(os.getpid()))
+        os.nice(19)
+
+    def throttled_s(self) -> float:
+        """Seconds the quota held the attacker back so far (0 without a cgroup)."""
+        if self.directory is None:
+            return 0.0
+        try:
+            with open(os.path.join(self.directory, "cpu.stat")) as f:
+                stat = dict(line.split() for line in f if len(line.split()) == 2)
+        except OSError:
+            return 0.0
+        if "throttled_usec" in stat:
+            return int(stat["throttled_usec"]) / 1e6
+        return int(stat.get("throttled_time", 0)) / 1e9
+
+    def close(self) -> None:
+        if self.directory is not None:
+            _rmdir(self.directory)
+            self.directory = None
+
+
+def _rmdir(directory: str) -> None:
+    try:
+        os.rmdir(directory)
+    except OSError:
+        pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

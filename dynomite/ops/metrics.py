@@ -70,7 +70,8 @@ CATALOGUE: Tuple[Spec, ...] = (
          "Time from reading a request to writing its reply.", ("op",)),
     Spec("dynomite_client_protocol_errors_total", "counter", "Connections closed for a protocol error.", ("reason",)),
     Spec("dynomite_client_limits_total", "counter",
-         "Client connections refused (maxclients) or closed (idle, read_timeout) by a limit.", ("reason",)),
+         "Client connections refused (maxclients), closed (idle, read_timeout, output_buffer)"
+         " or accepted late (accept_rate) by a limit.", ("reason",)),
     Spec("dynomite_auth_failures_total", "counter",
          "Failed AUTH and HELLO AUTH attempts: wrongpass, or throttled (too many failures from the address).",
          ("reason",)),

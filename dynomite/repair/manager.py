@@ -54,7 +54,7 @@ READ_REPAIRS_PENDING = 64
 
 
 class RepairBusy(Exception):
-    """A repair is already running on this node."""
+    """A repair is already running on this node, or a node is joining or leaving."""
 
 
 class Repairs:
@@ -99,6 +99,10 @@ class Repairs:
         if self.current is not None:
             raise RepairBusy("a repair is running since %.0f" % self.current.progress.started)
         topology = self._topology()
+        if topology.moving:
+            # its restores would bypass the leaders, whose copies keep a
+            # joining node's keys in their order (`dynomite.scaleout`)
+            raise RepairBusy("a node is joining or leaving; repair once the move is done")
         dcs = topology.datacenters if options.all_datacenters else (topology.local.datacenter,)
         run = RepairRun(Scope(topology, dcs), self._send, self._clock, self._tag, options, self._count)
         self.current = run
@@ -139,7 +143,8 @@ class Repairs:
         if self._suspect_empty and (self.warmup is None or self.warmup.progress.finished is not None):
             self._suspect_empty = False
             self._check_empty()
-        if self.interval and self.current is None and now - self._last_pass >= self.interval:
+        if (self.interval and self.current is None and now - self._last_pass >= self.interval
+                and not self._topology().moving):
             self._last_pass = now
             self.start(RepairOptions(rate=self.rate))
 

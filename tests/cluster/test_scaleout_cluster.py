@@ -12,6 +12,8 @@ from typing import Callable, Dict, List
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.placement.hashing import key_hash
+from dynomite.repair.manager import RepairBusy
+from dynomite.repair.run import RepairOptions
 from dynomite.repair.script import dump_request
 
 from tests.cluster.inprocess import InProcessCluster, InProcessNode, make_cluster
@@ -146,6 +148,9 @@ class ScaleOutTests(SynchronousTestCase):
         leader.parts.replica._copy(dump_request(moving[:1]), Answer)
         cluster.settle()
         self.assertEqual(answers[2], b":1\r\n")
+        # a repair's restores would bypass the leaders: none while a range moves
+        with self.assertRaises(RepairBusy):
+            leader.parts.repairs.start(RepairOptions())
 
     def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
         self.assertEqual(self.first[0].parts.scaleout.decommission(),

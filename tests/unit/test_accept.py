@@ -1,6 +1,7 @@
 """
 `dynomite.runtime.accept`: a client port accepts a bounded number of
-connections per reactor turn, however many wait.
+connections per reactor turn, however many wait, and with an accept
+budget no more a second than its rate; what it took late is reported.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ import errno
 from typing import List
 
 from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.runtime.accept import ACCEPTS_PER_TURN, BoundedPort, BoundedServerEndpoint
+from dynomite.runtime.accept import ACCEPTS_PER_TURN, AcceptBudget, BoundedPort, BoundedServerEndpoint
 
 
 class WaitingConnections:
@@ -30,6 +31,9 @@ class WaitingConnections:
 
     def close(self) -> None:
         self.closed += 1
+
+    def shutdown(self, how: int) -> None:
+        pass
 
 
 class RefusingFactory(Factory):
@@ -77,6 +81,116 @@ class BoundedPortTests(SynchronousTestCase):
         self.assertEqual(len(factory.built), 5)
 
 
+class AcceptBudgetTests(SynchronousTestCase):
+    def test_rate_and_burst(self) -> None:
+        budget = AcceptBudget(1000, now=0.0)
+        self.assertEqual(budget.burst, 100)   # a tenth of a second's worth
+        self.assertEqual(budget.available(0.0), 100)
+        budget.spend(100)
+        self.assertEqual(budget.available(0.0), 0)
+        self.assertAlmostEqual(budget.wait(), 0.001)
+        self.assertAlmostEqual(budget.wait(16), 0.016)
+        self.assertAlmostEqual(budget.wait(500), 0.1)   # never more than the burst
+        self.assertEqual(budget.available(0.0105), 10)
+        self.assertEqual(budget.available(60.0), 100)   # saved up to the burst, no more
+        self.assertEqual(AcceptBudget(50, now=0.0).burst, ACCEPTS_PER_TURN)
+
+    def test_a_rate_must_be_positive(self) -> None:
+        self.assertRaises(ValueError, AcceptBudget, 0, 0.0)
+
+
+class BudgetedPortTests(SynchronousTestCase):
+    """A `BoundedPort` with an `AcceptBudget`, on a fake clock."""
+
+    def port(self, waiting: int, rate: int):
+        reactor = MemoryReactorClock()
+        factory = RefusingFactory()
+        port = BoundedPort(0, factory, 50, "127.0.0.1", reactor)
+        port.numberAccepts = 100
+        port.socket = WaitingConnections(waiting)
+        port.fileno = lambda: 7
+        port.connected = True
+        port.budget = AcceptBudget(rate, reactor.seconds())
+        self.delayed: List[int] = []
+        port.on_delayed = self.delayed.append
+        return port, factory, reactor
+
+    def read_until_paused(self, port, reactor, most: int = 100) -> int:
+        """Read the port (at most ``most`` turns) until it stops reading; how many turns it took."""
+        for turns in range(1, most + 1):
+            port.doRead()
+            if port not in reactor.readers:
+                return turns
+        return most
+
+    def run_flood(self, port, reactor, seconds: float, step: float = 0.001) -> None:
+        """The reactor for ``seconds``: a turn every ``step`` reads the port while it is reading."""
+        for _ in range(int(round(seconds / step))):
+            if port in reactor.readers:
+                port.doRead()
+            reactor.advance(step)
+
+    def test_a_flood_is_accepted_at_the_rate(self) -> None:
+        port, factory, reactor = self.port(5000, rate=1000)
+        port.startReading()
+        self.run_flood(port, reactor, 2.0)
+        # the burst of 100, then 1,000 a second: about 2,100 in 2 s, not 5,000
+        self.assertTrue(2000 <= len(factory.built) <= 2110, len(factory.built))
+        self.assertEqual(port.socket.waiting, 5000 - len(factory.built))
+        # every connection after the burst and the turn that spent it was late
+        late = sum(self.delayed)
+        self.assertTrue(len(factory.built) - 100 - ACCEPTS_PER_TURN <= late < len(factory.built) - 100, late)
+
+    def test_a_spent_budget_stops_reading_until_the_next_token(self) -> None:
+        port, factory, reactor = self.port(500, rate=1000)
+        port.startReading()
+        turns = self.read_until_paused(port, reactor)
+        # the burst, in turns of ACCEPTS_PER_TURN, then one that finds it spent
+        self.assertEqual((len(factory.built), turns), (100, -(-100 // ACCEPTS_PER_TURN) + 1))
+        port.doRead()   # a stray call changes nothing
+        self.assertEqual(len(factory.built), 100)
+        [resume] = reactor.getDelayedCalls()
+        # it waits for a turn's worth, not for each accept: 16 at 1,000 a second
+        self.assertAlmostEqual(resume.getTime(), ACCEPTS_PER_TURN / 1000)
+        reactor.advance(ACCEPTS_PER_TURN / 1000)
+        self.assertIn(port, reactor.readers)
+        port.doRead()
+        self.assertEqual((len(factory.built), self.delayed), (100 + ACCEPTS_PER_TURN, [ACCEPTS_PER_TURN]))
+
+    def test_under_the_rate_nothing_is_late(self) -> None:
+        port, factory, reactor = self.port(0, rate=1000)
+        port.startReading()
+        for _ in range(20):   # 20 connections a turn, a turn every 50 ms: 400 a second
+            port.socket.waiting += 20
+            port.doRead()
+            port.doRead()
+            reactor.advance(0.05)
+        self.assertEqual(len(factory.built), 400)
+        self.assertEqual(self.delayed, [])
+        self.assertIn(port, reactor.readers)
+
+    def test_late_counting_stops_once_the_backlog_is_empty(self) -> None:
+        port, factory, reactor = self.port(130, rate=1000)
+        port.startReading()
+        self.run_flood(port, reactor, 0.1)
+        late = sum(self.delayed)
+        self.assertEqual(len(factory.built), 130)
+        self.assertTrue(30 - ACCEPTS_PER_TURN <= late <= 30, late)   # beyond the burst of 100, less a turn
+        port.socket.waiting = 5   # a quiet moment later: on time
+        reactor.advance(1.0)
+        for _ in range(5):
+            port.doRead()
+        self.assertEqual((len(factory.built), sum(self.delayed)), (135, late))
+
+    def test_closing_cancels_the_pending_resume(self) -> None:
+        port, factory, reactor = self.port(500, rate=100)
+        port.startReading()
+        self.read_until_paused(port, reactor)
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        port.connectionLost(None)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
+
 class BoundedServerEndpointTests(SynchronousTestCase):
     def test_other_reactors_listen_as_usual(self) -> None:
         reactor = MemoryReactor()
@@ -85,3 +199,38 @@ class BoundedServerEndpointTests(SynchronousTestCase):
         self.successResultOf(endpoint.listen(factory))
         [(port, got, backlog, interface)] = reactor.tcpServers
         self.assertEqual((port, got, backlog, interface), (6379, factory, 128, "::1"))
+
+    def test_a_real_port_gets_its_budget_and_reporter(self) -> None:
+        from twisted.internet import reactor
+        delayed: List[int] = []
+        endpoint = BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1", accept_rate=250, on_delayed=delayed.append)
+        port = self.successResultOf(endpoint.listen(Factory()))
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, BoundedPort)
+        self.assertEqual((port.budget.rate, port.on_delayed), (250, delayed.append))
+        unbounded = self.successResultOf(BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1").listen(Factory()))
+        self.addCleanup(unbounded.stopListening)
+        self.assertIsNone(unbounded.budget)
+
+
+class NodeListenerTests(SynchronousTestCase):
+    """A node's client ports get ``client_accept_rate``; what they take late is counted."""
+
+    def service(self, **settings):
+        from twisted.internet.task import Clock
+
+        from dynomite.service import NodeService
+        from tests.fakes import node_config
+        return NodeService(node_config(data_dir=self.mktemp(), stats_listen="127.0.0.1:0", listen="127.0.0.1:0",
+                                       **settings), Clock())
+
+    def test_the_rate_reaches_the_client_port_and_late_accepts_are_counted(self) -> None:
+        service = self.service(client_accept_rate=300)
+        endpoint = service.client_listener.endpoint
+        self.assertEqual(endpoint.accept_rate, 300)
+        endpoint.on_delayed(7)
+        endpoint.on_delayed(2)
+        self.assertEqual(service.parts.metrics.client_limits["accept_rate"], 9)
+
+    def test_no_rate_by_default(self) -> None:
+        self.assertEqual(self.service().client_listener.endpoint.accept_rate, 0)

@@ -108,7 +108,7 @@ class ReadPathTests(SynchronousTestCase):
         self.assertEqual(info["client"], {"connections": 1, "accepted": 3,
                                           "protocol_errors": {"malformed": 0, "oversize": 0},
                                           "limits": {"maxclients": 0, "idle": 0, "read_timeout": 0,
-                                                     "output_buffer": 0},
+                                                     "output_buffer": 0, "accept_rate": 0},
                                           "requests": {"string": {"ok": 5, "error": 1}}})
         self.assertEqual(info["latency_seconds"]["write"]["count"], 1)
         self.assertEqual(info["datastore"]["requests"]["ok"], 7)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.bench import hostile
-from dynomite.bench.attacker import hostile_payload
-from dynomite.bench.hostile import Sample, format_rows, summarize
+from dynomite.bench.attacker import CpuCap, cgroup_cpu_dirs, hostile_payload
+from dynomite.bench.hostile import CAPPED, SHARED, Sample, check, format_rows, summarize
 from dynomite.wire.requests import make_request_parser
 
 
@@ -57,7 +58,7 @@ class SummaryTests(SynchronousTestCase):
         self.assertEqual((row["ratio"], row["ratio_min"], row["ratio_max"]), (0.8, 0.3, 0.9))
         self.assertEqual((row["rps_alone"], row["rps_attacked"], row["hostile_per_s"]), (100.0, 40.0, 1100.0))
         self.assertEqual(row["attacker_cpu_s"], 1.5)
-        self.assertIsNone(by_test["GET"]["ratio"])
+        self.assertNotIn("GET", by_test)   # never attacked: no row to compare
         table = format_rows(summarize(samples))
         self.assertIn("0.80x", table)
         self.assertIn("0.30-0.90", table)
@@ -80,10 +81,111 @@ class NodeComparisonTests(SynchronousTestCase):
         self.assertIn("250", table)
 
 
+class AttackerModeTests(SynchronousTestCase):
+    def samples(self):
+        def run(round_no, mode, rps, us_per_op, cpu_s=0.0, opened=0):
+            return Sample(round_no, "SET", bool(mode), rps, 1.0, 2.0, us_per_op, opened / 2.0, cpu_s, 0,
+                          "cpython", 100000, opened, mode, 2.0 if mode else 0.0)
+        return [run(1, "", 100.0, 3.0), run(1, SHARED, 70.0, 4.0, 0.6, 5000), run(1, CAPPED, 95.0, 3.3, 0.4, 4000),
+                run(2, CAPPED, 92.0, 3.0, 0.5, 4200), run(2, "", 100.0, 3.0), run(2, SHARED, 60.0, 5.0, 0.8, 5200)]
+
+    def test_each_attacker_is_compared_with_the_same_rounds_alone(self):
+        rows = {row["attacker"]: row for row in summarize(self.samples())}
+        self.assertEqual(set(rows), {SHARED, CAPPED})
+        shared, capped = rows[SHARED], rows[CAPPED]
+        self.assertEqual((shared["ratio_min"], shared["ratio_max"]), (0.6, 0.7))
+        self.assertEqual((capped["ratio_min"], capped["ratio_max"]), (0.92, 0.95))
+        # operations per node CPU second: 3/4 and 3/5 for shared, 3/3.3 and 3/3 capped
+        self.assertAlmostEqual(shared["ratio_per_node_cpu"], (0.75 + 0.6) / 2)
+        self.assertAlmostEqual(capped["ratio_per_node_cpu"], (3 / 3.3 + 1.0) / 2)
+        # CPU seconds over the seconds the attacker ran: in CPUs
+        self.assertAlmostEqual(shared["attacker_cpus"], 1.4 / 4.0)
+        self.assertEqual(capped["hostile_opened"], 8200)
+        table = format_rows(summarize(self.samples()))
+        self.assertIn(CAPPED, table)
+        self.assertIn("0.95x", table)   # the per node CPU median for the capped attacker
+        self.assertIn("0.35", table)
+
+    def test_the_check_says_what_is_met_and_what_is_not(self):
+        rows = summarize(self.samples())
+        lines = check(rows, {"before_attacks": 60.0, "after": 70.0}, True)
+        self.assertIn("met     18400 hostile connections (>= 10000)", lines)
+        self.assertIn("met     memory growth 10 MB (< 50)", lines)
+        self.assertIn("met     node up and serving", lines)
+        self.assertIn("met     SET capped attacker: 0.94x, worst round 0.92x (>= 0.9)", lines)
+        self.assertIn("NOT met SET shared attacker: 0.65x, worst round 0.60x (>= 0.9)", lines)
+        capped = [row for row in rows if row["attacker"] == CAPPED]
+        lines = check(capped, {"before_attacks": 60.0, "after": 115.0}, False)
+        self.assertIn("NOT met 8200 hostile connections (>= 10000)", lines)
+        self.assertIn("NOT met memory growth 55 MB (< 50)", lines)
+        self.assertIn("NOT met node up and serving", lines)
+
+
+MOUNTINFO_V1 = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+CGROUP_V1 = "4:memory:/job/7\n2:cpu,cpuacct:/job/7\n0::/job/7\n"
+MOUNTINFO_V2 = "29 23 0:26 /outer /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+class CgroupTests(SynchronousTestCase):
+    def test_finds_its_own_cgroup_in_each_cpu_hierarchy(self):
+        self.assertEqual(cgroup_cpu_dirs(MOUNTINFO_V1, CGROUP_V1),
+                         [(1, "/sys/fs/cgroup/cpu,cpuacct/job/7"), (2, "/sys/fs/cgroup/unified/job/7")])
+        # a namespaced mount shows the part of the path below its root
+        self.assertEqual(cgroup_cpu_dirs(MOUNTINFO_V2, "0::/outer/session\n"), [(2, "/sys/fs/cgroup/session")])
+        self.assertEqual(cgroup_cpu_dirs("", CGROUP_V1), [])
+
+    def test_v1_quota_is_written_and_the_cgroup_removed(self):
+        parent = self.mktemp()
+        os.makedirs(parent)
+        cap = CpuCap(0.25, "attacker", base=[(1, parent)])
+        directory = os.path.join(parent, "attacker")
+        self.assertEqual(cap.directory, directory)
+        with open(os.path.join(directory, "cpu.cfs_quota_us")) as f:
+            self.assertEqual(f.read(), "25000")
+        self.assertIn("cgroup v1", cap.how)
+        self.assertIn("nice 19", cap.how)
+        with open(os.path.join(directory, "cpu.stat"), "w") as f:
+            f.write("nr_periods 10\nnr_throttled 4\nthrottled_time 1500000000\n")
+        self.assertEqual(cap.throttled_s(), 1.5)
+        for name in os.listdir(directory):   # a real cgroup's files go with its directory
+            os.remove(os.path.join(directory, name))
+        cap.close()
+        self.assertFalse(os.path.exists(directory))
+
+    def test_v2_quota_goes_in_cpu_max(self):
+        parent = self.mktemp()
+        os.makedirs(os.path.join(parent, "attacker"))
+        for name, text in (("cgroup.controllers", "cpuset cpu io memory pids\n"), ("cgroup.subtree_control", ""),
+                           ("attacker/cpu.max", "max 100000\n")):
+            with open(os.path.join(parent, name), "w") as f:
+                f.write(text)
+        cap = CpuCap(0.5, "attacker", base=[(2, parent)])
+        with open(os.path.join(parent, "attacker", "cpu.max")) as f:
+            self.assertEqual(f.read(), "50000 100000")
+        self.assertIn("cgroup v2", cap.how)
+
+    def test_without_a_cpu_controller_it_says_nice_only(self):
+        parent = self.mktemp()
+        os.makedirs(parent)
+        with open(os.path.join(parent, "cgroup.controllers"), "w") as f:
+            f.write("memory pids\n")
+        cap = CpuCap(0.25, "attacker", base=[(2, parent)])
+        self.assertIsNone(cap.directory)
+        self.assertTrue(cap.how.startswith("nice 19 only"), cap.how)
+        self.assertFalse(os.path.exists(os.path.join(parent, "attacker")))
+        self.assertEqual(cap.throttled_s(), 0.0)
+
+
 class CommandLineTests(SynchronousTestCase):
     def test_nonsense_is_refused_before_anything_starts(self):
-        for argv in (["--rounds", "0"], ["--wave", "0"], ["-P", "0"], ["--node-python", "old=/nonexistent/python"]):
+        for argv in (["--rounds", "0"], ["--wave", "0"], ["-P", "0"], ["--node-python", "old=/nonexistent/python"],
+                     ["--attackers", "friendly"], ["--attackers", ""], ["--attacker-cpu", "0"]):
             with contextlib.redirect_stderr(io.StringIO()) as err:
                 e = self.assertRaises(SystemExit, hostile.main, argv)
             self.assertEqual(e.code, 2)
-            self.assertRegex(err.getvalue(), "must be at least 1|no such program")
+            self.assertRegex(err.getvalue(), "must be at least 1|no such program|--attackers: shared, capped|between")
