@@ -83,8 +83,8 @@ def cmd_ring(args: argparse.Namespace, client: AdminClient) -> Result:
     rows = ring_table(describe)
     table = format_table(
         ["DC", "RACK", "NODE", "STATUS", "TOKENS", "RANGES", "SHARE"],
-        [[r["dc"], r["rack"], r["node"], r["status"], ",".join(map(str, r["tokens"])), format_ranges(r["ranges"]),
-          f"{r['share_percent']:.2f}%"] for r in rows],
+        [[r["dc"], r["rack"], r["node"], r["status"], ",".join(map(str, r["tokens"])),
+          format_ranges(r["ranges"]) or None, f"{r['share_percent']:.2f}%"] for r in rows],
     )
     doc: Dict[str, Any] = {"racks": _group_racks(rows)}
     movers = [n for n in describe_nodes(describe, args.node) if n["status"] in (JOINING, LEAVING)]
