@@ -82,8 +82,11 @@ class FakeClient:
     """
     Answers GETs from ``{(address, path): answer}``; an answer that is a
     list is a sequence of answers, one per GET, its last one repeated; an
-    `AdminError` is raised.  Records every call.
+    `AdminError` is raised.  Records every call; a command still polling
+    after `MAX_CALLS` fails the test instead of hanging it.
     """
+
+    MAX_CALLS = 100
 
     def __init__(self, answers: Dict[Tuple[str, str], Any]) -> None:
         self.answers = answers
@@ -91,6 +94,8 @@ class FakeClient:
 
     def get(self, address: str, path: str, mutating: bool = False) -> Any:
         self.calls.append((address, path, mutating))
+        if len(self.calls) > self.MAX_CALLS:
+            raise AssertionError("still asking after %d calls: %s" % (self.MAX_CALLS, self.calls[-3:]))
         answer = self.answers.get((address, path), AdminError(f"{address}: connection refused",
                                                               reason="connection refused"))
         if isinstance(answer, list):
