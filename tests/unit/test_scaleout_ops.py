@@ -207,3 +207,70 @@ class MovingRingTests(SynchronousTestCase):
         })
         # every status and link state of every rack is exported, at 0 until it happens
         self.assertEqual(len(ring), 3 * 2 * 3)
+
+
+class LiveScaleOutTests(SynchronousTestCase):
+    """
+    The admin paths over a real `ScaleOut` in an in-process cluster (1 DC x
+    2 racks, gossip on; `tests.cluster.inprocess`): a node joins rack1,
+    then leaves it through /decommission.  The status view and resource
+    are wired as `dynomite.service.NodeService` wires them.
+    """
+
+    def admin(self, node) -> Admin:
+        parts = node.parts
+        fake = FakeNode()
+        status = NodeStatus(
+            config=lambda: parts.config, clock=self.cluster.clock, settings=parts.settings,
+            membership=parts.membership, topology=lambda: parts.topology, datastore=fake.datastore,
+            peers=parts.links, outboxes=parts.outboxes, clients=parts.node, replication=parts.coordinator,
+            metrics=parts.metrics, repairs=parts.repairs, gossip=parts.gossip, scaleout=parts.scaleout)
+        admin = Admin(fake)
+        admin.resource = AdminResource(status, fake.control, make_registry(status), TOKEN, scaleout=parts.scaleout)
+        admin.site = AdminSite(admin.resource)
+        return admin
+
+    def until(self, done, bound: float) -> None:
+        waited = 0.0
+        while not done():
+            self.assertLess(waited, bound, "not done after %.2f s" % bound)
+            self.cluster.advance(0.25)
+            waited += 0.25
+
+    def test_join_then_decommission_through_the_admin_api(self) -> None:
+        from tests.cluster.inprocess import make_cluster
+        self.cluster = cluster = make_cluster(self, {"dc1": {"rack1": 1, "rack2": 1}}, enable_gossip=True,
+                                              gos_interval=1000)
+        first, seed = cluster.node("dc1", "rack1"), cluster.node("dc1", "rack2")
+        client = cluster.client(first)
+        for i in range(300):
+            self.assertEqual(client.command("SET", b"k%d" % i, b"v"), b"+OK\r\n")
+        new = cluster.add_node("10.0.0.9:8101", "dc1", "rack1", HALF,
+                               ["%s:rack2:dc1:%d" % (seed.name, seed.config.tokens[0])], bootstrap=True)
+        mine, theirs = self.admin(new), self.admin(first)
+        self.until(lambda: mine.json("/scaleout")["status"] == "JOINING" and
+                   theirs.json("/cluster_describe")["dcs"][0]["racks"][0]["moving"], 30.0)
+        rack1 = theirs.json("/cluster_describe")["dcs"][0]["racks"][0]
+        self.assertEqual({s["name"]: s["status"] for s in rack1["servers"]},
+                         {first.name: "NORMAL", new.name: "JOINING"})
+        self.assertEqual(rack1["moving"], [{"start": 1, "end": HALF, "from": first.name, "to": new.name}])
+        self.until(lambda: mine.json("/scaleout")["phase"] == "done", 60.0)
+        doc = mine.json("/info")["scaleout"]
+        self.assertEqual((doc["enabled"], doc["operation"], doc["status"]), (True, "join", "NORMAL"))
+        self.assertGreater(doc["copy"]["copied"], 0)
+        copied = samples(mine)[("dynomite_scaleout_keys_total", (("event", "copied"),))]
+        self.assertEqual(copied, doc["copy"]["copied"])
+
+        left = mine.json("/decommission", token=TOKEN)
+        self.assertEqual((left["operation"], left["status"]), ("leave", "LEAVING"))
+        status, body = mine.get("/decommission", token=TOKEN)
+        self.assertEqual(status, 409)
+        self.assertEqual(json.loads(body)["error"], "a leave is under way (%s)" % mine.json("/scaleout")["phase"])
+        self.until(lambda: first.parts.topology.node(new.name).status == "LEAVING", 10.0)
+        status, body = theirs.get("/decommission", token=TOKEN)
+        self.assertEqual(status, 409)
+        self.assertIn("one move per rack at a time: ", json.loads(body)["error"])
+        running = samples(mine)
+        self.assertEqual(sum(v for (name, _), v in running.items() if name == "dynomite_scaleout_running"), 1)
+        self.until(lambda: mine.json("/scaleout")["phase"] == "done", 60.0)
+        self.assertEqual(mine.json("/scaleout")["status"], "LEFT")
