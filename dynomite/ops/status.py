@@ -12,7 +12,9 @@ by a new, named one.
 `dynomite.node.control.INodeControl` is the other direction: every change
 an operator makes at run time (node state, consistency, timeout factor, log
 level, peer links, hint backlogs, configuration reload).  The admin API
-calls it and nothing else; it never sets attributes on the node's objects.
+calls it and nothing else, but for /decommission, which starts a leave on
+the node's `dynomite.scaleout.manager.ScaleOut` (handed to the resource
+beside this view); it never sets attributes on the node's objects.
 
 Both are read or called in the reactor thread, at scrape or request time;
 the view copies nothing it does not need and keeps no state of its own.
