@@ -243,8 +243,9 @@ class RingCommandTests(CommandCase):
         result = self.run_main("--node", "10.0.0.1:22222", "ring")
         self.assertEqual(result.code, 0, result)
         lines = result.out.splitlines()
-        self.assertEqual(lines[0].split(), ["DC", "RACK", "NODE", "STATUS", "TOKENS", "RANGES", "SHARE"])
-        self.assertEqual(lines[2].split(), ["dc1", "rack1", NEW, "JOINING", str(HALF), "-", "0.00%"])
+        self.assertEqual(lines[0].split(), ["DC", "RACK", "NODE", "TOKENS", "RANGES", "SHARE"])
+        self.assertEqual(lines[1].split(), ["dc1", "rack1", OLD, "0", "all", "100.00%"])
+        self.assertEqual(lines[2].split(), ["dc1", "rack1", NEW, "(JOINING)", str(HALF), "-", "0.00%"])
         self.assertIn(["dc1", "rack1", "1..%d" % HALF, OLD, NEW], [line.split() for line in lines])
         self.assertIn("%s  JOINING  copying [##########..........]  50%% 500/1000 keys ETA 4s, 251 copied 125/s"
                       % NEW, result.out)

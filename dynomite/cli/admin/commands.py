@@ -24,7 +24,7 @@ from dynomite.cli.admin.repair import cmd_repair
 from dynomite.cli.admin.scaleout import cmd_decommission
 from dynomite.cli.admin.views import (Result, describe_nodes, find_node, hash_owners, move_progress, moving_ranges,
                                       ring_table, status_row, summary)
-from dynomite.config.vocabulary import JOINING, LEAVING
+from dynomite.config.vocabulary import JOINING, LEAVING, NORMAL
 from dynomite.launcher.tables import format_ranges, format_table
 
 __all__ = ["COMMANDS", "Result", "cmd_consistency", "cmd_decommission", "cmd_hash", "cmd_hints", "cmd_ring",
@@ -82,9 +82,10 @@ def cmd_ring(args: argparse.Namespace, client: AdminClient) -> Result:
     describe = _describe(client, args.node)
     rows = ring_table(describe)
     table = format_table(
-        ["DC", "RACK", "NODE", "STATUS", "TOKENS", "RANGES", "SHARE"],
-        [[r["dc"], r["rack"], r["node"], r["status"], ",".join(map(str, r["tokens"])),
-          format_ranges(r["ranges"]) or None, f"{r['share_percent']:.2f}%"] for r in rows],
+        ["DC", "RACK", "NODE", "TOKENS", "RANGES", "SHARE"],
+        [[r["dc"], r["rack"], r["node"] if r["status"] == NORMAL else "%s (%s)" % (r["node"], r["status"]),
+          ",".join(map(str, r["tokens"])), format_ranges(r["ranges"]) or None, f"{r['share_percent']:.2f}%"]
+         for r in rows],
     )
     doc: Dict[str, Any] = {"racks": _group_racks(rows)}
     movers = [n for n in describe_nodes(describe, args.node) if n["status"] in (JOINING, LEAVING)]
