@@ -88,7 +88,7 @@ class NodeService(MultiService):
             membership=parts.membership, topology=lambda: parts.topology, datastore=datastore,
             peers=parts.links, outboxes=parts.outboxes, clients=parts.node,
             replication=parts.coordinator, metrics=parts.metrics, repairs=parts.repairs,
-            gossip=parts.gossip,
+            gossip=parts.gossip, scaleout=parts.scaleout,
         )
         self.registry = make_registry(self.status)
         monitor.setServiceParent(self)
@@ -106,7 +106,8 @@ class NodeService(MultiService):
             )
         self.admin_listener = self._listen(
             config.stats_listen,
-            AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token)),
+            AdminSite(AdminResource(self.status, self.control, self.registry, config.admin_token,
+                                    scaleout=parts.scaleout)),
         )
         clients = ClientFactory(parts.node, reactor)
         self.client_listener = None   # a node with only tls_listen listens for no client in clear

@@ -58,6 +58,9 @@ class Seed:
     datacenter: str
     tokens: Tuple[int, ...]
     status: str = NORMAL
+    #: when its gossip entry began (its generation; 0 when not from gossip):
+    #: of two moves in one rack the older goes first
+    generation: int = 0
 
 
 def split_fields(text: Any, counts: Tuple[int, ...], form: str) -> List[str]:

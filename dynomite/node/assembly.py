@@ -89,19 +89,21 @@ class NodeParts:
         self.scaleout_state = os.path.join(config.data_dir, "scaleout", safe_name(self.name), "state.json")
         status, tokens = (initial_place(config, self.scaleout_state) if config.enable_gossip
                           else (NORMAL, tuple(config.tokens)))
-        topology = Topology.from_config(config, status, tokens)
-        self.router = Router(topology, config.hash_tag)
-        self.settings = LiveSettings(config)
-        self.hint_directory = os.path.join(config.data_dir, "hints", safe_name(self.name))
         #: PeerLink per other node, by name (filled below, and by reloads)
         self.links: Dict[str, PeerLink] = {}
-        #: Outbox per target, by target name (filled below, and by reloads)
-        self.outboxes: Dict[str, Outbox] = {}
         #: the cluster view's gossip (``enable_gossip``), None when off
         self.gossip: Optional[Gossiper] = None
+        generation = 0
         if config.enable_gossip:
             self.gossip = Gossiper.from_config(config, self.name, self.links, lambda: self.router.topology,
                                                clock, rng, status, tokens)
+            generation = self.gossip.view.own.generation
+        topology = Topology.from_config(config, status, tokens, generation)
+        self.router = Router(topology, config.hash_tag)
+        self.settings = LiveSettings(config)
+        self.hint_directory = os.path.join(config.data_dir, "hints", safe_name(self.name))
+        #: Outbox per target, by target name (filled below, and by reloads)
+        self.outboxes: Dict[str, Outbox] = {}
         self.membership = Membership(
             clock, self.name, self.links,
             resume_timeout=config.resume_timeout, settle_time=config.peer_down_after,

@@ -263,7 +263,7 @@ class NodeControl:
         if gossip is None:
             return Topology.from_config(config)
         own = gossip.view.own
-        return Topology.from_config(config, own.status, own.tokens)
+        return Topology.from_config(config, own.status, own.tokens, own.generation)
 
     def _apply(self, seeds: Tuple[Seed, ...], what: str) -> bool:
         """Peers added and removed as by `reload`; False (logged) when ``seeds`` contradict this node."""

@@ -19,6 +19,8 @@ The admin HTTP API on ``stats_listen``: Dynomite's paths, plus /metrics.
     GET /repair/cancel                 stop the running one after its current step
     GET /gossip                        JSON: the gossiped cluster view (enable_gossip)
     GET /gossip/remove/<name>          mark a node gone for good (LEFT) in the view
+    GET /scaleout                      JSON: this node's join or leave, its phase and copy progress
+    GET /decommission                  this node leaves its rack (409 and why when it may not)
     GET /metrics                       Prometheus exposition
 
 Every answer is JSON except /ping, /ready and /metrics.  When ``admin_token`` is
@@ -31,7 +33,9 @@ paths answer 404 (Dynomite answers them like /ping, which hides typos).
 Mutating paths are GETs, as in Dynomite, so existing scripts keep working.
 
 The resource knows the node only through a `NodeStatus` (what it reads), an
-`INodeControl` (what it changes) and the metrics registry; see
+`INodeControl` (what it changes), the metrics registry, and the node's
+`dynomite.scaleout.manager.ScaleOut` for the one change that is not a
+setting (/decommission starts a leave; None when gossip is off); see
 `dynomite.ops.status`.
 """
 
@@ -41,7 +45,7 @@ import hmac
 import ipaddress
 import json
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -63,7 +67,7 @@ HELP = [
     "/state/<get_state|standby|writes_only|resuming|normal>", "/peer/<up|down|reset>/<name|all>",
     "/hints/<target|all>/<pause|resume|truncate>", "/setloglevel/<0-11>", "/metrics",
     "/repair", "/repair/start[?dry_run=1&source=<dc/rack>&all_dcs=1&rate=<keys/s>]", "/repair/cancel",
-    "/gossip", "/gossip/remove/<name>",
+    "/gossip", "/gossip/remove/<name>", "/scaleout", "/decommission",
 ]
 
 
@@ -151,6 +155,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
         "hints": hints,
         "repair": status.repair(now),
         "gossip": status.gossip(),
+        "scaleout": status.scaleout(),
     }
 
 
@@ -160,13 +165,22 @@ def _percentiles(h: Histogram) -> Dict[str, Any]:
 
 
 def cluster_describe(status: NodeStatus) -> Dict[str, Any]:
-    """The /cluster_describe document: dcs -> racks -> nodes."""
+    """
+    The /cluster_describe document: dcs -> racks -> nodes, each node with
+    its ``status`` on the ring (NORMAL, JOINING, LEAVING), and each rack
+    with the hash ranges ``moving`` from one owner to another meanwhile.
+    """
     dcs: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     for n in status.ring():
         servers = dcs.setdefault(n.datacenter, {}).setdefault(n.rack, [])
         servers.append({"name": n.name, "host": n.host, "port": n.port, "tokens": list(n.tokens),
-                        "state": n.state, "local": n.local, "admin": n.admin})
-    return {"dcs": [{"name": dc, "racks": [{"name": rack, "servers": servers} for rack, servers in racks.items()]}
+                        "state": n.state, "status": n.status, "local": n.local, "admin": n.admin})
+    moving: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+    for m in status.moving_ranges():
+        moving.setdefault((m.datacenter, m.rack), []).append(
+            {"start": m.start, "end": m.end, "from": m.source, "to": m.target})
+    return {"dcs": [{"name": dc, "racks": [{"name": rack, "servers": servers, "moving": moving.get((dc, rack), [])}
+                                           for rack, servers in racks.items()]}
                     for dc, racks in dcs.items()]}
 
 
@@ -181,12 +195,13 @@ class AdminResource(Resource):
     isLeaf = True
 
     def __init__(self, status: NodeStatus, control: INodeControl, registry: CollectorRegistry,
-                 admin_token: Optional[str] = None) -> None:
+                 admin_token: Optional[str] = None, scaleout=None) -> None:
         Resource.__init__(self)
         self.status = status
         self.control = control
         self.registry = registry
         self.token = admin_token
+        self.scaleout = scaleout
         self._read: Dict[str, Callable[[List[str]], Any]] = {
             "": lambda parts: info(self.status),
             "info": lambda parts: info(self.status),
@@ -196,6 +211,7 @@ class AdminResource(Resource):
             "get_timeout_factor": lambda parts: {"timeout_factor": self.status.timeout_factor},
             "repair": lambda parts: self.status.repair(self.status.now()),
             "gossip": lambda parts: self.status.gossip(),
+            "scaleout": lambda parts: self.status.scaleout(),
         }
         self._write: Dict[str, Callable[[List[str]], Any]] = {
             "set_consistency": self._set_consistency,
@@ -205,6 +221,7 @@ class AdminResource(Resource):
             "hints": self._hints,
             "setloglevel": self._setloglevel,
             "gossip": self._gossip,
+            "decommission": self._decommission,
         }
 
     def render_GET(self, request) -> bytes:
@@ -307,6 +324,16 @@ class AdminResource(Resource):
         except ValueError as e:
             raise HTTPError(400, str(e))
         return self.status.gossip()
+
+    def _decommission(self, args: List[str]) -> Dict[str, Any]:
+        if args:
+            raise HTTPError(404, "use /decommission (this node leaves; ask the node that should)")
+        if self.scaleout is None:
+            raise HTTPError(400, "gossip is off on this node (enable_gossip): it cannot leave while serving")
+        why = self.scaleout.decommission()
+        if why is not None:
+            raise HTTPError(409, why)
+        return self.status.scaleout()
 
     def _hints(self, args: List[str]) -> Dict[str, Any]:
         actions = {"pause": self.control.pause_hints, "resume": self.control.resume_hints,

@@ -37,13 +37,20 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from dynomite import __version__
-from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, NODE_STATES
+from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS, JOINING, LEAVING, NODE_STATES, NORMAL
 from dynomite.ops.status import NodeStatus
 from dynomite.peers.gossip import STATUSES
 from dynomite.peers.gossiper import GOSSIP_EVENTS
 from dynomite.repair.run import PHASES as REPAIR_PHASES
 from dynomite.replication.hints import DROP_REASONS
+from dynomite.scaleout.manager import COUNTED as SCALEOUT_EVENTS, PHASES as SCALEOUT_PHASES
 from dynomite.stats import PUBSUB_EVENTS, REQUEST_RESULTS, Histogram
+
+
+#: ring statuses `dynomite_ring_nodes` counts (a LEFT node is no longer on the ring)
+RING_STATUSES = (NORMAL, JOINING, LEAVING)
+#: the phases of a join or leave under way (`dynomite_scaleout_running`): not idle, done or failed
+MOVING_PHASES = tuple(p for p in SCALEOUT_PHASES if p not in ("idle", "done", "failed"))
 
 
 class Spec(NamedTuple):
@@ -114,8 +121,10 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_hints_stored_total", "counter", "Hints written to the hint log.", ("target",)),
     Spec("dynomite_hints_replayed_total", "counter", "Hints delivered after their target came back.", ("target",)),
     Spec("dynomite_hints_dropped_total", "counter", "Hints dropped, by reason.", ("target", "reason")),
-    Spec("dynomite_ring_nodes", "gauge", "Nodes of the ring by datacenter, rack and state.",
-         ("ring_dc", "ring_rack", "state")),
+    Spec("dynomite_ring_nodes", "gauge",
+         "Nodes of the ring as this node sees them, by datacenter, rack, link state (up, down) and ring"
+         " status (NORMAL; JOINING or LEAVING while scale-out moves their ranges).",
+         ("ring_dc", "ring_rack", "state", "status")),
     Spec("dynomite_pubsub_messages_total", "counter",
          "Pub/sub messages: published by this node's clients, received from other nodes, delivered to"
          " this node's subscriptions, dropped (not sent to a node whose link was down).", ("event",)),
@@ -125,6 +134,12 @@ CATALOGUE: Tuple[Spec, ...] = (
          "Gossip (enable_gossip): rounds started, messages received, entries learned, joining nodes refused"
          " (a token clash, a removed node), malformed messages ignored.", ("event",)),
     Spec("dynomite_gossip_view_entries", "gauge", "Entries of the gossiped cluster view, by status.", ("status",)),
+    Spec("dynomite_scaleout_keys_total", "counter",
+         "Scale-out (dynomite.scaleout) driven by this node: keys scanned on the ranges' owners, copied to"
+         " their new owners, copy errors (tried again), keys dropped from old owners after the cut-over.",
+         ("event",)),
+    Spec("dynomite_scaleout_running", "gauge", "1 for the phase of this node's join or leave under way.",
+         ("phase",)),
     Spec("dynomite_config_reloads_total", "counter", "Configuration reloads (SIGHUP), by result.", ("result",)),
     Spec("dynomite_config_last_reload_success_timestamp_seconds", "gauge",
          "When the configuration was last loaded successfully."),
@@ -172,6 +187,7 @@ class Collector:
         yield from self._reloads()
         yield from self._pubsub()
         yield from self._gossip()
+        yield from self._scaleout()
 
     def _node(self, now: float) -> Iterable:
         s = self.status
@@ -310,13 +326,16 @@ class Collector:
         yield from (pending, pending_bytes, oldest, stored, replayed, dropped)
 
     def _ring(self) -> Iterable:
-        counts: Dict[Tuple[str, str, str], int] = {}
+        counts: Dict[Tuple[str, str, str, str], int] = {}
         for n in self.status.ring():
-            key = (n.datacenter, n.rack, "up" if n.up else "down")
+            for up in ("up", "down"):
+                for status in RING_STATUSES:
+                    counts.setdefault((n.datacenter, n.rack, up, status), 0)
+            key = (n.datacenter, n.rack, "up" if n.up else "down", n.status)
             counts[key] = counts.get(key, 0) + 1
         ring = family("dynomite_ring_nodes")
-        for (dc, rack, up), n in sorted(counts.items()):
-            ring.add_metric([dc, rack, up], n)
+        for labels, n in sorted(counts.items()):
+            ring.add_metric(list(labels), n)
         yield ring
 
     def _reloads(self) -> Iterable:
@@ -354,6 +373,19 @@ class Collector:
         for name, n in by_status.items():
             entries.add_metric([name], n)
         yield entries
+
+
+    def _scaleout(self) -> Iterable:
+        counts = self.status.scaleout_counts()   # empty with gossip off: every event at 0
+        keys = family("dynomite_scaleout_keys_total")
+        for event in SCALEOUT_EVENTS:
+            keys.add_metric([event], counts.get(event, 0))
+        yield keys
+        phase = self.status.scaleout_phase()
+        running = family("dynomite_scaleout_running")
+        for name in MOVING_PHASES:
+            running.add_metric([name], 1 if name == phase else 0)
+        yield running
 
 
 def make_registry(status: NodeStatus) -> CollectorRegistry:

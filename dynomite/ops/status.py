@@ -12,7 +12,9 @@ by a new, named one.
 `dynomite.node.control.INodeControl` is the other direction: every change
 an operator makes at run time (node state, consistency, timeout factor, log
 level, peer links, hint backlogs, configuration reload).  The admin API
-calls it and nothing else; it never sets attributes on the node's objects.
+calls it and nothing else, but for /decommission, which starts a leave on
+the node's `dynomite.scaleout.manager.ScaleOut` (handed to the resource
+beside this view); it never sets attributes on the node's objects.
 
 Both are read or called in the reactor thread, at scrape or request time;
 the view copies nothing it does not need and keeps no state of its own.
@@ -25,7 +27,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS, DOWN, NORMAL
 from dynomite.stats import Histogram, NodeMetrics
 
-__all__ = ["DatastoreStatus", "NodeStatus", "PeerStatus", "RingNode"]
+__all__ = ["DatastoreStatus", "MovingRange", "NodeStatus", "PeerStatus", "RingNode"]
 
 
 class PeerStatus(NamedTuple):
@@ -69,6 +71,19 @@ class RingNode(NamedTuple):
     up: bool
     state: str  # the local node's own state; NORMAL or DOWN for a peer
     admin: Optional[str]
+    #: its place on the ring as this node's topology has it: NORMAL, JOINING or LEAVING (`dynomite.scaleout`)
+    status: str = NORMAL
+
+
+class MovingRange(NamedTuple):
+    """An inclusive hash range of one rack whose owner is changing (a node joining or leaving)."""
+
+    datacenter: str
+    rack: str
+    start: int
+    end: int
+    source: str  # its owner now
+    target: str  # its owner once the move is done
 
 
 class NodeStatus:
@@ -118,11 +133,15 @@ class NodeStatus:
     ``gossip``
         the node's `dynomite.peers.gossiper.Gossiper` (None: gossip is off):
         ``status()`` (the /info section) and ``counts`` (event -> total).
+    ``scaleout``
+        the node's `dynomite.scaleout.manager.ScaleOut` (None: gossip is
+        off): ``status()`` (the /info section), ``counts`` (event -> total)
+        and ``phase``.
     """
 
     def __init__(self, *, config: Callable[[], Any], clock, settings, membership,
                  topology: Callable[[], Any], datastore, peers: Dict[str, Any], outboxes: Dict[str, Any],
-                 clients, replication, metrics: NodeMetrics, repairs, gossip=None) -> None:
+                 clients, replication, metrics: NodeMetrics, repairs, gossip=None, scaleout=None) -> None:
         self._config = config
         self._clock = clock
         self._settings = settings
@@ -135,6 +154,7 @@ class NodeStatus:
         self._replication = replication
         self._repairs = repairs
         self._gossip = gossip
+        self._scaleout = scaleout
         self.metrics = metrics
 
     # -- identity and settings ---------------------------------------------------
@@ -220,21 +240,34 @@ class NodeStatus:
         return {name: self._peers[name].state for name in names}
 
     def ring(self) -> List[RingNode]:
-        """Every node of the cluster, by datacenter, rack and token order."""
+        """
+        Every node of the cluster, by datacenter, rack and name: those on
+        the ring and those JOINING it (a node LEFT is no longer listed).
+        """
         topology = self._topology()
         out = []
         for dc in topology.datacenters:
             for rack in topology.racks(dc):
-                for n in topology.nodes_in_rack(dc, rack):
+                nodes = list(topology.nodes_in_rack(dc, rack))
+                names = {n.name for n in nodes}
+                nodes += [n for n in topology.joining_in_rack(dc, rack) if n.name not in names]
+                for n in sorted(nodes, key=lambda n: n.name):
                     if n.is_local:
                         up, state, admin = True, self.state, self.admin_address
                     else:
-                        link = self._peers[n.name]
-                        up = link.is_up
-                        state, admin = (NORMAL if up else DOWN), link.admin
+                        link = self._peers.get(n.name)
+                        up = link is not None and link.is_up
+                        state, admin = (NORMAL if up else DOWN), (link.admin if link is not None else None)
                     out.append(RingNode(n.name, dc, rack, n.address.host, n.address.port, tuple(n.tokens),
-                                        n.is_local, up, state, admin))
+                                        n.is_local, up, state, admin, n.status))
         return out
+
+    def moving_ranges(self) -> List[MovingRange]:
+        """The hash ranges changing owner in every rack (`Topology.moving_ranges`), by dc, rack and start."""
+        topology = self._topology()
+        return [MovingRange(dc, rack, start, end, now.name, later.name)
+                for dc in topology.datacenters for rack in topology.racks(dc)
+                for start, end, now, later in topology.moving_ranges(dc, rack)]
 
     # -- replication -------------------------------------------------------------
 
@@ -280,6 +313,22 @@ class NodeStatus:
         if self._gossip is None:
             return {}
         return dict(self._gossip.counts)
+
+    def scaleout(self) -> Dict[str, Any]:
+        """This node's join or leave: status, phase, reason, copy progress (`dynomite.scaleout.manager`)."""
+        if self._scaleout is None:
+            return {"enabled": False}
+        return dict(self._scaleout.status(), enabled=True)
+
+    def scaleout_counts(self) -> Dict[str, int]:
+        """Keys scanned, copied, copy errors and keys dropped by this node's moves (empty when off)."""
+        if self._scaleout is None:
+            return {}
+        return dict(self._scaleout.counts)
+
+    def scaleout_phase(self) -> Optional[str]:
+        """The phase of this node's move (`dynomite.scaleout.manager.PHASES`), None when gossip is off."""
+        return None if self._scaleout is None else self._scaleout.phase
 
     def write_order(self) -> Dict[str, int]:
         """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""

@@ -122,7 +122,7 @@ class Entry(NamedTuple):
     def seed(self) -> Seed:
         """This entry as a ``dyn_seeds`` line says it (host:port:rack:dc:tokens)."""
         return Seed(Address.parse(self.address, allow_zero_port=False), self.rack, self.datacenter, self.tokens,
-                    self.status)
+                    self.status, self.generation)
 
 
 def _is_int(value: Any) -> bool:

@@ -72,6 +72,13 @@ class NodeInfo:
     is_local: bool = False
     #: its place on the ring (`dynomite.config.vocabulary.RING_STATUSES`)
     status: str = NORMAL
+    #: its gossip generation (0 without gossip): of two moves in a rack the older goes first
+    generation: int = 0
+
+    @property
+    def moves(self) -> bool:
+        """Whether it asks to move ranges: JOINING with its tokens, or LEAVING."""
+        return self.status == LEAVING or (self.status == JOINING and bool(self.tokens))
 
     @property
     def owns_now(self) -> bool:
@@ -144,10 +151,19 @@ class Topology:
         # the future rings, where they differ from the current ones (a rack
         # whose every node is LEAVING keeps its current ring: nobody could
         # take its ranges over)
+        # One move per rack at a time: of the nodes asking to move, the one
+        # with the oldest (generation, name) moves; the others wait, as if
+        # they did not ask yet (`dynomite.scaleout.moves.busy_rack`).
         self._future: Dict[Tuple[str, str], Ring[NodeInfo]] = {}
         for place, members in rack_nodes.items():
-            later = [n for n in members if n.owns_later]
-            if later and place in self._rings and later != list(self._rack_nodes[place]):
+            movers = [n for n in members if n.moves]
+            if not movers or place not in self._rings:
+                continue
+            first = min(movers, key=lambda n: (n.generation, n.name))
+            later = [n for n in self._rack_nodes[place] if n is not first or n.owns_later]
+            if first.status == JOINING:
+                later.append(first)
+            if later and later != list(self._rack_nodes[place]):
                 self._future[place] = Ring((token, n) for n in later for token in n.tokens)
         self.datacenters: Tuple[str, ...] = tuple(sorted({dc for dc, _ in self._rings}))
         self._racks: Dict[str, Tuple[str, ...]] = {
@@ -358,7 +374,7 @@ class Topology:
 
     @classmethod
     def from_config(cls, config: NodeConfig, status: str = NORMAL,
-                    tokens: Optional[Tuple[int, ...]] = None) -> Topology:
+                    tokens: Optional[Tuple[int, ...]] = None, generation: int = 0) -> Topology:
         """
         The cluster described by a node's configuration: this node
         (`NodeConfig.peer_address`, ``datacenter``, ``rack``, ``tokens``) plus
@@ -373,16 +389,16 @@ class Topology:
         address but another dc, rack or tokens; two seeds sharing a token in
         one rack), ``tokens`` (this node shares a token with a seed of its
         rack, or owns none) or ``dyn_listen`` (seeds without it).
-        ``status`` and ``tokens`` are this node's place on the ring when
-        scale-out has changed it (`dynomite.scaleout`): JOINING, or the
-        tokens ``tokens: auto`` chose.
+        ``status``, ``tokens`` and ``generation`` are this node's place on
+        the ring when scale-out has changed it (`dynomite.scaleout`):
+        JOINING, or the tokens ``tokens: auto`` chose, and since when.
         """
         source = config.source
         address = cls.address_of(config)
         local = NodeInfo(
             name=str(address), datacenter=config.datacenter, rack=config.rack,
             address=address, tokens=tuple(config.tokens if tokens is None else tokens), is_local=True,
-            status=status,
+            status=status, generation=generation,
         )
         nodes = [local]
         seen: Set[Address] = set()
@@ -393,6 +409,7 @@ class Topology:
             node = NodeInfo(
                 name=str(seed.address), datacenter=seed.datacenter, rack=seed.rack,
                 address=seed.address, tokens=tuple(seed.tokens), status=seed.status,
+                generation=seed.generation,
             )
             if seed.address == address:
                 if _place(node) != _place(local):

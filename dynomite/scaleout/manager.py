@@ -60,16 +60,23 @@ PHASES = ("idle", "waiting", "announcing", "flushing", "copying", "cutting_over"
 #: What `ScaleOut.counts` counts (``dynomite_scaleout_keys_total{event}``).
 COUNTED = ("scanned", "copied", "error", "dropped")
 
+#: Fast gossip rounds a join waits after its announcement, for one announced at the same moment.
+SETTLE_ROUNDS = 3
+
 #: Seconds between looks while waiting (for the cluster, the rack, the peers).
 POLL = 0.5
+
+
+class _Withdrawn(Exception):
+    """Another move of this node's rack goes first: the join waits."""
 
 
 def initial_place(config, state_path: str) -> Tuple[str, Tuple[int, ...]]:
     """
     This node's ring status and tokens when it starts: what its state file
     says of an earlier run; else JOINING for a new node that joins by
-    gossip (``bootstrap`` and ``enable_gossip``); else NORMAL with its
-    configured tokens.
+    gossip (``bootstrap`` and ``enable_gossip``), without tokens until its
+    rack is free (`ScaleOut`); else NORMAL with its configured tokens.
     """
     state = _read_state(state_path)
     tokens = tuple(config.tokens)
@@ -80,7 +87,7 @@ def initial_place(config, state_path: str) -> Tuple[str, Tuple[int, ...]]:
     if state.get("operation") == "leave":
         return (LEFT if state.get("done") else LEAVING), tokens
     if config.bootstrap and config.enable_gossip:
-        return JOINING, tokens
+        return JOINING, ()   # its tokens are published once its rack is free
     return NORMAL, tokens
 
 
@@ -202,25 +209,14 @@ class ScaleOut:
                 return
             await self._sleep(POLL)
         while True:
-            own = gossip.view.own
-            why = busy_rack(gossip.view.members(), own)
-            if why is not None:
-                if own.tokens:
-                    gossip.set_own(tokens=())   # two joins at once: the younger waits
-                self._enter("waiting", "one move per rack at a time: " + why)
-                await self._sleep(POLL)
-                continue
-            tokens = own.tokens or self._state_tokens() or self._configured_tokens() or self._auto_tokens()
-            if own.tokens != tokens:
-                gossip.set_own(status=JOINING, tokens=tokens)
-            self._save({"operation": "join", "tokens": list(tokens)})
-            self._enter("announcing", "waiting for every node of the datacenter to know the join")
-            await self._known_everywhere()
-            if busy_rack(gossip.view.members(), gossip.view.own) is None:
+            await self._placed()
+            self._enter("flushing", "emptying this node's Redis of what an earlier attempt left")
+            await self._ask(self.name, Request(encode_command([b"FLUSHDB"]), write=True))
+            try:
+                await self._copy_moves(withdraw=True)
                 break
-        self._enter("flushing", "emptying this node's Redis of what an earlier attempt left")
-        await self._ask(self.name, Request(encode_command([b"FLUSHDB"]), write=True))
-        await self._copy_moves()
+            except _Withdrawn as e:
+                self._withdraw(str(e))
         self._enter("cutting_over", "serving its ranges; waiting for every node to know")
         gossip.set_own(status=NORMAL)
         self._save({"operation": "join", "tokens": list(gossip.view.own.tokens), "done": True})
@@ -230,6 +226,35 @@ class ScaleOut:
         for source in sorted({m.source for m in self.moves}):
             await self._drop(source)
         self._enter("done", None)
+
+    async def _placed(self) -> None:
+        """Until this node's entry says JOINING with its tokens, its rack is free, and every peer knows."""
+        gossip = self._gossip
+        while True:
+            own = gossip.view.own
+            why = busy_rack(gossip.view.members(), own)
+            if why is not None:
+                self._withdraw(why)
+                await self._sleep(POLL)
+                continue
+            tokens = own.tokens or self._state_tokens() or self._configured_tokens() or self._auto_tokens()
+            if own.tokens != tokens:
+                gossip.set_own(status=JOINING, tokens=tokens)
+            self._save({"operation": "join", "tokens": list(tokens)})
+            self._enter("announcing", "waiting for every node of the datacenter to know the join")
+            await self._known_everywhere()
+            # a join announced at the same moment elsewhere reaches this view
+            # within a few fast gossip rounds: the younger of the two waits
+            await self._sleep(SETTLE_ROUNDS * gossip.fast_interval)
+            if busy_rack(gossip.view.members(), gossip.view.own) is None:
+                return
+
+    def _withdraw(self, why: str) -> None:
+        """Another move of this rack goes first: no tokens until it is done (they may be chosen anew)."""
+        if self._gossip.view.own.tokens:
+            self._gossip.set_own(tokens=())
+            self._save({"operation": "join"})
+        self._enter("waiting", "one move per rack at a time: " + why)
 
     def _knows_rack(self) -> bool:
         """Whether the view holds another member of this rack with tokens (the seed has answered)."""
@@ -267,19 +292,31 @@ class ScaleOut:
 
     # -- shared steps --------------------------------------------------------------
 
-    async def _copy_moves(self) -> None:
-        self.moves = moves_of(self._topology(), self.name)
-        self._enter("copying", "%d ranges" % len(self.moves))
+    async def _copy_moves(self, withdraw: bool = False) -> None:
+        """
+        Copy what moves, until what moves no longer changes: another move
+        of the rack seen late changes this node's ranges (and, for a join,
+        ``withdraw``: makes it wait, by `_Withdrawn`, if that move goes first).
+        """
         while True:
-            run = self._run = CopyRun(self.moves, self._route, self._copy, self._send, self._clock,
+            self.moves = moves = moves_of(self._topology(), self.name)
+            self._enter("copying", "%d ranges" % len(moves))
+            run = self._run = CopyRun(moves, self._route, self._copy, self._send, self._clock,
                                       self._tag, self._rate, on_counts=self._count)
             progress = await run.run()
-            if progress.error is None:
-                return
             if self._stopping:
                 raise Cancelled()
-            self.log.warn("scale-out copy failed ({why}); starting it again", why=progress.error)
-            await self._sleep(POLL)
+            if withdraw:
+                why = busy_rack(self._gossip.view.members(), self._gossip.view.own)
+                if why is not None:
+                    raise _Withdrawn(why)
+            if progress.error is not None:
+                self.log.warn("scale-out copy failed ({why}); starting it again", why=progress.error)
+                await self._sleep(POLL)
+            elif moves_of(self._topology(), self.name) == moves:
+                return
+            else:
+                self.log.info("scale-out: the ranges moving changed during the copy; copying again")
 
     async def _known_everywhere(self) -> None:
         """Until every node of this datacenter that is up says it holds this node's latest entry."""

@@ -152,6 +152,35 @@ class ScaleOutTests(SynchronousTestCase):
         with self.assertRaises(RepairBusy):
             leader.parts.repairs.start(RepairOptions())
 
+    def test_a_second_join_in_a_rack_waits_for_the_first(self) -> None:
+        cluster = self.cluster
+        seed = cluster.node("dc1", "rack2")
+        entry = "%s:rack2:dc1:%d" % (seed.name, seed.config.tokens[0])
+        first = cluster.add_node(NEW, "dc1", "rack1", 2 ** 31, [entry], bootstrap=True)
+        cluster.advance(STEP)
+        second = cluster.add_node("10.0.0.11:8101", "dc1", "rack1", 2 ** 30, [entry], bootstrap=True)
+        self.load.clients += [cluster.client(first), cluster.client(second)]
+        waited = []
+
+        def first_done() -> bool:
+            if second.parts.scaleout.phase == "waiting" and "one move per rack" in (second.parts.scaleout.reason or ""):
+                waited.append(second.parts.scaleout.reason)
+            self.assertNotIn(second.parts.scaleout.phase, ("copying", "cutting_over"),
+                             "the second join moves while the first is under way: %s %s / %s %s" % (
+                                 first.parts.scaleout.phase, first.parts.gossip.view.own,
+                                 second.parts.scaleout.phase, second.parts.gossip.view.own))
+            return first.parts.scaleout.phase == "done"
+
+        wait_for(cluster, first_done, 60.0, self.load)
+        self.assertTrue(waited, "the second join said why it waits")
+        self.assertIn(NEW, waited[0])
+        wait_for(cluster, lambda: second.parts.scaleout.phase == "done", 60.0, self.load)
+        cluster.advance(1.0)
+        rack1 = self.first[0].parts.topology.ring("dc1", "rack1")
+        self.assertEqual(sorted(n.name for n in rack1.owners()),
+                         sorted([self.first[0].name, NEW, "10.0.0.11:8101"]))
+        self.check_placement(self.first + [first, second])
+
     def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
         self.assertEqual(self.first[0].parts.scaleout.decommission(),
                          "this node is the last of dc1/rack1: nobody could take its ranges")

@@ -37,7 +37,7 @@ class EntryTests(SynchronousTestCase):
     def test_json_round_trip_and_seed(self) -> None:
         e = entry(A, tokens=(7, 3), generation=5, version=9)
         self.assertEqual(Entry.from_json(json.loads(json.dumps(e.to_json()))), e._replace(tokens=(3, 7)))
-        self.assertEqual(e.seed(), Seed(Address("10.0.0.1", 8101), "rack1", "dc1", (7, 3)))
+        self.assertEqual(e.seed(), Seed(Address("10.0.0.1", 8101), "rack1", "dc1", (7, 3), "NORMAL", e.generation))
 
     def test_bad_entries_are_refused(self) -> None:
         good = entry(A).to_json()

@@ -295,9 +295,9 @@ class CollectorTests(SynchronousTestCase):
         self.node.peers["127.0.0.3:8101"].is_up = False
         samples = self.samples()
         self.assertEqual(samples[("dynomite_ring_nodes", (("ring_dc", "dc1"), ("ring_rack", "rack1"),
-                                                          ("state", "up")))], 1)
+                                                          ("state", "up"), ("status", "NORMAL")))], 1)
         self.assertEqual(samples[("dynomite_ring_nodes", (("ring_dc", "dc2"), ("ring_rack", "rack1"),
-                                                          ("state", "down")))], 1)
+                                                          ("state", "down"), ("status", "NORMAL")))], 1)
         self.assertEqual(samples[("dynomite_peer_up", (("peer", "127.0.0.3:8101"), ("peer_dc", "dc2"),
                                                        ("peer_rack", "rack1")))], 0)
 

@@ -82,6 +82,19 @@ class PendingTopologyTests(SynchronousTestCase):
         self.assertEqual(t.pending(5), (t.node(A),))
         self.assertEqual(t.moving_ranges("dc1", "r1"), [(1, HALF, t.node(N), t.node(A))])
 
+    def test_of_two_moves_in_a_rack_the_older_goes_first(self):
+        older = NodeInfo(N, "dc1", "r1", Address.parse(N), (HALF,), False, JOINING, 5)
+        younger = NodeInfo("10.0.0.8:8101", "dc1", "r1", Address.parse("10.0.0.8:8101"), (2 ** 30,), False,
+                           JOINING, 7)
+        t = three(A, older, younger)
+        self.assertEqual(t.moving_ranges("dc1", "r1"), [(1, HALF, t.node(A), older)])
+        self.assertEqual(moves_of(t, younger.name), [])
+        # the younger asks to leave meanwhile: still the older's move alone
+        leaving = NodeInfo(B, "dc1", "r1", Address.parse(B), (3 * 2 ** 30,), False, LEAVING, 9)
+        t = three(A, older, leaving)
+        self.assertEqual([(lo, hi, now.name, later.name) for lo, hi, now, later in t.moving_ranges("dc1", "r1")],
+                         [(1, HALF, B, N)])
+
     def test_the_last_node_of_a_rack_keeps_its_ranges_when_leaving(self):
         t = three(A, node(B, "r2", [0], LEAVING))
         self.assertFalse(t.moving)
@@ -166,7 +179,7 @@ class InitialPlaceTests(SynchronousTestCase):
 
     def test_a_member_starts_normal_and_a_new_node_joins(self):
         self.assertEqual(initial_place(FakeConfig((5,), False), self.path), (NORMAL, (5,)))
-        self.assertEqual(initial_place(FakeConfig((5,), True), self.path), (JOINING, (5,)))
+        self.assertEqual(initial_place(FakeConfig((5,), True), self.path), (JOINING, ()))
         self.assertEqual(initial_place(FakeConfig((), True), self.path), (JOINING, ()))
 
     def test_a_restart_goes_on_where_the_state_file_says(self):

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.integration.test_admin_cli -*-
 """
 The commands of ``dynomite-admin``: ``status``, ``ring``, ``hash``,
-``consistency`` and ``hints``.
+``consistency`` and ``hints`` (``repair`` and ``decommission``, which
+follow a long operation, have their own modules).
 
 Each is a function ``(args, client) -> Result`` (:data:`COMMANDS`): it reads
 /cluster_describe from the node asked, talks to every node it names through
@@ -20,10 +21,14 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminClient, AdminError, parallel
 from dynomite.cli.admin.repair import cmd_repair
-from dynomite.cli.admin.views import Result, describe_nodes, hash_owners, ring_table, status_row, summary
+from dynomite.cli.admin.scaleout import cmd_decommission
+from dynomite.cli.admin.views import (Result, describe_nodes, find_node, hash_owners, move_progress, moving_ranges,
+                                      ring_table, status_row, summary)
+from dynomite.config.vocabulary import JOINING, LEAVING, NORMAL
 from dynomite.launcher.tables import format_ranges, format_table
 
-__all__ = ["COMMANDS", "Result", "cmd_consistency", "cmd_hash", "cmd_hints", "cmd_ring", "cmd_status"]
+__all__ = ["COMMANDS", "Result", "cmd_consistency", "cmd_decommission", "cmd_hash", "cmd_hints", "cmd_ring",
+           "cmd_status"]
 
 
 def _describe(client: AdminClient, node: str) -> Dict[str, Any]:
@@ -74,13 +79,43 @@ def cmd_status(args: argparse.Namespace, client: AdminClient) -> Result:
 
 
 def cmd_ring(args: argparse.Namespace, client: AdminClient) -> Result:
-    rows = ring_table(_describe(client, args.node))
+    describe = _describe(client, args.node)
+    rows = ring_table(describe)
     table = format_table(
         ["DC", "RACK", "NODE", "TOKENS", "RANGES", "SHARE"],
-        [[r["dc"], r["rack"], r["node"], ",".join(map(str, r["tokens"])), format_ranges(r["ranges"]),
-          f"{r['share_percent']:.2f}%"] for r in rows],
+        [[r["dc"], r["rack"], r["node"] if r["status"] == NORMAL else "%s (%s)" % (r["node"], r["status"]),
+          ",".join(map(str, r["tokens"])), format_ranges(r["ranges"]) or None, f"{r['share_percent']:.2f}%"]
+         for r in rows],
     )
-    return Result({"racks": _group_racks(rows)}, table)
+    doc: Dict[str, Any] = {"racks": _group_racks(rows)}
+    movers = [n for n in describe_nodes(describe, args.node) if n["status"] in (JOINING, LEAVING)]
+    moving = moving_ranges(describe)
+    if movers or moving:
+        doc["moving"], doc["moves"] = moving, _moves(client, movers)
+        table += "\n\n" + format_table(
+            ["DC", "RACK", "MOVING RANGE", "FROM", "TO"],
+            [[m["dc"], m["rack"], format_ranges([(m["start"], m["end"])]), m["from"], m["to"]] for m in moving])
+        table += "\n\n" + format_table(
+            ["NODE", "STATUS", "PROGRESS"],
+            [[m["node"], m["status"], m["progress"] or "unknown: %s" % m["error"]] for m in doc["moves"]])
+    return Result(doc, table)
+
+
+def _moves(client: AdminClient, movers: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The progress of each node JOINING or LEAVING, from its own /scaleout (it drives its move)."""
+    reachable = [n for n in movers if n["admin"]]
+    answers = dict(zip((n["name"] for n in reachable),
+                       parallel(lambda n: client.get(n["admin"], "/scaleout"), reachable)))
+    out = []
+    for n in movers:
+        scaleout, error = answers.get(n["name"], (None, None))
+        reason = n["why"] if not n["admin"] else (error.reason if error else None)
+        if reason is None and not isinstance(scaleout, dict):
+            reason = "unexpected /scaleout answer"
+        out.append({"node": n["name"], "dc": n["dc"], "rack": n["rack"], "status": n["status"],
+                    "progress": None if reason else move_progress(scaleout), "error": reason,
+                    "scaleout": scaleout if not reason else None})
+    return out
 
 
 def _group_racks(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -134,11 +169,10 @@ def cmd_hints(args: argparse.Namespace, client: AdminClient) -> Result:
     if args.target_node == "all":
         chosen = nodes
     else:
-        chosen = [n for n in nodes if n["name"] == args.target_node] or \
-                 [n for n in nodes if n["admin"] == args.target_node]
-        if not chosen:
-            raise AdminError(f"no node {args.target_node} in the cluster (nodes: "
-                             f"{', '.join(n['name'] for n in nodes)}; or all)")
+        try:
+            chosen = [find_node(nodes, args.target_node)]
+        except AdminError as e:
+            raise AdminError(f"{e}; or all") from None
     path = "/hints/%s/%s" % (urllib.parse.quote(args.target, safe=":"), args.action)
     reachable = [n for n in chosen if n["admin"]]
     answers = dict(zip((n["name"] for n in reachable),
@@ -177,4 +211,5 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, AdminClient], Result]] = {
     "consistency": cmd_consistency,
     "hints": cmd_hints,
     "repair": cmd_repair,
+    "decommission": cmd_decommission,
 }

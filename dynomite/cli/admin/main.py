@@ -5,8 +5,10 @@
     dynomite-admin [--node HOST:PORT] [--token TOKEN] [--json] [--timeout S] COMMAND
 
     status [--interval S]                  every node: DC, rack, state, ops/s, p99, hint backlog,
-                                           datastore, peers UP/total
-    ring                                   token ranges per rack, with each node's share of the ring
+                                           datastore, peers UP/total; a node joining or leaving
+                                           says its phase and progress
+    ring                                   token ranges per rack, with each node's share of the ring;
+                                           nodes JOINING or LEAVING, the ranges moving and progress
     hash KEY [--hash-tag XY]               the key's hash and its owner in every rack of every DC
     consistency                            read/write consistency of every node
     consistency read|write LEVEL           set it on every node (mutating: needs the admin token)
@@ -15,6 +17,9 @@
     repair [--dry-run] [--source DC/RACK] [--all-dcs] [--rate KEYS/S] [--no-wait]
                                            anti-entropy repair run by the node asked, with a
                                            progress bar; prints the differences found
+    decommission [NODE] [--no-wait]        the node (default: the one --node points at) leaves its
+                                           rack; its keys move to the rack's other nodes, with a
+                                           progress bar (mutating: needs the admin token)
 
 ``--node`` is any node's admin address (``stats_listen``; default
 127.0.0.11:22222, the first node of the demo cluster, or $DYNOMITE_ADMIN);
@@ -43,7 +48,7 @@ import sys
 from typing import Mapping, Optional, Sequence
 
 from dynomite.cli.admin.client import DEFAULT_TIMEOUT, ENV_TOKEN, AdminClient, AdminError, join_address, parse_address
-from dynomite.cli.admin import repair
+from dynomite.cli.admin import repair, scaleout
 from dynomite.cli.admin.commands import COMMANDS
 from dynomite.config.vocabulary import CONSISTENCY_LEVELS as LEVELS
 
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=HINT_ACTIONS)
     p.add_argument("--target", metavar="T", default="all", help="the hint target (default all)")
     repair.add_parser(sub, common)
+    scaleout.add_parser(sub, common)
     return parser
 
 

@@ -23,10 +23,36 @@ from dynomite.cli.admin.client import AdminClient, AdminError
 from dynomite.cli.admin.views import Result, progress_text
 from dynomite.launcher.tables import format_table
 
-__all__ = ["add_parser", "cmd_repair"]
+__all__ = ["POLL", "ProgressLine", "add_parser", "cmd_repair"]
 
-#: seconds between two polls of /repair
+#: seconds between two polls of /repair (and of /scaleout)
 POLL = 0.5
+
+
+class ProgressLine:
+    """
+    One line on standard error, drawn again in place at every poll of a
+    long operation: ``phase [#####.....] 50% ...``.  Drawn only when
+    standard error is a terminal and the output is not ``--json``.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.show = sys.stderr.isatty() and not args.json
+        self._width = 0
+
+    def draw(self, label: str, text: str) -> None:
+        if not self.show:
+            return
+        line = "%-11s %s" % (label, text)
+        sys.stderr.write("\r" + line.ljust(self._width))
+        sys.stderr.flush()
+        self._width = len(line)
+
+    def end(self) -> None:
+        """Leave the last line drawn and go to the next one."""
+        if self.show and self._width:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def add_parser(sub, common) -> None:
@@ -59,24 +85,20 @@ def cmd_repair(args: argparse.Namespace, client: AdminClient):
     mine = (started.get("running") or {}).get("started")
     if args.no_wait:
         return Result(started, "repair started on %s" % args.node)
-    show = sys.stderr.isatty() and not args.json
+    line = ProgressLine(args)
     while True:
         time.sleep(POLL)
         doc = client.get(args.node, "/repair")
         running = doc.get("running")
         if running and running.get("started") == mine:
-            if show:
-                sys.stderr.write("\r%-11s %s" % (running["phase"], progress_text(
-                    running["phase_scanned"], running["phase_to_scan"], running["keys_per_second"],
-                    running["eta_seconds"])))
-                sys.stderr.flush()
+            line.draw(running["phase"], progress_text(running["phase_scanned"], running["phase_to_scan"],
+                                                      running["keys_per_second"], running["eta_seconds"]))
             continue
         last = doc.get("last") or {}
         if last.get("started") == mine:
             break
         raise AdminError("%s: the repair started at %s is neither running nor the last one" % (args.node, mine))
-    if show:
-        sys.stderr.write("\n")
+    line.end()
     return Result(last, _report(last), None if last.get("error") is None else
                   "%s: repair failed: %s" % (args.node, last["error"]))
 

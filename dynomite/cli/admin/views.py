@@ -4,8 +4,9 @@ What ``dynomite-admin`` shows, computed from what nodes answer.
 
 Pure functions on plain data, tested without HTTP: the nodes of a
 /cluster_describe document and how to reach each one's admin API, ring
-shares and key owners per rack, ops/s and the other figures of a status
-row from /info samples, and the text of tables and error summaries.
+shares and key owners per rack, the ranges moving while a node joins or
+leaves, ops/s and the other figures of a status row from /info samples,
+progress bars, and the text of tables and error summaries.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ import ipaddress
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from dynomite.cli.admin.client import AdminError, join_address, parse_address
-from dynomite.config.vocabulary import RING_SIZE
+from dynomite.config.vocabulary import JOINING, LEFT, NORMAL, RING_SIZE
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.ring import Ring
 
 __all__ = [
     "Result",
     "describe_nodes",
+    "find_node",
     "hash_owners",
+    "copy_progress",
     "hint_backlog",
+    "move_progress",
+    "moving_ranges",
     "ops_per_second",
     "p99_ms",
     "progress_text",
     "repair_work",
     "request_count",
     "ring_table",
+    "scaleout_work",
     "status_row",
     "summary",
 ]
@@ -51,8 +57,9 @@ class Result(NamedTuple):
 def describe_nodes(describe: Mapping[str, Any], asked: Optional[str] = None) -> List[Dict[str, Any]]:
     """
     Every node of a /cluster_describe document, in its order, as flat dicts:
-    dc, rack, name, host, port, tokens, state, local, admin, and ``why``
-    (why ``admin`` is None, else None).
+    dc, rack, name, host, port, tokens, state, status (on the ring: NORMAL,
+    JOINING, LEAVING; NORMAL when the node does not say), local, admin, and
+    ``why`` (why ``admin`` is None, else None).
 
     ``admin`` is the address to reach the node's admin API at: ``asked``
     for the node that answered (``local``), else the address it announced,
@@ -69,13 +76,23 @@ def describe_nodes(describe: Mapping[str, Any], asked: Optional[str] = None) -> 
                         "dc": str(dc["name"]), "rack": str(rack["name"]), "name": str(server["name"]),
                         "host": server["host"], "port": server["port"],
                         "tokens": sorted(int(t) for t in server["tokens"]),
-                        "state": server["state"], "local": bool(server.get("local")),
+                        "state": server["state"], "status": str(server.get("status") or NORMAL),
+                        "local": bool(server.get("local")),
                     }
                     node["admin"], node["why"] = _admin_address(server, asked)
                     nodes.append(node)
     except (KeyError, TypeError, ValueError) as e:
         raise AdminError(f"unexpected /cluster_describe document ({type(e).__name__}: {e})") from None
     return nodes
+
+
+def find_node(nodes: List[Dict[str, Any]], wanted: str) -> Dict[str, Any]:
+    """The node of :func:`describe_nodes` named ``wanted``, or whose admin address it is; AdminError if none."""
+    for key in ("name", "admin"):
+        for node in nodes:
+            if node[key] == wanted:
+                return node
+    raise AdminError(f"no node {wanted} in the cluster (nodes: {', '.join(n['name'] for n in nodes)})")
 
 
 def _admin_address(server: Mapping[str, Any], asked: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
@@ -113,15 +130,19 @@ def _is_unspecified(host: str) -> bool:
         return False
 
 
-def _rings(describe: Mapping[str, Any]) -> List[Tuple[str, str, List[Dict[str, Any]], Ring[str]]]:
-    """(dc, rack, nodes, ring of node names) for every rack."""
+def _rings(describe: Mapping[str, Any]) -> List[Tuple[str, str, List[Dict[str, Any]], Optional[Ring[str]]]]:
+    """
+    (dc, rack, nodes, ring of node names) for every rack: the current ring,
+    without the nodes JOINING it (None while no node of the rack owns tokens).
+    """
     racks: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
     for node in describe_nodes(describe):
         racks.setdefault((node["dc"], node["rack"]), []).append(node)
     out = []
     for (dc, rack), nodes in racks.items():
+        owners = [n for n in nodes if n["status"] not in (JOINING, LEFT)]
         try:
-            ring = Ring((token, n["name"]) for n in nodes for token in n["tokens"])
+            ring = Ring((token, n["name"]) for n in owners for token in n["tokens"]) if owners else None
         except ValueError as e:
             raise AdminError(f"rack {dc}/{rack}: {e}") from None
         out.append((dc, rack, nodes, ring))
@@ -141,24 +162,40 @@ def _merge(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
 def ring_table(describe: Mapping[str, Any]) -> List[Dict[str, Any]]:
     """
     One dict per node, racks in document order: dc, rack, node, state,
-    tokens, ranges (inclusive ``[start, end]`` hash ranges it owns, adjacent
-    ones merged; the smallest token's wrap-around share is two ranges) and
-    share_percent (of the 2**32 hashes). The shares of a rack add up to 100.
+    status, tokens, ranges (inclusive ``[start, end]`` hash ranges it owns,
+    adjacent ones merged; the smallest token's wrap-around share is two
+    ranges) and share_percent (of the 2**32 hashes). The shares of a rack
+    add up to 100; a node JOINING owns nothing yet.
     """
     rows = []
     for dc, rack, nodes, ring in _rings(describe):
         owned: Dict[str, List[Tuple[int, int]]] = {n["name"]: [] for n in nodes}
-        for start, end, owner in ring.ranges():
+        for start, end, owner in (ring.ranges() if ring is not None else ()):
             owned[owner].append((start, end))
         for n in nodes:
             ranges = _merge(owned[n["name"]])
             size = sum(end - start + 1 for start, end in ranges)
             rows.append({
-                "dc": dc, "rack": rack, "node": n["name"], "state": n["state"], "tokens": n["tokens"],
+                "dc": dc, "rack": rack, "node": n["name"], "state": n["state"], "status": n["status"],
+                "tokens": n["tokens"],
                 "ranges": [[start, end] for start, end in ranges],
                 "share_percent": 100.0 * size / RING_SIZE,
             })
     return rows
+
+
+def moving_ranges(describe: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """
+    The hash ranges changing owner while nodes join or leave, as the node
+    asked computed them: ``{dc, rack, start, end, from, to}``, racks in
+    document order (none from a node that does not say).
+    """
+    try:
+        return [{"dc": str(dc["name"]), "rack": str(rack["name"]), "start": int(m["start"]), "end": int(m["end"]),
+                 "from": str(m["from"]), "to": str(m["to"])}
+                for dc in describe["dcs"] for rack in dc["racks"] for m in rack.get("moving") or ()]
+    except (KeyError, TypeError, ValueError) as e:
+        raise AdminError(f"unexpected /cluster_describe document ({type(e).__name__}: {e})") from None
 
 
 def hash_owners(describe: Mapping[str, Any], key: bytes, hash_tag: Optional[bytes] = None) -> Dict[str, Any]:
@@ -169,6 +206,8 @@ def hash_owners(describe: Mapping[str, Any], key: bytes, hash_tag: Optional[byte
     h = key_hash(key, hash_tag)
     owners = []
     for dc, rack, nodes, ring in _rings(describe):
+        if ring is None:
+            continue
         owner = ring.owner(h)
         state = next(n["state"] for n in nodes if n["name"] == owner)
         owners.append({"dc": dc, "rack": rack, "node": owner, "token": ring.token(h), "state": state})
@@ -240,7 +279,7 @@ def status_row(
         peers_up=sum(1 for state in peers.values() if state == "UP"),
         peers_total=len(peers),
     )
-    row["work"] = repair_work(info.get("repair") or {})
+    row["work"] = scaleout_work(info.get("scaleout") or {}) or repair_work(info.get("repair") or {})
     if before is not None and after is not None:
         row["ops_per_second"] = ops_per_second(request_count(before[0]), request_count(after[0]), after[1] - before[1])
     return row
@@ -258,6 +297,47 @@ def repair_work(repair: Mapping[str, Any]) -> Optional[str]:
             running.get("phase_scanned", 0), running.get("phase_to_scan", 0),
             running.get("keys_per_second"), running.get("eta_seconds")))
     return None
+
+
+def scaleout_work(scaleout: Mapping[str, Any]) -> Optional[str]:
+    """
+    What a node's /info ``scaleout`` section says of its own join or leave:
+    ``JOINING copying [###...] 45% ...``, ``LEAVING announcing: why``,
+    ``join failed: why``; a node that has left says so; None when it moves nothing.
+    """
+    phase = scaleout.get("phase")
+    if not scaleout.get("operation") or phase in (None, "idle"):
+        return None
+    if phase == "failed":
+        return "%s failed: %s" % (scaleout["operation"], scaleout.get("reason") or "no reason given")
+    if phase == "done":
+        return "%s: %s" % (LEFT, scaleout.get("reason")) if scaleout.get("status") == LEFT else None
+    return "%s %s" % (scaleout.get("status"), move_progress(scaleout))
+
+
+def move_progress(scaleout: Mapping[str, Any]) -> str:
+    """The phase of a join or leave: its copy progress while copying, else why it is in that phase."""
+    phase = str(scaleout.get("phase"))
+    copy = scaleout.get("copy") or {}
+    if phase == "copying" and copy:
+        return "copying " + copy_progress(copy)
+    reason = scaleout.get("reason")
+    return "%s: %s" % (phase, reason) if reason else phase
+
+
+def copy_progress(copy: Mapping[str, Any]) -> str:
+    """
+    A scale-out copy (/scaleout ``copy``): the bar is the keys scanned on
+    the ranges' owners of all they hold, then the keys copied and their rate:
+    ``[#####.....] 50% 500/1000 keys ETA 4s, 120 copied 40/s``.
+    """
+    text = progress_text(copy.get("scanned", 0), copy.get("to_scan", 0), None, copy.get("eta_seconds"))
+    text += ", %d copied" % copy.get("copied", 0)
+    if copy.get("keys_per_second"):
+        text += " %d/s" % copy["keys_per_second"]
+    if copy.get("copy_errors"):
+        text += ", %d errors (last: %s)" % (copy["copy_errors"], copy.get("last_copy_error"))
+    return text
 
 
 def progress_text(done: int, total: int, per_second: Optional[float], eta: Optional[float], width: int = 20) -> str:
