@@ -70,7 +70,8 @@ def join_figures(polls: Sequence[JoinPoll], started: float, finished: float) -> 
     A finished join's figures: seconds per phase (`repair.phase_times`),
     keys copied and their rate over the copying phase (the copy's count;
     ``joining`` stands for it when the node showed no phases), and how
-    fast the joiner's DBSIZE grew over that phase.
+    fast the joiner's DBSIZE grew over that phase, from zero (its Redis
+    is emptied before the copy) to the first poll after it.
     """
     times = repair.phase_times(polls, started, finished)
     copying = "copying" if "copying" in times else "joining"
@@ -80,9 +81,8 @@ def join_figures(polls: Sequence[JoinPoll], started: float, finished: float) -> 
     seconds = times.get(copying)
     grown = None
     if at:
-        before = polls[at[0] - 1].joiner_keys if at[0] > 0 else 0
-        after = polls[at[-1] + 1].joiner_keys if at[-1] + 1 < len(polls) else polls[at[-1]].joiner_keys
-        grown = after - before
+        # from nothing: the copy starts on an emptied Redis (the flushing phase, or a new one)
+        grown = polls[at[-1] + 1].joiner_keys if at[-1] + 1 < len(polls) else polls[at[-1]].joiner_keys
     return {
         "wall_s": round(finished - started, 3), "phases_s": times, "copy_phase": copying,
         "copied": copied, "scanned": scanned, "joiner_keys_grown": grown,
