@@ -191,7 +191,7 @@ class ScaleOutBench:
         joiner_settings: Dict[str, Any] = {"bootstrap": True, "tokens": "auto"}
         if rate is not None:
             joiner_settings["repair_rate"] = rate
-        joiner = Joiner(cluster, "dc1", "rack1", host, rack2, joiner_settings)
+        joiner = Joiner(cluster, "dc1", "rack1", host, rack2, joiner_settings, twistd=target.interpreter.twistd)
         client = ClientRuns(target, self.settings, self.requests, workdir, "join")
         clients: List[dataset.DirectRedis] = []
         try:
