@@ -91,6 +91,8 @@ class NodeParts:
                           else (NORMAL, tuple(config.tokens)))
         #: PeerLink per other node, by name (filled below, and by reloads)
         self.links: Dict[str, PeerLink] = {}
+        # links of removed peers, open until their requests in flight are answered
+        self._retiring: Dict[str, PeerLink] = {}
         #: the cluster view's gossip (``enable_gossip``), None when off
         self.gossip: Optional[Gossiper] = None
         generation = 0
@@ -189,7 +191,15 @@ class NodeParts:
         if self.scaleout is not None:
             self.scaleout.start()
 
+    def _retired(self, name: str, link: PeerLink) -> None:
+        if self._retiring.get(name) is link:
+            del self._retiring[name]
+        link.stop()
+
     def stop(self) -> None:
+        for link in self._retiring.values():
+            link.stop()
+        self._retiring.clear()
         if self.scaleout is not None:
             self.scaleout.stop()
         if self.keyspace is not None:
@@ -258,7 +268,13 @@ class NodeParts:
         seeds = {str(seed.address): seed for seed in config.dyn_seeds}
         wanted = {info.name for info in topology.nodes if not info.is_local}
         for name in sorted(set(self.links) - wanted):
-            self.links.pop(name).stop()
+            # no new requests; those in flight get their answers (a node
+            # that left, say, still answers the writes it was leading:
+            # failing them now would have them led twice, by the next leader)
+            link = self.links.pop(name)
+            self._retiring[name] = link
+            self.clock.callLater(peer_timeout(self.config, link.datacenter) * self.settings.timeout_factor,
+                                 self._retired, name, link)
             self.log.info("peer {peer} removed", peer=name)
         for name in sorted(wanted - set(self.links)):
             link = self.links[name] = self._link(config, seeds[name])

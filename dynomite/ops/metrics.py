@@ -361,11 +361,8 @@ class Collector:
 
 
     def _gossip(self) -> Iterable:
-        counts = self.status.gossip_counts()   # empty with gossip off: every event at 0
-        events = family("dynomite_gossip_events_total")
-        for event in GOSSIP_EVENTS:
-            events.add_metric([event], counts.get(event, 0))
-        yield events
+        # empty with gossip off: every event at 0
+        yield _each_at(family("dynomite_gossip_events_total"), GOSSIP_EVENTS, self.status.gossip_counts())
         by_status = dict.fromkeys(STATUSES, 0)
         for entry in self.status.gossip().get("entries", {}).values():
             by_status[entry["status"]] = by_status.get(entry["status"], 0) + 1
@@ -376,11 +373,8 @@ class Collector:
 
 
     def _scaleout(self) -> Iterable:
-        counts = self.status.scaleout_counts()   # empty with gossip off: every event at 0
-        keys = family("dynomite_scaleout_keys_total")
-        for event in SCALEOUT_EVENTS:
-            keys.add_metric([event], counts.get(event, 0))
-        yield keys
+        # empty with gossip off: every event at 0
+        yield _each_at(family("dynomite_scaleout_keys_total"), SCALEOUT_EVENTS, self.status.scaleout_counts())
         phase = self.status.scaleout_phase()
         running = family("dynomite_scaleout_running")
         for name in MOVING_PHASES:
@@ -396,3 +390,10 @@ def make_registry(status: NodeStatus) -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+def _each_at(metric, labels: Iterable[str], counts: Dict[str, int]):
+    """``metric`` with one sample per label of ``labels``, from ``counts`` (0 where it has none)."""
+    for label in labels:
+        metric.add_metric([label], counts.get(label, 0))
+    return metric

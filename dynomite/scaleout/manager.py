@@ -67,6 +67,10 @@ SETTLE_ROUNDS = 3
 POLL = 0.5
 
 
+class _Refused(Exception):
+    """A move that cannot go on (the leave of a rack's last node): the node stays as it was."""
+
+
 class _Withdrawn(Exception):
     """Another move of this node's rack goes first: the join waits."""
 
@@ -187,6 +191,9 @@ class ScaleOut:
             if result is not None and hasattr(result, "check"):
                 if result.check(Cancelled):
                     self.phase, self.reason = "failed", "stopped"
+                elif result.check(_Refused):
+                    self.phase, self.reason = "failed", result.getErrorMessage()
+                    self.log.warn("scale-out {operation} refused: {why}", operation=operation, why=self.reason)
                 else:
                     self.phase, self.reason = "failed", result.getErrorMessage()
                     self.log.failure("scale-out {operation} failed", result, operation=operation)
@@ -283,6 +290,22 @@ class ScaleOut:
         self._save({"operation": "leave"})
         self._enter("announcing", "waiting for every node of the datacenter to know the leave")
         await self._known_everywhere()
+        while True:
+            # another move of the rack, heard of late, goes first if older
+            # (the topology lets it alone move: `Topology`); then this one
+            await self._sleep(SETTLE_ROUNDS * gossip.fast_interval)
+            why = busy_rack(gossip.view.members(), gossip.view.own)
+            if why is None:
+                break
+            self._enter("waiting", "one move per rack at a time: " + why)
+        topology = self._topology()
+        local = topology.local
+        if not [n for n in topology.nodes_in_rack(local.datacenter, local.rack) if n.name != self.name]:
+            # the others of the rack left first: nobody could take its ranges
+            gossip.set_own(status=NORMAL)
+            self._save({})
+            raise _Refused("this node is the last of %s/%s: nobody could take its ranges"
+                           % (local.datacenter, local.rack))
         await self._copy_moves()
         self._enter("cutting_over", "leaving the ring")
         gossip.set_own(status=LEFT)

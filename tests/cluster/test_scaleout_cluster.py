@@ -184,3 +184,31 @@ class ScaleOutTests(SynchronousTestCase):
     def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
         self.assertEqual(self.first[0].parts.scaleout.decommission(),
                          "this node is the last of dc1/rack1: nobody could take its ranges")
+
+
+class TwoLeavesTests(SynchronousTestCase):
+    """Both nodes of a rack asked to leave at the same moment, before gossip could tell either."""
+
+    def test_the_rack_keeps_a_node_and_every_key(self) -> None:
+        cluster = make_cluster(self, {"dc1": {"rack1": 2, "rack2": 1}},
+                               enable_gossip=True, gos_interval=int(GOS_INTERVAL * 1000))
+        load = Load(cluster, list(cluster.nodes))
+        load.write(600)
+        cluster.advance(STEP)
+        one, two = cluster.node("dc1", "rack1", 0), cluster.node("dc1", "rack1", 1)
+        self.assertIsNone(one.parts.scaleout.decommission())
+        self.assertIsNone(two.parts.scaleout.decommission())
+        load.clients = [cluster.client(cluster.node("dc1", "rack2"))]
+        wait_for(cluster, lambda: one.parts.scaleout.finished is not None and two.parts.scaleout.finished is not None,
+                 60.0, load)
+        cluster.advance(2.0)
+        outcomes = sorted((n.parts.scaleout.phase, n.parts.scaleout.reason or "") for n in (one, two))
+        self.assertEqual([phase for phase, _ in outcomes], ["done", "failed"])
+        self.assertIn("is the last of dc1/rack1", outcomes[1][1])
+        stayed = one if one.parts.scaleout.phase == "failed" else two
+        self.assertEqual(stayed.parts.gossip.view.own.status, "NORMAL")
+        ring = cluster.node("dc1", "rack2").parts.topology.ring("dc1", "rack1")
+        self.assertEqual([n.name for n in ring.owners()], [stayed.name])
+        for key, value in sorted(load.expected.items()):
+            self.assertEqual(stayed.redis.data.get(key), value, key)
+        self.assertEqual(load.nil_reads, [])

@@ -45,6 +45,18 @@ class PushLoad(threading.Thread):
         self.nil_reads: List[str] = []
         self.batches = 0
         self._halt = threading.Event()
+        self._going = threading.Event()
+        self._going.set()
+        self._batch = threading.Lock()
+
+    def pause(self) -> None:
+        """Stop between two batches (what it acknowledged is then all there is), until `resume`."""
+        self._going.clear()
+        with self._batch:
+            pass
+
+    def resume(self) -> None:
+        self._going.set()
 
     def halt(self) -> None:
         self._halt.set()
@@ -54,39 +66,47 @@ class PushLoad(threading.Thread):
     def run(self) -> None:
         batch = 0
         while not self._halt.is_set():
-            client = self.clients[batch % len(self.clients)]
-            element = b"e%d" % batch
-            keys = ["so:str:%d" % ((batch * 7 + j) % STRINGS) for j in range(10)]
-            pipe = client.pipeline(transaction=False)
-            for name in self.lists:
-                pipe.rpush(name, element)
-            for key in keys:
-                pipe.set(key, element)
-            try:
-                replies = pipe.execute(raise_on_error=False)
-            except redis.RedisError as e:
-                self.errors.append("batch %d: %s" % (batch, e))
-                return   # outcome unknown: the expectations stop here
-            for name, reply in zip(self.lists, replies):
-                if isinstance(reply, Exception):
-                    self.errors.append("RPUSH %s: %s" % (name, reply))
-                else:
-                    self.lists[name].append(element)
-            for key, reply in zip(keys, replies[LISTS:]):
-                if isinstance(reply, Exception):
-                    self.errors.append("SET %s: %s" % (key, reply))
-                else:
-                    self.strings[key] = element
-            reader = self.clients[(batch + 1) % len(self.clients)]
-            written = sorted(self.strings)[:: max(1, len(self.strings) // 10)]
-            try:
-                values = reader.mget(written) if written else []
-            except redis.RedisError as e:
-                self.errors.append("MGET: %s" % e)
-                return
-            self.nil_reads.extend(k for k, v in zip(written, values) if v is None)
+            self._going.wait()
+            with self._batch:
+                if not self._one(batch):
+                    return
             batch += 1
             self.batches = batch
+
+    def _one(self, batch: int) -> bool:
+        """One pipelined batch and its reads; False when its outcome is unknown (the load stops)."""
+        client = self.clients[batch % len(self.clients)]
+        element = b"e%d" % batch
+        keys = ["so:str:%d" % ((batch * 7 + j) % STRINGS) for j in range(10)]
+        pipe = client.pipeline(transaction=False)
+        for name in self.lists:
+            pipe.rpush(name, element)
+        for key in keys:
+            pipe.set(key, element)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as e:
+            self.errors.append("batch %d: %s" % (batch, e))
+            return False   # outcome unknown: the expectations stop here
+        for name, reply in zip(self.lists, replies):
+            if isinstance(reply, Exception):
+                self.errors.append("RPUSH %s: %s" % (name, reply))
+            else:
+                self.lists[name].append(element)
+        for key, reply in zip(keys, replies[LISTS:]):
+            if isinstance(reply, Exception):
+                self.errors.append("SET %s: %s" % (key, reply))
+            else:
+                self.strings[key] = element
+        reader = self.clients[(batch + 1) % len(self.clients)]
+        written = sorted(self.strings)[:: max(1, len(self.strings) // 10)]
+        try:
+            values = reader.mget(written) if written else []
+        except redis.RedisError as e:
+            self.errors.append("MGET: %s" % e)
+            return False
+        self.nil_reads.extend(k for k, v in zip(written, values) if v is None)
+        return True
 
 
 class ScaleOutUnderLoadTests(FaultTestCase):
@@ -168,14 +188,28 @@ class ScaleOutUnderLoadTests(FaultTestCase):
         batches = load.batches
         if not poll(lambda: load.batches >= batches + 20, 10 * fx.layout.timeout()):
             self.fail_with("the load stalled after the joins")
+        members = {rack: [(fx.peer_name(n), n.tokens[0], fx.backend(n))] for rack, n in zip(
+            ("rack1", "rack2", "rack3"), first)}
+        joined = {rack: list(nodes) for rack, nodes in members.items()}
+        for rack, process in joiners.items():
+            token = self.entry(first[0], names[rack])["tokens"][0]
+            joined[rack].append((names[rack], token, backend_of(process)))
+        self.assertEqual(load.errors, [])
+        self.assertEqual(load.nil_reads, [])
+        load.pause()
+        self.check_placement(load, joined)
+        load.resume()
+
+        # then the three leave again, at once (one per rack), under the same load
+        for process in joiners.values():
+            fx.admin(AdminOf(process), "/decommission")
+        self.wait_status(list(names.values()), "LEFT", "the three leaves")
+        batches = load.batches
+        if not poll(lambda: load.batches >= batches + 20, 10 * fx.layout.timeout()):
+            self.fail_with("the load stalled after the leaves")
         load.halt()
         self.assertEqual(load.errors, [])
         self.assertEqual(load.nil_reads, [])
-        members = {rack: [(fx.peer_name(n), n.tokens[0], fx.backend(n))] for rack, n in zip(
-            ("rack1", "rack2", "rack3"), first)}
-        for rack, process in joiners.items():
-            token = self.entry(first[0], names[rack])["tokens"][0]
-            members[rack].append((names[rack], token, backend_of(process)))
         self.check_placement(load, members)
 
     def test_a_join_killed_halfway_leaves_the_old_owners_serving_and_ends_on_restart(self) -> None:
