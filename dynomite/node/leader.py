@@ -51,6 +51,7 @@ from twisted.logger import Logger
 from dynomite.commands.effects import Effect
 from dynomite.config.vocabulary import DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 from dynomite.consistency.quorum import ReadTargetFirst, Reconciler
+from dynomite.node.pending import Counted, Unwaited, WithPending
 from dynomite.node.watch_table import WatchTable
 from dynomite.placement.router import Plan
 from dynomite.placement.topology import NodeInfo
@@ -137,68 +138,6 @@ class _AckAs:
 
     def hinted(self, raw: bytes) -> None:
         self._sink.hinted(raw)
-
-
-class _WithPending:
-    """
-    A write's answer while its range moves: given to the client once the
-    replicas decided it (the sink of the level's reconciler) and every
-    pending replica answered (any answer: a pending replica serves no reads,
-    and a copy will replace what a write did there before it).
-    """
-
-    __slots__ = ("_sink", "_left", "_outcome")
-
-    def __init__(self, sink, pending: int) -> None:
-        self._sink = sink
-        self._left = pending + 1
-        self._outcome = None
-
-    def _one(self) -> None:
-        self._left -= 1
-        if self._left == 0:
-            method, raw = self._outcome
-            getattr(self._sink, method)(raw)
-
-    def complete(self, raw: bytes) -> None:
-        self._outcome = ("complete", raw)
-        self._one()
-
-    def fail(self, raw: bytes) -> None:
-        self._outcome = ("fail", raw)
-        self._one()
-
-    def hinted(self, raw: bytes) -> None:
-        self._outcome = ("hinted", raw)
-        self._one()
-
-    def part(self) -> "_PendingAnswer":
-        return _PendingAnswer(self)
-
-
-class _PendingAnswer:
-    """A pending replica's sink: whatever it answers, it has answered."""
-
-    __slots__ = ("_waiting",)
-
-    def __init__(self, waiting: _WithPending) -> None:
-        self._waiting = waiting
-
-    def complete(self, raw: bytes) -> None:
-        self._waiting._one()
-
-    fail = hinted = complete
-
-
-class _Unwaited:
-    """A delivery nobody waits for (an effect sent to a pending replica)."""
-
-    __slots__ = ()
-
-    def complete(self, raw: bytes) -> None:
-        pass
-
-    fail = hinted = complete
 
 
 # One delivery: (outbox, request, sink).
@@ -293,7 +232,7 @@ class Leader:
         outboxes = self._outboxes
         pending = plan.pending
         if pending:
-            sink = waiting = _WithPending(sink, len(pending))
+            sink = waiting = WithPending(sink, len(pending))
         if level == EVERY_RACK:
             applied = AppliedInEveryRack(len(local), sink)
             sinks = [applied] * len(local)
@@ -366,7 +305,7 @@ class Leader:
                 sinks = [_AckAs(rec.replica(), reply) for _ in others]
             outboxes = self._outboxes
             deliveries = [(outboxes[n.name], effect, s) for n, s in zip(others, sinks)]
-            deliveries.extend((outboxes[n.name], effect, _Unwaited()) for n in plan.pending)
+            deliveries.extend((outboxes[n.name], effect, Unwaited()) for n in plan.pending)
             if level != EVERY_RACK:
                 for dc in plan.remote_dcs:
                     deliveries.append((outboxes[dc_target_name(dc)], effect,
@@ -415,7 +354,7 @@ class Leader:
             sink.fail(b"-ERR copy source: %s\r\n" % str(e).encode("utf-8", "replace"))
             return
         copied = Request(b"".join(encode_command(c) for c in commands), resp, plan.lane, len(commands), True)
-        applied = AppliedInEveryRack(len(plan.pending), _Counted(sink, len(commands)))
+        applied = AppliedInEveryRack(len(plan.pending), Counted(sink, len(commands)))
         held.deliveries = [(self._outboxes[n.name], copied, applied) for n in plan.pending]
         self._release()
 
@@ -447,22 +386,6 @@ class _CopyProbe:
     def fail(self, raw: bytes) -> None:
         self._held.deliveries = []
         self._leader._release()
-        self._sink.fail(raw)
-
-
-class _Counted:
-    """A copy's answer: how many keys it copied, once every pending replica has them."""
-
-    __slots__ = ("_sink", "_count")
-
-    def __init__(self, sink, count: int) -> None:
-        self._sink = sink
-        self._count = count
-
-    def complete(self, raw: bytes) -> None:
-        self._sink.complete(b":%d\r\n" % self._count)
-
-    def fail(self, raw: bytes) -> None:
         self._sink.fail(raw)
 
 
