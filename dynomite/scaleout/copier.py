@@ -62,7 +62,8 @@ class CopyProgress:
         self.last_error: Optional[str] = None
 
     def as_dict(self, now: float) -> Dict[str, Any]:
-        elapsed = max((self.finished or now) - self.started, 1e-6)
+        # a rate over less than a second says nothing (a handful of keys copied at once)
+        elapsed = max((self.finished or now) - self.started, 1.0)
         rate = self.scanned / elapsed
         left = max(self.to_scan - self.scanned, 0)
         return {"started": self.started, "finished": self.finished, "error": self.error,
