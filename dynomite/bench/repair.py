@@ -45,7 +45,7 @@ from .benchmark import NODE_BASE, Settings, say
 from .clientruns import ClientRuns
 from .interpreters import cpython
 from .repairwatch import Admin, MachineLoad, Poll, finish, start_repair
-from .side_bench import cluster_args, cluster_parser, run_side_bench
+from .side_bench import cluster_args, cluster_client_settings, cluster_parser, run_side_bench
 from .targets import KINDS, NodeTarget
 
 __all__ = ["main", "phase_times", "summarize_throughput", "format_report"]
@@ -241,9 +241,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``dynomite-bench-repair`` console script; returns the exit status."""
     args = parse_args(argv)
-    settings = Settings(rounds=1, requests=args.requests, pipelined_requests=args.requests, pipeline=16,
-                        clients=50, data_size=64, keyspace=100000, tests=("SET", "GET"), kinds=("dc_one",),
-                        warmup=0.0, redis_benchmark=args.redis_benchmark)
+    settings = cluster_client_settings(args)
     document = run_side_bench(args, "dynomite-bench-repair",
                               lambda workdir: RepairBench(args.keys, args.requests, args.rounds, settings,
                                                           workdir).run())

@@ -45,7 +45,7 @@ from .clientruns import ClientRuns, format_client_table, format_machine, num, su
 from .interpreters import cpython
 from .joinwatch import POLL, JoinPoll, Joiner, JoinWatch, every_phase
 from .repairwatch import MachineLoad
-from .side_bench import cluster_args, cluster_parser, run_side_bench
+from .side_bench import cluster_args, cluster_client_settings, cluster_parser, run_side_bench
 from .targets import KINDS, NodeTarget
 
 __all__ = ["main", "join_figures", "placement", "parse_args", "format_report"]
@@ -274,9 +274,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The ``dynomite-bench-scaleout`` console script; returns the exit status."""
     args = parse_args(argv)
-    settings = Settings(rounds=1, requests=args.requests, pipelined_requests=args.requests, pipeline=16,
-                        clients=50, data_size=64, keyspace=100000, tests=("SET", "GET"), kinds=("dc_one",),
-                        warmup=0.0, redis_benchmark=args.redis_benchmark)
+    settings = cluster_client_settings(args)
     document = run_side_bench(args, "dynomite-bench-scaleout",
                               lambda workdir: ScaleOutBench(args.keys, args.requests, args.rounds, args.rate,
                                                             settings, workdir).run())

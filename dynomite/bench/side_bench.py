@@ -99,6 +99,13 @@ def side_settings(parser: argparse.ArgumentParser, args: argparse.Namespace, qui
                     kinds=("single",), warmup=0.25, redis_benchmark=args.redis_benchmark)
 
 
+def cluster_client_settings(args: argparse.Namespace) -> Settings:
+    """The pipelined SET/GET client beside a loaded cluster's work (`cluster_args`'s ``requests``)."""
+    return Settings(rounds=1, requests=args.requests, pipelined_requests=args.requests, pipeline=16,
+                    clients=50, data_size=64, keyspace=100000, tests=("SET", "GET"), kinds=("dc_one",),
+                    warmup=0.0, redis_benchmark=args.redis_benchmark)
+
+
 def run_side_bench(args: argparse.Namespace, prog: str,
                    run: Callable[[str], Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """
