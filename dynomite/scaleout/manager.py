@@ -142,6 +142,8 @@ class ScaleOut:
         self.finished: Optional[float] = None
         self.moves: List[Move] = []
         self.dropped = 0
+        #: copies run for the current move (again when what moves, or a peer, changed meanwhile)
+        self.copy_runs = 0
         self._run: Optional[CopyRun] = None
         self._driving: Optional[Deferred] = None
         self._stopping = False
@@ -319,13 +321,17 @@ class ScaleOut:
         """
         Copy what moves, until what moves no longer changes: another move
         of the rack seen late changes this node's ranges (and, for a join,
-        ``withdraw``: makes it wait, by `_Withdrawn`, if that move goes first).
+        ``withdraw``: makes it wait, by `_Withdrawn`, if that move goes
+        first); and again when a node of the datacenter was down, came
+        back or restarted during the copy.
         """
         while True:
             self.moves = moves = moves_of(self._topology(), self.name)
             self._enter("copying", "%d ranges" % len(moves))
+            peers = self._peer_runs()
             run = self._run = CopyRun(moves, self._route, self._copy, self._send, self._clock,
                                       self._tag, self._rate, on_counts=self._count)
+            self.copy_runs += 1
             progress = await run.run()
             if self._stopping:
                 raise Cancelled()
@@ -336,10 +342,30 @@ class ScaleOut:
             if progress.error is not None:
                 self.log.warn("scale-out copy failed ({why}); starting it again", why=progress.error)
                 await self._sleep(POLL)
-            elif moves_of(self._topology(), self.name) == moves:
-                return
-            else:
+                continue
+            if moves_of(self._topology(), self.name) != moves:
                 self.log.info("scale-out: the ranges moving changed during the copy; copying again")
+                continue
+            # a peer down, back or restarted meanwhile may have led writes
+            # before it knew of the move: once it knows, copy again
+            await self._known_everywhere()
+            if self._peer_runs() == peers:
+                return
+            self.log.info("scale-out: a node of the datacenter went down, came back or restarted during"
+                          " the copy; copying again")
+
+    def _peer_runs(self) -> Dict[str, Optional[int]]:
+        """Each peer of this datacenter's gossip generation, None while it is DOWN."""
+        topology = self._topology()
+        here = topology.local.datacenter
+        out: Dict[str, Optional[int]] = {}
+        for node in topology.nodes:
+            if node.is_local or node.datacenter != here or node.status == LEFT:
+                continue
+            entry = self._gossip.view.entries.get(node.name)
+            up = self._membership.peer_state(node.name) != DOWN
+            out[node.name] = entry.generation if entry is not None and up else None
+        return out
 
     async def _known_everywhere(self) -> None:
         """Until every node of this datacenter that is up says it holds this node's latest entry."""
@@ -432,7 +458,8 @@ class ScaleOut:
         out: Dict[str, Any] = {
             "status": own.status, "tokens": list(own.tokens), "operation": self.operation,
             "phase": self.phase, "reason": self.reason, "started": self.started, "finished": self.finished,
-            "ranges": [list(m) for m in self.moves], "dropped": self.dropped, "moving": moving,
+            "ranges": [list(m) for m in self.moves], "dropped": self.dropped, "copy_runs": self.copy_runs,
+            "moving": moving,
         }
         if self._run is not None:
             out["copy"] = self._run.progress.as_dict(now)

@@ -181,6 +181,23 @@ class ScaleOutTests(SynchronousTestCase):
                          sorted([self.first[0].name, NEW, "10.0.0.11:8101"]))
         self.check_placement(self.first + [first, second])
 
+    def test_a_node_down_at_the_announcement_gets_the_copy_again(self) -> None:
+        """Back, it may lead writes before it learns of the move: once it knows, the copy runs again."""
+        cluster = self.cluster
+        away = cluster.node("dc1", "rack3")
+        cluster.isolate(away)
+        self.load.clients = self.load.clients[:2]   # through rack 1 and 2, while rack 3 is cut off
+        seed = cluster.node("dc1", "rack2")
+        entry = "%s:rack2:dc1:%d" % (seed.name, seed.config.tokens[0])
+        new = cluster.add_node(NEW, "dc1", "rack1", 2 ** 31, [entry], bootstrap=True, repair_rate=50)
+        wait_for(cluster, lambda: new.parts.scaleout.phase == "copying", 30.0, self.load)
+        self.assertEqual(new.parts.membership.peer_state(away.name), "DOWN")
+        cluster.rejoin(away)
+        wait_for(cluster, lambda: new.parts.scaleout.phase == "done", 120.0, self.load)
+        cluster.advance(1.0)
+        self.assertEqual(new.parts.scaleout.status()["copy_runs"], 2)
+        self.check_placement(self.first + [new])
+
     def test_the_last_node_of_a_rack_cannot_leave(self) -> None:
         self.assertEqual(self.first[0].parts.scaleout.decommission(),
                          "this node is the last of dc1/rack1: nobody could take its ranges")
