@@ -361,7 +361,13 @@ class GracefulStopTests(FaultTestCase):
         for w in writers:
             w.halt()
         states = set()
-        poll(lambda: states.add(ready(r2)) or ready(r2) == (200, "NORMAL"), 20, 0.02)
+
+        def became_ready() -> bool:
+            state = ready(r2)   # asked once a look: asked twice, it may change in between
+            states.add(state)
+            return state == (200, "NORMAL")
+
+        poll(became_ready, 20, 0.02)
         self.assertIn((200, "NORMAL"), states, f"{r2.name} never became ready: {states}")
         for w in writers:
             w.finish()
