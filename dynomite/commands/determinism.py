@@ -38,7 +38,7 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Sequence
 
 __all__ = [
     "AS_IS", "ABSOLUTE_TIME", "NOT_DETERMINISTIC", "BLOCKING", "NOT_SERVED", "absolute",
-    "longest_as_is",
+    "longest_as_is", "again_alike",
 ]
 
 #: Writes every replica applies alike whenever it applies them.
@@ -192,3 +192,24 @@ def longest_as_is(name: str) -> Optional[int]:
     sent through `absolute` first.
     """
     return _LONGEST_AS_IS.get(name)
+
+
+#: SET options after which applying it twice answers or leaves something else
+_SET_ONCE = frozenset({b"nx", b"xx", b"get"})
+
+
+def again_alike(requests: Sequence[Sequence[bytes]]) -> bool:
+    """
+    Whether applying every one of ``requests`` a second time leaves the same
+    data and gives the same answers: plain SET (any expiry; not NX, XX or
+    GET) and MSET.  A write whose leader was lost before it answered may
+    have been applied; only these may be sent to the next leader.
+    """
+    for args in requests:
+        name = args[0].lower() if args else b""
+        if name == b"mset":
+            continue
+        if name != b"set" or any(a.lower() in _SET_ONCE for a in args[3:]):
+            return False
+    return True
+

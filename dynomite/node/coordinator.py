@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twisted.logger import Logger
 
 from dynomite.commands import table as commands
-from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
+from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute, again_alike
 from dynomite.commands.effects import Effect, plan_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
@@ -44,9 +44,16 @@ from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_COPY, FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
-from dynomite.wire.resp import encode_command
+from dynomite.wire.requests import parse_whole
+from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES"]
+__all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES", "UNKNOWN_OUTCOME"]
+
+#: A write whose leader's link failed after the write left for it: it may
+#: have been applied and sent on, so it is not led again (unless applying it
+#: twice changes nothing: `dynomite.commands.determinism.again_alike`).
+UNKNOWN_OUTCOME = (b"-ERR the write's leader was lost before it answered;"
+                   b" it may or may not have been applied\r\n")
 
 NO_KEYS_SCRIPT = (
     b"-ERR dynomite routes scripts by their keys; "
@@ -124,7 +131,7 @@ class _NextLeader:
     """A LEAD's sink: a leader that stopped answering passes the write to the next one."""
 
     __slots__ = ("_coordinator", "_index", "_plan", "_request", "_sink", "_normalise", "_effect",
-                 "_level", "_here_only")
+                 "_level", "_here_only", "sent")
 
     def __init__(self, coordinator: "Coordinator", index: int, plan: Plan, request: Request, sink,
                  normalise, effect, level, here_only: bool) -> None:
@@ -137,17 +144,32 @@ class _NextLeader:
         self._effect = effect
         self._level = level
         self._here_only = here_only
+        #: the LEAD left for the leader (it did not fail at once, its link down)
+        self.sent = False
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if raw.startswith(LINK_FAILURE):   # the peer link's own: unavailable, timed out
+        if not raw.startswith(LINK_FAILURE):   # the peer link's own: unavailable, timed out
+            self._sink.fail(raw)
+        elif not self.sent or self._alike_again():
             self._coordinator.leaders_lost += 1
             self._coordinator.lead_from(self._index + 1, self._plan, self._request, self._sink,
                                         self._normalise, self._effect, self._level, self._here_only)
         else:
-            self._sink.fail(raw)
+            # it may have been applied and sent on: led again it could apply twice
+            self._coordinator.leaders_unknown += 1
+            self._sink.fail(UNKNOWN_OUTCOME)
+
+    def _alike_again(self) -> bool:
+        if self._effect is not None or self._request.flags & FLAG_TRANSACTION:
+            return False
+        try:
+            requests, _ = parse_whole(self._request.payload)
+        except ProtocolError:
+            return False
+        return again_alike(requests)
 
 
 class Coordinator:
@@ -179,6 +201,8 @@ class Coordinator:
         self._no_leader = b"-ERR no replica of the key can take writes now\r\n"
         #: writes passed to the next leader because theirs stopped answering
         self.leaders_lost = 0
+        #: writes failed because their leader was lost after they left for it (`UNKNOWN_OUTCOME`)
+        self.leaders_unknown = 0
         #: ``read_repair(payload)``: quorum reads whose replicas disagreed
         #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
         self.read_repair: Optional[Callable[[bytes], None]] = None
@@ -283,7 +307,9 @@ class Coordinator:
                                request.lane, request.count, True,
                                lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION)
                                | (FLAG_HERE_ONLY if here_only else 0))
-                target.lead(lead, _NextLeader(self, i, plan, request, sink, normalise, effect, level, here_only))
+                next_leader = _NextLeader(self, i, plan, request, sink, normalise, effect, level, here_only)
+                target.lead(lead, next_leader)
+                next_leader.sent = True
                 return
         sink.fail(self._no_leader)
 

@@ -105,7 +105,8 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_quorum_failures_total", "counter", "Requests answered -ERR for lack of quorum.",
          ("op", "consistency")),
     Spec("dynomite_write_order_total", "counter",
-         "Leading writes (dynomite.node.leader): writes handed to the next leader (handed_on), commands run"
+         "Leading writes (dynomite.node.leader): writes handed to the next leader (handed_on), writes"
+         " failed because their leader was lost after they left for it (leader_lost), commands run"
          " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
          " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped).",
          ("event",)),

@@ -335,6 +335,7 @@ class NodeStatus:
         r = self._replication
         return {
             "handed_on": r.leaders_lost,
+            "leader_lost": r.leaders_unknown,
             "effects_run": r.leader.effects_run,
             "effects_unknown": r.leader.effects_unknown,
             "replays_skipped": r.replays_skipped(),

@@ -19,6 +19,8 @@ import random
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.commands.determinism import again_alike
+from dynomite.node.coordinator import UNKNOWN_OUTCOME
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import leader_turn
 
@@ -216,3 +218,49 @@ class PipelineOrderTests(SynchronousTestCase):
                     pump.pump()
             cluster.settle()
             self.assertEqual(client.transport.value(), b"".join(replies), "seed %d" % seed)
+
+
+class LostLeaderTests(SynchronousTestCase):
+    """
+    A write whose leader's link fails after the write left for it may have
+    been applied and sent on: led again by the next leader it could apply
+    twice (SET ... GET answering its own value, an RPUSH pushed twice). It
+    is answered -ERR, unless applying it twice changes nothing.
+    """
+
+    def setUp(self):
+        self.cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        self.here = self.cluster.nodes[0]
+        self.client = self.cluster.client(self.here)
+
+    def lost_during(self, *command) -> bytes:
+        key = command[1]
+        leader = sorted(self.cluster.nodes, key=lambda n: n.rack)[leader_turn(key_hash(key), 3)]
+        self.assertIsNot(leader, self.here)
+        self.client.transport.clear()
+        self.client.send(pipeline(command))   # the LEAD is on its way, not delivered
+        self.cluster.isolate(leader)
+        self.cluster.settle()
+        return self.client.transport.value()
+
+    def key_led_elsewhere(self, prefix: bytes) -> bytes:
+        return next(prefix + b"%d" % i for i in range(1000)
+                    if sorted(self.cluster.nodes, key=lambda n: n.rack)[leader_turn(key_hash(prefix + b"%d" % i), 3)]
+                    is not self.here)
+
+    def test_a_write_that_may_not_run_twice_is_answered_unknown(self):
+        key = self.key_led_elsewhere(b"g")
+        self.assertEqual(self.lost_during("RPUSH", key, "x"), UNKNOWN_OUTCOME)
+        self.assertEqual(self.here.parts.coordinator.leaders_unknown, 1)
+
+    def test_a_plain_set_goes_to_the_next_leader(self):
+        key = self.key_led_elsewhere(b"s")
+        self.assertEqual(self.lost_during("SET", key, "v"), b"+OK\r\n")
+        self.assertEqual(self.here.redis.data[key], b"v")
+        self.assertEqual(self.here.parts.coordinator.leaders_lost, 1)
+
+    def test_only_plain_set_and_mset_apply_twice_alike(self):
+        self.assertTrue(again_alike([[b"SET", b"k", b"v", b"PX", b"5"], [b"MSET", b"a", b"1"]]))
+        for args in ([b"SET", b"k", b"v", b"GET"], [b"SET", b"k", b"v", b"nx"], [b"DEL", b"k"],
+                     [b"INCR", b"k"], [b"HSET", b"h", b"f", b"v"]):
+            self.assertFalse(again_alike([args]), args)
