@@ -36,7 +36,7 @@ from dynomite.wire.inflight import Request
 from dynomite.wire.replies import is_error
 from dynomite.wire.resp import encode_command
 
-__all__ = ["CopyRun", "CopyProgress", "Cancelled", "COUNT", "BATCH", "route_writes"]
+__all__ = ["CopyRun", "CopyProgress", "Cancelled", "COUNT", "BATCH", "answered", "route_writes"]
 
 #: keys per SCAN step of a source
 COUNT = 500
@@ -122,13 +122,8 @@ class CopyRun:
 
     async def _ask(self, node: str, request: Request) -> bytes:
         """``request`` on ``node``'s Redis, asked again after ``retry_delay`` until it answers."""
-        while True:
-            self._check()
-            raw = await ask(self._send, node, request)
-            if not is_error(raw):
-                return raw
-            self._failed("listing on %s" % node, raw)
-            await deferLater(self._clock, self._retry_delay, lambda: None)
+        return await answered(lambda: ask(self._send, node, request), self._clock, self._retry_delay,
+                              lambda: self.cancelled, lambda raw: self._failed("listing on %s" % node, raw))
 
     async def _from(self, source: str, ranges: List[Tuple[int, int]]) -> None:
         p = self.progress
@@ -158,16 +153,15 @@ class CopyRun:
 
     async def _copy_batch(self, keys: List[bytes]) -> None:
         probe = script.dump_request(keys)
-        while True:
-            self._check()
-            plan = self._route(keys[0])   # routed again on every try: the topology may have moved on
-            raw = await ask(lambda _name, request, sink: self._copy(plan, request, sink), "", probe)
-            if not is_error(raw):
-                self.progress.copied += len(keys)
-                self._count("copied", len(keys))
-                return
-            self._failed("copy", raw)
-            await deferLater(self._clock, self._retry_delay, lambda: None)
+
+        def copy(_name: str, request: Request, sink) -> None:
+            # routed again on every try: the topology may have moved on
+            self._copy(self._route(keys[0]), request, sink)
+
+        await answered(lambda: ask(copy, "", probe), self._clock, self._retry_delay,
+                       lambda: self.cancelled, lambda raw: self._failed("copy", raw))
+        self.progress.copied += len(keys)
+        self._count("copied", len(keys))
 
     def _failed(self, what: str, raw: bytes) -> None:
         p = self.progress
@@ -178,9 +172,23 @@ class CopyRun:
             self.log.warn("scale-out {what} failed ({n} so far), trying again: {why}", what=what, n=p.errors,
                           why=p.last_error)
 
-    def _check(self) -> None:
-        if self.cancelled:
+
+
+async def answered(asking: Callable[[], Deferred], clock, delay: float, stopped: Callable[[], bool],
+                   failed: Callable[[bytes], None]) -> bytes:
+    """
+    The first answer of ``asking()`` that is not an error, asked again
+    ``delay`` seconds after each error (told to ``failed``); `Cancelled`
+    once ``stopped()``.
+    """
+    while True:
+        if stopped():
             raise Cancelled()
+        raw = await asking()
+        if not is_error(raw):
+            return raw
+        failed(raw)
+        await deferLater(clock, delay, lambda: None)
 
 
 def route_writes(router) -> Callable[[bytes], Any]:

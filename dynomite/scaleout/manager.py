@@ -46,10 +46,9 @@ from twisted.logger import Logger
 from dynomite.config.vocabulary import DOWN, JOINING, LEAVING, LEFT, NORMAL
 from dynomite.repair import script
 from dynomite.repair.run import ask
-from dynomite.scaleout.copier import Cancelled, CopyRun
+from dynomite.scaleout.copier import Cancelled, CopyRun, answered
 from dynomite.scaleout.moves import Move, auto_tokens, busy_rack, kept_ranges, moves_of
 from dynomite.wire.inflight import Request
-from dynomite.wire.replies import is_error
 from dynomite.wire.resp import encode_command
 
 __all__ = ["ScaleOut", "PHASES", "COUNTED", "initial_place"]
@@ -410,14 +409,11 @@ class ScaleOut:
                 await self._sleep(step.scanned / self._rate)
 
     async def _ask(self, node: str, request: Request) -> bytes:
-        while True:
-            if self._stopping:
-                raise Cancelled()
-            raw = await ask(self._send, node, request)
-            if not is_error(raw):
-                return raw
+        def failed(raw: bytes) -> None:
             self.reason = "%s: %s" % (node, raw[1:].strip().decode("utf-8", "replace"))
-            await self._sleep(POLL)
+
+        return await answered(lambda: ask(self._send, node, request), self._clock, POLL,
+                              lambda: self._stopping, failed)
 
     def _count(self, event: str, n: int) -> None:
         self.counts[event] += n
