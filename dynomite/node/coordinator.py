@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from twisted.logger import Logger
 
 from dynomite.commands import table as commands
-from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute, again_alike
+from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
 from dynomite.commands.effects import Effect, plan_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
@@ -35,7 +35,7 @@ from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.each_write import write_in_each_dc
 from dynomite.node.keyspace import Keyspace
-from dynomite.node.leader import Leader, lead_flags
+from dynomite.node.leader import UNKNOWN_OUTCOME, Leader, lead_flags, may_lead_again
 from dynomite.node.sinks import Gather, Scatter
 from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.pipelines import part_bytes
@@ -44,16 +44,9 @@ from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_COPY, FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
-from dynomite.wire.requests import parse_whole
-from dynomite.wire.resp import ProtocolError, encode_command
+from dynomite.wire.resp import encode_command
 
 __all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES", "UNKNOWN_OUTCOME"]
-
-#: A write whose leader's link failed after the write left for it: it may
-#: have been applied and sent on, so it is not led again (unless applying it
-#: twice changes nothing: `dynomite.commands.determinism.again_alike`).
-UNKNOWN_OUTCOME = (b"-ERR the write's leader was lost before it answered;"
-                   b" it may or may not have been applied\r\n")
 
 NO_KEYS_SCRIPT = (
     b"-ERR dynomite routes scripts by their keys; "
@@ -163,13 +156,7 @@ class _NextLeader:
             self._sink.fail(UNKNOWN_OUTCOME)
 
     def _alike_again(self) -> bool:
-        if self._effect is not None or self._request.flags & FLAG_TRANSACTION:
-            return False
-        try:
-            requests, _ = parse_whole(self._request.payload)
-        except ProtocolError:
-            return False
-        return again_alike(requests)
+        return self._effect is None and may_lead_again(self._request)
 
 
 class Coordinator:

@@ -33,7 +33,7 @@ from typing import Optional
 from dynomite.commands import table as commands
 from dynomite.config.vocabulary import DC_SAFE_QUORUM
 from dynomite.consistency.quorum import EachQuorum
-from dynomite.node.leader import lead_flags
+from dynomite.node.leader import UNKNOWN_OUTCOME, lead_flags, may_lead_again
 from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, leader_turn
@@ -77,7 +77,7 @@ def _position(request: Request, hash_tag: Optional[bytes]) -> Optional[int]:
 class _RemoteLeaders:
     """One datacenter's part of the write: its leaders in turn, then its outbox."""
 
-    __slots__ = ("_coordinator", "_dc", "_position", "_request", "_sink", "_leaders", "_next")
+    __slots__ = ("_coordinator", "_dc", "_position", "_request", "_sink", "_leaders", "_next", "_sent")
 
     def __init__(self, coordinator, dc: str, position: int, request: Request, sink) -> None:
         self._coordinator = coordinator
@@ -89,6 +89,7 @@ class _RemoteLeaders:
         turn = leader_turn(position, len(ordered))
         self._leaders = ordered[turn:] + ordered[:turn]
         self._next = 0
+        self._sent = False   # the LEAD left for the current leader (its link was up)
 
     def next(self) -> None:
         c = self._coordinator
@@ -99,8 +100,10 @@ class _RemoteLeaders:
             target = c.targets.get(node.name)
             if target is not None and target.can_lead():
                 flags = lead_flags(DC_SAFE_QUORUM, False) | FLAG_HERE_ONLY | (request.flags & FLAG_TRANSACTION)
+                self._sent = False
                 target.lead(Request(lead_payload(self._position, request.payload), request.resp, request.lane,
                                     request.count, True, flags), self)
+                self._sent = True
                 return
         c.outboxes[dc_target_name(self._dc)].submit(request, _Later(self._sink, self._dc))
 
@@ -108,11 +111,14 @@ class _RemoteLeaders:
         self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if raw.startswith(LINK_FAILURE):   # that leader stopped answering: the next one
+        if not raw.startswith(LINK_FAILURE):
+            self._sink.fail(raw)
+        elif not self._sent or may_lead_again(self._request):   # that leader is lost: the next one
             self._coordinator.leaders_lost += 1
             self.next()
         else:
-            self._sink.fail(raw)
+            self._coordinator.leaders_unknown += 1
+            self._sink.fail(UNKNOWN_OUTCOME)
 
 
 class _Later:

@@ -48,6 +48,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
+from dynomite.commands.determinism import again_alike
 from dynomite.commands.effects import Effect
 from dynomite.config.vocabulary import DC_ONE, DC_QUORUM, DC_SAFE_QUORUM
 from dynomite.consistency.quorum import ReadTargetFirst, Reconciler
@@ -60,9 +61,11 @@ from dynomite.replication.outbox import DIRECT
 from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_TRANSACTION, LEVEL_MASK, LEVEL_SHIFT
-from dynomite.wire.resp import encode_command
+from dynomite.wire.requests import parse_whole
+from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["EVERY_RACK", "LEAD_LEVELS", "Leader", "lead_flags", "lead_level", "AppliedInEveryRack"]
+__all__ = ["EVERY_RACK", "LEAD_LEVELS", "Leader", "lead_flags", "lead_level", "AppliedInEveryRack",
+           "UNKNOWN_OUTCOME", "may_lead_again"]
 
 #: The level of a write another datacenter forwarded: every rack applies it
 #: or holds it as a hint before it is acknowledged.
@@ -71,6 +74,28 @@ EVERY_RACK = "EVERY_RACK"
 #: The levels a LEAD frame carries, by index (`dynomite.wire.peer_frames.LEVEL_MASK`).
 LEAD_LEVELS = (DC_ONE, DC_QUORUM, DC_SAFE_QUORUM, EVERY_RACK)
 _LEVEL_INDEX = {level: i for i, level in enumerate(LEAD_LEVELS)}
+
+
+#: A write whose leader's link failed after the write left for it: it may
+#: have been applied and sent on, so it is not led again unless
+#: `may_lead_again`.
+UNKNOWN_OUTCOME = (b"-ERR the write's leader was lost before it answered;"
+                   b" it may or may not have been applied\r\n")
+
+
+def may_lead_again(request: Request) -> bool:
+    """
+    Whether a write (or run) whose leader was lost in flight may go to the
+    next leader: applying it twice changes nothing and answers the same
+    (`dynomite.commands.determinism.again_alike`); never a transaction.
+    """
+    if request.flags & FLAG_TRANSACTION:
+        return False
+    try:
+        requests, _ = parse_whole(request.payload)
+    except ProtocolError:
+        return False
+    return again_alike(requests)
 
 
 def lead_flags(level: str, effect: bool) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.node.leader import UNKNOWN_OUTCOME
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import leader_turn
 from tests.cluster.inprocess import make_cluster, owners
@@ -86,3 +87,17 @@ class EachWriteTests(SynchronousTestCase):
         self.assertEqual(self.client.transport.value(), b"+OK\r\n")
         self.assertEqual(coordinator.coordinator.leaders_lost, 1)
         self.assertEqual(len([n for n in owners(self.cluster, key) if n.datacenter == "dc2"]), 3)
+
+    def test_a_leader_lost_while_leading_what_may_not_apply_twice_is_unknown(self) -> None:
+        coordinator = self.cluster.node("dc1", "r1")
+        key = next(b"each:push:%d" % i for i in range(100)
+                   if leader_in(self.cluster, "dc1", b"each:push:%d" % i) is coordinator)
+        self.client.transport.clear()
+        self.client.send(b"*3\r\n$5\r\nRPUSH\r\n$%d\r\n%s\r\n$1\r\nv\r\n" % (len(key), key))
+        # dc2's leader is lost with the LEAD in flight: it may have been applied there
+        self.cluster.isolate(leader_in(self.cluster, "dc2", key))
+        self.cluster.settle()
+        reply = self.client.transport.value()
+        self.assertTrue(reply.startswith(b"-ERR "), reply)
+        self.assertIn(UNKNOWN_OUTCOME[5:-2], reply)
+        self.assertEqual(coordinator.coordinator.leaders_unknown, 1)

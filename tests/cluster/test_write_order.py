@@ -20,7 +20,7 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands.determinism import again_alike
-from dynomite.node.coordinator import UNKNOWN_OUTCOME
+from dynomite.node.leader import UNKNOWN_OUTCOME
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import leader_turn
 
