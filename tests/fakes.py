@@ -339,7 +339,8 @@ class FakeNode:
             self.outboxes["dc:" + dc] = FakeOutbox()
         self.clients = SimpleNamespace(clients=set(), connections_accepted=0, started=self.clock.seconds())
         self.replication = SimpleNamespace(
-            local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={}, leaders_lost=0, leaders_unknown=0,
+            local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={},
+            leading=SimpleNamespace(leaders_lost=0, leaders_unknown=0, leaders_moved=0),
             leader=SimpleNamespace(effects_run=0, effects_unknown=0), replays_skipped=lambda: 0)
         self.metrics = NodeMetrics()
         self.repairs = FakeRepairs()

@@ -37,12 +37,14 @@ import os
 import random
 from typing import Callable, Dict, Optional
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import NORMAL
 from dynomite.node.coordinator import Coordinator
 from dynomite.node.dispatch import Node
+from dynomite.node.handover import handover_request
 from dynomite.node.keyspace_events import KeyspaceEvents
 from dynomite.node.pubsub_bus import PubSubBus
 from dynomite.node.replica import Replica
@@ -54,14 +56,18 @@ from dynomite.peers.protocol import peer_timeout
 from dynomite.placement.router import Router
 from dynomite.placement.topology import Topology
 from dynomite.repair.manager import Repairs
+from dynomite.repair.run import ask
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
 from dynomite.replication.targets import RemoteDatacenter, Targets
 from dynomite.scaleout.copier import route_writes
 from dynomite.scaleout.manager import ScaleOut, initial_place
+from dynomite.scaleout.moves import Move
 from dynomite.runtime.reconnect import Backoff
 from dynomite.runtime.tls import NodeTLS
 from dynomite.stats import NodeMetrics
+from dynomite.wire.inflight import Request
+from dynomite.wire.peer_frames import FLAG_HANDOVER, lead_payload
 
 __all__ = ["NodeParts"]
 
@@ -139,8 +145,8 @@ class NodeParts:
         self.scaleout: Optional[ScaleOut] = None
         if self.gossip is not None:
             self.scaleout = ScaleOut(
-                self.name, lambda: self.router.topology, route_writes(self.router), self.coordinator.copy,
-                self._send, clock, self.gossip, self.membership, config.hash_tag, config.repair_rate,
+                self.name, lambda: self.router.topology, route_writes(self.router), self.coordinator.leading.copy,
+                self._hand_over, self._send, clock, self.gossip, self.membership, config.hash_tag, config.repair_rate,
                 2 * config.timeout, self.scaleout_state, tuple(config.tokens))
         # with gossip, bootstrap means a join (`dynomite.scaleout`), not a warm-up
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
@@ -241,6 +247,26 @@ class NodeParts:
         else:
             target.send(request, sink)
 
+    def _hand_over(self, move: Move) -> Deferred:
+        """
+        Have ``move``'s old owner pass the lead of its range to the new one
+        (`dynomite.node.handover`): this node itself when it leaves, else a
+        LEAD with FLAG_HANDOVER.  Fires with the answer (an error too).
+        """
+        if move.source == self.name:
+            return self.coordinator.leading.handovers.hand_over(move.start, move.end, move.target).addCallback(
+                lambda _: b"+OK\r\n")
+        request = Request(lead_payload(move.start, handover_request(move.start, move.end, move.target)),
+                          2, 0, 1, True, FLAG_HANDOVER)
+        return ask(self._lead_at, move.source, request)
+
+    def _lead_at(self, name: str, request: Request, sink) -> None:
+        target = self.targets.get(name)
+        if target is None or name == self.name:
+            sink.fail(b"-ERR no peer %s in the topology\r\n" % name.encode("utf-8", "replace"))
+        else:
+            target.lead(request, sink)
+
     def _hints_for(self, peer: str) -> int:
         outbox = self.outboxes.get(peer)
         return outbox.hints.pending if outbox is not None else 0
@@ -284,6 +310,7 @@ class NodeParts:
         self.config = config
         self.node.config = config
         self.router.update(topology)
+        self.coordinator.leading.handovers.forget(topology)
         self.targets.refresh()
         self._add_outboxes()
         if running:

@@ -35,15 +35,14 @@ from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.each_write import write_in_each_dc
 from dynomite.node.keyspace import Keyspace
-from dynomite.node.leader import UNKNOWN_OUTCOME, Leader, lead_flags, may_lead_again
+from dynomite.node.leader import UNKNOWN_OUTCOME, Leader
+from dynomite.node.leading import Leading
 from dynomite.node.sinks import Gather, Scatter
-from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.pipelines import part_bytes
 from dynomite.placement.router import CROSSSLOT, Plan, Router, coalesce
 from dynomite.placement.topology import NodeInfo
 from dynomite.replication.outbox import HINTED, is_hinted
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_COPY, FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
 from dynomite.wire.resp import encode_command
 
 __all__ = ["Coordinator", "NO_KEYS_SCRIPT", "SCRIPT_WRITES", "UNKNOWN_OUTCOME"]
@@ -120,45 +119,6 @@ class _HintSaidPlainly:
         self._sink.fail(self._explain(raw))
 
 
-class _NextLeader:
-    """A LEAD's sink: a leader that stopped answering passes the write to the next one."""
-
-    __slots__ = ("_coordinator", "_index", "_plan", "_request", "_sink", "_normalise", "_effect",
-                 "_level", "_here_only", "sent")
-
-    def __init__(self, coordinator: "Coordinator", index: int, plan: Plan, request: Request, sink,
-                 normalise, effect, level, here_only: bool) -> None:
-        self._coordinator = coordinator
-        self._index = index
-        self._plan = plan
-        self._request = request
-        self._sink = sink
-        self._normalise = normalise
-        self._effect = effect
-        self._level = level
-        self._here_only = here_only
-        #: the LEAD left for the leader (it did not fail at once, its link down)
-        self.sent = False
-
-    def complete(self, raw: bytes) -> None:
-        self._sink.complete(raw)
-
-    def fail(self, raw: bytes) -> None:
-        if not raw.startswith(LINK_FAILURE):   # the peer link's own: unavailable, timed out
-            self._sink.fail(raw)
-        elif not self.sent or self._alike_again():
-            self._coordinator.leaders_lost += 1
-            self._coordinator.lead_from(self._index + 1, self._plan, self._request, self._sink,
-                                        self._normalise, self._effect, self._level, self._here_only)
-        else:
-            # it may have been applied and sent on: led again it could apply twice
-            self._coordinator.leaders_unknown += 1
-            self._sink.fail(UNKNOWN_OUTCOME)
-
-    def _alike_again(self) -> bool:
-        return self._effect is None and may_lead_again(self._request)
-
-
 class Coordinator:
     """Runs client requests on the replicas of their keys; see the module docstring."""
 
@@ -185,11 +145,8 @@ class Coordinator:
             lambda sink: _HintSaidPlainly(sink, self._hinted_error), clock,
             self.remote_writes, self.local_writes, _Outcomes,
         )
-        self._no_leader = b"-ERR no replica of the key can take writes now\r\n"
-        #: writes passed to the next leader because theirs stopped answering
-        self.leaders_lost = 0
-        #: writes failed because their leader was lost after they left for it (`UNKNOWN_OUTCOME`)
-        self.leaders_unknown = 0
+        #: the way of writes and copies to their keys' leaders (`dynomite.node.leading`)
+        self.leading = Leading(self.name, router, targets, self.leader)
         #: ``read_repair(payload)``: quorum reads whose replicas disagreed
         #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
         self.read_repair: Optional[Callable[[bytes], None]] = None
@@ -267,63 +224,7 @@ class Coordinator:
         passes the write to the next one: delivery stays at-least-once, as
         for hints (`dynomite.replication.outbox`).
         """
-        self.lead_from(0, plan, request, sink, normalise, effect, level)
-
-    def lead_from(self, first: int, plan: Plan, request: Request, sink, normalise,
-                  effect: Optional[Effect], level: Optional[str], here_only: bool = False) -> None:
-        """
-        ``request`` to ``plan.leaders[first]`` or the first after it that
-        can lead; ``here_only``: for this datacenter only (`dynomite.node.each_write`).
-        """
-        name = self.name
-        targets = self.targets
-        if level is None:
-            level = plan.level
-            read_target = plan.local[0]   # this node's rack's: where its DC_ONE reads go
-        else:
-            read_target = None
-        leaders = plan.leaders
-        for i in range(first, len(leaders)):
-            node = leaders[i]
-            if node.name == name:
-                self.leader.lead(plan, request, sink, level, read_target, normalise, effect, not here_only)
-                return
-            target = targets[node.name]
-            if target.can_lead():
-                lead = Request(lead_payload(plan.position, request.payload), request.resp,
-                               request.lane, request.count, True,
-                               lead_flags(level, effect is not None) | (request.flags & FLAG_TRANSACTION)
-                               | (FLAG_HERE_ONLY if here_only else 0))
-                next_leader = _NextLeader(self, i, plan, request, sink, normalise, effect, level, here_only)
-                target.lead(lead, next_leader)
-                next_leader.sent = True
-                return
-        sink.fail(self._no_leader)
-
-    def leads(self, plan: Plan) -> bool:
-        """Whether this node leads ``plan``'s writes now: the first of its leaders that can lead."""
-        for node in plan.leaders:
-            if node.name == self.name:
-                return True
-            if self.targets[node.name].can_lead():
-                return False
-        return False
-
-    def copy(self, plan: Plan, probe: Request, sink) -> None:
-        """
-        Have ``plan``'s leader (the first that can lead) copy the keys
-        ``probe`` dumps to the plan's pending replicas (`Leader.copy`).
-        """
-        for node in plan.leaders:
-            if node.name == self.name:
-                self.leader.copy(plan, probe, sink)
-                return
-            target = self.targets[node.name]
-            if target.can_lead():
-                target.lead(Request(lead_payload(plan.position, probe.payload), 2, plan.lane, 1, True,
-                                    FLAG_COPY), sink)
-                return
-        sink.fail(self._no_leader)
+        self.leading.lead_from(0, plan, request, sink, normalise, effect, level)
 
     def reconciler(self, plan: Plan, sink, normalise, count: int, tally: Optional[List[int]] = None):
         """A `Reconciler` for one request, or a `RunReconciler` for a run, replying into ``sink``."""

@@ -33,17 +33,17 @@ from typing import Optional
 from dynomite.commands import table as commands
 from dynomite.config.vocabulary import DC_SAFE_QUORUM
 from dynomite.consistency.quorum import EachQuorum
+from dynomite.node.handover import LEADER_MOVED, MAX_LEADER_MOVES, MOVED_TOO_OFTEN, moved_to
 from dynomite.node.leader import UNKNOWN_OUTCOME, lead_flags, may_lead_again
 from dynomite.peers.link import LINK_FAILURE
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Plan, leader_turn
 from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
-from dynomite.wire.peer_frames import FLAG_HERE_ONLY, FLAG_TRANSACTION, lead_payload
+from dynomite.wire.peer_frames import FLAG_HERE_ONLY, FLAG_REDIRECTED, FLAG_TRANSACTION, lead_payload
 from dynomite.wire.requests import parse_whole
 
 __all__ = ["write_in_each_dc"]
-
 
 
 def write_in_each_dc(coordinator, plan: Plan, request: Request, sink, normalise) -> None:
@@ -53,7 +53,7 @@ def write_in_each_dc(coordinator, plan: Plan, request: Request, sink, normalise)
     position = _position(request, coordinator.router.hash_tag)
     for dc in plan.each:
         if dc == here:
-            coordinator.lead_from(0, plan, request, each.replica(dc), normalise, None, DC_SAFE_QUORUM,
+            coordinator.leading.lead_from(0, plan, request, each.replica(dc), normalise, None, DC_SAFE_QUORUM,
                                   here_only=True)
         else:
             _RemoteLeaders(coordinator, dc, position if position is not None else plan.position,
@@ -77,7 +77,8 @@ def _position(request: Request, hash_tag: Optional[bytes]) -> Optional[int]:
 class _RemoteLeaders:
     """One datacenter's part of the write: its leaders in turn, then its outbox."""
 
-    __slots__ = ("_coordinator", "_dc", "_position", "_request", "_sink", "_leaders", "_next", "_sent")
+    __slots__ = ("_coordinator", "_dc", "_position", "_request", "_sink", "_leaders", "_next", "_sent",
+                 "_moves")
 
     def __init__(self, coordinator, dc: str, position: int, request: Request, sink) -> None:
         self._coordinator = coordinator
@@ -90,6 +91,7 @@ class _RemoteLeaders:
         self._leaders = ordered[turn:] + ordered[:turn]
         self._next = 0
         self._sent = False   # the LEAD left for the current leader (its link was up)
+        self._moves = 0      # LEADER_MOVED answers followed (`dynomite.node.handover`)
 
     def next(self) -> None:
         c = self._coordinator
@@ -99,25 +101,43 @@ class _RemoteLeaders:
             self._next += 1
             target = c.targets.get(node.name)
             if target is not None and target.can_lead():
-                flags = lead_flags(DC_SAFE_QUORUM, False) | FLAG_HERE_ONLY | (request.flags & FLAG_TRANSACTION)
-                self._sent = False
-                target.lead(Request(lead_payload(self._position, request.payload), request.resp, request.lane,
-                                    request.count, True, flags), self)
-                self._sent = True
+                self._send(target, 0)
                 return
         c.outboxes[dc_target_name(self._dc)].submit(request, _Later(self._sink, self._dc))
+
+    def _send(self, target, flags: int) -> None:
+        request = self._request
+        flags |= lead_flags(DC_SAFE_QUORUM, False) | FLAG_HERE_ONLY | (request.flags & FLAG_TRANSACTION)
+        self._sent = False
+        target.lead(Request(lead_payload(self._position, request.payload), request.resp, request.lane,
+                            request.count, True, flags), self)
+        self._sent = True
+
+    def _moved(self, name: Optional[str]) -> None:
+        """That leader named the one leading the key now: there, without question (or back to it)."""
+        c = self._coordinator
+        self._moves += 1
+        if name is None or self._moves > MAX_LEADER_MOVES:
+            self._sink.fail(MOVED_TOO_OFTEN)
+            return
+        target = c.targets.get(name)
+        if target is None or not target.can_lead():
+            target = c.targets[self._leaders[self._next - 1].name]
+        self._send(target, FLAG_REDIRECTED)
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if not raw.startswith(LINK_FAILURE):
+        if raw.startswith(LEADER_MOVED):
+            self._moved(moved_to(raw))
+        elif not raw.startswith(LINK_FAILURE):
             self._sink.fail(raw)
         elif not self._sent or may_lead_again(self._request):   # that leader is lost: the next one
-            self._coordinator.leaders_lost += 1
+            self._coordinator.leading.leaders_lost += 1
             self.next()
         else:
-            self._coordinator.leaders_unknown += 1
+            self._coordinator.leading.leaders_unknown += 1
             self._sink.fail(UNKNOWN_OUTCOME)
 
 

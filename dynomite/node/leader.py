@@ -383,6 +383,27 @@ class Leader:
         held.deliveries = [(self._outboxes[n.name], copied, applied) for n in plan.pending]
         self._release()
 
+    # -- handing a range over ------------------------------------------------------
+
+    def drain(self, nodes: Sequence[str], done) -> None:
+        """
+        Call ``done()`` once every write led here so far has been answered
+        (applied, or held as a hint) by ``nodes``: a marker behind them on
+        every lane led on, to each (`dynomite.node.handover`).
+        """
+        markers = []
+        outboxes = self._outboxes
+        for lane, resp in sorted(self._lane_resp.items()):
+            marker = Request(_MARKER, resp, lane, 1, True)
+            markers.extend((outboxes[name], marker) for name in nodes if name in outboxes)
+        if not markers:
+            done()
+            return
+        answered = _Countdown(len(markers), done)
+        self._deliver([(outbox, marker, answered) for outbox, marker in markers])
+        for outbox, _ in markers:
+            outbox.flush_batched()
+
     def effect_unknown(self, sink, held: _Held, raw: bytes) -> None:
         """The leader's Redis did not answer: the command may or may not have run there."""
         self.effects_unknown += 1
@@ -391,6 +412,27 @@ class Leader:
         held.deliveries = []
         self._release()
         sink.fail(raw)
+
+
+#: What `Leader.drain` sends behind the writes it led: it changes nothing.
+_MARKER = encode_command([b"PING"])
+
+
+class _Countdown:
+    """Calls ``done()`` once ``left`` answers came, whatever they say."""
+
+    __slots__ = ("_left", "_done")
+
+    def __init__(self, left: int, done) -> None:
+        self._left = left
+        self._done = done
+
+    def complete(self, raw: bytes) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self._done()
+
+    fail = hinted = complete
 
 
 class _CopyProbe:

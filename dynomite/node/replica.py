@@ -31,15 +31,18 @@ from zope.interface import implementer
 from dynomite.commands import table as commands
 from dynomite.commands.effects import plan_effect, pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
+from dynomite.node.handover import leader_moved, parse_handover
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.node.watch_table import ABORTED as WATCH_ABORTED
 from dynomite.peers.interfaces import IPeerRequests
+from dynomite.placement.hashing import key_hash
 from dynomite.placement.pipelines import RunCutter, part_bytes
 from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FLAG_COPY, FLAG_EFFECT, FLAG_HERE_ONLY, FLAG_SEQUENCED, FLAG_TRANSACTION, FLAG_WATCH, LEAD, REQUEST,
+    FLAG_COPY, FLAG_EFFECT, FLAG_HANDOVER, FLAG_HERE_ONLY, FLAG_REDIRECTED, FLAG_SEQUENCED, FLAG_TRANSACTION,
+    FLAG_WATCH, LEAD, REQUEST,
     PeerProtocolError, lead_position,
 )
 from dynomite.wire.requests import parse_whole
@@ -57,6 +60,8 @@ class Replica:
         self._pubsub = pubsub
         self._coordinator = coordinator
         self._leader = coordinator.leader
+        self._leading = coordinator.leading
+        self._name = coordinator.name
         self._runs = RunCutter(router)
         # this node's Redis (its name never changes, whatever a reload does)
         here = targets[router.topology.local.name]
@@ -89,22 +94,32 @@ class Replica:
 
     def _lead(self, peer_name: str, request: Request, sink) -> None:
         payload = request.payload
+        flags = request.flags
         try:
             position = lead_position(payload)
         except PeerProtocolError:
             sink.fail(b"-ERR LEAD without a ring position\r\n")
             return
-        if request.flags & FLAG_COPY:
-            self._copy(Request(payload[4:]), sink)
+        if flags & FLAG_HANDOVER:
+            self._hand_over(payload[4:], sink)
             return
-        if request.flags & FLAG_WATCH:
+        if flags & FLAG_COPY:
+            self._copy(Request(payload[4:]), sink, bool(flags & FLAG_REDIRECTED))
+            return
+        level = lead_level(flags)
+        table_level = DC_ONE if level == EVERY_RACK else level
+        plan = self._router.writes[table_level].at(position)
+        moved = self._moved(plan, position, not flags & FLAG_REDIRECTED,
+                            lambda: self._lead(peer_name, request, sink))
+        if moved is not None:
+            if moved:
+                sink.fail(leader_moved(moved))
+            return
+        if flags & FLAG_WATCH:
             request = self._watched(payload, request, sink)
             if request is None:
                 return
             payload = request.payload
-        level = lead_level(request.flags)
-        table_level = DC_ONE if level == EVERY_RACK else level
-        plan = self._router.writes[table_level].at(position)
         write = Request(payload[4:], request.resp, plan.lane, request.count, True,
                         request.flags & FLAG_TRANSACTION)
         effect = None
@@ -116,12 +131,45 @@ class Replica:
         self._leader.lead(plan, write, sink, level, self._read_target(plan, peer_name), None, effect,
                           not request.flags & FLAG_HERE_ONLY)
 
-    def _copy(self, probe: Request, sink) -> None:
+    def _moved(self, plan: Plan, position: int, by_view: bool, resume) -> Optional[str]:
+        """
+        Whether this node leads a LEAD of ``plan`` (`dynomite.node.handover`):
+        None if so; ``""`` if it waits for a handover's drain (``resume``
+        goes on with it then); else the name of the node that leads it:
+        the one this node handed the range to, or (``by_view``: not a LEAD
+        another node sent on) the leader of this node's view.
+        """
+        leading = self._leading
+        handovers = leading.handovers
+        if handovers.active:
+            gainer = handovers.gainer(plan, position, resume)
+            if gainer == self._name:
+                return ""
+            if gainer is not None:
+                return gainer
+        if by_view:
+            leader = leading.leader_of(plan)
+            if leader is not None and leader != self._name:
+                return leader
+        return None
+
+    def _hand_over(self, data: bytes, sink) -> None:
+        """A node that moves asks this one to hand a range's lead over: answered once drained."""
+        try:
+            start, end, gainer = parse_handover(data)
+        except ValueError as e:
+            sink.fail(b"-ERR %s\r\n" % str(e).encode())
+            return
+        self._leading.handovers.hand_over(start, end, gainer).addCallback(
+            lambda _: sink.complete(b"+OK\r\n"))
+
+    def _copy(self, probe: Request, sink, redirected: bool = False) -> None:
         """
         A copy of keys of a moving range (`dynomite.node.leader.Leader.copy`),
         made only by the keys' leader as this node sees it: the one that
         orders their writes.  The requester's view may differ (a joining
-        node still learning the cluster); it is told so and asks again.
+        node still learning the cluster); it is told which node leads them
+        (or that none does here), and asks again.
         """
         try:
             requests, _ = parse_whole(probe.payload)
@@ -136,10 +184,17 @@ class Replica:
         plan = route(keys[0], True, DC_ONE)
         if any(route(key, True, DC_ONE) is not plan for key in keys[1:]):
             sink.fail(b"-ERR copy of keys with different replicas here\r\n")
-        elif not self._coordinator.leads(plan):
+            return
+        if not redirected and self._leading.leader_of(plan) is None:
             sink.fail(b"-ERR not the leader of these keys here\r\n")
-        else:
-            self._leader.copy(plan, probe, sink)
+            return
+        moved = self._moved(plan, key_hash(keys[0], self._router.hash_tag), not redirected,
+                            lambda: self._copy(probe, sink, redirected))
+        if moved is not None:
+            if moved:
+                sink.fail(leader_moved(moved))
+            return
+        self._leader.copy(plan, probe, sink)
 
     def _watched(self, payload: bytes, request: Request, sink) -> Optional[Request]:
         """A LEAD for the table of watched keys (`dynomite.node.watch`): answered, or the transaction it admits."""

@@ -49,6 +49,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from dynomite.node.builtins import builtin
+from dynomite.node.handover import LEADER_MOVED
 from dynomite.node.leader import lead_flags
 from dynomite.node.watch_table import ABORTED, UNWATCH as _UNWATCH, WATCH as _WATCH, WATCHED as _WATCHED
 from dynomite.placement.router import CROSSSLOT
@@ -88,10 +89,8 @@ class Watching:
 
 def _leader_of(coordinator, plan):
     """The first of ``plan.leaders`` that can lead now (this node or a peer), or None."""
-    for node in plan.leaders:
-        if node.name == coordinator.name or coordinator.targets[node.name].can_lead():
-            return node
-    return None
+    name = coordinator.leading.leader_of(plan)
+    return next((node for node in plan.leaders if node.name == name), None)
 
 
 def _ask(coordinator, leader_name: str, plan, args: List[bytes], sink) -> None:
@@ -140,7 +139,8 @@ class _Registered:
 
     def fail(self, raw: bytes) -> None:
         self._watching.doomed = True
-        self._slot.complete(raw)
+        # the keys' leader changed (`dynomite.node.handover`): EXEC will answer null
+        self._slot.complete(b"+OK\r\n" if raw.startswith(LEADER_MOVED) else raw)
 
 
 @builtin("watch")
@@ -252,7 +252,7 @@ class _NullIfAborted:
             self._sink.complete(raw)
 
     def fail(self, raw: bytes) -> None:
-        if raw == ABORTED:
+        if raw == ABORTED or raw.startswith(LEADER_MOVED):   # aborted, or the keys' leader changed
             self._slot.complete(_NULL[self._resp])
         else:
             self._sink.fail(raw)

@@ -334,8 +334,9 @@ class NodeStatus:
         """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""
         r = self._replication
         return {
-            "handed_on": r.leaders_lost,
-            "leader_lost": r.leaders_unknown,
+            "handed_on": r.leading.leaders_lost,
+            "leader_lost": r.leading.leaders_unknown,
+            "leader_moved": r.leading.leaders_moved,
             "effects_run": r.leader.effects_run,
             "effects_unknown": r.leader.effects_unknown,
             "replays_skipped": r.replays_skipped(),

@@ -16,10 +16,13 @@ true``, never a member before):
 3. *flushing*: its Redis is emptied of anything an earlier attempt left.
 4. *copying*: `dynomite.scaleout.copier.CopyRun` lists the keys of those
    ranges on their current owners and has each key's leader copy it here.
-5. *cutting over*: its entry says NORMAL: nodes route its ranges to it as
+5. *handing over*: each old owner stops leading its range, waits until
+   the writes it led are answered, and sends the later ones here
+   (`dynomite.node.handover`): one leader at a time, whoever knows what.
+6. *cutting over*: its entry says NORMAL: nodes route its ranges to it as
    they learn it; once every node of the datacenter knows, and one write
    timeout later (writes sent before),
-6. *cleaning*: the old owners' keys of the ranges they gave away are
+7. *cleaning*: the old owners' keys of the ranges they gave away are
    deleted from their Redis (`dynomite.repair.script.drop_request`).
 
 A node killed halfway restarts where its state file says (the join goes on
@@ -27,8 +30,8 @@ from the announcement; the copy runs again); until its entry says NORMAL
 the old owners serve every read, so a failed join loses nothing.
 
 **Leave** (`decommission`): the entry says LEAVING, the nodes that will own
-its ranges become pending for them, its keys are copied there, and its
-entry says LEFT: it is no longer a member.  Its Redis is left as it is.
+its ranges become pending for them, its keys are copied there, it hands
+the lead of its ranges to those nodes, and its entry says LEFT: it is no longer a member.  Its Redis is left as it is.
 
 The state survives restarts in ``data_dir/scaleout/<node>/state.json``.
 """
@@ -54,7 +57,8 @@ from dynomite.wire.resp import encode_command
 __all__ = ["ScaleOut", "PHASES", "COUNTED", "initial_place"]
 
 #: What a node's move is doing (`ScaleOut.phase`).
-PHASES = ("idle", "waiting", "announcing", "flushing", "copying", "cutting_over", "cleaning", "done", "failed")
+PHASES = ("idle", "waiting", "announcing", "flushing", "copying", "handing_over", "cutting_over", "cleaning",
+          "done", "failed")
 
 #: What `ScaleOut.counts` counts (``dynomite_scaleout_keys_total{event}``).
 COUNTED = ("scanned", "copied", "error", "dropped")
@@ -109,14 +113,16 @@ class ScaleOut:
 
     ``topology()`` is the current `Topology`; ``route(key)`` a key's write
     plan; ``copy(plan, probe, sink)`` has a leader copy
-    (`dynomite.node.coordinator.Coordinator.copy`); ``send(node, request,
+    (`dynomite.node.coordinator.Coordinator.copy`); ``hand_over(move)``
+    has a move's old owner pass the lead of its range on (a Deferred of
+    the answer: `dynomite.node.handover`); ``send(node, request,
     sink)`` reaches a node's Redis; ``grace`` is how long writes already
     sent may still arrive (the write timeout, seconds).
     """
 
     log = Logger()
 
-    def __init__(self, name: str, topology: Callable[[], Any], route, copy, send, clock, gossip,
+    def __init__(self, name: str, topology: Callable[[], Any], route, copy, hand_over, send, clock, gossip,
                  membership, hash_tag: Optional[bytes], rate: int, grace: float, state_path: str,
                  configured_tokens: Tuple[int, ...] = ()) -> None:
         self.name = name
@@ -126,6 +132,7 @@ class ScaleOut:
         self._topology = topology
         self._route = route
         self._copy = copy
+        self._hand_over = hand_over
         self._send = send
         self._clock = clock
         self._gossip = gossip
@@ -225,6 +232,7 @@ class ScaleOut:
                 break
             except _Withdrawn as e:
                 self._withdraw(str(e))
+        await self._hand_over_moves()
         self._enter("cutting_over", "serving its ranges; waiting for every node to know")
         gossip.set_own(status=NORMAL)
         self._save({"operation": "join", "tokens": list(gossip.view.own.tokens), "done": True})
@@ -308,6 +316,7 @@ class ScaleOut:
             raise _Refused("this node is the last of %s/%s: nobody could take its ranges"
                            % (local.datacenter, local.rack))
         await self._copy_moves()
+        await self._hand_over_moves()
         self._enter("cutting_over", "leaving the ring")
         gossip.set_own(status=LEFT)
         self._save({"operation": "leave", "done": True})
@@ -352,6 +361,21 @@ class ScaleOut:
                 return
             self.log.info("scale-out: a node of the datacenter went down, came back or restarted during"
                           " the copy; copying again")
+
+    async def _hand_over_moves(self) -> None:
+        """
+        Each old owner stops leading its moving range, and leads nothing
+        there again once what it led is answered: the new owner leads from
+        then on (`dynomite.node.handover`).  One that cannot be asked (it
+        is down) leads nothing meanwhile either.
+        """
+        self._enter("handing_over", "the old owners of %d ranges pass their lead on" % len(self.moves))
+        for move in self.moves:
+            raw = await self._hand_over(move)
+            if not raw.startswith(b"+"):
+                self.log.warn("scale-out: {source} did not hand {start}..{end} over: {why}",
+                              source=move.source, start=move.start, end=move.end,
+                              why=raw[1:].strip().decode("utf-8", "replace"))
 
     def _peer_runs(self) -> Dict[str, Optional[int]]:
         """Each peer of this datacenter's gossip generation, None while it is DOWN."""

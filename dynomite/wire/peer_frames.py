@@ -59,6 +59,7 @@ __all__ = [
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
     "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
     "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FLAG_TRANSACTION", "FLAG_HERE_ONLY", "FLAG_COPY",
+    "FLAG_REDIRECTED", "FLAG_HANDOVER",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
     "CONNECTING_SIDE", "ACCEPTING_SIDE",
@@ -142,10 +143,17 @@ FLAG_HERE_ONLY = 0x0800
 #: LEAD: not a write but a copy of keys of a moving range to its pending
 #: replicas, made by the leader in the keys' order (`dynomite.node.leader`).
 FLAG_COPY = 0x1000
+#: LEAD: sent on by the answer of a node that no longer leads the keys
+#: (`dynomite.node.handover.LEADER_MOVED`): lead it, without asking whether
+#: this node's view agrees.
+FLAG_REDIRECTED = 0x2000
+#: LEAD: not a write but a request to hand a moving range over to its new
+#: leader (`dynomite.node.handover`), answered once the writes led so far are.
+FLAG_HANDOVER = 0x4000
 #: REPLY: the payload is an error made by the replica node (its datastore is
 #: unavailable, say), not Redis's answer; the requester calls ``sink.fail``.
 FLAG_FAILED = 0x8000
-# Bits 13..14 are free; receivers ignore bits they do not know.
+# Receivers ignore bits they do not know.
 
 _HEADER = struct.Struct("!HBBHQBI")
 HEADER_SIZE = _HEADER.size  # 19

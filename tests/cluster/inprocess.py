@@ -341,6 +341,8 @@ class InProcessCluster:
     def __init__(self, layout: Dict[str, Dict[str, int]], **settings) -> None:
         self.clock = Clock()
         self.pumps: List = []
+        #: pairs of nodes whose connections move nothing until released (`hold`)
+        self.held: List[frozenset] = []
         self.directory = tempfile.mkdtemp(prefix="dynomite-inprocess-")
         self.settings = settings
         entries = []
@@ -374,7 +376,9 @@ class InProcessCluster:
         """Move bytes between nodes until nothing moves."""
         for _ in range(rounds):
             moved = False
-            for pump, _, _ in list(self.pumps):
+            for pump, source, target in list(self.pumps):
+                if self.held and frozenset((source, target)) in self.held:
+                    continue
                 if pump.pump():
                     moved = True
             if not moved:
@@ -434,6 +438,14 @@ class InProcessCluster:
                 pump.serverIO.loseConnection()
         self.settle()
         self.pumps = [entry for entry in self.pumps if node not in entry[1:]]
+
+    def hold(self, a: InProcessNode, b: InProcessNode) -> None:
+        """Nothing moves between ``a`` and ``b`` (either way) until `release`: bytes in flight, not lost."""
+        self.held.append(frozenset((a, b)))
+
+    def release(self, a: InProcessNode, b: InProcessNode) -> None:
+        self.held.remove(frozenset((a, b)))
+        self.settle()
 
     def rejoin(self, node: InProcessNode, seconds: float = 3.0) -> None:
         """Let ``node`` be reached again and give links time to reconnect."""

@@ -85,7 +85,7 @@ class EachWriteTests(SynchronousTestCase):
         self.cluster.isolate(leader)          # the LEAD frame is on its way: its link fails
         self.cluster.settle()
         self.assertEqual(self.client.transport.value(), b"+OK\r\n")
-        self.assertEqual(coordinator.coordinator.leaders_lost, 1)
+        self.assertEqual(coordinator.coordinator.leading.leaders_lost, 1)
         self.assertEqual(len([n for n in owners(self.cluster, key) if n.datacenter == "dc2"]), 3)
 
     def test_a_leader_lost_while_leading_what_may_not_apply_twice_is_unknown(self) -> None:
@@ -100,4 +100,4 @@ class EachWriteTests(SynchronousTestCase):
         reply = self.client.transport.value()
         self.assertTrue(reply.startswith(b"-ERR "), reply)
         self.assertIn(UNKNOWN_OUTCOME[5:-2], reply)
-        self.assertEqual(coordinator.coordinator.leaders_unknown, 1)
+        self.assertEqual(coordinator.coordinator.leading.leaders_unknown, 1)

@@ -251,13 +251,13 @@ class LostLeaderTests(SynchronousTestCase):
     def test_a_write_that_may_not_run_twice_is_answered_unknown(self):
         key = self.key_led_elsewhere(b"g")
         self.assertEqual(self.lost_during("RPUSH", key, "x"), UNKNOWN_OUTCOME)
-        self.assertEqual(self.here.parts.coordinator.leaders_unknown, 1)
+        self.assertEqual(self.here.parts.coordinator.leading.leaders_unknown, 1)
 
     def test_a_plain_set_goes_to_the_next_leader(self):
         key = self.key_led_elsewhere(b"s")
         self.assertEqual(self.lost_during("SET", key, "v"), b"+OK\r\n")
         self.assertEqual(self.here.redis.data[key], b"v")
-        self.assertEqual(self.here.parts.coordinator.leaders_lost, 1)
+        self.assertEqual(self.here.parts.coordinator.leading.leaders_lost, 1)
 
     def test_only_plain_set_and_mset_apply_twice_alike(self):
         self.assertTrue(again_alike([[b"SET", b"k", b"v", b"PX", b"5"], [b"MSET", b"a", b"1"]]))

@@ -120,7 +120,7 @@ class GossipOffTests(SynchronousTestCase):
             self.assertEqual(got[("dynomite_scaleout_keys_total", (("event", event),))], 0)
         running = {labels[0][1]: v for (name, labels), v in got.items() if name == "dynomite_scaleout_running"}
         self.assertEqual(running, dict.fromkeys(
-            ["waiting", "announcing", "flushing", "copying", "cutting_over", "cleaning"], 0))
+            ["waiting", "announcing", "flushing", "copying", "handing_over", "cutting_over", "cleaning"], 0))
 
 
 class GossipOnTests(SynchronousTestCase):
