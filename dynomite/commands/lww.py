@@ -50,11 +50,12 @@ datacenters end with the same members whichever came first.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from dynomite.wire.resp import encode_command
 
-__all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "kind_of", "ships_state", "version_key", "origin",
+__all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "SHA", "kind_of", "ships_state", "version_key", "origin",
            "note_commands", "check_command", "parse_check", "decide", "Check"]
 
 KEY, FIELD, ALWAYS = "key", "field", "always"
@@ -190,15 +191,19 @@ class Check:
 
 def check_command(kind: str, layout: Tuple[int, int, int], keys: Sequence[bytes], args: Sequence[bytes],
                   version: bytes, ttl_ms: int) -> List[bytes]:
-    """The EVAL of `SCRIPT` that applies ``args`` in another datacenter if it wins there."""
-    return [b"EVAL", SCRIPT, b"%d" % len(keys)] + list(keys) + [
+    """
+    The EVALSHA of `SCRIPT` that applies ``args`` in another datacenter if
+    it wins there (every connection to Redis loads the script first:
+    `dynomite.datastore.pool.Datastore.preload`).
+    """
+    return [b"EVALSHA", SHA, b"%d" % len(keys)] + list(keys) + [
         _TAG, version, b"%d" % ttl_ms, kind.encode(), b"%d" % layout[0], b"%d" % layout[1],
         b"%d" % layout[2]] + list(args)
 
 
 def parse_check(args: Sequence[bytes]) -> Optional[Check]:
     """The `Check` a `check_command` carries, or None for any other command."""
-    if len(args) < 3 or args[1] != SCRIPT or args[0].lower() != b"eval":
+    if len(args) < 3 or args[1] != SHA or args[0].lower() != b"evalsha":
         return None
     try:
         n = int(args[2])
@@ -397,6 +402,10 @@ for _, c in ipairs(notes) do all[#all + 1] = c end
 all[#all + 1] = {'SELECT', '0'}
 return all
 """
+
+
+#: What EVALSHA calls `SCRIPT` by.
+SHA = hashlib.sha1(SCRIPT).hexdigest().encode()
 
 
 def encode_all(commands: Sequence[Sequence[bytes]]) -> bytes:

@@ -392,8 +392,11 @@ class Coordinator:
 
     def ships_state(self, name: str, args: Sequence[bytes], level: str) -> bool:
         """Whether a write goes to other datacenters as the state it leaves (`lww.ships_state`)."""
-        return (level != DC_EACH_SAFE_QUORUM and bool(self.router.topology.remote_datacenters)
-                and lww.ships_state(name, args))
+        return level != DC_EACH_SAFE_QUORUM and self.versioned() and lww.ships_state(name, args)
+
+    def versioned(self) -> bool:
+        """Whether writes between datacenters carry versions now (last_writer_wins, several datacenters)."""
+        return self.leader.versions is not None and bool(self.router.topology.remote_datacenters)
 
     def now_ms(self) -> int:
         """The time writes are accepted at, in ms (relative expiries become absolute at it)."""

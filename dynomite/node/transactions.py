@@ -187,7 +187,7 @@ def _runs_once(coordinator, queued, run, level: str) -> bool:
     several datacenters, it writes (the state it leaves is what the other
     datacenters decide on: `dynomite.commands.lww`).
     """
-    if coordinator.router.topology.remote_datacenters and level != DC_EACH_SAFE_QUORUM:
+    if coordinator.versioned() and level != DC_EACH_SAFE_QUORUM:
         return any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
     return any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued)
 

@@ -30,7 +30,7 @@ from dynomite.wire.resp import ProtocolError
 __all__ = ["Versions", "versions_of", "CHECK_TAG"]
 
 #: Bytes every `dynomite.commands.lww.check_command` carries (a FORWARD without them has none).
-CHECK_TAG = lww.SCRIPT[:16]
+CHECK_TAG = lww.SHA
 
 _SKIP = frozenset({b"multi", b"exec"})
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from dynomite.commands import lww
 from dynomite.commands import table as commands
@@ -76,8 +76,9 @@ _UNSEEN = object()
 class RunCutter:
     """Cuts pipelined requests into runs over the routes of one `Router`."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, versioned: Callable[[], bool] = lambda: False) -> None:
         self._router = router
+        self._versioned = versioned
         # command name as sent (exact bytes) -> (Command, key position,
         # fewest and most arguments) for the commands that may go in runs,
         # None for the others; with several datacenters, the writes that
@@ -95,7 +96,7 @@ class RunCutter:
         the bytes are not canonical); reads are planned with the `PlanTable`
         ``reads`` (``router.reads[level]``), writes with ``writes``.
         """
-        apart = bool(self._router.topology.remote_datacenters)
+        apart = self._versioned()
         runnable = self._apart if apart else self._runnable
         read_only, write_only = reads.only, writes.only
         write_spread = writes.spread
@@ -159,7 +160,7 @@ class RunCutter:
         arguments it takes (Redis's arity, enough to hold the key, and no
         more than replays as sent: `dynomite.commands.determinism`; never a
         command that runs once, on its leader, and replicates its effect;
-        with several datacenters (``apart``), never a write that reaches
+        with versioned writes between datacenters (``apart``), never a write that reaches
         them as the state it leaves: `dynomite.commands.lww.ships_state`).
         """
         cmd = commands.lookup(name)

@@ -296,7 +296,7 @@ class MemoryRedis:
         if name in (b"flushall", b"flushdb"):
             d.clear()
             return b"+OK\r\n"
-        if name == b"eval" and args[1] == lww.SCRIPT:
+        if name == b"evalsha" and args[1] == lww.SHA:
             return self._checked(args)
         if name == b"hdel":
             fields = d.get(args[1], {})

@@ -25,6 +25,7 @@ from tests.cluster.inprocess import make_cluster
 from tests.cluster.test_runs import pipeline
 
 LAYOUT = {"dc1": {"r1": 1, "r2": 1}, "dc2": {"r1": 1, "r2": 1}}
+LWW = {"datacenter_conflicts": "last_writer_wins"}
 KEYS = [b"%d" % i for i in range(4)]
 
 
@@ -77,7 +78,7 @@ class TwoDatacenterModelTests(SynchronousTestCase):
     """
 
     def run_model(self, seed: int, steps: int = 80) -> None:
-        cluster = make_cluster(self, LAYOUT)
+        cluster = make_cluster(self, LAYOUT, **LWW)
         rng = random.Random(seed)
         clients = [cluster.client(node) for node in cluster.nodes]
         one = [n for n in cluster.nodes if n.datacenter == "dc1"]
@@ -120,7 +121,7 @@ class TwoDatacenterModelTests(SynchronousTestCase):
 class MembersTests(SynchronousTestCase):
 
     def setUp(self) -> None:
-        self.cluster = make_cluster(self, LAYOUT)
+        self.cluster = make_cluster(self, LAYOUT, **LWW)
         self.one = self.cluster.node("dc1", "r1")
         self.two = self.cluster.node("dc2", "r1")
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Sequence, Tuple
 from dynomite.commands import lww
 from dynomite.commands import table as commands
 
-from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, TWO_DCS, ClusterTestCase, FaultTestCase
+from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, FaultTestCase
 from tests.integration.fixtures.common import poll
 
 
@@ -47,7 +47,8 @@ class ScriptTests(FaultTestCase):
     """The Lua script and `lww.decide` run the same commands from the same state."""
 
     def test_the_script_decides_as_decide(self) -> None:
-        fx = self.start_cluster("lww-script", {"dc1": {"rack1": 1}}, 231)
+        # the node loads the script into its Redis (EVALSHA finds it there)
+        fx = self.start_cluster("lww-script", {"dc1": {"rack1": 1}}, 231, {"datacenter_conflicts": "last_writer_wins"})
         (node,) = fx.nodes
         redis = fx.backend(node)
         rng = random.Random(11)
@@ -89,12 +90,13 @@ class ScriptTests(FaultTestCase):
         return kind, sorted(names(key)) if names else []
 
 
-class TwoWritersTests(ClusterTestCase):
+class TwoWritersTests(FaultTestCase):
     """Two clients, one per datacenter, pipelining writes of the same 20 keys at once."""
 
-    layout = TWO_DCS
-
     def test_two_writers_in_two_datacenters_leave_identical_backends(self) -> None:
+        self.start_cluster("lww-writers", {"dc1": {"rack1": 1, "rack2": 1}, "dc2": {"rack1": 1, "rack2": 1}}, 241,
+                           {"datacenter_conflicts": "last_writer_wins"})
+        self.prefix = "lww:"
         writers = [self.fx.rack_node("dc1", "rack1"), self.fx.rack_node("dc2", "rack2")]
         hot = ["{%shot%d}" % (self.prefix, i) for i in range(20)]
         errors: List[BaseException] = []

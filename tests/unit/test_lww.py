@@ -106,7 +106,8 @@ class KindTests(SynchronousTestCase):
         self.assertEqual(c.version, version(5))
         self.assertIsNone(lww.parse_check(args("SET k v")))
         self.assertIsNone(lww.parse_check([b"EVAL", b"return 1", b"0"]))
-        self.assertIsNone(lww.parse_check([b"EVAL", lww.SCRIPT, b"x"]))
+        self.assertIsNone(lww.parse_check([b"EVALSHA", lww.SHA, b"x"]))
+        self.assertIsNone(lww.parse_check([b"EVAL", lww.SCRIPT, b"1", b"k"]))
         self.assertEqual(lww.origin(version(5, node="a:1")), b"a:1")
 
 
