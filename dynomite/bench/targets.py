@@ -39,6 +39,8 @@ class TargetKind:
     racks: int = 0  # 0: plain Redis, no node
     consistency: str = "DC_ONE"
     tls: bool = False  # clients on tls_listen only, and secure_server_option: all between the nodes
+    datacenters: int = 1  # each with ``racks`` racks; clients talk to the first datacenter
+    conflicts: str = "arrival"  # datacenter_conflicts
 
     @property
     def is_redis(self) -> bool:
@@ -55,6 +57,9 @@ KINDS: Dict[str, TargetKind] = {
         TargetKind("dc_quorum", "3 racks DC_QUORUM", racks=3, consistency="DC_QUORUM"),
         TargetKind("single_tls", "single node, TLS", racks=1, tls=True),
         TargetKind("dc_one_tls", "3 racks DC_ONE, TLS all", racks=3, consistency="DC_ONE", tls=True),
+        TargetKind("two_dcs", "2 DCs x 1 rack DC_ONE", racks=1, consistency="DC_ONE", datacenters=2),
+        TargetKind("two_dcs_lww", "2 DCs x 1 rack DC_ONE, last writer wins", racks=1, consistency="DC_ONE",
+                   datacenters=2, conflicts="last_writer_wins"),
     )
 }
 
@@ -256,9 +261,10 @@ class RedisTarget(Target):
 
 class NodeTarget(Target):
     """
-    A cluster of one datacenter with ``kind.racks`` racks of one node each;
-    the benchmark's clients all talk to the first node, which replicates
-    to the other racks at the kind's read and write consistency.  A TLS
+    A cluster of ``kind.datacenters`` datacenters with ``kind.racks`` racks
+    of one node each; the benchmark's clients all talk to the first node,
+    which replicates to the other racks at the kind's read and write
+    consistency, and to the other datacenters.  A TLS
     kind gets a test CA and certificates (tools/make-test-certs), runs
     every peer link over TLS, and its nodes take clients on ``tls_listen``
     only (the topology's ``clients: tls``).  ``settings`` are more node
@@ -271,11 +277,13 @@ class NodeTarget(Target):
         self.interpreter = interpreter
         topology = {
             "cluster": "bench",
-            "datacenters": {"dc1": {f"rack{i + 1}": 1 for i in range(kind.racks)}},
+            "datacenters": {f"dc{d + 1}": {f"rack{i + 1}": 1 for i in range(kind.racks)}
+                            for d in range(kind.datacenters)},
             "node": {
                 "read_consistency": kind.consistency,
                 "write_consistency": kind.consistency,
                 "timeout": timeout_ms,
+                "datacenter_conflicts": kind.conflicts,
                 **(settings or {}),
             },
         }

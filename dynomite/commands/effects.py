@@ -41,7 +41,7 @@ from typing import List, Optional, Sequence, Tuple
 from dynomite.wire.replies import elements, is_error, split_replies
 from dynomite.wire.resp import ProtocolError, encode_command
 
-__all__ = ["Effect", "group_read_effect", "plan_effect", "pop_effect", "transaction_effect"]
+__all__ = ["Effect", "group_read_effect", "plan_effect", "pop_effect", "state_effect", "transaction_effect"]
 
 # How an effect is derived from the leader's reply.
 _SREM, _XADD_ID, _SET_KEEPTTL, _HSET, _STATE, _AS_SENT, _NOTHING, _STATE_IF_READ = (
@@ -218,6 +218,15 @@ def transaction_effect(transaction: Sequence[Sequence[bytes]], keys: Sequence[by
     array of the commands' replies, the others get the state of ``keys``.
     """
     return Effect([], _STATE, keys, transaction)
+
+
+def state_effect(args: Sequence[bytes], keys: Sequence[bytes]) -> Effect:
+    """
+    A write whose result depends on the key's state, in a cluster of
+    several datacenters (`dynomite.commands.lww.ships_state`): the leader
+    runs it with the dumps of ``keys``, the others get their state.
+    """
+    return Effect(args, _STATE, keys)
 
 
 def group_read_effect(args: Sequence[bytes], keys: Sequence[bytes]) -> Effect:

@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 from dynomite.config.parsers import (
-    CLASS_DEFAULT, REQUIRED, Key, _bool, _consistency, _data_store, _hash, _hash_tag, _hints_fsync, _int_at_least,
+    CLASS_DEFAULT, REQUIRED, Key, _bool, _conflict_rule, _consistency, _data_store, _hash, _hash_tag, _hints_fsync,
+    _int_at_least,
     _kept, _listener, _log_level, _mbuf_size, _milliseconds, _name, _optional_listener, _secure_server_option,
     _servers, _text, _tokens,
 )
@@ -94,7 +95,7 @@ PROJECT_KEYS = frozenset(
         "dyn_advertise", "dns_seed_name", "dns_seed_server", "florida_url",
         "acl_file", "users",
         "pubsub_output_hard_limit", "pubsub_output_soft_limit", "pubsub_output_soft_seconds",
-        "anti_entropy_interval", "repair_rate", "bootstrap",
+        "anti_entropy_interval", "repair_rate", "bootstrap", "datacenter_conflicts",
     }
 )
 
@@ -144,6 +145,7 @@ KEYS: Dict[str, Key] = {
     "peer_down_after": _kept(_milliseconds(positive=True), "peer_down_after"),
     "data_dir": _kept(_text, "data_dir"),
     "hints_fsync": _kept(_hints_fsync, "hints_fsync"),
+    "datacenter_conflicts": _kept(_conflict_rule, "datacenter_conflicts"),
     "hint_window": _kept(_milliseconds(positive=True), "hint_window"),
     "hints_max_bytes": _kept(_int_at_least(0), "hints_max_bytes"),
     "hint_replay_rate": _kept(_int_at_least(0), "hint_replay_rate"),

@@ -96,6 +96,8 @@ class NodeConfig:
     peer_down_after: float = 3.0
     data_dir: str = "data"
     hints_fsync: str = "everysec"
+    #: writes of one key from two datacenters at once: ``arrival`` or ``last_writer_wins``
+    datacenter_conflicts: str = "arrival"
     hint_window: float = 3 * 3600.0
     hints_max_bytes: int = 1024 ** 3
     hint_replay_rate: int = 5000

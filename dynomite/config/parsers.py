@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Tuple
 
 from dynomite.config.values import Address, make_address, split_fields
-from dynomite.config.vocabulary import CONSISTENCY_LEVELS, FSYNC_POLICIES, MAX_TOKEN, SECURE_SERVER_OPTIONS
+from dynomite.config.vocabulary import CONFLICT_RULES, CONSISTENCY_LEVELS, FSYNC_POLICIES, MAX_TOKEN, SECURE_SERVER_OPTIONS
 from dynomite.config.yamlio import Invalid, show
 
 # -- value parsers: each takes the YAML value and returns the typed one ------
@@ -205,6 +205,13 @@ def _log_level(value: Any) -> int:
     if not 0 <= level <= 11:
         raise Invalid(f"expected Dynomite's verbosity 0..11 (5 is info), got {level}")
     return level
+
+
+def _conflict_rule(value: Any) -> str:
+    rule = value.strip().lower() if isinstance(value, str) else None
+    if rule not in CONFLICT_RULES:
+        raise Invalid(f"expected one of {', '.join(CONFLICT_RULES)}, got {show(value)}")
+    return rule
 
 
 def _hints_fsync(value: Any) -> str:

@@ -15,7 +15,7 @@ __all__ = [
     "DC_ONE", "DC_QUORUM", "DC_SAFE_QUORUM", "DC_EACH_SAFE_QUORUM", "CONSISTENCY_LEVELS",
     "NORMAL", "STANDBY", "WRITES_ONLY", "RESUMING", "DOWN", "NODE_STATES", "SETTABLE_STATES",
     "JOINING", "LEAVING", "LEFT", "RING_STATUSES",
-    "FSYNC_POLICIES", "SECURE_SERVER_OPTIONS", "MAX_TOKEN", "RING_SIZE",
+    "FSYNC_POLICIES", "CONFLICT_RULES", "SECURE_SERVER_OPTIONS", "MAX_TOKEN", "RING_SIZE",
 ]
 
 # -- consistency levels (Dynomite's names) ------------------------------------
@@ -57,6 +57,11 @@ RING_STATUSES = (NORMAL, JOINING, LEAVING, LEFT)
 
 #: When the hint log calls fsync: every append, once a second, never (the OS decides).
 FSYNC_POLICIES = ("always", "everysec", "no")
+
+#: How writes of one key from two datacenters at once are settled (``datacenter_conflicts``):
+#: in each datacenter's order of arrival, or the last writer wins (`dynomite.commands.lww`).
+ARRIVAL, LAST_WRITER_WINS = "arrival", "last_writer_wins"
+CONFLICT_RULES = (ARRIVAL, LAST_WRITER_WINS)
 
 # -- peer links -------------------------------------------------------------------
 

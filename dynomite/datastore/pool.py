@@ -40,7 +40,9 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from dynomite.commands import lww
 from dynomite.config.model import Address, NodeConfig
+from dynomite.config.vocabulary import LAST_WRITER_WINS
 from dynomite.datastore.link import DatastoreLink
 from dynomite.datastore.protocol import HELLO_3, UNAVAILABLE, DatastoreProtocol
 from dynomite.runtime.reconnect import UP, WAITING, Backoff
@@ -104,6 +106,10 @@ class Datastore(Service):
         #: how connections reach Redis (the health monitor dials it too)
         self.endpoint = endpoint
         self._greetings = _greetings(config.datastore_username, config.datastore_password)
+        #: scripts every connection loads before it carries requests, so that
+        #: EVALSHA of them finds them (`dynomite.commands.lww`), as RESP
+        self.preload = ((encode_command([b"SCRIPT", b"LOAD", lww.SCRIPT]), 1)
+                        if config.datacenter_conflicts == LAST_WRITER_WINS else (b"", 0))
         n = config.datastore_connections
         self.links = [DatastoreLink(self, resp, reactor, endpoint, self.backoff)
                       for resp in (2, 3) for _ in range(n)]

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 
 from dynomite.runtime import batching
 from dynomite.stats import Histogram
-from dynomite.wire.replies import ERROR_STARTS, is_error, make_reply_parser, simple_replies_end
+from dynomite.wire.replies import ERROR_STARTS, count_errors, is_error, make_reply_parser, simple_replies_end
 from dynomite.wire.resp import ProtocolError, encode_command
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ def _errors_in(replies: List[bytes]) -> int:
 class _ReadySink:
     """
     Completes the greeting a connection sends before it is used (AUTH, HELLO 3
-    or both; `dynomite.datastore.pool.Datastore.greeting`).
+    or both: `dynomite.datastore.pool.Datastore.greeting`; then the scripts
+    it loads: ``Datastore.preload``).
     """
 
     def __init__(self, protocol: "DatastoreProtocol", command: bytes) -> None:
@@ -79,7 +80,7 @@ class _ReadySink:
         self._command = command
 
     def complete(self, raw: bytes) -> None:
-        if is_error(raw):
+        if count_errors(raw):
             self._protocol.log.error(
                 "datastore refused {command}: {reply!r}", command=self._command, reply=raw[:200]
             )
@@ -126,10 +127,13 @@ class DatastoreProtocol(Protocol, batching.BatchedWriter):
         self._link.protocol_connected(self)
         if self._dropped:
             return
-        greeting = self._link.pool.greeting(self._link.resp)
-        if greeting is not None:
+        pool = self._link.pool
+        greeting = pool.greeting(self._link.resp)
+        preload, count = pool.preload
+        if greeting is not None or count:
             # name the command, never its arguments (a password)
-            self.send(greeting, _ReadySink(self, greeting.split(b"\r\n", 3)[2].decode("ascii", "replace")))
+            first = (greeting or preload).split(b"\r\n", 3)[2].decode("ascii", "replace")
+            self.send((greeting or b"") + preload, _ReadySink(self, first), count + (greeting is not None))
         else:
             self.ready()
 

@@ -41,12 +41,14 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from dynomite.config.model import NodeConfig
-from dynomite.config.vocabulary import NORMAL
+from dynomite.config.vocabulary import LAST_WRITER_WINS, NORMAL
+from dynomite.consistency.hlc import HybridClock
 from dynomite.node.coordinator import Coordinator
 from dynomite.node.dispatch import Node
 from dynomite.node.handover import handover_request
 from dynomite.node.keyspace_events import KeyspaceEvents
 from dynomite.node.pubsub_bus import PubSubBus
+from dynomite.node.versions import Versions
 from dynomite.node.replica import Replica
 from dynomite.node.settings import LiveSettings
 from dynomite.peers.gossiper import Gossiper
@@ -123,6 +125,10 @@ class NodeParts:
         self.targets = Targets(self.router, datastore, self.links, self.membership)
         self.coordinator = Coordinator(self.router, self.settings, self.targets, self.outboxes,
                                        self.membership, clock, rng)
+        #: versions of writes between datacenters (``datacenter_conflicts: last_writer_wins``)
+        if config.datacenter_conflicts == LAST_WRITER_WINS:
+            self.coordinator.leader.versions = Versions(
+                HybridClock(self.name, lambda: int(clock.seconds() * 1000)), int(config.hint_window * 1000))
         #: keyspace notifications of the local Redis (``keyspace_endpoint`` dials it),
         #: started by the first subscription that asks for them
         self.keyspace = None if keyspace_endpoint is None else KeyspaceEvents(

@@ -33,7 +33,7 @@ __all__ = ["INodeControl", "NodeControl", "RESTART_KEYS"]
 RESTART_KEYS = (
     "pool_name", "listen", "dyn_listen", "stats_listen", "datastore", "datacenter", "rack",
     "tokens", "hash_tag", "datastore_connections", "local_peer_connections", "remote_peer_connections",
-    "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
+    "data_dir", "hints_fsync", "datacenter_conflicts", "hint_window", "hints_max_bytes", "hint_segment_bytes", "hint_replay_rate",
     "seed_provider", "gos_interval", "enable_gossip", "dns_seed_name", "dns_seed_server", "florida_url",
     "dns_seed_type", "dns_seed_rack_size",
     "tls_listen", "secure_server_option", "datastore_tls", "datastore_username", "datastore_password",

@@ -27,7 +27,8 @@ from twisted.logger import Logger
 
 from dynomite.commands import table as commands
 from dynomite.commands.determinism import NOT_DETERMINISTIC, absolute
-from dynomite.commands.effects import Effect, plan_effect
+from dynomite.commands import lww
+from dynomite.commands.effects import Effect, plan_effect, state_effect
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, DC_ONE, DC_SAFE_QUORUM
 from dynomite.consistency.compare import normaliser
 from dynomite.consistency.quorum import EachQuorum, Reconciler
@@ -345,9 +346,9 @@ class Coordinator:
                 key = keys[0] if keys else b""
             data = encode_command(args)
             request = Request(data, session.resp, session.id, 1, write)
-            if cmd.name in NOT_DETERMINISTIC:
-                self.write(router.route(key, True, level), request, client.slot(len(data)), normalise,
-                           plan_effect(cmd.name, args, commands.keys(cmd, args)))
+            effect = self.effect_of(cmd, args, level) if write else None
+            if effect is not None:
+                self.write(router.route(key, True, level), request, client.slot(len(data)), normalise, effect)
                 return
             self.run(router.route(key, write, level), request, client.slot(len(data)), normalise)
             return
@@ -370,11 +371,32 @@ class Coordinator:
             return
         data = encode_command(args)
         request = Request(data, session.resp, session.id, 1, write)
-        if cmd.name in NOT_DETERMINISTIC:
-            self.write(plan, request, client.slot(len(data)), normalise,
-                       plan_effect(cmd.name, args, keys))
+        effect = self.effect_of(cmd, args, level) if write else None
+        if effect is not None:
+            self.write(plan, request, client.slot(len(data)), normalise, effect)
             return
         self.run(plan, request, client.slot(len(data)), normalise)
+
+    def effect_of(self, cmd, args: Sequence[bytes], level: str) -> Optional[Effect]:
+        """
+        How a write reaches the other replicas when not as sent: the effect
+        of a command that may not run twice (`plan_effect`); or, with
+        several datacenters, the state a write leaves when its result
+        depends on the key's (`dynomite.commands.lww.ships_state`).  None: as sent.
+        """
+        if cmd.name in NOT_DETERMINISTIC:
+            return plan_effect(cmd.name, args, commands.keys(cmd, args))
+        if self.ships_state(cmd.name, args, level):
+            return state_effect(args, commands.keys(cmd, args))
+        return None
+
+    def ships_state(self, name: str, args: Sequence[bytes], level: str) -> bool:
+        """Whether a write goes to other datacenters as the state it leaves (`lww.ships_state`)."""
+        return level != DC_EACH_SAFE_QUORUM and self.versioned() and lww.ships_state(name, args)
+
+    def versioned(self) -> bool:
+        """Whether writes between datacenters carry versions now (last_writer_wins, several datacenters)."""
+        return self.leader.versions is not None and bool(self.router.topology.remote_datacenters)
 
     def now_ms(self) -> int:
         """The time writes are accepted at, in ms (relative expiries become absolute at it)."""

@@ -114,7 +114,7 @@ class Node:
         self.protocol_errors = 0
         self.protocol_error_log = ProtocolErrorLog(clock)   # one line per interval under a flood
         self._lookup = commands.lookup
-        self._runs = RunCutter(coordinator.router)
+        self._runs = RunCutter(coordinator.router, coordinator.versioned)
         #: ACL users (a bad acl_file or users entry raises ConfigError here)
         self.acl = acl_rules.load(config)
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)

@@ -206,6 +206,8 @@ class Leader:
         # as the key's writes (the datastore keeps one pool per version),
         # here and at the pending replica
         self._lane_resp: Dict[int, int] = {}
+        #: the versions of writes between datacenters (`dynomite.node.versions`), None with one datacenter
+        self.versions = None
 
     # -- ordering ----------------------------------------------------------------
 
@@ -279,12 +281,20 @@ class Leader:
                 deliveries.append((outboxes[node.name], request, replica_sink))
         for node in pending:
             deliveries.append((outboxes[node.name], request, waiting.part()))
-        if level != EVERY_RACK and forward:
+        notes, elsewhere = None, request
+        if level != EVERY_RACK and forward and plan.remote_dcs:
+            if self.versions is not None:
+                notes, elsewhere = self.versions.stamp(request)
             for dc in plan.remote_dcs:
-                deliveries.append((outboxes[dc_target_name(dc)], request,
+                deliveries.append((outboxes[dc_target_name(dc)], elsewhere,
                                    self._outcomes(self._remote_tally, request.count)))
         if here is not None:
             here[0].submit(request, here[1])   # this node's Redis keeps the order itself
+            if notes is not None:
+                here[0].submit(notes, _UNWAITED)
+        if notes is not None:
+            deliveries.extend((outboxes[n.name], notes, _UNWAITED) for n in local + pending
+                              if n.name != self.name)
         self._deliver(deliveries)
 
     def _lead_effect(self, plan: Plan, request: Request, sink, level: str,
@@ -330,11 +340,17 @@ class Leader:
                 sinks = [_AckAs(rec.replica(), reply) for _ in others]
             outboxes = self._outboxes
             deliveries = [(outboxes[n.name], effect, s) for n, s in zip(others, sinks)]
-            deliveries.extend((outboxes[n.name], effect, Unwaited()) for n in plan.pending)
-            if level != EVERY_RACK:
+            deliveries.extend((outboxes[n.name], effect, _UNWAITED) for n in plan.pending)
+            if level != EVERY_RACK and plan.remote_dcs:
+                notes, elsewhere = None, effect
+                if self.versions is not None:
+                    notes, elsewhere = self.versions.stamp(effect)
                 for dc in plan.remote_dcs:
-                    deliveries.append((outboxes[dc_target_name(dc)], effect,
+                    deliveries.append((outboxes[dc_target_name(dc)], elsewhere,
                                        self._outcomes(self._remote_tally, effect.count)))
+                if notes is not None:
+                    # behind the effect everywhere, this node's Redis too (it ran the command itself)
+                    deliveries.extend((outboxes[n.name], notes, _UNWAITED) for n in plan.local + plan.pending)
         else:
             sink.complete(reply)
         held.deliveries = deliveries
@@ -413,6 +429,9 @@ class Leader:
         self._release()
         sink.fail(raw)
 
+
+#: The sink of a delivery nobody waits for (version notes, effects to pending replicas).
+_UNWAITED = Unwaited()
 
 #: What `Leader.drain` sends behind the writes it led: it changes nothing.
 _MARKER = encode_command([b"PING"])

@@ -24,15 +24,17 @@ through `Replica.handle_peer_publish`.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from zope.interface import implementer
 
 from dynomite.commands import table as commands
-from dynomite.commands.effects import plan_effect, pop_effect, transaction_effect
+from dynomite.commands.effects import plan_effect, pop_effect, state_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
+from dynomite.consistency.hlc import MAX_AHEAD_MS
 from dynomite.node.handover import leader_moved, parse_handover
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
+from dynomite.node.versions import CHECK_TAG, versions_of
 from dynomite.node.watch_table import ABORTED as WATCH_ABORTED
 from dynomite.peers.interfaces import IPeerRequests
 from dynomite.placement.hashing import key_hash
@@ -123,8 +125,8 @@ class Replica:
         write = Request(payload[4:], request.resp, plan.lane, request.count, True,
                         request.flags & FLAG_TRANSACTION)
         effect = None
-        if request.flags & FLAG_EFFECT and level != EVERY_RACK:
-            effect = self._effect_of(write)
+        if request.flags & FLAG_EFFECT:
+            effect = self._effect_of(write, level) if level != EVERY_RACK else None
             if effect is None:
                 sink.fail(b"-ERR LEAD of a command that runs once is not one whole command\r\n")
                 return
@@ -220,8 +222,7 @@ class Replica:
                 return node
         return None
 
-    @staticmethod
-    def _effect_of(request: Request):
+    def _effect_of(self, request: Request, level: str):
         try:
             requests, _ = parse_whole(request.payload)
         except ProtocolError:
@@ -242,9 +243,12 @@ class Replica:
             return None
         cmd = commands.resolve(cmd, args) or cmd
         keys = commands.keys(cmd, args)
+        effect = plan_effect(cmd.name, args, keys)
+        if effect is None and self._coordinator.ships_state(cmd.name, args, level):
+            effect = state_effect(args, keys)   # with several datacenters: its state goes
         # a command that replays as sent, led as one that runs once: a
         # blocking pop's try, replicated only when it popped something
-        return plan_effect(cmd.name, args, keys) or pop_effect(args, keys)
+        return effect or pop_effect(args, keys)
 
     # -- FORWARD -----------------------------------------------------------------
 
@@ -257,11 +261,8 @@ class Replica:
         if len(requests) != request.count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % request.count)
             return
-        if request.flags & FLAG_TRANSACTION:
-            # a client's transaction: led whole, by its first key's leader here
-            self._coordinator.write(self._plan_of(requests[0]), Request(
-                payload, request.resp, request.lane, request.count, True, FLAG_TRANSACTION),
-                sink, level=EVERY_RACK)
+        if CHECK_TAG in payload and not request.flags & FLAG_TRANSACTION:
+            self._apply_checked(request, requests, bounds, sink)
             return
         # each group of writes with the same plan: (plan, their bytes, count)
         groups = []
@@ -283,6 +284,42 @@ class Replica:
         write = self._coordinator.write
         for plan, data, count in groups:
             write(plan, Request(data, request.resp, request.lane, count, True), applied, level=EVERY_RACK)
+
+    def _apply_checked(self, request: Request, requests, bounds, sink) -> None:
+        """
+        A FORWARD with versioned writes (`dynomite.node.versions`): one run
+        per plan, in order; every replica runs the checks.
+        """
+        if not self._in_time(requests, sink):
+            return
+        payload = request.payload
+        groups: Dict[int, Tuple[Plan, List[List[int]], List[int]]] = {}
+        for i, args in enumerate(requests):
+            plan = self._plan_of(args)
+            group = groups.get(id(plan))
+            if group is None:
+                group = groups[id(plan)] = (plan, [], [])
+            group[1].append([bounds[2 * i], bounds[2 * i + 1]])
+            group[2].append(i)
+        applied = AppliedInEveryRack(len(groups), sink)
+        write = self._coordinator.write
+        for plan, spans, members in groups.values():
+            run = Request(part_bytes(payload, spans), request.resp, request.lane, len(members), True)
+            write(plan, run, applied, level=EVERY_RACK)
+
+    def _in_time(self, requests, sink) -> bool:
+        """
+        Whether no version in a FORWARD is too far ahead of this node's clock
+        (`dynomite.consistency.hlc`); else the FORWARD fails (its sender
+        keeps it and sends it again later).
+        """
+        clock = self._leader.versions.clock if self._leader.versions is not None else None
+        for version in versions_of(requests) if clock is not None else ():
+            if not clock.observe(version):
+                sink.fail(b"-ERR a write's version is %d ms ahead of this node's clock (at most %d)\r\n" % (
+                    clock.ahead_ms(version), MAX_AHEAD_MS))
+                return False
+        return True
 
     def _plan_of(self, args) -> Plan:
         """This DC's write plan of a request that cannot be in a run (by its first key)."""

@@ -151,7 +151,7 @@ def run_transaction(coordinator, session, queued, client, watching=None) -> None
             slot.complete(CROSSSLOT)
             return
         effect = None
-        if any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued):
+        if _runs_once(coordinator, queued, run, level):
             effect = transaction_effect(run, keys)
             sink = slot
         else:
@@ -174,10 +174,22 @@ def run_transaction(coordinator, session, queued, client, watching=None) -> None
                                       False), _LastReply(slot))
         return
     request = Request(payload, session.resp, session.id, count, True, FLAG_TRANSACTION)
-    if any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued):
+    if _runs_once(coordinator, queued, run, level):
         coordinator.write(plan, request, slot, None, transaction_effect(run, keys))
     else:
         coordinator.write(plan, request, _ExecArray(count, slot))
+
+
+def _runs_once(coordinator, queued, run, level: str) -> bool:
+    """
+    Whether a transaction runs once, on its leader, and the others get the
+    state of its keys: it holds a command that may not run twice; or, with
+    several datacenters, it writes (the state it leaves is what the other
+    datacenters decide on: `dynomite.commands.lww`).
+    """
+    if coordinator.versioned() and level != DC_EACH_SAFE_QUORUM:
+        return any(cmd.write or cmd.name in SCRIPT_WRITES for cmd, _ in queued)
+    return any(cmd.name in NOT_DETERMINISTIC for cmd, _ in queued)
 
 
 class _ExecArray:

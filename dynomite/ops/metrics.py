@@ -107,7 +107,8 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_write_order_total", "counter",
          "Leading writes (dynomite.node.leader): writes handed to the next leader (handed_on), writes"
          " failed because their leader was lost after they left for it (leader_lost), writes and copies"
-         " sent on to the leader a node that no longer leads their keys named (leader_moved), commands run"
+         " sent on to the leader a node that no longer leads their keys named (leader_moved), versions"
+         " from another datacenter refused for being too far ahead (clock_ahead), commands run"
          " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
          " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped).",
          ("event",)),

@@ -337,6 +337,7 @@ class NodeStatus:
             "handed_on": r.leading.leaders_lost,
             "leader_lost": r.leading.leaders_unknown,
             "leader_moved": r.leading.leaders_moved,
+            "clock_ahead": r.leader.versions.clock.refused if r.leader.versions is not None else 0,
             "effects_run": r.leader.effects_run,
             "effects_unknown": r.leader.effects_unknown,
             "replays_skipped": r.replays_skipped(),

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+from dynomite.commands import lww
 from dynomite.commands import table as commands
 from dynomite.commands.determinism import NOT_DETERMINISTIC, longest_as_is
 from dynomite.placement.hashing import key_hash
@@ -75,12 +76,15 @@ _UNSEEN = object()
 class RunCutter:
     """Cuts pipelined requests into runs over the routes of one `Router`."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, versioned: Callable[[], bool] = lambda: False) -> None:
         self._router = router
+        self._versioned = versioned
         # command name as sent (exact bytes) -> (Command, key position,
         # fewest and most arguments) for the commands that may go in runs,
-        # None for the others
+        # None for the others; with several datacenters, the writes that
+        # reach the others as their state go on their own too (`_apart`)
         self._runnable: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
+        self._apart: Dict[bytes, Optional[Tuple[commands.Command, int, int, int]]] = {}
 
     def cut(self, requests: List[List[bytes]], bounds: List[int], i: int,
             reads: PlanTable, writes: PlanTable) -> Tuple[List[Run], int]:
@@ -92,7 +96,8 @@ class RunCutter:
         the bytes are not canonical); reads are planned with the `PlanTable`
         ``reads`` (``router.reads[level]``), writes with ``writes``.
         """
-        runnable = self._runnable
+        apart = self._versioned()
+        runnable = self._apart if apart else self._runnable
         read_only, write_only = reads.only, writes.only
         write_spread = writes.spread
         hash_tag = self._router.hash_tag
@@ -106,7 +111,7 @@ class RunCutter:
             args = requests[i]
             entry = runnable.get(args[0], _UNSEEN)
             if entry is _UNSEEN:
-                entry = self._classify(args[0])
+                entry = self._classify(args[0], runnable, apart)
             start = bounds[2 * i]
             if entry is None or start < 0:
                 break
@@ -147,19 +152,22 @@ class RunCutter:
             runs.append(_run(run_cmd, run_plan, run_start, run_end, run_count, parts))
         return runs, i
 
-    def _classify(self, name: bytes) -> Optional[Tuple[commands.Command, int, int, int]]:
+    def _classify(self, name: bytes, runnable: Dict, apart: bool) -> Optional[Tuple[commands.Command, int, int, int]]:
         """
         Whether the command called ``name`` may go in runs (a plain
         single-key command at a fixed position, sent as the client wrote
         it): if so, the command, its key's position and the fewest and most
         arguments it takes (Redis's arity, enough to hold the key, and no
         more than replays as sent: `dynomite.commands.determinism`; never a
-        command that runs once, on its leader, and replicates its effect).
+        command that runs once, on its leader, and replicates its effect;
+        with versioned writes between datacenters (``apart``), never a write that reaches
+        them as the state it leaves: `dynomite.commands.lww.ships_state`).
         """
         cmd = commands.lookup(name)
         entry = None
         if (cmd is not None and cmd.route == commands.KEY and not cmd.subcommands
-                and cmd.name not in NOT_DETERMINISTIC):   # those run once: on their own
+                and cmd.name not in NOT_DETERMINISTIC   # those run once: on their own
+                and not (apart and cmd.write and lww.ships_state(cmd.name, [name]))):
             index = commands.fixed_key_index(cmd)
             fewest, most = (cmd.arity, cmd.arity) if cmd.arity >= 0 else (-cmd.arity, sys.maxsize)
             longest = longest_as_is(cmd.name)
@@ -167,8 +175,8 @@ class RunCutter:
                 most = min(most, longest)   # longer: a relative time to make absolute first
             if index > 0 and max(fewest, index + 1) <= most:
                 entry = (cmd, index, max(fewest, index + 1), most)
-        if cmd is not None and len(self._runnable) < _RUNNABLE_NAMES:
+        if cmd is not None and len(runnable) < _RUNNABLE_NAMES:
             # only names of real commands are remembered, and not too many
             # spellings of them (SET, set, sEt, ...)
-            self._runnable[name] = entry
+            runnable[name] = entry
         return entry

@@ -21,6 +21,7 @@ from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
+from dynomite.commands import lww
 from dynomite.config.model import NodeConfig
 from dynomite.node.assembly import NodeParts
 from dynomite.node.client import ClientFactory
@@ -28,7 +29,7 @@ from dynomite.node.control import NodeControl
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.placement.hashing import key_hash
 from dynomite.wire.requests import RequestParser
-from dynomite.wire.resp import bulk, integer, null
+from dynomite.wire.resp import bulk, encode_command, integer, null
 
 from tests.fakes import FakeMonitor, Transport
 
@@ -48,6 +49,10 @@ def _scan_reply(cursor: int, scanned: int, items: List[bytes]) -> bytes:
         b"*%d\r\n" % len(items) + b"".join(i if i[:1] == b":" else bulk(i) for i in items))
 
 
+class _Set(list):
+    """A set's members (MemoryRedis keeps them in a list, in the order added)."""
+
+
 class MemoryRedis:
     """
     Enough of Redis for routing and ordering tests: strings (APPEND, INCR,
@@ -62,8 +67,9 @@ class MemoryRedis:
         self.data: Dict[bytes, object] = {}
         #: apply requests but never answer them
         self.mute = False
-        # database 15: the marks of numbered writes applied
+        # database 15: the marks of numbered writes applied, and the versions of keys
         self.meta: Dict[bytes, bytes] = {}
+        self.versions: Dict[bytes, Dict[bytes, bytes]] = {}
         self.db = 0
         # SPOP's choices: each replica its own, as each Redis its own
         self.rng = random.Random(seed)
@@ -135,18 +141,53 @@ class MemoryRedis:
             return _scan_reply(following, len(names), [integer(len(outside))])
         return b"-ERR MemoryRedis knows no script mode %s\r\n" % mode
 
+    def _bookkeeping(self, name: bytes, args: List[bytes], resp: int) -> bytes:
+        """Database 15: applied-once marks (dynomite.replication.applied_once), versions (dynomite.commands.lww)."""
+        if name == b"set":
+            self.meta[args[1]] = args[2]
+            return b"+OK\r\n"
+        if name == b"hset":
+            self.versions.setdefault(args[1], {}).update(zip(args[2::2], args[3::2]))
+            return integer(len(args[2::2]))
+        if name == b"hdel":
+            held = self.versions.get(args[1], {})
+            removed = sum(1 for f in args[2:] if held.pop(f, None) is not None)
+            return integer(removed)
+        if name == b"del":
+            return integer(1 if self.versions.pop(args[1], None) is not None else 0)
+        if name == b"pexpire":
+            return integer(1 if args[1] in self.versions else 0)
+        value = self.meta.get(args[1])
+        return null(resp) if value is None else bulk(value)
+
+    def _checked(self, args: List[bytes]) -> bytes:
+        """The script of dynomite.commands.lww, by its Python twin `decide`."""
+        check = lww.parse_check(args)
+        if check is None:
+            return b"-ERR MemoryRedis knows no such script\r\n"
+
+        def members(key: bytes):
+            value = self.data.get(key)
+            if isinstance(value, dict):
+                return b"hash", sorted(value)
+            if isinstance(value, _Set):
+                return b"set", sorted(value)
+            return (b"list" if isinstance(value, list) else b"string"), []
+
+        ran = lww.decide(check, lambda key: dict(self.versions.get(lww.version_key(key), {})), members)
+        db = self.db
+        for command in ran:
+            self.execute(command)
+        self.db = db
+        return b"*%d\r\n" % len(ran) + b"".join(encode_command(c) for c in ran)
+
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
         name = args[0].lower()
         if name == b"select":
             self.db = int(args[1])
             return b"+OK\r\n"
         if self.db:
-            # the node's bookkeeping (dynomite.replication.applied_once)
-            if name == b"set":
-                self.meta[args[1]] = args[2]
-                return b"+OK\r\n"
-            value = self.meta.get(args[1])
-            return null(resp) if value is None else bulk(value)
+            return self._bookkeeping(name, args, resp)
         self.commands.append(args)
         d = self.data
         if name == b"set":
@@ -173,7 +214,7 @@ class MemoryRedis:
         if name == b"exists":
             return integer(sum(1 for k in args[1:] if k in d))
         if name == b"sadd":
-            members = d.setdefault(args[1], [])
+            members = d.setdefault(args[1], _Set())
             added = [m for m in args[2:] if m not in members]
             members.extend(added)  # type: ignore[union-attr]
             return integer(len(added))
@@ -255,6 +296,22 @@ class MemoryRedis:
         if name in (b"flushall", b"flushdb"):
             d.clear()
             return b"+OK\r\n"
+        if name == b"evalsha" and args[1] == lww.SHA:
+            return self._checked(args)
+        if name == b"hdel":
+            fields = d.get(args[1], {})
+            removed = sum(1 for f in args[2:] if fields.pop(f, None) is not None)  # type: ignore[union-attr]
+            if not fields:
+                d.pop(args[1], None)
+            return integer(removed)
+        if name == b"dump":
+            return null(resp) if args[1] not in d else bulk(pickle.dumps(d[args[1]]))
+        if name == b"pexpiretime":
+            return integer(-1 if args[1] in d else -2)
+        if name == b"incrby":
+            value = int(d.get(args[1], b"0")) + int(args[2])  # type: ignore[arg-type]
+            d[args[1]] = b"%d" % value
+            return integer(value)
         if name == b"eval":
             return self._script(args[3 + int(args[2]):], args[3:3 + int(args[2])])
         if name == b"restore":
@@ -275,7 +332,8 @@ class MemoryEndpoint:
 
     def connect(self, factory):
         target = self.cluster.by_name.get(self.target)
-        if target is None or not target.reachable or not self.source.reachable:
+        if (target is None or not target.reachable or not self.source.reachable
+                or frozenset((self.source, target)) in self.cluster.cut_off):
             from twisted.internet.defer import fail
             from twisted.internet.error import ConnectionRefusedError
 
@@ -343,6 +401,8 @@ class InProcessCluster:
         self.pumps: List = []
         #: pairs of nodes whose connections move nothing until released (`hold`)
         self.held: List[frozenset] = []
+        #: pairs of nodes that cannot reach each other (`cut`)
+        self.cut_off: set = set()
         self.directory = tempfile.mkdtemp(prefix="dynomite-inprocess-")
         self.settings = settings
         entries = []
@@ -446,6 +506,21 @@ class InProcessCluster:
     def release(self, a: InProcessNode, b: InProcessNode) -> None:
         self.held.remove(frozenset((a, b)))
         self.settle()
+
+    def cut(self, one, other) -> None:
+        """Cut every connection between the nodes ``one`` and the nodes ``other``, and refuse new ones."""
+        pairs = {frozenset((a, b)) for a in one for b in other}
+        self.cut_off |= pairs
+        for pump, source, target in self.pumps:
+            if frozenset((source, target)) in pairs:
+                pump.clientIO.loseConnection()
+                pump.serverIO.loseConnection()
+        self.settle()
+        self.pumps = [entry for entry in self.pumps if frozenset(entry[1:]) not in pairs]
+
+    def mend(self) -> None:
+        """Let every node reach every other again (`cut`); links reconnect as time passes."""
+        self.cut_off = set()
 
     def rejoin(self, node: InProcessNode, seconds: float = 3.0) -> None:
         """Let ``node`` be reached again and give links time to reconnect."""

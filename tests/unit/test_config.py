@@ -417,6 +417,8 @@ BAD_VALUES = [
     ("hints_fsync_other", {"hints_fsync": "sometimes"}, "hints_fsync",
      "expected one of always, everysec, no, got 'sometimes'"),
     ("hints_fsync_bool", {"hints_fsync": False}, "hints_fsync", "expected one of always"),
+    ("datacenter_conflicts_other", {"datacenter_conflicts": "newest"}, "datacenter_conflicts",
+     "expected one of arrival, last_writer_wins, got 'newest'"),
     ("hint_window_zero", {"hint_window": 0}, "hint_window",
      "expected a positive number of milliseconds"),
     ("hints_max_bytes_negative", {"hints_max_bytes": -1}, "hints_max_bytes", "at least 0"),

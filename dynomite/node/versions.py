@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.cluster.test_lww_cluster -*-
+"""
+Versioned writes between datacenters (`dynomite.commands.lww`): the
+leader's side.
+
+A run of writes the leader accepts from its own datacenter
+(`Versions.stamp`): each write gets a version; the replicas of this
+datacenter get the run as it was and, right behind it on the same lane,
+the notes of its versions; other datacenters get each write of one key as
+a `dynomite.commands.lww.check_command`, which every replica there runs
+in the order its leader gives it: each decides by its own versions, so a
+replica that missed a write meanwhile (a leader that failed over) decides
+as the others do once it has it.  A replayed check changes nothing.  With
+several datacenters a transaction runs once, on its leader, and what
+reaches the others is the state of its keys (`dynomite.node.transactions`).
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from dynomite.commands import lww
+from dynomite.commands import table as commands
+from dynomite.consistency.hlc import HybridClock
+from dynomite.wire.inflight import Request
+from dynomite.wire.peer_frames import FLAG_TRANSACTION
+from dynomite.wire.requests import parse_whole
+from dynomite.wire.resp import ProtocolError
+
+__all__ = ["Versions", "versions_of", "CHECK_TAG"]
+
+#: Bytes every `dynomite.commands.lww.check_command` carries (a FORWARD without them has none).
+CHECK_TAG = lww.SHA
+
+_SKIP = frozenset({b"multi", b"exec"})
+
+
+class Versions:
+    """Stamps the writes a leader accepts from its datacenter; ``ttl_ms``: how long versions live."""
+
+    def __init__(self, clock: HybridClock, ttl_ms: int) -> None:
+        self.clock = clock
+        self.ttl_ms = ttl_ms
+        #: writes stamped, and those sent to other datacenters as checks
+        self.stamped = 0
+
+    def stamp(self, request: Request) -> Tuple[Optional[Request], Request]:
+        """
+        (the notes this datacenter's replicas run behind ``request``, or
+        None; what the other datacenters get instead of ``request``).
+        """
+        try:
+            requests, _ = parse_whole(request.payload)
+        except ProtocolError:
+            return None, request
+        transaction = bool(request.flags & FLAG_TRANSACTION)
+        versions = self.clock.stamp(len(requests))
+        notes: List[List[bytes]] = []
+        remote: List[List[bytes]] = []
+        checked = False
+        for args, version in zip(requests, versions):
+            kind, layout, keys = _kind(args)
+            if kind is None or (kind == lww.ALWAYS and len(keys) != 1):
+                remote.append(args)
+                continue
+            notes += lww.note_commands(kind, layout, keys, args, version, self.ttl_ms)
+            if transaction:
+                remote.append(args)
+            else:
+                remote.append(lww.check_command(kind, layout, keys, args, version, self.ttl_ms))
+                checked = True
+        self.stamped += len(requests)
+        note = (Request(lww.encode_all(notes), request.resp, request.lane, len(notes), True)
+                if notes else None)
+        if not checked:
+            return note, request
+        return note, Request(lww.encode_all(remote), request.resp, request.lane, len(remote), True,
+                             request.flags)
+
+
+def _kind(args: Sequence[bytes]):
+    """(`lww` kind, member layout, keys) of a write; (None, ..) for anything else."""
+    if not args or args[0].lower() in _SKIP:
+        return None, None, ()
+    cmd = commands.lookup(args[0])
+    if cmd is None:
+        return None, None, ()
+    cmd = commands.resolve(cmd, args) or cmd
+    if not cmd.write:
+        return None, None, ()
+    keys = commands.keys(cmd, args)
+    if not keys:
+        return None, None, ()
+    kind, layout = lww.kind_of(cmd.name, args)
+    return kind, layout, keys
+
+
+def versions_of(requests: Sequence[Sequence[bytes]]) -> List[bytes]:
+    """The versions of the `dynomite.commands.lww.check_command` among ``requests``."""
+    checks = (lww.parse_check(args) for args in requests)
+    return [check.version for check in checks if check is not None]
