@@ -315,8 +315,11 @@ class NodeParts:
             self.log.info("peer {peer} added", peer=name)
         self.config = config
         self.node.config = config
+        placed = _places(self.router.topology)
         self.router.update(topology)
         self.coordinator.leading.handovers.forget(topology)
+        if _places(topology) != placed:
+            self.coordinator.leading.view_changed()
         self.targets.refresh()
         self._add_outboxes()
         if running:
@@ -326,3 +329,8 @@ class NodeParts:
         self.settings.read_consistency = config.read_consistency
         self.settings.write_consistency = config.write_consistency
         self.set_timeout_factor(self.settings.timeout_factor)
+
+
+def _places(topology: Topology) -> tuple:
+    """Where every node is on the rings, and in what state: what a key's leader follows from."""
+    return tuple(sorted((n.name, n.datacenter, n.rack, n.status, tuple(n.tokens)) for n in topology.nodes))

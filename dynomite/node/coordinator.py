@@ -225,7 +225,7 @@ class Coordinator:
         passes the write to the next one: delivery stays at-least-once, as
         for hints (`dynomite.replication.outbox`).
         """
-        self.leading.lead_from(0, plan, request, sink, normalise, effect, level)
+        self.leading.lead(plan, request, sink, normalise, effect, level)
 
     def reconciler(self, plan: Plan, sink, normalise, count: int, tally: Optional[List[int]] = None):
         """A `Reconciler` for one request, or a `RunReconciler` for a run, replying into ``sink``."""

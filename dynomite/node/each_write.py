@@ -53,8 +53,8 @@ def write_in_each_dc(coordinator, plan: Plan, request: Request, sink, normalise)
     position = _position(request, coordinator.router.hash_tag)
     for dc in plan.each:
         if dc == here:
-            coordinator.leading.lead_from(0, plan, request, each.replica(dc), normalise, None, DC_SAFE_QUORUM,
-                                  here_only=True)
+            coordinator.leading.lead(plan, request, each.replica(dc), normalise, None, DC_SAFE_QUORUM,
+                                     here_only=True)
         else:
             _RemoteLeaders(coordinator, dc, position if position is not None else plan.position,
                            request, each.replica(dc)).next()

@@ -24,7 +24,8 @@ same way, so only the node that orders the keys' writes copies them.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional
 
 from dynomite.commands.effects import Effect
 from dynomite.node.handover import LEADER_MOVED, MAX_LEADER_MOVES, MOVED_TOO_OFTEN, Handovers, moved_to
@@ -45,7 +46,7 @@ class _NextLeader:
     """
 
     __slots__ = ("_leading", "_index", "_plan", "_request", "_sink", "_normalise", "_effect",
-                 "_level", "_here_only", "_moves", "sent")
+                 "_level", "_here_only", "_moves", "sent", "epoch")
 
     def __init__(self, leading: "Leading", index: int, plan: Plan, request: Request, sink,
                  normalise, effect, level, here_only: bool, moves: int) -> None:
@@ -61,11 +62,23 @@ class _NextLeader:
         self._moves = moves
         #: the LEAD left for the leader (it did not fail at once, its link down)
         self.sent = False
+        #: the view it was sent in (`Leading.view_changed`)
+        self.epoch = 0
 
     def complete(self, raw: bytes) -> None:
         self._sink.complete(raw)
+        self._leading.answered(self.epoch)
 
     def fail(self, raw: bytes) -> None:
+        leading = self._leading
+        leading.continuing = self.epoch   # sent on, it is still a write of its view
+        try:
+            self._fail(raw)
+        finally:
+            leading.continuing = None
+            leading.answered(self.epoch)
+
+    def _fail(self, raw: bytes) -> None:
         if raw.startswith(LEADER_MOVED):
             self._leading.lead_moved(moved_to(raw), self._index, self._plan, self._request, self._sink,
                                      self._normalise, self._effect, self._level, self._here_only,
@@ -127,6 +140,47 @@ class Leading:
         #: the ranges this node handed over to their new leaders (`dynomite.node.handover`)
         self.handovers = Handovers(name, lambda done: leader.drain(self._datacenter_nodes(), done),
                                    self._can_lead)
+        # LEADs sent and not answered yet, by the view they were sent in;
+        # while any sent before the current view is, new writes wait
+        # (`view_changed`): a key's leader may have changed, and a write
+        # to the new one must not pass one still on its way to the old one
+        self._epoch = 0
+        self._in_flight: Dict[int, int] = {}
+        self._held: Optional[Deque[Callable[[], None]]] = None
+        #: the epoch of the write being sent on after its leader's answer (`_NextLeader.fail`)
+        self.continuing: Optional[int] = None
+
+    def lead(self, plan: Plan, request: Request, sink, normalise, effect: Optional[Effect],
+             level: Optional[str], here_only: bool = False) -> None:
+        """A new write to its leader (`lead_from`), after the LEADs of earlier views are answered."""
+        if self._held is not None:
+            self._held.append(lambda: self.lead_from(0, plan, request, sink, normalise, effect, level, here_only))
+            return
+        self.lead_from(0, plan, request, sink, normalise, effect, level, here_only)
+
+    def view_changed(self) -> None:
+        """
+        The ring changed, and with it perhaps a key's leader: the writes
+        from now on wait until every LEAD sent before is answered (usually
+        a round trip), so none passes one still on its way to the old leader.
+        """
+        if any(self._in_flight.values()):
+            self._epoch += 1
+            if self._held is None:
+                self._held = deque()
+
+    def answered(self, epoch: int) -> None:
+        """A LEAD of view ``epoch`` got its answer."""
+        in_flight = self._in_flight
+        left = in_flight[epoch] - 1
+        if left:
+            in_flight[epoch] = left
+            return
+        del in_flight[epoch]
+        if self._held is not None and not any(e < self._epoch for e in in_flight):
+            held, self._held = self._held, None
+            for resume in held:
+                resume()
 
     def lead_from(self, first: int, plan: Plan, request: Request, sink, normalise,
                   effect: Optional[Effect], level: Optional[str], here_only: bool = False,
@@ -194,6 +248,8 @@ class Leading:
                        lead_flags(plan.level if level is None else level, effect is not None)
                        | (request.flags & FLAG_TRANSACTION) | (FLAG_HERE_ONLY if here_only else 0) | flags)
         next_leader = _NextLeader(self, index, plan, request, sink, normalise, effect, level, here_only, moves)
+        epoch = next_leader.epoch = self._epoch if self.continuing is None else self.continuing
+        self._in_flight[epoch] = self._in_flight.get(epoch, 0) + 1
         target.lead(lead, next_leader)
         next_leader.sent = True
 

@@ -128,6 +128,37 @@ class HandoverTests(SynchronousTestCase):
         self.assertEqual(garbled, [b"-ERR handover without a range and a node\r\n"])
 
 
+class ViewChangeTests(SynchronousTestCase):
+    """
+    A coordinator whose view changes while a LEAD is on its way holds its
+    next writes until that one is answered: a write to a key's new leader
+    never passes one still going to its old leader.  Planted bug: a view
+    change that holds nothing sends the second write at once.
+    """
+
+    def test_writes_after_a_change_of_view_wait_for_the_leads_sent_before(self) -> None:
+        cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        leader, coordinator, _ = cluster.nodes
+        key = led_by(cluster, leader)
+        link = coordinator.peers[leader.name]
+        client = cluster.client(coordinator)
+        cluster.hold(coordinator, leader)
+        before = link.requests_total
+        client.send(pipeline(("RPUSH", key, "a")))
+        self.assertEqual(link.requests_total, before + 1)
+        leading = coordinator.parts.coordinator.leading
+        leading.view_changed()
+        client.send(pipeline(("RPUSH", key, "b")))
+        self.assertEqual(link.requests_total, before + 1, "the second write left before the first was answered")
+        cluster.release(coordinator, leader)
+        self.assertEqual(client.transport.value(), b":1\r\n:2\r\n")
+        self.assertEqual(link.requests_total, before + 2)
+        self.assertEqual({tuple(n.redis.data[key]) for n in cluster.nodes}, {(b"a", b"b")})
+        # nothing in flight: a change of view holds nothing
+        leading.view_changed()
+        self.assertEqual(client.command("RPUSH", key, "c"), b":3\r\n")
+
+
 class HandoverModelTests(SynchronousTestCase):
     """
     Random writers through every node while the network delivers bytes in
