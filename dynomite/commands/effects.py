@@ -78,6 +78,11 @@ class Effect:
             self.probe = encode_command(self.args)
             self.count = 1
 
+    @property
+    def leaves_state(self) -> bool:
+        """Whether the others get the state of its keys (RESTORE or DEL of each), not a command."""
+        return self.kind in (_STATE, _STATE_IF_READ)
+
     def outcome(self, raw: bytes) -> Tuple[bytes, List[List[bytes]]]:
         """
         The client's reply and the commands every other replica applies,

@@ -384,11 +384,22 @@ class Coordinator:
         several datacenters, the state a write leaves when its result
         depends on the key's (`dynomite.commands.lww.ships_state`).  None: as sent.
         """
-        if cmd.name in NOT_DETERMINISTIC:
-            return plan_effect(cmd.name, args, commands.keys(cmd, args))
+        effect = plan_effect(cmd.name, args, commands.keys(cmd, args)) if cmd.name in NOT_DETERMINISTIC else None
+        if effect is not None:
+            return self.as_state(effect, args, level)
         if self.ships_state(cmd.name, args, level):
             return state_effect(args, commands.keys(cmd, args))
         return None
+
+    def as_state(self, effect: Effect, args: Sequence[bytes], level: str) -> Effect:
+        """
+        With versioned writes between datacenters, what the others get of a
+        command that runs once is the state it left, always: its version
+        then covers the whole of each key (`dynomite.node.leader`).
+        """
+        if effect.leaves_state or level == DC_EACH_SAFE_QUORUM or not self.versioned():
+            return effect
+        return state_effect(args, effect.keys)
 
     def ships_state(self, name: str, args: Sequence[bytes], level: str) -> bool:
         """Whether a write goes to other datacenters as the state it leaves (`lww.ships_state`)."""

@@ -172,10 +172,14 @@ _Delivery = Tuple[object, Request, object]
 class _Held:
     """A place in the leader's order whose deliveries are not known yet (an effect's)."""
 
-    __slots__ = ("deliveries",)
+    __slots__ = ("deliveries", "version", "keys")
 
     def __init__(self) -> None:
         self.deliveries: Optional[List[_Delivery]] = None
+        #: an effect's version between datacenters (`dynomite.node.versions`), if
+        #: any, and the keys it is the version of
+        self.version: Optional[bytes] = None
+        self.keys: Sequence[bytes] = ()
 
 
 class Leader:
@@ -310,8 +314,15 @@ class Leader:
             return
         held = _Held()
         self._queue.append(held)
+        versioned = self.versions is not None and level != EVERY_RACK and plan.remote_dcs
+        if versioned:
+            held.version, held.keys = self.versions.clock.stamp()[0], effect.keys
         probe = Request(effect.probe, request.resp, plan.lane, effect.count, True)
         target.send(probe, _Probe(self, plan, request, sink, level, read_target, effect, held))
+        if versioned:
+            # its version is noted on this Redis right behind the command, before
+            # anything led after it (a write from another datacenter decides by it)
+            target.send(self.versions.notes(held.keys, held.version, request.resp, plan.lane), _UNWAITED)
 
     def effect_known(self, plan: Plan, request: Request, sink, level: str,
                      read_target: Optional[NodeInfo], held: _Held, reply: bytes,
@@ -342,17 +353,21 @@ class Leader:
             deliveries = [(outboxes[n.name], effect, s) for n, s in zip(others, sinks)]
             deliveries.extend((outboxes[n.name], effect, _UNWAITED) for n in plan.pending)
             if level != EVERY_RACK and plan.remote_dcs:
-                notes, elsewhere = None, effect
-                if self.versions is not None:
-                    notes, elsewhere = self.versions.stamp(effect)
+                elsewhere = effect
+                if held.version is not None:
+                    # the state it left, under its version
+                    elsewhere = self.versions.checks_of_state(commands, held.version, effect)
                 for dc in plan.remote_dcs:
                     deliveries.append((outboxes[dc_target_name(dc)], elsewhere,
                                        self._outcomes(self._remote_tally, effect.count)))
-                if notes is not None:
-                    # behind the effect everywhere, this node's Redis too (it ran the command itself)
-                    deliveries.extend((outboxes[n.name], notes, _UNWAITED) for n in plan.local + plan.pending)
         else:
             sink.complete(reply)
+        if held.version is not None:
+            # the others note its version too (this Redis did, behind the command)
+            notes = self.versions.notes(held.keys, held.version, request.resp, plan.lane)
+            outboxes = self._outboxes
+            deliveries.extend((outboxes[n.name], notes, _UNWAITED) for n in plan.local + plan.pending
+                              if n.name != self.name)
         held.deliveries = deliveries
         self._release()
 

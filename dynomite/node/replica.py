@@ -244,7 +244,9 @@ class Replica:
         cmd = commands.resolve(cmd, args) or cmd
         keys = commands.keys(cmd, args)
         effect = plan_effect(cmd.name, args, keys)
-        if effect is None and self._coordinator.ships_state(cmd.name, args, level):
+        if effect is not None:
+            return self._coordinator.as_state(effect, args, level)
+        if self._coordinator.ships_state(cmd.name, args, level):
             effect = state_effect(args, keys)   # with several datacenters: its state goes
         # a command that replays as sent, led as one that runs once: a
         # blocking pop's try, replicated only when it popped something

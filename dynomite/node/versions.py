@@ -78,6 +78,20 @@ class Versions:
                              request.flags)
 
 
+    def notes(self, keys: Sequence[bytes], version: bytes, resp: int, lane: int) -> Request:
+        """The notes of a write that replaced ``keys`` whole (the state an effect left) at ``version``."""
+        notes = lww.note_commands(lww.KEY, (0, 0, 0), keys, (), version, self.ttl_ms)
+        return Request(lww.encode_all(notes), resp, lane, len(notes), True)
+
+    def checks_of_state(self, commands: Sequence[Sequence[bytes]], version: bytes, effect: Request) -> Request:
+        """
+        What other datacenters get of the state an effect left (RESTORE or
+        DEL of each key, `dynomite.commands.effects`): a whole-key check of each.
+        """
+        checks = [lww.check_command(lww.KEY, (0, 0, 0), [c[1]], c, version, self.ttl_ms) for c in commands]
+        return Request(lww.encode_all(checks), effect.resp, effect.lane, len(checks), True)
+
+
 def _kind(args: Sequence[bytes]):
     """(`lww` kind, member layout, keys) of a write; (None, ..) for anything else."""
     if not args or args[0].lower() in _SKIP:
