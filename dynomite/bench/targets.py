@@ -283,7 +283,7 @@ class NodeTarget(Target):
                 "read_consistency": kind.consistency,
                 "write_consistency": kind.consistency,
                 "timeout": timeout_ms,
-                "datacenter_conflicts": kind.conflicts,
+                **({"datacenter_conflicts": kind.conflicts} if kind.conflicts != "arrival" else {}),
                 **(settings or {}),
             },
         }
