@@ -9,7 +9,7 @@ source's Redis (`dynomite.repair.script.list_request`: the names of the
 keys whose hash is in the source's moving ranges, a SCAN step at a time,
 at most ``rate`` keys scanned per second), cuts the names by write plan,
 and sends each batch to the plan's leader as a copy
-(`dynomite.node.coordinator.Coordinator.copy`): the leader reads the keys
+(`dynomite.node.leading.Leading.copy`): the leader reads the keys
 in their place in their order and sends them to the pending replicas
 there, so a write a client makes meanwhile is neither lost nor undone.
 

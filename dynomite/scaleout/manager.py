@@ -113,7 +113,7 @@ class ScaleOut:
 
     ``topology()`` is the current `Topology`; ``route(key)`` a key's write
     plan; ``copy(plan, probe, sink)`` has a leader copy
-    (`dynomite.node.coordinator.Coordinator.copy`); ``hand_over(move)``
+    (`dynomite.node.leading.Leading.copy`); ``hand_over(move)``
     has a move's old owner pass the lead of its range on (a Deferred of
     the answer: `dynomite.node.handover`); ``send(node, request,
     sink)`` reaches a node's Redis; ``grace`` is how long writes already
