@@ -111,12 +111,16 @@ class Replica:
         level = lead_level(flags)
         table_level = DC_ONE if level == EVERY_RACK else level
         plan = self._router.writes[table_level].at(position)
-        moved = self._moved(plan, position, not flags & FLAG_REDIRECTED,
-                            lambda: self._lead(peer_name, request, sink))
-        if moved is not None:
-            if moved:
-                sink.fail(leader_moved(moved))
-            return
+        leaders = plan.leaders
+        if self._leading.handovers.active or (
+                leaders and leaders[0].name != self._name and not flags & FLAG_REDIRECTED):
+            # (usually this node is the first of the leaders, and nothing is handed over)
+            moved = self._moved(plan, position, not flags & FLAG_REDIRECTED,
+                                lambda: self._lead(peer_name, request, sink))
+            if moved is not None:
+                if moved:
+                    sink.fail(leader_moved(moved))
+                return
         if flags & FLAG_WATCH:
             request = self._watched(payload, request, sink)
             if request is None:
