@@ -36,7 +36,8 @@ dropped), so a delete's version (its tombstone) is kept exactly as long
 as an older write of the key might resurrect it.
 
 - The leader's own datacenter applies its writes as sent, and each replica
-  then records their versions (`note_commands`, sent right behind them).
+  then records their versions (`notes_command`: one command per run,
+  sent right behind it).
 - Other datacenters get the write as `check_command`: an EVAL of
   `SCRIPT` that the key's leader there runs on its own Redis.  It decides
   (`decide` is the same decision in Python), applies what wins, records
@@ -55,8 +56,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from dynomite.wire.resp import encode_command
 
-__all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "SHA", "kind_of", "ships_state", "version_key", "origin",
-           "note_commands", "check_command", "parse_check", "decide", "Check"]
+__all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "SHA", "NOTE_SCRIPT", "NOTE_SHA", "note_entries",
+           "notes_command", "noted", "kind_of", "ships_state", "version_key", "origin",
+           "check_command", "parse_check", "decide", "Check"]
 
 KEY, FIELD, ALWAYS = "key", "field", "always"
 
@@ -147,31 +149,51 @@ def _members(args: Sequence[bytes], layout: Tuple[int, int, int]) -> List[bytes]
     return [args[i + place] for i in range(start, len(args) - place, step)]
 
 
-def note_commands(kind: str, layout: Tuple[int, int, int], keys: Sequence[bytes], args: Sequence[bytes],
-                  version: bytes, ttl_ms: int) -> List[List[bytes]]:
+def note_entries(kind: str, layout: Tuple[int, int, int], keys: Sequence[bytes], args: Sequence[bytes],
+                 version: bytes) -> List[Tuple[bytes, bytes, bytes, List[bytes]]]:
     """
-    What a replica of the writing datacenter runs after the write to record
-    its version: the key's whole-key version replaced (its member versions
-    with it), or the versions of the members written.  [] for `ALWAYS`.
+    What a replica of the writing datacenter records of one write:
+    ``(kind, key, version, members)`` for each key: its whole-key version
+    (replacing its member versions), or the versions of the members written.
+    [] for `ALWAYS`.
     """
     if kind == ALWAYS or not keys:
         return []
-    ttl = b"%d" % ttl_ms
-    out = [list(_SELECT_VERSIONS)]
     if kind == KEY:
-        for key in keys:
-            where = version_key(key)
-            out += [[b"DEL", where], [b"HSET", where, _WHOLE, version], [b"PEXPIRE", where, ttl]]
-    else:
-        where = version_key(keys[0])
-        fields: List[bytes] = []
-        for member in _members(args, layout):
-            fields += [b"f" + member, version]
-        if not fields:
-            return []
-        out += [[b"HSET", where] + fields, [b"PEXPIRE", where, ttl]]
-    out.append(list(_SELECT_DATA))
-    return out
+        return [(b"key", key, version, []) for key in keys]
+    members = _members(args, layout)
+    return [(b"field", keys[0], version, members)] if members else []
+
+
+def notes_command(entries: Sequence[Tuple[bytes, bytes, bytes, List[bytes]]], ttl_ms: int) -> List[bytes]:
+    """One EVALSHA of `NOTE_SCRIPT` recording ``entries`` (`note_entries`, of a whole run)."""
+    keys: List[bytes] = []
+    argv = [b"%d" % ttl_ms]
+    for kind, key, version, members in entries:
+        keys.append(key)
+        argv += [kind, version, b"%d" % len(members)] + list(members)
+    return [b"EVALSHA", NOTE_SHA, b"%d" % len(keys)] + keys + argv
+
+
+def noted(args: Sequence[bytes]) -> List[List[bytes]]:
+    """What a `notes_command` runs (`NOTE_SCRIPT` in Python), or [] for any other command."""
+    if len(args) < 4 or args[0].lower() != b"evalsha" or args[1] != NOTE_SHA:
+        return []
+    n = int(args[2])
+    keys, argv = args[3:3 + n], args[3 + n:]
+    ttl, i = argv[0], 1
+    out = [list(_SELECT_VERSIONS)]
+    for key in keys:
+        where = version_key(key)
+        kind, version, count = argv[i], argv[i + 1], int(argv[i + 2])
+        members = argv[i + 3:i + 3 + count]
+        i += 3 + count
+        if kind == b"key":
+            out += [[b"DEL", where], [b"HSET", where, _WHOLE, version]]
+        else:
+            out += [[b"HSET", where, b"f" + m, version] for m in members]
+        out.append([b"PEXPIRE", where, ttl])
+    return out + [list(_SELECT_DATA)]
 
 
 class Check:
@@ -209,7 +231,7 @@ def parse_check(args: Sequence[bytes]) -> Optional[Check]:
         n = int(args[2])
         keys = args[3:3 + n]
         argv = args[3 + n:]
-        if len(keys) != n or len(argv) < 8 or argv[0] != _TAG:
+        if len(keys) != n or len(argv) < 8 or argv[0] not in (_TAG, RAN_TAG):
             return None
         kind = argv[3].decode()
         if kind not in (KEY, FIELD, ALWAYS):
@@ -290,10 +312,14 @@ def decide(check: Check, versions: Callable[[bytes], Dict[bytes, bytes]],
 
 
 _TAG = b"dyno:lww:1"
+#: The same check answering the commands it ran, not how many of the write's (tests compare them with `decide`).
+RAN_TAG = b"dyno:lww:1:ran"
 
 #: `decide` in Lua, run by the key's leader in a datacenter the write comes to.
 SCRIPT = b"""-- dyno:lww:1 (dynomite.commands.lww.decide)
 local v, ttl, kind = ARGV[2], ARGV[3], ARGV[4]
+local ran = ARGV[1] == 'dyno:lww:1:ran'
+local none = ran and {} or 0
 local start, step, place = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local args = {}
 for i = 8, #ARGV do args[#args + 1] = ARGV[i] end
@@ -318,7 +344,7 @@ if kind == 'always' then
   local key = KEYS[1]
   local mark = 's' .. string.sub(v, (string.find(v, '@', 1, true) or #v) + 1)
   local stored = versions(key)
-  if not (v > (stored[mark] or '')) or not (v > (stored[''] or '')) then return {} end
+  if not (v > (stored[mark] or '')) or not (v > (stored[''] or '')) then return none end
   out[1] = args
   note({'HSET', 'dyno:version:' .. key, mark, v})
   note({'PEXPIRE', 'dyno:version:' .. key, ttl})
@@ -338,7 +364,7 @@ elseif kind == 'field' then
       fields[#fields + 1] = v
     end
   end
-  if #fields == 0 then return {} end
+  if #fields == 0 then return none end
   out[1] = kept
   local h = {'HSET', 'dyno:version:' .. key}
   for _, f in ipairs(fields) do h[#h + 1] = f end
@@ -349,7 +375,7 @@ else
   local tops = {}
   for i, key in ipairs(KEYS) do tops[i] = versions(key) end
   if not delete then
-    for i = 1, #KEYS do if not (v > newest(tops[i])) then return {} end end
+    for i = 1, #KEYS do if not (v > newest(tops[i])) then return none end end
     out[1] = args
     for _, key in ipairs(KEYS) do
       local where = 'dyno:version:' .. key
@@ -388,13 +414,14 @@ else
       end
     end
     if #gone > 1 then table.insert(out, 1, gone) end
-    if #out == 0 and #notes == 0 then return {} end
+    if #out == 0 and #notes == 0 then return none end
   end
 end
 for _, c in ipairs(out) do redis.call(unpack(c)) end
 redis.call('SELECT', '15')
 for _, c in ipairs(notes) do redis.call(unpack(c)) end
 redis.call('SELECT', '0')
+if not ran then return #out end
 local all = {}
 for _, c in ipairs(out) do all[#all + 1] = c end
 all[#all + 1] = {'SELECT', '15'}
@@ -406,6 +433,28 @@ return all
 
 #: What EVALSHA calls `SCRIPT` by.
 SHA = hashlib.sha1(SCRIPT).hexdigest().encode()
+
+
+#: `noted` in Lua: the version notes of a run of writes, in one command.
+NOTE_SCRIPT = b"""-- dyno:lww-notes:1 (dynomite.commands.lww.noted)
+local ttl, i = ARGV[1], 2
+redis.call('SELECT', '15')
+for k = 1, #KEYS do
+  local where = 'dyno:version:' .. KEYS[k]
+  local kind, v, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if kind == 'key' then
+    redis.call('DEL', where)
+    redis.call('HSET', where, '', v)
+  else
+    for j = 1, n do redis.call('HSET', where, 'f' .. ARGV[i + 2 + j], v) end
+  end
+  redis.call('PEXPIRE', where, ttl)
+  i = i + 3 + n
+end
+redis.call('SELECT', '0')
+return #KEYS
+"""
+NOTE_SHA = hashlib.sha1(NOTE_SCRIPT).hexdigest().encode()
 
 
 def encode_all(commands: Sequence[Sequence[bytes]]) -> bytes:

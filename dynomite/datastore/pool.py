@@ -108,7 +108,8 @@ class Datastore(Service):
         self._greetings = _greetings(config.datastore_username, config.datastore_password)
         #: scripts every connection loads before it carries requests, so that
         #: EVALSHA of them finds them (`dynomite.commands.lww`), as RESP
-        self.preload = ((encode_command([b"SCRIPT", b"LOAD", lww.SCRIPT]), 1)
+        self.preload = ((encode_command([b"SCRIPT", b"LOAD", lww.SCRIPT])
+                         + encode_command([b"SCRIPT", b"LOAD", lww.NOTE_SCRIPT]), 2)
                         if config.datacenter_conflicts == LAST_WRITER_WINS else (b"", 0))
         n = config.datastore_connections
         self.links = [DatastoreLink(self, resp, reactor, endpoint, self.backoff)

@@ -25,7 +25,7 @@ from dynomite.consistency.hlc import HybridClock
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_TRANSACTION
 from dynomite.wire.requests import parse_whole
-from dynomite.wire.resp import ProtocolError
+from dynomite.wire.resp import ProtocolError, encode_command
 
 __all__ = ["Versions", "versions_of", "CHECK_TAG"]
 
@@ -55,7 +55,7 @@ class Versions:
             return None, request
         transaction = bool(request.flags & FLAG_TRANSACTION)
         versions = self.clock.stamp(len(requests))
-        notes: List[List[bytes]] = []
+        notes: List = []
         remote: List[List[bytes]] = []
         checked = False
         for args, version in zip(requests, versions):
@@ -63,25 +63,24 @@ class Versions:
             if kind is None or (kind == lww.ALWAYS and len(keys) != 1):
                 remote.append(args)
                 continue
-            notes += lww.note_commands(kind, layout, keys, args, version, self.ttl_ms)
+            notes += lww.note_entries(kind, layout, keys, args, version)
             if transaction:
                 remote.append(args)
             else:
                 remote.append(lww.check_command(kind, layout, keys, args, version, self.ttl_ms))
                 checked = True
         self.stamped += len(requests)
-        note = (Request(lww.encode_all(notes), request.resp, request.lane, len(notes), True)
+        note = (Request(encode_command(lww.notes_command(notes, self.ttl_ms)), request.resp, request.lane, 1, True)
                 if notes else None)
         if not checked:
             return note, request
         return note, Request(lww.encode_all(remote), request.resp, request.lane, len(remote), True,
                              request.flags)
 
-
     def notes(self, keys: Sequence[bytes], version: bytes, resp: int, lane: int) -> Request:
         """The notes of a write that replaced ``keys`` whole (the state an effect left) at ``version``."""
-        notes = lww.note_commands(lww.KEY, (0, 0, 0), keys, (), version, self.ttl_ms)
-        return Request(lww.encode_all(notes), resp, lane, len(notes), True)
+        entries = lww.note_entries(lww.KEY, (0, 0, 0), keys, (), version)
+        return Request(encode_command(lww.notes_command(entries, self.ttl_ms)), resp, lane, 1, True)
 
     def checks_of_state(self, commands: Sequence[Sequence[bytes]], version: bytes, effect: Request) -> Request:
         """

@@ -29,7 +29,7 @@ from dynomite.node.control import NodeControl
 from dynomite.peers.listener import PeerServerFactory
 from dynomite.placement.hashing import key_hash
 from dynomite.wire.requests import RequestParser
-from dynomite.wire.resp import bulk, encode_command, integer, null
+from dynomite.wire.resp import bulk, integer, null
 
 from tests.fakes import FakeMonitor, Transport
 
@@ -179,7 +179,7 @@ class MemoryRedis:
         for command in ran:
             self.execute(command)
         self.db = db
-        return b"*%d\r\n" % len(ran) + b"".join(encode_command(c) for c in ran)
+        return integer(len(ran))
 
     def execute(self, args: List[bytes], resp: int = 2) -> bytes:
         name = args[0].lower()
@@ -298,6 +298,12 @@ class MemoryRedis:
             return b"+OK\r\n"
         if name == b"evalsha" and args[1] == lww.SHA:
             return self._checked(args)
+        if name == b"evalsha" and args[1] == lww.NOTE_SHA:
+            db = self.db
+            for command in lww.noted(args):
+                self.execute(command)
+            self.db = db
+            return integer(int(args[2]))
         if name == b"hdel":
             fields = d.get(args[1], {})
             removed = sum(1 for f in args[2:] if fields.pop(f, None) is not None)  # type: ignore[union-attr]

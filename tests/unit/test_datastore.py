@@ -43,15 +43,17 @@ class DatastoreTests(SynchronousTestCase):
     def test_with_last_writer_wins_a_connection_loads_the_script_before_it_is_used(self):
         ds = self.make(datastore_connections=1, datacenter_conflicts="last_writer_wins")
         protocol, transport = self.endpoint.accept()
-        load = encode_command([b"SCRIPT", b"LOAD", lww.SCRIPT])
+        load = encode_command([b"SCRIPT", b"LOAD", lww.SCRIPT]) + encode_command([b"SCRIPT", b"LOAD", lww.NOTE_SCRIPT])
         self.assertEqual(transport.value(), load)
         self.assertFalse(ds.is_up)
         protocol.dataReceived(b"$40\r\n%s\r\n" % lww.SHA)
+        self.assertFalse(ds.is_up)
+        protocol.dataReceived(b"$40\r\n%s\r\n" % lww.NOTE_SHA)
         self.assertTrue(ds.is_up)
         # the RESP3 link: HELLO 3, then the script; refused, the connection is not used
         protocol, transport = self.endpoint.accept()
         self.assertEqual(transport.value(), HELLO_3 + load)
-        protocol.dataReceived(b"%1\r\n$5\r\nproto\r\n:3\r\n-ERR no scripts here\r\n")
+        protocol.dataReceived(b"%1\r\n$5\r\nproto\r\n:3\r\n-ERR no scripts here\r\n-ERR none\r\n")
         self.assertTrue(transport.disconnecting)
 
     def test_requests_before_connect_fail_at_once(self):
