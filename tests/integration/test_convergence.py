@@ -17,7 +17,7 @@ from typing import Dict, List, Sequence, Tuple
 from tests.integration.fixtures.cases import (
     CONVERGE_TIMEOUT, TWO_DCS, ClusterTestCase, FaultTestCase, plain_redis,
 )
-from tests.integration.fixtures.common import poll
+from tests.integration.fixtures.common import poll, run_together
 
 # A script that pops at random, reads the clock and writes what it found.
 SCRIPT = ("local m = redis.call('SPOP', KEYS[1]); local t = redis.call('TIME'); "
@@ -81,33 +81,25 @@ class ConvergenceTests(ClusterTestCase):
         """Three clients through three racks, pipelining order-sensitive writes to 20 hot keys."""
         rack_nodes = [self.fx.rack_node("dc1", f"rack{i}") for i in (1, 2, 3)]
         hot = [f"{{{self.prefix}hot{i}}}" for i in range(20)]
-        errors: List[BaseException] = []
 
         def write(node, seed: int) -> None:
-            try:
-                c = self.fx.client(node)
-                for round_ in range(30):
-                    p = c.pipeline(transaction=False)
-                    for j in range(16):
-                        key = hot[(seed * 7 + round_ * 3 + j) % len(hot)]
-                        value = f"{seed}.{round_}.{j}"
-                        p.lpush(key + "l", value)
-                        p.append(key + "s", value)
-                        p.incr(key + "n")
-                        p.set(key + "v", value)
-                        p.rpush(key + "l", value)
-                        if j % 5 == 0:
-                            p.lpop(key + "l")
-                    p.execute()
-                c.close()
-            except BaseException as e:  # noqa: BLE001 - reported by the test
-                errors.append(e)
+            c = self.fx.client(node)
+            for round_ in range(30):
+                p = c.pipeline(transaction=False)
+                for j in range(16):
+                    key = hot[(seed * 7 + round_ * 3 + j) % len(hot)]
+                    value = f"{seed}.{round_}.{j}"
+                    p.lpush(key + "l", value)
+                    p.append(key + "s", value)
+                    p.incr(key + "n")
+                    p.set(key + "v", value)
+                    p.rpush(key + "l", value)
+                    if j % 5 == 0:
+                        p.lpop(key + "l")
+                p.execute()
+            c.close()
 
-        threads = [threading.Thread(target=write, args=(node, i)) for i, node in enumerate(rack_nodes)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = run_together(write, [(node, i) for i, node in enumerate(rack_nodes)])
         self.assertEqual(errors, [])
         keys = [k + suffix for k in hot for suffix in ("l", "s", "n", "v")]
         self.assertConverged(keys, "after three concurrent pipelined writers")

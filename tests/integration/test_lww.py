@@ -8,14 +8,13 @@ once leave every backend of both datacenters with the same bytes.
 from __future__ import annotations
 
 import random
-import threading
 from typing import Dict, List, Sequence, Tuple
 
 from dynomite.commands import lww
 from dynomite.commands import table as commands
 
 from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, FaultTestCase
-from tests.integration.fixtures.common import poll
+from tests.integration.fixtures.common import poll, run_together
 
 
 def version(ms: int, counter: int = 1, node: str = "n:1") -> bytes:
@@ -126,35 +125,27 @@ class TwoWritersTests(FaultTestCase):
         self.prefix = "lww:"
         writers = [self.fx.rack_node("dc1", "rack1"), self.fx.rack_node("dc2", "rack2")]
         hot = ["{%shot%d}" % (self.prefix, i) for i in range(20)]
-        errors: List[BaseException] = []
 
         def write(node, side: int) -> None:
-            try:
-                c = self.fx.client(node)
-                for round_ in range(25):
-                    p = c.pipeline(transaction=False)
-                    for j, key in enumerate(hot):
-                        value = "%d.%d.%d" % (side, round_, j)
-                        p.set(key + "v", value)
-                        p.append(key + "s", value)
-                        p.rpush(key + "l", value)
-                        if j % 4 == side:
-                            p.lpop(key + "l")
-                        p.hset(key + "h", mapping={"f%d" % side: value, "both": value})
-                        p.sadd(key + "t", "m%d.%d" % (side, round_ % 3))
-                        p.incrby(key + "n", side + 1)
-                        if round_ % 7 == side:
-                            p.delete(key + "v")
-                    p.execute()
-                c.close()
-            except BaseException as e:  # noqa: BLE001 - reported by the test
-                errors.append(e)
+            c = self.fx.client(node)
+            for round_ in range(25):
+                p = c.pipeline(transaction=False)
+                for j, key in enumerate(hot):
+                    value = "%d.%d.%d" % (side, round_, j)
+                    p.set(key + "v", value)
+                    p.append(key + "s", value)
+                    p.rpush(key + "l", value)
+                    if j % 4 == side:
+                        p.lpop(key + "l")
+                    p.hset(key + "h", mapping={"f%d" % side: value, "both": value})
+                    p.sadd(key + "t", "m%d.%d" % (side, round_ % 3))
+                    p.incrby(key + "n", side + 1)
+                    if round_ % 7 == side:
+                        p.delete(key + "v")
+                p.execute()
+            c.close()
 
-        threads = [threading.Thread(target=write, args=(node, side)) for side, node in enumerate(writers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        errors = run_together(write, [(node, i) for i, node in enumerate(writers)])
         self.assertEqual(errors, [])
         keys = [k + suffix for k in hot for suffix in ("v", "s", "l", "h", "t", "n")]
 
