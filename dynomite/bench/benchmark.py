@@ -419,8 +419,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--data-size", type=int, default=64, help="value size in bytes (default 64)")
     p.add_argument("-r", "--keyspace", type=int, default=100000, help="random keys (default 100000)")
     p.add_argument("-t", "--tests", default="set,get", help="redis-benchmark tests (default set,get)")
-    p.add_argument("--targets", default=",".join(KINDS),
-                   help=f"targets among {', '.join(KINDS)} (default all; plain redis always runs)")
+    p.add_argument("--targets", default=",".join(k.name for k in KINDS.values() if k.by_default),
+                   help=f"targets among {', '.join(KINDS)} (default all but "
+                        f"{', '.join(k.name for k in KINDS.values() if not k.by_default)}; plain redis always runs)")
     p.add_argument("--interpreter", action="append", choices=("cpython", "pypy"),
                    help="Python running the nodes (default cpython; repeat to compare)")
     p.add_argument("--node-python", action="append", metavar="[NAME=]PATH", default=[],

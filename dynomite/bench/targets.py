@@ -41,6 +41,7 @@ class TargetKind:
     tls: bool = False  # clients on tls_listen only, and secure_server_option: all between the nodes
     datacenters: int = 1  # each with ``racks`` racks; clients talk to the first datacenter
     conflicts: str = "arrival"  # datacenter_conflicts
+    by_default: bool = True  # run when --targets is not given
 
     @property
     def is_redis(self) -> bool:
@@ -57,9 +58,10 @@ KINDS: Dict[str, TargetKind] = {
         TargetKind("dc_quorum", "3 racks DC_QUORUM", racks=3, consistency="DC_QUORUM"),
         TargetKind("single_tls", "single node, TLS", racks=1, tls=True),
         TargetKind("dc_one_tls", "3 racks DC_ONE, TLS all", racks=3, consistency="DC_ONE", tls=True),
-        TargetKind("two_dcs", "2 DCs x 1 rack DC_ONE", racks=1, consistency="DC_ONE", datacenters=2),
+        TargetKind("two_dcs", "2 DCs x 1 rack DC_ONE", racks=1, consistency="DC_ONE", datacenters=2,
+                   by_default=False),
         TargetKind("two_dcs_lww", "2 DCs x 1 rack DC_ONE, last writer wins", racks=1, consistency="DC_ONE",
-                   datacenters=2, conflicts="last_writer_wins"),
+                   datacenters=2, conflicts="last_writer_wins", by_default=False),
     )
 }
 

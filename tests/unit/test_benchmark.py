@@ -244,6 +244,36 @@ class RoundOrderTests(SynchronousTestCase):
         self.assertEqual(first[1:], ["single/cpython", "dc_one/cpython", "single/other", "dc_one/other"])
 
 
+def read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class TwoDatacenterTargetTests(SynchronousTestCase):
+    """The two-datacenter targets: run only when named, with the conflicts rule they are for."""
+
+    def test_not_run_by_default(self) -> None:
+        from dynomite.bench.targets import KINDS
+
+        self.assertEqual([k for k in KINDS if not KINDS[k].by_default], ["two_dcs", "two_dcs_lww"])
+        self.assertEqual((KINDS["two_dcs_lww"].datacenters, KINDS["two_dcs_lww"].conflicts), (2, "last_writer_wins"))
+
+    def test_topology(self) -> None:
+        from dynomite.bench.interpreters import cpython
+        from dynomite.bench.targets import KINDS, NodeTarget
+
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, True)
+        plain = NodeTarget(KINDS["two_dcs"], cpython(), tmp, "127.0.0.200")
+        lww = NodeTarget(KINDS["two_dcs_lww"], cpython(), tmp, "127.0.0.210")
+        self.assertEqual(sorted(n.dc for n in plain.cluster.nodes), ["dc1", "dc2"])
+        self.assertEqual(len(lww.cluster.nodes), 2)
+        # the default is left out: an older node refuses a key it does not know
+        plain_yaml, lww_yaml = (read_text(t.cluster.write_configs()[0]) for t in (plain, lww))
+        self.assertNotIn("datacenter_conflicts", plain_yaml)
+        self.assertIn("datacenter_conflicts: last_writer_wins", lww_yaml)
+
+
 class RealRunTests(SynchronousTestCase):
     """The command against real processes: plain Redis and a single node, one short round."""
 
