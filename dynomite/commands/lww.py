@@ -7,16 +7,19 @@ Inside a datacenter one leader orders a key's writes
 (`dynomite.node.leader`).  Between datacenters there is no such order:
 each applies the other's writes when they arrive, so two datacenters
 writing one key at once would apply the two writes in opposite orders and
-keep different values for good.  So, once a cluster has more than one
-datacenter, every write a leader accepts from its own datacenter's
-clients gets a *version* (`dynomite.consistency.hlc`: wall milliseconds,
-a counter, the leader's name; later than every version it has seen), and
-each write is classed by what it does to its key:
+keep different values for good.  So, with ``datacenter_conflicts:
+last_writer_wins`` and more than one datacenter, every write a leader
+accepts from its own datacenter's clients gets a *version*
+(`dynomite.consistency.hlc`: wall milliseconds, a counter, the leader's
+name; later than every version it has seen), and each write is classed by
+what it does to its key:
 
 ``KEY``
-    it replaces the key as a whole (SET, DEL, list pushes and pops,
-    EXPIRE, RENAME...): another datacenter applies it only if its version
-    is newer than every version the key has there.
+    it replaces the key as a whole (SET, MSET, DEL, and the state a write
+    left, RESTORE): another datacenter applies it only if its version is
+    newer than every version the key has there.  A write whose result
+    depends on the key (RPUSH, APPEND, EXPIRE, SET NX...: `ships_state`)
+    reaches the others as the state it left, so it is one of these.
 ``FIELD``
     it sets or removes members of a hash, set or sorted set (HSET, HDEL,
     SADD, SREM, ZADD, ZREM): each member is decided on its own, against
@@ -24,25 +27,27 @@ each write is classed by what it does to its key:
     from two datacenters both stay, and of one member the newer wins.
 ``ALWAYS``
     it commutes (INCRBY, HINCRBY, ZINCRBY, PFADD, stream appends and
-    acknowledgements): applied everywhere, whatever the order.
+    acknowledgements): applied everywhere, whatever the order, once per
+    origin (a replayed FORWARD changes nothing).
 
 The versions live in Redis database `VERSION_DB` (the node's own, beside
 `dynomite.replication.applied_once`'s marks), where SCAN, KEYS, DBSIZE and
 RANDOMKEY through a node never look: one hash per key, ``dyno:version:<key>``,
 field ``""`` the version of the last whole-key write, ``f<member>`` a
-member's.  Each expires `hint_window` after its key's last versioned
-write: no write older than that can still arrive (older hints are
-dropped), so a delete's version (its tombstone) is kept exactly as long
-as an older write of the key might resurrect it.
+member's, ``s<node>`` the last commuting write from that origin.  Each
+expires `hint_window` after its key's last versioned write: no write older
+than that can still arrive (older hints are dropped), so a delete's
+version (its tombstone) is kept exactly as long as an older write of the
+key might resurrect it.
 
 - The leader's own datacenter applies its writes as sent, and each replica
   then records their versions (`notes_command`: one command per run,
-  sent right behind it).
-- Other datacenters get the write as `check_command`: an EVAL of
-  `SCRIPT` that the key's leader there runs on its own Redis.  It decides
-  (`decide` is the same decision in Python), applies what wins, records
-  the versions and returns the commands it ran; that leader sends those to
-  its other replicas (`dynomite.node.leader`, as an effect).
+  sent right behind it; `NOTE_SCRIPT`, `noted` its Python twin).
+- Other datacenters get the write as `check_command`: an EVALSHA of
+  `SCRIPT` (every connection to Redis loads both scripts first).  Every
+  replica there runs it, in the order its key's leader gives it, and
+  decides by its own versions (`decide` is the same decision in Python):
+  it applies what wins and records the versions.
 
 A DEL of a hash, set or sorted set that lost to a newer member write
 removes the members older than itself and keeps the newer ones, so both

@@ -10,9 +10,14 @@ the notes of its versions; other datacenters get each write of one key as
 a `dynomite.commands.lww.check_command`, which every replica there runs
 in the order its leader gives it: each decides by its own versions, so a
 replica that missed a write meanwhile (a leader that failed over) decides
-as the others do once it has it.  A replayed check changes nothing.  With
-several datacenters a transaction runs once, on its leader, and what
-reaches the others is the state of its keys (`dynomite.node.transactions`).
+as the others do once it has it.  A replayed check changes nothing.
+
+A command that runs once (an effect, `dynomite.commands.effects`) ships
+the state it left, under one version the leader stamps before running it
+and notes on its own Redis right behind it (`dynomite.node.leader`):
+`Versions.notes` and `Versions.checks_of_state`.  So do a write whose
+result depends on its key (`dynomite.commands.lww.ships_state`) and every
+transaction (`dynomite.node.transactions`).
 """
 
 from __future__ import annotations
