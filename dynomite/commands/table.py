@@ -260,6 +260,18 @@ def resolve(cmd: Command, args: Sequence[bytes]) -> Optional[Command]:
     return cmd.subcommands.get(args[1].lower())
 
 
+def command_of(args: Sequence[bytes]) -> Optional[Command]:
+    """
+    The command ``args`` run, its subcommand when it names one (the
+    container when it names none Redis knows), or None if Redis 7.0 has no
+    command of that name.
+    """
+    cmd = _TABLE.get(args[0].lower()) if args else None
+    if cmd is None or not cmd.subcommands:
+        return cmd
+    return resolve(cmd, args) or cmd
+
+
 def arity_ok(cmd: Command, nargs: int) -> bool:
     """Redis' arity rule; ``nargs`` counts the command name."""
     return nargs == cmd.arity if cmd.arity >= 0 else nargs >= -cmd.arity

@@ -234,18 +234,16 @@ class Replica:
         if request.flags & FLAG_TRANSACTION and requests:
             keys = []
             for args in requests:
-                cmd = commands.lookup(args[0])
+                cmd = commands.command_of(args)
                 if cmd is not None:
-                    cmd = commands.resolve(cmd, args) or cmd
                     keys.extend(k for k in commands.keys(cmd, args) if k not in keys)
             return transaction_effect(requests, keys)
         if len(requests) != 1:
             return None
         args = requests[0]
-        cmd = commands.lookup(args[0])
+        cmd = commands.command_of(args)
         if cmd is None:
             return None
-        cmd = commands.resolve(cmd, args) or cmd
         keys = commands.keys(cmd, args)
         effect = plan_effect(cmd.name, args, keys)
         if effect is not None:
@@ -329,8 +327,6 @@ class Replica:
 
     def _plan_of(self, args) -> Plan:
         """This DC's write plan of a request that cannot be in a run (by its first key)."""
-        cmd = commands.lookup(args[0])
-        if cmd is not None:
-            cmd = commands.resolve(cmd, args) or cmd
+        cmd = commands.command_of(args)
         keys = commands.keys(cmd, args) if cmd is not None else []
         return self._router.route(keys[0] if keys else b"", True, DC_ONE)

@@ -100,11 +100,8 @@ def _kind(args: Sequence[bytes]):
     """(`lww` kind, member layout, keys) of a write; (None, ..) for anything else."""
     if not args or args[0].lower() in _SKIP:
         return None, None, ()
-    cmd = commands.lookup(args[0])
-    if cmd is None:
-        return None, None, ()
-    cmd = commands.resolve(cmd, args) or cmd
-    if not cmd.write:
+    cmd = commands.command_of(args)
+    if cmd is None or not cmd.write:
         return None, None, ()
     keys = commands.keys(cmd, args)
     if not keys:

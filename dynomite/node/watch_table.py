@@ -84,10 +84,9 @@ class WatchTable:
             return
         table = self._keys
         for args in requests:
-            cmd = commands.lookup(args[0])
+            cmd = commands.command_of(args)
             if cmd is None:
                 continue
-            cmd = commands.resolve(cmd, args) or cmd
             keys = commands.keys(cmd, args)
             if not keys and cmd.name in ("flushall", "flushdb"):
                 self._touch_all()

@@ -233,6 +233,14 @@ class LookupTests(SynchronousTestCase):
         self.assertIsNone(commands.lookup(b"client|setname"))
         self.assertIsNone(commands.lookup(b"\xff\x00"))
 
+    def test_command_of_names_the_subcommand_run(self) -> None:
+        self.assertEqual(commands.command_of([b"SET", b"k", b"v"]).name, "set")
+        self.assertEqual(commands.command_of([b"xgroup", b"CREATE", b"s", b"g", b"$"]).name, "xgroup|create")
+        self.assertEqual(commands.command_of([b"XGROUP"]).name, "xgroup")          # none named: the container
+        self.assertEqual(commands.command_of([b"XGROUP", b"nope"]).name, "xgroup")  # unknown: the container
+        self.assertIsNone(commands.command_of([b"nosuch"]))
+        self.assertIsNone(commands.command_of([]))
+
     def test_commands_are_hashable(self) -> None:
         self.assertEqual(len({commands.lookup(b"get"), commands.lookup(b"GET")}), 1)
 
