@@ -39,7 +39,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 from dynomite.wire.replies import elements, is_error, split_replies
-from dynomite.wire.resp import ProtocolError, encode_command
+from dynomite.wire.resp import ProtocolError, encode_command, encode_commands
 
 __all__ = ["Effect", "group_read_effect", "plan_effect", "pop_effect", "state_effect", "transaction_effect"]
 
@@ -72,7 +72,7 @@ class Effect:
                 commands.append([b"DUMP", key])
                 commands.append([b"PEXPIRETIME", key])
             commands.append([b"EXEC"])
-            self.probe = b"".join(encode_command(c) for c in commands)
+            self.probe = encode_commands(commands)
             self.count = len(commands)
         else:
             self.probe = encode_command(self.args)

@@ -59,7 +59,6 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from dynomite.wire.resp import encode_command
 
 __all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "SHA", "NOTE_SCRIPT", "NOTE_SHA", "note_entries",
            "notes_command", "noted", "kind_of", "ships_state", "version_key", "origin",
@@ -461,7 +460,3 @@ return #KEYS
 """
 NOTE_SHA = hashlib.sha1(NOTE_SCRIPT).hexdigest().encode()
 
-
-def encode_all(commands: Sequence[Sequence[bytes]]) -> bytes:
-    """``commands`` as one RESP payload."""
-    return b"".join(encode_command(c) for c in commands)

@@ -62,7 +62,7 @@ from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_EFFECT, FLAG_TRANSACTION, LEVEL_MASK, LEVEL_SHIFT
 from dynomite.wire.requests import parse_whole
-from dynomite.wire.resp import ProtocolError, encode_command
+from dynomite.wire.resp import ProtocolError, encode_command, encode_commands
 
 __all__ = ["EVERY_RACK", "LEAD_LEVELS", "Leader", "lead_flags", "lead_level", "AppliedInEveryRack",
            "UNKNOWN_OUTCOME", "may_lead_again"]
@@ -332,7 +332,7 @@ class Leader:
         others = [n for n in plan.local if n.name != self.name]
         deliveries: List[_Delivery] = []
         if commands:
-            payload = b"".join(encode_command(c) for c in commands)
+            payload = encode_commands(commands)
             effect = Request(payload, request.resp, plan.lane, len(commands), True)
             if level == EVERY_RACK:
                 applied = AppliedInEveryRack(len(others) + 1, sink)
@@ -409,7 +409,7 @@ class Leader:
             self._release()
             sink.fail(b"-ERR copy source: %s\r\n" % str(e).encode("utf-8", "replace"))
             return
-        copied = Request(b"".join(encode_command(c) for c in commands), resp, plan.lane, len(commands), True)
+        copied = Request(encode_commands(commands), resp, plan.lane, len(commands), True)
         applied = AppliedInEveryRack(len(plan.pending), Counted(sink, len(commands)))
         held.deliveries = [(self._outboxes[n.name], copied, applied) for n in plan.pending]
         self._release()

@@ -30,7 +30,7 @@ from dynomite.consistency.hlc import HybridClock
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import FLAG_TRANSACTION
 from dynomite.wire.requests import parse_whole
-from dynomite.wire.resp import ProtocolError, encode_command
+from dynomite.wire.resp import ProtocolError, encode_command, encode_commands
 
 __all__ = ["Versions", "versions_of", "CHECK_TAG"]
 
@@ -79,7 +79,7 @@ class Versions:
                 if notes else None)
         if not checked:
             return note, request
-        return note, Request(lww.encode_all(remote), request.resp, request.lane, len(remote), True,
+        return note, Request(encode_commands(remote), request.resp, request.lane, len(remote), True,
                              request.flags)
 
     def notes(self, keys: Sequence[bytes], version: bytes, resp: int, lane: int) -> Request:
@@ -93,7 +93,7 @@ class Versions:
         DEL of each key, `dynomite.commands.effects`): a whole-key check of each.
         """
         checks = [lww.check_command(lww.KEY, (0, 0, 0), [c[1]], c, version, self.ttl_ms) for c in commands]
-        return Request(lww.encode_all(checks), effect.resp, effect.lane, len(checks), True)
+        return Request(encode_commands(checks), effect.resp, effect.lane, len(checks), True)
 
 
 def _kind(args: Sequence[bytes]):

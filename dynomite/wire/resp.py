@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 __all__ = [
-    "ProtocolError", "encode_command", "simple", "error", "integer", "bulk", "null", "null_array",
+    "ProtocolError", "encode_command", "encode_commands", "simple", "error", "integer", "bulk", "null", "null_array",
     "array", "map_", "set_", "double", "boolean", "verbatim", "OK", "PONG",
 ]
 
@@ -89,6 +89,11 @@ def encode_command(args: Sequence[bytes]) -> bytes:
         append(arg)
         append(b"\r\n")
     return b"".join(parts)
+
+
+def encode_commands(commands: Sequence[Sequence[bytes]]) -> bytes:
+    """Several commands as one RESP payload (a run, a MULTI ... EXEC)."""
+    return b"".join([encode_command(c) for c in commands])
 
 
 def _text(s: Union[bytes, str]) -> bytes:
