@@ -164,7 +164,7 @@ class Leading:
         from now on wait until every LEAD sent before is answered (usually
         a round trip), so none passes one still on its way to the old leader.
         """
-        if any(self._in_flight.values()):
+        if self._in_flight:   # (an epoch leaves it when its last LEAD is answered)
             self._epoch += 1
             if self._held is None:
                 self._held = deque()

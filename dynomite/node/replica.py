@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from zope.interface import implementer
 
 from dynomite.commands import table as commands
-from dynomite.commands.effects import plan_effect, pop_effect, state_effect, transaction_effect
+from dynomite.commands.effects import pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.consistency.hlc import MAX_AHEAD_MS
 from dynomite.node.handover import leader_moved, parse_handover
@@ -244,15 +244,10 @@ class Replica:
         cmd = commands.command_of(args)
         if cmd is None:
             return None
-        keys = commands.keys(cmd, args)
-        effect = plan_effect(cmd.name, args, keys)
-        if effect is not None:
-            return self._coordinator.as_state(effect, args, level)
-        if self._coordinator.ships_state(cmd.name, args, level):
-            effect = state_effect(args, keys)   # with several datacenters: its state goes
-        # a command that replays as sent, led as one that runs once: a
-        # blocking pop's try, replicated only when it popped something
-        return effect or pop_effect(args, keys)
+        # as its coordinator chose it; else a command that replays as sent,
+        # led as one that runs once: a blocking pop's try, replicated only
+        # when it popped something
+        return self._coordinator.effect_of(cmd, args, level) or pop_effect(args, commands.keys(cmd, args))
 
     # -- FORWARD -----------------------------------------------------------------
 

@@ -151,7 +151,7 @@ def run_transaction(coordinator, session, queued, client, watching=None) -> None
             slot.complete(CROSSSLOT)
             return
         effect = None
-        if _runs_once(coordinator, queued, run, level):
+        if _runs_once(coordinator, queued, level):
             effect = transaction_effect(run, keys)
             sink = slot
         else:
@@ -174,13 +174,13 @@ def run_transaction(coordinator, session, queued, client, watching=None) -> None
                                       False), _LastReply(slot))
         return
     request = Request(payload, session.resp, session.id, count, True, FLAG_TRANSACTION)
-    if _runs_once(coordinator, queued, run, level):
+    if _runs_once(coordinator, queued, level):
         coordinator.write(plan, request, slot, None, transaction_effect(run, keys))
     else:
         coordinator.write(plan, request, _ExecArray(count, slot))
 
 
-def _runs_once(coordinator, queued, run, level: str) -> bool:
+def _runs_once(coordinator, queued, level: str) -> bool:
     """
     Whether a transaction runs once, on its leader, and the others get the
     state of its keys: it holds a command that may not run twice; or, with
