@@ -260,8 +260,10 @@ class Replica:
         if len(requests) != request.count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % request.count)
             return
-        if CHECK_TAG in payload and not request.flags & FLAG_TRANSACTION:
-            self._apply_checked(request, requests, bounds, sink)
+        # (with datacenter_conflicts: arrival nothing is versioned: no search)
+        versions = self._leader.versions
+        if versions is not None and not request.flags & FLAG_TRANSACTION and CHECK_TAG in payload:
+            self._apply_checked(request, requests, bounds, versions.clock, sink)
             return
         # each group of writes with the same plan: (plan, their bytes, count)
         groups = []
@@ -284,12 +286,12 @@ class Replica:
         for plan, data, count in groups:
             write(plan, Request(data, request.resp, request.lane, count, True), applied, level=EVERY_RACK)
 
-    def _apply_checked(self, request: Request, requests, bounds, sink) -> None:
+    def _apply_checked(self, request: Request, requests, bounds, clock, sink) -> None:
         """
         A FORWARD with versioned writes (`dynomite.node.versions`): one run
         per plan, in order; every replica runs the checks.
         """
-        if not self._in_time(requests, sink):
+        if not self._in_time(requests, clock, sink):
             return
         payload = request.payload
         groups: Dict[int, Tuple[Plan, List[List[int]], List[int]]] = {}
@@ -306,14 +308,14 @@ class Replica:
             run = Request(part_bytes(payload, spans), request.resp, request.lane, len(members), True)
             write(plan, run, applied, level=EVERY_RACK)
 
-    def _in_time(self, requests, sink) -> bool:
+    @staticmethod
+    def _in_time(requests, clock, sink) -> bool:
         """
-        Whether no version in a FORWARD is too far ahead of this node's clock
-        (`dynomite.consistency.hlc`); else the FORWARD fails (its sender
-        keeps it and sends it again later).
+        Whether no version in a FORWARD is too far ahead of this node's
+        ``clock`` (`dynomite.consistency.hlc`); else the FORWARD fails (its
+        sender keeps it and sends it again later).
         """
-        clock = self._leader.versions.clock if self._leader.versions is not None else None
-        for version in versions_of(requests) if clock is not None else ():
+        for version in versions_of(requests):
             if not clock.observe(version):
                 sink.fail(b"-ERR a write's version is %d ms ahead of this node's clock (at most %d)\r\n" % (
                     clock.ahead_ms(version), MAX_AHEAD_MS))
