@@ -272,6 +272,8 @@ class Ipv6Tests(FaultTestCase):
     """Nodes on the IPv6 wildcard, reached by their peers over ::1."""
 
     def setUp(self) -> None:
+        # a machine (or container) with IPv6 switched off has no ::1 to bind:
+        # nothing of this test can run there, and the reason says what is missing
         reason = no_ipv6_loopback()
         if reason:
             raise SkipTest(reason)
