@@ -416,15 +416,18 @@ class Leader:
 
     # -- handing a range over ------------------------------------------------------
 
-    def drain(self, nodes: Sequence[str], done) -> None:
+    def drain(self, nodes: Sequence[str], done, lane: Optional[int] = None) -> None:
         """
         Call ``done()`` once every write led here so far has been answered
         (applied, or held as a hint) by ``nodes``: a marker behind them on
-        every lane led on, to each (`dynomite.node.handover`).
+        every lane led on (or on ``lane`` alone), to each
+        (`dynomite.node.handover`, `watch`).
         """
         markers = []
         outboxes = self._outboxes
-        for lane, resp in sorted(self._lane_resp.items()):
+        lanes = self._lane_resp.items() if lane is None else [
+            (lane, self._lane_resp[lane])] if lane in self._lane_resp else []
+        for lane, resp in sorted(lanes):
             marker = Request(_MARKER, resp, lane, 1, True)
             markers.extend((outboxes[name], marker) for name in nodes if name in outboxes)
         if not markers:
@@ -434,6 +437,23 @@ class Leader:
         self._deliver([(outbox, marker, answered) for outbox, marker in markers])
         for outbox, _ in markers:
             outbox.flush_batched()
+
+    # -- watching keys ------------------------------------------------------------
+
+    def watch(self, plan: Plan, payload: bytes, sink) -> None:
+        """
+        A request for the table of watched keys (`dynomite.node.watch`).  A
+        WATCH is answered once every replica of the datacenter has applied
+        (or holds as a hint) the writes of ``plan`` led before it: a read of
+        the key after WATCH, wherever it is read, then sees the state the
+        versions answered stand for, so a transaction built on it and
+        checked against them never overwrites a write it did not see.
+        """
+        reply = self.watches.serve(payload)
+        if reply[:1] != b"$":   # not a WATCH's versions (an UNWATCH's, an error)
+            sink.complete(reply)
+            return
+        self.drain([node.name for node in plan.local], lambda: sink.complete(reply), plan.lane)
 
     def effect_unknown(self, sink, held: _Held, raw: bytes) -> None:
         """The leader's Redis did not answer: the command may or may not have run there."""

@@ -122,7 +122,7 @@ class Replica:
                     sink.fail(leader_moved(moved))
                 return
         if flags & FLAG_WATCH:
-            request = self._watched(payload, request, sink)
+            request = self._watched(plan, payload, request, sink)
             if request is None:
                 return
             payload = request.payload
@@ -202,12 +202,12 @@ class Replica:
             return
         self._leader.copy(plan, probe, sink)
 
-    def _watched(self, payload: bytes, request: Request, sink) -> Optional[Request]:
+    def _watched(self, plan: Plan, payload: bytes, request: Request, sink) -> Optional[Request]:
         """A LEAD for the table of watched keys (`dynomite.node.watch`): answered, or the transaction it admits."""
-        watches = self._leader.watches
         if not request.flags & FLAG_TRANSACTION:
-            sink.complete(watches.serve(payload[4:]))
+            self._leader.watch(plan, payload[4:], sink)
             return None
+        watches = self._leader.watches
         admitted = watches.admit(Request(payload[4:], request.resp, request.lane, request.count, True,
                                          request.flags))
         if admitted is None:

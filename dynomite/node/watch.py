@@ -17,7 +17,12 @@ change in the order the replicas apply it.
 - WATCH at any node asks the key's leader (a LEAD frame flagged
   `FLAG_WATCH`, or this node's own table) for the keys' versions and the
   leader's *incarnation* (random, drawn when the process starts), and the
-  session keeps them (`Watching`) with the leader's name.
+  session keeps them (`Watching`) with the leader's name.  The leader
+  answers once every replica of the datacenter has applied (or holds as a
+  hint) the writes it led before (`Leader.watch`): the reads the client
+  makes next, at whichever replica, see the state those versions stand
+  for, so a transaction computed from them cannot overwrite a write it
+  never saw.
 - EXEC sends the transaction to that same leader with the versions in
   front (``DYNO_WATCHED``); the leader compares them, in its order of
   writes, before it leads the transaction: a moved version, a key evicted
@@ -97,7 +102,7 @@ def _ask(coordinator, leader_name: str, plan, args: List[bytes], sink) -> None:
     """Send a watch request to ``leader_name``: this node's table, or a LEAD frame."""
     payload = encode_command(args)
     if leader_name == coordinator.name:
-        sink.complete(coordinator.leader.watches.serve(payload))
+        coordinator.leader.watch(plan, payload, sink)
         return
     coordinator.targets[leader_name].lead(
         Request(lead_payload(plan.position, payload), 2, plan.lane, 1, True, FLAG_WATCH), sink)

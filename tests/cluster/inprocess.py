@@ -406,7 +406,7 @@ class InProcessCluster:
         self.clock = Clock()
         self.pumps: List = []
         #: pairs of nodes whose connections move nothing until released (`hold`)
-        self.held: List[frozenset] = []
+        self.held: List[object] = []
         #: pairs of nodes that cannot reach each other (`cut`)
         self.cut_off: set = set()
         self.directory = tempfile.mkdtemp(prefix="dynomite-inprocess-")
@@ -443,7 +443,7 @@ class InProcessCluster:
         for _ in range(rounds):
             moved = False
             for pump, source, target in list(self.pumps):
-                if self.held and frozenset((source, target)) in self.held:
+                if self.held and (frozenset((source, target)) in self.held or (source, target) in self.held):
                     continue
                 if pump.pump():
                     moved = True
@@ -505,12 +505,16 @@ class InProcessCluster:
         self.settle()
         self.pumps = [entry for entry in self.pumps if node not in entry[1:]]
 
-    def hold(self, a: InProcessNode, b: InProcessNode) -> None:
-        """Nothing moves between ``a`` and ``b`` (either way) until `release`: bytes in flight, not lost."""
-        self.held.append(frozenset((a, b)))
+    def hold(self, a: InProcessNode, b: InProcessNode, dialed_by_a: bool = False) -> None:
+        """
+        Nothing moves between ``a`` and ``b`` (either way) until `release`:
+        bytes in flight, not lost.  ``dialed_by_a``: only on the connection
+        ``a`` dialed (what ``a`` asks ``b``, and its answers).
+        """
+        self.held.append((a, b) if dialed_by_a else frozenset((a, b)))
 
-    def release(self, a: InProcessNode, b: InProcessNode) -> None:
-        self.held.remove(frozenset((a, b)))
+    def release(self, a: InProcessNode, b: InProcessNode, dialed_by_a: bool = False) -> None:
+        self.held.remove((a, b) if dialed_by_a else frozenset((a, b)))
         self.settle()
 
     def cut(self, one, other) -> None:

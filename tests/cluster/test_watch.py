@@ -128,6 +128,34 @@ class WatchTests(SynchronousTestCase):
         self.client.command("WATCH", "{w}k")
         self.assertEqual(self.watched_exec(), QUEUED + b"*1\r\n+OK\r\n")
 
+    def test_a_read_after_watch_sees_every_write_led_before_it(self):
+        """
+        Planted bug: a WATCH answered before the replicas applied what the
+        leader led lets a transaction built on a stale read succeed.
+        """
+        reader = self.others[0]   # self.client's node, and the replica it reads from
+        self.assertEqual(self.client.command("SET", "{w}k", "1"), b"+OK\r\n")
+        self.cluster.hold(self.leader, reader, dialed_by_a=True)   # the leader's writes to it are slow
+        self.assertEqual(self.on_leader.command("SET", "{w}k", "2"), b"+OK\r\n")
+        self.client.transport.clear()
+        self.client.send(pipeline(("WATCH", "{w}k"), ("GET", "{w}k")))
+        self.cluster.settle()
+        self.assertEqual(self.client.transport.value(), b"", "WATCH answered before the write it counts was applied")
+        self.cluster.release(self.leader, reader, dialed_by_a=True)
+        self.assertEqual(self.client.transport.value(), b"+OK\r\n$1\r\n2\r\n")
+        self.client.transport.clear()
+        self.assertEqual(self.watched_exec(), QUEUED + b"*1\r\n+OK\r\n")
+
+    def test_a_watch_on_the_leader_waits_for_its_replicas_too(self):
+        reader = self.others[0]
+        self.cluster.hold(self.leader, reader, dialed_by_a=True)
+        self.client.command("SET", "{w}k", "1")
+        self.on_leader.send(pipeline(("WATCH", "{w}k")))
+        self.cluster.settle()
+        self.assertEqual(self.on_leader.transport.value(), b"")
+        self.cluster.release(self.leader, reader, dialed_by_a=True)
+        self.assertEqual(self.on_leader.transport.value(), b"+OK\r\n")
+
     def test_a_restarted_leader_refuses_versions_of_its_former_incarnation(self):
         self.client.command("WATCH", "{w}k")
         watches = self.leader.coordinator.leader.watches
