@@ -139,19 +139,20 @@ class NodeService(MultiService):
         backlog = self.parts.config.backlog
         # client ports accept a bounded number per turn (a flood of
         # connections waits in the backlog, not in front of the clients)
-        # and, with client_accept_rate, a bounded number per second
+        # and, with client_accept_rate (or during a flood), a bounded number per second
         endpoint = (BoundedServerEndpoint(self._reactor, address.port, backlog, address.host,
                                           accept_rate=self.parts.config.client_accept_rate,
-                                          on_delayed=self._accepts_delayed) if bounded
+                                          on_delayed=self._accepts_delayed,
+                                          guard=self.parts.node.flood_guard) if bounded
                     else server_endpoint(self._reactor, address, backlog))
         service = StreamServerEndpointService(endpoint, factory)
         fail_fast(service)   # a port we cannot bind is fatal: twistd must exit, not linger
         service.setServiceParent(self)
         return service
 
-    def _accepts_delayed(self, connections: int) -> None:
-        """Connections a client port accepted late, its ``client_accept_rate`` spent."""
-        self.parts.metrics.client_limits["accept_rate"] += connections
+    def _accepts_delayed(self, connections: int, reason: str) -> None:
+        """Connections a client port accepted late, its ``client_accept_rate`` (or flood budget) spent."""
+        self.parts.metrics.client_limits[reason] += connections
 
     def _known(self, name: str, datacenter: str, rack: str) -> bool:
         node = self.parts.topology.node(name)

@@ -337,7 +337,8 @@ class FakeNode:
         self.outboxes = {name: FakeOutbox() for name in [self.topology.local.name] + list(self.peers)}
         for dc in self.topology.remote_datacenters:
             self.outboxes["dc:" + dc] = FakeOutbox()
-        self.clients = SimpleNamespace(clients=set(), connections_accepted=0, started=self.clock.seconds())
+        self.clients = SimpleNamespace(clients=set(), connections_accepted=0, started=self.clock.seconds(),
+                                       flood_guard=None)
         self.replication = SimpleNamespace(
             local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={},
             leading=SimpleNamespace(leaders_lost=0, leaders_unknown=0, leaders_moved=0),

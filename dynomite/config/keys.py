@@ -88,7 +88,7 @@ PROJECT_KEYS = frozenset(
     {
         "requirepass", "max_request_bytes", "client_max_outstanding_bytes",
         "maxclients", "client_idle_timeout", "client_read_timeout",
-        "client_accept_rate",
+        "client_accept_rate", "client_flood_accept_rate",
         "peer_secret", "peer_heartbeat_interval", "peer_down_after", "admin_token", "log_level",
         "data_dir", "hints_fsync", "hint_window", "hints_max_bytes", "hint_replay_rate",
         "hint_segment_bytes", "resume_timeout",
@@ -138,6 +138,7 @@ KEYS: Dict[str, Key] = {
     "client_idle_timeout": _kept(_int_at_least(0), "client_idle_timeout"),
     "client_read_timeout": _kept(_milliseconds(positive=False), "client_read_timeout"),
     "client_accept_rate": _kept(_int_at_least(0), "client_accept_rate"),
+    "client_flood_accept_rate": _kept(_int_at_least(0), "client_flood_accept_rate"),
     "peer_secret": Key(_peer_secret, None, "peer_secret"),
     "admin_token": Key(_admin_token, None, "admin_token"),
     "log_level": _kept(_log_level, "log_level"),

@@ -89,6 +89,7 @@ class NodeConfig:
     client_idle_timeout: int = 0           # seconds, 0 = never (Redis's `timeout`)
     client_read_timeout: float = 30.0      # a started request must complete within this; 0 = never
     client_accept_rate: int = 0            # connections accepted a second per client port; 0 = no bound
+    client_flood_accept_rate: int = 500    # the same, only during a flood of fruitless connections; 0 = off
     peer_secret: Optional[str] = field(default=None, repr=False)  # kept out of logs
     admin_token: Optional[str] = field(default=None, repr=False)  # kept out of logs
     log_level: int = 5  # Dynomite's verbosity, 0-11 (its -v); 5 is info

@@ -148,6 +148,9 @@ class ClientProtocol(Protocol):
         self.writes_pending = 0
         self.held: Optional[Deque[tuple]] = None
         self.connected = False
+        #: whether it sent a valid request (one that ends without counts
+        #: toward a flood: `dynomite.runtime.accept.FloodGuard`)
+        self.asked = False
         #: When the client last sent anything, and when the request it has
         #: begun and not completed began (None: no such request).
         self.last_active = self._clock.seconds()
@@ -181,6 +184,8 @@ class ClientProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         parser = self._parser
         requests = parser.feed(data)
+        if requests:
+            self.asked = True
         # One clock read per batch: requests read together started together.
         self.batch_start = self.last_active = now = self._clock.seconds()
         if parser.in_request:
@@ -199,6 +204,7 @@ class ClientProtocol(Protocol):
             self._close_after_replies()
             return
         if parser.error is not None:
+            self.asked = False   # whatever came before: a connection that ends so is a flood's
             self.node.protocol_error(self, str(parser.error))
             self.reply(b"-ERR Protocol error: %s\r\n" % str(parser.error).encode())
             self._close_after_replies()

@@ -47,6 +47,7 @@ from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
 from dynomite.placement.pipelines import RunCutter
 from dynomite.runtime import batching
+from dynomite.runtime.accept import FLOOD_QUIET, FloodGuard
 from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -120,6 +121,9 @@ class Node:
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
         #: this node's pub/sub subscriptions and message routing
         self.pubsub = pubsub if pubsub is not None else PubSubBus(metrics=self.metrics)
+        #: whether the client ports are flooded (`dynomite.runtime.accept`); None: never bounded
+        self.flood_guard = (FloodGuard(config.client_flood_accept_rate, on_change=self._flood)
+                            if config.client_flood_accept_rate else None)
 
     def set_acl(self, acl) -> int:
         """
@@ -165,6 +169,17 @@ class Node:
         self.clients.discard(client)
         self.pubsub.drop(client)
         watch.release(self, client.session)
+        if not client.asked and self.flood_guard is not None:
+            self.flood_guard.fruitless(self.clock.seconds())
+
+    def _flood(self, flooding: bool, fruitless: int) -> None:
+        if flooding:
+            self.log.warn("{fruitless} client connections ended without a valid request within a second:"
+                          " a flood; client ports accept at most {rate} connections a second until"
+                          " {quiet:g} s pass without one", fruitless=fruitless,
+                          rate=self.config.client_flood_accept_rate, quiet=FLOOD_QUIET)
+        else:
+            self.log.info("the flood of client connections is over; client ports accept without a bound")
 
     def release_watch(self, client) -> None:
         """RESET: the keys ``client`` watches are released at their leader."""

@@ -121,6 +121,8 @@ def info(status: NodeStatus) -> Dict[str, Any]:
         "client": {
             "connections": status.client_connections,
             "accepted": status.connections_accepted,
+            "floods": status.client_floods,
+            "flooded": status.client_flooded(now),
             "protocol_errors": dict(m.protocol_errors),
             "limits": dict(m.client_limits),
             "requests": requests,

@@ -217,6 +217,17 @@ class NodeStatus:
     def connections_accepted(self) -> int:
         return self._clients.connections_accepted
 
+    @property
+    def client_floods(self) -> int:
+        """Floods of fruitless connections seen (`dynomite.runtime.accept.FloodGuard`)."""
+        guard = self._clients.flood_guard
+        return guard.floods if guard is not None else 0
+
+    def client_flooded(self, now: float) -> bool:
+        """Whether the client ports accept at a bound for a flood now."""
+        guard = self._clients.flood_guard
+        return guard is not None and guard.budget(now) is not None
+
     # -- the local Redis and the peers ---------------------------------------------
 
     def datastore(self) -> DatastoreStatus:

@@ -25,6 +25,19 @@ backlog); it reads again once a turn's worth of accepts is allowed.  The connect
 cut short, up to the turn that finds the backlog empty, are reported
 (``on_delayed``) as delayed by the limit.
 
+A node that untrusted networks reach needs that bound only while it is
+flooded, and a fixed one would also slow the legitimate clients that
+reconnect by thousands after a failover.  So a `FloodGuard`
+(``client_flood_accept_rate``, on by default) counts the connections that
+end without one valid request (bad bytes, a cut request, a failed TLS
+handshake, a connection closed before it asked anything): once
+`FLOOD_FRUITLESS` of them end within one second, the client ports accept
+at most that rate, until `FLOOD_QUIET` seconds pass without that many in
+a second.  Clients that send valid requests, however many connect, never
+trigger it.  A fixed ``client_accept_rate`` still applies when set; the
+connections accepted late are reported with the reason ``accept_rate``
+or ``flood``.
+
 `BoundedServerEndpoint` is the endpoint a node's client listeners are
 opened with.  On a reactor that is not a POSIX one (a test's fake reactor)
 it listens through ``reactor.listenTCP`` as a plain endpoint would.
@@ -39,11 +52,21 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import implementer
 
-__all__ = ["ACCEPTS_PER_TURN", "AcceptBudget", "BoundedPort", "BoundedServerEndpoint"]
+__all__ = ["ACCEPTS_PER_TURN", "AcceptBudget", "BoundedPort", "BoundedServerEndpoint", "FLOOD_FRUITLESS",
+           "FLOOD_QUIET", "FloodGuard"]
 
 #: Connections accepted at most per reactor turn: at about 100 µs each, a
 #: few milliseconds, and still thousands a second when turns are short.
 ACCEPTS_PER_TURN = 16
+
+#: Connections ending without a valid request within one second that make
+#: a flood (`FloodGuard`): far above what health checks and port scans
+#: cause, far below what a flood brings.
+FLOOD_FRUITLESS = 100
+
+#: Seconds without `FLOOD_FRUITLESS` fruitless connections in a second
+#: after which a flood is over.
+FLOOD_QUIET = 5.0
 
 
 class AcceptBudget:
@@ -76,6 +99,62 @@ class AcceptBudget:
         return max(0.0, (min(float(accepts), self.burst) - self._tokens) / self.rate)
 
 
+class FloodGuard:
+    """
+    Whether the client ports are flooded, from the connections that end
+    without one valid request (`fruitless`); while they are, `budget` is
+    an `AcceptBudget` of ``rate`` accepts a second.  Pure: it is told the
+    time.  ``on_change(flooding, count)`` is called when a flood starts (with
+    the fruitless connections of that second) and when it ends.
+    """
+
+    def __init__(self, rate: float, threshold: int = FLOOD_FRUITLESS, quiet: float = FLOOD_QUIET,
+                 on_change: Optional[Callable[[bool, int], None]] = None) -> None:
+        if rate <= 0:
+            raise ValueError("a flood guard needs a positive rate, not %r" % (rate,))
+        self.rate = rate
+        self.threshold = threshold
+        self.quiet = quiet
+        self.on_change = on_change
+        #: floods seen so far
+        self.floods = 0
+        self._second = -1      # the whole second being counted
+        self._count = 0        # fruitless connections in it
+        self._before = 0       # ... and in the second before it
+        self._last = 0.0       # when a second last reached the threshold
+        self._budget: Optional[AcceptBudget] = None
+
+    def fruitless(self, now: float) -> None:
+        """A client connection ended without one valid request."""
+        second = int(now)
+        if second != self._second:
+            self._before = self._count if second == self._second + 1 else 0
+            self._second, self._count = second, 0
+        self._count += 1
+        # those of the last second: this one's, and the share of the one
+        # before that the last second still covers (a sliding window)
+        if self._count + self._before * (1.0 - (now - second)) >= self.threshold:
+            self._last = now
+            if self._budget is None:
+                self._budget = AcceptBudget(self.rate, now)
+                self.floods += 1
+                if self.on_change is not None:
+                    self.on_change(True, self._count)
+
+    def budget(self, now: float) -> Optional[AcceptBudget]:
+        """The accept budget while a flood lasts, else None."""
+        if self._budget is not None and now - self._last >= self.quiet:
+            self._budget = None
+            if self.on_change is not None:
+                self.on_change(False, 0)
+        return self._budget
+
+    @property
+    def flooding(self) -> bool:
+        """Whether a flood was on at the last `budget` or `fruitless`."""
+        return self._budget is not None
+
+
 class BoundedPort(tcp.Port):
     """
     A ``tcp.Port`` that accepts at most ``accepts_per_turn`` connections
@@ -84,8 +163,11 @@ class BoundedPort(tcp.Port):
 
     accepts_per_turn = ACCEPTS_PER_TURN
     budget: Optional[AcceptBudget] = None
-    #: called with how many connections were accepted late because the budget was spent
-    on_delayed: Optional[Callable[[int], None]] = None
+    #: whose budget applies, while it sees a flood, when ``budget`` is None
+    guard: Optional[FloodGuard] = None
+    #: called with how many connections were accepted late because a budget
+    #: was spent, and why: ``accept_rate`` (``budget``) or ``flood`` (``guard``'s)
+    on_delayed: Optional[Callable[[int, str], None]] = None
     _accepted = 0          # connections accepted so far
     _delaying = False      # paused for the budget, and the backlog not yet found empty since
     _resume_call = None
@@ -105,9 +187,13 @@ class BoundedPort(tcp.Port):
         return tcp.Port._buildAddr(self, address)
 
     def doRead(self) -> None:
-        budget = self.budget
+        budget, reason = self.budget, "accept_rate"
         if budget is None:
-            return tcp.Port.doRead(self)
+            if self.guard is not None:
+                budget, reason = self.guard.budget(self.reactor.seconds()), "flood"
+            if budget is None:
+                self._delaying = False
+                return tcp.Port.doRead(self)
         allowed = budget.available(self.reactor.seconds())
         if allowed < 1:
             self._delaying = True
@@ -126,7 +212,7 @@ class BoundedPort(tcp.Port):
         accepted = self._accepted - before
         budget.spend(accepted)
         if late and accepted and self.on_delayed is not None:
-            self.on_delayed(accepted)
+            self.on_delayed(accepted, reason)
         if accepted < turn:   # the backlog is empty: whoever comes next is not late
             self._delaying = False
         elif clipped:         # the budget cut this turn short: the next ones wait for it
@@ -149,13 +235,15 @@ class BoundedPort(tcp.Port):
 class BoundedServerEndpoint:
     """
     A TCP server endpoint (IPv4 or IPv6, by ``interface``) listening with a
-    `BoundedPort`; ``accept_rate`` (0: none) gives it an `AcceptBudget`
-    whose late connections are reported to ``on_delayed``.
+    `BoundedPort`; ``accept_rate`` (0: none) gives it an `AcceptBudget`,
+    ``guard`` a `FloodGuard`; the connections they delay are reported to
+    ``on_delayed``.
     """
 
     def __init__(self, reactor, port: int, backlog: int, interface: str,
                  accepts_per_turn: int = ACCEPTS_PER_TURN, accept_rate: float = 0,
-                 on_delayed: Optional[Callable[[int], None]] = None) -> None:
+                 on_delayed: Optional[Callable[[int, str], None]] = None,
+                 guard: Optional[FloodGuard] = None) -> None:
         self._reactor = reactor
         self._port = port
         self._backlog = backlog
@@ -163,6 +251,7 @@ class BoundedServerEndpoint:
         self.accepts_per_turn = accepts_per_turn
         self.accept_rate = accept_rate
         self.on_delayed = on_delayed
+        self.guard = guard
 
     def listen(self, factory) -> defer.Deferred:
         return defer.execute(self._listen, factory)
@@ -174,6 +263,7 @@ class BoundedServerEndpoint:
         port.accepts_per_turn = self.accepts_per_turn
         if self.accept_rate:
             port.budget = AcceptBudget(self.accept_rate, self._reactor.seconds())
-            port.on_delayed = self.on_delayed
+        port.guard = self.guard
+        port.on_delayed = self.on_delayed
         port.startListening()
         return port

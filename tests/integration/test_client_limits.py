@@ -1,14 +1,19 @@
 """
 Client limits on a real node: a trickling client and an idle one are cut at
-their configured deadlines, and ``maxclients`` refuses the next client as
-Redis does, while a well-behaved client keeps being served.
+their configured deadlines, ``maxclients`` refuses the next client as
+Redis does, and a flood of connections that send nothing valid bounds the
+accepts until it passes, while a well-behaved client keeps being served.
 """
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 
+from dynomite.runtime.accept import FLOOD_FRUITLESS, FLOOD_QUIET
 from tests.integration.fixtures.cases import NodeTestCase
+from tests.integration.fixtures.readiness import admin_get
 
 # The node looks at its clients once a second (dynomite.service).
 SWEEP = 1.0
@@ -60,3 +65,40 @@ class ClientLimitTests(NodeTestCase):
                     break
             self.assertLess(time.monotonic(), poll_until, "a freed slot was never given to a new client")
             time.sleep(0.1)
+
+
+class FloodTests(NodeTestCase):
+    node_overrides = {"client_flood_accept_rate": 20}
+
+    def client_info(self):
+        return json.loads(admin_get(self.node, "/info"))["client"]
+
+    def connect_each(self, count: int, data: bytes) -> None:
+        for _ in range(count):
+            with socket.create_connection(self.node.address, timeout=5) as s:
+                s.sendall(data)
+
+    def test_a_flood_bounds_the_accepts_until_it_passes(self):
+        rate = self.node.config["client_flood_accept_rate"]
+        before = self.client_info()
+        # valid requests, as fast as they come: no flood
+        self.connect_each(2 * FLOOD_FRUITLESS, b"PING\r\n")
+        with self.raw() as conn:
+            self.assertEqual(conn.command("PING"), b"+PONG\r\n")
+        self.assertEqual(self.client_info()["floods"], before["floods"])
+        # bad bytes: a flood after FLOOD_FRUITLESS of them; the rest wait their turn
+        extra = 3 * rate
+        self.connect_each(FLOOD_FRUITLESS + extra, b"\x00")
+        with self.raw(timeout=extra / rate + 5) as conn:
+            self.assertEqual(conn.command("PING"), b"+PONG\r\n")
+        during = self.client_info()
+        self.assertEqual((during["floods"], during["flooded"]), (before["floods"] + 1, True))
+        delayed = during["limits"]["flood"]
+        self.assertGreater(delayed, before["limits"]["flood"], "no connection was accepted late during the flood")
+        # once it is over, valid connections are taken at once again
+        time.sleep(FLOOD_QUIET + SWEEP)
+        self.assertFalse(self.client_info()["flooded"])
+        self.connect_each(2 * rate, b"PING\r\n")
+        with self.raw(timeout=5) as conn:
+            self.assertEqual(conn.command("PING"), b"+PONG\r\n")
+        self.assertEqual(self.client_info()["limits"]["flood"], delayed)

@@ -13,7 +13,9 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.runtime.accept import ACCEPTS_PER_TURN, AcceptBudget, BoundedPort, BoundedServerEndpoint
+from dynomite.runtime.accept import (
+    ACCEPTS_PER_TURN, FLOOD_FRUITLESS, FLOOD_QUIET, AcceptBudget, BoundedPort, BoundedServerEndpoint, FloodGuard,
+)
 
 
 class WaitingConnections:
@@ -99,20 +101,26 @@ class AcceptBudgetTests(SynchronousTestCase):
         self.assertRaises(ValueError, AcceptBudget, 0, 0.0)
 
 
+def listening_port(waiting: int):
+    """A `BoundedPort` listening on a fake clock with ``waiting`` connections in its backlog."""
+    reactor = MemoryReactorClock()
+    factory = RefusingFactory()
+    port = BoundedPort(0, factory, 50, "127.0.0.1", reactor)
+    port.numberAccepts = 100
+    port.socket = WaitingConnections(waiting)
+    port.fileno = lambda: 7
+    port.connected = True
+    return port, factory, reactor
+
+
 class BudgetedPortTests(SynchronousTestCase):
     """A `BoundedPort` with an `AcceptBudget`, on a fake clock."""
 
     def port(self, waiting: int, rate: int):
-        reactor = MemoryReactorClock()
-        factory = RefusingFactory()
-        port = BoundedPort(0, factory, 50, "127.0.0.1", reactor)
-        port.numberAccepts = 100
-        port.socket = WaitingConnections(waiting)
-        port.fileno = lambda: 7
-        port.connected = True
+        port, factory, reactor = listening_port(waiting)
         port.budget = AcceptBudget(rate, reactor.seconds())
         self.delayed: List[int] = []
-        port.on_delayed = self.delayed.append
+        port.on_delayed = lambda n, reason: self.delayed.append(n)
         return port, factory, reactor
 
     def read_until_paused(self, port, reactor, most: int = 100) -> int:
@@ -191,6 +199,81 @@ class BudgetedPortTests(SynchronousTestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
+class FloodGuardTests(SynchronousTestCase):
+    """Connections that end without a valid request: a flood once 100 end within one second."""
+
+    def setUp(self) -> None:
+        self.changes: List[tuple] = []
+        self.guard = FloodGuard(500, on_change=lambda *change: self.changes.append(change))
+
+    def test_a_flood_starts_within_one_second_and_ends_after_a_quiet_spell(self) -> None:
+        guard = self.guard
+        for i in range(FLOOD_FRUITLESS - 1):
+            guard.fruitless(10.0 + i * 0.009)
+        self.assertIsNone(guard.budget(10.95))
+        guard.fruitless(10.99)
+        budget = guard.budget(10.99)
+        self.assertEqual((budget.rate, guard.floods, self.changes), (500, 1, [(True, FLOOD_FRUITLESS)]))
+        # a flood of fruitless connections at the bounded rate keeps it on
+        for t in range(1, 20):
+            for i in range(FLOOD_FRUITLESS):
+                guard.fruitless(10.99 + t + i * 0.001)
+            self.assertIs(guard.budget(11.5 + t), budget)
+        last = 10.99 + 19 + (FLOOD_FRUITLESS - 1) * 0.001
+        self.assertIs(guard.budget(last + FLOOD_QUIET - 0.01), budget)
+        self.assertIsNone(guard.budget(last + FLOOD_QUIET + 0.001))
+        self.assertEqual((guard.flooding, self.changes[-1], guard.floods), (False, (False, 0), 1))
+
+    def test_fewer_a_second_are_no_flood(self) -> None:
+        # 90 a second for a minute: health checks and scans, not a flood
+        for t in range(60 * 90):
+            self.guard.fruitless(t / 90)
+        self.assertIsNone(self.guard.budget(60.0))
+        self.assertEqual(self.changes, [])
+
+    def test_a_rate_must_be_positive(self) -> None:
+        self.assertRaises(ValueError, FloodGuard, 0)
+
+
+class FloodedPortTests(SynchronousTestCase):
+    """A `BoundedPort` whose budget is its flood guard's, only during a flood."""
+
+    run_flood = BudgetedPortTests.run_flood
+
+    def port(self, waiting: int, rate: int):
+        port, factory, reactor = listening_port(waiting)
+        self.delayed: List[int] = []
+        self.reasons: List[str] = []
+        port.on_delayed = lambda n, reason: (self.delayed.append(n), self.reasons.append(reason))
+        port.guard = self.guard = FloodGuard(rate)
+        return port, factory, reactor
+
+    def flood(self, reactor) -> None:
+        for _ in range(FLOOD_FRUITLESS):
+            self.guard.fruitless(reactor.seconds())
+
+    def test_without_a_flood_nothing_is_bounded(self) -> None:
+        port, factory, reactor = self.port(500, rate=1000)
+        port.startReading()
+        self.run_flood(port, reactor, 0.05)
+        self.assertEqual((len(factory.built), self.delayed), (500, []))
+
+    def test_during_a_flood_the_backlog_is_taken_at_the_rate_then_at_once(self) -> None:
+        port, factory, reactor = self.port(3000, rate=1000)
+        self.flood(reactor)
+        port.startReading()
+        self.run_flood(port, reactor, 1.0)
+        accepted, late = len(factory.built), sum(self.delayed)
+        # the burst of 100, then 1,000 a second, every one after the burst's turns late
+        self.assertTrue(1000 <= accepted <= 1110, accepted)
+        self.assertTrue(accepted - 100 - ACCEPTS_PER_TURN <= late < accepted - 100, late)
+        self.assertEqual(set(self.reasons), {"flood"})
+        reactor.advance(FLOOD_QUIET)   # nothing fruitless since: the flood is over
+        self.run_flood(port, reactor, 0.2)
+        self.assertEqual((len(factory.built), sum(self.delayed)), (3000, late))
+        self.assertFalse(self.guard.flooding)
+
+
 class BoundedServerEndpointTests(SynchronousTestCase):
     def test_other_reactors_listen_as_usual(self) -> None:
         reactor = MemoryReactor()
@@ -228,9 +311,11 @@ class NodeListenerTests(SynchronousTestCase):
         service = self.service(client_accept_rate=300)
         endpoint = service.client_listener.endpoint
         self.assertEqual(endpoint.accept_rate, 300)
-        endpoint.on_delayed(7)
-        endpoint.on_delayed(2)
-        self.assertEqual(service.parts.metrics.client_limits["accept_rate"], 9)
+        endpoint.on_delayed(7, "accept_rate")
+        endpoint.on_delayed(2, "accept_rate")
+        endpoint.on_delayed(3, "flood")
+        limits = service.parts.metrics.client_limits
+        self.assertEqual((limits["accept_rate"], limits["flood"]), (9, 3))
 
     def test_no_rate_by_default(self) -> None:
         self.assertEqual(self.service().client_listener.endpoint.accept_rate, 0)

@@ -491,6 +491,36 @@ class ClientLimitTests(NodeTestCase):
                          b"-ERR Protocol error: unexpected byte 0x00 at the start of a request\r\n")
         self.assertTrue(self.closed())
 
+    def end(self, client) -> None:
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+        client.connectionLost(Failure(ConnectionDone()))
+
+    def test_connections_ending_without_a_valid_request_make_a_flood(self):
+        guard = self.node.flood_guard
+        self.assertEqual(guard.rate, 500)   # on by default
+        self.send(b"PING\r\n")
+        self.end(self.client)   # asked something: not a flood's
+        bad = []
+        for data in (b"", b"*2\r\n$3\r\nGET\r\n", b"\x00", b"PING\r\n\x00"):
+            client, _ = self.connect()
+            self.send(data, client)
+            bad.append(client)
+        for client in bad:
+            self.end(client)
+        self.assertEqual(guard._count, 4, "the cut request, bad bytes, and a protocol error after a valid request")
+        self.assertFalse(guard.flooding)
+        for _ in range(guard.threshold - 4):
+            client, _ = self.connect()
+            self.end(client)
+        self.assertTrue(guard.flooding)
+        self.assertEqual(guard.budget(self.clock.seconds()).rate, 500)
+
+    def test_no_flood_guard_with_a_rate_of_0(self):
+        self.start(client_flood_accept_rate=0)
+        self.assertIsNone(self.node.flood_guard)
+        self.end(self.client)
+
     def test_too_many_arguments_is_a_protocol_error_at_once(self):
         self.send(b"*2000000\r\n")
         self.assertEqual(self.written(), b"-ERR Protocol error: invalid multibulk length\r\n")
