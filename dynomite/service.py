@@ -142,7 +142,7 @@ class NodeService(MultiService):
         # and, with client_accept_rate (or during a flood), a bounded number per second
         endpoint = (BoundedServerEndpoint(self._reactor, address.port, backlog, address.host,
                                           accept_rate=self.parts.config.client_accept_rate,
-                                          on_delayed=self._accepts_delayed,
+                                          on_limited=self._accepts_delayed,
                                           guard=self.parts.node.flood_guard) if bounded
                     else server_endpoint(self._reactor, address, backlog))
         service = StreamServerEndpointService(endpoint, factory)
@@ -151,7 +151,7 @@ class NodeService(MultiService):
         return service
 
     def _accepts_delayed(self, connections: int, reason: str) -> None:
-        """Connections a client port accepted late, its ``client_accept_rate`` (or flood budget) spent."""
+        """Connections a client port accepted late (a budget spent) or refused (a flooder's), by ``reason``."""
         self.parts.metrics.client_limits[reason] += connections
 
     def _known(self, name: str, datacenter: str, rack: str) -> bool:

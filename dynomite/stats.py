@@ -19,8 +19,9 @@ __all__ = ["BUCKETS", "CLIENT_LIMITS", "PUBSUB_EVENTS", "FAMILIES", "REQUEST_RES
 #: within ``client_read_timeout``, a subscriber's unread messages beyond
 #: its output buffer limit (``pubsub_output_*``); and a connection accepted
 #: late because its port's ``client_accept_rate`` was spent, or its
-#: ``client_flood_accept_rate`` during a flood (`dynomite.runtime.accept`).
-CLIENT_LIMITS = ("maxclients", "idle", "read_timeout", "output_buffer", "accept_rate", "flood")
+#: ``client_flood_accept_rate`` during a flood, and one refused because its
+#: address floods the node (`dynomite.runtime.flood`).
+CLIENT_LIMITS = ("maxclients", "idle", "read_timeout", "output_buffer", "accept_rate", "flood", "flooder")
 
 #: What happens to pub/sub messages on a node: published by its clients,
 #: received from other nodes, delivered to its subscriptions, dropped (not

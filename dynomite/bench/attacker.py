@@ -4,14 +4,17 @@ The hostile companion of ``dynomite-bench-hostile``: a process that opens
 and drops connections to one node, each sending bad input, until it is
 told to stop.
 
-    python -m dynomite.bench.attacker HOST PORT [--wave N] [--hold SECONDS] [--seed N]
+    python -m dynomite.bench.attacker HOST PORT [--wave N] [--hold SECONDS] [--seed N] [--sources N]
 
 It works in waves: ``--wave`` connections opened at once (non-blocking),
 each sent one payload of :func:`hostile_payload` (random bytes, a request
 cut anywhere, bulk and argument counts far beyond any limit, deep nesting,
 malformed lengths, a long inline line without its end, control bytes, half
 a request), held open ``--hold`` seconds, then closed, half of them by a
-reset. It prints ``ready`` once the first wave is connected, and on
+reset. Its connections come from ``--sources`` loopback addresses from
+`SOURCE_BASE` on, in turn (other hosts than the measured client's
+127.0.0.1: one host, or a flood spread over many). It prints ``ready``
+once the first wave is connected, and on
 SIGTERM or SIGINT one JSON line of counts: connections opened, refused,
 payload bytes sent, its own CPU seconds. Standard library only, one
 thread, so it costs the machine as little as a flood of connections can.
@@ -27,6 +30,7 @@ CPU controller it falls back to nice 19 alone and says so.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import random
@@ -76,14 +80,36 @@ def raise_fd_limit(need: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(need, hard), hard))
 
 
+#: The first address the attacker's connections come from (`source_addresses`).
+SOURCE_BASE = "127.100.0.1"
+
+#: Linux's IP_BIND_ADDRESS_NO_PORT: a bound source address takes its port
+#: at connect, per destination, as an unbound socket does (not one of the
+#: 28,000 ephemeral ports per address, which TIME_WAIT would use up).
+_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def source_addresses(count: int) -> List[str]:
+    """``count`` loopback addresses from `SOURCE_BASE` on."""
+    if count < 1:
+        raise ValueError("an attacker needs at least one source address, not %d" % count)
+    base = ipaddress.IPv4Address(SOURCE_BASE)
+    return [str(base + i) for i in range(count)]
+
+
 def _wave(host: str, port: int, size: int, rng: random.Random, counts: Dict[str, int],
-          connect_timeout: float = 2.0) -> List[socket.socket]:
-    """Open ``size`` connections at once and send each its payload; return those still open."""
+          sources: Sequence[str] = (SOURCE_BASE,), connect_timeout: float = 2.0) -> List[socket.socket]:
+    """Open ``size`` connections at once (from ``sources`` in turn) and send each its payload; return those still open."""
     selector = selectors.DefaultSelector()
     pending: Dict[socket.socket, bytes] = {}
     for _ in range(size):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
+        except OSError:
+            pass
+        sock.bind((sources[counts["opened"] % len(sources)], 0))
         sock.connect_ex((host, port))
         pending[sock] = hostile_payload(rng)
         selector.register(sock, selectors.EVENT_WRITE)
@@ -123,13 +149,15 @@ def _drop(socks: Sequence[socket.socket], rng: random.Random) -> None:
         sock.close()
 
 
-def attack(host: str, port: int, wave: int, hold: float, seed: int, stopping, ready=None) -> Dict[str, float]:
+def attack(host: str, port: int, wave: int, hold: float, seed: int, stopping, ready=None,
+           sources: int = 1) -> Dict[str, float]:
     """Waves of hostile connections until ``stopping()``; ``ready()`` is called after the first wave."""
     rng = random.Random(seed)
     counts: Dict[str, int] = {"opened": 0, "refused": 0, "bytes": 0, "waves": 0}
+    addresses = source_addresses(sources)
     started = time.monotonic()
     while not stopping():
-        socks = _wave(host, port, wave, rng, counts)
+        socks = _wave(host, port, wave, rng, counts, addresses)
         counts["waves"] += 1
         if ready is not None and counts["waves"] == 1:
             ready()
@@ -271,7 +299,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--wave", type=int, default=500, help="connections open at once (default 500)")
     parser.add_argument("--hold", type=float, default=0.2, help="seconds a wave is held open (default 0.2)")
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(4), "big"))
+    parser.add_argument("--sources", type=int, default=1,
+                        help="loopback addresses the connections come from, from %s on (default 1)" % SOURCE_BASE)
     args = parser.parse_args(argv)
+    if not 1 <= args.sources <= 65536:
+        parser.error("--sources must be between 1 and 65536")
     raise_fd_limit(args.wave + 64)
     stop: List[int] = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -281,7 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
 
-    result = attack(args.host, args.port, args.wave, args.hold, args.seed, lambda: bool(stop), ready)
+    result = attack(args.host, args.port, args.wave, args.hold, args.seed, lambda: bool(stop), ready,
+                    args.sources)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return 0

@@ -203,9 +203,9 @@ class Attacker:
     """The companion process (`dynomite.bench.attacker`), started and stopped by PID."""
 
     def __init__(self, host: str, port: int, wave: int, hold: float, seed: int,
-                 cap: Optional[CpuCap] = None) -> None:
+                 cap: Optional[CpuCap] = None, sources: int = 1) -> None:
         argv = [sys.executable, "-m", "dynomite.bench.attacker", host, str(port),
-                "--wave", str(wave), "--hold", str(hold), "--seed", str(seed)]
+                "--wave", str(wave), "--hold", str(hold), "--seed", str(seed), "--sources", str(sources)]
         self.cap = cap
         self._throttled = cap.throttled_s() if cap is not None else 0.0
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -246,12 +246,13 @@ def _rss_mb(pid: Optional[int]) -> Optional[float]:
 
 def run(settings: Settings, workdir: str, wave: int, hold: float,
         interpreters: Optional[Sequence[Interpreter]] = None, attackers: Sequence[str] = (SHARED,),
-        attacker_cpu: float = 0.25, accept_rate: Optional[int] = None) -> Dict[str, Any]:
+        attacker_cpu: float = 0.25, accept_rate: Optional[int] = None, sources: int = 1) -> Dict[str, Any]:
     """
     Start one node per interpreter, measure each every round alone and
     under each of ``attackers``, stop the nodes; the JSON document.
     ``accept_rate`` sets the first node's ``client_accept_rate`` (the
-    others, maybe older code, keep their default).
+    others, maybe older code, keep their default); ``sources``: the
+    addresses the attacker's connections come from.
     """
     base = ipaddress.IPv4Address(NODE_BASE)
     targets = [NodeTarget(KINDS["single"], interpreter, workdir, str(base + 10 * i))
@@ -281,7 +282,7 @@ def run(settings: Settings, workdir: str, wave: int, hold: float,
             turn = (round_no - 1) % len(modes)
             for target in targets[shift:] + targets[:shift]:
                 samples += _measure_round(target, settings, round_no, wave, hold, workdir,
-                                          modes[turn:] + modes[:turn], cap)
+                                          modes[turn:] + modes[:turn], cap, sources)
         for target in targets:
             target.check()   # still serving after the last attack
             name = target.interpreter.name
@@ -295,13 +296,14 @@ def run(settings: Settings, workdir: str, wave: int, hold: float,
     return {"settings": settings.to_json(), "wave": wave, "hold_s": hold,
             "attackers": list(attackers), "attacker_cpu": attacker_cpu,
             "capped_attacker": cap.how if cap is not None else None, "accept_rate": accept_rate,
+            "attacker_sources": sources,
             "nodes": [t.interpreter.describe() for t in targets],
             "samples": [asdict(s) for s in samples], "summary": summarize(samples),
             "node_rss_mb": rss, "node_alive": alive}
 
 
 def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: int, hold: float,
-                   workdir: str, modes: Sequence[str], cap: Optional[CpuCap]) -> List[Sample]:
+                   workdir: str, modes: Sequence[str], cap: Optional[CpuCap], sources: int = 1) -> List[Sample]:
     """
     One round on one node: each test alone ("") and under each attacker
     of ``modes``, in that order (the caller rotates it by round).
@@ -312,8 +314,8 @@ def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: 
     for mode in modes:
         target.flush()
         for test in settings.tests:
-            attacker = (Attacker(host, port, wave, hold, seed=round_no, cap=cap if mode == CAPPED else None)
-                        if mode else None)
+            attacker = (Attacker(host, port, wave, hold, seed=round_no, cap=cap if mode == CAPPED else None,
+                                 sources=sources) if mode else None)
             result = measure(target, test, settings.pipeline, settings.pipelined_requests, settings, round_no,
                              workdir)
             counts = attacker.stop() if attacker is not None else {}
@@ -341,6 +343,9 @@ def _parser() -> argparse.ArgumentParser:
                         f" (at nice 19 in a cgroup held to --attacker-cpu CPUs); default both")
     p.add_argument("--attacker-cpu", type=float, default=0.25, metavar="CPUS",
                    help="the capped attacker's CPU quota, in CPUs (default 0.25)")
+    p.add_argument("--attacker-sources", type=int, default=1, metavar="N",
+                   help="loopback addresses the hostile connections come from (default 1: one hostile host;"
+                        " many spread a flood so that no address alone floods)")
     p.add_argument("--accept-rate", type=int, metavar="N",
                    help="client_accept_rate of this checkout's node (default: the node's default);"
                         " --node-python nodes keep theirs")
@@ -359,6 +364,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--attackers: {SHARED}, {CAPPED} or both, not {args.attackers!r}")
     if args.accept_rate is not None and args.accept_rate < 0:
         parser.error("--accept-rate must be at least 0")
+    if not 1 <= args.attacker_sources <= 65536:
+        parser.error("--attacker-sources must be between 1 and 65536")
     if not 0.01 <= args.attacker_cpu <= 64:
         parser.error("--attacker-cpu must be between 0.01 and 64 CPUs")
     try:
@@ -368,12 +375,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len({i.name for i in interpreters}) != len(interpreters):
         parser.error("two nodes share a name: give each --node-python its own NAME=")
     raise_fd_limit(FD_LIMIT)   # before the node starts: it inherits it (maxclients is 10,000)
-    document = run_side_bench(args, "dynomite-bench-hostile", lambda workdir: run(settings, workdir, args.wave, args.hold, interpreters,
-                                                                attackers, args.attacker_cpu, args.accept_rate))
+    document = run_side_bench(args, "dynomite-bench-hostile", lambda workdir: run(
+        settings, workdir, args.wave, args.hold, interpreters, attackers, args.attacker_cpu, args.accept_rate,
+        args.attacker_sources))
     if document is None:
         return 1
     print(f"one node, redis-benchmark -c {settings.clients} -P {settings.pipeline}, {settings.requests} requests per run,"
-          f" {settings.rounds} rounds; attacker: waves of {args.wave} hostile connections held {args.hold}s")
+          f" {settings.rounds} rounds; attacker: waves of {args.wave} hostile connections held {args.hold}s,"
+          f" from {args.attacker_sources} address{'es' if args.attacker_sources > 1 else ''}")
     if document["capped_attacker"]:
         print(f"capped attacker: {document['capped_attacker']}")
     print(format_rows(document["summary"]))

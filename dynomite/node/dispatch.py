@@ -47,7 +47,7 @@ from dynomite.config.model import NodeConfig
 from dynomite.config.vocabulary import DC_EACH_SAFE_QUORUM, NORMAL, STANDBY, WRITES_ONLY
 from dynomite.placement.pipelines import RunCutter
 from dynomite.runtime import batching
-from dynomite.runtime.accept import FLOOD_QUIET, FloodGuard
+from dynomite.runtime.flood import FLOOD_QUIET, FloodGuard
 from dynomite.stats import Histogram, NodeMetrics
 
 NOAUTH = b"-NOAUTH Authentication required.\r\n"
@@ -91,6 +91,10 @@ def unsupported(name: str) -> bytes:
     return b"-ERR unsupported command '%s'\r\n" % name.replace("|", " ").encode()
 
 
+#: Seconds between log lines about addresses that flood the client ports.
+FLOODERS_LOG_INTERVAL = 10.0
+
+
 class Node:
     """One node's request handling, independent of sockets."""
 
@@ -122,8 +126,11 @@ class Node:
         #: this node's pub/sub subscriptions and message routing
         self.pubsub = pubsub if pubsub is not None else PubSubBus(metrics=self.metrics)
         #: whether the client ports are flooded (`dynomite.runtime.accept`); None: never bounded
-        self.flood_guard = (FloodGuard(config.client_flood_accept_rate, on_change=self._flood)
+        self.flood_guard = (FloodGuard(config.client_flood_accept_rate, on_change=self._flood,
+                                       on_flooder=self._flooder)
                             if config.client_flood_accept_rate else None)
+        self._flooders_logged = -FLOODERS_LOG_INTERVAL   # when the last flooder was logged
+        self._flooders_since = 0                         # ... and those not logged since
 
     def set_acl(self, acl) -> int:
         """
@@ -170,7 +177,7 @@ class Node:
         self.pubsub.drop(client)
         watch.release(self, client.session)
         if not client.asked and self.flood_guard is not None:
-            self.flood_guard.fruitless(self.clock.seconds())
+            self.flood_guard.fruitless(self.clock.seconds(), client.session.host)
 
     def _flood(self, flooding: bool, fruitless: int) -> None:
         if flooding:
@@ -180,6 +187,18 @@ class Node:
                           rate=self.config.client_flood_accept_rate, quiet=FLOOD_QUIET)
         else:
             self.log.info("the flood of client connections is over; client ports accept without a bound")
+
+    def _flooder(self, address: str) -> None:
+        """An address floods: logged once per `FLOODERS_LOG_INTERVAL`, with how many others did meanwhile."""
+        now = self.clock.seconds()
+        if now - self._flooders_logged < FLOODERS_LOG_INTERVAL:
+            self._flooders_since += 1
+            return
+        self.log.warn("{address} opened {n} client connections that ended without a valid request within a"
+                      " second: its new connections are refused until {quiet:g} s pass without that"
+                      " ({others} other addresses since the last such line)", address=address,
+                      n=self.flood_guard.address_threshold, quiet=FLOOD_QUIET, others=self._flooders_since)
+        self._flooders_logged, self._flooders_since = now, 0
 
     def release_watch(self, client) -> None:
         """RESET: the keys ``client`` watches are released at their leader."""

@@ -122,6 +122,7 @@ def info(status: NodeStatus) -> Dict[str, Any]:
             "connections": status.client_connections,
             "accepted": status.connections_accepted,
             "floods": status.client_floods,
+            "flooders": status.client_flooders,
             "flooded": status.client_flooded(now),
             "protocol_errors": dict(m.protocol_errors),
             "limits": dict(m.client_limits),

@@ -74,6 +74,8 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_client_floods_total", "counter",
          "Floods of client connections ending without a valid request (client_flood_accept_rate)."),
     Spec("dynomite_client_flooded", "gauge", "1 while the client ports accept at the flood bound."),
+    Spec("dynomite_client_flooders_total", "counter",
+         "Times an address started being refused for opening connections that end without a valid request."),
     Spec("dynomite_client_requests_total", "counter", "Client requests answered, by command family and result.",
          ("family", "result")),
     Spec("dynomite_request_duration_seconds", "histogram",
@@ -81,7 +83,7 @@ CATALOGUE: Tuple[Spec, ...] = (
     Spec("dynomite_client_protocol_errors_total", "counter", "Connections closed for a protocol error.", ("reason",)),
     Spec("dynomite_client_limits_total", "counter",
          "Client connections refused (maxclients), closed (idle, read_timeout, output_buffer)"
-         " or accepted late (accept_rate, flood) by a limit.", ("reason",)),
+         " or accepted late (accept_rate, flood) by a limit, or refused for flooding (flooder).", ("reason",)),
     Spec("dynomite_auth_failures_total", "counter",
          "Failed AUTH and HELLO AUTH attempts: wrongpass, or throttled (too many failures from the address).",
          ("reason",)),
@@ -218,6 +220,7 @@ class Collector:
         yield single("dynomite_client_connections", s.client_connections)
         yield single("dynomite_client_connections_accepted_total", s.connections_accepted)
         yield single("dynomite_client_floods_total", s.client_floods)
+        yield single("dynomite_client_flooders_total", s.client_flooders)
         yield single("dynomite_client_flooded", int(s.client_flooded(s.now())))
         requests = family("dynomite_client_requests_total")
         for name, (ok, err) in m.requests.items():

@@ -219,9 +219,15 @@ class NodeStatus:
 
     @property
     def client_floods(self) -> int:
-        """Floods of fruitless connections seen (`dynomite.runtime.accept.FloodGuard`)."""
+        """Floods of fruitless connections seen (`dynomite.runtime.flood.FloodGuard`)."""
         guard = self._clients.flood_guard
         return guard.floods if guard is not None else 0
+
+    @property
+    def client_flooders(self) -> int:
+        """Times an address started being refused for flooding."""
+        guard = self._clients.flood_guard
+        return guard.flooders if guard is not None else 0
 
     def client_flooded(self, now: float) -> bool:
         """Whether the client ports accept at a bound for a flood now."""

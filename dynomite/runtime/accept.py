@@ -23,20 +23,18 @@ token, and connections wait in the kernel's backlog (beyond ``backlog``,
 the kernel drops their SYNs and the client retries, as for any full
 backlog); it reads again once a turn's worth of accepts is allowed.  The connections accepted after a pause or a turn the budget
 cut short, up to the turn that finds the backlog empty, are reported
-(``on_delayed``) as delayed by the limit.
+(``on_limited``) as delayed by the limit.
 
 A node that untrusted networks reach needs that bound only while it is
 flooded, and a fixed one would also slow the legitimate clients that
-reconnect by thousands after a failover.  So a `FloodGuard`
-(``client_flood_accept_rate``, on by default) counts the connections that
-end without one valid request (bad bytes, a cut request, a failed TLS
-handshake, a connection closed before it asked anything): once
-`FLOOD_FRUITLESS` of them end within one second, the client ports accept
-at most that rate, until `FLOOD_QUIET` seconds pass without that many in
-a second.  Clients that send valid requests, however many connect, never
-trigger it.  A fixed ``client_accept_rate`` still applies when set; the
-connections accepted late are reported with the reason ``accept_rate``
-or ``flood``.
+reconnect by thousands after a failover: a port's ``guard``
+(`dynomite.runtime.flood.FloodGuard`, ``client_flood_accept_rate``, on by
+default) gives the budget only during a flood, and refuses the
+connections of the addresses that flood it (closed at once, before any
+protocol is built: the cheapest a connection can be).  A fixed
+``client_accept_rate`` still applies when set; the connections accepted
+late are reported with the reason ``accept_rate`` or ``flood``, those
+refused with ``flood``.
 
 `BoundedServerEndpoint` is the endpoint a node's client listeners are
 opened with.  On a reactor that is not a POSIX one (a test's fake reactor)
@@ -45,28 +43,22 @@ it listens through ``reactor.listenTCP`` as a plain endpoint would.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from twisted.internet import defer, tcp
+from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import implementer
 
-__all__ = ["ACCEPTS_PER_TURN", "AcceptBudget", "BoundedPort", "BoundedServerEndpoint", "FLOOD_FRUITLESS",
-           "FLOOD_QUIET", "FloodGuard"]
+if TYPE_CHECKING:
+    from dynomite.runtime.flood import FloodGuard
+
+__all__ = ["ACCEPTS_PER_TURN", "AcceptBudget", "BoundedPort", "BoundedServerEndpoint", "ScreeningFactory"]
 
 #: Connections accepted at most per reactor turn: at about 100 µs each, a
 #: few milliseconds, and still thousands a second when turns are short.
 ACCEPTS_PER_TURN = 16
-
-#: Connections ending without a valid request within one second that make
-#: a flood (`FloodGuard`): far above what health checks and port scans
-#: cause, far below what a flood brings.
-FLOOD_FRUITLESS = 100
-
-#: Seconds without `FLOOD_FRUITLESS` fruitless connections in a second
-#: after which a flood is over.
-FLOOD_QUIET = 5.0
 
 
 class AcceptBudget:
@@ -99,62 +91,6 @@ class AcceptBudget:
         return max(0.0, (min(float(accepts), self.burst) - self._tokens) / self.rate)
 
 
-class FloodGuard:
-    """
-    Whether the client ports are flooded, from the connections that end
-    without one valid request (`fruitless`); while they are, `budget` is
-    an `AcceptBudget` of ``rate`` accepts a second.  Pure: it is told the
-    time.  ``on_change(flooding, count)`` is called when a flood starts (with
-    the fruitless connections of that second) and when it ends.
-    """
-
-    def __init__(self, rate: float, threshold: int = FLOOD_FRUITLESS, quiet: float = FLOOD_QUIET,
-                 on_change: Optional[Callable[[bool, int], None]] = None) -> None:
-        if rate <= 0:
-            raise ValueError("a flood guard needs a positive rate, not %r" % (rate,))
-        self.rate = rate
-        self.threshold = threshold
-        self.quiet = quiet
-        self.on_change = on_change
-        #: floods seen so far
-        self.floods = 0
-        self._second = -1      # the whole second being counted
-        self._count = 0        # fruitless connections in it
-        self._before = 0       # ... and in the second before it
-        self._last = 0.0       # when a second last reached the threshold
-        self._budget: Optional[AcceptBudget] = None
-
-    def fruitless(self, now: float) -> None:
-        """A client connection ended without one valid request."""
-        second = int(now)
-        if second != self._second:
-            self._before = self._count if second == self._second + 1 else 0
-            self._second, self._count = second, 0
-        self._count += 1
-        # those of the last second: this one's, and the share of the one
-        # before that the last second still covers (a sliding window)
-        if self._count + self._before * (1.0 - (now - second)) >= self.threshold:
-            self._last = now
-            if self._budget is None:
-                self._budget = AcceptBudget(self.rate, now)
-                self.floods += 1
-                if self.on_change is not None:
-                    self.on_change(True, self._count)
-
-    def budget(self, now: float) -> Optional[AcceptBudget]:
-        """The accept budget while a flood lasts, else None."""
-        if self._budget is not None and now - self._last >= self.quiet:
-            self._budget = None
-            if self.on_change is not None:
-                self.on_change(False, 0)
-        return self._budget
-
-    @property
-    def flooding(self) -> bool:
-        """Whether a flood was on at the last `budget` or `fruitless`."""
-        return self._budget is not None
-
-
 class BoundedPort(tcp.Port):
     """
     A ``tcp.Port`` that accepts at most ``accepts_per_turn`` connections
@@ -167,7 +103,7 @@ class BoundedPort(tcp.Port):
     guard: Optional[FloodGuard] = None
     #: called with how many connections were accepted late because a budget
     #: was spent, and why: ``accept_rate`` (``budget``) or ``flood`` (``guard``'s)
-    on_delayed: Optional[Callable[[int, str], None]] = None
+    on_limited: Optional[Callable[[int, str], None]] = None
     _accepted = 0          # connections accepted so far
     _delaying = False      # paused for the budget, and the backlog not yet found empty since
     _resume_call = None
@@ -211,8 +147,8 @@ class BoundedPort(tcp.Port):
         tcp.Port.doRead(self)
         accepted = self._accepted - before
         budget.spend(accepted)
-        if late and accepted and self.on_delayed is not None:
-            self.on_delayed(accepted, reason)
+        if late and accepted and self.on_limited is not None:
+            self.on_limited(accepted, reason)
         if accepted < turn:   # the backlog is empty: whoever comes next is not late
             self._delaying = False
         elif clipped:         # the budget cut this turn short: the next ones wait for it
@@ -231,18 +167,48 @@ class BoundedPort(tcp.Port):
         tcp.Port.connectionLost(self, reason)
 
 
+class ScreeningFactory(Factory):
+    """
+    A port's factory in front of ``factory``: a connection from an address
+    ``refuses(host)`` gets no protocol (the port closes it at once) and is
+    reported to ``on_refused()``.
+    """
+
+    noisy = False
+
+    def __init__(self, factory, refuses: Callable[[str], bool], on_refused: Callable[[], None]) -> None:
+        self.factory = factory
+        self._refuses = refuses
+        self._on_refused = on_refused
+
+    def buildProtocol(self, addr):
+        if self._refuses(getattr(addr, "host", "")):
+            self._on_refused()
+            return None
+        return self.factory.buildProtocol(addr)
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+    def logPrefix(self) -> str:
+        return self.factory.__class__.__name__
+
+
 @implementer(IStreamServerEndpoint)
 class BoundedServerEndpoint:
     """
     A TCP server endpoint (IPv4 or IPv6, by ``interface``) listening with a
     `BoundedPort`; ``accept_rate`` (0: none) gives it an `AcceptBudget`,
     ``guard`` a `FloodGuard`; the connections they delay are reported to
-    ``on_delayed``.
+    ``on_limited``, those the guard refuses to ``on_limited(1, "flooder")``.
     """
 
     def __init__(self, reactor, port: int, backlog: int, interface: str,
                  accepts_per_turn: int = ACCEPTS_PER_TURN, accept_rate: float = 0,
-                 on_delayed: Optional[Callable[[int, str], None]] = None,
+                 on_limited: Optional[Callable[[int, str], None]] = None,
                  guard: Optional[FloodGuard] = None) -> None:
         self._reactor = reactor
         self._port = port
@@ -250,7 +216,7 @@ class BoundedServerEndpoint:
         self._interface = interface
         self.accepts_per_turn = accepts_per_turn
         self.accept_rate = accept_rate
-        self.on_delayed = on_delayed
+        self.on_limited = on_limited
         self.guard = guard
 
     def listen(self, factory) -> defer.Deferred:
@@ -259,11 +225,17 @@ class BoundedServerEndpoint:
     def _listen(self, factory):
         if not isinstance(self._reactor, PosixReactorBase):
             return self._reactor.listenTCP(self._port, factory, backlog=self._backlog, interface=self._interface)
+        guard = self.guard
+        if guard is not None:
+            clock = self._reactor.seconds
+            on_limited = self.on_limited or (lambda n, reason: None)
+            factory = ScreeningFactory(factory, lambda host: guard.refuses(host, clock()),
+                                       lambda: on_limited(1, "flooder"))
         port = BoundedPort(self._port, factory, self._backlog, self._interface, self._reactor)
         port.accepts_per_turn = self.accepts_per_turn
         if self.accept_rate:
             port.budget = AcceptBudget(self.accept_rate, self._reactor.seconds())
         port.guard = self.guard
-        port.on_delayed = self.on_delayed
+        port.on_limited = self.on_limited
         port.startListening()
         return port

@@ -11,8 +11,9 @@ import json
 import socket
 import time
 
-from dynomite.runtime.accept import FLOOD_FRUITLESS, FLOOD_QUIET
+from dynomite.runtime.flood import FLOOD_ADDRESS_FRUITLESS, FLOOD_FRUITLESS, FLOOD_QUIET
 from tests.integration.fixtures.cases import NodeTestCase
+from tests.integration.fixtures.common import poll
 from tests.integration.fixtures.readiness import admin_get
 
 # The node looks at its clients once a second (dynomite.service).
@@ -68,37 +69,64 @@ class ClientLimitTests(NodeTestCase):
 
 
 class FloodTests(NodeTestCase):
+    """Bad connections from many addresses make a flood; from one, a flooder (`dynomite.runtime.flood`)."""
+
     node_overrides = {"client_flood_accept_rate": 20}
 
     def client_info(self):
         return json.loads(admin_get(self.node, "/info"))["client"]
 
-    def connect_each(self, count: int, data: bytes) -> None:
+    def connect_each(self, count: int, data: bytes, source: str = "127.0.0.1") -> None:
         for _ in range(count):
-            with socket.create_connection(self.node.address, timeout=5) as s:
+            with socket.create_connection(self.node.address, timeout=5, source_address=(source, 0)) as s:
                 s.sendall(data)
+
+    def ping_from(self, source: str) -> bytes:
+        """PING's answer to a new connection from ``source``; b"" if it was closed unanswered."""
+        with socket.create_connection(self.node.address, timeout=5, source_address=(source, 0)) as s:
+            try:
+                s.sendall(b"PING\r\n")
+                return s.recv(100)
+            except ConnectionResetError:
+                return b""
 
     def test_a_flood_bounds_the_accepts_until_it_passes(self):
         rate = self.node.config["client_flood_accept_rate"]
         before = self.client_info()
         # valid requests, as fast as they come: no flood
         self.connect_each(2 * FLOOD_FRUITLESS, b"PING\r\n")
-        with self.raw() as conn:
-            self.assertEqual(conn.command("PING"), b"+PONG\r\n")
+        self.assertEqual(self.ping_from("127.0.0.1"), b"+PONG\r\n")
         self.assertEqual(self.client_info()["floods"], before["floods"])
-        # bad bytes: a flood after FLOOD_FRUITLESS of them; the rest wait their turn
+        # bad bytes from many addresses, none a flooder: a flood after
+        # FLOOD_FRUITLESS of them, and the rest wait their turn
         extra = 3 * rate
-        self.connect_each(FLOOD_FRUITLESS + extra, b"\x00")
+        sources = ["127.0.1.%d" % i for i in range(1, (FLOOD_FRUITLESS + extra) // (FLOOD_ADDRESS_FRUITLESS // 2) + 2)]
+        for source in sources:
+            self.connect_each(FLOOD_ADDRESS_FRUITLESS // 2, b"\x00", source)
         with self.raw(timeout=extra / rate + 5) as conn:
             self.assertEqual(conn.command("PING"), b"+PONG\r\n")
         during = self.client_info()
-        self.assertEqual((during["floods"], during["flooded"]), (before["floods"] + 1, True))
+        self.assertEqual((during["floods"], during["flooded"], during["flooders"]),
+                         (before["floods"] + 1, True, before["flooders"]))
         delayed = during["limits"]["flood"]
         self.assertGreater(delayed, before["limits"]["flood"], "no connection was accepted late during the flood")
         # once it is over, valid connections are taken at once again
         time.sleep(FLOOD_QUIET + SWEEP)
         self.assertFalse(self.client_info()["flooded"])
         self.connect_each(2 * rate, b"PING\r\n")
-        with self.raw(timeout=5) as conn:
-            self.assertEqual(conn.command("PING"), b"+PONG\r\n")
+        self.assertEqual(self.ping_from("127.0.0.1"), b"+PONG\r\n")
         self.assertEqual(self.client_info()["limits"]["flood"], delayed)
+
+    def test_an_address_that_floods_is_refused_and_others_are_not(self):
+        before = self.client_info()
+        flooder = "127.0.2.1"
+        self.connect_each(FLOOD_ADDRESS_FRUITLESS + 10, b"\x00", flooder)
+        # (the node counts them as they close, a moment after this side is done)
+        self.assertTrue(poll(lambda: self.client_info()["flooders"] > before["flooders"], 5), "no flooder seen")
+        self.assertEqual(self.ping_from(flooder), b"", "a flooder's new connection was served")
+        self.assertEqual(self.ping_from("127.0.2.2"), b"+PONG\r\n")
+        info = self.client_info()
+        self.assertEqual((info["flooders"], info["floods"]), (before["flooders"] + 1, before["floods"]))
+        self.assertGreater(info["limits"]["flooder"], before["limits"]["flooder"])
+        time.sleep(FLOOD_QUIET)
+        self.assertEqual(self.ping_from(flooder), b"+PONG\r\n", "quiet, it is served again")

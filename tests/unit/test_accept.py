@@ -9,13 +9,12 @@ from __future__ import annotations
 import errno
 from typing import List
 
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.runtime.accept import (
-    ACCEPTS_PER_TURN, FLOOD_FRUITLESS, FLOOD_QUIET, AcceptBudget, BoundedPort, BoundedServerEndpoint, FloodGuard,
-)
+from dynomite.runtime.accept import ACCEPTS_PER_TURN, AcceptBudget, BoundedPort, BoundedServerEndpoint
+from dynomite.runtime.flood import FLOOD_FRUITLESS, FLOOD_QUIET, FloodGuard
 
 
 class WaitingConnections:
@@ -120,7 +119,7 @@ class BudgetedPortTests(SynchronousTestCase):
         port, factory, reactor = listening_port(waiting)
         port.budget = AcceptBudget(rate, reactor.seconds())
         self.delayed: List[int] = []
-        port.on_delayed = lambda n, reason: self.delayed.append(n)
+        port.on_limited = lambda n, reason: self.delayed.append(n)
         return port, factory, reactor
 
     def read_until_paused(self, port, reactor, most: int = 100) -> int:
@@ -199,42 +198,6 @@ class BudgetedPortTests(SynchronousTestCase):
         self.assertEqual(reactor.getDelayedCalls(), [])
 
 
-class FloodGuardTests(SynchronousTestCase):
-    """Connections that end without a valid request: a flood once 100 end within one second."""
-
-    def setUp(self) -> None:
-        self.changes: List[tuple] = []
-        self.guard = FloodGuard(500, on_change=lambda *change: self.changes.append(change))
-
-    def test_a_flood_starts_within_one_second_and_ends_after_a_quiet_spell(self) -> None:
-        guard = self.guard
-        for i in range(FLOOD_FRUITLESS - 1):
-            guard.fruitless(10.0 + i * 0.009)
-        self.assertIsNone(guard.budget(10.95))
-        guard.fruitless(10.99)
-        budget = guard.budget(10.99)
-        self.assertEqual((budget.rate, guard.floods, self.changes), (500, 1, [(True, FLOOD_FRUITLESS)]))
-        # a flood of fruitless connections at the bounded rate keeps it on
-        for t in range(1, 20):
-            for i in range(FLOOD_FRUITLESS):
-                guard.fruitless(10.99 + t + i * 0.001)
-            self.assertIs(guard.budget(11.5 + t), budget)
-        last = 10.99 + 19 + (FLOOD_FRUITLESS - 1) * 0.001
-        self.assertIs(guard.budget(last + FLOOD_QUIET - 0.01), budget)
-        self.assertIsNone(guard.budget(last + FLOOD_QUIET + 0.001))
-        self.assertEqual((guard.flooding, self.changes[-1], guard.floods), (False, (False, 0), 1))
-
-    def test_fewer_a_second_are_no_flood(self) -> None:
-        # 90 a second for a minute: health checks and scans, not a flood
-        for t in range(60 * 90):
-            self.guard.fruitless(t / 90)
-        self.assertIsNone(self.guard.budget(60.0))
-        self.assertEqual(self.changes, [])
-
-    def test_a_rate_must_be_positive(self) -> None:
-        self.assertRaises(ValueError, FloodGuard, 0)
-
-
 class FloodedPortTests(SynchronousTestCase):
     """A `BoundedPort` whose budget is its flood guard's, only during a flood."""
 
@@ -244,7 +207,7 @@ class FloodedPortTests(SynchronousTestCase):
         port, factory, reactor = listening_port(waiting)
         self.delayed: List[int] = []
         self.reasons: List[str] = []
-        port.on_delayed = lambda n, reason: (self.delayed.append(n), self.reasons.append(reason))
+        port.on_limited = lambda n, reason: (self.delayed.append(n), self.reasons.append(reason))
         port.guard = self.guard = FloodGuard(rate)
         return port, factory, reactor
 
@@ -286,14 +249,33 @@ class BoundedServerEndpointTests(SynchronousTestCase):
     def test_a_real_port_gets_its_budget_and_reporter(self) -> None:
         from twisted.internet import reactor
         delayed: List[int] = []
-        endpoint = BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1", accept_rate=250, on_delayed=delayed.append)
+        endpoint = BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1", accept_rate=250, on_limited=delayed.append)
         port = self.successResultOf(endpoint.listen(Factory()))
         self.addCleanup(port.stopListening)
         self.assertIsInstance(port, BoundedPort)
-        self.assertEqual((port.budget.rate, port.on_delayed), (250, delayed.append))
+        self.assertEqual((port.budget.rate, port.on_limited), (250, delayed.append))
         unbounded = self.successResultOf(BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1").listen(Factory()))
         self.addCleanup(unbounded.stopListening)
         self.assertIsNone(unbounded.budget)
+
+
+class ScreeningTests(SynchronousTestCase):
+    def test_a_flooders_connections_get_no_protocol_and_are_counted(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.address import IPv4Address
+        limited: List[tuple] = []
+        guard = FloodGuard(500)
+        for _ in range(guard.address_threshold):
+            guard.fruitless(reactor.seconds(), "127.0.0.2")
+        endpoint = BoundedServerEndpoint(reactor, 0, 16, "127.0.0.1", guard=guard,
+                                         on_limited=lambda *a: limited.append(a))
+        inner = Factory.forProtocol(Protocol)
+        port = self.successResultOf(endpoint.listen(inner))
+        self.addCleanup(port.stopListening)
+        self.assertIsNone(port.factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 5000)))
+        self.assertEqual(limited, [(1, "flooder")])
+        self.assertIsInstance(port.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 5000)), Protocol)
+        self.assertEqual(port.guard, guard)
 
 
 class NodeListenerTests(SynchronousTestCase):
@@ -311,9 +293,9 @@ class NodeListenerTests(SynchronousTestCase):
         service = self.service(client_accept_rate=300)
         endpoint = service.client_listener.endpoint
         self.assertEqual(endpoint.accept_rate, 300)
-        endpoint.on_delayed(7, "accept_rate")
-        endpoint.on_delayed(2, "accept_rate")
-        endpoint.on_delayed(3, "flood")
+        endpoint.on_limited(7, "accept_rate")
+        endpoint.on_limited(2, "accept_rate")
+        endpoint.on_limited(3, "flood")
         limits = service.parts.metrics.client_limits
         self.assertEqual((limits["accept_rate"], limits["flood"]), (9, 3))
 

@@ -105,10 +105,11 @@ class ReadPathTests(SynchronousTestCase):
         node.outboxes["dc:dc2"].pending = 3
         info = self.admin.json("/info")
         self.assertEqual((info["name"], info["version"], info["uptime"]), ("127.0.0.1:8101", __version__, 42))
-        self.assertEqual(info["client"], {"connections": 1, "accepted": 3, "floods": 0, "flooded": False,
+        self.assertEqual(info["client"], {"connections": 1, "accepted": 3, "floods": 0, "flooders": 0, "flooded": False,
                                           "protocol_errors": {"malformed": 0, "oversize": 0},
                                           "limits": {"maxclients": 0, "idle": 0, "read_timeout": 0,
-                                                     "output_buffer": 0, "accept_rate": 0, "flood": 0},
+                                                     "output_buffer": 0, "accept_rate": 0, "flood": 0,
+                                                     "flooder": 0},
                                           "requests": {"string": {"ok": 5, "error": 1}}})
         self.assertEqual(info["latency_seconds"]["write"]["count"], 1)
         self.assertEqual(info["datastore"]["requests"]["ok"], 7)

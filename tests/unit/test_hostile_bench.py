@@ -16,9 +16,18 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.bench import hostile
-from dynomite.bench.attacker import CpuCap, cgroup_cpu_dirs, hostile_payload
+from dynomite.bench.attacker import SOURCE_BASE, CpuCap, cgroup_cpu_dirs, hostile_payload, source_addresses
 from dynomite.bench.hostile import CAPPED, SHARED, Sample, check, format_rows, summarize
 from dynomite.wire.requests import make_request_parser
+
+
+class SourceTests(SynchronousTestCase):
+    def test_other_hosts_than_the_clients_loopback_address(self):
+        self.assertEqual(source_addresses(1), [SOURCE_BASE])
+        many = source_addresses(300)
+        self.assertEqual((len(set(many)), many[-1]), (300, "127.100.1.44"))
+        self.assertNotIn("127.0.0.1", many)
+        self.assertRaises(ValueError, source_addresses, 0)
 
 
 class PayloadTests(SynchronousTestCase):
@@ -184,7 +193,8 @@ class CgroupTests(SynchronousTestCase):
 class CommandLineTests(SynchronousTestCase):
     def test_nonsense_is_refused_before_anything_starts(self):
         for argv in (["--rounds", "0"], ["--wave", "0"], ["-P", "0"], ["--node-python", "old=/nonexistent/python"],
-                     ["--attackers", "friendly"], ["--attackers", ""], ["--attacker-cpu", "0"]):
+                     ["--attackers", "friendly"], ["--attackers", ""], ["--attacker-cpu", "0"],
+                     ["--attacker-sources", "0"]):
             with contextlib.redirect_stderr(io.StringIO()) as err:
                 e = self.assertRaises(SystemExit, hostile.main, argv)
             self.assertEqual(e.code, 2)

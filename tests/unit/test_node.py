@@ -508,13 +508,14 @@ class ClientLimitTests(NodeTestCase):
             bad.append(client)
         for client in bad:
             self.end(client)
-        self.assertEqual(guard._count, 4, "the cut request, bad bytes, and a protocol error after a valid request")
+        self.assertEqual(guard.fruitless_total, 4, "the cut request, bad bytes, and a protocol error after a valid request")
         self.assertFalse(guard.flooding)
         for _ in range(guard.threshold - 4):
             client, _ = self.connect()
             self.end(client)
         self.assertTrue(guard.flooding)
         self.assertEqual(guard.budget(self.clock.seconds()).rate, 500)
+        self.assertTrue(guard.refuses("127.0.0.1", self.clock.seconds()), "and their address floods")
 
     def test_no_flood_guard_with_a_rate_of_0(self):
         self.start(client_flood_accept_rate=0)

@@ -1,0 +1,145 @@
+# -*- test-case-name: tests.unit.test_flood -*-
+"""
+Floods of client connections that never ask anything valid.
+
+Every connection a node accepts costs it 50-170 µs of CPU whatever it
+sends (accept, transport, reads, the protocol error, the close; mostly
+Twisted's and the kernel's), so a few thousand hostile connections a
+second take a large share of its one core from the clients already
+connected.  A `FloodGuard` watches the client connections that end
+without one valid request (*fruitless*: bad bytes, a cut request, a
+failed TLS handshake, a connection closed before it asked anything):
+
+- from one address, `FLOOD_ADDRESS_FRUITLESS` within a second and that
+  address's new connections are refused (closed as soon as accepted,
+  before any protocol is built) until `FLOOD_QUIET` seconds pass without
+  it doing so again;
+- from everywhere, `FLOOD_FRUITLESS` within a second and the client ports
+  accept at most ``rate`` connections a second (`budget`,
+  `dynomite.runtime.accept`) until `FLOOD_QUIET` seconds pass without that
+  many: a flood from many addresses.
+
+Clients that send valid requests never count, however many connect at
+once (a reconnect storm after a failover is not a flood).  Pure: it is
+told the time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+from dynomite.runtime.accept import AcceptBudget
+
+__all__ = ["FLOOD_ADDRESSES", "FLOOD_ADDRESS_FRUITLESS", "FLOOD_FRUITLESS", "FLOOD_QUIET", "FloodGuard"]
+
+#: Fruitless connections within one second that make a flood: far above
+#: what health checks and port scans cause, far below what a flood brings.
+FLOOD_FRUITLESS = 100
+
+#: ... from one address, that make it a flooder.
+FLOOD_ADDRESS_FRUITLESS = 20
+
+#: Seconds without that many after which a flood is over, and a flooder's
+#: new connections are accepted again.
+FLOOD_QUIET = 5.0
+
+#: Addresses remembered at most (the oldest are forgotten first).
+FLOOD_ADDRESSES = 100000
+
+
+class _Window:
+    """Events of the last second, from whole-second counts (a sliding window)."""
+
+    __slots__ = ("second", "count", "before", "until")
+
+    def __init__(self) -> None:
+        self.second = -1     # the whole second being counted
+        self.count = 0       # events in it
+        self.before = 0      # ... and in the second before it
+        self.until = 0.0     # (an address) refused until then
+
+    def add(self, now: float) -> float:
+        """Count one event at ``now``; the events of the second up to ``now``."""
+        second = int(now)
+        if second != self.second:
+            self.before = self.count if second == self.second + 1 else 0
+            self.second, self.count = second, 0
+        self.count += 1
+        # this second's, and the share of the one before that the last second still covers
+        return self.count + self.before * (1.0 - (now - second))
+
+
+class FloodGuard:
+    """
+    See the module docstring.  ``on_change(flooding, count)`` is called when
+    a flood starts (with the fruitless connections of its last second) and
+    when it ends; ``on_flooder(address)`` when an address starts being
+    refused.
+    """
+
+    def __init__(self, rate: float, threshold: int = FLOOD_FRUITLESS,
+                 address_threshold: int = FLOOD_ADDRESS_FRUITLESS, quiet: float = FLOOD_QUIET,
+                 on_change: Optional[Callable[[bool, int], None]] = None,
+                 on_flooder: Optional[Callable[[str], None]] = None,
+                 addresses: int = FLOOD_ADDRESSES) -> None:
+        if rate <= 0:
+            raise ValueError("a flood guard needs a positive rate, not %r" % (rate,))
+        self.rate = rate
+        self.threshold = threshold
+        self.address_threshold = address_threshold
+        self.quiet = quiet
+        self.on_change = on_change
+        self.on_flooder = on_flooder
+        self._limit = addresses
+        #: fruitless connections and floods seen so far, and times an address started being refused
+        self.fruitless_total = 0
+        self.floods = 0
+        self.flooders = 0
+        self._window = _Window()
+        self._last = 0.0       # when the last second reached the threshold
+        self._budget: Optional[AcceptBudget] = None
+        self._addresses: Dict[str, _Window] = {}
+
+    def fruitless(self, now: float, address: Optional[str] = None) -> None:
+        """A client connection (from ``address``) ended without one valid request."""
+        self.fruitless_total += 1
+        count = self._window.add(now)
+        if count >= self.threshold:
+            self._last = now
+            if self._budget is None:
+                self._budget = AcceptBudget(self.rate, now)
+                self.floods += 1
+                if self.on_change is not None:
+                    self.on_change(True, int(count))
+        if address is None:
+            return
+        addresses = self._addresses
+        window = addresses.get(address)
+        if window is None:
+            if len(addresses) >= self._limit:
+                del addresses[next(iter(addresses))]
+            window = addresses[address] = _Window()
+        if window.add(now) >= self.address_threshold:
+            if window.until <= now:
+                self.flooders += 1
+                if self.on_flooder is not None:
+                    self.on_flooder(address)
+            window.until = now + self.quiet
+
+    def refuses(self, address: str, now: float) -> bool:
+        """Whether a new connection from ``address`` is refused: it floods."""
+        window = self._addresses.get(address)
+        return window is not None and window.until > now
+
+    def budget(self, now: float) -> Optional[AcceptBudget]:
+        """The accept budget while a flood lasts, else None."""
+        if self._budget is not None and now - self._last >= self.quiet:
+            self._budget = None
+            if self.on_change is not None:
+                self.on_change(False, 0)
+        return self._budget
+
+    @property
+    def flooding(self) -> bool:
+        """Whether a flood was on at the last `budget` or `fruitless`."""
+        return self._budget is not None

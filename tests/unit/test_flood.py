@@ -1,0 +1,81 @@
+"""
+`dynomite.runtime.flood`: connections that end without a valid request
+make a flood once 100 end within a second (the client ports then accept
+at a bound), and make an address a flooder once 20 of its own do (its new
+connections are refused); both end after a quiet spell.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.runtime.flood import FLOOD_ADDRESS_FRUITLESS, FLOOD_FRUITLESS, FLOOD_QUIET, FloodGuard
+
+
+class FloodGuardTests(SynchronousTestCase):
+    """Connections that end without a valid request: a flood once 100 end within one second."""
+
+    def setUp(self) -> None:
+        self.changes: List[tuple] = []
+        self.guard = FloodGuard(500, on_change=lambda *change: self.changes.append(change))
+
+    def test_a_flood_starts_within_one_second_and_ends_after_a_quiet_spell(self) -> None:
+        guard = self.guard
+        for i in range(FLOOD_FRUITLESS - 1):
+            guard.fruitless(10.0 + i * 0.009)
+        self.assertIsNone(guard.budget(10.95))
+        guard.fruitless(10.99)
+        budget = guard.budget(10.99)
+        self.assertEqual((budget.rate, guard.floods, self.changes), (500, 1, [(True, FLOOD_FRUITLESS)]))
+        # a flood of fruitless connections at the bounded rate keeps it on
+        for t in range(1, 20):
+            for i in range(FLOOD_FRUITLESS):
+                guard.fruitless(10.99 + t + i * 0.001)
+            self.assertIs(guard.budget(11.5 + t), budget)
+        last = 10.99 + 19 + (FLOOD_FRUITLESS - 1) * 0.001
+        self.assertIs(guard.budget(last + FLOOD_QUIET - 0.01), budget)
+        self.assertIsNone(guard.budget(last + FLOOD_QUIET + 0.001))
+        self.assertEqual((guard.flooding, self.changes[-1], guard.floods), (False, (False, 0), 1))
+
+    def test_fewer_a_second_are_no_flood(self) -> None:
+        # 90 a second for a minute: health checks and scans, not a flood
+        for t in range(60 * 90):
+            self.guard.fruitless(t / 90)
+        self.assertIsNone(self.guard.budget(60.0))
+        self.assertEqual(self.changes, [])
+
+    def test_a_rate_must_be_positive(self) -> None:
+        self.assertRaises(ValueError, FloodGuard, 0)
+
+
+    def test_an_address_that_floods_is_refused_until_it_has_been_quiet(self) -> None:
+        flooders: List[str] = []
+        guard = FloodGuard(500, on_flooder=flooders.append)
+        for i in range(FLOOD_ADDRESS_FRUITLESS - 1):
+            guard.fruitless(1.0 + i * 0.01, "10.0.0.9")
+            guard.fruitless(1.0 + i * 0.01, "10.1.0.%d" % i)   # others, one each
+        self.assertFalse(guard.refuses("10.0.0.9", 1.5))
+        guard.fruitless(1.5, "10.0.0.9")
+        self.assertEqual((flooders, guard.flooders), (["10.0.0.9"], 1))
+        self.assertTrue(guard.refuses("10.0.0.9", 1.5))
+        self.assertFalse(guard.refuses("10.1.0.1", 1.5))
+        self.assertFalse(guard.flooding, "39 fruitless connections in all are no flood")
+        # refused connections are not fruitless ones: quiet, it is let in again
+        self.assertTrue(guard.refuses("10.0.0.9", 1.5 + FLOOD_QUIET - 0.01))
+        self.assertFalse(guard.refuses("10.0.0.9", 1.5 + FLOOD_QUIET))
+        # ... and refused again as soon as it floods again
+        for i in range(FLOOD_ADDRESS_FRUITLESS):
+            guard.fruitless(10.0 + i * 0.01, "10.0.0.9")
+        self.assertTrue(guard.refuses("10.0.0.9", 10.5))
+        self.assertEqual(guard.flooders, 2)
+
+    def test_addresses_remembered_are_bounded(self) -> None:
+        guard = FloodGuard(500, address_threshold=2, addresses=3)
+        for host in ("a", "b", "c", "d"):
+            guard.fruitless(1.0, host)
+        guard.fruitless(1.1, "a")   # forgotten when d came: counted anew
+        guard.fruitless(1.1, "d")
+        self.assertEqual((guard.refuses("a", 1.2), guard.refuses("d", 1.2)), (False, True))
+        self.assertEqual(len(guard._addresses), 3)
