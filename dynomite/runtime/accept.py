@@ -122,6 +122,12 @@ class BoundedPort(tcp.Port):
         self._accepted += 1
         return tcp.Port._buildAddr(self, address)
 
+    def refused(self) -> None:
+        """The connection just accepted was refused (closed with no protocol): it spends no budget."""
+        self._accepted -= 1
+        if self.on_limited is not None:
+            self.on_limited(1, "flooder")
+
     def doRead(self) -> None:
         budget, reason = self.budget, "accept_rate"
         if budget is None:
@@ -171,7 +177,8 @@ class ScreeningFactory(Factory):
     """
     A port's factory in front of ``factory``: a connection from an address
     ``refuses(host)`` gets no protocol (the port closes it at once) and is
-    reported to ``on_refused()``.
+    reported to ``on_refused()``.  The port's own screening
+    (`BoundedServerEndpoint`): such a connection spends no accept budget.
     """
 
     noisy = False
@@ -228,9 +235,8 @@ class BoundedServerEndpoint:
         guard = self.guard
         if guard is not None:
             clock = self._reactor.seconds
-            on_limited = self.on_limited or (lambda n, reason: None)
             factory = ScreeningFactory(factory, lambda host: guard.refuses(host, clock()),
-                                       lambda: on_limited(1, "flooder"))
+                                       lambda: port.refused())
         port = BoundedPort(self._port, factory, self._backlog, self._interface, self._reactor)
         port.accepts_per_turn = self.accepts_per_turn
         if self.accept_rate:

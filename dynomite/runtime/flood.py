@@ -14,10 +14,12 @@ failed TLS handshake, a connection closed before it asked anything):
   address's new connections are refused (closed as soon as accepted,
   before any protocol is built) until `FLOOD_QUIET` seconds pass without
   it doing so again;
-- from everywhere, `FLOOD_FRUITLESS` within a second and the client ports
-  accept at most ``rate`` connections a second (`budget`,
-  `dynomite.runtime.accept`) until `FLOOD_QUIET` seconds pass without that
-  many: a flood from many addresses.
+- from the addresses not refused, `FLOOD_FRUITLESS` within a second and
+  the client ports accept at most ``rate`` connections a second
+  (`budget`, `dynomite.runtime.accept`) until `FLOOD_QUIET` seconds pass
+  without that many: a flood from many addresses.  (Those a flooder had
+  opened before it was refused do not count: one address alone never
+  makes every new client wait in the backlog.)
 
 Clients that send valid requests never count, however many connect at
 once (a reconnect storm after a failover is not a flood).  Pure: it is
@@ -103,6 +105,11 @@ class FloodGuard:
     def fruitless(self, now: float, address: Optional[str] = None) -> None:
         """A client connection (from ``address``) ended without one valid request."""
         self.fruitless_total += 1
+        if address is not None and self._flooder(now, address):
+            # its connections are refused now: those accepted before are not
+            # a flood from many addresses (the accept bound would make every
+            # new client wait behind them)
+            return
         count = self._window.add(now)
         if count >= self.threshold:
             self._last = now
@@ -111,8 +118,9 @@ class FloodGuard:
                 self.floods += 1
                 if self.on_change is not None:
                     self.on_change(True, int(count))
-        if address is None:
-            return
+
+    def _flooder(self, now: float, address: str) -> bool:
+        """Count a fruitless connection of ``address``: whether its connections are refused now."""
         addresses = self._addresses
         window = addresses.get(address)
         if window is None:
@@ -125,6 +133,7 @@ class FloodGuard:
                 if self.on_flooder is not None:
                     self.on_flooder(address)
             window.until = now + self.quiet
+        return window.until > now
 
     def refuses(self, address: str, now: float) -> bool:
         """Whether a new connection from ``address`` is refused: it floods."""

@@ -278,6 +278,28 @@ class ScreeningTests(SynchronousTestCase):
         self.assertEqual(port.guard, guard)
 
 
+class ScreenedPortTests(SynchronousTestCase):
+    def test_refused_connections_spend_no_budget(self) -> None:
+        from dynomite.runtime.accept import ScreeningFactory
+        port, factory, reactor = listening_port(100)
+        guard = FloodGuard(1000)
+        for i in range(FLOOD_FRUITLESS):   # a flood from many addresses ...
+            guard.fruitless(reactor.seconds(), "10.1.0.%d" % i)
+        for _ in range(guard.address_threshold):   # ... and 127.0.0.1 a flooder
+            guard.fruitless(reactor.seconds(), "127.0.0.1")
+        limited: List[tuple] = []
+        port.factory = ScreeningFactory(factory, lambda host: guard.refuses(host, reactor.seconds()),
+                                        port.refused)
+        port.guard, port.on_limited = guard, lambda *a: limited.append(a)
+        port.startReading()
+        for _ in range(20):
+            port.doRead()
+        self.assertEqual((port.socket.waiting, factory.built), (0, []), "all accepted and refused in a few turns")
+        self.assertEqual(limited, [(1, "flooder")] * 100)
+        budget = guard.budget(reactor.seconds())
+        self.assertEqual(budget.available(reactor.seconds()), int(budget.burst), "the budget is untouched")
+
+
 class NodeListenerTests(SynchronousTestCase):
     """A node's client ports get ``client_accept_rate``; what they take late is counted."""
 

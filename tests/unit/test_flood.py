@@ -71,6 +71,17 @@ class FloodGuardTests(SynchronousTestCase):
         self.assertTrue(guard.refuses("10.0.0.9", 10.5))
         self.assertEqual(guard.flooders, 2)
 
+    def test_one_address_alone_makes_no_flood_however_much_it_sends(self) -> None:
+        """Planted bug: counting a flooder's connections toward a flood makes every new client wait."""
+        guard = FloodGuard(500)
+        for i in range(5 * FLOOD_FRUITLESS):   # accepted before it was refused, ending now
+            guard.fruitless(1.0 + i * 0.001, "10.0.0.9")
+        self.assertEqual((guard.flooders, guard.floods, guard.flooding), (1, 0, False))
+        # the same from many addresses, none of them a flooder: a flood
+        for i in range(FLOOD_FRUITLESS):
+            guard.fruitless(2.0 + i * 0.001, "10.1.%d.%d" % divmod(i % 50, 250))
+        self.assertEqual((guard.flooders, guard.floods, guard.flooding), (1, 1, True))
+
     def test_addresses_remembered_are_bounded(self) -> None:
         guard = FloodGuard(500, address_threshold=2, addresses=3)
         for host in ("a", "b", "c", "d"):

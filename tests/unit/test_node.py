@@ -510,12 +510,17 @@ class ClientLimitTests(NodeTestCase):
             self.end(client)
         self.assertEqual(guard.fruitless_total, 4, "the cut request, bad bytes, and a protocol error after a valid request")
         self.assertFalse(guard.flooding)
-        for _ in range(guard.threshold - 4):
+        for _ in range(guard.address_threshold - 4):
             client, _ = self.connect()
+            self.end(client)
+        self.assertTrue(guard.refuses("127.0.0.1", self.clock.seconds()), "their address floods")
+        self.assertFalse(guard.flooding)
+        for i in range(guard.threshold):   # from many addresses: a flood
+            client = self.factory.buildProtocol(IPv4Address("TCP", "10.0.%d.%d" % divmod(i, 200), 40000))
+            client.makeConnection(Transport())
             self.end(client)
         self.assertTrue(guard.flooding)
         self.assertEqual(guard.budget(self.clock.seconds()).rate, 500)
-        self.assertTrue(guard.refuses("127.0.0.1", self.clock.seconds()), "and their address floods")
 
     def test_no_flood_guard_with_a_rate_of_0(self):
         self.start(client_flood_accept_rate=0)
