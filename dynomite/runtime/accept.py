@@ -34,7 +34,7 @@ connections of the addresses that flood it (closed at once, before any
 protocol is built: the cheapest a connection can be).  A fixed
 ``client_accept_rate`` still applies when set; the connections accepted
 late are reported with the reason ``accept_rate`` or ``flood``, those
-refused with ``flood``.
+refused with ``flooder``.
 
 `BoundedServerEndpoint` is the endpoint a node's client listeners are
 opened with.  On a reactor that is not a POSIX one (a test's fake reactor)
@@ -102,7 +102,8 @@ class BoundedPort(tcp.Port):
     #: whose budget applies, while it sees a flood, when ``budget`` is None
     guard: Optional[FloodGuard] = None
     #: called with how many connections were accepted late because a budget
-    #: was spent, and why: ``accept_rate`` (``budget``) or ``flood`` (``guard``'s)
+    #: was spent, and why: ``accept_rate`` (``budget``) or ``flood`` (``guard``'s);
+    #: and with ``(1, "flooder")`` for each one `refused`
     on_limited: Optional[Callable[[int, str], None]] = None
     _accepted = 0          # connections accepted so far
     _delaying = False      # paused for the budget, and the backlog not yet found empty since
@@ -177,8 +178,9 @@ class ScreeningFactory(Factory):
     """
     A port's factory in front of ``factory``: a connection from an address
     ``refuses(host)`` gets no protocol (the port closes it at once) and is
-    reported to ``on_refused()``.  The port's own screening
-    (`BoundedServerEndpoint`): such a connection spends no accept budget.
+    reported to ``on_refused()``.  `BoundedServerEndpoint` puts one in
+    front of a guarded port, with `BoundedPort.refused`: such a connection
+    spends no accept budget.
     """
 
     noisy = False
