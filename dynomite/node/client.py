@@ -148,9 +148,10 @@ class ClientProtocol(Protocol):
         self.writes_pending = 0
         self.held: Optional[Deque[tuple]] = None
         self.connected = False
-        #: whether it sent a valid request (one that ends without counts
-        #: toward a flood: `dynomite.runtime.accept.FloodGuard`)
-        self.asked = False
+        #: whether it sent a valid request: None while it sent nothing;
+        #: False once it sent bytes but no valid request (a connection that
+        #: ends so counts toward a flood: `dynomite.runtime.flood`)
+        self.asked: Optional[bool] = None
         #: When the client last sent anything, and when the request it has
         #: begun and not completed began (None: no such request).
         self.last_active = self._clock.seconds()
@@ -186,6 +187,8 @@ class ClientProtocol(Protocol):
         requests = parser.feed(data)
         if requests:
             self.asked = True
+        elif self.asked is None:
+            self.asked = False
         # One clock read per batch: requests read together started together.
         self.batch_start = self.last_active = now = self._clock.seconds()
         if parser.in_request:

@@ -176,7 +176,7 @@ class Node:
         self.clients.discard(client)
         self.pubsub.drop(client)
         watch.release(self, client.session)
-        if not client.asked and self.flood_guard is not None:
+        if client.asked is False and self.flood_guard is not None:
             self.flood_guard.fruitless(self.clock.seconds(), client.session.host)
 
     def _flood(self, flooding: bool, fruitless: int) -> None:

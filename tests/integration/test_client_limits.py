@@ -119,6 +119,10 @@ class FloodTests(NodeTestCase):
 
     def test_an_address_that_floods_is_refused_and_others_are_not(self):
         before = self.client_info()
+        # connections closed before sending anything (idle pooled ones at a
+        # shutdown, health checks) make nobody a flooder
+        self.connect_each(3 * FLOOD_ADDRESS_FRUITLESS, b"", "127.0.2.3")
+        self.assertEqual(self.ping_from("127.0.2.3"), b"+PONG\r\n")
         flooder = "127.0.2.1"
         self.connect_each(FLOOD_ADDRESS_FRUITLESS + 10, b"\x00", flooder)
         # (the node counts them as they close, a moment after this side is done)

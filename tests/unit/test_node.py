@@ -501,23 +501,27 @@ class ClientLimitTests(NodeTestCase):
         self.assertEqual(guard.rate, 500)   # on by default
         self.send(b"PING\r\n")
         self.end(self.client)   # asked something: not a flood's
+        silent, _ = self.connect()
+        self.end(silent)        # sent nothing (an idle pooled connection, a health check): not one either
         bad = []
-        for data in (b"", b"*2\r\n$3\r\nGET\r\n", b"\x00", b"PING\r\n\x00"):
+        for data in (b"*2\r\n$3\r\nGET\r\n", b"\x00", b"PING\r\n\x00"):
             client, _ = self.connect()
             self.send(data, client)
             bad.append(client)
         for client in bad:
             self.end(client)
-        self.assertEqual(guard.fruitless_total, 4, "the cut request, bad bytes, and a protocol error after a valid request")
+        self.assertEqual(guard.fruitless_total, 3, "the cut request, bad bytes, and a protocol error after a valid request")
         self.assertFalse(guard.flooding)
-        for _ in range(guard.address_threshold - 4):
+        for _ in range(guard.address_threshold - 3):
             client, _ = self.connect()
+            self.send(b"\x01", client)
             self.end(client)
         self.assertTrue(guard.refuses("127.0.0.1", self.clock.seconds()), "their address floods")
         self.assertFalse(guard.flooding)
         for i in range(guard.threshold):   # from many addresses: a flood
             client = self.factory.buildProtocol(IPv4Address("TCP", "10.0.%d.%d" % divmod(i, 200), 40000))
             client.makeConnection(Transport())
+            self.send(b"*1\r\n", client)
             self.end(client)
         self.assertTrue(guard.flooding)
         self.assertEqual(guard.budget(self.clock.seconds()).rate, 500)
