@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Deque, Optional
 
+from OpenSSL.SSL import Error as TLSError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -170,6 +171,8 @@ class ClientProtocol(Protocol):
         self.node.client_connected(self)
 
     def connectionLost(self, reason) -> None:
+        if self.asked is None and reason.check(TLSError) is not None:
+            self.asked = False   # sent bytes, though not one TLS could take (a failed handshake)
         self.connected = False
         self.queue.clear()
         self.node.client_disconnected(self)

@@ -8,10 +8,9 @@ Twisted's and the kernel's), so a few thousand hostile connections a
 second take a large share of its one core from the clients already
 connected.  A `FloodGuard` watches the client connections that end
 having sent bytes but not one valid request (*fruitless*: bad bytes, a
-cut request).  A connection closed before it sent anything does not
-count: an idle pooled connection closed at an application's shutdown, a
-TCP health check; nor does a TLS handshake that failed (the client
-protocol sees none of its bytes):
+cut request, a failed TLS handshake).  A connection closed before it
+sent anything does not count: an idle pooled connection closed at an
+application's shutdown, a TCP health check:
 
 - from one address, `FLOOD_ADDRESS_FRUITLESS` within a second and that
   address's new connections are refused (closed as soon as accepted,

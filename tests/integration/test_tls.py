@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import tempfile
 from typing import Dict, List
@@ -124,6 +125,42 @@ class TLSClientPortTests(SynchronousTestCase):
         conn = RawTLSProbe(self.fx.host, self.fx.tls_port)
         self.assertTrue(conn.closed_after(b"PING\r\n"))
         self.assertEqual(self.cli("PING").stdout.strip(), "PONG")
+
+
+class TLSFloodTests(SynchronousTestCase):
+    """Failed TLS handshakes count toward a flood (`dynomite.runtime.flood`): their address is refused."""
+
+    def setUp(self) -> None:
+        self.fx = shared.get("tls-node", _TLSNode)
+
+    def test_an_address_failing_handshakes_is_refused_and_others_are_served(self) -> None:
+        from dynomite.runtime.flood import FLOOD_ADDRESS_FRUITLESS, FLOOD_QUIET
+        flooder = "127.0.3.1"
+        for _ in range(FLOOD_ADDRESS_FRUITLESS + 5):
+            with socket.create_connection((self.fx.host, self.fx.tls_port), timeout=5,
+                                          source_address=(flooder, 0)) as s:
+                s.sendall(b"PING\r\n")   # plaintext: the handshake fails
+                try:
+                    s.recv(100)
+                except OSError:
+                    pass
+
+        def refused() -> bool:
+            with socket.create_connection((self.fx.host, self.fx.tls_port), timeout=1,
+                                          source_address=(flooder, 0)) as s:
+                try:   # closed at accept, before any handshake; else the node waits for a ClientHello
+                    return s.recv(100) == b""
+                except ConnectionResetError:
+                    return True
+                except socket.timeout:
+                    return False
+
+        self.assertTrue(poll(refused, FLOOD_QUIET / 2), "the address failing handshakes is still served")
+        self.assertEqual(self.cli_from_here("PING"), "PONG")
+
+    def cli_from_here(self, *args: str) -> str:
+        return redis_cli(self.fx.tls_port, self.fx.host, "--cacert", self.fx.certs["tls_ca_cert_file"],
+                         *args).stdout.strip()
 
 
 class RawTLSProbe:

@@ -503,6 +503,11 @@ class ClientLimitTests(NodeTestCase):
         self.end(self.client)   # asked something: not a flood's
         silent, _ = self.connect()
         self.end(silent)        # sent nothing (an idle pooled connection, a health check): not one either
+        from OpenSSL.SSL import Error as TLSError
+        from twisted.python.failure import Failure
+        handshake, _ = self.connect()
+        handshake.connectionLost(Failure(TLSError("wrong version number")))   # a failed TLS handshake: one
+        self.assertEqual(guard.fruitless_total, 1)
         bad = []
         for data in (b"*2\r\n$3\r\nGET\r\n", b"\x00", b"PING\r\n\x00"):
             client, _ = self.connect()
@@ -510,9 +515,9 @@ class ClientLimitTests(NodeTestCase):
             bad.append(client)
         for client in bad:
             self.end(client)
-        self.assertEqual(guard.fruitless_total, 3, "the cut request, bad bytes, and a protocol error after a valid request")
+        self.assertEqual(guard.fruitless_total, 4, "the cut request, bad bytes, and a protocol error after a valid request")
         self.assertFalse(guard.flooding)
-        for _ in range(guard.address_threshold - 3):
+        for _ in range(guard.address_threshold - 4):
             client, _ = self.connect()
             self.send(b"\x01", client)
             self.end(client)
