@@ -18,7 +18,10 @@ per operation, and its resident memory before the first attack and at
 the end; the node must still serve SET and GET afterwards.  It also
 gives what the node's CPU grew by under attack, per hostile connection
 (its CPU per operation under attack less alone, times the operations,
-over the connections the attacker opened).
+over the connections the attacker opened), and what its flood guard did
+meanwhile (`dynomite.runtime.flood`, from the node's ``/info``): the
+connections it refused at accept as a flooder's, and those it accepted
+late for a flood of many addresses (``--attacker-sources``).
 
 ``--node-python NAME=PATH`` adds a node run by another venv's Python (an
 older checkout installed in its own venv): every node is measured alone
@@ -61,6 +64,7 @@ from .attacker import CpuCap, raise_fd_limit
 from .benchmark import NODE_BASE, ROOT, Settings, measure, say
 from .interpreters import Interpreter, InterpreterError, cpython, for_python
 from .redisbench import BenchmarkError
+from .repairwatch import Admin
 from .side_bench import run_side_bench, side_parser, side_settings
 from .targets import KINDS, NodeTarget
 
@@ -96,6 +100,8 @@ class Sample:
     attacker: str = ""              # SHARED or CAPPED under attack, "" alone
     attacker_seconds: float = 0.0   # how long the attacker ran
     throttled_s: float = 0.0        # how long its CPU quota held it back
+    node_refused: int = 0           # connections the node refused at accept as a flooder's (its counters)
+    node_late: int = 0              # ... and accepted late for a flood of many addresses
 
 
 def _mode(sample: Sample) -> str:
@@ -141,6 +147,8 @@ def summarize(samples: Sequence[Sample]) -> List[Dict[str, Any]]:
             "attacker_cpus": sum(s.attacker_cpu_s for s in hit) / seconds if seconds else None,
             "attacker_throttled_s": sum(s.throttled_s for s in hit),
             "refused": sum(s.refused for s in hit),
+            "node_refused": sum(s.node_refused for s in hit),
+            "node_late": sum(s.node_late for s in hit),
         })
     return rows
 
@@ -164,7 +172,8 @@ def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
     width = max([4] + [len(r.get("node", "")) for r in rows])
     lines = [f"{'node':<{width}} {'test':<5} {'attacker':<8} {'alone ops/s':>12} {'attacked ops/s':>15}"
              f" {'ratio':>6} {'(min-max)':>12} {'per node CPU':>12} {'p99 ms alone/attacked':>22}"
-             f" {'node µs/op':>13} {'hostile conn/s':>15} {'µs/hostile conn':>16} {'attacker CPUs':>14}"]
+             f" {'node µs/op':>13} {'hostile conn/s':>15} {'µs/hostile conn':>16} {'attacker CPUs':>14}"
+             f" {'refused/late':>14}"]
     for r in rows:
         lines.append(
             f"{r.get('node', ''):<{width}} {r['test']:<5} {r.get('attacker', SHARED):<8}"
@@ -174,7 +183,8 @@ def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
             f" {num(r['p99_alone_ms'], '.2f') + ' / ' + num(r['p99_attacked_ms'], '.2f'):>22}"
             f" {num(r['node_us_alone'], '.1f') + '/' + num(r['node_us_attacked'], '.1f'):>13}"
             f" {r['hostile_per_s']:>15,.0f} {num(r.get('node_us_per_hostile'), '.0f'):>16}"
-            f" {num(r.get('attacker_cpus'), '.2f'):>14}")
+            f" {num(r.get('attacker_cpus'), '.2f'):>14}"
+            f" {'%d/%d' % (r.get('node_refused', 0), r.get('node_late', 0)):>14}")
     return "\n".join(lines)
 
 
@@ -302,6 +312,14 @@ def run(settings: Settings, workdir: str, wave: int, hold: float,
             "node_rss_mb": rss, "node_alive": alive}
 
 
+def _limits(target: NodeTarget) -> Dict[str, int]:
+    """The node's client limits counters (``/info``): empty if it does not say (older code)."""
+    try:
+        return dict(Admin(target.cluster.nodes[0].stats_address).get("/info")["client"]["limits"])
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: int, hold: float,
                    workdir: str, modes: Sequence[str], cap: Optional[CpuCap], sources: int = 1) -> List[Sample]:
     """
@@ -314,18 +332,21 @@ def _measure_round(target: NodeTarget, settings: Settings, round_no: int, wave: 
     for mode in modes:
         target.flush()
         for test in settings.tests:
+            limits = _limits(target) if mode else {}
             attacker = (Attacker(host, port, wave, hold, seed=round_no, cap=cap if mode == CAPPED else None,
                                  sources=sources) if mode else None)
             result = measure(target, test, settings.pipeline, settings.pipelined_requests, settings, round_no,
                              workdir)
             counts = attacker.stop() if attacker is not None else {}
+            after = _limits(target) if mode else {}
             seconds = counts.get("seconds") or 0.0
             opened = int(counts.get("opened", 0))
             samples.append(Sample(
                 round_no, test.upper(), bool(mode), result.rps, result.p50_ms, result.p99_ms,
                 result.node_us_per_op, opened / seconds if seconds else 0.0,
                 counts.get("cpu_s", 0.0), int(counts.get("refused", 0)), name, settings.pipelined_requests,
-                opened, mode, seconds, counts.get("throttled_s", 0.0)))
+                opened, mode, seconds, counts.get("throttled_s", 0.0),
+                after.get("flooder", 0) - limits.get("flooder", 0), after.get("flood", 0) - limits.get("flood", 0)))
             say(f"round {round_no}/{settings.rounds}  {name} {test.upper()} P{settings.pipeline}"
                 f" {mode + ' attacker' if mode else 'alone':>15}: {result.rps:,.0f} ops/s"
                 + (f", {samples[-1].hostile_per_s:,.0f} hostile connections/s,"

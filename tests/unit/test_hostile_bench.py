@@ -89,6 +89,14 @@ class NodeComparisonTests(SynchronousTestCase):
         self.assertIn("before", table)
         self.assertIn("250", table)
 
+    def test_what_the_flood_guard_did_is_summed_per_row(self):
+        def run(round_no, attacked, refused=0, late=0):
+            return Sample(round_no, "SET", attacked, 100.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0, "cpython", 100000, 0,
+                          SHARED if attacked else "", 1.0, 0.0, refused, late)
+        rows = summarize([run(1, False), run(1, True, 900, 3), run(2, False), run(2, True, 800, 0)])
+        self.assertEqual((rows[0]["node_refused"], rows[0]["node_late"]), (1700, 3))
+        self.assertIn("1700/3", format_rows(rows))
+
 
 class AttackerModeTests(SynchronousTestCase):
     def samples(self):
