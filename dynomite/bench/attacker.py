@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import json
 import os
 import random
@@ -41,7 +42,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 __all__ = ["CpuCap", "attack", "cgroup_cpu_dirs", "hostile_payload", "main"]
 
@@ -98,8 +99,8 @@ def source_addresses(count: int) -> List[str]:
 
 
 def _wave(host: str, port: int, size: int, rng: random.Random, counts: Dict[str, int],
-          sources: Sequence[str] = (SOURCE_BASE,), connect_timeout: float = 2.0) -> List[socket.socket]:
-    """Open ``size`` connections at once (from ``sources`` in turn) and send each its payload; return those still open."""
+          sources: Iterator[str], connect_timeout: float = 2.0) -> List[socket.socket]:
+    """Open ``size`` connections at once (each from the next of ``sources``) and send each its payload; return those still open."""
     selector = selectors.DefaultSelector()
     pending: Dict[socket.socket, bytes] = {}
     for _ in range(size):
@@ -109,7 +110,7 @@ def _wave(host: str, port: int, size: int, rng: random.Random, counts: Dict[str,
             sock.setsockopt(socket.IPPROTO_IP, _BIND_ADDRESS_NO_PORT, 1)
         except OSError:
             pass
-        sock.bind((sources[counts["opened"] % len(sources)], 0))
+        sock.bind((next(sources), 0))
         sock.connect_ex((host, port))
         pending[sock] = hostile_payload(rng)
         selector.register(sock, selectors.EVENT_WRITE)
@@ -154,7 +155,7 @@ def attack(host: str, port: int, wave: int, hold: float, seed: int, stopping, re
     """Waves of hostile connections until ``stopping()``; ``ready()`` is called after the first wave."""
     rng = random.Random(seed)
     counts: Dict[str, int] = {"opened": 0, "refused": 0, "bytes": 0, "waves": 0}
-    addresses = source_addresses(sources)
+    addresses = itertools.cycle(source_addresses(sources))
     started = time.monotonic()
     while not stopping():
         socks = _wave(host, port, wave, rng, counts, addresses)

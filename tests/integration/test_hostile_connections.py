@@ -13,14 +13,18 @@ attack is printed, not asserted (the benchmark measures throughput).
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import struct
 import threading
 import time
+from collections import Counter
 from typing import List, Optional
 
-from dynomite.bench.attacker import hostile_payload, raise_fd_limit
+from twisted.trial.unittest import SynchronousTestCase
+
+from dynomite.bench.attacker import _wave, hostile_payload, raise_fd_limit, source_addresses
 from tests.integration.fixtures.cases import NodeTestCase
 from tests.integration.fixtures.resp import RawConnection, encode_command
 
@@ -137,3 +141,25 @@ class HostileConnectionTests(NodeTestCase):
         print("\n%d hostile connections in %.1f s; good client: %d pipelined ops/s during; "
               "node RSS %.1f -> %.1f MB"
               % (TOTAL, elapsed, during * 2 * PIPELINE / elapsed, before / 2 ** 20, after / 2 ** 20))
+
+
+class AttackerSourceTests(SynchronousTestCase):
+    """The benchmark's attacker spreads one wave over its source addresses (`dynomite.bench.attacker`)."""
+
+    def test_a_wave_comes_from_every_source_in_turn(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        self.addCleanup(listener.close)
+        counts = {"opened": 0, "refused": 0, "bytes": 0}
+        socks = _wave("127.0.0.1", listener.getsockname()[1], 30, random.Random(1), counts,
+                      itertools.cycle(source_addresses(3)))
+        self.addCleanup(lambda: [s.close() for s in socks])
+        listener.settimeout(5)
+        peers = Counter()
+        for _ in range(30):
+            conn, (host, _port) = listener.accept()
+            conn.close()
+            peers[host] += 1
+        self.assertEqual(dict(peers), {address: 10 for address in source_addresses(3)})
+        self.assertEqual(counts["opened"], 30)
