@@ -189,7 +189,9 @@ class ClientProtocol(Protocol):
         parser = self._parser
         requests = parser.feed(data)
         if requests:
-            self.asked = True
+            if self.asked is not True:
+                self.asked = True
+                self.node.client_asked(self)
         elif self.asked is None:
             self.asked = False
         # One clock read per batch: requests read together started together.

@@ -179,14 +179,19 @@ class Node:
         if client.asked is False and self.flood_guard is not None:
             self.flood_guard.fruitless(self.clock.seconds(), client.session.host)
 
+    def client_asked(self, client) -> None:
+        """``client`` sent its first valid request: its address is known to the flood guard."""
+        if self.flood_guard is not None:
+            self.flood_guard.asked(client.session.host)
+
     def _flood(self, flooding: bool, fruitless: int) -> None:
         if flooding:
             self.log.warn("{fruitless} client connections ended without a valid request within a second:"
-                          " a flood; client ports accept at most {rate} connections a second until"
-                          " {quiet:g} s pass without one", fruitless=fruitless,
+                          " a flood; new connections from addresses that never sent a valid request are"
+                          " admitted at {rate} a second until {quiet:g} s pass without one", fruitless=fruitless,
                           rate=self.config.client_flood_accept_rate, quiet=FLOOD_QUIET)
         else:
-            self.log.info("the flood of client connections is over; client ports accept without a bound")
+            self.log.info("the flood of client connections is over; every address is admitted again")
 
     def _flooder(self, address: str) -> None:
         """An address floods: logged once per `FLOODERS_LOG_INTERVAL`, with how many others did meanwhile."""

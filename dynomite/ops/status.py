@@ -232,7 +232,7 @@ class NodeStatus:
     def client_flooded(self, now: float) -> bool:
         """Whether the client ports accept at a bound for a flood now."""
         guard = self._clients.flood_guard
-        return guard is not None and guard.budget(now) is not None
+        return guard is not None and guard.flooding_at(now)
 
     # -- the local Redis and the peers ---------------------------------------------
 

@@ -25,16 +25,14 @@ backlog); it reads again once a turn's worth of accepts is allowed.  The connect
 cut short, up to the turn that finds the backlog empty, are reported
 (``on_limited``) as delayed by the limit.
 
-A node that untrusted networks reach needs that bound only while it is
-flooded, and a fixed one would also slow the legitimate clients that
-reconnect by thousands after a failover: a port's ``guard``
-(`dynomite.runtime.flood.FloodGuard`, ``client_flood_accept_rate``, on by
-default) gives the budget only during a flood, and refuses the
-connections of the addresses that flood it (closed at once, before any
-protocol is built: the cheapest a connection can be).  A fixed
-``client_accept_rate`` still applies when set; the connections accepted
-late are reported with the reason ``accept_rate`` or ``flood``, those
-refused with ``flooder``.
+A fixed bound also delays the legitimate clients that reconnect by
+thousands after a failover, so it is off by default.  What is on is a
+`dynomite.runtime.flood.FloodGuard` (``client_flood_accept_rate``) in
+front of the client factories (`ScreeningFactory`): the connections it
+refuses are closed as soon as accepted, before any protocol is built
+(the cheapest a connection can be), and spend no accept budget.  The
+connections accepted late are reported (``on_limited``) with the reason
+``accept_rate``, those refused with the guard's (``flooder``, ``flood``).
 
 `BoundedServerEndpoint` is the endpoint a node's client listeners are
 opened with.  On a reactor that is not a POSIX one (a test's fake reactor)
@@ -99,11 +97,8 @@ class BoundedPort(tcp.Port):
 
     accepts_per_turn = ACCEPTS_PER_TURN
     budget: Optional[AcceptBudget] = None
-    #: whose budget applies, while it sees a flood, when ``budget`` is None
-    guard: Optional[FloodGuard] = None
-    #: called with how many connections were accepted late because a budget
-    #: was spent, and why: ``accept_rate`` (``budget``) or ``flood`` (``guard``'s);
-    #: and with ``(1, "flooder")`` for each one `refused`
+    #: called with how many connections were accepted late because the
+    #: budget was spent (``accept_rate``), and with ``(1, why)`` for each one `refused`
     on_limited: Optional[Callable[[int, str], None]] = None
     _accepted = 0          # connections accepted so far
     _delaying = False      # paused for the budget, and the backlog not yet found empty since
@@ -123,20 +118,16 @@ class BoundedPort(tcp.Port):
         self._accepted += 1
         return tcp.Port._buildAddr(self, address)
 
-    def refused(self) -> None:
+    def refused(self, why: str) -> None:
         """The connection just accepted was refused (closed with no protocol): it spends no budget."""
         self._accepted -= 1
         if self.on_limited is not None:
-            self.on_limited(1, "flooder")
+            self.on_limited(1, why)
 
     def doRead(self) -> None:
-        budget, reason = self.budget, "accept_rate"
+        budget = self.budget
         if budget is None:
-            if self.guard is not None:
-                budget, reason = self.guard.budget(self.reactor.seconds()), "flood"
-            if budget is None:
-                self._delaying = False
-                return tcp.Port.doRead(self)
+            return tcp.Port.doRead(self)
         allowed = budget.available(self.reactor.seconds())
         if allowed < 1:
             self._delaying = True
@@ -155,7 +146,7 @@ class BoundedPort(tcp.Port):
         accepted = self._accepted - before
         budget.spend(accepted)
         if late and accepted and self.on_limited is not None:
-            self.on_limited(accepted, reason)
+            self.on_limited(accepted, "accept_rate")
         if accepted < turn:   # the backlog is empty: whoever comes next is not late
             self._delaying = False
         elif clipped:         # the budget cut this turn short: the next ones wait for it
@@ -177,22 +168,24 @@ class BoundedPort(tcp.Port):
 class ScreeningFactory(Factory):
     """
     A port's factory in front of ``factory``: a connection from an address
-    ``refuses(host)`` gets no protocol (the port closes it at once) and is
-    reported to ``on_refused()``.  `BoundedServerEndpoint` puts one in
-    front of a guarded port, with `BoundedPort.refused`: such a connection
-    spends no accept budget.
+    for which ``refuses(host)`` gives a reason gets no protocol (the port
+    closes it at once) and is reported to ``on_refused(reason)``.
+    `BoundedServerEndpoint` puts one in front of a guarded port, with
+    `BoundedPort.refused`: such a connection spends no accept budget.
     """
 
     noisy = False
 
-    def __init__(self, factory, refuses: Callable[[str], bool], on_refused: Callable[[], None]) -> None:
+    def __init__(self, factory, refuses: Callable[[str], Optional[str]],
+                 on_refused: Callable[[str], None]) -> None:
         self.factory = factory
         self._refuses = refuses
         self._on_refused = on_refused
 
     def buildProtocol(self, addr):
-        if self._refuses(getattr(addr, "host", "")):
-            self._on_refused()
+        why = self._refuses(getattr(addr, "host", ""))
+        if why is not None:
+            self._on_refused(why)
             return None
         return self.factory.buildProtocol(addr)
 
@@ -211,8 +204,9 @@ class BoundedServerEndpoint:
     """
     A TCP server endpoint (IPv4 or IPv6, by ``interface``) listening with a
     `BoundedPort`; ``accept_rate`` (0: none) gives it an `AcceptBudget`,
-    ``guard`` a `FloodGuard`; the connections they delay are reported to
-    ``on_limited``, those the guard refuses to ``on_limited(1, "flooder")``.
+    ``guard`` a `FloodGuard` screening its connections; the connections
+    the budget delays are reported to ``on_limited(n, "accept_rate")``,
+    those the guard refuses to ``on_limited(1, why)``.
     """
 
     def __init__(self, reactor, port: int, backlog: int, interface: str,
@@ -238,12 +232,11 @@ class BoundedServerEndpoint:
         if guard is not None:
             clock = self._reactor.seconds
             factory = ScreeningFactory(factory, lambda host: guard.refuses(host, clock()),
-                                       lambda: port.refused())
+                                       lambda why: port.refused(why))
         port = BoundedPort(self._port, factory, self._backlog, self._interface, self._reactor)
         port.accepts_per_turn = self.accepts_per_turn
         if self.accept_rate:
             port.budget = AcceptBudget(self.accept_rate, self._reactor.seconds())
-        port.guard = self.guard
         port.on_limited = self.on_limited
         port.startListening()
         return port

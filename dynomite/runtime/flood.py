@@ -16,12 +16,16 @@ application's shutdown, a TCP health check:
   address's new connections are refused (closed as soon as accepted,
   before any protocol is built) until `FLOOD_QUIET` seconds pass without
   it doing so again;
-- from the addresses not refused, `FLOOD_FRUITLESS` within a second and
-  the client ports accept at most ``rate`` connections a second
-  (`budget`, `dynomite.runtime.accept`) until `FLOOD_QUIET` seconds pass
-  without that many: a flood from many addresses.  (Those a flooder had
-  opened before it was refused do not count: one address alone never
-  makes every new client wait in the backlog.)
+- from the addresses not refused, `FLOOD_FRUITLESS` within a second: a
+  flood from many addresses, until `FLOOD_QUIET` seconds pass without
+  that many.  Meanwhile the addresses that have sent a valid request
+  before (*known*: the node's own clients, reconnecting) are served as
+  ever, and new connections from the others are admitted at ``rate`` a
+  second, the rest closed as soon as accepted.  The ports keep reading
+  their backlog at full speed, so a known client never waits behind the
+  flood, and a closed connection costs the node about a tenth of one it
+  serves.  (Those a flooder had opened before it was refused do not count
+  toward a flood: one address alone never bounds anyone else.)
 
 Clients that send valid requests never count, however many connect at
 once (a reconnect storm after a failover is not a flood).  Pure: it is
@@ -34,7 +38,8 @@ from typing import Callable, Dict, Optional
 
 from dynomite.runtime.accept import AcceptBudget
 
-__all__ = ["FLOOD_ADDRESSES", "FLOOD_ADDRESS_FRUITLESS", "FLOOD_FRUITLESS", "FLOOD_QUIET", "FloodGuard"]
+__all__ = ["FLOOD", "FLOODER", "FLOOD_ADDRESSES", "FLOOD_ADDRESS_FRUITLESS", "FLOOD_FRUITLESS", "FLOOD_QUIET",
+           "FloodGuard"]
 
 #: Fruitless connections within one second that make a flood: far above
 #: what health checks and port scans cause, far below what a flood brings.
@@ -47,8 +52,12 @@ FLOOD_ADDRESS_FRUITLESS = 20
 #: new connections are accepted again.
 FLOOD_QUIET = 5.0
 
-#: Addresses remembered at most (the oldest are forgotten first).
+#: Addresses remembered at most, flooding and known (the oldest are forgotten first).
 FLOOD_ADDRESSES = 100000
+
+#: Why `FloodGuard.refuses` refuses a connection: its address floods, or a
+#: flood from many addresses admits no more unknown ones this moment.
+FLOODER, FLOOD = "flooder", "flood"
 
 
 class _Window:
@@ -103,6 +112,7 @@ class FloodGuard:
         self._last = 0.0       # when the last second reached the threshold
         self._budget: Optional[AcceptBudget] = None
         self._addresses: Dict[str, _Window] = {}
+        self._known: Dict[str, None] = {}
 
     def fruitless(self, now: float, address: Optional[str] = None) -> None:
         """A client connection (from ``address``) ended without one valid request."""
@@ -137,20 +147,40 @@ class FloodGuard:
             window.until = now + self.quiet
         return window.until > now
 
-    def refuses(self, address: str, now: float) -> bool:
-        """Whether a new connection from ``address`` is refused: it floods."""
-        window = self._addresses.get(address)
-        return window is not None and window.until > now
+    def asked(self, address: str) -> None:
+        """A client at ``address`` sent a valid request: it is known (served during a flood)."""
+        known = self._known
+        if address in known:
+            return
+        if len(known) >= self._limit:
+            del known[next(iter(known))]
+        known[address] = None
 
-    def budget(self, now: float) -> Optional[AcceptBudget]:
-        """The accept budget while a flood lasts, else None."""
+    def refuses(self, address: str, now: float) -> Optional[str]:
+        """
+        Why a new connection from ``address`` is refused (`FLOODER`,
+        `FLOOD`), or None: it is served.
+        """
+        window = self._addresses.get(address)
+        if window is not None and window.until > now:
+            return FLOODER
+        budget = self._budget
+        if budget is None or address in self._known or not self.flooding_at(now):
+            return None
+        if budget.available(now) >= 1:
+            budget.spend(1)
+            return None
+        return FLOOD
+
+    def flooding_at(self, now: float) -> bool:
+        """Whether a flood from many addresses lasts at ``now`` (it ends `quiet` seconds after its last second)."""
         if self._budget is not None and now - self._last >= self.quiet:
             self._budget = None
             if self.on_change is not None:
                 self.on_change(False, 0)
-        return self._budget
+        return self._budget is not None
 
     @property
     def flooding(self) -> bool:
-        """Whether a flood was on at the last `budget` or `fruitless`."""
+        """Whether a flood was on at the last `flooding_at`, `refuses` or `fruitless`."""
         return self._budget is not None

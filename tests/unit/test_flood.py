@@ -11,7 +11,9 @@ from typing import List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from dynomite.runtime.flood import FLOOD_ADDRESS_FRUITLESS, FLOOD_FRUITLESS, FLOOD_QUIET, FloodGuard
+from dynomite.runtime.flood import (
+    FLOOD, FLOOD_ADDRESS_FRUITLESS, FLOOD_FRUITLESS, FLOOD_QUIET, FLOODER, FloodGuard,
+)
 
 
 class FloodGuardTests(SynchronousTestCase):
@@ -25,25 +27,41 @@ class FloodGuardTests(SynchronousTestCase):
         guard = self.guard
         for i in range(FLOOD_FRUITLESS - 1):
             guard.fruitless(10.0 + i * 0.009)
-        self.assertIsNone(guard.budget(10.95))
+        self.assertFalse(guard.flooding_at(10.95))
         guard.fruitless(10.99)
-        budget = guard.budget(10.99)
-        self.assertEqual((budget.rate, guard.floods, self.changes), (500, 1, [(True, FLOOD_FRUITLESS)]))
-        # a flood of fruitless connections at the bounded rate keeps it on
+        self.assertTrue(guard.flooding_at(10.99))
+        self.assertEqual((guard.floods, self.changes), (1, [(True, FLOOD_FRUITLESS)]))
+        # fruitless connections at the admitted rate keep it on
         for t in range(1, 20):
             for i in range(FLOOD_FRUITLESS):
                 guard.fruitless(10.99 + t + i * 0.001)
-            self.assertIs(guard.budget(11.5 + t), budget)
+            self.assertTrue(guard.flooding_at(11.5 + t))
         last = 10.99 + 19 + (FLOOD_FRUITLESS - 1) * 0.001
-        self.assertIs(guard.budget(last + FLOOD_QUIET - 0.01), budget)
-        self.assertIsNone(guard.budget(last + FLOOD_QUIET + 0.001))
+        self.assertTrue(guard.flooding_at(last + FLOOD_QUIET - 0.01))
+        self.assertFalse(guard.flooding_at(last + FLOOD_QUIET + 0.001))
         self.assertEqual((guard.flooding, self.changes[-1], guard.floods), (False, (False, 0), 1))
+
+    def test_during_a_flood_known_addresses_are_served_and_others_admitted_at_the_rate(self) -> None:
+        """Planted bug: a flood that bounds known clients makes them wait behind it."""
+        guard = FloodGuard(100)
+        guard.asked("10.9.0.1")   # a client that sent a valid request once
+        for i in range(FLOOD_FRUITLESS):
+            guard.fruitless(1.0 + i * 0.001, "10.1.%d.%d" % divmod(i, 250))
+        self.assertTrue(guard.flooding_at(1.1))
+        outcomes = [guard.refuses("10.2.0.%d" % (i % 250), 1.1) for i in range(200)]
+        # a tenth of a second's worth at once (at least 16), then none until the rate allows
+        self.assertEqual((outcomes.count(None), outcomes.count(FLOOD)), (16, 184))
+        self.assertIsNone(guard.refuses("10.9.0.1", 1.1), "a known client waits for nobody")
+        self.assertEqual([guard.refuses("10.2.1.1", 1.1 + t / 10) for t in range(1, 4)], [None] * 3)
+        # over: everyone is admitted again
+        self.assertIsNone(guard.refuses("10.3.0.1", 1.1 + FLOOD_QUIET))
+        self.assertFalse(guard.flooding)
 
     def test_fewer_a_second_are_no_flood(self) -> None:
         # 90 a second for a minute: health checks and scans, not a flood
         for t in range(60 * 90):
             self.guard.fruitless(t / 90)
-        self.assertIsNone(self.guard.budget(60.0))
+        self.assertFalse(self.guard.flooding_at(60.0))
         self.assertEqual(self.changes, [])
 
     def test_a_rate_must_be_positive(self) -> None:
@@ -88,5 +106,5 @@ class FloodGuardTests(SynchronousTestCase):
             guard.fruitless(1.0, host)
         guard.fruitless(1.1, "a")   # forgotten when d came: counted anew
         guard.fruitless(1.1, "d")
-        self.assertEqual((guard.refuses("a", 1.2), guard.refuses("d", 1.2)), (False, True))
+        self.assertEqual((guard.refuses("a", 1.2), guard.refuses("d", 1.2)), (None, FLOODER))
         self.assertEqual(len(guard._addresses), 3)

@@ -35,7 +35,10 @@ class NodeTestCase(SynchronousTestCase):
         self.client, self.transport = self.connect()
 
     def connect(self):
-        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        return self.connect_from("127.0.0.1")
+
+    def connect_from(self, host: str):
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
         transport = Transport()
         protocol.makeConnection(transport)
         return protocol, transport
@@ -524,12 +527,18 @@ class ClientLimitTests(NodeTestCase):
         self.assertTrue(guard.refuses("127.0.0.1", self.clock.seconds()), "their address floods")
         self.assertFalse(guard.flooding)
         for i in range(guard.threshold):   # from many addresses: a flood
-            client = self.factory.buildProtocol(IPv4Address("TCP", "10.0.%d.%d" % divmod(i, 200), 40000))
-            client.makeConnection(Transport())
+            client, _ = self.connect_from("10.0.%d.%d" % divmod(i, 200))
             self.send(b"*1\r\n", client)
             self.end(client)
         self.assertTrue(guard.flooding)
-        self.assertEqual(guard.budget(self.clock.seconds()).rate, 500)
+        # a client that sent a valid request is known: served during the flood
+        self.assertIsNone(guard.refuses("10.9.9.9", self.clock.seconds()))
+        known, _ = self.connect_from("10.9.9.9")
+        self.send(b"PING\r\n", known)
+        for _ in range(1000):
+            guard.refuses("10.8.8.8", self.clock.seconds())   # unknown: the flood's budget spent
+        self.assertEqual((guard.refuses("10.8.8.8", self.clock.seconds()),
+                          guard.refuses("10.9.9.9", self.clock.seconds())), ("flood", None))
 
     def test_no_flood_guard_with_a_rate_of_0(self):
         self.start(client_flood_accept_rate=0)
