@@ -20,8 +20,9 @@ gives what the node's CPU grew by under attack, per hostile connection
 (its CPU per operation under attack less alone, times the operations,
 over the connections the attacker opened), and what its flood guard did
 meanwhile (`dynomite.runtime.flood`, from the node's ``/info``): the
-connections it refused at accept as a flooder's, and those it accepted
-late for a flood of many addresses (``--attacker-sources``).
+connections it refused at accept as a flooder's (``flooder``), and as
+unknown addresses' beyond the rate of a flood from many addresses
+(``flood``, ``--attacker-sources``).
 
 ``--node-python NAME=PATH`` adds a node run by another venv's Python (an
 older checkout installed in its own venv): every node is measured alone
@@ -100,8 +101,8 @@ class Sample:
     attacker: str = ""              # SHARED or CAPPED under attack, "" alone
     attacker_seconds: float = 0.0   # how long the attacker ran
     throttled_s: float = 0.0        # how long its CPU quota held it back
-    node_refused: int = 0           # connections the node refused at accept as a flooder's (its counters)
-    node_late: int = 0              # ... and accepted late for a flood of many addresses
+    node_flooder: int = 0           # connections the node refused at accept as a flooder's (its counters)
+    node_flood: int = 0             # ... and as unknown addresses' beyond a flood's rate
 
 
 def _mode(sample: Sample) -> str:
@@ -147,8 +148,8 @@ def summarize(samples: Sequence[Sample]) -> List[Dict[str, Any]]:
             "attacker_cpus": sum(s.attacker_cpu_s for s in hit) / seconds if seconds else None,
             "attacker_throttled_s": sum(s.throttled_s for s in hit),
             "refused": sum(s.refused for s in hit),
-            "node_refused": sum(s.node_refused for s in hit),
-            "node_late": sum(s.node_late for s in hit),
+            "node_flooder": sum(s.node_flooder for s in hit),
+            "node_flood": sum(s.node_flood for s in hit),
         })
     return rows
 
@@ -173,7 +174,7 @@ def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
     lines = [f"{'node':<{width}} {'test':<5} {'attacker':<8} {'alone ops/s':>12} {'attacked ops/s':>15}"
              f" {'ratio':>6} {'(min-max)':>12} {'per node CPU':>12} {'p99 ms alone/attacked':>22}"
              f" {'node µs/op':>13} {'hostile conn/s':>15} {'µs/hostile conn':>16} {'attacker CPUs':>14}"
-             f" {'refused/late':>14}"]
+             f" {'flooder/flood':>14}"]
     for r in rows:
         lines.append(
             f"{r.get('node', ''):<{width}} {r['test']:<5} {r.get('attacker', SHARED):<8}"
@@ -184,7 +185,7 @@ def format_rows(rows: Sequence[Dict[str, Any]]) -> str:
             f" {num(r['node_us_alone'], '.1f') + '/' + num(r['node_us_attacked'], '.1f'):>13}"
             f" {r['hostile_per_s']:>15,.0f} {num(r.get('node_us_per_hostile'), '.0f'):>16}"
             f" {num(r.get('attacker_cpus'), '.2f'):>14}"
-            f" {'%d/%d' % (r.get('node_refused', 0), r.get('node_late', 0)):>14}")
+            f" {'%d/%d' % (r.get('node_flooder', 0), r.get('node_flood', 0)):>14}")
     return "\n".join(lines)
 
 

@@ -94,7 +94,7 @@ class NodeComparisonTests(SynchronousTestCase):
             return Sample(round_no, "SET", attacked, 100.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0, "cpython", 100000, 0,
                           SHARED if attacked else "", 1.0, 0.0, refused, late)
         rows = summarize([run(1, False), run(1, True, 900, 3), run(2, False), run(2, True, 800, 0)])
-        self.assertEqual((rows[0]["node_refused"], rows[0]["node_late"]), (1700, 3))
+        self.assertEqual((rows[0]["node_flooder"], rows[0]["node_flood"]), (1700, 3))
         self.assertIn("1700/3", format_rows(rows))
 
 
