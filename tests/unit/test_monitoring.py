@@ -60,6 +60,7 @@ PROMTOOL_HELPER = os.path.join(ROOT, "tools", "promtool")
 EXPECTED_ALERTS = {
     "DynomiteDown", "DynomitePeerDown", "DynomiteHintBacklogGrowing", "DynomiteHintsDropped",
     "DynomiteErrorRatio", "DynomiteP99Latency", "DynomiteQuorumFailures", "DynomiteDatastoreDown",
+    "DynomiteClientFlood",
 }
 VARIABLES = ("dc", "rack", "instance")
 FILTERS = ('dc=~"$dc"', 'rack=~"$rack"', 'instance=~"$instance"')
