@@ -425,9 +425,10 @@ class Leader:
         """
         markers = []
         outboxes = self._outboxes
-        lanes = self._lane_resp.items() if lane is None else [
-            (lane, self._lane_resp[lane])] if lane in self._lane_resp else []
-        for lane, resp in sorted(lanes):
+        lanes = self._lane_resp
+        if lane is not None:
+            lanes = {lane: lanes[lane]} if lane in lanes else {}
+        for lane, resp in sorted(lanes.items()):
             marker = Request(_MARKER, resp, lane, 1, True)
             markers.extend((outboxes[name], marker) for name in nodes if name in outboxes)
         if not markers:

@@ -34,7 +34,7 @@ told the time.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from dynomite.runtime.accept import AcceptBudget
 
@@ -119,8 +119,8 @@ class FloodGuard:
         self.fruitless_total += 1
         if address is not None and self._flooder(now, address):
             # its connections are refused now: those accepted before are not
-            # a flood from many addresses (the accept bound would make every
-            # new client wait behind them)
+            # a flood from many addresses (one address alone must not make
+            # every other unknown one wait for the flood's rate)
             return
         count = self._window.add(now)
         if count >= self.threshold:
@@ -133,12 +133,9 @@ class FloodGuard:
 
     def _flooder(self, now: float, address: str) -> bool:
         """Count a fruitless connection of ``address``: whether its connections are refused now."""
-        addresses = self._addresses
-        window = addresses.get(address)
+        window = self._addresses.get(address)
         if window is None:
-            if len(addresses) >= self._limit:
-                del addresses[next(iter(addresses))]
-            window = addresses[address] = _Window()
+            window = self._remember(self._addresses, address, _Window())
         if window.add(now) >= self.address_threshold:
             if window.until <= now:
                 self.flooders += 1
@@ -149,12 +146,15 @@ class FloodGuard:
 
     def asked(self, address: str) -> None:
         """A client at ``address`` sent a valid request: it is known (served during a flood)."""
-        known = self._known
-        if address in known:
-            return
-        if len(known) >= self._limit:
-            del known[next(iter(known))]
-        known[address] = None
+        if address not in self._known:
+            self._remember(self._known, address, None)
+
+    def _remember(self, table: Dict[str, Any], address: str, value: Any) -> Any:
+        """``table[address] = value``, forgetting the oldest address when the table is full."""
+        if len(table) >= self._limit:
+            del table[next(iter(table))]
+        table[address] = value
+        return value
 
     def refuses(self, address: str, now: float) -> Optional[str]:
         """
