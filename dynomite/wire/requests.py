@@ -476,12 +476,58 @@ def parse_whole(payload: bytes) -> Tuple[List[List[bytes]], List[int]]:
     them to each other) and their bounds (`RequestParser.bounds`);
     `ProtocolError` if *payload* is anything else.
     """
+    if _FAST_WHOLE:
+        parsed = _parse_whole_hiredis(payload)
+        if parsed is not None:
+            return parsed
     parser = RequestParser(len(payload) + 1)
     requests = parser.feed(payload)
     bounds = parser.bounds
-    if parser.error is not None or parser._pending or parser._left or -1 in bounds:
+    if parser.error is not None or parser.in_request or -1 in bounds:
         raise ProtocolError("not whole multibulk requests")
     return requests, bounds
+
+
+#: Whether `parse_whole` tries hiredis first (CPython with hiredis).
+_FAST_WHOLE = _hiredis is not None and platform.python_implementation() == "CPython"
+
+
+def _parse_whole_hiredis(payload: bytes) -> Optional[Tuple[List[List[bytes]], List[int]]]:
+    """
+    `parse_whole` in C where it can be: hiredis splits the payload and each
+    request's bounds follow from its arguments' lengths, as a canonical
+    encoding lays them out; the layout is then checked where it is cheap (a
+    ``*`` at every start, every argument a bulk string, the last end at the
+    payload's end).  None (the pure parser decides) for anything else:
+    a value of 64 KiB or more, a count of 1000 or more (hiredis would
+    allocate it first), bytes hiredis refuses, or a layout that does not add up.
+    """
+    if not payload.startswith(b"*") or _big_count(payload, 0):
+        return None
+    reader = _hiredis.Reader()
+    reader.feed(payload)
+    overhead, gets, star = _BULK_OVERHEAD, reader.gets, _ARRAY
+    requests: List[List[bytes]] = []
+    bounds: List[int] = []
+    pos, n = 0, len(payload)
+    try:
+        while pos < n:
+            req = gets()
+            if type(req) is not list or not req or payload[pos] != star or _BULKS != set(map(type, req)):
+                return None
+            lengths = list(map(len, req))
+            end = pos + overhead[len(req)] - 2 + sum(lengths) + sum(map(overhead.__getitem__, lengths))
+            requests.append(req)
+            bounds += (pos, end)
+            pos = end
+    except (_hiredis.HiredisError, IndexError):
+        return None
+    if pos != n or gets() is not False:
+        return None
+    return requests, bounds
+
+
+_BULKS = {bytes}
 
 
 def split_commands(payload: bytes) -> List[bytes]:

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple, Union
 
 from hypothesis import HealthCheck, given, settings, strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.unit.fuzzing import cut
 
 from dynomite.wire import requests as requests_module
-from dynomite.wire.requests import HiredisRequestParser, RequestParser, make_request_parser
+from dynomite.wire.requests import HiredisRequestParser, RequestParser, make_request_parser, parse_whole
 from dynomite.wire.resp import ProtocolError, encode_command
 
 Parser = Union[RequestParser, HiredisRequestParser]
@@ -202,3 +202,64 @@ class RequestParserFuzzTests(SynchronousTestCase):
 
     def test_make_request_parser_is_one_of_the_fuzzed(self) -> None:
         self.assertIn(type(make_request_parser()), factories())
+
+
+def _whole_by_pure_parser(payload: bytes):
+    """`parse_whole` as the pure parser alone decides it: (requests, bounds), or None for ProtocolError."""
+    parser = RequestParser(len(payload) + 1)
+    got = parser.feed(payload)
+    if parser.error is not None or parser.in_request or -1 in parser.bounds:
+        return None
+    return got, parser.bounds
+
+
+def _whole(payload: bytes):
+    try:
+        return parse_whole(payload)
+    except ProtocolError:
+        return None
+
+
+# Peer payloads: canonical requests, big values and counts among them.
+_canonical_payloads = st.lists(st.one_of(
+    multibulk,
+    st.integers(1, 1100).map(lambda n: encode_command([b"DEL"] + [b"k"] * n)),
+    st.integers(65530, 65540).map(lambda n: encode_command([b"SET", b"k", b"v" * n])),
+), min_size=1, max_size=6).map(b"".join)
+
+
+class ParseWholeFuzzTests(SynchronousTestCase):
+    """
+    `parse_whole` (peer payloads) takes hiredis's fast way where it can;
+    whatever the bytes, it answers what the pure parser answers.
+    """
+
+    @FUZZ
+    @given(st.one_of(_canonical_payloads, streams))
+    def test_same_as_the_pure_parser(self, payload: bytes) -> None:
+        self.assertEqual(_whole(payload), _whole_by_pure_parser(payload))
+
+    @FUZZ
+    @given(_canonical_payloads)
+    def test_canonical_payloads_are_whole(self, payload: bytes) -> None:
+        requests, bounds = parse_whole(payload)
+        self.assertEqual(b"".join(payload[bounds[i]:bounds[i + 1]] for i in range(0, len(bounds), 2)),
+                         payload)
+        self.assertEqual(b"".join(map(encode_command, requests)), payload)
+
+    def test_the_fast_way_is_taken_on_cpython_with_hiredis(self) -> None:
+        """A canonical payload is parsed by hiredis when it is there."""
+        if not requests_module._FAST_WHOLE:
+            raise SkipTest("no hiredis, or not CPython: parse_whole is the pure parser alone")
+        payload = encode_command([b"SET", b"k", b"v"]) * 3
+        self.assertEqual(requests_module._parse_whole_hiredis(payload), _whole_by_pure_parser(payload))
+
+    def test_non_canonical_layouts_go_to_the_pure_parser(self) -> None:
+        """Layouts hiredis reads but nodes never send: a simple string, an integer, nesting, nil."""
+        if not requests_module._FAST_WHOLE:
+            raise SkipTest("no hiredis, or not CPython: parse_whole is the pure parser alone")
+        for payload in (b"*2\r\n$3\r\nGET\r\n+k\r\n", b"*2\r\n$3\r\nGET\r\n:1\r\n",
+                        b"*2\r\n$3\r\nGET\r\n*1\r\n$1\r\nk\r\n", b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+                        b"*2\r\n$3\r\nGET\r\n$01\r\nk\r\n"):
+            self.assertIsNone(requests_module._parse_whole_hiredis(payload), payload)
+            self.assertEqual(_whole(payload), _whole_by_pure_parser(payload))
