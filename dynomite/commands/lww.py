@@ -59,10 +59,11 @@ from __future__ import annotations
 import hashlib
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from dynomite.wire.resp import encode_command
 
 __all__ = ["KEY", "FIELD", "ALWAYS", "VERSION_DB", "SCRIPT", "SHA", "NOTE_SCRIPT", "NOTE_SHA", "note_entries",
            "notes_command", "noted", "kind_of", "ships_state", "version_key", "origin",
-           "check_command", "parse_check", "decide", "Check"]
+           "check_command", "encode_check", "parse_check", "check_version", "decide", "Check"]
 
 KEY, FIELD, ALWAYS = "key", "field", "always"
 
@@ -227,6 +228,30 @@ def check_command(kind: str, layout: Tuple[int, int, int], keys: Sequence[bytes]
         b"%d" % layout[2]] + list(args)
 
 
+def encode_check(kind: str, layout: Tuple[int, int, int], keys: Sequence[bytes], version: bytes,
+                 ttl_ms: int, command: bytes, nargs: int) -> bytes:
+    """
+    ``encode_command(check_command(kind, layout, keys, args, version,
+    ttl_ms))``, built from ``command``, the canonical encoding of the
+    write's ``nargs`` arguments: those bytes are reused, not encoded again
+    (the leader stamps every write it sends to other datacenters).
+    """
+    body = command[len(b"*%d\r\n" % nargs):]
+    if len(keys) == 1:
+        key = keys[0]
+        tail = _CHECK_TAILS.get((kind, layout, ttl_ms))
+        if tail is None:
+            tail = _CHECK_TAILS[kind, layout, ttl_ms] = encode_command(
+                [b"%d" % ttl_ms, kind.encode(), b"%d" % layout[0], b"%d" % layout[1], b"%d" % layout[2]])[4:]
+            if len(_CHECK_TAILS) > 64:
+                _CHECK_TAILS.clear()
+        return b"".join((b"*%d\r\n" % (11 + nargs), _CHECK_HEAD, b"$%d\r\n%b\r\n" % (len(key), key),
+                         _TAG_BULK, b"$%d\r\n%b\r\n" % (len(version), version), tail, body))
+    prefix = check_command(kind, layout, keys, (), version, ttl_ms)
+    head = encode_command(prefix)[len(b"*%d\r\n" % len(prefix)):]
+    return b"".join((b"*%d\r\n" % (len(prefix) + nargs), head, body))
+
+
 def parse_check(args: Sequence[bytes]) -> Optional[Check]:
     """The `Check` a `check_command` carries, or None for any other command."""
     if len(args) < 3 or args[1] != SHA or args[0].lower() != b"evalsha":
@@ -243,6 +268,24 @@ def parse_check(args: Sequence[bytes]) -> Optional[Check]:
         return Check(argv[1], int(argv[2]), kind, (int(argv[4]), int(argv[5]), int(argv[6])), keys, argv[7:])
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def check_version(args: Sequence[bytes]) -> Optional[bytes]:
+    """``parse_check(args).version`` when `parse_check` reads a `Check` in ``args``, else None; without building one."""
+    if len(args) < 11 or args[1] != SHA or args[0].lower() != b"evalsha":
+        return None
+    try:
+        n = int(args[2])
+        at = 3 + n
+        if n < 0 or len(args) < at + 8 or args[at] not in (_TAG, RAN_TAG) or args[at + 3] not in _KINDS:
+            return None
+        int(args[at + 2]), int(args[at + 4]), int(args[at + 5]), int(args[at + 6])
+    except ValueError:
+        return None
+    return args[at + 1]
+
+
+_KINDS = (KEY.encode(), FIELD.encode(), ALWAYS.encode())
 
 
 def decide(check: Check, versions: Callable[[bytes], Dict[bytes, bytes]],
@@ -437,6 +480,12 @@ return all
 
 #: What EVALSHA calls `SCRIPT` by.
 SHA = hashlib.sha1(SCRIPT).hexdigest().encode()
+
+
+#: `encode_check`'s constant parts: EVALSHA, the script, one key; the tag; per (kind, layout, ttl) the rest.
+_CHECK_HEAD = encode_command([b"EVALSHA", SHA, b"1"])[4:]
+_TAG_BULK = encode_command([_TAG])[4:]
+_CHECK_TAILS: Dict[Tuple[str, Tuple[int, int, int], int], bytes] = {}
 
 
 #: `noted` in Lua: the version notes of a run of writes, in one command.

@@ -31,7 +31,7 @@ from zope.interface import implementer
 from dynomite.commands import table as commands
 from dynomite.commands.effects import pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
-from dynomite.consistency.hlc import MAX_AHEAD_MS
+from dynomite.consistency.hlc import MAX_AHEAD_MS, version_ms
 from dynomite.node.handover import leader_moved, parse_handover
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.node.versions import CHECK_TAG, versions_of
@@ -295,8 +295,13 @@ class Replica:
             return
         payload = request.payload
         groups: Dict[int, Tuple[Plan, List[List[int]], List[int]]] = {}
+        route = self._router.route
         for i, args in enumerate(requests):
-            plan = self._plan_of(args)
+            # a check of one key (`dynomite.commands.lww.encode_check`): that key routes it
+            if len(args) > 3 and args[2] == b"1" and args[1] == CHECK_TAG:
+                plan = route(args[3], True, DC_ONE)
+            else:
+                plan = self._plan_of(args)
             group = groups.get(id(plan))
             if group is None:
                 group = groups[id(plan)] = (plan, [], [])
@@ -313,9 +318,14 @@ class Replica:
         """
         Whether no version in a FORWARD is too far ahead of this node's
         ``clock`` (`dynomite.consistency.hlc`); else the FORWARD fails (its
-        sender keeps it and sends it again later).
+        sender keeps it and sends it again later).  Versions order as their
+        bytes do, so the newest decides for all, and moves the clock.
         """
-        for version in versions_of(requests):
+        versions = versions_of(requests)
+        if not versions:
+            return True
+        newest = max(versions)
+        for version in (newest,) if version_ms(newest) is not None else versions:
             if not clock.observe(version):
                 sink.fail(b"-ERR a write's version is %d ms ahead of this node's clock (at most %d)\r\n" % (
                     clock.ahead_ms(version), MAX_AHEAD_MS))

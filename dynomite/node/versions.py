@@ -54,33 +54,36 @@ class Versions:
         (the notes this datacenter's replicas run behind ``request``, or
         None; what the other datacenters get instead of ``request``).
         """
+        payload = request.payload
         try:
-            requests, _ = parse_whole(request.payload)
+            requests, bounds = parse_whole(payload)
         except ProtocolError:
             return None, request
         transaction = bool(request.flags & FLAG_TRANSACTION)
         versions = self.clock.stamp(len(requests))
         notes: List = []
-        remote: List[List[bytes]] = []
+        # what the other datacenters get, as encoded bytes: the write as
+        # sent, or its check (the write's own bytes behind the check's head)
+        remote: List[bytes] = []
         checked = False
-        for args, version in zip(requests, versions):
+        for i, (args, version) in enumerate(zip(requests, versions)):
+            command = payload[bounds[2 * i]:bounds[2 * i + 1]]
             kind, layout, keys = _kind(args)
             if kind is None or (kind == lww.ALWAYS and len(keys) != 1):
-                remote.append(args)
+                remote.append(command)
                 continue
             notes += lww.note_entries(kind, layout, keys, args, version)
             if transaction:
-                remote.append(args)
+                remote.append(command)
             else:
-                remote.append(lww.check_command(kind, layout, keys, args, version, self.ttl_ms))
+                remote.append(lww.encode_check(kind, layout, keys, version, self.ttl_ms, command, len(args)))
                 checked = True
         self.stamped += len(requests)
         note = (Request(encode_command(lww.notes_command(notes, self.ttl_ms)), request.resp, request.lane, 1, True)
                 if notes else None)
         if not checked:
             return note, request
-        return note, Request(encode_commands(remote), request.resp, request.lane, len(remote), True,
-                             request.flags)
+        return note, Request(b"".join(remote), request.resp, request.lane, len(remote), True, request.flags)
 
     def notes(self, keys: Sequence[bytes], version: bytes, resp: int, lane: int) -> Request:
         """The notes of a write that replaced ``keys`` whole (the state an effect left) at ``version``."""
@@ -112,5 +115,4 @@ def _kind(args: Sequence[bytes]):
 
 def versions_of(requests: Sequence[Sequence[bytes]]) -> List[bytes]:
     """The versions of the `dynomite.commands.lww.check_command` among ``requests``."""
-    checks = (lww.parse_check(args) for args in requests)
-    return [check.version for check in checks if check is not None]
+    return [v for v in map(lww.check_version, requests) if v is not None]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Dict, List
 
+from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.commands import lww
@@ -21,6 +22,10 @@ from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import encode_command
 
 from tests.unit.test_determinism import args
+
+#: Bounded and reproducible: the same examples on every run, nothing stored on disk.
+FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def version(ms: int, counter: int = 1, node: str = "n") -> bytes:
@@ -227,3 +232,32 @@ class VersionsTests(SynchronousTestCase):
         self.assertIs(elsewhere, run)
         self.assertIsNotNone(notes)
 
+
+
+_values = st.binary(max_size=12)
+
+
+class CheckEncodingTests(SynchronousTestCase):
+    """The leader's and the other datacenter's fast ways with checks say what the plain ones say."""
+
+    @FUZZ
+    @given(st.sampled_from([lww.KEY, lww.FIELD, lww.ALWAYS]),
+           st.tuples(st.integers(0, 20), st.integers(0, 3), st.integers(0, 2)),
+           st.lists(_values, min_size=1, max_size=3), st.lists(_values, min_size=1, max_size=5),
+           _values, st.integers(0, 10 ** 12))
+    def test_encode_check_is_the_encoded_check_command(self, kind, layout, keys, write, version, ttl) -> None:
+        self.assertEqual(lww.encode_check(kind, layout, keys, version, ttl, encode_command(write), len(write)),
+                         encode_command(lww.check_command(kind, layout, keys, write, version, ttl)))
+
+    def test_check_version_reads_what_parse_check_reads(self) -> None:
+        """Every argument of a check replaced by each of a few others, and the check cut at every length."""
+        for keys in ([b"k"], [b"a", b"b"]):
+            for kind in (lww.KEY, lww.FIELD, lww.ALWAYS):
+                made = lww.check_command(kind, (2, 2, 0), keys, [b"HSET"] + keys + [b"f", b"v"], b"v1", 60_000)
+                mutants = [made[:i] for i in range(len(made) + 1)]
+                mutants += [made[:i] + [other] + made[i + 1:] for i in range(len(made))
+                            for other in (b"-1", b"-4", b"-9", b"0", b"x", b"99", b"key", b"", b"EVALSHA", lww.SHA, lww.RAN_TAG)]
+                for mutant in mutants:
+                    parsed = lww.parse_check(mutant)
+                    self.assertEqual(lww.check_version(mutant), parsed.version if parsed is not None else None,
+                                     mutant)
