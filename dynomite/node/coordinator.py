@@ -35,6 +35,7 @@ from dynomite.consistency.quorum import EachQuorum, Reconciler
 from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.each_write import write_in_each_dc
+from dynomite.node.gathering import WriteGathering
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import UNKNOWN_OUTCOME, Leader
 from dynomite.node.leading import Leading
@@ -148,6 +149,8 @@ class Coordinator:
         )
         #: the way of writes and copies to their keys' leaders (`dynomite.node.leading`)
         self.leading = Leading(self.name, router, targets, self.leader)
+        #: the clients' runs of writes, gathered per plan for one batch (`dynomite.node.gathering`)
+        self.gathering = WriteGathering(self.write)
         #: ``read_repair(payload)``: quorum reads whose replicas disagreed
         #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
         self.read_repair: Optional[Callable[[bytes], None]] = None
@@ -301,24 +304,30 @@ class Coordinator:
         command ``cmd``, their keys all on the replicas of ``plan``, joined in
         the client's own bytes ``data``; never under DC_EACH_SAFE_QUORUM.
         """
-        # a write travels on its plan's lane, the one its leader keeps its order on
-        self.run(plan, Request(data, session.resp, plan.lane if plan.write else session.id, count,
-                               plan.write),
-                 client.slot(len(data), count),
-                 normaliser(cmd.name) if plan.level != DC_ONE else None)
+        normalise = normaliser(cmd.name) if plan.level != DC_ONE else None
+        if plan.write and plan.each is None:
+            # a write travels on its plan's lane, the one its leader keeps its order on
+            self.gathering.add(plan, Request(data, session.resp, plan.lane, count, True),
+                               client.slot(len(data), count), normalise)
+        else:
+            self.run(plan, Request(data, session.resp, plan.lane if plan.write else session.id, count,
+                                   plan.write),
+                     client.slot(len(data), count), normalise)
 
     def execute_parts(self, session, parts, data: bytes, count: int, client) -> None:
         """
         A run of ``count`` writes whose keys have different leaders, in
         ``parts`` (`dynomite.placement.pipelines.Part`) of the client's bytes
-        ``data``: each part is led as a run of its own, and the replies go
-        back in the client's order.
+        ``data``: each part is led as a run of its own, with the runs of its
+        plan other clients make in this batch (`dynomite.node.gathering`),
+        and the replies go back in the client's order.
         """
         scatter = Scatter(count, len(parts), client.slot(len(data), count))
         resp = session.resp
+        gather = self.gathering.add
         for plan, spans, positions in parts:
             payload = part_bytes(data, spans)
-            self.write(plan, Request(payload, resp, plan.lane, len(positions), True), scatter.part(positions))
+            gather(plan, Request(payload, resp, plan.lane, len(positions), True), scatter.part(positions))
 
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or KEYSPACE command from a client."""

@@ -414,6 +414,8 @@ class Node:
 
     def execute(self, client, args) -> None:
         """Handle one request; the reply reaches ``client`` in order."""
+        # the runs of writes gathered so far are led first: nothing overtakes them
+        self.coordinator.gathering.flush()
         cmd = self._lookup(args[0])
         if cmd is None:
             client.counter = self._unknown

@@ -115,7 +115,9 @@ CATALOGUE: Tuple[Spec, ...] = (
          " sent on to the leader a node that no longer leads their keys named (leader_moved), versions"
          " from another datacenter refused for being too far ahead (clock_ahead), commands run"
          " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
-         " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped).",
+         " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped),"
+         " clients' runs of writes gathered per leader in a reactor turn (runs_gathered) and the runs they"
+         " were led in (gathered_led).",
          ("event",)),
     Spec("dynomite_repair_keys_total", "counter",
          "Repair (dynomite.repair): keys scanned, cells and keys found differing, keys undecided (a tie),"

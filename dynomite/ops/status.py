@@ -348,7 +348,7 @@ class NodeStatus:
         return None if self._scaleout is None else self._scaleout.phase
 
     def write_order(self) -> Dict[str, int]:
-        """The leader's counts (`dynomite.node.leader`) and replays skipped by this node's Redis."""
+        """The leader's counts (`dynomite.node.leader`), replays skipped by this node's Redis, runs gathered."""
         r = self._replication
         return {
             "handed_on": r.leading.leaders_lost,
@@ -358,6 +358,8 @@ class NodeStatus:
             "effects_run": r.leader.effects_run,
             "effects_unknown": r.leader.effects_unknown,
             "replays_skipped": r.replays_skipped(),
+            "runs_gathered": r.gathering.gathered,
+            "gathered_led": r.gathering.led,
         }
 
     def quorum_failures(self) -> Dict[Tuple[str, str], int]:

@@ -6,7 +6,8 @@ Requests made during one batch (`dynomite.runtime.batching`: every client
 read in one reactor turn) for the same place leave as one run: an
 outbox's writes for one replica (`dynomite.replication.outbox`).
 `Gathered` hands each submitter its own replies back, cut from the joined
-ones by count, and repeats a failure (or a hint) to each.
+ones by count, and repeats a failure (or a hint) to each.  A run stops
+growing at `GATHERED_MAX_BYTES`; what comes after starts another.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from typing import Any, List, Tuple
 
 from dynomite.wire.replies import replies_of
 
-__all__ = ["Gathered"]
+__all__ = ["Gathered", "GATHERED_MAX_BYTES"]
+
+#: Requests gathered for one place stop joining a run past this many bytes
+#: (a run is one peer frame: `dynomite.wire.peer_frames.MAX_PAYLOAD` bounds
+#: it; fifty clients' 64 MiB requests joined would pass that).
+GATHERED_MAX_BYTES = 1 << 20
 
 
 class Gathered:

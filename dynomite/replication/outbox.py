@@ -69,7 +69,7 @@ from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
-from dynomite.replication.gathered import Gathered
+from dynomite.replication.gathered import GATHERED_MAX_BYTES, Gathered
 from dynomite.runtime.batching import defer
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.peer_frames import (
@@ -191,6 +191,8 @@ class Outbox:
         #: by (lane, RESP version), sent together when the batch ends
         self.batched = False
         self._gathered: Dict[Tuple[int, int], List[Tuple[Request, Any]]] = {}
+        # bytes of each gathered run (its entry is current while the run is gathered)
+        self._gathered_bytes: Dict[Tuple[int, int], int] = {}
         self._target = target
         self.hints = hints
         self._is_up = target.available
@@ -298,11 +300,19 @@ class Outbox:
         """
         if self.state == DIRECT and self._is_up():
             if not request.flags & FLAG_TRANSACTION and defer(self):
-                group = self._gathered.get((request.lane, request.resp))
+                key = (request.lane, request.resp)
+                group = self._gathered.get(key)
+                size = len(request.payload)
                 if group is None:
-                    self._gathered[request.lane, request.resp] = [(request, sink)]
+                    self._gathered[key] = [(request, sink)]
+                elif self._gathered_bytes[key] + size > GATHERED_MAX_BYTES:
+                    # that run leaves now, in its place; this one starts the next
+                    self._send_gathered(group)
+                    self._gathered[key] = [(request, sink)]
                 else:
                     group.append((request, sink))
+                    size += self._gathered_bytes[key]
+                self._gathered_bytes[key] = size
                 return
             if self._gathered:
                 self._flush_gathered()
@@ -318,16 +328,19 @@ class Outbox:
     def _flush_gathered(self) -> None:
         gathered, self._gathered = self._gathered, {}
         for group in gathered.values():
-            if len(group) == 1:
-                request, sink = group[0]
-            else:
-                request = Request(b"".join([r.payload for r, _ in group]), group[0][0].resp,
-                                  group[0][0].lane, sum(r.count for r, _ in group), True)
-                sink = Gathered([(r.count, s) for r, s in group])
-            if self.state == DIRECT and self._is_up():
-                self._send_direct(request, sink)
-            else:
-                self._hint(request, sink)
+            self._send_gathered(group)
+
+    def _send_gathered(self, group: List[Tuple[Request, Any]]) -> None:
+        if len(group) == 1:
+            request, sink = group[0]
+        else:
+            request = Request(b"".join([r.payload for r, _ in group]), group[0][0].resp,
+                              group[0][0].lane, sum(r.count for r, _ in group), True)
+            sink = Gathered([(r.count, s) for r, s in group])
+        if self.state == DIRECT and self._is_up():
+            self._send_direct(request, sink)
+        else:
+            self._hint(request, sink)
 
     def _send_direct(self, request: Request, sink: Any) -> None:
         if self.sequenced:

@@ -76,14 +76,23 @@ def end() -> None:
 
 
 def flush() -> None:
-    """Every waiting writer writes what it holds."""
-    global _pending, _flush_due
+    """
+    Every waiting writer writes what it holds.  A writer that writes
+    through others as it flushes (gathered writes led through outboxes and
+    peer links) does so inside a batch: those others then wait their turn
+    in this same loop, so each connection still writes once.
+    """
+    global _pending, _flush_due, _depth
     _flush_due = False
-    while _pending:
-        pending, _pending = _pending, []
-        for writer in pending:
-            writer.batched = False
-            writer.flush_batched()
+    _depth += 1
+    try:
+        while _pending:
+            pending, _pending = _pending, []
+            for writer in pending:
+                writer.batched = False
+                writer.flush_batched()
+    finally:
+        _depth -= 1
 
 
 def defer(writer) -> bool:

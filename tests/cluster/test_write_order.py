@@ -23,6 +23,7 @@ from dynomite.commands.determinism import again_alike
 from dynomite.node.leader import UNKNOWN_OUTCOME
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import leader_turn
+from dynomite.runtime import batching
 
 from tests.cluster.inprocess import make_cluster
 from tests.cluster.test_runs import pipeline
@@ -218,6 +219,42 @@ class PipelineOrderTests(SynchronousTestCase):
                     pump.pump()
             cluster.settle()
             self.assertEqual(client.transport.value(), b"".join(replies), "seed %d" % seed)
+
+
+class GatheredRunsTests(SynchronousTestCase):
+    """
+    Runs of writes wait for the end of their batch, to be led with the
+    other clients' runs of their plan (`dynomite.node.gathering`); a
+    request that is not a run never overtakes them.
+    """
+
+    def setUp(self):
+        self.cluster = make_cluster(self, {"dc1": {"r1": 1, "r2": 1, "r3": 1}})
+        self.client = self.cluster.client(self.cluster.nodes[0])
+
+    def test_a_later_write_that_is_not_a_run_is_led_after_the_runs_before_it(self):
+        # INCRBYFLOAT runs once on its leader; SET ... EX is made absolute: neither is a run
+        out = self.client.raw(pipeline(("SET", "f", "1"), ("INCRBYFLOAT", "f", "0.5"),
+                                       ("SET", "e", "1"), ("SET", "e", "2", "EX", "100")))
+        self.assertEqual(out, b"+OK\r\n$3\r\n1.5\r\n+OK\r\n+OK\r\n")
+        self.cluster.settle()
+        for node in self.cluster.nodes:
+            self.assertEqual((node.redis.data[b"f"], node.redis.data[b"e"]), (b"1.5", b"2"), node.name)
+
+    def test_runs_of_two_clients_in_one_batch_are_led_as_one(self):
+        other = self.cluster.client(self.cluster.nodes[0])
+        gathering = self.cluster.nodes[0].coordinator.gathering
+        batching.begin()
+        self.client.send(pipeline(*[("SET", "a%d" % i, "x") for i in range(12)]))
+        other.send(pipeline(*[("SET", "b%d" % i, "y") for i in range(12)]))
+        batching.end()
+        self.cluster.settle()
+        self.assertEqual(self.client.transport.value(), b"+OK\r\n" * 12)
+        self.assertEqual(other.transport.value(), b"+OK\r\n" * 12)
+        self.assertLess(gathering.led, gathering.gathered)
+        for node in self.cluster.nodes:
+            self.assertEqual(node.redis.data[b"a3"], b"x")
+            self.assertEqual(node.redis.data[b"b11"], b"y")
 
 
 class LostLeaderTests(SynchronousTestCase):

@@ -69,6 +69,23 @@ class BatchingTests(SynchronousTestCase):
         batching.end()
         self.assertEqual(b.written, [["late"]])
 
+    def test_writes_a_flush_makes_through_other_writers_join_that_flush(self):
+        """A writer leading gathered writes at the flush: each other writer still writes once."""
+        a, b = Writer(), Writer()
+
+        def flush_through_b():
+            Writer.flush_batched(a)
+            b.write("one")
+            b.write("two")
+
+        a.flush_batched = flush_through_b
+        batching.begin()
+        a.write("x")
+        batching.end()
+        self.assertEqual(b.written, [["one", "two"]])
+        self.assertEqual((b.flushes, b.batched), (1, False))
+        b.write("after")
+        self.assertEqual(b.written[-1], ["after"])   # outside a batch again: at once
 
     def test_per_reactor_turn_holds_writes_until_the_turn_ends(self):
         clock = Clock()

@@ -11,6 +11,7 @@ import random
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.replication.gathered import GATHERED_MAX_BYTES
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import batching
 from dynomite.replication.outbox import (
@@ -281,6 +282,21 @@ class GatheredTests(OutboxTestCase):
         self.target.reply(raw=b":1\r\n")
         self.assertEqual((a.calls, b.calls, c.calls),
                          ([("complete", OK)], [("complete", OK * 2)], [("complete", b":1\r\n")]))
+
+    def test_a_gathered_run_stops_growing_at_its_size_bound(self) -> None:
+        """Past GATHERED_MAX_BYTES a run leaves, in its place, and the next one starts (a frame stays bounded)."""
+        box = self.outbox()
+        big = Request(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n" % (
+            GATHERED_MAX_BYTES // 2, b"x" * (GATHERED_MAX_BYTES // 2)))
+        batching.begin()
+        box.submit(Request(w(1)), Sink())
+        box.submit(big, Sink())
+        self.assertEqual(self.target.received, [])
+        box.submit(big, Sink())
+        self.assertEqual(self.target.received, [w(1) + big.payload])
+        box.submit(Request(w(2)), Sink())
+        batching.end()
+        self.assertEqual(self.target.received, [w(1) + big.payload, big.payload + w(2)])
 
     def test_replies_are_split_back_by_count(self) -> None:
         box = self.outbox()
