@@ -104,6 +104,22 @@ class Sink:
         self.replies.append(raw)
 
 
+class RecordingSink:
+    """Records every call a write's sink gets, in order: ("complete" | "fail" | "hinted", raw)."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def complete(self, raw: bytes) -> None:
+        self.calls.append(("complete", raw))
+
+    def fail(self, raw: bytes) -> None:
+        self.calls.append(("fail", raw))
+
+    def hinted(self, raw: bytes) -> None:
+        self.calls.append(("hinted", raw))
+
+
 # How a numbered write's transaction starts (dynomite.replication.applied_once).
 _NUMBERED = b"*1\r\n$5\r\nMULTI\r\n*2\r\n$6\r\nSELECT\r\n"
 

@@ -61,7 +61,7 @@ from dynomite.repair.manager import Repairs
 from dynomite.repair.run import ask
 from dynomite.replication.hints import HintLog, safe_name
 from dynomite.replication.outbox import Outbox
-from dynomite.replication.targets import RemoteDatacenter, Targets
+from dynomite.replication.targets import Targets
 from dynomite.scaleout.copier import route_writes
 from dynomite.scaleout.manager import ScaleOut, initial_place
 from dynomite.scaleout.moves import Move
@@ -185,8 +185,10 @@ class NodeParts:
             hints = HintLog(self.hint_directory, name, config.hints_fsync, self.clock,
                             segment_bytes=config.hint_segment_bytes, max_bytes=config.hints_max_bytes,
                             window=config.hint_window)
+            # numbered: a replay is applied once, by a Redis (`dynomite.replication.applied_once`)
+            # or by another datacenter's entry node (`dynomite.node.forwarded`)
             self.outboxes[name] = Outbox(target, hints, self.clock, replay_rate=config.hint_replay_rate,
-                                         sequenced=not isinstance(target, RemoteDatacenter))
+                                         sequenced=True)
 
     # -- running -----------------------------------------------------------
 

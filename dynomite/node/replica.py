@@ -32,6 +32,7 @@ from dynomite.commands import table as commands
 from dynomite.commands.effects import pop_effect, transaction_effect
 from dynomite.config.vocabulary import DC_ONE
 from dynomite.consistency.hlc import MAX_AHEAD_MS, version_ms
+from dynomite.node.forwarded import APPLIED, NEW, WAITING, ForwardedOnce
 from dynomite.node.handover import leader_moved, parse_handover
 from dynomite.node.leader import EVERY_RACK, AppliedInEveryRack, lead_level
 from dynomite.node.versions import CHECK_TAG, versions_of
@@ -45,12 +46,36 @@ from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
     FLAG_COPY, FLAG_EFFECT, FLAG_HANDOVER, FLAG_HERE_ONLY, FLAG_REDIRECTED, FLAG_SEQUENCED, FLAG_TRANSACTION,
     FLAG_WATCH, LEAD, REQUEST,
-    PeerProtocolError, lead_position,
+    PeerProtocolError, lead_position, payload_sequence,
 )
 from dynomite.wire.requests import parse_whole
 from dynomite.wire.resp import ProtocolError
 
 __all__ = ["Replica"]
+
+
+class _Recorded:
+    """A part of a numbered FORWARD: its outcome is remembered (`dynomite.node.forwarded`), then counted."""
+
+    __slots__ = ("_forwarded", "_sender", "_numbers", "_sink")
+
+    def __init__(self, forwarded: ForwardedOnce, sender: str, numbers: List[int], sink) -> None:
+        self._forwarded = forwarded
+        self._sender = sender
+        self._numbers = numbers
+        self._sink = sink
+
+    def complete(self, raw: bytes) -> None:
+        self._forwarded.applied(self._sender, self._numbers, raw)
+        self._sink.complete(raw)
+
+    def hinted(self, raw: bytes) -> None:
+        self._forwarded.applied(self._sender, self._numbers, b"+OK\r\n")
+        self._sink.hinted(raw)
+
+    def fail(self, raw: bytes) -> None:
+        self._forwarded.failed(self._sender, self._numbers, raw)
+        self._sink.fail(raw)
 
 
 @implementer(IPeerRequests)
@@ -69,6 +94,8 @@ class Replica:
         here = targets[router.topology.local.name]
         self._run_here = here.send
         self._applied_once = here.applied_once.send
+        #: the numbered FORWARDs this entry node applied or is applying (`dynomite.node.forwarded`)
+        self.forwarded = ForwardedOnce()
 
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
         """A REQUEST (run here), LEAD (lead it) or FORWARD (lead it in this DC)."""
@@ -85,7 +112,7 @@ class Replica:
         elif frame_type == LEAD:
             self._lead(peer_name, request, sink)
         else:
-            self._apply_forwarded(request, sink)
+            self._apply_forwarded(peer_name, request, sink)
 
     def handle_peer_publish(self, peer_name: str, channel: bytes, message: bytes, shard: bool) -> None:
         """A message published on another node: this node's subscribers get it."""
@@ -251,8 +278,17 @@ class Replica:
 
     # -- FORWARD -----------------------------------------------------------------
 
-    def _apply_forwarded(self, request: Request, sink) -> None:
+    def _apply_forwarded(self, peer_name: str, request: Request, sink) -> None:
         payload = request.payload
+        first = None
+        if request.flags & FLAG_SEQUENCED:
+            # numbered by the sender's outbox: a replay is applied once (`dynomite.node.forwarded`)
+            try:
+                first = payload_sequence(payload)
+            except PeerProtocolError:
+                sink.complete(b"-ERR forwarded write without its sequence number\r\n")
+                return
+            payload = payload[8:]
         try:
             requests, bounds = parse_whole(payload)
         except ProtocolError:
@@ -260,40 +296,76 @@ class Replica:
         if len(requests) != request.count:
             sink.complete(b"-ERR forwarded payload is not %d whole commands\r\n" % request.count)
             return
+        numbers: Optional[List[int]] = None
+        waits: List[int] = []
+        if first is not None:
+            requests, bounds, numbers, waits = self._not_applied(peer_name, first, requests, bounds)
+            if not requests and not waits:
+                sink.complete(b"+OK\r\n")
+                return
         # (with datacenter_conflicts: arrival nothing is versioned: no search)
         versions = self._leader.versions
         if versions is not None and not request.flags & FLAG_TRANSACTION and CHECK_TAG in payload:
-            self._apply_checked(request, requests, bounds, versions.clock, sink)
-            return
-        # each group of writes with the same plan: (plan, their bytes, count)
-        groups = []
+            if not self._in_time(requests, versions.clock, sink):
+                return
+            groups = self._checked_groups(payload, requests, bounds)
+        else:
+            groups = self._cut_groups(payload, requests, bounds)
+        applied = AppliedInEveryRack(len(groups) + len(waits), sink)
+        forwarded = self.forwarded
+        for number in waits:
+            forwarded.wait(peer_name, number, applied)
+        write = self._coordinator.write
+        for plan, data, indexes in groups:
+            part = applied
+            if numbers is not None:
+                mine = [numbers[j] for j in indexes]
+                forwarded.sending(peer_name, mine)
+                part = _Recorded(forwarded, peer_name, mine, applied)
+            write(plan, Request(data, request.resp, request.lane, len(indexes), True), part, level=EVERY_RACK)
+
+    def _not_applied(self, peer_name: str, first: int, requests, bounds):
+        """
+        (the writes of a numbered FORWARD to apply, their bounds, their
+        numbers, the numbers of those being applied now to wait for); the
+        writes applied already are left out.
+        """
+        numbers = list(range(first, first + len(requests)))
+        classify = self.forwarded.classify
+        kinds = [classify(peer_name, number) for number in numbers]
+        if all(kind == NEW for kind in kinds):
+            return requests, bounds, numbers, []
+        self.forwarded.skipped += kinds.count(APPLIED)
+        keep = [i for i, kind in enumerate(kinds) if kind == NEW]
+        waits = [numbers[i] for i, kind in enumerate(kinds) if kind == WAITING]
+        return ([requests[i] for i in keep], [b for i in keep for b in (bounds[2 * i], bounds[2 * i + 1])],
+                [numbers[i] for i in keep], waits)
+
+    def _cut_groups(self, payload: bytes, requests, bounds) -> List[Tuple[Plan, bytes, List[int]]]:
+        """The writes cut into runs of one plan, as a client's pipeline is: (plan, bytes, their indexes)."""
+        groups: List[Tuple[Plan, bytes, List[int]]] = []
         i, n = 0, len(requests)
         reads, writes = self._router.reads[DC_ONE], self._router.writes[DC_ONE]
         while i < n:
-            runs, i = self._runs.cut(requests, bounds, i, reads, writes)
+            runs, stop = self._runs.cut(requests, bounds, i, reads, writes)
             for _cmd, plan, start, end, count, parts in runs:
                 if parts is None:
-                    groups.append((plan, payload[start:end], count))
+                    groups.append((plan, payload[start:end], list(range(i, i + count))))
                 else:
                     for part_plan, spans, positions in parts:
-                        groups.append((part_plan, part_bytes(payload, spans),
-                                       len(positions)))
-            if i < n:
-                groups.append((self._plan_of(requests[i]), payload[bounds[2 * i]:bounds[2 * i + 1]], 1))
-                i += 1
-        applied = AppliedInEveryRack(len(groups), sink)
-        write = self._coordinator.write
-        for plan, data, count in groups:
-            write(plan, Request(data, request.resp, request.lane, count, True), applied, level=EVERY_RACK)
+                        groups.append((part_plan, part_bytes(payload, spans), [i + p for p in positions]))
+                i += count
+            if stop < n:
+                groups.append((self._plan_of(requests[stop]), payload[bounds[2 * stop]:bounds[2 * stop + 1]],
+                               [stop]))
+            i = stop + 1
+        return groups
 
-    def _apply_checked(self, request: Request, requests, bounds, clock, sink) -> None:
+    def _checked_groups(self, payload: bytes, requests, bounds) -> List[Tuple[Plan, bytes, List[int]]]:
         """
         A FORWARD with versioned writes (`dynomite.node.versions`): one run
         per plan, in order; every replica runs the checks.
         """
-        if not self._in_time(requests, clock, sink):
-            return
-        payload = request.payload
         groups: Dict[int, Tuple[Plan, List[List[int]], List[int]]] = {}
         route = self._router.route
         for i, args in enumerate(requests):
@@ -307,11 +379,7 @@ class Replica:
                 group = groups[id(plan)] = (plan, [], [])
             group[1].append([bounds[2 * i], bounds[2 * i + 1]])
             group[2].append(i)
-        applied = AppliedInEveryRack(len(groups), sink)
-        write = self._coordinator.write
-        for plan, spans, members in groups.values():
-            run = Request(part_bytes(payload, spans), request.resp, request.lane, len(members), True)
-            write(plan, run, applied, level=EVERY_RACK)
+        return [(plan, part_bytes(payload, spans), members) for plan, spans, members in groups.values()]
 
     @staticmethod
     def _in_time(requests, clock, sink) -> bool:

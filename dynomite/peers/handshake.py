@@ -13,7 +13,8 @@ The connecting side speaks first; payloads are JSON objects::
                                             <--  WELCOME {node, admin, features, proof}  or  REJECT
 
 ``features`` lists, comma-separated, the optional frames the accepting node
-takes (``publish``: PUBLISH, `dynomite.wire.peer_frames.FEATURE_PUBLISH`);
+takes (``publish``: PUBLISH, `dynomite.wire.peer_frames.FEATURE_PUBLISH`;
+``numbered-forward``: FORWARDs with their writes' numbers, `FEATURE_NUMBERED_FORWARD`);
 the connecting side sends those frames only when it is listed, so a node
 that predates a frame never receives it (it would drop the connection).
 
@@ -53,7 +54,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 from dynomite.config.model import NodeConfig
 from dynomite.wire.peer_frames import (
-    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_GOSSIP, FEATURE_PUBLISH, FRAME_NAMES, HELLO, REJECT,
+    ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_GOSSIP, FEATURE_NUMBERED_FORWARD, FEATURE_PUBLISH, FRAME_NAMES, HELLO, REJECT,
     WELCOME, Frame, PeerProtocolError, decode_control, encode_control, handshake_proof, new_nonce, proofs_match,
 )
 
@@ -139,8 +140,8 @@ class Step(NamedTuple):
 _NOTHING = Step()
 
 #: The optional frames this node takes (a WELCOME's ``features``); with gossip, `GOSSIP_FEATURES`.
-FEATURES = FEATURE_PUBLISH
-GOSSIP_FEATURES = FEATURE_PUBLISH + "," + FEATURE_GOSSIP
+FEATURES = FEATURE_PUBLISH + "," + FEATURE_NUMBERED_FORWARD
+GOSSIP_FEATURES = FEATURES + "," + FEATURE_GOSSIP
 
 # states
 HELLO_SENT = "HELLO_SENT"      # connecting side, waiting for CHALLENGE, WELCOME or REJECT

@@ -60,8 +60,8 @@ from dynomite.runtime.tls import is_tls, tls_failure
 from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
-    FEATURE_GOSSIP, FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SHARD, FORWARD, FRAME_NAMES, GOSSIP, LEAD,
-    PING, PONG, PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
+    FEATURE_GOSSIP, FEATURE_NUMBERED_FORWARD, FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SEQUENCED, FLAG_SHARD,
+    FORWARD, FRAME_NAMES, GOSSIP, LEAD, PING, PONG, PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
     new_nonce, publish_parts, publish_payload, run_count, run_payload,
 )
 from dynomite.wire.replies import is_error
@@ -216,6 +216,8 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self.remote: Optional[str] = None  # the connecting host, on the accepting side
         #: the peer takes PUBLISH frames (its WELCOME said so; connecting side)
         self.publishes = False
+        #: the peer takes numbered FORWARDs (its WELCOME said so); to others they go unnumbered
+        self.numbered_forwards = False
         #: the peer takes GOSSIP frames; its entry, as its HELLO carried it (accepting side)
         self.gossips = False
         self.peer_entry: Optional[Dict[str, Any]] = None
@@ -325,6 +327,10 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
             self.unavailable += 1
             sink.fail(self._unavailable)
             return 0
+        if frame_type == FORWARD and request.flags & FLAG_SEQUENCED and not self.numbered_forwards:
+            # a node from before numbered FORWARDs: it gets the writes alone (at least once there)
+            request = Request.from_flags(request.flags & ~FLAG_SEQUENCED, request.payload[8:], request.lane,
+                                         request.count)
         self._last_id = rid = self._last_id + 1
         self._sinks[rid] = sink
         now = self._clock.seconds()
@@ -505,6 +511,7 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
                 self._set_peer(decision.peer, decision.datacenter)
             self.peer_admin = decision.admin
             self.publishes = FEATURE_PUBLISH in decision.features
+            self.numbered_forwards = FEATURE_NUMBERED_FORWARD in decision.features
             self.peer_entry = decision.entry
             self.gossips = self._local.gossip is not None and (
                 FEATURE_GOSSIP in decision.features or decision.entry is not None)

@@ -11,9 +11,10 @@ replayed in order, throttled, once the target is back.  New writes join the
 back of a non-empty backlog, so the target sees one coordinator's writes in
 the order the coordinator accepted them.  A write whose fate is unknown
 (timed out, connection lost) is hinted and replayed, though the target may
-have applied it: an outbox for a Redis (``sequenced``) numbers its writes
-so that the replay is applied once (`dynomite.replication.applied_once`);
-one for a datacenter delivers at-least-once.
+have applied it: an outbox (``sequenced``) numbers its writes so that
+the replay is applied once, by a Redis (`dynomite.replication.applied_once`)
+or by another datacenter's entry node (`dynomite.node.forwarded`, which
+remembers what it applied while it runs).
 
 States and what moves between them (`_TRANSITIONS`)::
 

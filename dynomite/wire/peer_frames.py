@@ -58,7 +58,7 @@ __all__ = [
     "FLAG_RESP3", "FLAG_WRITE", "FLAG_RUN", "FLAG_EFFECT", "FLAG_SHARD", "FLAG_FAILED", "LEVEL_SHIFT",
     "LEVEL_MASK", "FLAG_SEQUENCED", "FLAG_REPLAY", "run_payload", "run_count", "lead_payload",
     "lead_position", "sequenced_payload", "payload_sequence", "publish_payload", "publish_parts",
-    "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FLAG_TRANSACTION", "FLAG_HERE_ONLY", "FLAG_COPY",
+    "FEATURE_PUBLISH", "FEATURE_GOSSIP", "FEATURE_NUMBERED_FORWARD", "FLAG_TRANSACTION", "FLAG_HERE_ONLY", "FLAG_COPY",
     "FLAG_REDIRECTED", "FLAG_HANDOVER",
     "Frame", "PeerFramer", "PeerProtocolError", "FrameTooLarge", "encode_frame",
     "encode_control", "decode_control", "new_nonce", "handshake_proof", "proofs_match",
@@ -209,6 +209,10 @@ def payload_sequence(payload: bytes) -> int:
 FEATURE_PUBLISH = "publish"
 #: What a WELCOME's ``features`` lists when the accepting node gossips (``enable_gossip``).
 FEATURE_GOSSIP = "gossip"
+#: What a WELCOME's ``features`` lists when the accepting node takes numbered
+#: FORWARDs (FLAG_SEQUENCED: `dynomite.node.forwarded`); an older node would
+#: take the number for part of the first write, so it gets them unnumbered.
+FEATURE_NUMBERED_FORWARD = "numbered-forward"
 
 
 def publish_payload(channel: bytes, message: bytes) -> bytes:

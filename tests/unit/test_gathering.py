@@ -10,19 +10,7 @@ from dynomite.runtime import batching
 from dynomite.wire.inflight import Request
 from dynomite.wire.resp import encode_command
 
-
-class Sink:
-    def __init__(self):
-        self.completed, self.failed, self.hints = [], [], []
-
-    def complete(self, raw):
-        self.completed.append(raw)
-
-    def fail(self, raw):
-        self.failed.append(raw)
-
-    def hinted(self, raw):
-        self.hints.append(raw)
+from tests.fakes import RecordingSink as Sink
 
 
 def run(*keys: bytes, resp: int = 2) -> Request:
@@ -53,12 +41,12 @@ class WriteGatheringTests(SynchronousTestCase):
         self.assertIs(plan, self.plan)
         self.assertEqual((request.payload, request.count, request.lane), (run(b"a", b"b", b"c").payload, 3, 7))
         sink.complete(b"+OK\r\n-ERR no\r\n:1\r\n")
-        self.assertEqual(first.completed, [b"+OK\r\n-ERR no\r\n"])
-        self.assertEqual(second.completed, [b":1\r\n"])
         sink.fail(b"-ERR lost\r\n")
         sink.hinted(b"-ERR hinted\r\n")
-        for each in (first, second):
-            self.assertEqual((each.failed, each.hints), ([b"-ERR lost\r\n"], [b"-ERR hinted\r\n"]))
+        self.assertEqual(first.calls, [("complete", b"+OK\r\n-ERR no\r\n"), ("fail", b"-ERR lost\r\n"),
+                                       ("hinted", b"-ERR hinted\r\n")])
+        self.assertEqual(second.calls, [("complete", b":1\r\n"), ("fail", b"-ERR lost\r\n"),
+                                        ("hinted", b"-ERR hinted\r\n")])
         self.assertEqual((self.gathering.gathered, self.gathering.led), (2, 1))
 
     def test_other_plans_resp_versions_and_comparisons_are_led_apart(self):

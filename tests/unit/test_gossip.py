@@ -296,7 +296,7 @@ class HandshakeEntryTests(SynchronousTestCase):
         self.assertEqual(asked, [(A, "dc1", "rack1", entry(A).to_json())])
         self.assertEqual(answer.decision, Ready(A, "dc1", None, (), entry(A).to_json()))
         welcome = connecting.receive(answer.send[0]).decision
-        self.assertEqual(welcome.features, ("publish", "gossip"))
+        self.assertEqual(welcome.features, ("publish", "numbered-forward", "gossip"))
 
     def test_a_node_without_gossip_ignores_the_entry_and_does_not_list_the_feature(self) -> None:
         me = Identity("dyn_o_mite", A, "dc1", "rack1", None, "10.0.0.1:22222")
@@ -305,7 +305,7 @@ class HandshakeEntryTests(SynchronousTestCase):
         accepting = Handshake(them, known=lambda n, d, r: n == A)
         answer = accepting.receive(connecting.start().send[0])
         self.assertEqual(answer.decision, Ready(A, "dc1", None))
-        self.assertEqual(connecting.receive(answer.send[0]).decision.features, ("publish",))
+        self.assertEqual(connecting.receive(answer.send[0]).decision.features, ("publish", "numbered-forward"))
         unknown = Handshake(them, known=lambda n, d, r: False)
         self.assertIsInstance(unknown.receive(Handshake(me, expected=B, entry=lambda: entry(A).to_json())
                                               .start().send[0]).decision, RejectPeer)

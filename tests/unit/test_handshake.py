@@ -76,7 +76,7 @@ class HandshakeTests(SynchronousTestCase):
         c = Conversation(identity(A), identity(B), known=lambda n, d, r: (n, d, r) == (A, "dc1", "rack1"))
         c.run()
         self.assertEqual(c.types(), ["HELLO", "WELCOME"])
-        self.assertEqual(c.decisions["connecting"], Ready(B, None, "127.0.0.2:22222", ("publish",)))
+        self.assertEqual(c.decisions["connecting"], Ready(B, None, "127.0.0.2:22222", ("publish", "numbered-forward")))
         self.assertEqual(c.decisions["accepting"], Ready(A, "dc1", None))
         hello = decode_control(c.frames[0][1], ("cluster", "node", "dc", "rack", "nonce"))
         self.assertEqual(hello, {"cluster": "dyn_o_mite", "node": A, "dc": "dc1", "rack": "rack1",
@@ -87,7 +87,7 @@ class HandshakeTests(SynchronousTestCase):
     def test_with_secret_both_prove_it_and_it_stays_home(self) -> None:
         c = Conversation(identity(A, secret=SECRET), identity(B, secret=SECRET)).run()
         self.assertEqual(c.types(), ["HELLO", "CHALLENGE", "AUTH", "WELCOME"])
-        self.assertEqual(c.decisions["connecting"], Ready(B, None, "127.0.0.2:22222", ("publish",)))
+        self.assertEqual(c.decisions["connecting"], Ready(B, None, "127.0.0.2:22222", ("publish", "numbered-forward")))
         self.assertEqual(c.decisions["accepting"], Ready(A, "dc1", None))
         for _, frame in c.frames:
             self.assertNotIn(SECRET, frame.payload)

@@ -20,6 +20,8 @@ from dynomite.replication.outbox import (
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.peer_frames import FLAG_REPLAY, FLAG_SEQUENCED, payload_sequence, sequenced_payload
 
+from tests.fakes import RecordingSink
+
 TARGET = "127.0.0.2:8101"
 OK = b"+OK\r\n"
 DOWN = b"-ERR peer 127.0.0.2:8101 unavailable\r\n"
@@ -65,20 +67,8 @@ class Target:
             self.waiting.pop(0).fail(b"-ERR peer timed out\r\n")
 
 
-class Sink:
+class Sink(RecordingSink):
     """A caller that understands hinted writes."""
-
-    def __init__(self) -> None:
-        self.calls: list = []
-
-    def complete(self, raw: bytes) -> None:
-        self.calls.append(("complete", raw))
-
-    def fail(self, raw: bytes) -> None:
-        self.calls.append(("fail", raw))
-
-    def hinted(self, raw: bytes) -> None:
-        self.calls.append(("hinted", raw))
 
     @property
     def kind(self) -> str:
