@@ -5,6 +5,7 @@ node, which applied it, does not apply it again (dynomite.node.forwarded).
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from dynomite.placement.hashing import key_hash
@@ -107,3 +108,38 @@ class ReplayWhileInFlightTests(SynchronousTestCase):
         self.assertEqual([kind for kind, _ in original.calls + replay.calls], ["complete", "complete"])
         self.assertEqual((entry.redis.data[key], leader.redis.data[key]), (b"1", b"1"))
 
+
+
+#: Bounded and reproducible: the same examples on every run, nothing stored on disk.
+FUZZ = settings(max_examples=120, deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+_writes = st.lists(st.sampled_from([encode_command([b"INCR", b"h"]), encode_command([b"RPUSH", b"q", b"x"]),
+                                    encode_command([b"SET", b"s", b"v"]), b"*1\r\n$4\r\nPING\r\n",
+                                    b"garbage\r\n", b"*2\r\n$3\r\nGET\r\n"]), min_size=0, max_size=4)
+
+
+class HostileForwardTests(SynchronousTestCase):
+    """Whatever FORWARD a peer sends, numbered or not, the entry answers it once and keeps serving."""
+
+    def setUp(self):
+        self.cluster = make_cluster(self, {"dc1": {"r1": 1}, "dc2": {"r1": 1}})
+        self.sender, self.entry = self.cluster.node("dc1", "r1"), self.cluster.node("dc2", "r1")
+
+    @FUZZ
+    @given(_writes, st.integers(-1, 3), st.one_of(st.none(), st.integers(0, 40)), st.booleans(),
+           st.one_of(st.none(), st.binary(max_size=10)))
+    def test_every_forward_is_answered_once(self, writes, count_error, number, replay, garbage):
+        payload = b"".join(writes)
+        flags = 0
+        if number is not None:
+            flags |= FLAG_SEQUENCED | (FLAG_REPLAY if replay else 0)
+            # the number in front, or bytes of any length where it should be
+            head = sequenced_payload(number, b"") if garbage is None else garbage
+            payload = head + payload
+        sink = Sink()
+        request = Request(payload, 2, 0, max(1, len(writes) + count_error), True, flags)
+        self.entry.parts.replica.handle_peer_request(self.sender.name, FORWARD, request, sink)
+        self.cluster.settle()
+        self.assertEqual(len(sink.calls), 1, sink.calls)
+        self.assertEqual(self.cluster.client(self.entry).command("PING"), b"+PONG\r\n")
