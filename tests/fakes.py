@@ -359,7 +359,7 @@ class FakeNode:
             local_writes=[0, 0], remote_writes=[0, 0], quorum_failures={},
             leading=SimpleNamespace(leaders_lost=0, leaders_unknown=0, leaders_moved=0),
             leader=SimpleNamespace(effects_run=0, effects_unknown=0, versions=None), replays_skipped=lambda: 0,
-            gathering=SimpleNamespace(gathered=0, led=0))
+            gathering=SimpleNamespace(gathered=0, led=0), forwarded=SimpleNamespace(skipped=0, waited=0))
         self.metrics = NodeMetrics()
         self.repairs = FakeRepairs()
         self.status = NodeStatus(

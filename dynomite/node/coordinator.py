@@ -35,6 +35,7 @@ from dynomite.consistency.quorum import EachQuorum, Reconciler
 from dynomite.consistency.read_repair import Disagreement
 from dynomite.consistency.runs import RunReconciler
 from dynomite.node.each_write import write_in_each_dc
+from dynomite.node.forwarded import ForwardedOnce
 from dynomite.node.gathering import WriteGathering
 from dynomite.node.keyspace import Keyspace
 from dynomite.node.leader import UNKNOWN_OUTCOME, Leader
@@ -151,6 +152,9 @@ class Coordinator:
         self.leading = Leading(self.name, router, targets, self.leader)
         #: the clients' runs of writes, gathered per plan for one batch (`dynomite.node.gathering`)
         self.gathering = WriteGathering(self.write)
+        #: the numbered FORWARDs this node applied or is applying as an entry node
+        #: (`dynomite.node.forwarded`; `dynomite.node.replica` consults it)
+        self.forwarded = ForwardedOnce()
         #: ``read_repair(payload)``: quorum reads whose replicas disagreed
         #: (read_repairs_enabled: `dynomite.repair.manager.Repairs`), or None
         self.read_repair: Optional[Callable[[bytes], None]] = None

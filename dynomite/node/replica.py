@@ -95,7 +95,7 @@ class Replica:
         self._run_here = here.send
         self._applied_once = here.applied_once.send
         #: the numbered FORWARDs this entry node applied or is applying (`dynomite.node.forwarded`)
-        self.forwarded = ForwardedOnce()
+        self.forwarded = coordinator.forwarded
 
     def handle_peer_request(self, peer_name: str, frame_type: int, request: Request, sink) -> None:
         """A REQUEST (run here), LEAD (lead it) or FORWARD (lead it in this DC)."""

@@ -116,6 +116,8 @@ CATALOGUE: Tuple[Spec, ...] = (
          " from another datacenter refused for being too far ahead (clock_ahead), commands run"
          " once here and replicated as their effect (effects_run), or whose outcome here is unknown"
          " (effects_unknown), replayed writes this node's Redis had applied and skipped (replays_skipped),"
+         " replayed FORWARDs this node as an entry had applied and answered at once (forwards_skipped) or"
+         " that waited for the write in flight (forwards_waited),"
          " clients' runs of writes gathered per leader in a reactor turn (runs_gathered) and the runs they"
          " were led in (gathered_led).",
          ("event",)),

@@ -348,7 +348,10 @@ class NodeStatus:
         return None if self._scaleout is None else self._scaleout.phase
 
     def write_order(self) -> Dict[str, int]:
-        """The leader's counts (`dynomite.node.leader`), replays skipped by this node's Redis, runs gathered."""
+        """
+        The leader's counts (`dynomite.node.leader`), replays skipped by this
+        node's Redis and by it as an entry node, runs gathered.
+        """
         r = self._replication
         return {
             "handed_on": r.leading.leaders_lost,
@@ -360,6 +363,8 @@ class NodeStatus:
             "replays_skipped": r.replays_skipped(),
             "runs_gathered": r.gathering.gathered,
             "gathered_led": r.gathering.led,
+            "forwards_skipped": r.forwarded.skipped,
+            "forwards_waited": r.forwarded.waited,
         }
 
     def quorum_failures(self) -> Dict[Tuple[str, str], int]:
