@@ -314,7 +314,7 @@ class PeerLink:
             if protocol is None or slot.state not in (HANDSHAKING, UP):
                 continue
             self.timed_out_total += protocol.expire(now)
-            if now - protocol.last_received >= down_after:
+            if protocol.silent(now, down_after):
                 self.dropped_total += 1
                 self.log.warn(
                     "peer {peer}: nothing received for {seconds}s; dropping connection {i}",

@@ -150,7 +150,7 @@ class PeerServerFactory(Factory):
         """Fail overdue requests and drop connections silent for too long."""
         for protocol in list(self.connections):
             self.timed_out_total += protocol.expire(now)
-            if now - protocol.last_received >= self._down_after:
+            if protocol.silent(now, self._down_after):
                 self.log.info("peer {peer}: silent for {seconds}s; dropping its connection",
                               peer=protocol.peer_name, seconds=self._down_after)
                 protocol.drop()

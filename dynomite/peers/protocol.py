@@ -204,6 +204,8 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
         self._closing = False
         self.state = "HANDSHAKING"
         self.last_received = 0.0
+        # whether the last liveness check found this connection silent (`silent`)
+        self._seen_silent = False
         self.late_replies = 0
         self.reject_reason: Optional[str] = None
         self.peer_name: Optional[str] = None
@@ -359,6 +361,20 @@ class PeerProtocol(Protocol, batching.BatchedWriter):
 
     def accepts_writes(self) -> bool:
         return not self._closing
+
+    def silent(self, now: float, down_after: float) -> bool:
+        """
+        Whether nothing came for ``down_after`` seconds, at this check and
+        at the one before.  Checks run from a timer, and the reactor polls
+        between two of them: a node stalled for a while (a GC pause, a
+        frozen VM, SIGSTOP) finds every connection silent at its first
+        check, though bytes may be waiting in their sockets; it reads them
+        before it judges, instead of dropping live peers and the requests
+        they sent.
+        """
+        silent = now - self.last_received >= down_after
+        seen, self._seen_silent = self._seen_silent, silent
+        return silent and seen
 
     def set_timeout(self, timeout: float) -> None:
         """Requests sent from now on get ``timeout`` seconds (the admin timeout factor)."""

@@ -953,7 +953,8 @@ class LinkTests(SynchronousTestCase):
         self.assertTrue(link.is_up)
         while link.is_up:
             self.net.advance(0.05)
-        self.assertLessEqual(self.clock.seconds() - cut_at, 3.0 + link.tick_interval + 0.05)
+        # silent at two checks in a row (`PeerProtocol.silent`)
+        self.assertLessEqual(self.clock.seconds() - cut_at, 3.0 + 2 * link.tick_interval + 0.05)
         self.assertEqual(self.states, [(link, True), (link, False)])
         self.assertEqual(sink.failed, [b"-ERR peer 127.0.0.2:8101 unavailable\r\n"])
         # the link reconnects (over a fresh, working connection) and is UP again
@@ -973,6 +974,22 @@ class LinkTests(SynchronousTestCase):
         self.assertFalse(transport.aborted)
         for _ in range(4):
             self.clock.advance(0.25)
+        self.assertTrue(transport.aborted)
+
+    def test_a_node_stalled_past_down_after_reads_what_waits_before_it_judges(self) -> None:
+        """After a stall (GC, frozen VM, SIGSTOP) the first check finds every connection silent: not yet a drop."""
+        server = self.serve()
+        protocol = server.buildProtocol(None)
+        transport = Transport()
+        protocol.makeConnection(transport)
+        self.clock.advance(10.0)            # the stall: the overdue check runs once
+        self.assertFalse(transport.aborted)
+        protocol.dataReceived(b"")          # the reactor polls: what waited in the socket is read
+        protocol.last_received = self.clock.seconds()
+        self.clock.advance(0.25)
+        self.assertFalse(transport.aborted, "a live peer was dropped after the stall")
+        for _ in range(14):
+            self.clock.advance(0.25)        # silent for real: two checks in a row
         self.assertTrue(transport.aborted)
 
     def test_timeout_through_link_keeps_connection(self) -> None:
