@@ -138,6 +138,43 @@ class ReplayOnceTests(FaultTestCase):
         stats = fx.hint_stats(r1, r2)
         self.assertGreater(stats["replayed_total"], 0, f"nothing was replayed to rack 2: {stats}")
 
+    def test_incr_forwarded_to_a_datacenter_frozen_past_the_timeout_counts_once(self):
+        """
+        2 DCs x 1 rack: INCRs through DC1's node while DC2's node is frozen
+        with SIGSTOP for three timeouts: the FORWARDs it had been sent stay
+        in its socket, DC1 drops the connection and keeps them as hints; when
+        thawed DC2 applies what it had read, and the replays of those are
+        answered without being applied again (dynomite.node.forwarded).
+        A freeze in which no FORWARD reached DC2's socket before DC1 dropped
+        the connection would test nothing, so the freeze is repeated (at
+        most three times) until a replay met a write DC2 had read; every
+        round must count each INCR once.
+        """
+        fx = self.start_cluster("forward-once", {"dc1": {"rack1": 1}, "dc2": {"rack1": 1}}, 121)
+        sender, entry = fx.rack_node("dc1", "rack1"), fx.rack_node("dc2", "rack1")
+        keys = [f"fcounter{i}" for i in range(5)]
+        c = fx.client(sender)
+        self.addCleanup(c.close)
+        for key in keys:
+            c.incr(key)
+        total = 1
+        for _ in range(3):
+            entry.node_process.pause()
+            paused_at = time.monotonic()
+            while time.monotonic() - paused_at < 3 * fx.layout.timeout():
+                for key in keys:
+                    c.incr(key)
+                total += 1
+                time.sleep(0.01)
+            entry.node_process.resume()
+            want = {key: str(total) for key in keys}
+            self.assertHolding([sender, entry], want, CONVERGE_TIMEOUT, "INCRs forwarded to a frozen datacenter")
+            order = fx.info(entry)["write_order"]
+            # a replay of a write DC2 had applied (skipped), or was applying when the replay came (waited)
+            if order["forwards_skipped"] + order["forwards_waited"]:
+                return
+        self.fail(f"in three freezes no replay reached DC2 for a write it had read: nothing was tested ({order})")
+
 
 class TransactionTests(ClusterTestCase):
     """MULTI/EXEC through real processes (dynomite.node.transactions), against a plain redis-server."""
