@@ -312,15 +312,15 @@ class Coordinator:
         if plan.write and plan.each is None:
             # a write travels on its plan's lane, the one its leader keeps its order on
             self.gathering.add(plan, Request(data, session.resp, plan.lane, count, True),
-                               client.slot(len(data), count), normalise)
+                               client.slot(len(data), count), normalise, cmd.name)
         else:
             self.run(plan, Request(data, session.resp, plan.lane if plan.write else session.id, count,
                                    plan.write),
                      client.slot(len(data), count), normalise)
 
-    def execute_parts(self, session, parts, data: bytes, count: int, client) -> None:
+    def execute_parts(self, session, cmd, parts, data: bytes, count: int, client) -> None:
         """
-        A run of ``count`` writes whose keys have different leaders, in
+        A run of ``count`` writes of ``cmd`` whose keys have different leaders, in
         ``parts`` (`dynomite.placement.pipelines.Part`) of the client's bytes
         ``data``: each part is led as a run of its own, with the runs of its
         plan other clients make in this batch (`dynomite.node.gathering`),
@@ -331,7 +331,8 @@ class Coordinator:
         gather = self.gathering.add
         for plan, spans, positions in parts:
             payload = part_bytes(data, spans)
-            gather(plan, Request(payload, resp, plan.lane, len(positions), True), scatter.part(positions))
+            gather(plan, Request(payload, resp, plan.lane, len(positions), True), scatter.part(positions),
+                   None, cmd.name)
 
     def execute(self, session, cmd, args: Sequence[bytes], client) -> None:
         """A KEY, MULTI_KEY or KEYSPACE command from a client."""

@@ -402,7 +402,7 @@ class Node:
             if parts is None:
                 coordinator.execute_run(session, cmd, plan, data[start:end], count, client)
             else:
-                coordinator.execute_parts(session, parts, data, count, client)
+                coordinator.execute_parts(session, cmd, parts, data, count, client)
             client.writing = client.reading = False
             i += count
         if stop < len(requests):

@@ -15,7 +15,11 @@ own replies back, or its failure).  A run stops growing at
 `dynomite.replication.gathered.GATHERED_MAX_BYTES`.
 
 What a part is led with does not change: the writes keep their order
-within the run, each client's replies come back in its order.  A client
+within the run, each client's replies come back in its order, and only
+runs of one command join (a leader lost in flight hands a run of plain
+SETs to the next one, `dynomite.node.leader.may_lead_again`, but not one
+with an INCR in it: a SET run must not be held back by another client's
+INCRs).  A client
 request that is not a run (a transaction, WATCH, a script, any command
 the coordinator runs on its own) first has what is gathered led
 (`flush`), so a client's later write never overtakes an earlier one.
@@ -35,8 +39,9 @@ __all__ = ["WriteGathering"]
 
 class WriteGathering:
     """
-    Runs of writes waiting for the end of the batch, per plan, RESP version
-    and reply comparison; ``write(plan, request, sink, normalise)`` leads one.
+    Runs of writes waiting for the end of the batch, per plan, RESP version,
+    reply comparison and command; ``write(plan, request, sink, normalise)``
+    leads one.
     """
 
     __slots__ = ("batched", "_write", "_groups", "gathered", "led")
@@ -44,18 +49,22 @@ class WriteGathering:
     def __init__(self, write: Callable) -> None:
         self.batched = False
         self._write = write
-        # (plan id, RESP, comparison) -> (plan, comparison, [(run, sink)], [bytes so far])
-        self._groups: Dict[Tuple[int, int, object], Tuple[Plan, object, List[Tuple[Request, object]], List[int]]] = {}
+        # (plan id, RESP, comparison, command) -> (plan, comparison, [(run, sink)], [bytes so far])
+        self._groups: Dict[Tuple[int, int, object, str], Tuple[Plan, object, List[Tuple[Request, object]],
+                                                              List[int]]] = {}
         #: parts gathered, and the runs they were led in
         self.gathered = 0
         self.led = 0
 
-    def add(self, plan: Plan, request: Request, sink, normalise=None) -> None:
-        """Lead ``request`` (a run of writes of ``plan``) at the end of the batch, with the others of its plan."""
+    def add(self, plan: Plan, request: Request, sink, normalise=None, command: str = "") -> None:
+        """
+        Lead ``request`` (a run of writes of ``plan``, each a ``command``) at
+        the end of the batch, with the others of its plan and command.
+        """
         if not batching.defer(self):
             self._write(plan, request, sink, normalise)
             return
-        key = (id(plan), request.resp, normalise)
+        key = (id(plan), request.resp, normalise, command)
         group = self._groups.get(key)
         if group is None:
             self._groups[key] = (plan, normalise, [(request, sink)], [len(request.payload)])

@@ -296,6 +296,26 @@ class LostLeaderTests(SynchronousTestCase):
         self.assertEqual(self.here.redis.data[key], b"v")
         self.assertEqual(self.here.parts.coordinator.leading.leaders_lost, 1)
 
+    def test_a_gathered_set_run_still_goes_to_the_next_leader_beside_another_clients_incr(self):
+        """Only runs of one command join (`dynomite.node.gathering`): an INCR does not hold a SET back."""
+        key = self.key_led_elsewhere(b"s")
+        counter = next(b"n%d" % i for i in range(1000) if self.leader_of(b"n%d" % i) is self.leader_of(key))
+        self.assertIs(self.here.parts.router.route(key, True, "DC_ONE"),
+                      self.here.parts.router.route(counter, True, "DC_ONE"), "not one plan: nothing joins")
+        other = self.cluster.client(self.here)
+        self.client.transport.clear()
+        batching.begin()
+        self.client.send(pipeline(("SET", key, "v")))
+        other.send(pipeline(("INCR", counter)))
+        batching.end()                                   # both LEADs are on their way, not delivered
+        self.cluster.isolate(self.leader_of(key))
+        self.cluster.settle()
+        self.assertEqual(self.client.transport.value(), b"+OK\r\n")
+        self.assertEqual(other.transport.value(), UNKNOWN_OUTCOME)
+
+    def leader_of(self, key: bytes):
+        return sorted(self.cluster.nodes, key=lambda n: n.rack)[leader_turn(key_hash(key), 3)]
+
     def test_only_plain_set_and_mset_apply_twice_alike(self):
         self.assertTrue(again_alike([[b"SET", b"k", b"v", b"PX", b"5"], [b"MSET", b"a", b"1"]]))
         for args in ([b"SET", b"k", b"v", b"GET"], [b"SET", b"k", b"v", b"nx"], [b"DEL", b"k"],

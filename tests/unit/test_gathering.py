@@ -49,17 +49,18 @@ class WriteGatheringTests(SynchronousTestCase):
                                         ("hinted", b"-ERR hinted\r\n")])
         self.assertEqual((self.gathering.gathered, self.gathering.led), (2, 1))
 
-    def test_other_plans_resp_versions_and_comparisons_are_led_apart(self):
+    def test_other_plans_resp_versions_comparisons_and_commands_are_led_apart(self):
         batching.begin()
-        self.gathering.add(self.plan, run(b"a"), Sink())
-        self.gathering.add(self.other_plan, run(b"b"), Sink())
-        self.gathering.add(self.plan, run(b"c", resp=3), Sink())
-        self.gathering.add(self.plan, run(b"d"), Sink(), normalise=len)
-        self.gathering.add(self.plan, run(b"e"), Sink())
+        self.gathering.add(self.plan, run(b"a"), Sink(), None, "set")
+        self.gathering.add(self.other_plan, run(b"b"), Sink(), None, "set")
+        self.gathering.add(self.plan, run(b"c", resp=3), Sink(), None, "set")
+        self.gathering.add(self.plan, run(b"d"), Sink(), len, "set")
+        self.gathering.add(self.plan, run(b"e"), Sink(), None, "incr")
+        self.gathering.add(self.plan, run(b"f"), Sink(), None, "set")
         batching.end()
         self.assertEqual([(plan, request.count, request.resp, normalise) for plan, request, _, normalise in self.led],
                          [(self.plan, 2, 2, None), (self.other_plan, 1, 2, None), (self.plan, 1, 3, None),
-                          (self.plan, 1, 2, len)])
+                          (self.plan, 1, 2, len), (self.plan, 1, 2, None)])
 
     def test_flush_leads_what_is_gathered_and_the_batch_end_leads_the_rest(self):
         """What a request that is not a run asks for first: the runs before it are led before it."""
