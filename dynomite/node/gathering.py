@@ -14,12 +14,12 @@ for a replica (`dynomite.replication.gathered.Gathered` hands each part its
 own replies back, or its failure).  A run stops growing at
 `dynomite.replication.gathered.GATHERED_MAX_BYTES`.
 
-What a part is led with does not change: the writes keep their order
-within the run, each client's replies come back in its order, and only
-runs of one command join (a leader lost in flight hands a run of plain
-SETs to the next one, `dynomite.node.leader.may_lead_again`, but not one
-with an INCR in it: a SET run must not be held back by another client's
-INCRs).  A client
+What a part is led with does not change: a plan's parts are led in the
+order they came (a client's writes of one key keep their order), each
+client's replies come back in its order, and only consecutive parts of
+one command join (a leader lost in flight hands a run of plain SETs to
+the next one, `dynomite.node.leader.may_lead_again`, but not one with an
+INCR in it: a SET must not be held back by another client's INCR).  A client
 request that is not a run (a transaction, WATCH, a script, any command
 the coordinator runs on its own) first has what is gathered led
 (`flush`), so a client's later write never overtakes an earlier one.
@@ -37,21 +37,37 @@ from dynomite.wire.inflight import Request
 __all__ = ["WriteGathering"]
 
 
+class _Run:
+    """Consecutive parts of one plan, RESP version, reply comparison and command, led as one run."""
+
+    __slots__ = ("plan", "resp", "normalise", "command", "parts", "size")
+
+    def __init__(self, plan: Plan, request: Request, sink, normalise, command: str) -> None:
+        self.plan = plan
+        self.resp = request.resp
+        self.normalise = normalise
+        self.command = command
+        self.parts: List[Tuple[Request, object]] = [(request, sink)]
+        self.size = len(request.payload)
+
+    def takes(self, request: Request, normalise, command: str) -> bool:
+        return (command == self.command and request.resp == self.resp and normalise is self.normalise
+                and self.size + len(request.payload) <= GATHERED_MAX_BYTES)
+
+
 class WriteGathering:
     """
-    Runs of writes waiting for the end of the batch, per plan, RESP version,
-    reply comparison and command; ``write(plan, request, sink, normalise)``
-    leads one.
+    Runs of writes waiting for the end of the batch, in their order per
+    plan; ``write(plan, request, sink, normalise)`` leads one.
     """
 
-    __slots__ = ("batched", "_write", "_groups", "gathered", "led")
+    __slots__ = ("batched", "_write", "_plans", "gathered", "led")
 
     def __init__(self, write: Callable) -> None:
         self.batched = False
         self._write = write
-        # (plan id, RESP, comparison, command) -> (plan, comparison, [(run, sink)], [bytes so far])
-        self._groups: Dict[Tuple[int, int, object, str], Tuple[Plan, object, List[Tuple[Request, object]],
-                                                              List[int]]] = {}
+        # plan id -> its runs, in the order their first parts came
+        self._plans: Dict[int, List[_Run]] = {}
         #: parts gathered, and the runs they were led in
         self.gathered = 0
         self.led = 0
@@ -59,37 +75,38 @@ class WriteGathering:
     def add(self, plan: Plan, request: Request, sink, normalise=None, command: str = "") -> None:
         """
         Lead ``request`` (a run of writes of ``plan``, each a ``command``) at
-        the end of the batch, with the others of its plan and command.
+        the end of the batch: joined to the plan's last run if that is of the
+        same command (and RESP version, reply comparison, within the size
+        bound), else as the plan's next run.
         """
         if not batching.defer(self):
             self._write(plan, request, sink, normalise)
             return
-        key = (id(plan), request.resp, normalise, command)
-        group = self._groups.get(key)
-        if group is None:
-            self._groups[key] = (plan, normalise, [(request, sink)], [len(request.payload)])
+        runs = self._plans.get(id(plan))
+        if runs is None:
+            self._plans[id(plan)] = [_Run(plan, request, sink, normalise, command)]
             return
-        size = group[3]
-        if size[0] + len(request.payload) > GATHERED_MAX_BYTES:
-            # led now, this one starts the plan's next run (the order is kept)
-            self._lead(plan, normalise, group[2])
-            self._groups[key] = (plan, normalise, [(request, sink)], [len(request.payload)])
-            return
-        group[2].append((request, sink))
-        size[0] += len(request.payload)
+        last = runs[-1]
+        if last.takes(request, normalise, command):
+            last.parts.append((request, sink))
+            last.size += len(request.payload)
+        else:
+            runs.append(_Run(plan, request, sink, normalise, command))
 
     def flush(self) -> None:
         """Lead what is gathered now (before a request that is not a run)."""
-        if self._groups:
+        if self._plans:
             self.flush_batched()
 
     def flush_batched(self) -> None:
-        """The batch ended: lead each plan's parts as one run."""
-        groups, self._groups = self._groups, {}
-        for plan, normalise, parts, _ in groups.values():
-            self._lead(plan, normalise, parts)
+        """The batch ended: lead each plan's runs, in their order."""
+        plans, self._plans = self._plans, {}
+        for runs in plans.values():
+            for run in runs:
+                self._lead(run)
 
-    def _lead(self, plan: Plan, normalise, parts: List[Tuple[Request, object]]) -> None:
+    def _lead(self, run: _Run) -> None:
+        parts = run.parts
         self.gathered += len(parts)
         self.led += 1
         if len(parts) == 1:
@@ -99,4 +116,4 @@ class WriteGathering:
             request = Request(b"".join([r.payload for r, _ in parts]), first.resp, first.lane,
                               sum(r.count for r, _ in parts), True)
             sink = Gathered([(r.count, s) for r, s in parts])
-        self._write(plan, request, sink, normalise)
+        self._write(run.plan, request, sink, run.normalise)

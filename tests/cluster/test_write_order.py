@@ -241,6 +241,13 @@ class GatheredRunsTests(SynchronousTestCase):
         for node in self.cluster.nodes:
             self.assertEqual((node.redis.data[b"f"], node.redis.data[b"e"]), (b"1.5", b"2"), node.name)
 
+    def test_a_clients_runs_of_one_plan_keep_their_order_whatever_their_commands(self):
+        cluster = make_cluster(self, {"dc1": {"r1": 1}})
+        client = cluster.client(cluster.nodes[0])
+        out = client.raw(pipeline(("SET", "x", "1"), ("LPUSH", "l", "a"), ("SET", "l", "b"), ("SET", "y", "2")))
+        self.assertEqual(out, b"+OK\r\n:1\r\n+OK\r\n+OK\r\n")
+        self.assertEqual(cluster.nodes[0].redis.data[b"l"], b"b")
+
     def test_runs_of_two_clients_in_one_batch_are_led_as_one(self):
         other = self.cluster.client(self.cluster.nodes[0])
         gathering = self.cluster.nodes[0].coordinator.gathering

@@ -59,8 +59,8 @@ class WriteGatheringTests(SynchronousTestCase):
         self.gathering.add(self.plan, run(b"f"), Sink(), None, "set")
         batching.end()
         self.assertEqual([(plan, request.count, request.resp, normalise) for plan, request, _, normalise in self.led],
-                         [(self.plan, 2, 2, None), (self.other_plan, 1, 2, None), (self.plan, 1, 3, None),
-                          (self.plan, 1, 2, len), (self.plan, 1, 2, None)])
+                         [(self.plan, 1, 2, None), (self.plan, 1, 3, None), (self.plan, 1, 2, len),
+                          (self.plan, 1, 2, None), (self.plan, 1, 2, None), (self.other_plan, 1, 2, None)])
 
     def test_flush_leads_what_is_gathered_and_the_batch_end_leads_the_rest(self):
         """What a request that is not a run asks for first: the runs before it are led before it."""
@@ -78,9 +78,17 @@ class WriteGatheringTests(SynchronousTestCase):
         batching.begin()
         self.gathering.add(self.plan, run(b"a"), Sink())
         self.gathering.add(self.plan, big, Sink())
-        self.gathering.add(self.plan, big, Sink())
-        self.assertEqual([request.count for _, request, _, _ in self.led], [2])   # led in its place
+        self.gathering.add(self.plan, big, Sink())   # past the bound: the plan's next run
         self.gathering.add(self.plan, run(b"b"), Sink())
         batching.end()
         self.assertEqual([request.payload for _, request, _, _ in self.led],
                          [run(b"a").payload + big.payload, big.payload + run(b"b").payload])
+
+    def test_a_plans_runs_keep_their_order_and_only_consecutive_ones_of_a_command_join(self):
+        """A client's LPUSH between two of its SETs of one plan is led between them."""
+        batching.begin()
+        for key, command in ((b"a", "set"), (b"b", "lpush"), (b"c", "set"), (b"d", "set")):
+            self.gathering.add(self.plan, run(key), Sink(), None, command)
+        batching.end()
+        self.assertEqual([request.payload for _, request, _, _ in self.led],
+                         [run(b"a").payload, run(b"b").payload, run(b"c", b"d").payload])
