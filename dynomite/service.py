@@ -142,7 +142,7 @@ class NodeService(MultiService):
         # and, with client_accept_rate (or during a flood), a bounded number per second
         endpoint = (BoundedServerEndpoint(self._reactor, address.port, backlog, address.host,
                                           accept_rate=self.parts.config.client_accept_rate,
-                                          on_limited=self._accepts_delayed,
+                                          on_limited=self._accepts_limited,
                                           guard=self.parts.node.flood_guard) if bounded
                     else server_endpoint(self._reactor, address, backlog))
         service = StreamServerEndpointService(endpoint, factory)
@@ -150,7 +150,7 @@ class NodeService(MultiService):
         service.setServiceParent(self)
         return service
 
-    def _accepts_delayed(self, connections: int, reason: str) -> None:
+    def _accepts_limited(self, connections: int, reason: str) -> None:
         """Connections a client port accepted late (a budget spent) or refused (a flooder's), by ``reason``."""
         self.parts.metrics.client_limits[reason] += connections
 

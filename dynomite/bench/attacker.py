@@ -100,7 +100,10 @@ def source_addresses(count: int) -> List[str]:
 
 def _wave(host: str, port: int, size: int, rng: random.Random, counts: Dict[str, int],
           sources: Iterator[str], connect_timeout: float = 2.0) -> List[socket.socket]:
-    """Open ``size`` connections at once (each from the next of ``sources``) and send each its payload; return those still open."""
+    """
+    Open ``size`` connections at once (each from the next of ``sources``)
+    and send each its payload; return those still open.
+    """
     selector = selectors.DefaultSelector()
     pending: Dict[socket.socket, bytes] = {}
     for _ in range(size):

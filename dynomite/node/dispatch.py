@@ -125,7 +125,7 @@ class Node:
         self.auth = access.AuthGuard(self.acl, clock, self.metrics.auth_failures)
         #: this node's pub/sub subscriptions and message routing
         self.pubsub = pubsub if pubsub is not None else PubSubBus(metrics=self.metrics)
-        #: whether the client ports are flooded (`dynomite.runtime.accept`); None: never bounded
+        #: whether the client ports are flooded, and by whom (`dynomite.runtime.flood`); None: off
         self.flood_guard = (FloodGuard(config.client_flood_accept_rate, on_change=self._flood,
                                        on_flooder=self._flooder)
                             if config.client_flood_accept_rate else None)

@@ -27,32 +27,31 @@ the coordinator runs on its own) first has what is gathered led
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List
 
 from dynomite.placement.router import Plan
-from dynomite.replication.gathered import GATHERED_MAX_BYTES, Gathered
+from dynomite.replication.gathered import GatheredRun
 from dynomite.runtime import batching
 from dynomite.wire.inflight import Request
 
 __all__ = ["WriteGathering"]
 
 
-class _Run:
+class _Run(GatheredRun):
     """Consecutive parts of one plan, RESP version, reply comparison and command, led as one run."""
 
-    __slots__ = ("plan", "resp", "normalise", "command", "parts", "size")
+    __slots__ = ("plan", "resp", "normalise", "command")
 
     def __init__(self, plan: Plan, request: Request, sink, normalise, command: str) -> None:
+        GatheredRun.__init__(self, request, sink)
         self.plan = plan
         self.resp = request.resp
         self.normalise = normalise
         self.command = command
-        self.parts: List[Tuple[Request, object]] = [(request, sink)]
-        self.size = len(request.payload)
 
     def takes(self, request: Request, normalise, command: str) -> bool:
         return (command == self.command and request.resp == self.resp and normalise is self.normalise
-                and self.size + len(request.payload) <= GATHERED_MAX_BYTES)
+                and self.fits(request))
 
 
 class WriteGathering:
@@ -88,8 +87,7 @@ class WriteGathering:
             return
         last = runs[-1]
         if last.takes(request, normalise, command):
-            last.parts.append((request, sink))
-            last.size += len(request.payload)
+            last.add(request, sink)
         else:
             runs.append(_Run(plan, request, sink, normalise, command))
 
@@ -106,14 +104,7 @@ class WriteGathering:
                 self._lead(run)
 
     def _lead(self, run: _Run) -> None:
-        parts = run.parts
-        self.gathered += len(parts)
+        self.gathered += len(run.parts)
         self.led += 1
-        if len(parts) == 1:
-            request, sink = parts[0]
-        else:
-            first = parts[0][0]
-            request = Request(b"".join([r.payload for r, _ in parts]), first.resp, first.lane,
-                              sum(r.count for r, _ in parts), True)
-            sink = Gathered([(r.count, s) for r, s in parts])
+        request, sink = run.joined()
         self._write(run.plan, request, sink, run.normalise)

@@ -61,8 +61,8 @@ from dynomite.stats import Histogram
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
     FEATURE_GOSSIP, FEATURE_NUMBERED_FORWARD, FEATURE_PUBLISH, FLAG_FAILED, FLAG_RUN, FLAG_SEQUENCED, FLAG_SHARD,
-    FORWARD, FRAME_NAMES, GOSSIP, LEAD, PING, PONG, PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError, encode_control, encode_frame,
-    new_nonce, publish_parts, publish_payload, run_count, run_payload,
+    FORWARD, FRAME_NAMES, GOSSIP, LEAD, PING, PONG, PUBLISH, REPLY, REQUEST, PeerFramer, PeerProtocolError,
+    encode_control, encode_frame, new_nonce, publish_parts, publish_payload, run_count, run_payload,
 )
 from dynomite.wire.replies import is_error
 

@@ -64,13 +64,13 @@ plan.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
 from dynomite.replication.hints import HintLog
 from dynomite.runtime import machine
-from dynomite.replication.gathered import GATHERED_MAX_BYTES, Gathered
+from dynomite.replication.gathered import GatheredRun
 from dynomite.runtime.batching import defer
 from dynomite.wire.inflight import REPLAY_LANE, Request
 from dynomite.wire.peer_frames import (
@@ -191,9 +191,7 @@ class Outbox:
         #: writes submitted during a batch (`dynomite.runtime.batching`),
         #: by (lane, RESP version), sent together when the batch ends
         self.batched = False
-        self._gathered: Dict[Tuple[int, int], List[Tuple[Request, Any]]] = {}
-        # bytes of each gathered run (its entry is current while the run is gathered)
-        self._gathered_bytes: Dict[Tuple[int, int], int] = {}
+        self._gathered: Dict[Tuple[int, int], GatheredRun] = {}
         self._target = target
         self.hints = hints
         self._is_up = target.available
@@ -248,8 +246,8 @@ class Outbox:
             gathered, self._gathered = self._gathered, {}
         old = machine.fire(self, _TRANSITIONS, event)
         if gathered:
-            for group in gathered.values():
-                for request, sink in group:
+            for run in gathered.values():
+                for request, sink in run.parts:
                     self._hint(request, sink)
         if old is not None and old != self.state:
             self.log.debug("outbox {target}: {old} --{event}--> {new}", target=self.target,
@@ -302,18 +300,13 @@ class Outbox:
         if self.state == DIRECT and self._is_up():
             if not request.flags & FLAG_TRANSACTION and defer(self):
                 key = (request.lane, request.resp)
-                group = self._gathered.get(key)
-                size = len(request.payload)
-                if group is None:
-                    self._gathered[key] = [(request, sink)]
-                elif self._gathered_bytes[key] + size > GATHERED_MAX_BYTES:
-                    # that run leaves now, in its place; this one starts the next
-                    self._send_gathered(group)
-                    self._gathered[key] = [(request, sink)]
-                else:
-                    group.append((request, sink))
-                    size += self._gathered_bytes[key]
-                self._gathered_bytes[key] = size
+                run = self._gathered.get(key)
+                if run is not None and run.fits(request):
+                    run.add(request, sink)
+                    return
+                if run is not None:
+                    self._send_gathered(run)   # full: it leaves now, in its place
+                self._gathered[key] = GatheredRun(request, sink)
                 return
             if self._gathered:
                 self._flush_gathered()
@@ -328,16 +321,11 @@ class Outbox:
 
     def _flush_gathered(self) -> None:
         gathered, self._gathered = self._gathered, {}
-        for group in gathered.values():
-            self._send_gathered(group)
+        for run in gathered.values():
+            self._send_gathered(run)
 
-    def _send_gathered(self, group: List[Tuple[Request, Any]]) -> None:
-        if len(group) == 1:
-            request, sink = group[0]
-        else:
-            request = Request(b"".join([r.payload for r, _ in group]), group[0][0].resp,
-                              group[0][0].lane, sum(r.count for r, _ in group), True)
-            sink = Gathered([(r.count, s) for r, s in group])
+    def _send_gathered(self, run: GatheredRun) -> None:
+        request, sink = run.joined()
         if self.state == DIRECT and self._is_up():
             self._send_direct(request, sink)
         else:
