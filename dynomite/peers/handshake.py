@@ -55,7 +55,8 @@ from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple, Union
 from dynomite.config.model import NodeConfig
 from dynomite.wire.peer_frames import (
     ACCEPTING_SIDE, AUTH, CHALLENGE, CONNECTING_SIDE, FEATURE_GOSSIP, FEATURE_NUMBERED_FORWARD, FEATURE_PUBLISH,
-    FRAME_NAMES, HELLO, REJECT, WELCOME, Frame, PeerProtocolError, decode_control, encode_control, handshake_proof, new_nonce, proofs_match,
+    FRAME_NAMES, HELLO, REJECT, WELCOME, Frame, PeerProtocolError, decode_control, encode_control, handshake_proof,
+    new_nonce, proofs_match,
 )
 
 __all__ = [
