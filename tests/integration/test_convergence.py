@@ -107,6 +107,22 @@ class ConvergenceTests(ClusterTestCase):
         self.assertEqual(sum(int(c.get(k + "n")) for k in hot), 3 * 30 * 16, "every INCR counted once")
 
 
+def incr_while_frozen(fx, client, keys: Sequence[str], node) -> int:
+    """INCR every key, again and again, while ``node`` is frozen with SIGSTOP for three timeouts; how many times."""
+    node.node_process.pause()
+    paused_at = time.monotonic()
+    rounds = 0
+    try:
+        while time.monotonic() - paused_at < 3 * fx.layout.timeout():
+            for key in keys:
+                client.incr(key)
+            rounds += 1
+            time.sleep(0.01)
+    finally:
+        node.node_process.resume()
+    return rounds
+
+
 class ReplayOnceTests(FaultTestCase):
     """A write whose fate was unknown is replayed, and applied once (dynomite.replication.applied_once)."""
 
@@ -124,16 +140,8 @@ class ReplayOnceTests(FaultTestCase):
         self.addCleanup(c.close)
         for key in keys:
             c.incr(key)
-        r2.node_process.pause()
-        paused_at = time.monotonic()
-        increments = 0
-        while time.monotonic() - paused_at < 3 * fx.layout.timeout():
-            for key in keys:
-                c.incr(key)
-                increments += 1
-            time.sleep(0.01)
-        r2.node_process.resume()
-        want = {key: str(1 + increments // len(keys)) for key in keys}
+        rounds = incr_while_frozen(fx, c, keys, r2)
+        want = {key: str(1 + rounds) for key in keys}
         self.assertHolding([r1, r2, r3], want, CONVERGE_TIMEOUT, "INCRs through a frozen replica")
         stats = fx.hint_stats(r1, r2)
         self.assertGreater(stats["replayed_total"], 0, f"nothing was replayed to rack 2: {stats}")
@@ -159,14 +167,7 @@ class ReplayOnceTests(FaultTestCase):
             c.incr(key)
         total = 1
         for _ in range(3):
-            entry.node_process.pause()
-            paused_at = time.monotonic()
-            while time.monotonic() - paused_at < 3 * fx.layout.timeout():
-                for key in keys:
-                    c.incr(key)
-                total += 1
-                time.sleep(0.01)
-            entry.node_process.resume()
+            total += incr_while_frozen(fx, c, keys, entry)
             want = {key: str(total) for key in keys}
             self.assertHolding([sender, entry], want, CONVERGE_TIMEOUT, "INCRs forwarded to a frozen datacenter")
             order = fx.info(entry)["write_order"]
