@@ -62,9 +62,15 @@ class ForwardedOnce:
         self._ends: Dict[str, List[int]] = {}
         # sender -> number -> the flight of that write
         self._flying: Dict[str, Dict[int, _Flight]] = {}
+        # sender -> the highest number sent on to be applied (numbers only grow)
+        self._highest: Dict[str, int] = {}
         #: replays answered without being applied, and replays that waited for a write in flight
         self.skipped = 0
         self.waited = 0
+
+    def all_new(self, sender: str, first: int) -> bool:
+        """Whether no write of ``sender`` numbered ``first`` or above was applied or is being applied."""
+        return first > self._highest.get(sender, -1)
 
     def classify(self, sender: str, number: int) -> str:
         """`APPLIED`, `WAITING` (being applied) or `NEW`."""
@@ -88,6 +94,8 @@ class ForwardedOnce:
         flying = self._flying.setdefault(sender, {})
         for number in numbers:
             flying.setdefault(number, _Flight())
+        if numbers and max(numbers) > self._highest.get(sender, -1):
+            self._highest[sender] = max(numbers)
 
     def applied(self, sender: str, numbers: Sequence[int], raw: bytes) -> None:
         """Writes ``numbers`` were applied (``raw``: the answer, for the replays waiting)."""

@@ -43,3 +43,12 @@ class ForwardedOnceTests(SynchronousTestCase):
             self.table.applied("a", [number], b"+OK\r\n")
         self.assertEqual(self.table.ranges("a"), [[20, 21], [30, 31], [40, 41], [50, 51]])
         self.assertEqual(self.table.classify("a", 10), NEW)
+
+    def test_what_a_sender_sends_next_is_new_without_looking_number_by_number(self):
+        self.assertTrue(self.table.all_new("a", 5))
+        self.table.sending("a", [5, 6, 7])
+        self.assertFalse(self.table.all_new("a", 7))
+        self.assertTrue(self.table.all_new("a", 8))
+        self.table.applied("a", [5, 6, 7], b"+OK\r\n")
+        self.assertFalse(self.table.all_new("a", 6))
+        self.assertTrue(self.table.all_new("b", 0))
