@@ -5,17 +5,22 @@ check, after Redis's ``tests/cluster/tests/04-resharding.tcl``).
 A cluster of 1 DC x 3 racks x 1 node serves a pipelined client that
 pushes to 40 lists (each list once per pipeline, so one list's pushes are
 in order) and sets strings, through every node in turn, while another
-reads the strings back.  A second node joins rack 1, then second nodes join
-racks 2 and 3 at once; then all three leave again.  Throughout, no write
-fails and no read of a key written before answers nil; afterwards every
-list holds exactly the elements acknowledged, in order, and every key
-lives on exactly its owner in each rack.
+reads the strings back: those first acknowledged more than one ``timeout``
+before (at DC_ONE a read through another rack's node may come before the
+write reached that rack; after a ``timeout`` its replica has it, or its
+leader holds a hint for it and reads go elsewhere).  A second node joins
+rack 1, then second nodes join racks 2 and 3 at once; then all three
+leave again.  Throughout, no write fails and no read of a key written
+before answers nil; afterwards every list holds exactly the elements
+acknowledged, in order, and every key lives on exactly its owner in each
+rack.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Dict, List, Sequence
+import time
+from typing import Dict, List, Sequence, Tuple
 
 import redis
 
@@ -36,11 +41,15 @@ STRINGS = 300
 class PushLoad(threading.Thread):
     """Pipelined RPUSH and SET through every node in turn, GETs through another; see the module docstring."""
 
-    def __init__(self, clients: Sequence[redis.Redis]) -> None:
+    def __init__(self, clients: Sequence[redis.Redis], settle: float) -> None:
         super().__init__(name="scaleout-load", daemon=True)
         self.clients = list(clients)
+        #: seconds after its first acknowledged write that a key is read
+        self.settle = settle
         self.lists: Dict[str, List[bytes]] = {"so:list:%d" % i: [] for i in range(LISTS)}
         self.strings: Dict[str, bytes] = {}
+        #: each string's first acknowledged write: (batch, monotonic time)
+        self.first_written: Dict[str, Tuple[int, float]] = {}
         self.errors: List[str] = []
         self.nil_reads: List[str] = []
         self.batches = 0
@@ -98,14 +107,19 @@ class PushLoad(threading.Thread):
                 self.errors.append("SET %s: %s" % (key, reply))
             else:
                 self.strings[key] = element
+                self.first_written.setdefault(key, (batch, time.monotonic()))
         reader = self.clients[(batch + 1) % len(self.clients)]
-        written = sorted(self.strings)[:: max(1, len(self.strings) // 10)]
+        settled = time.monotonic() - self.settle
+        written = [k for k in sorted(self.strings) if self.first_written[k][1] < settled]
+        written = written[:: max(1, len(written) // 10)]
         try:
             values = reader.mget(written) if written else []
         except redis.RedisError as e:
             self.errors.append("MGET: %s" % e)
             return False
-        self.nil_reads.extend(k for k, v in zip(written, values) if v is None)
+        self.nil_reads.extend("%s (first written in batch %d, read after batch %d through node %d)" % (
+            k, self.first_written[k][0], batch, (batch + 1) % len(self.clients))
+            for k, v in zip(written, values) if v is None)
         return True
 
 
@@ -167,7 +181,7 @@ class ScaleOutUnderLoadTests(FaultTestCase):
     def test_nodes_join_and_leave_three_racks_under_load(self) -> None:
         fx = self.start_cluster("scaleout", ONE_DC, BLOCK, {"enable_gossip": True, "gos_interval": GOS_INTERVAL})
         first = [fx.rack_node("dc1", "rack%d" % i) for i in (1, 2, 3)]
-        load = PushLoad([fx.client(n) for n in first])
+        load = PushLoad([fx.client(n) for n in first], fx.layout.timeout())
         load.start()
         self.addCleanup(load.halt)
         if not poll(lambda: load.batches >= 20, 10 * fx.layout.timeout()):
