@@ -134,13 +134,21 @@ class ScaleOutUnderLoadTests(FaultTestCase):
         info = self.fx.try_info(observer)
         return {} if info is None else info["gossip"]["entries"].get(name, {})
 
-    def wait_status(self, names: Sequence[str], status: str, what: str) -> None:
-        """Until every node of the first three holds each of ``names`` with ``status`` in its view."""
+    def wait_status(self, names: Sequence[str], status: str, what: str, movers: Sequence = ()) -> None:
+        """
+        Until every node of the first three holds each of ``names`` with
+        ``status`` in its view: one join's bound per node moving, as moves
+        at once share the nodes that lead and copy for them.  ``movers``
+        (their processes) have their log tails shown if not.
+        """
         first = [self.fx.rack_node("dc1", "rack%d" % i) for i in (1, 2, 3)]
+        bound = self.join_bound() * len(names)
         if not poll(lambda: all(self.entry(n, name).get("status") == status for n in first for name in names),
-                    self.join_bound(), 0.2):
-            self.fail_with("%s: not %s after %.0f s: %r" % (
-                what, status, self.join_bound(), [[self.entry(n, name) for name in names] for n in first]))
+                    bound, 0.2):
+            tails = "\n".join("--- %s:%d ---\n%s" % (process.dyn_address + (process.log_tail(40),))
+                              for process in movers)
+            self.fail_with("%s: not %s after %.0f s: %r\n%s" % (
+                what, status, bound, [[self.entry(n, name) for name in names] for n in first], tails))
 
     def placement_problems(self, load, members: Dict[str, List]) -> List[str]:
         """Keys not on exactly their owner in each rack, or not as acknowledged (members: rack -> [(name, token, backend)])."""
@@ -191,12 +199,13 @@ class ScaleOutUnderLoadTests(FaultTestCase):
         joiners = {}
         joiners["rack1"] = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, BLOCK + 3), rack="rack1",
                                             tokens=str(2 ** 31), dyn_seeds=[seed], bootstrap=True)
-        self.wait_status(["%s:%d" % joiners["rack1"].dyn_address], "NORMAL", "rack 1's join")
+        self.wait_status(["%s:%d" % joiners["rack1"].dyn_address], "NORMAL", "rack 1's join", [joiners["rack1"]])
         for i, rack in ((4, "rack2"), (5, "rack3")):
             joiners[rack] = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, BLOCK + i), rack=rack,
                                              tokens="auto", dyn_seeds=[seed], bootstrap=True)
         names = {rack: "%s:%d" % process.dyn_address for rack, process in joiners.items()}
-        self.wait_status([names["rack2"], names["rack3"]], "NORMAL", "racks 2 and 3's joins")
+        self.wait_status([names["rack2"], names["rack3"]], "NORMAL", "racks 2 and 3's joins",
+                         [joiners["rack2"], joiners["rack3"]])
         # tokens: auto took the middle of the largest range (the whole ring: token 0 alone)
         self.assertEqual(self.entry(first[0], names["rack3"])["tokens"], [2 ** 31])
         batches = load.batches
@@ -217,7 +226,7 @@ class ScaleOutUnderLoadTests(FaultTestCase):
         # then the three leave again, at once (one per rack), under the same load
         for process in joiners.values():
             fx.admin(AdminOf(process), "/decommission")
-        self.wait_status(list(names.values()), "LEFT", "the three leaves")
+        self.wait_status(list(names.values()), "LEFT", "the three leaves", list(joiners.values()))
         batches = load.batches
         if not poll(lambda: load.batches >= batches + 20, 10 * fx.layout.timeout()):
             self.fail_with("the load stalled after the leaves")
@@ -258,7 +267,7 @@ class ScaleOutUnderLoadTests(FaultTestCase):
         # started again, it goes on from its state file and ends the join
         joiner.spawn()
         joiner.wait_ready()
-        self.wait_status([name], "NORMAL", "the restarted join")
+        self.wait_status([name], "NORMAL", "the restarted join", [joiner])
         members = {rack: [(fx.peer_name(n), n.tokens[0], fx.backend(n))] for rack, n in zip(
             ("rack1", "rack2", "rack3"), first)}
         members["rack1"].append((name, 2 ** 31, backend))
