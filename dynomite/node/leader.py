@@ -56,7 +56,8 @@ from dynomite.node.pending import Counted, Unwaited, WithPending
 from dynomite.node.watch_table import WatchTable
 from dynomite.placement.router import Plan
 from dynomite.placement.topology import NodeInfo
-from dynomite.repair.script import ReplicaError, copy_commands, read_dumped
+from dynomite.repair.script import (
+    ReplicaError, copy_commands, dump_request, keys_of_dump, read_dumped, read_dumped_with_versions)
 from dynomite.replication.outbox import DIRECT
 from dynomite.replication.targets import dc_target_name
 from dynomite.wire.inflight import Request
@@ -377,10 +378,14 @@ class Leader:
         """
         Copy keys of a moving range to its pending replicas in their place in
         the order (see the module docstring): ``probe`` is the `dump_request`
-        of the keys, run on this node's Redis; the copy is acknowledged once
-        every pending replica holds it (or a hint of it).  Fails when nothing
-        of ``plan`` is pending, or when this node cannot be the source (its
-        Redis unreachable, or not ``copy_source_ok()``: it may be stale).
+        of the keys, run on this node's Redis, with their versions between
+        datacenters when writes carry them (a pending replica without them
+        could decide a write from another datacenter otherwise than the
+        others: the probe is made again, whatever the requester sent); the copy is
+        acknowledged once every pending replica holds it (or a hint of it).
+        Fails when nothing of ``plan`` is pending, or when this node cannot
+        be the source (its Redis unreachable, or not ``copy_source_ok()``: it
+        may be stale).
         """
         if not plan.pending:
             sink.fail(b"-ERR no range of this key is moving\r\n")
@@ -396,6 +401,8 @@ class Leader:
         held = _Held()
         self._queue.append(held)
         resp = self._lane_resp.get(plan.lane, 2)
+        if self.versions is not None:
+            probe = dump_request(keys_of_dump(probe), True)
         target.send(Request(probe.payload, resp, plan.lane, 1, False), _CopyProbe(self, plan, held, sink, resp))
 
     #: whether this node's Redis may be copied from (set by the node: NORMAL, not warming up)
@@ -403,7 +410,10 @@ class Leader:
 
     def _copied(self, plan: Plan, held: _Held, sink, raw: bytes, resp: int) -> None:
         try:
-            commands = copy_commands(read_dumped(raw))
+            if self.versions is not None:
+                commands = copy_commands(*read_dumped_with_versions(raw))
+            else:
+                commands = copy_commands(read_dumped(raw))
         except ReplicaError as e:
             held.deliveries = []
             self._release()

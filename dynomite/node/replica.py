@@ -42,6 +42,7 @@ from dynomite.placement.hashing import key_hash
 from dynomite.placement.pipelines import RunCutter, part_bytes
 from dynomite.placement.router import Plan, Router
 from dynomite.placement.topology import NodeInfo
+from dynomite.repair.script import keys_of_dump
 from dynomite.wire.inflight import Request
 from dynomite.wire.peer_frames import (
     FLAG_COPY, FLAG_EFFECT, FLAG_HANDOVER, FLAG_HERE_ONLY, FLAG_REDIRECTED, FLAG_SEQUENCED, FLAG_TRANSACTION,
@@ -204,12 +205,7 @@ class Replica:
         node still learning the cluster); it is told which node leads them
         (or that none does here), and asks again.
         """
-        try:
-            requests, _ = parse_whole(probe.payload)
-            args = requests[0] if len(requests) == 1 else []
-            keys = args[3:3 + int(args[2])] if len(args) > 3 else []
-        except (ProtocolError, ValueError):
-            keys = []
+        keys = keys_of_dump(probe)
         if not keys:
             sink.fail(b"-ERR copy without keys\r\n")
             return

@@ -36,6 +36,9 @@ SCRIPT = r'''
 --           -> {cursor, scanned, {deleted}}: deletes the keys whose hash is
 --           in none of the ranges (scale-out: the ranges a node gave away)
 --   dump    (KEYS)          -> {key, dump, pexpiretime} per key, or {key} if missing
+--   dump    (KEYS) versions db prefix
+--           -> {that, {dump, pexpiretime} or {} per key}: also each key's
+--           versions between datacenters, prefix..key in database db
 --   digest  (KEYS)          -> {digest or "", ...}
 --   fetch   (KEYS)          -> {digest, dump, pexpiretime} per key, or {""}
 --   marker get | marker set seconds
@@ -296,6 +299,20 @@ elseif mode == 'dump' then
     else
       out[i] = {key}
     end
+  end
+  if ARGV[2] == 'versions' then
+    local versions = {}
+    redis.call('SELECT', ARGV[3])
+    for i, key in ipairs(KEYS) do
+      local where = ARGV[4] .. key
+      local dump = redis.call('DUMP', where)
+      if dump then
+        versions[i] = {dump, redis.call('PEXPIRETIME', where)}
+      else
+        versions[i] = {}
+      end
+    end
+    return {out, versions}
   end
   return out
 elseif mode == 'digest' then

@@ -25,15 +25,17 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from dynomite.commands import lww
 from dynomite.repair.lua import SCRIPT
 from dynomite.wire.inflight import Request
-from dynomite.wire.resp import encode_command
+from dynomite.wire.requests import parse_whole
+from dynomite.wire.resp import ProtocolError, encode_command
 from dynomite.wire.values import ReplyError, decode
 
 __all__ = [
     "BUCKET_BITS", "BUCKETS", "ReplicaError", "SCRIPT", "Cell", "ScanStep", "bucket_of", "cells_request",
     "copy_commands", "digest_request", "drop_request", "dump_request", "fetch_request", "keys_request",
-    "list_request", "read_dumped", "marker_request", "read_cells", "read_digests",
+    "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells", "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
     "restore_new_request", "scan_step", "stream_request",
 ]
@@ -103,9 +105,28 @@ def _scan_args(cursor: int, count: int, hash_tag: Optional[bytes],
     return (b"%d" % cursor, b"%d" % count, _tag(hash_tag), b"%d" % len(ranges), *flat)
 
 
-def dump_request(keys: Sequence[bytes]) -> Request:
-    """Each key's DUMP and absolute expiry (`read_dumped`)."""
+def dump_request(keys: Sequence[bytes], versions: bool = False) -> Request:
+    """
+    Each key's DUMP and absolute expiry (`read_dumped`); with ``versions``,
+    also those of its versions between datacenters (`dynomite.commands.lww`,
+    `read_dumped_with_versions`).
+    """
+    if versions:
+        return _ask(keys, b"dump", b"versions", b"%d" % lww.VERSION_DB, lww.version_key(b""))
     return _ask(keys, b"dump")
+
+
+def keys_of_dump(probe: Request) -> List[bytes]:
+    """The keys a `dump_request` asks for (the node that copies them reads them back); [] if it is none."""
+    try:
+        requests, _ = parse_whole(probe.payload)
+        args = requests[0] if len(requests) == 1 else []
+        # any script text: a node of another version sends its own
+        count = int(args[2]) if len(args) > 4 and args[0].upper() == b"EVAL" else 0
+    except (ProtocolError, ValueError):
+        return []
+    keys = args[3:3 + count]
+    return keys if len(keys) == count and args[3 + count:4 + count] == [b"dump"] else []
 
 
 def digest_request(keys: Sequence[bytes]) -> Request:
@@ -211,29 +232,59 @@ def read_fetched(raw: bytes, keys: Sequence[bytes]) -> Dict[bytes, Optional[Tupl
             for key, item in zip(keys, value)}
 
 
-def read_dumped(raw: bytes) -> List[Tuple[bytes, Optional[bytes], int]]:
+#: A key as a dump answer gives it: (key, dump or None when missing, absolute expiry in ms or negative).
+Dumped = Tuple[bytes, Optional[bytes], int]
+
+#: A key's versions as a dump answer with versions gives them: (dump, absolute expiry in ms), or None.
+DumpedVersions = Optional[Tuple[bytes, int]]
+
+
+def read_dumped(raw: bytes) -> List[Dumped]:
     """A dump answer: (key, dump or None when missing, absolute expiry in ms or negative) per key."""
+    return _dumped(_value(raw))
+
+
+def read_dumped_with_versions(raw: bytes) -> Tuple[List[Dumped], List[DumpedVersions]]:
+    """A dump answer with versions: `read_dumped`'s, and each key's versions (None: it has none)."""
     value = _value(raw)
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)
+            and all(isinstance(item, list) and len(item) in (0, 2) for item in value[1])):
+        raise ReplicaError("not a dump answer with versions: %r" % (value,))
+    dumped = _dumped(value[0])
+    if len(value[1]) != len(dumped):
+        raise ReplicaError("versions of %d keys for %d keys" % (len(value[1]), len(dumped)))
+    return dumped, [(item[0], int(item[1])) if item else None for item in value[1]]
+
+
+def _dumped(value: Any) -> List[Dumped]:
     if not isinstance(value, list) or not all(isinstance(item, list) and len(item) in (1, 3)
                                               for item in value):
         raise ReplicaError("not a dump answer: %r" % (value,))
     return [(item[0], item[1], int(item[2])) if len(item) == 3 else (item[0], None, 0) for item in value]
 
 
-def copy_commands(dumped: Sequence[Tuple[bytes, Optional[bytes], int]]) -> List[Tuple[bytes, ...]]:
+def copy_commands(dumped: Sequence[Dumped],
+                  versions: Optional[Sequence[DumpedVersions]] = None) -> List[Tuple[bytes, ...]]:
     """
     What makes another Redis hold exactly what `read_dumped` read: RESTORE
-    REPLACE of each key (at its absolute expiry), DEL of each missing one.
+    REPLACE of each key (at its absolute expiry), DEL of each missing one;
+    with ``versions`` (`read_dumped_with_versions`), then the same of each
+    key's versions in their database.
     """
-    out: List[Tuple[bytes, ...]] = []
-    for key, dump, expiry in dumped:
-        if dump is None:
-            out.append((b"DEL", key))
-        elif expiry > 0:
-            out.append((b"RESTORE", key, b"%d" % expiry, dump, b"REPLACE", b"ABSTTL"))
-        else:
-            out.append((b"RESTORE", key, b"0", dump, b"REPLACE"))
+    out = [_restore(key, dump, expiry) for key, dump, expiry in dumped]
+    if versions is not None:
+        out.append((b"SELECT", b"%d" % lww.VERSION_DB))
+        out += [_restore(lww.version_key(key), *(held or (None, 0))) for (key, _, _), held in zip(dumped, versions)]
+        out.append((b"SELECT", b"0"))
     return out
+
+
+def _restore(key: bytes, dump: Optional[bytes], expiry: int) -> Tuple[bytes, ...]:
+    if dump is None:
+        return (b"DEL", key)
+    if expiry > 0:
+        return (b"RESTORE", key, b"%d" % expiry, dump, b"REPLACE", b"ABSTTL")
+    return (b"RESTORE", key, b"0", dump, b"REPLACE")
 
 
 def read_restored(raw: bytes) -> bool:

@@ -125,7 +125,12 @@ class MemoryRedis:
                     out.append(b"*3\r\n" + bulk(key) + bulk(pickle.dumps(d[key])) + integer(-1))
                 else:
                     out.append(b"*1\r\n" + bulk(key))
-            return b"*%d\r\n" % len(out) + b"".join(out)
+            dumped = b"*%d\r\n" % len(out) + b"".join(out)
+            if argv[1:2] != [b"versions"]:
+                return dumped
+            held = [self.versions.get(argv[3] + key) for key in keys]
+            return b"*2\r\n" + dumped + b"*%d\r\n" % len(keys) + b"".join(
+                b"*2\r\n" + bulk(pickle.dumps(v)) + integer(-1) if v is not None else b"*0\r\n" for v in held)
         if mode in (b"list", b"drop"):
             cursor, count, tag = int(argv[1]), int(argv[2]), argv[3] or None
             ranges = [(int(argv[5 + 2 * i]), int(argv[6 + 2 * i])) for i in range(int(argv[4]))]
@@ -157,6 +162,9 @@ class MemoryRedis:
             return integer(1 if self.versions.pop(args[1], None) is not None else 0)
         if name == b"pexpire":
             return integer(1 if args[1] in self.versions else 0)
+        if name == b"restore":
+            self.versions[args[1]] = pickle.loads(args[3])
+            return b"+OK\r\n"
         value = self.meta.get(args[1])
         return null(resp) if value is None else bulk(value)
 

@@ -170,3 +170,40 @@ class MembersTests(SynchronousTestCase):
         self.assertFalse(answers[1].startswith(b"-"), answers[1])
         self.assertEqual({n.redis.data.get(b"k") for n in owners(cluster, b"k") if n.datacenter == "dc2"},
                          {b"future"})
+
+
+class JoinTests(SynchronousTestCase):
+    """A node that joins a datacenter takes the versions of the keys it takes (`Leader.copy`)."""
+
+    def test_a_late_older_write_loses_on_the_joiner_as_on_the_others(self) -> None:
+        cluster = make_cluster(self, {"dc1": {"r1": 1}, "dc2": {"r1": 1}}, enable_gossip=True,
+                               gos_interval=1000, **LWW)
+        one, two = cluster.node("dc1", "r1"), cluster.node("dc2", "r1")
+        keys = [b"j%d" % i for i in range(40)]
+        cluster.client(one).send(pipeline(*(("SET", key, "new") for key in keys)))
+        cluster.advance(0.5)
+        entry = "%s:r1:dc1:%d" % (one.name, one.config.tokens[0])
+        new = cluster.add_node("10.0.0.10:8101", "dc1", "r1", 2 ** 31, [entry], bootstrap=True)
+        for _ in range(240):
+            if new.parts.scaleout.phase == "done":
+                break
+            cluster.advance(0.25)
+        self.assertEqual(new.parts.scaleout.phase, "done")
+        moved = [key for key in keys if 0 < key_hash(key) <= 2 ** 31]
+        self.assertTrue(moved)
+        answers = []
+
+        class Sink:
+            complete = fail = answers.append
+
+        for key in moved:
+            # a write from dc2 older than the one every replica holds, late
+            held = new.redis.versions.get(lww.version_key(key), {}).get(b"", b"%013d" % 0)
+            older = b"%013d%06d@late" % (int(held[:13]) - 5, 1)
+            check = lww.check_command(lww.KEY, (0, 0, 0), [key], [b"SET", key, b"old"], older, 60_000)
+            one.parts.replica.handle_peer_request(two.name, FORWARD, Request(encode_command(check), write=True),
+                                                  Sink)
+        cluster.settle()
+        self.assertEqual(len(answers), len(moved))
+        self.assertEqual({key: new.redis.data.get(key) for key in moved}, {key: b"new" for key in moved})
+        self.assertEqual({key: two.redis.data.get(key) for key in moved}, {key: b"new" for key in moved})

@@ -12,9 +12,14 @@ from typing import Dict, List, Sequence, Tuple
 
 from dynomite.commands import lww
 from dynomite.commands import table as commands
+from dynomite.placement.hashing import key_hash
 
 from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, FaultTestCase
-from tests.integration.fixtures.common import poll, run_together
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll, run_together
+from tests.integration.fixtures.joiners import backend_of, start_extra_node
+
+#: 127.7.<worker>.x block of the join test: its cluster, then the joiner (+3)
+JOIN_BLOCK = 101
 
 
 def version(ms: int, counter: int = 1, node: str = "n:1") -> bytes:
@@ -166,3 +171,45 @@ class TwoWritersTests(FaultTestCase):
             self.assertEqual(int(c.get(key + "n")), 25 * (1 + 2), key)
             self.assertEqual(sorted(c.hkeys(key + "h")), [b"both", b"f0", b"f1"], key)
             self.assertEqual(len(c.smembers(key + "t")), 6, key)
+
+
+class JoinTests(FaultTestCase):
+    """A node joining a datacenter takes the versions of the keys it takes, not only their data."""
+
+    def test_a_joining_node_gets_the_versions_of_the_keys_it_takes(self) -> None:
+        fx = self.start_cluster("lww-join", {"dc1": {"rack1": 1}, "dc2": {"rack1": 1}}, JOIN_BLOCK,
+                                {"datacenter_conflicts": "last_writer_wins", "enable_gossip": True,
+                                 "gos_interval": 1000})
+        one = fx.rack_node("dc1", "rack1")
+        source = fx.backend(one)
+        keys = [b"lwwjoin:%d" % i for i in range(200)]
+        pipe = fx.client(one).pipeline(transaction=False)
+        for i, key in enumerate(keys):
+            if i % 2:
+                pipe.set(key, b"v")
+            else:
+                pipe.hset(key, mapping={b"a": b"1", b"b": b"2"})
+        pipe.execute()
+        # the keys the joiner takes: tokens 0 and 2**31 in rack 1, so the hashes 1..2**31
+        moved = [key for key in keys if 0 < key_hash(key) <= 2 ** 31]
+        versions = {key: ScriptTests.versions(source, key) for key in moved}
+        self.assertTrue(all(versions.values()), "every key written has versions on its owner")
+
+        joiner = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, JOIN_BLOCK + 3), datacenter="dc1",
+                                  rack="rack1", tokens=str(2 ** 31), dyn_seeds=[one.seed], bootstrap=True)
+        target = backend_of(joiner)
+        bound = 10 * (1 + fx.layout.peer_down_after()) + 4 * fx.layout.timeout()
+
+        def missing() -> List[bytes]:
+            return [key for key in moved if target.exists(key) == 0
+                    or ScriptTests.versions(target, key) != versions[key]]
+
+        if not poll(lambda: not missing(), bound, 0.5):
+            wrong = missing()
+            self.fail("%d of %d moved keys without their data or versions after %.0f s, e.g. %r: %r" % (
+                len(wrong), len(moved), bound, wrong[0], ScriptTests.versions(target, wrong[0])))
+        target.execute_command("SELECT", lww.VERSION_DB)
+        try:
+            self.assertGreater(target.pttl(lww.version_key(moved[0])), 0, "versions keep their expiry")
+        finally:
+            target.execute_command("SELECT", 0)

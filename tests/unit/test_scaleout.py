@@ -15,6 +15,7 @@ from typing import List
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.commands import lww
 from dynomite.config.model import Address
 from dynomite.config.vocabulary import DC_ONE, JOINING, LEAVING, LEFT, MAX_TOKEN, NORMAL
 from dynomite.node.leader import Leader
@@ -23,11 +24,12 @@ from dynomite.peers.membership import Membership
 from dynomite.placement.hashing import key_hash
 from dynomite.placement.router import Router
 from dynomite.placement.topology import NodeInfo, Topology
-from dynomite.repair.script import copy_commands, dump_request, read_dumped
+from dynomite.repair.script import (
+    ReplicaError, copy_commands, dump_request, keys_of_dump, read_dumped, read_dumped_with_versions)
 from dynomite.scaleout.manager import initial_place
 from dynomite.scaleout.moves import Move, auto_tokens, busy_rack, kept_ranges, moves_of
 from dynomite.wire.inflight import Request
-from dynomite.wire.resp import encode_command
+from dynomite.wire.resp import encode_command, encode_commands
 
 from tests.unit.test_leader import FakeOutbox, Sink, SlowRedis
 
@@ -317,3 +319,40 @@ class LeaderCopyTests(SynchronousTestCase):
         self.assertEqual(read_dumped(dumped((b"a", b"D")), ), [(b"a", b"D", -1)])
         self.assertEqual(read_dumped(dumped((b"a",))), [(b"a", None, 0)])
         self.assertEqual(copy_commands([(b"a", b"D", 5000)]), [(b"RESTORE", b"a", b"5000", b"D", b"REPLACE", b"ABSTTL")])
+
+    def test_with_versions_between_datacenters_the_copy_carries_them(self):
+        self.leader.versions = object()   # writes are versioned (copy only asks whether)
+        copier = Sink()
+        self.leader.copy(self.plan, dump_request([self.key, b"gone"]), copier)
+        (probe, probe_sink), = self.redis.pending
+        self.assertEqual(probe.payload, dump_request([self.key, b"gone"], versions=True).payload)
+        # the key and its versions (absolute expiry 9000); no key "gone", nor versions of it
+        probe_sink.complete(b"*2\r\n" + dumped((self.key, b"DUMP-OF-a"), (b"gone",))
+                            + b"*2\r\n*2\r\n$9\r\nDUMP-OF-V\r\n:9000\r\n*0\r\n")
+        (payload, sink), = self.to_joiner()
+        self.assertEqual(payload, encode_commands([
+            (b"RESTORE", self.key, b"0", b"DUMP-OF-a", b"REPLACE"), (b"DEL", b"gone"),
+            (b"SELECT", b"15"),
+            (b"RESTORE", lww.version_key(self.key), b"9000", b"DUMP-OF-V", b"REPLACE", b"ABSTTL"),
+            (b"DEL", lww.version_key(b"gone")), (b"SELECT", b"0")]))
+        sink.complete(b"+OK\r\n" * 6)
+        self.assertEqual(copier.replies, [b":6\r\n"])   # the commands the copy ran
+
+    def test_a_dump_answer_without_its_versions_is_refused(self):
+        with self.assertRaises(ReplicaError):
+            read_dumped_with_versions(dumped((b"a", b"D")))
+        with self.assertRaises(ReplicaError):
+            read_dumped_with_versions(b"*2\r\n" + dumped((b"a", b"D")) + b"*0\r\n")
+        self.assertEqual(read_dumped_with_versions(b"*2\r\n" + dumped((b"a", b"D")) + b"*1\r\n*0\r\n"),
+                         ([(b"a", b"D", -1)], [None]))
+
+    def test_the_keys_of_a_dump_are_read_back(self):
+        self.assertEqual(keys_of_dump(dump_request([b"a", b"b"])), [b"a", b"b"])
+        self.assertEqual(keys_of_dump(dump_request([b"a"], versions=True)), [b"a"])
+        other_script = Request(encode_command([b"EVAL", b"return 1", b"1", b"a", b"dump"]))
+        self.assertEqual(keys_of_dump(other_script), [b"a"])
+        for wrong in ([b"EVAL", b"s", b"2", b"a", b"dump"], [b"EVAL", b"s", b"1", b"a", b"digest"],
+                      [b"GET", b"s", b"1", b"a", b"dump"], [b"EVAL", b"s", b"x", b"a", b"dump"],
+                      [b"EVAL", b"s", b"-1", b"dump"]):
+            self.assertEqual(keys_of_dump(Request(encode_command(wrong))), [], wrong)
+        self.assertEqual(keys_of_dump(Request(b"*1\r\n$3\r\nGE")), [])
