@@ -158,7 +158,8 @@ class NodeParts:
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
                                config.hash_tag, config.repair_rate, config.anti_entropy_interval,
                                config.bootstrap and not config.enable_gossip,
-                               os.path.join(config.data_dir, "repair", safe_name(self.name), "marked"))
+                               os.path.join(config.data_dir, "repair", safe_name(self.name), "marked"),
+                               self.coordinator.leader.versions is not None)
         if config.read_repairs_enabled:
             self.coordinator.read_repair = self.repairs.read_repair
 

@@ -35,6 +35,15 @@ SCRIPT = r'''
 --   drop    cursor count hash_tag nranges lo hi ...
 --           -> {cursor, scanned, {deleted}}: deletes the keys whose hash is
 --           in none of the ranges (scale-out: the ranges a node gave away)
+--   versions cursor count hash_tag nranges lo hi ... db prefix
+--           -> {cursor, scanned, {name, dump, pexpiretime, ...}}: one SCAN
+--           step of database db, the hashes named prefix..key (versions
+--           between datacenters, tombstones included) whose key's hash is in
+--           one of the ranges
+--   merge   (KEYS: names of such hashes) db dump pexpiretime ...
+--           -> how many: each dumped hash merged into database db's, field
+--           by field, the greater value kept (versions order as bytes), the
+--           later expiry kept; restored as it is where there is none
 --   dump    (KEYS)          -> {key, dump, pexpiretime} per key, or {key} if missing
 --   dump    (KEYS) versions db prefix
 --           -> {that, {dump, pexpiretime} or {} per key}: also each key's
@@ -192,6 +201,29 @@ local function scan(cursor, count)
   return step[1], step[2]
 end
 
+local function dumped_in_ranges(names, skip)
+  -- name, DUMP and PEXPIRETIME of each of names whose key (the name less
+  -- its first skip bytes) hashes into the ranges of ARGV (hash_tag ARGV[4],
+  -- nranges ARGV[5], then lo hi ...)
+  local tag, n = ARGV[4], tonumber(ARGV[5])
+  local out = {}
+  for _, name in ipairs(names) do
+    local h = murmur3(hash_part(string.sub(name, skip + 1), tag))
+    for i = 0, n - 1 do
+      if h >= tonumber(ARGV[6 + 2 * i]) and h <= tonumber(ARGV[7 + 2 * i]) then
+        local dump = redis.call('DUMP', name)
+        if dump then
+          out[#out + 1] = name
+          out[#out + 1] = dump
+          out[#out + 1] = redis.call('PEXPIRETIME', name)
+        end
+        break
+      end
+    end
+  end
+  return out
+end
+
 local function segment(h, bounds, n)
   -- the first bound >= h (index 0..n-1), or n when above them all
   local lo, hi = 0, n
@@ -250,25 +282,8 @@ elseif mode == 'keys' then
   end
   return {cursor, #keys, out}
 elseif mode == 'stream' then
-  local tag = ARGV[4]
-  local n = tonumber(ARGV[5])
   local cursor, keys = scan(ARGV[2], ARGV[3])
-  local out = {}
-  for _, key in ipairs(keys) do
-    local h = murmur3(hash_part(key, tag))
-    for i = 0, n - 1 do
-      if h >= tonumber(ARGV[6 + 2 * i]) and h <= tonumber(ARGV[7 + 2 * i]) then
-        local dump = redis.call('DUMP', key)
-        if dump then
-          out[#out + 1] = key
-          out[#out + 1] = dump
-          out[#out + 1] = redis.call('PEXPIRETIME', key)
-        end
-        break
-      end
-    end
-  end
-  return {cursor, #keys, out}
+  return {cursor, #keys, dumped_in_ranges(keys, 0)}
 elseif mode == 'list' or mode == 'drop' then
   local tag = ARGV[4]
   local n = tonumber(ARGV[5])
@@ -290,6 +305,43 @@ elseif mode == 'list' or mode == 'drop' then
   end
   if mode == 'drop' then return {cursor, #keys, {deleted}} end
   return {cursor, #keys, out}
+elseif mode == 'versions' then
+  local n = tonumber(ARGV[5])
+  local prefix = ARGV[7 + 2 * n]
+  redis.call('SELECT', ARGV[6 + 2 * n])
+  local cursor, names = scan(ARGV[2], ARGV[3])
+  local versions = {}
+  for _, name in ipairs(names) do
+    if string.sub(name, 1, #prefix) == prefix then versions[#versions + 1] = name end
+  end
+  return {cursor, #names, dumped_in_ranges(versions, #prefix)}
+elseif mode == 'merge' then
+  redis.call('SELECT', ARGV[2])
+  for i, name in ipairs(KEYS) do
+    local dump, expiry = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
+    if redis.call('EXISTS', name) == 0 then
+      if expiry > 0 then
+        redis.call('RESTORE', name, expiry, dump, 'ABSTTL')
+      else
+        redis.call('RESTORE', name, 0, dump)
+      end
+    else
+      local merging = 'dyno:merging'   -- database db is the node's own: no key of a client
+      redis.call('RESTORE', merging, 0, dump, 'REPLACE')
+      local theirs = redis.call('HGETALL', merging)
+      redis.call('DEL', merging)
+      for j = 1, #theirs, 2 do
+        local mine = redis.call('HGET', name, theirs[j])
+        if not mine or theirs[j + 1] > mine then
+          redis.call('HSET', name, theirs[j], theirs[j + 1])
+        end
+      end
+      if expiry > 0 and expiry > redis.call('PEXPIRETIME', name) then
+        redis.call('PEXPIREAT', name, expiry)
+      end
+    end
+  end
+  return #KEYS
 elseif mode == 'dump' then
   local out = {}
   for i, key in ipairs(KEYS) do

@@ -64,8 +64,10 @@ class Repairs:
 
     def __init__(self, topology: Callable[[], Any], send: Callable[[str, Request, Any], None], clock,
                  membership, hash_tag: Optional[bytes], rate: int, interval: float,
-                 bootstrap: bool = False, marked_path: Optional[str] = None) -> None:
+                 bootstrap: bool = False, marked_path: Optional[str] = None, versions: bool = False) -> None:
         self._topology = topology
+        # whether a warm-up merges the versions between datacenters too
+        self._versions = versions
         self._send = send
         self._clock = clock
         self._membership = membership
@@ -234,7 +236,7 @@ class Repairs:
     def _warm(self, why: str, bootstrap: bool = False) -> None:
         self.log.info("warming up: {why}", why=why)
         self.warmup = WarmUp(self._topology(), self._send, self._clock, self._tag, self.rate,
-                             self._membership, self._count)
+                             self._membership, self._count, self._versions)
 
         def ended(progress):
             if progress.error is None:

@@ -37,7 +37,7 @@ __all__ = [
     "copy_commands", "digest_request", "drop_request", "dump_request", "fetch_request", "keys_request",
     "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells", "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
-    "restore_new_request", "scan_step", "stream_request",
+    "restore_new_request", "scan_step", "stream_request", "versions_request", "merge_versions_request",
 ]
 
 #: Buckets per ring segment: a key's bucket is the top 16 bits of its hash.
@@ -85,6 +85,29 @@ def stream_request(cursor: int, count: int, hash_tag: Optional[bytes],
                    ranges: Sequence[Tuple[int, int]]) -> Request:
     """One SCAN step: DUMP and absolute expiry of the keys it saw in ``ranges`` (inclusive)."""
     return _ask((), b"stream", *_scan_args(cursor, count, hash_tag, ranges))
+
+
+def versions_request(cursor: int, count: int, hash_tag: Optional[bytes],
+                     ranges: Sequence[Tuple[int, int]]) -> Request:
+    """
+    One SCAN step of the versions between datacenters (`dynomite.commands.lww`)
+    of the keys in ``ranges`` (inclusive), deletes' tombstones included: DUMP
+    and absolute expiry of each hash, read as `read_stream` reads a stream step.
+    """
+    return _ask((), b"versions", *_scan_args(cursor, count, hash_tag, ranges),
+                b"%d" % lww.VERSION_DB, lww.version_key(b""))
+
+
+def merge_versions_request(items: Sequence[Tuple[bytes, bytes, int]]) -> Request:
+    """
+    Merge version hashes another Redis dumped (`versions_request`'s items)
+    into this one's, field by field, the newer version kept: a write noted
+    here meanwhile is not undone, and what it did not note is added.
+    """
+    args: List[bytes] = [b"%d" % lww.VERSION_DB]
+    for _, dump, expiry in items:
+        args += [dump, b"%d" % expiry]
+    return _ask([name for name, _, _ in items], b"merge", *args, write=True)
 
 
 def list_request(cursor: int, count: int, hash_tag: Optional[bytes],

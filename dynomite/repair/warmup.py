@@ -17,6 +17,13 @@ empty key, an INCR counting from nothing.  The node turns NORMAL when
 every source has been scanned to the end and that check is done; a source
 that fails is replaced by the next candidate for its segments.
 
+With versions between datacenters (``datacenter_conflicts:
+last_writer_wins``), a source's version hashes of those ranges, deletes'
+tombstones included, are then merged into this Redis's, field by field,
+the newer kept (`script.versions_request`, `script.merge_versions_request`):
+without them this node could decide a write from another datacenter
+otherwise than the others until each key is written again.
+
 What it cannot know (README "Repair"): a key deleted by a client after the
 source was scanned and before the value was restored here comes back on
 this node only; the next anti-entropy repair finds it on one rack and,
@@ -56,6 +63,8 @@ class WarmUpProgress:
         self.scanned = 0
         self.streamed = 0
         self.kept = 0
+        #: version hashes merged (with versions between datacenters)
+        self.versions = 0
         self.kept_repaired = 0
         self.to_scan = 0
 
@@ -66,6 +75,7 @@ class WarmUpProgress:
         return {"started": self.started, "finished": self.finished, "error": self.error,
                 "sources": self.sources, "scanned": self.scanned, "to_scan": self.to_scan,
                 "streamed": self.streamed, "kept": self.kept, "kept_repaired": self.kept_repaired,
+                "versions": self.versions,
                 "keys_per_second": round(rate, 1),
                 "eta_seconds": None if self.finished or not rate else round(left / rate, 1)}
 
@@ -91,8 +101,10 @@ class WarmUp:
     log = Logger()
 
     def __init__(self, topology, send: Callable[[str, Request, Any], None], clock, hash_tag: Optional[bytes],
-                 rate: int, membership, on_counts: Callable[[str, int], None] = lambda e, n: None) -> None:
+                 rate: int, membership, on_counts: Callable[[str, int], None] = lambda e, n: None,
+                 versions: bool = False) -> None:
         self._topology = topology
+        self._versions = versions
         self._send = send
         self._clock = clock
         self._tag = hash_tag
@@ -176,21 +188,15 @@ class WarmUp:
         return self.progress
 
     async def _stream(self, source: str, ranges: List[Tuple[int, int]]) -> bool:
-        """Stream ``ranges`` from ``source``; False if it failed (another source takes over)."""
+        """Stream ``ranges`` from ``source`` (and their versions); False if it failed (another source takes over)."""
         p = self.progress
         mine = p.sources.setdefault(source, {"scanned": 0, "streamed": 0, "kept": 0})
         local = self._topology.local.name
         size = await ask(self._send, source, Request(encode_command([b"DBSIZE"])))
         if size[:1] == b":":
             p.to_scan += int(size[1:-2])
-        cursor, seen, began = 0, 0, self._clock.seconds()
-        while True:
-            raw = await ask(self._send, source, script.stream_request(cursor, COUNT, self._tag, ranges))
-            try:
-                step = script.scan_step(raw)
-            except script.ReplicaError as e:
-                self.log.warn("warm-up source {source} failed: {why}", source=source, why=str(e))
-                return False
+
+        async def restore(step: script.ScanStep) -> None:
             items = script.read_stream(step)
             replies = await together([
                 ask(self._send, local, script.restore_new_request(key, dump, expiry))
@@ -208,13 +214,48 @@ class WarmUp:
                     raise script.ReplicaError("restoring here: %s" % raw[1:].strip().decode("utf-8", "replace"))
             self._count("streamed", sum(1 for raw in replies if not is_error(raw)))
             self._count("kept", sum(1 for raw in replies if raw.startswith(b"-BUSYKEY")))
-            seen += step.scanned
             p.scanned += step.scanned
             mine["scanned"] += step.scanned
+
+        async def merge(step: script.ScanStep) -> None:
+            items = script.read_stream(step)
+            if items:
+                merged = await ask(self._send, local, script.merge_versions_request(items))
+                if is_error(merged):
+                    raise script.ReplicaError("merging versions here: %s"
+                                              % merged[1:].strip().decode("utf-8", "replace"))
+                p.versions += len(items)
+
+        tag = self._tag
+        if not await self._scan(source, lambda cursor: script.stream_request(cursor, COUNT, tag, ranges), restore):
+            return False
+        return not self._versions or await self._scan(
+            source, lambda cursor: script.versions_request(cursor, COUNT, tag, ranges), merge)
+
+    async def _scan(self, source: str, request: Callable[[int], Request],
+                    handle: Callable[[script.ScanStep], Any]) -> bool:
+        """
+        Each SCAN step ``request(cursor)`` of ``source``, handed to ``handle``,
+        at most ``rate`` keys/s; False if the source failed.
+        """
+        cursor, seen, began = 0, 0, self._clock.seconds()
+        while True:
+            raw = await ask(self._send, source, request(cursor))
+            try:
+                step = script.scan_step(raw)
+            except script.ReplicaError as e:
+                self.log.warn("warm-up source {source} failed: {why}", source=source, why=str(e))
+                return False
+            await handle(step)
+            seen += step.scanned
             cursor = step.cursor
             if cursor == 0:
                 return True
-            if self._rate:
-                ahead = seen / self._rate - (self._clock.seconds() - began)
-                if ahead > 0:
-                    await deferLater(self._clock, ahead, lambda: None)
+            await self._pace(seen, began)
+
+    async def _pace(self, seen: int, began: float) -> None:
+        """Wait until ``seen`` keys scanned since ``began`` are within ``rate`` keys/s."""
+        if self._rate:
+            ahead = seen / self._rate - (self._clock.seconds() - began)
+            if ahead > 0:
+                await deferLater(self._clock, ahead, lambda: None)

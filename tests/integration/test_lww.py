@@ -2,7 +2,9 @@
 Last writer wins between datacenters (dynomite.commands.lww) with real
 processes: the Lua script decides as its Python twin does on a real
 redis-server, and two writers in two datacenters writing the same keys at
-once leave every backend of both datacenters with the same bytes.
+once leave every backend of both datacenters with the same bytes.  A node
+that joins takes the versions of the keys it takes; a Redis restarted
+empty gets its versions back, tombstones included, merged field by field.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from typing import Dict, List, Sequence, Tuple
 
 from dynomite.commands import lww
 from dynomite.commands import table as commands
+from dynomite.config.model import NodeConfig
 from dynomite.placement.hashing import key_hash
+from dynomite.repair import script
+from dynomite.wire.requests import parse_whole
 
 from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, FaultTestCase
 from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll, run_together
 from tests.integration.fixtures.joiners import backend_of, start_extra_node
 
-#: 127.7.<worker>.x block of the join test: its cluster, then the joiner (+3)
-JOIN_BLOCK = 101
+#: 127.7.<worker>.x blocks: the join test's cluster, then its joiner (+3); the warm-up tests'
+JOIN_BLOCK, WARM_BLOCK, MERGE_BLOCK = 101, 111, 115
 
 
 def version(ms: int, counter: int = 1, node: str = "n:1") -> bytes:
@@ -213,3 +218,76 @@ class JoinTests(FaultTestCase):
             self.assertGreater(target.pttl(lww.version_key(moved[0])), 0, "versions keep their expiry")
         finally:
             target.execute_command("SELECT", 0)
+
+
+def all_versions(redis) -> Dict[bytes, Dict[bytes, bytes]]:
+    """Every version hash of a Redis (database 15), by name."""
+    redis.execute_command("SELECT", lww.VERSION_DB)
+    try:
+        names = [bytes(n) for n in redis.scan_iter(match=lww.version_key(b"") + b"*", count=1000)]
+        return {name: {bytes(f): bytes(v) for f, v in redis.hgetall(name).items()} for name in names}
+    finally:
+        redis.execute_command("SELECT", 0)
+
+
+class WarmUpTests(FaultTestCase):
+    """A Redis restarted empty gets its versions back with its data (`dynomite.repair.warmup`)."""
+
+    def test_the_merge_keeps_the_newer_version_of_each_field(self) -> None:
+        fx = self.start_cluster("lww-merge", {"dc1": {"rack1": 1}}, MERGE_BLOCK)
+        redis = fx.backend(fx.nodes[0])
+        redis.execute_command("SELECT", lww.VERSION_DB)
+        try:
+            redis.hset(b"theirs", mapping={b"": b"0005", b"fa": b"0009", b"fb": b"0002", b"s@x": b"0007"})
+            redis.pexpireat(b"theirs", 4_000_000_000_000)
+            redis.hset(b"mine", mapping={b"": b"0006", b"fb": b"0001"})
+            redis.pexpireat(b"mine", 3_000_000_000_000)
+            dump = redis.dump(b"theirs")
+        finally:
+            redis.execute_command("SELECT", 0)
+        request = script.merge_versions_request([(b"mine", dump, 4_000_000_000_000), (b"absent", dump, 4_000_000_000_000)])
+        (args,), _ = parse_whole(request.payload)
+        self.assertEqual(redis.execute_command(*args), 2)
+        redis.execute_command("SELECT", lww.VERSION_DB)
+        try:
+            self.assertEqual(redis.hgetall(b"mine"), {b"": b"0006", b"fa": b"0009", b"fb": b"0002", b"s@x": b"0007"})
+            self.assertEqual(redis.hgetall(b"absent"), redis.hgetall(b"theirs"))
+            self.assertEqual(redis.execute_command("PEXPIRETIME", b"mine"), 4_000_000_000_000)
+            self.assertEqual(redis.execute_command("PEXPIRETIME", b"absent"), 4_000_000_000_000)
+            self.assertFalse(redis.exists(b"dyno:merging"))
+        finally:
+            redis.execute_command("SELECT", 0)
+
+    def test_a_redis_restarted_empty_gets_its_versions_back(self) -> None:
+        fx = self.start_cluster("lww-warm", {"dc1": {"rack1": 1, "rack2": 1}, "dc2": {"rack1": 1}}, WARM_BLOCK,
+                                {"datacenter_conflicts": "last_writer_wins"})
+        r1, r2 = fx.rack_node("dc1", "rack1"), fx.rack_node("dc1", "rack2")
+        pipe = fx.client(r1).pipeline(transaction=False)
+        for i in range(300):
+            key = "lwwwarm:%d" % i
+            [lambda: pipe.set(key, "v"), lambda: pipe.hset(key, mapping={"a": "1", "b": "2"}),
+             lambda: pipe.incrby(key, 3), lambda: pipe.delete(key)][i % 4]()
+        pipe.execute()
+        b1, b2 = fx.backend(r1), fx.backend(r2)
+        # every key has versions, a deleted one its tombstone; but the INCRBYs: a
+        # commuting write is noted only where it comes from another datacenter
+        self.assertTrue(poll(lambda: len(all_versions(b1)) == 225, CONVERGE_TIMEOUT), len(all_versions(b1)))
+        expected = all_versions(b1)
+        self.assertTrue(poll(lambda: all_versions(b2) == expected, CONVERGE_TIMEOUT), "rack 2 noted them too")
+        self.assertTrue(poll(lambda: fx.info(r2)["repair"]["data_set_marked"], 5),
+                        "rack 2's node never marked its Redis as holding its data")
+        r2.redis_process.stop()
+        r2.redis_process.start()
+        bound = 2 * 300 / NodeConfig.repair_rate + 10 * fx.layout.peer_down_after()
+
+        def warmed() -> bool:
+            info = fx.try_info(r2) or {}
+            warmup = (info.get("repair") or {}).get("warmup")
+            return bool(warmup and warmup["finished"]) and info.get("state") == "NORMAL"
+
+        if not poll(warmed, bound):
+            self.fail_with("rack 2's node did not warm up within %.0f s" % bound, [r2])
+        got = all_versions(b2)
+        wrong = sorted(name for name in expected if got.get(name) != expected[name])
+        self.assertEqual(wrong, [], "version hashes rack 2 did not get back, e.g. %r" % (wrong[:1],))
+        self.assertEqual(fx.info(r2)["repair"]["warmup"]["versions"], 225)
