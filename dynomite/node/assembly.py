@@ -153,7 +153,8 @@ class NodeParts:
             self.scaleout = ScaleOut(
                 self.name, lambda: self.router.topology, route_writes(self.router), self.coordinator.leading.copy,
                 self._hand_over, self._send, clock, self.gossip, self.membership, config.hash_tag, config.repair_rate,
-                2 * config.timeout, self.scaleout_state, tuple(config.tokens))
+                2 * config.timeout, self.scaleout_state, tuple(config.tokens),
+                self.coordinator.leader.versions is not None)
         # with gossip, bootstrap means a join (`dynomite.scaleout`), not a warm-up
         self.repairs = Repairs(lambda: self.router.topology, self._send, clock, self.membership,
                                config.hash_tag, config.repair_rate, config.anti_entropy_interval,

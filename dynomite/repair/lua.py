@@ -40,6 +40,9 @@ SCRIPT = r'''
 --           step of database db, the hashes named prefix..key (versions
 --           between datacenters, tombstones included) whose key's hash is in
 --           one of the ranges
+--   tombstones cursor count hash_tag nranges lo hi ... db prefix
+--           -> {cursor, scanned, {key, ...}}: as versions, the keys of the
+--           hashes whose key holds no data (deletes' tombstones)
 --   merge   (KEYS: names of such hashes) db dump pexpiretime ...
 --           -> how many: each dumped hash merged into database db's, field
 --           by field, the greater value kept (versions order as bytes), the
@@ -201,27 +204,45 @@ local function scan(cursor, count)
   return step[1], step[2]
 end
 
+local function in_ranges(key)
+  -- whether key hashes into the ranges of ARGV (hash_tag ARGV[4], nranges
+  -- ARGV[5], then lo hi ...)
+  local h = murmur3(hash_part(key, ARGV[4]))
+  for i = 0, tonumber(ARGV[5]) - 1 do
+    if h >= tonumber(ARGV[6 + 2 * i]) and h <= tonumber(ARGV[7 + 2 * i]) then return true end
+  end
+  return false
+end
+
 local function dumped_in_ranges(names, skip)
   -- name, DUMP and PEXPIRETIME of each of names whose key (the name less
-  -- its first skip bytes) hashes into the ranges of ARGV (hash_tag ARGV[4],
-  -- nranges ARGV[5], then lo hi ...)
-  local tag, n = ARGV[4], tonumber(ARGV[5])
+  -- its first skip bytes) is in_ranges
   local out = {}
   for _, name in ipairs(names) do
-    local h = murmur3(hash_part(string.sub(name, skip + 1), tag))
-    for i = 0, n - 1 do
-      if h >= tonumber(ARGV[6 + 2 * i]) and h <= tonumber(ARGV[7 + 2 * i]) then
-        local dump = redis.call('DUMP', name)
-        if dump then
-          out[#out + 1] = name
-          out[#out + 1] = dump
-          out[#out + 1] = redis.call('PEXPIRETIME', name)
-        end
-        break
+    if in_ranges(string.sub(name, skip + 1)) then
+      local dump = redis.call('DUMP', name)
+      if dump then
+        out[#out + 1] = name
+        out[#out + 1] = dump
+        out[#out + 1] = redis.call('PEXPIRETIME', name)
       end
     end
   end
   return out
+end
+
+local function versions_step()
+  -- one SCAN step of database ARGV[6 + 2n]: the names that start with
+  -- prefix ARGV[7 + 2n], and the number of names scanned
+  local n = tonumber(ARGV[5])
+  local prefix = ARGV[7 + 2 * n]
+  redis.call('SELECT', ARGV[6 + 2 * n])
+  local cursor, names = scan(ARGV[2], ARGV[3])
+  local versions = {}
+  for _, name in ipairs(names) do
+    if string.sub(name, 1, #prefix) == prefix then versions[#versions + 1] = name end
+  end
+  return cursor, #names, versions, #prefix
 end
 
 local function segment(h, bounds, n)
@@ -306,15 +327,21 @@ elseif mode == 'list' or mode == 'drop' then
   if mode == 'drop' then return {cursor, #keys, {deleted}} end
   return {cursor, #keys, out}
 elseif mode == 'versions' then
-  local n = tonumber(ARGV[5])
-  local prefix = ARGV[7 + 2 * n]
-  redis.call('SELECT', ARGV[6 + 2 * n])
-  local cursor, names = scan(ARGV[2], ARGV[3])
-  local versions = {}
-  for _, name in ipairs(names) do
-    if string.sub(name, 1, #prefix) == prefix then versions[#versions + 1] = name end
+  local cursor, scanned, versions, skip = versions_step()
+  return {cursor, scanned, dumped_in_ranges(versions, skip)}
+elseif mode == 'tombstones' then
+  local cursor, scanned, versions, skip = versions_step()
+  local keys = {}
+  for _, name in ipairs(versions) do
+    local key = string.sub(name, skip + 1)
+    if in_ranges(key) then keys[#keys + 1] = key end
   end
-  return {cursor, #names, dumped_in_ranges(versions, #prefix)}
+  redis.call('SELECT', '0')
+  local out = {}
+  for _, key in ipairs(keys) do
+    if redis.call('EXISTS', key) == 0 then out[#out + 1] = key end
+  end
+  return {cursor, scanned, out}
 elseif mode == 'merge' then
   redis.call('SELECT', ARGV[2])
   for i, name in ipairs(KEYS) do

@@ -38,6 +38,7 @@ __all__ = [
     "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells", "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
     "restore_new_request", "scan_step", "stream_request", "versions_request", "merge_versions_request",
+    "tombstones_request",
 ]
 
 #: Buckets per ring segment: a key's bucket is the top 16 bits of its hash.
@@ -94,8 +95,21 @@ def versions_request(cursor: int, count: int, hash_tag: Optional[bytes],
     of the keys in ``ranges`` (inclusive), deletes' tombstones included: DUMP
     and absolute expiry of each hash, read as `read_stream` reads a stream step.
     """
-    return _ask((), b"versions", *_scan_args(cursor, count, hash_tag, ranges),
-                b"%d" % lww.VERSION_DB, lww.version_key(b""))
+    return _ask((), b"versions", *_scan_args(cursor, count, hash_tag, ranges), *_VERSIONS_AT)
+
+
+def tombstones_request(cursor: int, count: int, hash_tag: Optional[bytes],
+                       ranges: Sequence[Tuple[int, int]]) -> Request:
+    """
+    One SCAN step of the versions between datacenters of the keys in
+    ``ranges`` (inclusive) that hold no data: the keys whose deletes'
+    tombstones they are, as `list_request` lists keys.
+    """
+    return _ask((), b"tombstones", *_scan_args(cursor, count, hash_tag, ranges), *_VERSIONS_AT)
+
+
+#: Where the versions between datacenters live: their database and the prefix of their hashes' names.
+_VERSIONS_AT = (b"%d" % lww.VERSION_DB, lww.version_key(b""))
 
 
 def merge_versions_request(items: Sequence[Tuple[bytes, bytes, int]]) -> Request:
@@ -135,7 +149,7 @@ def dump_request(keys: Sequence[bytes], versions: bool = False) -> Request:
     `read_dumped_with_versions`).
     """
     if versions:
-        return _ask(keys, b"dump", b"versions", b"%d" % lww.VERSION_DB, lww.version_key(b""))
+        return _ask(keys, b"dump", b"versions", *_VERSIONS_AT)
     return _ask(keys, b"dump")
 
 

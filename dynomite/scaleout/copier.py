@@ -84,8 +84,10 @@ class CopyRun:
 
     def __init__(self, moves: List[Move], route: Callable[[bytes], Any], copy, send, clock,
                  hash_tag: Optional[bytes], rate: int, retry_delay: float = 1.0,
-                 on_counts: Callable[[str, int], None] = lambda event, n: None) -> None:
+                 on_counts: Callable[[str, int], None] = lambda event, n: None, versions: bool = False) -> None:
         self.moves = moves
+        # with versions between datacenters, deletes' tombstones are copied too
+        self._versions = versions
         self._route = route
         self._copy = copy
         self._send = send
@@ -129,9 +131,19 @@ class CopyRun:
         p = self.progress
         size = await self._ask(source, Request(encode_command([b"DBSIZE"])))
         p.to_scan += int(size[1:-2]) if size[:1] == b":" else 0
+        tag = self._tag
+        await self._list(source, lambda cursor: script.list_request(cursor, COUNT, tag, ranges))
+        if self._versions:
+            # a key's leader copies its versions with it (`Leader.copy`);
+            # a deleted key's versions are found apart
+            await self._list(source, lambda cursor: script.tombstones_request(cursor, COUNT, tag, ranges))
+
+    async def _list(self, source: str, request: Callable[[int], Request]) -> None:
+        """Copy the keys of each SCAN step ``request(cursor)`` of ``source``, at most ``rate`` scanned a second."""
+        p = self.progress
         cursor, seen, began = 0, 0, self._clock.seconds()
         while True:
-            step = script.scan_step(await self._ask(source, script.list_request(cursor, COUNT, self._tag, ranges)))
+            step = script.scan_step(await self._ask(source, request(cursor)))
             await self._copy_keys(step.items)
             seen += step.scanned
             p.scanned += step.scanned

@@ -124,8 +124,10 @@ class ScaleOut:
 
     def __init__(self, name: str, topology: Callable[[], Any], route, copy, hand_over, send, clock, gossip,
                  membership, hash_tag: Optional[bytes], rate: int, grace: float, state_path: str,
-                 configured_tokens: Tuple[int, ...] = ()) -> None:
+                 configured_tokens: Tuple[int, ...] = (), versions: bool = False) -> None:
         self.name = name
+        # versions between datacenters: a copy takes deletes' tombstones too
+        self._versions = versions
         self._configured = tuple(configured_tokens)
         #: keys scanned, copied, copy errors and keys dropped, since start (metrics)
         self.counts: Dict[str, int] = dict.fromkeys(COUNTED, 0)
@@ -338,7 +340,7 @@ class ScaleOut:
             self._enter("copying", "%d ranges" % len(moves))
             peers = self._peer_runs()
             run = self._run = CopyRun(moves, self._route, self._copy, self._send, self._clock,
-                                      self._tag, self._rate, on_counts=self._count)
+                                      self._tag, self._rate, on_counts=self._count, versions=self._versions)
             self.copy_runs += 1
             progress = await run.run()
             if self._stopping:

@@ -115,7 +115,7 @@ class MemoryRedis:
         sink.complete(b"".join(replies))
 
     def _script(self, argv: List[bytes], keys: List[bytes]) -> bytes:
-        """The scale-out modes of `dynomite.repair.lua` (list, drop, dump), values as pickles."""
+        """The scale-out modes of `dynomite.repair.lua` (list, drop, dump, tombstones), values as pickles."""
         d = self.data
         mode = argv[0]
         if mode == b"dump":
@@ -131,6 +131,14 @@ class MemoryRedis:
             held = [self.versions.get(argv[3] + key) for key in keys]
             return b"*2\r\n" + dumped + b"*%d\r\n" % len(keys) + b"".join(
                 b"*2\r\n" + bulk(pickle.dumps(v)) + integer(-1) if v is not None else b"*0\r\n" for v in held)
+        if mode == b"tombstones":
+            # one step: every hash of versions of a key in the ranges without data
+            tag, n = argv[3] or None, int(argv[4])
+            ranges = [(int(argv[5 + 2 * i]), int(argv[6 + 2 * i])) for i in range(n)]
+            prefix = argv[6 + 2 * n]
+            keys = [name[len(prefix):] for name in sorted(self.versions) if name.startswith(prefix)]
+            dead = [k for k in keys if k not in d and any(lo <= key_hash(k, tag) <= hi for lo, hi in ranges)]
+            return _scan_reply(0, len(keys), dead)
         if mode in (b"list", b"drop"):
             cursor, count, tag = int(argv[1]), int(argv[2]), argv[3] or None
             ranges = [(int(argv[5 + 2 * i]), int(argv[6 + 2 * i])) for i in range(int(argv[4]))]

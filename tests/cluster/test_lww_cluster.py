@@ -173,7 +173,7 @@ class MembersTests(SynchronousTestCase):
 
 
 class JoinTests(SynchronousTestCase):
-    """A node that joins a datacenter takes the versions of the keys it takes (`Leader.copy`)."""
+    """A node that joins a datacenter takes the versions of the keys it takes, tombstones included (`Leader.copy`)."""
 
     def test_a_late_older_write_loses_on_the_joiner_as_on_the_others(self) -> None:
         cluster = make_cluster(self, {"dc1": {"r1": 1}, "dc2": {"r1": 1}}, enable_gossip=True,
@@ -181,6 +181,9 @@ class JoinTests(SynchronousTestCase):
         one, two = cluster.node("dc1", "r1"), cluster.node("dc2", "r1")
         keys = [b"j%d" % i for i in range(40)]
         cluster.client(one).send(pipeline(*(("SET", key, "new") for key in keys)))
+        cluster.advance(0.5)
+        deleted = keys[::3]   # their tombstones (a DEL's version) are all that is left of them
+        cluster.client(one).send(pipeline(*(("DEL", key) for key in deleted)))
         cluster.advance(0.5)
         entry = "%s:r1:dc1:%d" % (one.name, one.config.tokens[0])
         new = cluster.add_node("10.0.0.10:8101", "dc1", "r1", 2 ** 31, [entry], bootstrap=True)
@@ -205,5 +208,7 @@ class JoinTests(SynchronousTestCase):
                                                   Sink)
         cluster.settle()
         self.assertEqual(len(answers), len(moved))
-        self.assertEqual({key: new.redis.data.get(key) for key in moved}, {key: b"new" for key in moved})
-        self.assertEqual({key: two.redis.data.get(key) for key in moved}, {key: b"new" for key in moved})
+        expected = {key: None if key in deleted else b"new" for key in moved}
+        self.assertTrue(any(v is None for v in expected.values()), "a deleted key moved")
+        self.assertEqual({key: new.redis.data.get(key) for key in moved}, expected)
+        self.assertEqual({key: two.redis.data.get(key) for key in moved}, expected)

@@ -179,7 +179,7 @@ class TwoWritersTests(FaultTestCase):
 
 
 class JoinTests(FaultTestCase):
-    """A node joining a datacenter takes the versions of the keys it takes, not only their data."""
+    """A node joining a datacenter takes the versions of the keys it takes, not only their data: tombstones too."""
 
     def test_a_joining_node_gets_the_versions_of_the_keys_it_takes(self) -> None:
         fx = self.start_cluster("lww-join", {"dc1": {"rack1": 1}, "dc2": {"rack1": 1}}, JOIN_BLOCK,
@@ -194,11 +194,16 @@ class JoinTests(FaultTestCase):
                 pipe.set(key, b"v")
             else:
                 pipe.hset(key, mapping={b"a": b"1", b"b": b"2"})
+        deleted = set(keys[::3])   # what is left of them is their tombstone
+        for key in sorted(deleted):
+            pipe.delete(key)
         pipe.execute()
         # the keys the joiner takes: tokens 0 and 2**31 in rack 1, so the hashes 1..2**31
         moved = [key for key in keys if 0 < key_hash(key) <= 2 ** 31]
+        self.assertTrue(deleted.intersection(moved))
+        self.assertTrue(poll(lambda: all(ScriptTests.versions(source, key) for key in moved), CONVERGE_TIMEOUT),
+                        "every key written has versions on its owner, a deleted one its tombstone")
         versions = {key: ScriptTests.versions(source, key) for key in moved}
-        self.assertTrue(all(versions.values()), "every key written has versions on its owner")
 
         joiner = start_extra_node(self, fx, address(OWN_CLUSTERS_SUBNET, JOIN_BLOCK + 3), datacenter="dc1",
                                   rack="rack1", tokens=str(2 ** 31), dyn_seeds=[one.seed], bootstrap=True)
@@ -206,7 +211,7 @@ class JoinTests(FaultTestCase):
         bound = 10 * (1 + fx.layout.peer_down_after()) + 4 * fx.layout.timeout()
 
         def missing() -> List[bytes]:
-            return [key for key in moved if target.exists(key) == 0
+            return [key for key in moved if target.exists(key) == (key in deleted)
                     or ScriptTests.versions(target, key) != versions[key]]
 
         if not poll(lambda: not missing(), bound, 0.5):
