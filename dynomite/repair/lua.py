@@ -43,6 +43,8 @@ SCRIPT = r'''
 --   tombstones cursor count hash_tag nranges lo hi ... db prefix
 --           -> {cursor, scanned, {key, ...}}: as versions, the keys of the
 --           hashes whose key holds no data (deletes' tombstones)
+--   keyversions (KEYS) db prefix -> {dump, pexpiretime} or {} per key: the
+--           hash prefix..key of each key in database db
 --   merge   (KEYS: names of such hashes) db dump pexpiretime ...
 --           -> how many: each dumped hash merged into database db's, field
 --           by field, the greater value kept (versions order as bytes), the
@@ -231,6 +233,23 @@ local function dumped_in_ranges(names, skip)
   return out
 end
 
+local function versions_of_keys(db, prefix)
+  -- {dump, pexpiretime} of the hash prefix..key in database db for each of
+  -- KEYS, or {} where there is none
+  local versions = {}
+  redis.call('SELECT', db)
+  for i, key in ipairs(KEYS) do
+    local where = prefix .. key
+    local dump = redis.call('DUMP', where)
+    if dump then
+      versions[i] = {dump, redis.call('PEXPIRETIME', where)}
+    else
+      versions[i] = {}
+    end
+  end
+  return versions
+end
+
 local function versions_step()
   -- one SCAN step of database ARGV[6 + 2n]: the names that start with
   -- prefix ARGV[7 + 2n], and the number of names scanned
@@ -380,20 +399,11 @@ elseif mode == 'dump' then
     end
   end
   if ARGV[2] == 'versions' then
-    local versions = {}
-    redis.call('SELECT', ARGV[3])
-    for i, key in ipairs(KEYS) do
-      local where = ARGV[4] .. key
-      local dump = redis.call('DUMP', where)
-      if dump then
-        versions[i] = {dump, redis.call('PEXPIRETIME', where)}
-      else
-        versions[i] = {}
-      end
-    end
-    return {out, versions}
+    return {out, versions_of_keys(ARGV[3], ARGV[4])}
   end
   return out
+elseif mode == 'keyversions' then
+  return versions_of_keys(ARGV[2], ARGV[3])
 elseif mode == 'digest' then
   local out = {}
   for i, key in ipairs(KEYS) do out[i] = digest(key) or '' end

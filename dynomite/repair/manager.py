@@ -66,7 +66,7 @@ class Repairs:
                  membership, hash_tag: Optional[bytes], rate: int, interval: float,
                  bootstrap: bool = False, marked_path: Optional[str] = None, versions: bool = False) -> None:
         self._topology = topology
-        # whether a warm-up merges the versions between datacenters too
+        # whether warm-ups and repairs merge the versions between datacenters too
         self._versions = versions
         self._send = send
         self._clock = clock
@@ -106,7 +106,8 @@ class Repairs:
             # joining node's keys in their order (`dynomite.scaleout`)
             raise RepairBusy("a node is joining or leaving; repair once the move is done")
         dcs = topology.datacenters if options.all_datacenters else (topology.local.datacenter,)
-        run = RepairRun(Scope(topology, dcs), self._send, self._clock, self._tag, options, self._count)
+        run = RepairRun(Scope(topology, dcs), self._send, self._clock, self._tag, options, self._count,
+                        self._versions)
         self.current = run
         self.log.info("repair of {dcs} started (dry run: {dry})", dcs=",".join(dcs), dry=options.dry_run)
 
@@ -273,7 +274,7 @@ class Repairs:
         self._read_repairs += 1
         topology = self._topology()
         run = RepairRun(Scope(topology, (topology.local.datacenter,)), self._send, self._clock, self._tag,
-                        RepairOptions(recheck_delay=READ_REPAIR_DELAY), self._count)
+                        RepairOptions(recheck_delay=READ_REPAIR_DELAY), self._count, self._versions)
 
         def ended(repaired: int) -> None:
             self._read_repairs -= 1

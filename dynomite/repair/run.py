@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.internet.task import deferLater
 
+from dynomite.commands import lww
 from dynomite.repair import script
 from dynomite.repair.compare import (
     Scope, Verdict, bitmaps, differing_cells, differing_keys, judge, stable,
@@ -152,8 +153,10 @@ class RepairRun:
 
     def __init__(self, scope: Scope, send: Callable[[str, Request, Any], None], clock,
                  hash_tag: Optional[bytes], options: RepairOptions = RepairOptions(),
-                 on_counts: Callable[[str, int], None] = lambda event, n: None) -> None:
+                 on_counts: Callable[[str, int], None] = lambda event, n: None, versions: bool = False) -> None:
         self.scope = scope
+        # versions between datacenters: a key restored gets the winner's merged into its own
+        self._versions = versions
         self._send = send
         self._clock = clock
         self._tag = hash_tag
@@ -309,18 +312,29 @@ class RepairRun:
                 batch = mine[i:i + BATCH]
                 keys = [v.key for v in batch]
                 fetched = script.read_fetched(await self._ask(winner, script.fetch_request(keys)), keys)
-                await together([self._restore(v, fetched[v.key]) for v in batch])
+                held: List[script.DumpedVersions] = [None] * len(keys)
+                if self._versions:
+                    held = script.read_key_versions(await self._ask(winner, script.key_versions_request(keys)), keys)
+                await together([self._restore(v, fetched[v.key], versions) for v, versions in zip(batch, held)])
 
-    async def _restore(self, v: Verdict, value: Optional[Tuple[bytes, bytes, int]]) -> None:
-        """Give ``v``'s losers the winner's ``value``, unless the winner or they changed since the last look."""
+    async def _restore(self, v: Verdict, value: Optional[Tuple[bytes, bytes, int]],
+                       versions: script.DumpedVersions = None) -> None:
+        """
+        Give ``v``'s losers the winner's ``value``, unless the winner or they
+        changed since the last look; and merge the winner's ``versions`` of
+        the key into theirs (the newer of each kept: always safe).
+        """
         restored = False
+        owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
         if value is not None and value[0] == v.seen[v.winner]:
             _, dump, expiry = value
-            owners = self.scope.owners[self.scope.cell(v.key, self._tag)[0]]
             done = await together([
                 self._ask(owners[loser], script.restore_if_request(v.key, v.seen[loser], dump, expiry))
                 for loser in v.losers])
             restored = all(script.read_restored(raw) for raw in done)
+        if versions is not None:
+            merge = script.merge_versions_request([(lww.version_key(v.key),) + versions])
+            await together([self._ask(owners[loser], merge) for loser in v.losers])
         p = self.progress
         if restored:
             p.keys_repaired += 1

@@ -38,7 +38,7 @@ __all__ = [
     "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells", "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
     "restore_new_request", "scan_step", "stream_request", "versions_request", "merge_versions_request",
-    "tombstones_request",
+    "tombstones_request", "key_versions_request", "read_key_versions",
 ]
 
 #: Buckets per ring segment: a key's bucket is the top 16 bits of its hash.
@@ -110,6 +110,11 @@ def tombstones_request(cursor: int, count: int, hash_tag: Optional[bytes],
 
 #: Where the versions between datacenters live: their database and the prefix of their hashes' names.
 _VERSIONS_AT = (b"%d" % lww.VERSION_DB, lww.version_key(b""))
+
+
+def key_versions_request(keys: Sequence[bytes]) -> Request:
+    """Each key's versions between datacenters, DUMP and absolute expiry (`read_key_versions`)."""
+    return _ask(keys, b"keyversions", *_VERSIONS_AT)
 
 
 def merge_versions_request(items: Sequence[Tuple[bytes, bytes, int]]) -> Request:
@@ -284,13 +289,23 @@ def read_dumped(raw: bytes) -> List[Dumped]:
 def read_dumped_with_versions(raw: bytes) -> Tuple[List[Dumped], List[DumpedVersions]]:
     """A dump answer with versions: `read_dumped`'s, and each key's versions (None: it has none)."""
     value = _value(raw)
-    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], list)
-            and all(isinstance(item, list) and len(item) in (0, 2) for item in value[1])):
+    if not (isinstance(value, list) and len(value) == 2):
         raise ReplicaError("not a dump answer with versions: %r" % (value,))
     dumped = _dumped(value[0])
-    if len(value[1]) != len(dumped):
-        raise ReplicaError("versions of %d keys for %d keys" % (len(value[1]), len(dumped)))
-    return dumped, [(item[0], int(item[1])) if item else None for item in value[1]]
+    return dumped, _versions(value[1], len(dumped))
+
+
+def read_key_versions(raw: bytes, keys: Sequence[bytes]) -> List[DumpedVersions]:
+    """A `key_versions_request` answer: each key's versions (None: it has none)."""
+    return _versions(_value(raw), len(keys))
+
+
+def _versions(value: Any, count: int) -> List[DumpedVersions]:
+    if not (isinstance(value, list) and all(isinstance(item, list) and len(item) in (0, 2) for item in value)):
+        raise ReplicaError("not versions of keys: %r" % (value,))
+    if len(value) != count:
+        raise ReplicaError("versions of %d keys for %d keys" % (len(value), count))
+    return [(item[0], int(item[1])) if item else None for item in value]
 
 
 def _dumped(value: Any) -> List[Dumped]:

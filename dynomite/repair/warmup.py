@@ -183,7 +183,7 @@ class WarmUp:
             # compared with the other racks, repaired if they agree otherwise
             local = (topology.local.datacenter,)
             check = RepairRun(Scope(topology, local), self._send, self._clock, self._tag,
-                              RepairOptions(), self._count)
+                              RepairOptions(), self._count, self._versions)
             self.progress.kept_repaired = await check.repair_keys(self._kept)
         return self.progress
 

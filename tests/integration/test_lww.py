@@ -4,11 +4,13 @@ processes: the Lua script decides as its Python twin does on a real
 redis-server, and two writers in two datacenters writing the same keys at
 once leave every backend of both datacenters with the same bytes.  A node
 that joins takes the versions of the keys it takes; a Redis restarted
-empty gets its versions back, tombstones included, merged field by field.
+empty gets its versions back, tombstones included, merged field by field;
+a key repaired gets the winner's versions.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Dict, List, Sequence, Tuple
 
@@ -20,11 +22,11 @@ from dynomite.repair import script
 from dynomite.wire.requests import parse_whole
 
 from tests.integration.fixtures.cases import CONVERGE_TIMEOUT, FaultTestCase
-from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, poll, run_together
+from tests.integration.fixtures.common import OWN_CLUSTERS_SUBNET, address, admin_cli, poll, run_together
 from tests.integration.fixtures.joiners import backend_of, start_extra_node
 
 #: 127.7.<worker>.x blocks: the join test's cluster, then its joiner (+3); the warm-up tests'
-JOIN_BLOCK, WARM_BLOCK, MERGE_BLOCK = 101, 111, 115
+JOIN_BLOCK, WARM_BLOCK, MERGE_BLOCK, REPAIR_BLOCK = 101, 111, 115, 117
 
 
 def version(ms: int, counter: int = 1, node: str = "n:1") -> bytes:
@@ -296,3 +298,30 @@ class WarmUpTests(FaultTestCase):
         wrong = sorted(name for name in expected if got.get(name) != expected[name])
         self.assertEqual(wrong, [], "version hashes rack 2 did not get back, e.g. %r" % (wrong[:1],))
         self.assertEqual(fx.info(r2)["repair"]["warmup"]["versions"], 225)
+
+
+class RepairTests(FaultTestCase):
+    """A key anti-entropy repair restores gets the winner's versions too (`dynomite.repair.run`)."""
+
+    def test_a_repaired_key_gets_its_versions_back(self) -> None:
+        fx = self.start_cluster("lww-repair", {"dc1": {"rack1": 1, "rack2": 1}, "dc2": {"rack1": 1}}, REPAIR_BLOCK,
+                                {"datacenter_conflicts": "last_writer_wins"})
+        r1, r2 = fx.rack_node("dc1", "rack1"), fx.rack_node("dc1", "rack2")
+        b1, b2 = fx.backend(r1), fx.backend(r2)
+        keys = [b"lwwrepair:%d" % i for i in range(60)]
+        pipe = fx.client(r1).pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, b"v")
+        pipe.execute()
+        self.assertTrue(poll(lambda: all(ScriptTests.versions(b2, key) for key in keys), CONVERGE_TIMEOUT))
+        lost = keys[::6]
+        b2.delete(*lost)   # the damage: keys lost on rack 2 with their versions
+        b2.execute_command("SELECT", lww.VERSION_DB)
+        b2.delete(*[lww.version_key(key) for key in lost])
+        b2.execute_command("SELECT", 0)
+        out = admin_cli(fx, r1, "repair", "--json")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["keys_repaired"], len(lost), out.stdout)
+        self.assertEqual([b2.get(key) for key in lost], [b"v"] * len(lost))
+        wrong = [key for key in lost if ScriptTests.versions(b2, key) != ScriptTests.versions(b1, key)]
+        self.assertEqual(wrong, [], "keys repaired on rack 2 without their versions")

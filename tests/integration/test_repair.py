@@ -24,8 +24,6 @@ import hashlib
 import json
 import random
 from bisect import bisect_left
-import subprocess
-import sys
 import time
 from typing import Dict
 
@@ -35,15 +33,9 @@ from dynomite.config.model import NodeConfig
 from dynomite.placement.hashing import key_hash
 from dynomite.repair import script
 from tests.integration.fixtures.cases import FaultTestCase
-from tests.integration.fixtures.common import poll
+from tests.integration.fixtures.common import admin_cli, poll
 
 ONE_DC = {"dc1": {"rack1": 1, "rack2": 1, "rack3": 1}}
-
-
-def admin_cli(fx, node, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dynomite.cli.admin.main", "--node", "%s:%d" % node.stats_address,
-         "--timeout", "10", *args], capture_output=True, text=True, timeout=300)
 
 
 class ScriptTests(FaultTestCase):
