@@ -19,7 +19,7 @@ that fails is replaced by the next candidate for its segments.
 
 With versions between datacenters (``datacenter_conflicts:
 last_writer_wins``), a source's version hashes of those ranges, deletes'
-tombstones included, are then merged into this Redis's, field by field,
+tombstones included, are first merged into this Redis's, field by field,
 the newer kept (`script.versions_request`, `script.merge_versions_request`):
 without them this node could decide a write from another datacenter
 otherwise than the others until each key is written again.
@@ -188,7 +188,7 @@ class WarmUp:
         return self.progress
 
     async def _stream(self, source: str, ranges: List[Tuple[int, int]]) -> bool:
-        """Stream ``ranges`` from ``source`` (and their versions); False if it failed (another source takes over)."""
+        """Stream ``ranges`` from ``source`` (their versions first); False if it failed (another source takes over)."""
         p = self.progress
         mine = p.sources.setdefault(source, {"scanned": 0, "streamed": 0, "kept": 0})
         local = self._topology.local.name
@@ -227,10 +227,12 @@ class WarmUp:
                 p.versions += len(items)
 
         tag = self._tag
-        if not await self._scan(source, lambda cursor: script.stream_request(cursor, COUNT, tag, ranges), restore):
+        # the versions first (a few bytes a key): a write from another
+        # datacenter arriving meanwhile is decided by them
+        if self._versions and not await self._scan(
+                source, lambda cursor: script.versions_request(cursor, COUNT, tag, ranges), merge):
             return False
-        return not self._versions or await self._scan(
-            source, lambda cursor: script.versions_request(cursor, COUNT, tag, ranges), merge)
+        return await self._scan(source, lambda cursor: script.stream_request(cursor, COUNT, tag, ranges), restore)
 
     async def _scan(self, source: str, request: Callable[[int], Request],
                     handle: Callable[[script.ScanStep], Any]) -> bool:
