@@ -3,7 +3,9 @@ Replicas for repair's unit tests: a `send` that answers repair's script
 requests (`dynomite.repair.script`) from plain dicts, as the Lua would.
 
 Each node holds ``key -> (value, expiry)``; a key's digest is SHA1 over
-its name, value and expiry, its "dump" is its value.  SCAN steps walk the
+its name, value and expiry, its "dump" is its value.  Its versions between
+datacenters (``versions``: the name of a key's hash -> (value, expiry))
+merge by keeping the greater value, as the hash's fields would.  SCAN steps walk the
 sorted keys (the cursor is an index).  ``hooks[mode]`` runs before a
 request of that mode is answered (a client's write landing meanwhile).
 """
@@ -54,6 +56,8 @@ class FakeReplicas:
         self.down: set = set()
         #: script modes answered with an error
         self.broken: set = set()
+        #: node -> versions between datacenters: version hash name -> (value, expiry)
+        self.versions: Dict[str, Dict[bytes, Tuple[bytes, int]]] = {name: {} for name in names}
         #: node -> since when its Redis is marked as holding its data set (0: never)
         self.markers: Dict[str, int] = {name: 0 for name in names}
 
@@ -130,6 +134,34 @@ class FakeReplicas:
                 value, expiry = self.data[name][key]
                 out += [_bulk(key), _bulk(value), _int(expiry)]
         return _array([_bulk(b"%d" % after), _int(len(chunk)), _array(out)])
+
+    def _versions(self, name, keys, argv) -> bytes:
+        n = int(argv[4])
+        ranges = [(int(argv[5 + 2 * i]), int(argv[6 + 2 * i])) for i in range(n)]
+        prefix = argv[6 + 2 * n]
+        cursor, count = int(argv[1]), int(argv[2])
+        ordered = sorted(self.versions[name])
+        chunk = ordered[cursor:cursor + count]
+        after = cursor + count if cursor + count < len(ordered) else 0
+        out = []
+        for where in chunk:
+            if any(lo <= key_hash(where[len(prefix):], self.tag) <= hi for lo, hi in ranges):
+                value, expiry = self.versions[name][where]
+                out += [_bulk(where), _bulk(value), _int(expiry)]
+        return _array([_bulk(b"%d" % after), _int(len(chunk)), _array(out)])
+
+    def _merge(self, name, keys, argv) -> bytes:
+        held = self.versions[name]
+        for i, where in enumerate(keys):
+            value, expiry = argv[2 + 2 * i], int(argv[3 + 2 * i])
+            mine = held.get(where)
+            held[where] = (max(mine[0], value), max(mine[1], expiry)) if mine else (value, expiry)
+        return _int(len(keys))
+
+    def _keyversions(self, name, keys, argv) -> bytes:
+        prefix = argv[2]
+        found = [self.versions[name].get(prefix + key) for key in keys]
+        return _array([_array([_bulk(v[0]), _int(v[1])]) if v else _array([]) for v in found])
 
     def _digest(self, name, keys, argv) -> bytes:
         return _array([_bulk(self.digest(name, k)) for k in keys])

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from dynomite.commands import lww
 from dynomite.consistency.read_repair import Disagreement
 from dynomite.repair.manager import RepairBusy, Repairs
 from dynomite.repair.run import RepairOptions
@@ -180,3 +181,40 @@ class RepairsTests(SynchronousTestCase):
         repairs.tick(self.clock.seconds())
         self.assertEqual(self.replicas.data["r1"][b"x"], (b"1", -1))
         self.assertIsNone(repairs.warmup.progress.error)
+
+    def test_with_versions_a_warm_up_merges_them_before_the_data(self) -> None:
+        repairs = self.repairs(versions=True)
+        for name in ("r1", "r2", "r3"):
+            self.replicas.markers[name] = 1
+        for i in range(50):
+            key = b"k%d" % i
+            self.replicas.put(key, b"v", on=["r2", "r3"])
+            for name in ("r2", "r3"):
+                self.replicas.versions[name][lww.version_key(key)] = (b"0005", 9_000)
+        self.replicas.versions["r2"][lww.version_key(b"gone")] = (b"0007", 9_000)   # a delete's tombstone
+        repairs.redis_restarted()                         # this node sees its Redis whole once
+        repairs.tick(self.clock.seconds())
+        self.replicas.markers["r1"] = 0                   # then Redis restarted empty
+        self.replicas.versions["r1"][lww.version_key(b"k1")] = (b"0009", 9_500)     # noted meanwhile
+        repairs.redis_restarted()
+        repairs.tick(self.clock.seconds())
+        self.clock.pump([0.5] * 10)
+        asked = [mode for _, mode in self.replicas.asked]
+        self.assertLess(asked.index(b"merge"), asked.index(b"stream"), asked)
+        self.assertEqual(len(self.replicas.data["r1"]), 50)
+        held = self.replicas.versions["r1"]
+        self.assertEqual(len(held), 51)
+        self.assertEqual(held[lww.version_key(b"gone")], (b"0007", 9_000))
+        self.assertEqual(held[lww.version_key(b"k1")], (b"0009", 9_500), "a version noted here was undone")
+        self.assertEqual(repairs.warmup.progress.versions, 51)
+
+    def test_with_versions_a_key_repaired_gets_the_winners(self) -> None:
+        repairs = self.repairs(versions=True)
+        self.replicas.put(b"a", b"1")
+        for name in ("r1", "r2"):
+            self.replicas.versions[name][lww.version_key(b"a")] = (b"0005", 9_000)
+        self.replicas.data["r3"][b"a"] = (b"stale", -1)   # and no versions there
+        repairs.read_repair(encode_command([b"GET", b"a"]))
+        self.clock.advance(1)
+        self.assertEqual(self.replicas.data["r3"][b"a"], (b"1", -1))
+        self.assertEqual(self.replicas.versions["r3"], {lww.version_key(b"a"): (b"0005", 9_000)})
