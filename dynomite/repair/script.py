@@ -35,7 +35,8 @@ from dynomite.wire.values import ReplyError, decode
 __all__ = [
     "BUCKET_BITS", "BUCKETS", "ReplicaError", "SCRIPT", "Cell", "ScanStep", "bucket_of", "cells_request",
     "copy_commands", "digest_request", "drop_request", "dump_request", "fetch_request", "keys_request",
-    "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells", "read_digests",
+    "keys_of_dump", "list_request", "read_dumped", "read_dumped_with_versions", "marker_request", "read_cells",
+    "read_digests",
     "read_fetched", "read_keys", "read_marker", "read_restored", "read_stream", "restore_if_request",
     "restore_new_request", "scan_step", "stream_request", "versions_request", "merge_versions_request",
     "tombstones_request", "key_versions_request", "read_key_versions",
@@ -50,6 +51,9 @@ Cell = Tuple[int, int]
 
 
 _EVAL = (b"EVAL", SCRIPT.encode("utf-8"))
+
+#: Where the versions between datacenters live: their database and the prefix of their hashes' names.
+_VERSIONS_AT = (b"%d" % lww.VERSION_DB, lww.version_key(b""))
 
 
 class ReplicaError(Exception):
@@ -106,10 +110,6 @@ def tombstones_request(cursor: int, count: int, hash_tag: Optional[bytes],
     tombstones they are, as `list_request` lists keys.
     """
     return _ask((), b"tombstones", *_scan_args(cursor, count, hash_tag, ranges), *_VERSIONS_AT)
-
-
-#: Where the versions between datacenters live: their database and the prefix of their hashes' names.
-_VERSIONS_AT = (b"%d" % lww.VERSION_DB, lww.version_key(b""))
 
 
 def key_versions_request(keys: Sequence[bytes]) -> Request:

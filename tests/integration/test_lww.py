@@ -252,7 +252,8 @@ class WarmUpTests(FaultTestCase):
             dump = redis.dump(b"theirs")
         finally:
             redis.execute_command("SELECT", 0)
-        request = script.merge_versions_request([(b"mine", dump, 4_000_000_000_000), (b"absent", dump, 4_000_000_000_000)])
+        request = script.merge_versions_request([(b"mine", dump, 4_000_000_000_000),
+                                                 (b"absent", dump, 4_000_000_000_000)])
         (args,), _ = parse_whole(request.payload)
         self.assertEqual(redis.execute_command(*args), 2)
         redis.execute_command("SELECT", lww.VERSION_DB)
