@@ -135,19 +135,24 @@ class CopyRun:
         await self._list(source, lambda cursor: script.list_request(cursor, COUNT, tag, ranges))
         if self._versions:
             # a key's leader copies its versions with it (`Leader.copy`);
-            # a deleted key's versions are found apart
-            await self._list(source, lambda cursor: script.tombstones_request(cursor, COUNT, tag, ranges))
+            # a deleted key's versions are found apart (what that scan sees
+            # is not among the source's keys its progress counts)
+            await self._list(source, lambda cursor: script.tombstones_request(cursor, COUNT, tag, ranges), False)
 
-    async def _list(self, source: str, request: Callable[[int], Request]) -> None:
-        """Copy the keys of each SCAN step ``request(cursor)`` of ``source``, at most ``rate`` scanned a second."""
+    async def _list(self, source: str, request: Callable[[int], Request], counted: bool = True) -> None:
+        """
+        Copy the keys of each SCAN step ``request(cursor)`` of ``source``, at
+        most ``rate`` scanned a second; ``counted``: what it scans is progress.
+        """
         p = self.progress
         cursor, seen, began = 0, 0, self._clock.seconds()
         while True:
             step = script.scan_step(await self._ask(source, request(cursor)))
             await self._copy_keys(step.items)
             seen += step.scanned
-            p.scanned += step.scanned
-            self._count("scanned", step.scanned)
+            if counted:
+                p.scanned += step.scanned
+                self._count("scanned", step.scanned)
             cursor = step.cursor
             if cursor == 0:
                 return

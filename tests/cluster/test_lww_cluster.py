@@ -192,6 +192,8 @@ class JoinTests(SynchronousTestCase):
                 break
             cluster.advance(0.25)
         self.assertEqual(new.parts.scaleout.phase, "done")
+        copy = new.parts.scaleout.status()["copy"]
+        self.assertLessEqual(copy["scanned"], copy["to_scan"], "the tombstones' scan is not the keys' progress")
         moved = [key for key in keys if 0 < key_hash(key) <= 2 ** 31]
         self.assertTrue(moved)
         answers = []
