@@ -15,38 +15,28 @@ from dynomite.consistency.read_repair import Disagreement
 from dynomite.repair.manager import RepairBusy, Repairs
 from dynomite.repair.run import RepairOptions
 from dynomite.wire.resp import encode_command
+from tests.fakes import RecordingSink
 from tests.repair_fakes import FakeReplicas, three_racks
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.got = []
-
-    def complete(self, raw: bytes) -> None:
-        self.got.append(("complete", raw))
-
-    def fail(self, raw: bytes) -> None:
-        self.got.append(("fail", raw))
 
 
 class DisagreementTests(SynchronousTestCase):
     def test_answers_pass_through_and_a_difference_is_told_once_all_are_in(self) -> None:
         told = []
         watch = Disagreement(3, lambda: told.append(1))
-        sinks = [Sink() for _ in range(3)]
+        sinks = [RecordingSink() for _ in range(3)]
         tees = [watch.watch(s) for s in sinks]
         tees[0].complete(b"$1\r\na\r\n")
         tees[1].complete(b"$1\r\nb\r\n")
         self.assertEqual(told, [], "told before the last replica answered")
         tees[2].fail(b"-ERR timeout\r\n")
         self.assertEqual(told, [1])
-        self.assertEqual([s.got for s in sinks], [[("complete", b"$1\r\na\r\n")], [("complete", b"$1\r\nb\r\n")],
+        self.assertEqual([s.calls for s in sinks], [[("complete", b"$1\r\na\r\n")], [("complete", b"$1\r\nb\r\n")],
                                                    [("fail", b"-ERR timeout\r\n")]])
 
     def test_same_answers_or_failures_only_are_no_difference(self) -> None:
         told = []
         watch = Disagreement(3, lambda: told.append(1), normalise=lambda raw: bytes(sorted(raw)))
-        for tee, raw in zip([watch.watch(Sink()) for _ in range(3)], (b"ab", b"ba", None)):
+        for tee, raw in zip([watch.watch(RecordingSink()) for _ in range(3)], (b"ab", b"ba", None)):
             tee.complete(raw) if raw else tee.fail(b"-ERR x\r\n")
         self.assertEqual(told, [])
 
