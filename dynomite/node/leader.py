@@ -381,8 +381,9 @@ class Leader:
         of the keys, run on this node's Redis, with their versions between
         datacenters when writes carry them (a pending replica without them
         could decide a write from another datacenter otherwise than the
-        others: the probe is made again, whatever the requester sent); the copy is
-        acknowledged once every pending replica holds it (or a hint of it).
+        others: the probe is made again, whatever the requester sent); the
+        copy is acknowledged once every pending replica holds it (or a hint
+        of it).
         Fails when nothing of ``plan`` is pending, or when this node cannot
         be the source (its Redis unreachable, or not ``copy_source_ok()``: it
         may be stale).

@@ -325,18 +325,10 @@ elseif mode == 'stream' then
   local cursor, keys = scan(ARGV[2], ARGV[3])
   return {cursor, #keys, dumped_in_ranges(keys, 0)}
 elseif mode == 'list' or mode == 'drop' then
-  local tag = ARGV[4]
-  local n = tonumber(ARGV[5])
-  local ranges = {}
-  for i = 1, 2 * n do ranges[i] = tonumber(ARGV[5 + i]) end
   local cursor, keys = scan(ARGV[2], ARGV[3])
   local out, deleted = {}, 0
   for _, key in ipairs(keys) do
-    local h = murmur3(hash_part(key, tag))
-    local inside = false
-    for i = 1, 2 * n, 2 do
-      if h >= ranges[i] and h <= ranges[i + 1] then inside = true break end
-    end
+    local inside = in_ranges(key)
     if mode == 'list' and inside then
       out[#out + 1] = key
     elseif mode == 'drop' and not inside then
